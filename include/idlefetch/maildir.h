@@ -1,0 +1,59 @@
+/*
+ * maildir: delivery into a Maildir. A message is written to tmp/ (CRLF
+ * turned into LF), and committed by fsync + rename into new/; new/ itself
+ * is fsynced once per batch by maildir_sync_new(). Delivered names carry
+ * the folder's tag, UIDVALIDITY and UID so a restart can see what a crash
+ * left delivered but not yet recorded in the state file.
+ *
+ * These calls block on the disk: the session runs the commit side on the
+ * libuv threadpool.
+ */
+#ifndef IDLEFETCH_MAILDIR_H
+#define IDLEFETCH_MAILDIR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct maildir_file {
+	int		 fd;
+	char		 base[96];	/* unique part, without host */
+	uint64_t	 bytes;		/* bytes written, after CRLF -> LF */
+	uint32_t	 uid;		/* set by the owner once known */
+};
+
+/* Buffers writes and carries a CR across chunk boundaries. */
+struct maildir_writer {
+	size_t		 len;
+	bool		 cr;
+	char		 buf[32768];
+};
+
+/* Tag for an account+folder pair: 8 hex digits in every file name. */
+uint32_t maildir_tag(const char *account, const char *folder);
+/* Creates dir/{tmp,new,cur} and missing parents (mode 0700). */
+int	maildir_prepare(const char *dir);
+/* Removes tmp/ files this tag left behind (a crash mid-message). */
+int	maildir_clean_tmp(const char *dir, uint32_t tag, unsigned *removed);
+/*
+ * Finds the highest UID already delivered for tag and uidvalidity in new/
+ * and cur/ (0 when none).
+ */
+int	maildir_scan(const char *dir, uint32_t tag, uint32_t uidvalidity,
+	    uint32_t *max_uid);
+/* Opens a new file in tmp/. */
+int	maildir_create(const char *dir, uint32_t tag, struct maildir_file *f);
+/* Appends message bytes, turning CRLF into LF. */
+int	maildir_write(struct maildir_file *f, struct maildir_writer *w,
+	    const char *p, size_t n);
+/* Writes out what the writer holds; the message is complete. */
+int	maildir_flush(struct maildir_file *f, struct maildir_writer *w);
+/* fsync, close and rename into new/ under the final name. */
+int	maildir_commit(const char *dir, struct maildir_file *f,
+	    uint32_t uidvalidity, uint32_t uid);
+/* fsync dir/new so the renames are durable. */
+int	maildir_sync_new(const char *dir);
+/* Closes and removes an uncommitted file. */
+void	maildir_discard(const char *dir, struct maildir_file *f);
+
+#endif

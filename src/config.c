@@ -1,0 +1,771 @@
+/*
+ * config: reads the INI file with inih, expands ${VAR}, and validates every
+ * key as it is seen so that each error can name the file, line and key.
+ * Unknown sections and keys are errors: a typo must never silently fall back
+ * to a default. The same key setters serve the IDLEFETCH_* environment.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <ini.h>
+#include <openssl/crypto.h>
+
+#include "idlefetch/config.h"
+#include "idlefetch/util.h"
+
+/* Bits in account_ctx.seen, one per key, to reject duplicates. */
+enum key_bit {
+	K_HOST = 1 << 0, K_PORT = 1 << 1, K_TLS = 1 << 2, K_USER = 1 << 3,
+	K_PASS = 1 << 4, K_PASSFILE = 1 << 5, K_PASSCMD = 1 << 6,
+	K_FOLDERS = 1 << 7, K_MAILDIR = 1 << 8, K_AFTER = 1 << 9,
+	K_IDLE = 1 << 10, K_POLL = 1 << 11, K_REFRESH = 1 << 12,
+	K_CAFILE = 1 << 13,
+};
+
+struct account_ctx {
+	unsigned	 seen;
+	unsigned	 line;		/* line of the [account] header */
+	char		*pass_file;
+	char		*pass_cmd;
+};
+
+struct parse_ctx {
+	const char	*file;
+	struct config	*cfg;
+	struct account_ctx *actx;	/* parallel to cfg->accounts */
+	unsigned	 global_seen;
+	/* reader state */
+	const char	*buf;
+	size_t		 len, off;
+	unsigned	 line;
+	unsigned	 section_line;
+	char		*err;
+	size_t		 errlen;
+	bool		 failed;
+};
+
+static void
+seterr(struct parse_ctx *c, const char *key, const char *fmt, ...)
+{
+	char what[512];
+	va_list ap;
+
+	if (c->failed)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	if (c->line == 0)	/* from the environment: the variable names it */
+		snprintf(c->err, c->errlen, "%s: %s", c->file, what);
+	else if (key)
+		snprintf(c->err, c->errlen, "%s:%u: key '%s': %s", c->file,
+		    c->line, key, what);
+	else
+		snprintf(c->err, c->errlen, "%s:%u: %s", c->file, c->line, what);
+	c->failed = true;
+}
+
+/* Expands ${NAME} from the environment; returns NULL (error set) if unset. */
+static char *
+expand(struct parse_ctx *c, const char *key, const char *v)
+{
+	size_t cap = strlen(v) + 1, o = 0;
+	char *out = xmalloc(cap);
+
+	while (*v) {
+		const char *end, *val;
+		char name[128];
+		size_t n;
+
+		if (v[0] != '$' || v[1] != '{') {
+			out[o++] = *v++;
+			continue;
+		}
+		end = strchr(v + 2, '}');
+		n = end ? (size_t)(end - v - 2) : 0;
+		if (end == NULL || n == 0 || n >= sizeof(name)) {
+			seterr(c, key, "malformed ${...} reference");
+			free(out);
+			return NULL;
+		}
+		memcpy(name, v + 2, n);
+		name[n] = '\0';
+		val = getenv(name);
+		if (val == NULL) {
+			seterr(c, key, "environment variable %s is not set", name);
+			free(out);
+			return NULL;
+		}
+		cap += strlen(val);
+		out = xrealloc(out, cap);
+		memcpy(out + o, val, strlen(val));
+		o += strlen(val);
+		v = end + 1;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+static bool
+valid_account_name(const char *s)
+{
+	if (*s == '\0' || strlen(s) > 64 || *s == '.')
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("._-", *s))
+			return false;
+	return true;
+}
+
+/*
+ * Folder names become Maildir++ directory names and state file names, so
+ * anything that could climb out of a directory is refused here.
+ */
+static bool
+valid_folder(const char *s)
+{
+	const char *p;
+
+	if (*s == '\0' || strlen(s) > 200 || *s == '/' || *s == '.')
+		return false;
+	for (p = s; *p; p++) {
+		unsigned char ch = (unsigned char)*p;
+
+		if (ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\')
+			return false;
+		if ((ch == '/' || ch == '.') &&
+		    (p[1] == '\0' || p[1] == '/' || p[1] == '.'))
+			return false;
+	}
+	return true;
+}
+
+static char *
+trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+static int
+set_folders(struct parse_ctx *c, struct account *a, const char *key,
+    const char *v)
+{
+	char *copy = xstrdup(v), *save = NULL, *tok;
+
+	for (tok = strtok_r(copy, ",", &save); tok;
+	    tok = strtok_r(NULL, ",", &save)) {
+		char *f = trim(tok);
+
+		if (!valid_folder(f)) {
+			seterr(c, key, "invalid folder name '%s' (printable ASCII, "
+			    "no leading '/' or '.', no empty or '..' parts)", f);
+			free(copy);
+			return -EINVAL;
+		}
+		for (size_t i = 0; i < a->nfolders; i++)
+			if (strcmp(a->folders[i], f) == 0) {
+				seterr(c, key, "folder '%s' listed twice", f);
+				free(copy);
+				return -EINVAL;
+			}
+		a->folders = xrealloc(a->folders,
+		    (a->nfolders + 1) * sizeof(*a->folders));
+		a->folders[a->nfolders++] = xstrdup(f);
+	}
+	free(copy);
+	if (a->nfolders == 0) {
+		seterr(c, key, "no folder given");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int
+set_uint(struct parse_ctx *c, const char *key, const char *v, unsigned min,
+    unsigned max, unsigned *out)
+{
+	uint64_t n;
+
+	if (parse_u64(v, min, max, &n) < 0) {
+		seterr(c, key, "'%s' is not a number in %u..%u", v, min, max);
+		return -EINVAL;
+	}
+	*out = (unsigned)n;
+	return 0;
+}
+
+static int
+set_account_key(struct parse_ctx *c, struct account *a,
+    struct account_ctx *ax, const char *key, const char *v)
+{
+	static const struct { const char *name; unsigned bit; } keys[] = {
+		{ "host", K_HOST }, { "port", K_PORT }, { "tls", K_TLS },
+		{ "username", K_USER }, { "password", K_PASS },
+		{ "password_file", K_PASSFILE },
+		{ "password_command", K_PASSCMD }, { "folders", K_FOLDERS },
+		{ "maildir", K_MAILDIR }, { "after", K_AFTER }, { "idle", K_IDLE },
+		{ "poll_interval", K_POLL }, { "idle_refresh", K_REFRESH },
+		{ "ca_file", K_CAFILE },
+	};
+	unsigned bit = 0;
+
+	for (size_t i = 0; i < ARRAY_LEN(keys); i++)
+		if (strcmp(keys[i].name, key) == 0)
+			bit = keys[i].bit;
+	if (bit == 0) {
+		seterr(c, key, "unknown key in [account %s]", a->name);
+		return -EINVAL;
+	}
+	if (ax->seen & bit) {
+		seterr(c, key, "given twice in [account %s]", a->name);
+		return -EINVAL;
+	}
+	ax->seen |= bit;
+	if (*v == '\0' && bit != K_PASS) {
+		seterr(c, key, "empty value");
+		return -EINVAL;
+	}
+	switch (bit) {
+	case K_HOST:
+		if (strpbrk(v, " \t/") != NULL) {
+			seterr(c, key, "'%s' is not a host name or address", v);
+			return -EINVAL;
+		}
+		a->host = xstrdup(v);
+		return 0;
+	case K_PORT:
+		return set_uint(c, key, v, 1, 65535, &a->port);
+	case K_TLS:
+		if (strcmp(v, "implicit") == 0)
+			a->tls = TLS_MODE_IMPLICIT;
+		else if (strcmp(v, "starttls") == 0)
+			a->tls = TLS_MODE_STARTTLS;
+		else if (strcmp(v, "none") == 0)
+			a->tls = TLS_MODE_NONE;
+		else {
+			seterr(c, key, "'%s' is not one of implicit, starttls, none", v);
+			return -EINVAL;
+		}
+		return 0;
+	case K_USER:
+		a->username = xstrdup(v);
+		return 0;
+	case K_PASS:
+		a->password = xstrdup(v);
+		return 0;
+	case K_PASSFILE:
+		ax->pass_file = xstrdup(v);
+		return 0;
+	case K_PASSCMD:
+		ax->pass_cmd = xstrdup(v);
+		return 0;
+	case K_FOLDERS:
+		return set_folders(c, a, key, v);
+	case K_MAILDIR:
+		if (v[0] != '/') {
+			seterr(c, key, "'%s' is not an absolute path", v);
+			return -EINVAL;
+		}
+		a->maildir = xstrdup(v);
+		return 0;
+	case K_AFTER:
+		if (strcmp(v, "keep") == 0)
+			a->after = AFTER_KEEP;
+		else if (strcmp(v, "delete") == 0)
+			a->after = AFTER_DELETE;
+		else if (strncmp(v, "move:", 5) == 0 && valid_folder(v + 5)) {
+			a->after = AFTER_MOVE;
+			a->move_to = xstrdup(v + 5);
+		} else {
+			seterr(c, key, "'%s' is not one of keep, delete, move:FOLDER", v);
+			return -EINVAL;
+		}
+		return 0;
+	case K_IDLE:
+		if (strcmp(v, "auto") == 0)
+			a->idle = 1;
+		else if (strcmp(v, "off") == 0)
+			a->idle = 0;
+		else {
+			seterr(c, key, "'%s' is not one of auto, off", v);
+			return -EINVAL;
+		}
+		return 0;
+	case K_POLL:
+		return set_uint(c, key, v, 1, 86400, &a->poll_interval);
+	case K_REFRESH:
+		/* RFC 2177: servers may drop an IDLE after 30 minutes. */
+		return set_uint(c, key, v, 10, 1740, &a->idle_refresh);
+	case K_CAFILE:
+		a->ca_file = xstrdup(v);
+		return 0;
+	default:
+		fatal("bad key bit %u", bit);
+	}
+}
+
+static int
+set_global_key(struct parse_ctx *c, const char *key, const char *v)
+{
+	unsigned bit;
+
+	if (strcmp(key, "state_dir") == 0)
+		bit = 1;
+	else if (strcmp(key, "log") == 0)
+		bit = 2;
+	else {
+		seterr(c, key, "unknown key in [global]");
+		return -EINVAL;
+	}
+	if (c->global_seen & bit) {
+		seterr(c, key, "given twice in [global]");
+		return -EINVAL;
+	}
+	c->global_seen |= bit;
+	if (bit == 1) {
+		if (v[0] != '/') {
+			seterr(c, key, "'%s' is not an absolute path", v);
+			return -EINVAL;
+		}
+		free(c->cfg->state_dir);
+		c->cfg->state_dir = xstrdup(v);
+		return 0;
+	}
+	if (strcmp(v, "stderr") == 0)
+		c->cfg->log = LOG_TARGET_STDERR;
+	else if (strcmp(v, "syslog") == 0)
+		c->cfg->log = LOG_TARGET_SYSLOG;
+	else if (strcmp(v, "json") == 0)
+		c->cfg->log = LOG_TARGET_JSON;
+	else {
+		seterr(c, key, "'%s' is not one of stderr, syslog, json", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static struct account *
+find_account(struct parse_ctx *c, const char *name, struct account_ctx **ax)
+{
+	struct config *cfg = c->cfg;
+	struct account *a;
+
+	for (size_t i = 0; i < cfg->naccounts; i++)
+		if (strcmp(cfg->accounts[i].name, name) == 0) {
+			*ax = &c->actx[i];
+			return &cfg->accounts[i];
+		}
+	cfg->accounts = xrealloc(cfg->accounts,
+	    (cfg->naccounts + 1) * sizeof(*cfg->accounts));
+	c->actx = xrealloc(c->actx, (cfg->naccounts + 1) * sizeof(*c->actx));
+	a = &cfg->accounts[cfg->naccounts];
+	memset(a, 0, sizeof(*a));
+	*ax = &c->actx[cfg->naccounts];
+	memset(*ax, 0, sizeof(**ax));
+	(*ax)->line = c->section_line;
+	cfg->naccounts++;
+	a->name = xstrdup(name);
+	a->tls = TLS_MODE_IMPLICIT;
+	a->after = AFTER_KEEP;
+	a->idle = 1;
+	a->poll_interval = 60;
+	a->idle_refresh = 600;
+	return a;
+}
+
+static int
+handle_kv(struct parse_ctx *c, const char *section, const char *key,
+    const char *raw)
+{
+	struct account_ctx *ax;
+	struct account *a;
+	char *v;
+	int r;
+
+	if (c->failed)
+		return -EINVAL;
+	if (strcmp(section, "global") != 0 && strncmp(section, "account ", 8) != 0) {
+		seterr(c, NULL, "unknown section [%s] (expected [global] or "
+		    "[account NAME])", section);
+		return -EINVAL;
+	}
+	v = expand(c, key, raw);
+	if (v == NULL)
+		return -EINVAL;
+	if (strcmp(section, "global") == 0) {
+		r = set_global_key(c, key, v);
+	} else {
+		const char *name = section + 8;
+
+		while (*name == ' ')
+			name++;
+		if (!valid_account_name(name)) {
+			seterr(c, NULL, "invalid account name '%s' (letters, digits, "
+			    "'.', '_', '-')", name);
+			r = -EINVAL;
+		} else {
+			a = find_account(c, name, &ax);
+			r = set_account_key(c, a, ax, key, v);
+		}
+	}
+	memset(v, 0, strlen(v));
+	free(v);
+	return r;
+}
+
+static int
+ini_handler_cb(void *user, const char *section, const char *name,
+    const char *value)
+{
+	return handle_kv(user, section, name, value) == 0;
+}
+
+/* Feeds inih one line at a time so that we know the line number. */
+static char *
+ini_reader_cb(char *str, int num, void *stream)
+{
+	struct parse_ctx *c = stream;
+	const char *nl, *start;
+	size_t n;
+
+	if (c->off >= c->len || c->failed)
+		return NULL;
+	start = c->buf + c->off;
+	nl = memchr(start, '\n', c->len - c->off);
+	n = nl ? (size_t)(nl - start) + 1 : c->len - c->off;
+	c->line++;
+	if (n + 1 > (size_t)num) {
+		seterr(c, NULL, "line too long (at most %d bytes)", num - 2);
+		return NULL;
+	}
+	memcpy(str, start, n);
+	str[n] = '\0';
+	c->off += n;
+	if (memchr(str, '\0', n) != NULL) {
+		seterr(c, NULL, "NUL byte in line");
+		return NULL;
+	}
+	start = str;
+	while (*start == ' ' || *start == '\t')
+		start++;
+	if (*start == '[')
+		c->section_line = c->line;
+	return str;
+}
+
+static int
+read_secret_file(const char *path, char **out, char *why, size_t whylen)
+{
+	char buf[4096];
+	size_t n;
+	FILE *fp = fopen(path, "re");
+
+	if (fp == NULL) {
+		snprintf(why, whylen, "cannot read %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	*out = xstrdup(buf);
+	OPENSSL_cleanse(buf, sizeof(buf));
+	return 0;
+}
+
+static int
+run_secret_command(const char *cmd, char **out, char *why, size_t whylen)
+{
+	char buf[4096];
+	size_t n;
+	int st;
+	FILE *fp;
+
+	fflush(NULL);
+	fp = popen(cmd, "re");
+	if (fp == NULL) {
+		snprintf(why, whylen, "cannot run: %s", strerror(errno));
+		return -errno;
+	}
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	while (fgetc(fp) != EOF)
+		;
+	st = pclose(fp);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		OPENSSL_cleanse(buf, sizeof(buf));
+		snprintf(why, whylen, "command failed (exit status %d)",
+		    WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+		return -EIO;
+	}
+	*out = xstrdup(buf);
+	OPENSSL_cleanse(buf, sizeof(buf));
+	return 0;
+}
+
+/* Checks the keys that depend on each other and fills in defaults. */
+static int
+finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
+{
+	static const struct { unsigned bit; const char *key; } req[] = {
+		{ K_HOST, "host" }, { K_USER, "username" }, { K_MAILDIR, "maildir" },
+	};
+	unsigned npass = !!(ax->seen & K_PASS) + !!(ax->seen & K_PASSFILE) +
+	    !!(ax->seen & K_PASSCMD);
+	char why[512];
+
+	c->line = ax->line;
+	for (size_t i = 0; i < ARRAY_LEN(req); i++)
+		if (!(ax->seen & req[i].bit)) {
+			seterr(c, req[i].key, "missing in [account %s]", a->name);
+			return -EINVAL;
+		}
+	if (npass != 1) {
+		seterr(c, "password", "[account %s] needs exactly one of password, "
+		    "password_file, password_command", a->name);
+		return -EINVAL;
+	}
+	if (ax->pass_file && read_secret_file(ax->pass_file, &a->password, why,
+	    sizeof(why)) < 0) {
+		seterr(c, "password_file", "%s", why);
+		return -EINVAL;
+	}
+	if (ax->pass_cmd && run_secret_command(ax->pass_cmd, &a->password, why,
+	    sizeof(why)) < 0) {
+		seterr(c, "password_command", "%s", why);
+		return -EINVAL;
+	}
+	if (!(ax->seen & K_PORT))
+		a->port = a->tls == TLS_MODE_IMPLICIT ? 993 : 143;
+	if (a->nfolders == 0) {
+		a->folders = xmalloc(sizeof(*a->folders));
+		a->folders[a->nfolders++] = xstrdup("INBOX");
+	}
+	if (a->after == AFTER_MOVE)
+		for (size_t i = 0; i < a->nfolders; i++)
+			if (strcmp(a->folders[i], a->move_to) == 0) {
+				seterr(c, "after", "cannot move into '%s', a folder that "
+				    "is fetched", a->move_to);
+				return -EINVAL;
+			}
+	return 0;
+}
+
+static void
+free_actx(struct parse_ctx *c)
+{
+	for (size_t i = 0; c->cfg && i < c->cfg->naccounts; i++) {
+		free(c->actx[i].pass_file);
+		free(c->actx[i].pass_cmd);
+	}
+	free(c->actx);
+	c->actx = NULL;
+}
+
+static int
+finish(struct parse_ctx *c, struct config **out)
+{
+	int r = 0;
+
+	if (!c->failed && c->cfg->naccounts == 0) {
+		c->line = c->line ? c->line : 1;
+		seterr(c, NULL, "no [account NAME] section");
+	}
+	for (size_t i = 0; !c->failed && i < c->cfg->naccounts; i++)
+		finish_account(c, &c->cfg->accounts[i], &c->actx[i]);
+	free_actx(c);
+	if (c->failed) {
+		config_free(c->cfg);
+		r = -EINVAL;
+	} else {
+		*out = c->cfg;
+	}
+	return r;
+}
+
+static struct config *
+config_new(const char *source)
+{
+	struct config *cfg = xcalloc(1, sizeof(*cfg));
+
+	cfg->source = xstrdup(source);
+	cfg->state_dir = xstrdup(CONFIG_DEFAULT_STATE);
+	cfg->log = LOG_TARGET_STDERR;
+	return cfg;
+}
+
+int
+config_load_file(const char *path, struct config **out, char *err,
+    size_t errlen)
+{
+	struct parse_ctx c = { .file = path, .err = err, .errlen = errlen };
+	char *buf = NULL;
+	size_t cap = 0, n;
+	FILE *fp;
+	int r;
+
+	fp = fopen(path, "re");
+	if (fp == NULL) {
+		r = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return r;
+	}
+	do {
+		cap += 65536;
+		buf = xrealloc(buf, cap);
+		n = fread(buf + c.len, 1, cap - c.len, fp);
+		c.len += n;
+	} while (n > 0 && c.len < (1 << 20));
+	fclose(fp);
+	c.buf = buf;
+	c.cfg = config_new(path);
+	ini_allow_multiline = false;
+	ini_use_stack = false;
+	ini_max_line = 4096;
+	r = ini_parse_stream(ini_reader_cb, &c, ini_handler_cb, &c);
+	if (r > 0 && !c.failed) {
+		c.line = (unsigned)r;
+		seterr(&c, NULL, "syntax error (expected 'key = value' or "
+		    "'[section]')");
+	} else if (r < 0 && !c.failed) {
+		seterr(&c, NULL, "cannot parse file");
+	}
+	OPENSSL_cleanse(buf, c.len);
+	free(buf);
+	return finish(&c, out);
+}
+
+int
+config_load_env(struct config **out, char *err, size_t errlen)
+{
+	static const struct { const char *var, *key; } vars[] = {
+		{ "IDLEFETCH_STATE_DIR", "state_dir" }, { "IDLEFETCH_LOG", "log" },
+		{ "IDLEFETCH_HOST", "host" }, { "IDLEFETCH_PORT", "port" },
+		{ "IDLEFETCH_TLS", "tls" }, { "IDLEFETCH_USERNAME", "username" },
+		{ "IDLEFETCH_PASSWORD", "password" },
+		{ "IDLEFETCH_PASSWORD_FILE", "password_file" },
+		{ "IDLEFETCH_PASSWORD_COMMAND", "password_command" },
+		{ "IDLEFETCH_FOLDERS", "folders" }, { "IDLEFETCH_MAILDIR", "maildir" },
+		{ "IDLEFETCH_AFTER", "after" }, { "IDLEFETCH_IDLE", "idle" },
+		{ "IDLEFETCH_POLL_INTERVAL", "poll_interval" },
+		{ "IDLEFETCH_IDLE_REFRESH", "idle_refresh" },
+		{ "IDLEFETCH_CA_FILE", "ca_file" },
+	};
+	struct parse_ctx c = { .err = err, .errlen = errlen };
+	const char *name = getenv("IDLEFETCH_ACCOUNT");
+	char section[128];
+
+	c.cfg = config_new("environment");
+	snprintf(section, sizeof(section), "account %s", name ? name : "default");
+	for (size_t i = 0; i < ARRAY_LEN(vars) && !c.failed; i++) {
+		const char *v = getenv(vars[i].var);
+
+		if (v == NULL)
+			continue;
+		c.file = vars[i].var;
+		c.line = 0;
+		handle_kv(&c, i < 2 ? "global" : section, vars[i].key, v);
+	}
+	c.file = "environment";
+	return finish(&c, out);
+}
+
+void
+config_free(struct config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	for (size_t i = 0; i < cfg->naccounts; i++) {
+		struct account *a = &cfg->accounts[i];
+
+		free(a->name);
+		free(a->host);
+		free(a->username);
+		secret_free(a->password);
+		free(a->ca_file);
+		for (size_t j = 0; j < a->nfolders; j++)
+			free(a->folders[j]);
+		free(a->folders);
+		free(a->maildir);
+		free(a->move_to);
+	}
+	free(cfg->accounts);
+	free(cfg->state_dir);
+	free(cfg->source);
+	free(cfg);
+}
+
+void
+config_print(const struct config *cfg, FILE *fp)
+{
+	static const char *tls[] = { "implicit", "starttls", "none" };
+	static const char *logs[] = { "stderr", "syslog", "json" };
+
+	fprintf(fp, "; effective configuration from %s\n[global]\n", cfg->source);
+	fprintf(fp, "state_dir = %s\nlog = %s\n", cfg->state_dir, logs[cfg->log]);
+	for (size_t i = 0; i < cfg->naccounts; i++) {
+		const struct account *a = &cfg->accounts[i];
+
+		fprintf(fp, "\n[account %s]\nhost = %s\nport = %u\ntls = %s\n",
+		    a->name, a->host, a->port, tls[a->tls]);
+		fprintf(fp, "username = %s\npassword = ********\n", a->username);
+		if (a->ca_file)
+			fprintf(fp, "ca_file = %s\n", a->ca_file);
+		fprintf(fp, "folders = ");
+		for (size_t j = 0; j < a->nfolders; j++)
+			fprintf(fp, "%s%s", j ? ", " : "", a->folders[j]);
+		fprintf(fp, "\nmaildir = %s\n", a->maildir);
+		if (a->after == AFTER_MOVE)
+			fprintf(fp, "after = move:%s\n", a->move_to);
+		else
+			fprintf(fp, "after = %s\n", a->after == AFTER_KEEP ? "keep" :
+			    "delete");
+		fprintf(fp, "idle = %s\npoll_interval = %u\nidle_refresh = %u\n",
+		    a->idle ? "auto" : "off", a->poll_interval, a->idle_refresh);
+	}
+}
+
+char *
+config_folder_maildir(const struct account *a, const char *folder)
+{
+	char *sub, *p;
+
+	if (strcasecmp(folder, "INBOX") == 0)
+		return xstrdup(a->maildir);
+	sub = xasprintf("%s/.%s", a->maildir, folder);
+	for (p = sub + strlen(a->maildir) + 2; *p; p++)
+		if (*p == '/')
+			*p = '.';
+	return sub;
+}
+
+char *
+config_folder_key(const char *folder)
+{
+	char *out = xmalloc(strlen(folder) * 3 + 1), *o = out;
+
+	for (; *folder; folder++) {
+		unsigned char ch = (unsigned char)*folder;
+
+		if (isalnum(ch) || ch == '_' || ch == '-')
+			*o++ = (char)ch;
+		else
+			o += sprintf(o, "%%%02X", ch);
+	}
+	*o = '\0';
+	return out;
+}

@@ -1,0 +1,101 @@
+/*
+ * log: formats one event per line. Message text is escaped so that a
+ * server's text can never forge a second log line or break the JSON.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <sys/time.h>
+
+#include "idlefetch/log.h"
+
+static enum log_level log_max = LOGL_INFO;
+static enum log_target log_target = LOG_TARGET_STDERR;
+static const char *level_names[] = { "error", "warn", "info", "debug" };
+
+void
+log_init(enum log_level max, enum log_target target)
+{
+	log_max = max;
+	log_target = target;
+	if (target == LOG_TARGET_SYSLOG)
+		openlog("idlefetch", LOG_PID, LOG_MAIL);
+}
+
+int
+log_enabled(enum log_level level)
+{
+	return level <= log_max;
+}
+
+/* Escapes quotes, backslashes and control bytes into dst (always NUL-terminated). */
+static void
+escape(char *dst, size_t cap, const char *src)
+{
+	size_t o = 0;
+
+	for (; *src && o + 7 < cap; src++) {
+		unsigned char c = (unsigned char)*src;
+
+		if (c == '"' || c == '\\') {
+			dst[o++] = '\\';
+			dst[o++] = (char)c;
+		} else if (c < 0x20 || c == 0x7f) {
+			o += (size_t)snprintf(dst + o, cap - o, "\\u%04x", c);
+		} else {
+			dst[o++] = (char)c;
+		}
+	}
+	dst[o] = '\0';
+}
+
+void
+log_msg(enum log_level level, const char *account, const char *folder,
+    const char *fmt, ...)
+{
+	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+	char raw[1024], msg[2048], acct[256] = "", fold[512] = "", ts[40];
+	struct timeval tv;
+	struct tm tm;
+	va_list ap;
+
+	if (level > log_max)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
+	va_end(ap);
+	escape(msg, sizeof(msg), raw);
+	if (account)
+		escape(acct, sizeof(acct), account);
+	if (folder)
+		escape(fold, sizeof(fold), folder);
+
+	if (log_target == LOG_TARGET_SYSLOG) {
+		syslog(prio[level], "%s%s%s%s%s%smsg=\"%s\"", account ? "account=" : "",
+		    acct, account ? " " : "", folder ? "folder=\"" : "", fold,
+		    folder ? "\" " : "", msg);
+		return;
+	}
+	gettimeofday(&tv, NULL);
+	gmtime_r(&tv.tv_sec, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	if (log_target == LOG_TARGET_JSON) {
+		fprintf(stderr, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\"", ts,
+		    (long)tv.tv_usec / 1000, level_names[level]);
+		if (account)
+			fprintf(stderr, ",\"account\":\"%s\"", acct);
+		if (folder)
+			fprintf(stderr, ",\"folder\":\"%s\"", fold);
+		fprintf(stderr, ",\"msg\":\"%s\"}\n", msg);
+		return;
+	}
+	fprintf(stderr, "%s.%03ldZ %s", ts, (long)tv.tv_usec / 1000,
+	    level_names[level]);
+	if (account)
+		fprintf(stderr, " account=%s", acct);
+	if (folder)
+		fprintf(stderr, " folder=\"%s\"", fold);
+	fprintf(stderr, " msg=\"%s\"\n", msg);
+}

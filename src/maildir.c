@@ -1,0 +1,290 @@
+/*
+ * maildir: the Maildir delivery protocol (tmp/, fsync, rename to new/),
+ * with file names
+ *
+ *   tmp/<sec>.M<usec>P<pid>Q<seq>X<tag>.<host>
+ *   new/<sec>.M<usec>P<pid>Q<seq>X<tag>V<uidvalidity>U<uid>.<host>
+ *
+ * X<tag> says which account+folder wrote the file; V and U let a restart
+ * reconcile a crash between the rename and the state save.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "idlefetch/maildir.h"
+#include "idlefetch/util.h"
+
+static const char *
+host_part(void)
+{
+	static char host[128];
+	char raw[64], *o = host;
+
+	if (host[0])
+		return host;
+	if (gethostname(raw, sizeof(raw)) < 0 || raw[0] == '\0')
+		strcpy(raw, "localhost");
+	raw[sizeof(raw) - 1] = '\0';
+	/* The Maildir spec escapes the two bytes that are special in names. */
+	for (const char *p = raw; *p; p++) {
+		if (*p == '/')
+			o += sprintf(o, "\\057");
+		else if (*p == ':')
+			o += sprintf(o, "\\072");
+		else
+			*o++ = *p;
+	}
+	*o = '\0';
+	return host;
+}
+
+uint32_t
+maildir_tag(const char *account, const char *folder)
+{
+	uint32_t h = fnv1a(2166136261u, account, strlen(account) + 1);
+
+	return fnv1a(h, folder, strlen(folder));
+}
+
+static int
+mkdir_p(const char *path)
+{
+	char buf[PATH_MAX];
+	size_t n = strlen(path);
+
+	if (n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, n + 1);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int
+maildir_prepare(const char *dir)
+{
+	static const char *subs[] = { "tmp", "new", "cur" };
+	char path[PATH_MAX];
+	int r;
+
+	for (size_t i = 0; i < ARRAY_LEN(subs); i++) {
+		if (snprintf(path, sizeof(path), "%s/%s", dir, subs[i]) >=
+		    (int)sizeof(path))
+			return -ENAMETOOLONG;
+		r = mkdir_p(path);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int
+maildir_clean_tmp(const char *dir, uint32_t tag, unsigned *removed)
+{
+	char path[PATH_MAX], mark[16];
+	struct dirent *de;
+	DIR *d;
+	int r = 0;
+
+	*removed = 0;
+	snprintf(mark, sizeof(mark), "X%08x.", tag);
+	snprintf(path, sizeof(path), "%s/tmp", dir);
+	d = opendir(path);
+	if (d == NULL)
+		return -errno;
+	while ((de = readdir(d)) != NULL) {
+		if (strstr(de->d_name, mark) == NULL)
+			continue;
+		snprintf(path, sizeof(path), "%s/tmp/%s", dir, de->d_name);
+		if (unlink(path) < 0 && errno != ENOENT)
+			r = -errno;
+		else
+			(*removed)++;
+	}
+	closedir(d);
+	return r;
+}
+
+int
+maildir_scan(const char *dir, uint32_t tag, uint32_t uidvalidity,
+    uint32_t *max_uid)
+{
+	static const char *subs[] = { "new", "cur" };
+	char path[PATH_MAX], mark[16];
+	struct dirent *de;
+	DIR *d;
+
+	*max_uid = 0;
+	snprintf(mark, sizeof(mark), "X%08xV", tag);
+	for (size_t i = 0; i < ARRAY_LEN(subs); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, subs[i]);
+		d = opendir(path);
+		if (d == NULL)
+			return -errno;
+		while ((de = readdir(d)) != NULL) {
+			const char *p = strstr(de->d_name, mark);
+			unsigned v, u;
+
+			if (p == NULL || sscanf(p + strlen(mark), "%uU%u", &v, &u) != 2)
+				continue;
+			if (v == uidvalidity && u > *max_uid)
+				*max_uid = u;
+		}
+		closedir(d);
+	}
+	return 0;
+}
+
+int
+maildir_create(const char *dir, uint32_t tag, struct maildir_file *f)
+{
+	static unsigned seq;
+	char path[PATH_MAX];
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	snprintf(f->base, sizeof(f->base), "%ld.M%06ldP%ldQ%uX%08x",
+	    (long)tv.tv_sec, (long)tv.tv_usec, (long)getpid(), ++seq, tag);
+	snprintf(path, sizeof(path), "%s/tmp/%s.%s", dir, f->base, host_part());
+	f->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (f->fd < 0)
+		return -errno;
+	f->bytes = 0;
+	f->uid = 0;
+	return 0;
+}
+
+static int
+write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int
+drain(struct maildir_file *f, struct maildir_writer *w)
+{
+	int r = write_all(f->fd, w->buf, w->len);
+
+	f->bytes += w->len;
+	w->len = 0;
+	return r;
+}
+
+int
+maildir_write(struct maildir_file *f, struct maildir_writer *w, const char *p,
+    size_t n)
+{
+	int r;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = p[i];
+
+		if (w->len + 2 > sizeof(w->buf)) {
+			r = drain(f, w);
+			if (r < 0)
+				return r;
+		}
+		if (w->cr) {
+			w->cr = false;
+			if (c != '\n')
+				w->buf[w->len++] = '\r';	/* a lone CR stays */
+		}
+		if (c == '\r')
+			w->cr = true;
+		else
+			w->buf[w->len++] = c;
+	}
+	return 0;
+}
+
+int
+maildir_flush(struct maildir_file *f, struct maildir_writer *w)
+{
+	if (w->cr) {
+		w->buf[w->len++] = '\r';
+		w->cr = false;
+	}
+	return drain(f, w);
+}
+
+int
+maildir_commit(const char *dir, struct maildir_file *f, uint32_t uidvalidity,
+    uint32_t uid)
+{
+	char from[PATH_MAX], to[PATH_MAX];
+	int r = 0;
+
+	if (fsync(f->fd) < 0)
+		r = -errno;
+	if (close(f->fd) < 0 && r == 0)
+		r = -errno;
+	f->fd = -1;
+	snprintf(from, sizeof(from), "%s/tmp/%s.%s", dir, f->base, host_part());
+	if (r < 0) {
+		unlink(from);
+		return r;
+	}
+	snprintf(to, sizeof(to), "%s/new/%sV%uU%u.%s", dir, f->base, uidvalidity,
+	    uid, host_part());
+	if (rename(from, to) < 0) {
+		r = -errno;
+		unlink(from);
+	}
+	return r;
+}
+
+int
+maildir_sync_new(const char *dir)
+{
+	char path[PATH_MAX];
+	int fd, r = 0;
+
+	snprintf(path, sizeof(path), "%s/new", dir);
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	return r;
+}
+
+void
+maildir_discard(const char *dir, struct maildir_file *f)
+{
+	char path[PATH_MAX];
+
+	if (f->fd >= 0)
+		close(f->fd);
+	f->fd = -1;
+	snprintf(path, sizeof(path), "%s/tmp/%s.%s", dir, f->base, host_part());
+	unlink(path);
+}

@@ -1,0 +1,137 @@
+/*
+ * main: command line, configuration lookup and exit codes
+ * (0 fine, 1 some account failed, 2 configuration or usage error).
+ */
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "idlefetch/config.h"
+#include "idlefetch/daemon.h"
+#include "idlefetch/log.h"
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp,
+	    "usage: idlefetch [--config FILE] [--once] [--account NAME] "
+	    "[--check-config] [-v]\n"
+	    "       idlefetch --version | --help\n\n"
+	    "Keeps an IMAP IDLE connection per account and folder and delivers "
+	    "every new\nmessage into a local Maildir as it arrives.\n\n"
+	    "  -c, --config FILE   configuration file (default $IDLEFETCH_CONFIG or\n"
+	    "                      " CONFIG_DEFAULT_PATH "; without one, "
+	    "IDLEFETCH_HOST etc.)\n"
+	    "  -1, --once          fetch everything new once and exit "
+	    "(0 all synced, 1 some failed)\n"
+	    "  -a, --account NAME  only this account\n"
+	    "  -n, --check-config  validate, print the effective configuration, exit\n"
+	    "  -v, --verbose       debug logging (protocol trace, credentials hidden)\n"
+	    "  -V, --version       print the version\n"
+	    "  -h, --help          this text\n");
+}
+
+static int
+load_config(const char *path, struct config **cfg)
+{
+	char err[1024];
+	int r;
+
+	if (path == NULL)
+		path = getenv("IDLEFETCH_CONFIG");
+	if (path == NULL && access(CONFIG_DEFAULT_PATH, F_OK) == 0)
+		path = CONFIG_DEFAULT_PATH;
+	if (path == NULL && getenv("IDLEFETCH_HOST") != NULL)
+		r = config_load_env(cfg, err, sizeof(err));
+	else if (path == NULL) {
+		fprintf(stderr, "idlefetch: no configuration: %s does not exist and "
+		    "IDLEFETCH_HOST is not set (see --help)\n", CONFIG_DEFAULT_PATH);
+		return -1;
+	} else
+		r = config_load_file(path, cfg, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "idlefetch: %s\n", err);
+		return -1;
+	}
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "once", no_argument, NULL, '1' },
+		{ "account", required_argument, NULL, 'a' },
+		{ "check-config", no_argument, NULL, 'n' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = NULL, *account = NULL;
+	bool once = false, check = false, verbose = false;
+	struct config *cfg;
+	int c, code;
+
+	while ((c = getopt_long(argc, argv, "c:1a:nvVh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			path = optarg;
+			break;
+		case '1':
+			once = true;
+			break;
+		case 'a':
+			account = optarg;
+			break;
+		case 'n':
+			check = true;
+			break;
+		case 'v':
+			verbose = true;
+			break;
+		case 'V':
+			printf("idlefetch %s\n", IDLEFETCH_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "idlefetch: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (load_config(path, &cfg) < 0)
+		return 2;
+	if (account) {
+		size_t i;
+
+		for (i = 0; i < cfg->naccounts; i++)
+			if (strcmp(cfg->accounts[i].name, account) == 0)
+				break;
+		if (i == cfg->naccounts) {
+			fprintf(stderr, "idlefetch: %s: no [account %s]\n", cfg->source,
+			    account);
+			config_free(cfg);
+			return 2;
+		}
+	}
+	if (check) {
+		config_print(cfg, stdout);
+		config_free(cfg);
+		return 0;
+	}
+	log_init(verbose ? LOGL_DEBUG : LOGL_INFO, cfg->log);
+	code = daemon_run(cfg, account, once);
+	config_free(cfg);
+	return code;
+}

@@ -1,0 +1,179 @@
+/*
+ * tls: OpenSSL over a pair of memory BIOs. Secure by default: TLS 1.2 or
+ * newer, the peer certificate must chain to a trusted CA and match the
+ * configured host name (or IP address), and SNI is sent for names.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <uv.h>
+
+#include "idlefetch/tls.h"
+#include "idlefetch/util.h"
+
+struct tls {
+	SSL	*ssl;
+	BIO	*in;	/* network -> OpenSSL */
+	BIO	*out;	/* OpenSSL -> network */
+};
+
+static void
+openssl_err(char *err, size_t errlen, const char *what)
+{
+	unsigned long e = ERR_get_error();
+	char buf[256];
+
+	if (e == 0) {
+		snprintf(err, errlen, "%s", what);
+	} else {
+		ERR_error_string_n(e, buf, sizeof(buf));
+		snprintf(err, errlen, "%s: %s", what, buf);
+	}
+	ERR_clear_error();
+}
+
+SSL_CTX *
+tls_ctx_new(const char *ca_file, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+	if (ctx == NULL) {
+		openssl_err(err, errlen, "cannot create TLS context");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	if (ca_file) {
+		if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+			openssl_err(err, errlen, "cannot load ca_file");
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
+	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		openssl_err(err, errlen, "cannot load the system trust store");
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+struct tls *
+tls_new(SSL_CTX *ctx, const char *host)
+{
+	struct tls *t = xcalloc(1, sizeof(*t));
+	unsigned char addr[16];
+	t->ssl = SSL_new(ctx);
+	if (t->ssl == NULL)
+		fatal("SSL_new failed");
+	t->in = BIO_new(BIO_s_mem());
+	t->out = BIO_new(BIO_s_mem());
+	if (t->in == NULL || t->out == NULL)
+		fatal("BIO_new failed");
+	BIO_set_mem_eof_return(t->in, -1);
+	SSL_set_bio(t->ssl, t->in, t->out);
+	if (inet_pton(AF_INET, host, addr) == 1 ||
+	    inet_pton(AF_INET6, host, addr) == 1) {
+		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), host);
+	} else {
+		SSL_set_tlsext_host_name(t->ssl, host);
+		SSL_set1_host(t->ssl, host);
+		SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	}
+	SSL_set_connect_state(t->ssl);
+	return t;
+}
+
+void
+tls_free(struct tls *t)
+{
+	if (t == NULL)
+		return;
+	SSL_free(t->ssl);	/* frees both BIOs */
+	free(t);
+}
+
+int
+tls_handshake(struct tls *t, char *err, size_t errlen)
+{
+	long vr;
+	int r = SSL_do_handshake(t->ssl);
+
+	if (r == 1)
+		return 0;
+	switch (SSL_get_error(t->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		return 1;
+	default:
+		break;
+	}
+	vr = SSL_get_verify_result(t->ssl);
+	if (vr != X509_V_OK) {
+		snprintf(err, errlen, "certificate verification failed: %s",
+		    X509_verify_cert_error_string(vr));
+		ERR_clear_error();
+	} else {
+		openssl_err(err, errlen, "TLS handshake failed");
+	}
+	return IDLEFETCH_ETLS;
+}
+
+void
+tls_feed(struct tls *t, const char *p, size_t n)
+{
+	/* A memory BIO grows as needed; a write only fails without memory. */
+	if (n > 0 && BIO_write(t->in, p, (int)n) != (int)n)
+		fatal("BIO_write failed");
+}
+
+ssize_t
+tls_read(struct tls *t, char *buf, size_t cap)
+{
+	int r = SSL_read(t->ssl, buf, (int)cap);
+
+	if (r > 0)
+		return r;
+	switch (SSL_get_error(t->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		return 0;
+	case SSL_ERROR_ZERO_RETURN:
+		return UV_EOF;
+	default:
+		ERR_clear_error();
+		return IDLEFETCH_ETLS;
+	}
+}
+
+int
+tls_write(struct tls *t, const char *p, size_t n)
+{
+	int r;
+
+	if (n == 0)
+		return 0;
+	r = SSL_write(t->ssl, p, (int)n);
+	if (r != (int)n) {
+		ERR_clear_error();
+		return IDLEFETCH_ETLS;
+	}
+	return 0;
+}
+
+size_t
+tls_take(struct tls *t, char **out)
+{
+	size_t n = BIO_ctrl_pending(t->out);
+
+	*out = NULL;
+	if (n == 0)
+		return 0;
+	*out = xmalloc(n);
+	if (BIO_read(t->out, *out, (int)n) != (int)n)
+		fatal("BIO_read of pending ciphertext failed");
+	return n;
+}

@@ -1,0 +1,373 @@
+/*
+ * transport: TCP with libuv, resolution on the threadpool, TCP keepalive so
+ * that a peer that vanished behind NAT is noticed, and TLS through the tls
+ * module's memory BIOs. Lifetime: libuv may still hold requests after the
+ * owner lets go, so transport_free() only marks the object and the last
+ * completion frees it; no owner callback runs after transport_free().
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "idlefetch/tls.h"
+#include "idlefetch/transport.h"
+#include "idlefetch/util.h"
+
+#define KEEPALIVE_SECS	60
+
+struct transport {
+	uv_loop_t	*loop;
+	transport_cb	*cb;
+	void		*ud;
+	uv_getaddrinfo_t gai;
+	uv_connect_t	 creq;
+	uv_tcp_t	 tcp;
+	struct addrinfo	*ai, *next_ai;
+	struct tls	*tls;
+	int		 pending;	/* libuv operations not yet completed */
+	bool		 tcp_open;
+	bool		 resolving;
+	bool		 connected;
+	bool		 handshaking;
+	bool		 paused;
+	bool		 freed;
+	bool		 failed;
+	char		 rbuf[65536];
+	char		 pbuf[65536];
+};
+
+struct write_req {
+	uv_write_t	 req;
+	struct transport *t;
+	char		*buf;
+};
+
+static void try_connect(struct transport *t);
+
+static void
+release(struct transport *t)
+{
+	if (--t->pending == 0 && t->freed) {
+		if (t->ai)
+			uv_freeaddrinfo(t->ai);
+		tls_free(t->tls);
+		free(t);
+	}
+}
+
+/* Reports an error once; later errors on the same connection are noise. */
+static void
+fail(struct transport *t, int err, const char *why)
+{
+	if (t->freed || t->failed)
+		return;
+	t->failed = true;
+	t->cb(t->ud, TRANSPORT_ERROR, NULL, 0, err, why);
+}
+
+struct transport *
+transport_new(uv_loop_t *loop, transport_cb *cb, void *ud)
+{
+	struct transport *t = xcalloc(1, sizeof(*t));
+
+	t->loop = loop;
+	t->cb = cb;
+	t->ud = ud;
+	t->pending = 1;		/* the owner's reference */
+	return t;
+}
+
+static void
+close_cb(uv_handle_t *h)
+{
+	struct transport *t = h->data;
+
+	t->tcp_open = false;
+	if (!t->freed && !t->connected && t->next_ai)
+		try_connect(t);
+	release(t);
+}
+
+static void
+write_cb(uv_write_t *req, int status)
+{
+	struct write_req *w = (struct write_req *)req;
+	struct transport *t = w->t;
+	char why[128];
+
+	free(w->buf);
+	free(w);
+	if (status < 0 && status != UV_ECANCELED) {
+		snprintf(why, sizeof(why), "write failed: %s", uv_strerror(status));
+		fail(t, status, why);
+	}
+	release(t);
+}
+
+/* Sends buf (takes ownership). */
+static int
+send_raw(struct transport *t, char *buf, size_t n)
+{
+	struct write_req *w;
+	uv_buf_t b;
+	int r;
+
+	if (!t->tcp_open || t->failed) {
+		free(buf);
+		return UV_ENOTCONN;
+	}
+	w = xmalloc(sizeof(*w));
+	w->t = t;
+	w->buf = buf;
+	b = uv_buf_init(buf, (unsigned)n);
+	r = uv_write(&w->req, (uv_stream_t *)&t->tcp, &b, 1, write_cb);
+	if (r < 0) {
+		free(buf);
+		free(w);
+		return r;
+	}
+	t->pending++;
+	return 0;
+}
+
+static int
+flush_tls(struct transport *t)
+{
+	char *out;
+	size_t n = tls_take(t->tls, &out);
+
+	return n ? send_raw(t, out, n) : 0;
+}
+
+static void
+alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+	struct transport *t = h->data;
+
+	*buf = uv_buf_init(t->rbuf, sizeof(t->rbuf));
+}
+
+/* Decrypted data, handshake progress; false once the owner let go. */
+static bool
+read_tls(struct transport *t)
+{
+	char why[300];
+	ssize_t n;
+	int r;
+
+	if (t->handshaking) {
+		r = tls_handshake(t->tls, why, sizeof(why));
+		if (flush_tls(t) < 0 && r != IDLEFETCH_ETLS)
+			r = IDLEFETCH_ETLS;
+		if (r == 1)
+			return true;
+		if (r < 0) {
+			fail(t, r, why);
+			return false;
+		}
+		t->handshaking = false;
+		t->cb(t->ud, TRANSPORT_TLS_READY, NULL, 0, 0, NULL);
+		if (t->freed || t->failed)
+			return false;
+	}
+	for (;;) {
+		n = tls_read(t->tls, t->pbuf, sizeof(t->pbuf));
+		if (n == 0)
+			break;
+		if (n < 0) {
+			fail(t, (int)n, n == UV_EOF ? "server closed the connection" :
+			    "TLS error while reading");
+			return false;
+		}
+		t->cb(t->ud, TRANSPORT_DATA, t->pbuf, (size_t)n, 0, NULL);
+		if (t->freed || t->failed || t->paused)
+			return false;
+	}
+	flush_tls(t);
+	return true;
+}
+
+static void
+read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct transport *t = s->data;
+	char why[128];
+
+	if (t->freed || t->failed)
+		return;
+	if (nread < 0) {
+		snprintf(why, sizeof(why), "%s", nread == UV_EOF ?
+		    "server closed the connection" : uv_strerror((int)nread));
+		fail(t, (int)nread, why);
+		return;
+	}
+	if (nread == 0)
+		return;
+	if (t->tls == NULL) {
+		t->cb(t->ud, TRANSPORT_DATA, buf->base, (size_t)nread, 0, NULL);
+		return;
+	}
+	tls_feed(t->tls, buf->base, (size_t)nread);
+	read_tls(t);
+}
+
+static void
+connect_cb(uv_connect_t *req, int status)
+{
+	struct transport *t = req->data;
+	char why[300];
+
+	if (t->freed || status == UV_ECANCELED) {
+		release(t);
+		return;
+	}
+	if (status < 0) {
+		if (t->next_ai) {
+			/* Another address is left: retry once this handle is closed. */
+			uv_close((uv_handle_t *)&t->tcp, close_cb);
+			release(t);
+			return;
+		}
+		snprintf(why, sizeof(why), "connect failed: %s", uv_strerror(status));
+		fail(t, status, why);
+		release(t);
+		return;
+	}
+	t->connected = true;
+	uv_tcp_nodelay(&t->tcp, 1);
+	uv_tcp_keepalive(&t->tcp, 1, KEEPALIVE_SECS);
+	uv_read_start((uv_stream_t *)&t->tcp, alloc_cb, read_cb);
+	t->cb(t->ud, TRANSPORT_CONNECTED, NULL, 0, 0, NULL);
+	release(t);
+}
+
+static void
+try_connect(struct transport *t)
+{
+	struct addrinfo *ai = t->next_ai;
+	char why[160];
+	int r;
+
+	t->next_ai = ai->ai_next;
+	uv_tcp_init(t->loop, &t->tcp);
+	t->tcp.data = t;
+	t->tcp_open = true;
+	t->pending++;
+	t->creq.data = t;
+	r = uv_tcp_connect(&t->creq, &t->tcp, ai->ai_addr, connect_cb);
+	if (r == 0) {
+		t->pending++;
+		return;
+	}
+	if (t->next_ai) {
+		uv_close((uv_handle_t *)&t->tcp, close_cb);
+		return;
+	}
+	snprintf(why, sizeof(why), "connect failed: %s", uv_strerror(r));
+	fail(t, r, why);
+}
+
+static void
+gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	struct transport *t = req->data;
+	char why[200];
+
+	t->resolving = false;
+	if (t->freed || status < 0) {
+		if (res)
+			uv_freeaddrinfo(res);
+		if (!t->freed) {
+			snprintf(why, sizeof(why), "cannot resolve host: %s",
+			    uv_strerror(status));
+			fail(t, status, why);
+		}
+		release(t);
+		return;
+	}
+	t->ai = res;
+	t->next_ai = res;
+	try_connect(t);
+	release(t);
+}
+
+int
+transport_connect(struct transport *t, const char *host, unsigned port)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC,
+	    .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG };
+	char service[8];
+	int r;
+
+	snprintf(service, sizeof(service), "%u", port);
+	t->gai.data = t;
+	r = uv_getaddrinfo(t->loop, &t->gai, gai_cb, host, service, &hints);
+	if (r < 0)
+		return r;
+	t->resolving = true;
+	t->pending++;
+	return 0;
+}
+
+int
+transport_start_tls(struct transport *t, SSL_CTX *ctx, const char *host)
+{
+	char why[300];
+	int r;
+
+	t->tls = tls_new(ctx, host);
+	t->handshaking = true;
+	r = tls_handshake(t->tls, why, sizeof(why));
+	if (r < 0)
+		return r;
+	return flush_tls(t);
+}
+
+int
+transport_write(struct transport *t, const char *p, size_t n)
+{
+	int r;
+
+	if (t->tls == NULL)
+		return send_raw(t, xstrndup(p, n), n);
+	r = tls_write(t->tls, p, n);
+	if (r < 0)
+		return r;
+	return flush_tls(t);
+}
+
+void
+transport_pause(struct transport *t, bool pause)
+{
+	if (t->paused == pause || !t->connected || !t->tcp_open)
+		return;
+	t->paused = pause;
+	if (pause) {
+		uv_read_stop((uv_stream_t *)&t->tcp);
+		return;
+	}
+	uv_read_start((uv_stream_t *)&t->tcp, alloc_cb, read_cb);
+	/* Plaintext may already be decrypted and waiting inside OpenSSL. */
+	if (t->tls && !t->handshaking)
+		read_tls(t);
+}
+
+bool
+transport_is_tls(const struct transport *t)
+{
+	return t->tls != NULL && !t->handshaking;
+}
+
+void
+transport_free(struct transport *t)
+{
+	if (t == NULL)
+		return;
+	t->freed = true;
+	if (t->resolving)
+		uv_cancel((uv_req_t *)&t->gai);
+	if (t->tcp_open && !uv_is_closing((uv_handle_t *)&t->tcp))
+		uv_close((uv_handle_t *)&t->tcp, close_cb);
+	release(t);
+}

@@ -1,0 +1,369 @@
+"""Test fixtures for idlefetch: a throwaway Dovecot on loopback with its own
+CA and certificates, an idlefetch runner, and Maildir helpers.
+
+Everything lives in one temporary directory; nothing system-wide is touched
+beyond the installed packages."""
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import tempfile
+import time
+
+IDLEFETCH = os.environ.get("IDLEFETCH_BIN", "idlefetch")
+USER = "alice"
+PASSWORD = "pass"
+
+DEFAULT_CAPS = ("IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT "
+                "THREAD=REFERENCES MULTIAPPEND UNSELECT CHILDREN NAMESPACE "
+                "UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH "
+                "ESORT SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout, step=0.05):
+    """Polls pred until it is true or timeout seconds pass; returns its value."""
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= end:
+            return v
+        time.sleep(step)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, **kw)
+
+
+class Certs:
+    """A CA with a server certificate for localhost/127.0.0.1, a second
+    certificate for another name, and an unrelated CA."""
+
+    def __init__(self, d):
+        self.d = d
+        os.makedirs(d, exist_ok=True)
+        self.ca, self.ca_key = self._ca("ca", "idlefetch test CA")
+        self.other_ca, self.other_ca_key = self._ca("otherca", "untrusted CA")
+        self.server = self._leaf("server", self.ca, self.ca_key,
+                                 "DNS:localhost,IP:127.0.0.1")
+        self.wrong_host = self._leaf("wronghost", self.ca, self.ca_key,
+                                     "DNS:mail.example.net")
+        self.untrusted = self._leaf("untrusted", self.other_ca,
+                                    self.other_ca_key,
+                                    "DNS:localhost,IP:127.0.0.1")
+
+    def _ca(self, name, cn):
+        crt, key = f"{self.d}/{name}.crt", f"{self.d}/{name}.key"
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt,
+             "-days", "2", "-subj", f"/CN={cn}"])
+        return crt, key
+
+    def _leaf(self, name, ca, ca_key, san):
+        crt, key, csr = (f"{self.d}/{name}.crt", f"{self.d}/{name}.key",
+                         f"{self.d}/{name}.csr")
+        ext = f"{self.d}/{name}.ext"
+        with open(ext, "w") as f:
+            f.write(f"subjectAltName = {san}\n")
+        run(["openssl", "req", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr,
+             "-subj", f"/CN={name}"])
+        run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+             "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", ext])
+        return crt, key
+
+
+class Dovecot:
+    """A Dovecot with IMAP (143-style, STARTTLS offered), IMAPS and LMTP on
+    free loopback ports. caps replaces the post-login capability list."""
+
+    def __init__(self, root, certs, caps=DEFAULT_CAPS, cert="server",
+                 extra=""):
+        self.root = root
+        self.certs = certs
+        self.d = os.path.join(root, "dovecot")
+        os.makedirs(self.d, exist_ok=True)
+        os.chmod(root, 0o755)
+        os.chmod(self.d, 0o755)
+        self.imap_port = free_port()
+        self.imaps_port = free_port()
+        self.lmtp_port = free_port()
+        self.caps = caps
+        self.cert = cert
+        self.extra = extra
+        self.conf = os.path.join(self.d, "dovecot.conf")
+        self.mail = os.path.join(self.d, "mail")
+        os.makedirs(self.mail, exist_ok=True)
+        shutil.chown(self.mail, "dovecot", "dovecot")
+        self.write_conf()
+
+    def write_conf(self):
+        crt, key = getattr(self.certs, self.cert)
+        d = self.d
+        with open(self.conf, "w") as f:
+            f.write(f"""
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols = imap lmtp
+listen = 127.0.0.1
+ssl = yes
+ssl_cert = <{crt}
+ssl_key = <{key}
+ssl_min_protocol = TLSv1.2
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:{self.mail}/%u/Maildir
+mail_uid = dovecot
+mail_gid = dovecot
+first_valid_uid = 1
+mail_max_userip_connections = 200
+imap_capability = {self.caps}
+auth_verbose = yes
+passdb {{
+  driver = static
+  args = password={PASSWORD}
+}}
+userdb {{
+  driver = static
+  args = uid=dovecot gid=dovecot home={self.mail}/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {self.imaps_port}
+    ssl = yes
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {self.lmtp_port}
+  }}
+}}
+protocol lmtp {{
+  postmaster_address = postmaster@localhost
+}}
+namespace inbox {{
+  inbox = yes
+  separator = /
+  mailbox Archive {{
+    auto = create
+  }}
+}}
+{self.extra}
+""")
+
+    def start(self):
+        # Dovecot daemonises and its children keep inherited pipes open.
+        subprocess.run(["dovecot", "-c", self.conf], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for port in (self.imap_port, self.imaps_port, self.lmtp_port):
+            ok = wait_until(lambda: self._accepts(port), 15)
+            if not ok:
+                raise RuntimeError(f"dovecot did not listen on {port}: "
+                                   + self.log())
+        return self
+
+    def stop(self):
+        subprocess.run(["doveadm", "-c", self.conf, "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: not self._accepts(self.imap_port), 15)
+        # The master exits after its children; wait for the pid file to go.
+        wait_until(lambda: not os.path.exists(f"{self.d}/run/master.pid"), 15)
+
+    @staticmethod
+    def _accepts(port):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def log(self):
+        try:
+            with open(f"{self.d}/dovecot.log", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def maildir(self, folder="INBOX"):
+        base = f"{self.mail}/{USER}/Maildir"
+        return base if folder == "INBOX" else f"{base}/.{folder}"
+
+    def put(self, messages, seen=False, folder="INBOX"):
+        """Writes messages (bytes) straight into the user's Maildir and
+        builds Dovecot's index, in the given order (UIDs follow it)."""
+        md = self.maildir(folder)
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(f"{md}/{sub}", exist_ok=True)
+        base = int(time.time())
+        for i, body in enumerate(messages):
+            seq = getattr(self, "_seq", 0) + 1
+            self._seq = seq
+            name = f"{base}.M{seq}P{os.getpid()}.test"
+            path = f"{md}/cur/{name}:2,S" if seen else f"{md}/new/{name}"
+            with open(path, "wb") as f:
+                f.write(body)
+        run(["chown", "-R", "dovecot:dovecot", f"{self.mail}/{USER}"])
+        self.doveadm("mailbox", "status", "-u", USER, "messages", folder)
+
+    def doveadm(self, *args):
+        return run(["doveadm", "-c", self.conf] + list(args)).stdout.decode()
+
+    def flags(self, folder="INBOX"):
+        """{uid: flags} as Dovecot sees them."""
+        out = self.doveadm("fetch", "-u", USER, "uid flags", "mailbox", folder,
+                           "all")
+        res, uid = {}, None
+        for line in out.splitlines():
+            if line.startswith("uid: "):
+                uid = int(line[5:])
+            elif line.startswith("flags:"):
+                res[uid] = line[6:].strip()
+        return res
+
+    def count(self, folder="INBOX"):
+        out = self.doveadm("mailbox", "status", "-u", USER, "messages", folder)
+        return int(out.strip().split("=")[1])
+
+    def lmtp(self, body, rcpt=USER):
+        with smtplib.LMTP("127.0.0.1", self.lmtp_port) as c:
+            c.sendmail("sender@example.org", [rcpt], body)
+
+
+def make_message(i, size=0, subject=None):
+    """A message with LF line ends (as Dovecot stores it); size pads the body."""
+    subject = subject or f"test message {i}"
+    head = (f"From: sender@example.org\nTo: {USER}@localhost\n"
+            f"Subject: {subject}\nMessage-ID: <m{i}.{time.time_ns()}@test>\n"
+            f"\n").encode()
+    body = f"Body of message {i}.\n".encode()
+    if size > len(head) + len(body):
+        line = (b"0123456789abcdefghijklmnopqrstuvwxyz" * 2)[:71] + b"\n"
+        need = size - len(head) - len(body)
+        body += line * (need // len(line)) + b"x" * (need % len(line) - 1 if need % len(line) else 0) + (b"\n" if need % len(line) else b"")
+    return head + body
+
+
+class Maildir:
+    def __init__(self, path):
+        self.path = path
+
+    def files(self, sub="new"):
+        try:
+            return sorted(os.listdir(os.path.join(self.path, sub)))
+        except FileNotFoundError:
+            return []
+
+    def contents(self, sub="new"):
+        out = []
+        for n in self.files(sub):
+            with open(os.path.join(self.path, sub, n), "rb") as f:
+                out.append(f.read())
+        return out
+
+    def count(self):
+        return len(self.files("new"))
+
+
+class Idlefetch:
+    """Runs idlefetch against a config it writes. Logs go to a file."""
+
+    def __init__(self, root, dovecot, tls="implicit", name="acct",
+                 folders="INBOX", after="keep", extra="", certs=None,
+                 ca=True, password=PASSWORD, maildir=None, port=None):
+        self.root = root
+        self.dir = os.path.join(root, f"idlefetch-{name}")
+        os.makedirs(self.dir, exist_ok=True)
+        self.maildir_path = maildir or os.path.join(self.dir, "Maildir")
+        self.state_dir = os.path.join(self.dir, "state")
+        if port is None:
+            port = dovecot.imaps_port if tls == "implicit" else dovecot.imap_port
+        ca_line = f"ca_file = {dovecot.certs.ca}\n" if ca else ""
+        self.conf = os.path.join(self.dir, "idlefetch.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"""[global]
+state_dir = {self.state_dir}
+
+[account {name}]
+host = 127.0.0.1
+port = {port}
+tls = {tls}
+username = {USER}
+password = {password}
+folders = {folders}
+maildir = {self.maildir_path}
+after = {after}
+{ca_line}{extra}
+""")
+        self.proc = None
+        self.logfile = os.path.join(self.dir, "idlefetch.log")
+        self.md = Maildir(self.maildir_path)
+
+    def once(self, *args, timeout=300):
+        with open(self.logfile, "ab") as log:
+            p = subprocess.run([IDLEFETCH, "--config", self.conf, "--once",
+                                *args], stdout=log, stderr=log, timeout=timeout)
+        return p.returncode
+
+    def start(self, *args):
+        log = open(self.logfile, "ab")
+        self.proc = subprocess.Popen([IDLEFETCH, "--config", self.conf, *args],
+                                     stdout=log, stderr=log)
+        log.close()
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.proc = None
+        return rc
+
+    def log(self):
+        with open(self.logfile, errors="replace") as f:
+            return f.read()
+
+
+class Env:
+    """One temporary directory with certificates and a Dovecot."""
+
+    def __init__(self, **dovecot_kw):
+        self.root = tempfile.mkdtemp(prefix="idlefetch-test-")
+        os.chmod(self.root, 0o755)
+        self.certs = Certs(os.path.join(self.root, "certs"))
+        self.dovecot = Dovecot(self.root, self.certs, **dovecot_kw).start()
+        self.fetchers = []
+
+    def idlefetch(self, **kw):
+        f = Idlefetch(self.root, self.dovecot, **kw)
+        self.fetchers.append(f)
+        return f
+
+    def close(self):
+        for f in self.fetchers:
+            f.stop(signal.SIGKILL)
+        self.dovecot.stop()
+        if os.environ.get("KEEP_TEST_DIR"):
+            print("kept", self.root)
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
