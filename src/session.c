@@ -123,6 +123,8 @@ struct session {
 	uint32_t	 exists;
 	bool		 reconciled;
 	bool		 more;		/* new mail announced during a sync */
+	bool		 gap;		/* a batch came back short: commit no further */
+	uint32_t	 gap_uid;	/* the UID it lacked, to retry only once */
 
 	/* sync */
 	uint32_t	*list;		/* UIDs to fetch, then sizes */
@@ -329,29 +331,38 @@ cmp_u32_pair(const void *x, const void *y)
 }
 
 /*
- * Decides what of the head batch can be committed: everything once the
- * server confirmed the batch, else the leading run of UIDs that all
- * arrived (the connection died under it).
+ * Decides what of the head batch can be committed: the leading run of
+ * requested UIDs that all arrived. A UID missing from a confirmed batch
+ * (expunged meanwhile, or a server that skipped it) ends the run too: the
+ * rest is discarded and fetched again by the next sync, which lists only
+ * what still exists. So last_uid never passes a message that is not in new/.
  */
 static void
 plan_commit(struct session *s, struct batch *b, struct job *j)
 {
-	size_t k = 0;
+	size_t k = 0, i;
 
 	qsort(b->files, b->nfiles, sizeof(*b->files), cmp_file_uid);
 	j->commit_uid = s->st.last_uid;
-	if (b->complete) {
-		j->ncommit = b->nfiles;
-		j->commit_uid = b->uids[b->n - 1];
-		return;
-	}
-	for (size_t i = 0; i < b->n && k < b->nfiles; i++) {
-		if (b->files[k].uid != b->uids[i])
+	j->ncommit = 0;
+	if (s->gap)
+		return;		/* an earlier batch stopped short */
+	for (i = 0; i < b->n; i++) {
+		if (k == b->nfiles || b->files[k].uid != b->uids[i])
 			break;
 		j->commit_uid = b->uids[i];
 		k++;
 	}
 	j->ncommit = k;
+	if (i < b->n && b->complete) {
+		s->gap = true;
+		if (s->gap_uid != b->uids[i]) {
+			LOG(s, LOGL_WARN, "server did not return UID %u; fetching again "
+			    "from there", b->uids[i]);
+			s->more = true;	/* re-list: it may have been expunged */
+		}
+		s->gap_uid = b->uids[i];
+	}
 }
 
 /* Starts the next commit if the head batch is ready for one. */
@@ -831,13 +842,13 @@ sync_complete(struct session *s)
 	s->ok = true;
 	s->auth_logged = false;
 	s->backoff_ms = BACKOFF_MIN_MS;
+	if (s->more && !s->stopping) {
+		start_sync(s);
+		return;
+	}
 	if (s->stopping || s->o.once) {
 		send_cmd(s, CMD_LOGOUT, false, "LOGOUT");
 		set_state(s, S_LOGOUT);
-		return;
-	}
-	if (s->more) {
-		start_sync(s);
 		return;
 	}
 	if (s->a->idle && (s->caps & CAP_IDLE)) {
@@ -861,11 +872,11 @@ sync_pump(struct session *s)
 		after_delivery(s, s->stale, s->nstale);
 		s->nstale = 0;
 	}
-	while (!s->stopping && s->inflight < PIPELINE_DEPTH &&
+	while (!s->stopping && !s->gap && s->inflight < PIPELINE_DEPTH &&
 	    s->next_list < s->nlist)
 		send_batch(s);
 	if (s->bhead == NULL && !s->job_busy && s->after_pending == 0 &&
-	    (s->next_list >= s->nlist || s->stopping))
+	    (s->next_list >= s->nlist || s->stopping || s->gap))
 		sync_complete(s);
 }
 
@@ -876,6 +887,7 @@ start_sync(struct session *s)
 
 	set_state(s, S_SYNC);
 	s->more = false;
+	s->gap = false;
 	s->nlist = s->next_list = s->nstale = 0;
 	s->listing = true;
 	send_cmd(s, CMD_LIST, false, "UID FETCH %u:* (UID RFC822.SIZE)", from);
@@ -1074,10 +1086,6 @@ on_tagged(struct session *s, const struct proto_resp *r)
 		}
 		copy.batch->complete = true;
 		s->inflight--;
-		if (copy.batch->nfiles < copy.batch->n)
-			LOG(s, LOGL_WARN, "%zu of %zu message(s) were not returned "
-			    "(expunged meanwhile?)", copy.batch->n - copy.batch->nfiles,
-			    copy.batch->n);
 		sync_pump(s);
 		break;
 	case CMD_COPY:
@@ -1149,12 +1157,16 @@ on_fetch_body(struct session *s, const struct proto_resp *r)
 {
 	struct batch *b;
 
-	/* The batch being received is the first one not yet complete. */
-	for (b = s->bhead; b && b->complete; b = b->next)
-		;
+	/*
+	 * Servers may interleave the responses of pipelined commands, so the
+	 * UID, not the order, says which batch a body belongs to.
+	 */
+	for (b = s->bhead; b; b = b->next)
+		if (!b->complete && (r->has & HAS_UID) && bsearch(&r->uid, b->uids,
+		    b->n, sizeof(*b->uids), cmp_u32) != NULL)
+			break;
 	s->cur_open = false;
-	if (b == NULL || !(r->has & HAS_UID) ||
-	    bsearch(&r->uid, b->uids, b->n, sizeof(*b->uids), cmp_u32) == NULL) {
+	if (b == NULL) {
 		LOG(s, LOGL_WARN, "ignoring a message body the client did not ask "
 		    "for (UID %u)", r->uid);
 		maildir_discard(s->maildir, &s->cur);

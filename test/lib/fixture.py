@@ -201,7 +201,7 @@ namespace inbox {{
 
     def maildir(self, folder="INBOX"):
         base = f"{self.mail}/{USER}/Maildir"
-        return base if folder == "INBOX" else f"{base}/.{folder}"
+        return base if folder == "INBOX" else f"{base}/.{folder.replace('/', '.')}"
 
     def put(self, messages, seen=False, folder="INBOX"):
         """Writes messages (bytes) straight into the user's Maildir and

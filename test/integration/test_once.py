@@ -1,0 +1,79 @@
+"""--once against a real Dovecot over plaintext, STARTTLS and implicit TLS."""
+import unittest
+
+import fixture as fx
+
+
+class OnceTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.env = fx.Env()
+        d = cls.env.dovecot
+        # 250 unread (three of them 2 MB) then 50 already \Seen: 300 in all.
+        unread = [fx.make_message(i, size=2 * 1024 * 1024 if i in (3, 100, 200)
+                                  else 0) for i in range(250)]
+        seen = [fx.make_message(250 + i) for i in range(50)]
+        # One message with CR bytes that are not part of a line end.
+        unread[7] = (b"From: a@example.org\nSubject: cr\n\n"
+                     b"bare\rcarriage return\n")
+        d.put(unread)
+        d.put(seen, seen=True)
+        cls.expected = sorted(unread + seen)
+        cls.flags_before = d.flags()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.env.close()
+
+    def check_transport(self, tls):
+        f = self.env.idlefetch(tls=tls, name=f"once-{tls}")
+        self.assertEqual(f.once(), 0, f.log())
+        got = f.md.contents()
+        self.assertEqual(len(got), 300, "each message delivered exactly once")
+        self.assertEqual(sorted(got), self.expected,
+                         "bytes identical to the server copy (CRLF -> LF)")
+        self.assertEqual(f.md.files("tmp"), [], "nothing left in tmp/")
+        self.assertEqual(self.env.dovecot.flags(), self.flags_before,
+                         "keep mode changes no flag on the server")
+        # A second run adds nothing.
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(f.md.count(), 300)
+        self.assertNotIn("password", f.log().lower().replace(
+            "password_", ""), "no password in the log")
+        return f
+
+    def test_plaintext_delivers_each_message_once(self):
+        f = self.check_transport("none")
+        self.assertIn("without TLS", f.log())
+
+    def test_starttls_delivers_each_message_once(self):
+        f = self.check_transport("starttls")
+        self.assertIn("over TLS", f.log())
+
+    def test_implicit_tls_delivers_each_message_once(self):
+        f = self.check_transport("implicit")
+        self.assertIn("over TLS", f.log())
+
+    def test_seen_messages_are_fetched_in_keep_mode(self):
+        f = self.env.idlefetch(tls="implicit", name="seen")
+        self.assertEqual(f.once(), 0, f.log())
+        subjects = [c for c in f.md.contents() if b"test message 29" in c]
+        self.assertTrue(any(b"Subject: test message 299\n" in c
+                            for c in subjects), "a \\Seen message was fetched")
+
+    def test_new_mail_between_runs_is_fetched_once(self):
+        f = self.env.idlefetch(tls="implicit", name="incremental",
+                               folders="Lists/dev")
+        d = self.env.dovecot
+        d.put([fx.make_message(1000 + i) for i in range(3)], folder="Lists/dev")
+        self.assertEqual(f.once(), 0, f.log())
+        sub = fx.Maildir(f.maildir_path + "/.Lists.dev")
+        self.assertEqual(sub.count(), 3, "non-INBOX folder is a Maildir++ "
+                         "subfolder")
+        d.put([fx.make_message(2000 + i) for i in range(2)], folder="Lists/dev")
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(sub.count(), 5)
+
+
+if __name__ == "__main__":
+    unittest.main()
