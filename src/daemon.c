@@ -122,10 +122,10 @@ daemon_run(const struct config *cfg, const char *account, bool once)
 		SSL_CTX_free(ctxs[i]);
 	free(ctxs);
 	free(d.sessions);
-	if (d.failed)
-		code = 1;
-	else if (d.signals == 0 && !once)
-		code = 1;	/* every session gave up on its own */
+	if (once)
+		code = d.failed ? 1 : 0;
+	else
+		code = d.signals ? 0 : 1;	/* else every session gave up */
 	log_msg(LOGL_INFO, NULL, NULL, "exiting with status %d", code);
 	return code;
 }

@@ -177,12 +177,38 @@ namespace inbox {{
                                    + self.log())
         return self
 
+    def _children(self):
+        try:
+            with open(f"{self.d}/run/master.pid") as f:
+                master = int(f.read().strip())
+        except (FileNotFoundError, ValueError):
+            return []
+        kids = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == master:
+                kids.append(int(pid))
+        return kids
+
     def stop(self):
+        """Stops Dovecot and every process it started: an imap or
+        imap-login process left behind would keep clients connected."""
+        kids = self._children()
         subprocess.run(["doveadm", "-c", self.conf, "stop"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: not self._accepts(self.imap_port), 15)
-        # The master exits after its children; wait for the pid file to go.
         wait_until(lambda: not os.path.exists(f"{self.d}/run/master.pid"), 15)
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_until(lambda: not self._accepts(self.imap_port), 15)
 
     @staticmethod
     def _accepts(port):
@@ -235,6 +261,12 @@ namespace inbox {{
                 res[uid] = line[6:].strip()
         return res
 
+    def message_ids(self, folder="INBOX"):
+        out = self.doveadm("fetch", "-u", USER, "hdr.message-id", "mailbox",
+                           folder, "all")
+        return [l.split(":", 1)[1].strip() for l in out.splitlines()
+                if l.startswith("hdr.message-id:")]
+
     def count(self, folder="INBOX"):
         out = self.doveadm("mailbox", "status", "-u", USER, "messages", folder)
         return int(out.strip().split("=")[1])
@@ -258,9 +290,21 @@ def make_message(i, size=0, subject=None):
     return head + body
 
 
+def message_id(body):
+    for line in body.split(b"\n"):
+        if line.lower().startswith(b"message-id:"):
+            return line.split(b":", 1)[1].strip().decode()
+        if not line:
+            return None
+    return None
+
+
 class Maildir:
     def __init__(self, path):
         self.path = path
+
+    def message_ids(self):
+        return [message_id(b) for b in self.contents()]
 
     def files(self, sub="new"):
         try:

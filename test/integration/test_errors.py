@@ -1,0 +1,105 @@
+"""Failures a user must see clearly: wrong password, a certificate for
+another host, an untrusted CA. Each is one clear error line, no credentials
+go out on an unverified connection, and --once exits 1."""
+import re
+import unittest
+
+import fixture as fx
+
+
+def error_lines(log):
+    return [l for l in log.splitlines() if " error " in l]
+
+
+class ErrorTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.env = fx.Env()
+        cls.env.dovecot.put([fx.make_message(1)])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.env.close()
+
+    def use_cert(self, cert):
+        d = self.env.dovecot
+        d.stop()
+        d.cert = cert
+        d.write_conf()
+        d.start()
+        self.addCleanup(self.restore)
+
+    def restore(self):
+        d = self.env.dovecot
+        if d.cert != "server":
+            d.stop()
+            d.cert = "server"
+            d.write_conf()
+            d.start()
+
+    def assert_no_login_attempt(self, f):
+        self.assertIsNone(re.search(r"C: a\d+ (LOGIN|AUTHENTICATE)", f.log()),
+                          "no credentials sent")
+        self.assertNotIn("Login: user=<alice>", self.env.dovecot.log())
+        self.assertNotIn("auth failed", self.env.dovecot.log())
+
+    def test_wrong_password_is_one_clear_error(self):
+        f = self.env.idlefetch(tls="implicit", name="badpw",
+                               password="wrong-secret")
+        self.assertEqual(f.once(), 1)
+        errs = error_lines(f.log())
+        self.assertEqual(len(errs), 1, f.log())
+        self.assertIn("login rejected for user alice", errs[0])
+        self.assertNotIn("wrong-secret", f.log())
+        self.assertEqual(f.md.count(), 0)
+
+    def test_wrong_password_in_daemon_mode_is_not_retried_in_a_tight_loop(self):
+        f = self.env.idlefetch(tls="implicit", name="badpw-daemon",
+                               password="wrong-secret").start()
+        self.assertTrue(fx.wait_until(lambda: "login rejected" in f.log(), 10))
+        import time
+        time.sleep(3)
+        self.assertEqual(f.stop(), 0)
+        self.assertEqual(len(error_lines(f.log())), 1, f.log())
+        self.assertEqual(self.env.dovecot.log().count("auth failed"), 1)
+        m = re.search(r"reconnecting in ([0-9.]+) s", f.log())
+        self.assertGreaterEqual(float(m.group(1)), 150, "slow retry")
+
+    def test_certificate_for_another_host_is_refused(self):
+        self.use_cert("wrong_host")
+        for tls in ("implicit", "starttls"):
+            f = self.env.idlefetch(tls=tls, name=f"wronghost-{tls}")
+            self.assertEqual(f.once("-v"), 1)
+            errs = error_lines(f.log())
+            self.assertEqual(len(errs), 1, f.log())
+            self.assertIn("certificate verification failed", errs[0])
+            self.assertIn("mismatch", errs[0])
+            self.assert_no_login_attempt(f)
+
+    def test_untrusted_ca_is_refused(self):
+        self.use_cert("untrusted")
+        for tls in ("implicit", "starttls"):
+            f = self.env.idlefetch(tls=tls, name=f"untrusted-{tls}")
+            self.assertEqual(f.once("-v"), 1)
+            errs = error_lines(f.log())
+            self.assertEqual(len(errs), 1, f.log())
+            self.assertIn("certificate verification failed", errs[0])
+            self.assert_no_login_attempt(f)
+
+    def test_system_store_does_not_trust_a_private_ca(self):
+        f = self.env.idlefetch(tls="implicit", name="nocafile", ca=False)
+        self.assertEqual(f.once("-v"), 1)
+        self.assertIn("certificate verification failed", f.log())
+        self.assert_no_login_attempt(f)
+
+    def test_unreachable_port_is_a_clear_error(self):
+        f = self.env.idlefetch(tls="implicit", name="refused",
+                               port=fx.free_port())
+        self.assertEqual(f.once(), 1)
+        errs = error_lines(f.log())
+        self.assertEqual(len(errs), 1)
+        self.assertIn("connection refused", errs[0])
+
+
+if __name__ == "__main__":
+    unittest.main()
