@@ -33,6 +33,7 @@ struct account_ctx {
 	unsigned	 line;		/* line of the [account] header */
 	char		*pass_file;
 	char		*pass_cmd;
+	unsigned	 pass_line;	/* line of password_file/_command */
 };
 
 struct parse_ctx {
@@ -61,7 +62,9 @@ seterr(struct parse_ctx *c, const char *key, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
-	if (c->line == 0)	/* from the environment: the variable names it */
+	if (c->line == 0 && key)	/* from the environment */
+		snprintf(c->err, c->errlen, "%s: key '%s': %s", c->file, key, what);
+	else if (c->line == 0)
 		snprintf(c->err, c->errlen, "%s: %s", c->file, what);
 	else if (key)
 		snprintf(c->err, c->errlen, "%s:%u: key '%s': %s", c->file,
@@ -268,9 +271,11 @@ set_account_key(struct parse_ctx *c, struct account *a,
 		return 0;
 	case K_PASSFILE:
 		ax->pass_file = xstrdup(v);
+		ax->pass_line = c->line;
 		return 0;
 	case K_PASSCMD:
 		ax->pass_cmd = xstrdup(v);
+		ax->pass_line = c->line;
 		return 0;
 	case K_FOLDERS:
 		return set_folders(c, a, key, v);
@@ -539,6 +544,7 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 		    "password_file, password_command", a->name);
 		return -EINVAL;
 	}
+	c->line = ax->pass_line;
 	if (ax->pass_file && read_secret_file(ax->pass_file, &a->password, why,
 	    sizeof(why)) < 0) {
 		seterr(c, "password_file", "%s", why);
@@ -549,6 +555,7 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 		seterr(c, "password_command", "%s", why);
 		return -EINVAL;
 	}
+	c->line = ax->line;
 	if (!(ax->seen & K_PORT))
 		a->port = a->tls == TLS_MODE_IMPLICIT ? 993 : 143;
 	if (a->nfolders == 0) {

@@ -1,9 +1,17 @@
 /*
- * proto: the only module that knows libetpan. It parses units that the
- * framer has already cut and checked (complete, sizes capped, message
- * bodies removed), because libetpan cannot tell incomplete input from a
- * short response and trusts literal sizes. What the session needs is copied
- * into a flat struct and the libetpan tree is freed at once.
+ * proto: reads the server's responses into a flat struct.
+ *
+ * idlefetch needs a small part of IMAP's response grammar: tagged and
+ * untagged status responses with a few response codes, CAPABILITY, EXISTS,
+ * EXPUNGE, and FETCH with UID, RFC822.SIZE and a body literal. It is read
+ * here by hand, strictly, with every number checked against 32 bits;
+ * anything else is skipped by its syntax. The framer has already cut each
+ * unit complete, capped its size and replaced message bodies by "{0}".
+ *
+ * libetpan 1.9.4's parser is not used on server input: fuzzing showed it
+ * crashing on "a1 OK [PERMANENTFLAGS (\\]", leaking on malformed FETCH
+ * items (so a hostile server could grow our memory one response at a
+ * time), wrapping numbers past 2^32 and rejecting Gmail's X-GM-LABELS.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -11,301 +19,351 @@
 #include <string.h>
 #include <strings.h>
 
-#include "etpan_private.h"
 #include "idlefetch/proto.h"
 #include "idlefetch/util.h"
 
-/* Keeps only printable ASCII so that server text is safe to log. */
+/* A cursor over one unit; parse functions advance it. */
+struct cur {
+	const char	*p, *end;
+};
+
+/*
+ * Copies one line of server text, keeping only printable ASCII so that it
+ * is safe to log.
+ */
 static void
-copy_text(char *dst, size_t cap, const char *src)
+copy_text(char *dst, size_t cap, const char *src, const char *end)
 {
 	size_t o = 0;
 
-	if (src == NULL) {
-		dst[0] = '\0';
-		return;
-	}
-	for (; *src && o + 1 < cap; src++)
+	for (; src < end && *src != '\r' && *src != '\n' && o + 1 < cap; src++)
 		dst[o++] = (*src >= 0x20 && *src < 0x7f) ? *src : '?';
 	dst[o] = '\0';
 }
 
+static bool
+is_atom_char(char c)
+{
+	return c > 0x20 && c < 0x7f && !strchr("(){%*\"\\]", c);
+}
+
+/* Reads an atom (with ']' allowed only if brackets are) into buf. */
+static bool
+atom(struct cur *c, char *buf, size_t cap)
+{
+	size_t n = 0;
+
+	while (c->p < c->end && is_atom_char(*c->p)) {
+		if (n + 1 >= cap)
+			return false;
+		buf[n++] = *c->p++;
+	}
+	buf[n] = '\0';
+	return n > 0;
+}
+
+static bool
+sp(struct cur *c)
+{
+	if (c->p < c->end && *c->p == ' ') {
+		c->p++;
+		return true;
+	}
+	return false;
+}
+
+/* An unsigned 32-bit number; anything larger is a protocol error. */
+static bool
+number(struct cur *c, uint32_t *out)
+{
+	uint64_t v = 0;
+	const char *start = c->p;
+
+	while (c->p < c->end && isdigit((unsigned char)*c->p)) {
+		v = v * 10 + (uint64_t)(*c->p++ - '0');
+		if (v > UINT32_MAX)
+			return false;
+	}
+	*out = (uint32_t)v;
+	return c->p > start;
+}
+
 static uint32_t
-caps_from(struct mailimap_capability_data *cd)
+cap_bit(const char *name)
 {
 	static const struct { const char *name; uint32_t bit; } names[] = {
 		{ "IMAP4rev1", CAP_IMAP4REV1 }, { "IDLE", CAP_IDLE },
 		{ "STARTTLS", CAP_STARTTLS }, { "LOGINDISABLED", CAP_LOGINDISABLED },
 		{ "SASL-IR", CAP_SASL_IR }, { "UIDPLUS", CAP_UIDPLUS },
 		{ "MOVE", CAP_MOVE }, { "LITERAL+", CAP_LITERALPLUS },
+		{ "AUTH=PLAIN", CAP_AUTH_PLAIN },
 	};
-	uint32_t caps = 0;
-	clistiter *it;
 
-	if (cd == NULL || cd->cap_list == NULL)
-		return 0;
-	for (it = clist_begin(cd->cap_list); it; it = clist_next(it)) {
-		struct mailimap_capability *c = clist_content(it);
-
-		if (c->cap_type == MAILIMAP_CAPABILITY_AUTH_TYPE) {
-			if (c->cap_data.cap_auth_type &&
-			    strcasecmp(c->cap_data.cap_auth_type, "PLAIN") == 0)
-				caps |= CAP_AUTH_PLAIN;
-			continue;
-		}
-		if (c->cap_data.cap_name == NULL)
-			continue;
-		for (size_t i = 0; i < ARRAY_LEN(names); i++)
-			if (strcasecmp(c->cap_data.cap_name, names[i].name) == 0)
-				caps |= names[i].bit;
-	}
-	return caps;
+	for (size_t i = 0; i < ARRAY_LEN(names); i++)
+		if (strcasecmp(name, names[i].name) == 0)
+			return names[i].bit;
+	return 0;
 }
 
+/* Reads "SP atom" repeatedly: a capability list. */
 static void
-from_resp_text(struct mailimap_resp_text *t, struct proto_resp *out)
+capabilities(struct cur *c, struct proto_resp *out)
 {
-	struct mailimap_resp_text_code *code;
+	char name[128];
 
-	if (t == NULL)
-		return;
-	copy_text(out->text, sizeof(out->text), t->rsp_text);
-	code = t->rsp_code;
-	if (code == NULL)
-		return;
-	switch (code->rc_type) {
-	case MAILIMAP_RESP_TEXT_CODE_CAPABILITY_DATA:
-		out->caps = caps_from(code->rc_data.rc_cap_data);
-		out->has |= HAS_CAPS;
-		break;
-	case MAILIMAP_RESP_TEXT_CODE_UIDVALIDITY:
-		out->uidvalidity = code->rc_data.rc_uidvalidity;
-		out->has |= HAS_UIDVALIDITY;
-		break;
-	case MAILIMAP_RESP_TEXT_CODE_UIDNEXT:
-		out->uidnext = code->rc_data.rc_uidnext;
-		out->has |= HAS_UIDNEXT;
-		break;
-	case MAILIMAP_RESP_TEXT_CODE_READ_ONLY:
-		out->has |= HAS_READONLY;
-		break;
-	default:
-		break;
-	}
-}
-
-static enum proto_status
-cond_status(int t)
-{
-	switch (t) {
-	case MAILIMAP_RESP_COND_STATE_OK:
-		return PROTO_OK;
-	case MAILIMAP_RESP_COND_STATE_NO:
-		return PROTO_NO;
-	case MAILIMAP_RESP_COND_STATE_BAD:
-		return PROTO_BAD;
-	default:
-		return PROTO_NONE;
-	}
-}
-
-static void
-from_fetch(struct mailimap_msg_att *att, struct proto_resp *out)
-{
-	clistiter *it;
-
-	out->has |= HAS_FETCH;
-	if (att == NULL)
-		return;
-	for (it = clist_begin(att->att_list); it; it = clist_next(it)) {
-		struct mailimap_msg_att_item *item = clist_content(it);
-		struct mailimap_msg_att_static *st;
-
-		if (item->att_type != MAILIMAP_MSG_ATT_ITEM_STATIC)
-			continue;
-		st = item->att_data.att_static;
-		switch (st->att_type) {
-		case MAILIMAP_MSG_ATT_UID:
-			out->uid = st->att_data.att_uid;
-			out->has |= HAS_UID;
+	out->has |= HAS_CAPS;
+	out->caps = 0;
+	while (sp(c)) {
+		if (!atom(c, name, sizeof(name)))
 			break;
-		case MAILIMAP_MSG_ATT_RFC822_SIZE:
-			out->size = st->att_data.att_rfc822_size;
-			out->has |= HAS_SIZE;
-			break;
-		case MAILIMAP_MSG_ATT_BODY_SECTION:
-		case MAILIMAP_MSG_ATT_RFC822:
-			out->has |= HAS_BODY;
-			break;
-		default:
-			break;
-		}
-	}
-}
-
-static void
-from_response_data(struct mailimap_response_data *rd, struct proto_resp *out)
-{
-	struct mailimap_mailbox_data *mb;
-	struct mailimap_message_data *md;
-
-	switch (rd->rsp_type) {
-	case MAILIMAP_RESP_DATA_TYPE_COND_STATE:
-		out->status = cond_status(rd->rsp_data.rsp_cond_state->rsp_type);
-		from_resp_text(rd->rsp_data.rsp_cond_state->rsp_text, out);
-		break;
-	case MAILIMAP_RESP_DATA_TYPE_COND_BYE:
-		out->status = PROTO_BYE;
-		from_resp_text(rd->rsp_data.rsp_bye->rsp_text, out);
-		break;
-	case MAILIMAP_RESP_DATA_TYPE_CAPABILITY_DATA:
-		out->caps = caps_from(rd->rsp_data.rsp_capability_data);
-		out->has |= HAS_CAPS;
-		break;
-	case MAILIMAP_RESP_DATA_TYPE_MAILBOX_DATA:
-		mb = rd->rsp_data.rsp_mailbox_data;
-		if (mb->mbd_type == MAILIMAP_MAILBOX_DATA_EXISTS) {
-			out->exists = mb->mbd_data.mbd_exists;
-			out->has |= HAS_EXISTS;
-		}
-		break;
-	case MAILIMAP_RESP_DATA_TYPE_MESSAGE_DATA:
-		md = rd->rsp_data.rsp_message_data;
-		out->seq = md->mdt_number;
-		if (md->mdt_type == MAILIMAP_MESSAGE_DATA_EXPUNGE)
-			out->has |= HAS_EXPUNGE;
-		else if (md->mdt_type == MAILIMAP_MESSAGE_DATA_FETCH)
-			from_fetch(md->mdt_msg_att, out);
-		break;
-	default:
-		break;
+		out->caps |= cap_bit(name);
 	}
 }
 
 /*
- * Reads "TAG SP (OK|NO|BAD) text" or "* BYE text" by hand, for lines that
- * libetpan rejects (unknown response codes) but whose meaning we must not
- * lose: a tagged reply completes a command whatever else it carries.
+ * "[" code "]" SP: the codes the session uses are read, others skipped up
+ * to the closing bracket.
  */
 static int
-fallback(const char *unit, size_t len, struct proto_resp *out)
+resp_code(struct cur *c, struct proto_resp *out)
 {
-	char line[512], word[16];
-	const char *sp;
-	size_t n = len < sizeof(line) - 1 ? len : sizeof(line) - 1;
+	char name[64];
 
-	memcpy(line, unit, n);
-	line[n] = '\0';
-	line[strcspn(line, "\r\n")] = '\0';
-	sp = strchr(line, ' ');
-	if (sp == NULL || (size_t)(sp - line) >= sizeof(out->tag))
+	c->p++;		/* '[' */
+	if (!atom(c, name, sizeof(name)))
 		return IDLEFETCH_EPROTO;
-	if (sscanf(sp + 1, "%15s", word) != 1)
-		return IDLEFETCH_EPROTO;
-	if (line[0] == '*' && sp == line + 1) {
-		if (strcasecmp(word, "BYE") != 0)
+	if (strcasecmp(name, "CAPABILITY") == 0) {
+		capabilities(c, out);
+	} else if (strcasecmp(name, "UIDVALIDITY") == 0) {
+		if (!sp(c) || !number(c, &out->uidvalidity) || out->uidvalidity == 0)
 			return IDLEFETCH_EPROTO;
-		out->kind = PROTO_UNTAGGED;
-		out->status = PROTO_BYE;
-	} else {
-		out->kind = PROTO_TAGGED;
-		memcpy(out->tag, line, (size_t)(sp - line));
-		out->tag[sp - line] = '\0';
-		if (strcasecmp(word, "OK") == 0)
-			out->status = PROTO_OK;
-		else if (strcasecmp(word, "NO") == 0)
-			out->status = PROTO_NO;
-		else if (strcasecmp(word, "BAD") == 0)
-			out->status = PROTO_BAD;
-		else
+		out->has |= HAS_UIDVALIDITY;
+	} else if (strcasecmp(name, "UIDNEXT") == 0) {
+		if (!sp(c) || !number(c, &out->uidnext))
 			return IDLEFETCH_EPROTO;
+		out->has |= HAS_UIDNEXT;
+	} else if (strcasecmp(name, "READ-ONLY") == 0) {
+		out->has |= HAS_READONLY;
 	}
-	copy_text(out->text, sizeof(out->text), sp + 1 + strlen(word));
-	return IDLEFETCH_EPROTO;
-}
-
-static int
-parse_greeting(MMAPString *s, struct proto_resp *out)
-{
-	struct mailimap_greeting *g = NULL;
-	size_t indx = 0;
-
-	out->kind = PROTO_GREETING;
-	if (mailimap_greeting_parse(NULL, s, NULL, &indx, &g, 0, NULL) != 0)
+	while (c->p < c->end && *c->p != ']' && *c->p != '\r')
+		c->p++;
+	if (c->p == c->end || *c->p != ']')
 		return IDLEFETCH_EPROTO;
-	if (g->gr_type == MAILIMAP_GREETING_RESP_COND_BYE) {
-		out->status = PROTO_BYE;
-		from_resp_text(g->gr_data.gr_bye->rsp_text, out);
-	} else {
-		out->status = g->gr_data.gr_auth->rsp_type ==
-		    MAILIMAP_RESP_COND_AUTH_PREAUTH ? PROTO_PREAUTH : PROTO_OK;
-		from_resp_text(g->gr_data.gr_auth->rsp_text, out);
-	}
-	mailimap_greeting_free(g);
+	c->p++;
+	sp(c);
 	return 0;
 }
 
+/* After "OK"/"NO"/...: optional SP, optional [code], text. */
 static int
-parse_tagged(MMAPString *s, struct proto_resp *out)
+resp_text(struct cur *c, struct proto_resp *out)
 {
-	struct mailimap_parser_context ctx;
-	struct mailimap_response *r = NULL;
-	struct mailimap_response_tagged *t;
-	size_t indx = 0;
+	int r = 0;
 
-	memset(&ctx, 0, sizeof(ctx));
-	out->kind = PROTO_TAGGED;
-	if (mailimap_response_parse(NULL, s, &ctx, &indx, &r, 0, NULL) != 0)
-		return IDLEFETCH_EPROTO;
-	if (r->rsp_resp_done->rsp_type != MAILIMAP_RESP_DONE_TYPE_TAGGED) {
-		mailimap_response_free(r);
-		return IDLEFETCH_EPROTO;
+	sp(c);
+	if (c->p < c->end && *c->p == '[')
+		r = resp_code(c, out);
+	copy_text(out->text, sizeof(out->text), c->p, c->end);
+	return r;
+}
+
+static enum proto_status
+status_word(const char *w)
+{
+	static const struct { const char *w; enum proto_status st; } words[] = {
+		{ "OK", PROTO_OK }, { "NO", PROTO_NO }, { "BAD", PROTO_BAD },
+		{ "BYE", PROTO_BYE }, { "PREAUTH", PROTO_PREAUTH },
+	};
+
+	for (size_t i = 0; i < ARRAY_LEN(words); i++)
+		if (strcasecmp(w, words[i].w) == 0)
+			return words[i].st;
+	return PROTO_NONE;
+}
+
+/* Skips one IMAP value: atom, number, NIL, quoted, literal or (list). */
+static bool
+skip_value(struct cur *c, int depth)
+{
+	uint32_t n;
+
+	if (c->p >= c->end || depth > 32)
+		return false;
+	switch (*c->p) {
+	case '"':
+		for (c->p++; c->p < c->end && *c->p != '"'; c->p++)
+			if (*c->p == '\\' && c->p + 1 < c->end)
+				c->p++;
+		if (c->p >= c->end)
+			return false;
+		c->p++;
+		return true;
+	case '{':
+		c->p++;
+		if (!number(c, &n))
+			return false;
+		if (c->p < c->end && *c->p == '+')
+			c->p++;
+		if (c->end - c->p < 3 || memcmp(c->p, "}\r\n", 3) != 0)
+			return false;
+		c->p += 3;
+		if ((size_t)(c->end - c->p) < n)
+			return false;
+		c->p += n;
+		return true;
+	case '(':
+		c->p++;
+		while (c->p < c->end && *c->p != ')') {
+			if (*c->p == ' ')
+				c->p++;
+			else if (!skip_value(c, depth + 1))
+				return false;
+		}
+		if (c->p >= c->end)
+			return false;
+		c->p++;
+		return true;
+	default:
+		/* An atom, possibly with a [section] and <partial> (BODY[1]<0>). */
+		if (!is_atom_char(*c->p) && *c->p != '\\')
+			return false;
+		while (c->p < c->end && *c->p != ' ' && *c->p != ')' &&
+		    *c->p != '(') {
+			if (*c->p == '[') {
+				while (c->p < c->end && *c->p != ']')
+					c->p++;
+				if (c->p >= c->end)
+					return false;
+			}
+			c->p++;
+		}
+		return true;
 	}
-	t = r->rsp_resp_done->rsp_data.rsp_tagged;
-	if (strlen(t->rsp_tag) >= sizeof(out->tag)) {
-		mailimap_response_free(r);
+}
+
+/*
+ * "* n FETCH (item value ...)": reads UID, RFC822.SIZE and whether a
+ * message body (BODY[] or RFC822) came as a literal; skips anything else
+ * (FLAGS, MODSEQ, INTERNALDATE, X-GM-LABELS, ...) by its syntax.
+ */
+static int
+parse_fetch(struct cur *c, struct proto_resp *out)
+{
+	char name[64];
+
+	out->has |= HAS_FETCH;
+	if (!sp(c) || c->p >= c->end || *c->p != '(')
 		return IDLEFETCH_EPROTO;
+	c->p++;
+	while (c->p < c->end && *c->p != ')') {
+		size_t n = 0;
+
+		bool in_section = false;
+
+		/* An item name, with a [section] that may hold spaces. */
+		while (c->p < c->end && (in_section || *c->p != ' ')) {
+			if (n + 1 >= sizeof(name) || *c->p == '\r')
+				return IDLEFETCH_EPROTO;
+			if (*c->p == '[')
+				in_section = true;
+			else if (*c->p == ']')
+				in_section = false;
+			name[n++] = *c->p++;
+		}
+		name[n] = '\0';
+		if (in_section || n == 0 || !sp(c))
+			return IDLEFETCH_EPROTO;
+		if (strcasecmp(name, "UID") == 0) {
+			if (!number(c, &out->uid) || out->uid == 0)
+				return IDLEFETCH_EPROTO;
+			out->has |= HAS_UID;
+		} else if (strcasecmp(name, "RFC822.SIZE") == 0) {
+			if (!number(c, &out->size))
+				return IDLEFETCH_EPROTO;
+			out->has |= HAS_SIZE;
+		} else {
+			if ((strcasecmp(name, "BODY[]") == 0 ||
+			    strcasecmp(name, "RFC822") == 0) && *c->p == '{')
+				out->has |= HAS_BODY;
+			if (!skip_value(c, 0))
+				return IDLEFETCH_EPROTO;
+		}
+		sp(c);
 	}
-	strcpy(out->tag, t->rsp_tag);
-	out->status = cond_status(t->rsp_cond_state->rsp_type);
-	from_resp_text(t->rsp_cond_state->rsp_text, out);
-	mailimap_response_free(r);
+	if (c->p >= c->end || c->p + 1 != c->end)
+		return IDLEFETCH_EPROTO;
+	return 0;
+}
+
+/* "* n WORD ...": EXISTS, EXPUNGE, FETCH; others (RECENT) are ignored. */
+static int
+numbered(struct cur *c, struct proto_resp *out)
+{
+	char word[32];
+
+	if (!number(c, &out->seq) || !sp(c) || !atom(c, word, sizeof(word)))
+		return IDLEFETCH_EPROTO;
+	if (strcasecmp(word, "EXISTS") == 0) {
+		out->exists = out->seq;
+		out->has |= HAS_EXISTS;
+		return 0;
+	}
+	if (strcasecmp(word, "EXPUNGE") == 0) {
+		if (out->seq == 0)
+			return IDLEFETCH_EPROTO;
+		out->has |= HAS_EXPUNGE;
+		return 0;
+	}
+	if (strcasecmp(word, "FETCH") == 0)
+		return parse_fetch(c, out);
 	return 0;
 }
 
 int
 proto_parse(const char *unit, size_t len, bool greeting, struct proto_resp *out)
 {
-	MMAPString s = { .str = (char *)unit, .len = len, .allocated_len = len,
-	    .fd = -1 };
-	struct mailimap_parser_context ctx;
-	struct mailimap_response_data *rd = NULL;
-	size_t indx = 0;
-	int r;
+	struct cur c = { unit, unit + len };
+	char word[64];
 
 	memset(out, 0, sizeof(*out));
-	if (len < 3)
+	if (len < 3 || unit[len - 2] != '\r' || unit[len - 1] != '\n')
 		return IDLEFETCH_EPROTO;
-	if (greeting)
-		return parse_greeting(&s, out);
-	if (unit[0] == '+') {
+	c.end = unit + len - 2;
+	if (unit[0] == '+' && !greeting) {
 		out->kind = PROTO_CONTINUE;
-		copy_text(out->text, sizeof(out->text), unit + 1);
-		out->text[strcspn(out->text, "\r\n")] = '\0';
+		copy_text(out->text, sizeof(out->text), unit + 1, c.end);
 		return 0;
 	}
-	if (unit[0] != '*') {
-		r = parse_tagged(&s, out);
-		return r == 0 ? 0 : fallback(unit, len, out);
+	if (unit[0] == '*') {
+		out->kind = greeting ? PROTO_GREETING : PROTO_UNTAGGED;
+		c.p++;
+		if (!sp(&c))
+			return IDLEFETCH_EPROTO;
+		if (isdigit((unsigned char)*c.p))
+			return greeting ? IDLEFETCH_EPROTO :
+			    numbered(&c, out);
+		if (!atom(&c, word, sizeof(word)))
+			return IDLEFETCH_EPROTO;
+		out->status = status_word(word);
+		if (out->status != PROTO_NONE)
+			return resp_text(&c, out);
+		if (greeting)
+			return IDLEFETCH_EPROTO;
+		if (strcasecmp(word, "CAPABILITY") == 0)
+			capabilities(&c, out);
+		return 0;	/* FLAGS, LIST, SEARCH, ...: nothing we use */
 	}
-	out->kind = PROTO_UNTAGGED;
-	memset(&ctx, 0, sizeof(ctx));
-	if (mailimap_response_data_parse(NULL, &s, &ctx, &indx, &rd, 0,
-	    NULL) != 0)
-		return fallback(unit, len, out);
-	from_response_data(rd, out);
-	mailimap_response_data_free(rd);
-	return 0;
+	if (greeting)
+		return IDLEFETCH_EPROTO;
+	out->kind = PROTO_TAGGED;
+	if (!atom(&c, out->tag, sizeof(out->tag)) || !sp(&c) ||
+	    !atom(&c, word, sizeof(word)))
+		return IDLEFETCH_EPROTO;
+	out->status = status_word(word);
+	if (out->status != PROTO_OK && out->status != PROTO_NO &&
+	    out->status != PROTO_BAD)
+		return IDLEFETCH_EPROTO;
+	return resp_text(&c, out);
 }
 
 int

@@ -1,1 +1,371 @@
-int main(void){return 0;}
+/* Unit tests for config: every error names file, line and key. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "idlefetch/config.h"
+
+static char path[] = "/tmp/idlefetch-config-test-XXXXXX";
+
+static const char *base =
+    "[global]\n"
+    "state_dir = /var/lib/x\n"
+    "\n"
+    "[account work]\n"
+    "host = imap.example.org\n"
+    "username = alice\n"
+    "password = s3cret\n"
+    "maildir = /srv/mail\n";
+
+static void
+write_conf(const char *text)
+{
+	FILE *fp = fopen(path, "w");
+
+	assert_non_null(fp);
+	fputs(text, fp);
+	fclose(fp);
+}
+
+/* Loads base + extra lines; returns the result, err holds the message. */
+static int
+load(const char *extra, char *err, size_t errlen, struct config **cfg)
+{
+	char text[8192];
+
+	snprintf(text, sizeof(text), "%s%s", base, extra);
+	write_conf(text);
+	*cfg = NULL;
+	err[0] = '\0';
+	return config_load_file(path, cfg, err, errlen);
+}
+
+/* Expects extra to fail with "PATH:LINE: ...what" */
+static void
+expect_error(const char *extra, unsigned line, const char *what)
+{
+	struct config *cfg;
+	char err[1024], want[1200];
+	int r = load(extra, err, sizeof(err), &cfg);
+
+	if (r == 0)
+		fail_msg("config with '%s' was accepted", extra);
+	assert_null(cfg);
+	snprintf(want, sizeof(want), "%s:%u: %s", path, line, what);
+	if (strstr(err, want) == NULL)
+		fail_msg("error '%s' lacks '%s'", err, want);
+}
+
+static void
+test_defaults_are_filled_in(void **state)
+{
+	struct config *cfg;
+	char err[512];
+	const struct account *a;
+
+	assert_int_equal(load("", err, sizeof(err), &cfg), 0);
+	assert_int_equal(cfg->naccounts, 1);
+	a = &cfg->accounts[0];
+	assert_string_equal(a->name, "work");
+	assert_int_equal(a->port, 993);
+	assert_int_equal(a->tls, TLS_MODE_IMPLICIT);
+	assert_int_equal(a->nfolders, 1);
+	assert_string_equal(a->folders[0], "INBOX");
+	assert_int_equal(a->after, AFTER_KEEP);
+	assert_int_equal(a->idle, 1);
+	assert_int_equal(a->poll_interval, 60);
+	assert_int_equal(a->idle_refresh, 600);
+	assert_string_equal(cfg->state_dir, "/var/lib/x");
+	config_free(cfg);
+}
+
+static void
+test_all_keys_are_read(void **state)
+{
+	struct config *cfg;
+	char err[512];
+	const struct account *a;
+
+	assert_int_equal(load("tls = starttls ; inline comment\n"
+	    "folders = INBOX, Lists/dev , Sent\nafter = move:Archive\n"
+	    "idle = off\npoll_interval = 30\nidle_refresh = 300\n"
+	    "ca_file = /etc/ca.pem\n", err, sizeof(err), &cfg), 0);
+	a = &cfg->accounts[0];
+	assert_int_equal(a->port, 143);
+	assert_int_equal(a->tls, TLS_MODE_STARTTLS);
+	assert_int_equal(a->nfolders, 3);
+	assert_string_equal(a->folders[1], "Lists/dev");
+	assert_int_equal(a->after, AFTER_MOVE);
+	assert_string_equal(a->move_to, "Archive");
+	assert_int_equal(a->idle, 0);
+	assert_int_equal(a->poll_interval, 30);
+	assert_int_equal(a->idle_refresh, 300);
+	assert_string_equal(a->ca_file, "/etc/ca.pem");
+	config_free(cfg);
+}
+
+static void
+test_value_errors_name_file_line_and_key(void **state)
+{
+	expect_error("port = abc\n", 9, "key 'port': 'abc' is not a number in 1..65535");
+	expect_error("port = 0\n", 9, "key 'port'");
+	expect_error("port = 70000\n", 9, "key 'port'");
+	expect_error("port = 99999999999999999999999\n", 9, "key 'port'");
+	expect_error("tls = maybe\n", 9, "key 'tls': 'maybe' is not one of");
+	expect_error("after = archive\n", 9, "key 'after'");
+	expect_error("after = move:../x\n", 9, "key 'after'");
+	expect_error("idle = yes\n", 9, "key 'idle'");
+	expect_error("poll_interval = 0\n", 9, "key 'poll_interval'");
+	expect_error("idle_refresh = 5\n", 9, "key 'idle_refresh'");
+	expect_error("idle_refresh = 3600\n", 9, "key 'idle_refresh'");
+	expect_error("host = a b\n", 9, "key 'host'");
+	expect_error("\n\nca_file =\n", 11, "key 'ca_file': empty value");
+}
+
+static void
+test_unknown_and_duplicate_keys_are_errors(void **state)
+{
+	expect_error("hots = x\n", 9, "key 'hots': unknown key in [account work]");
+	expect_error("host = other\n", 9, "key 'host': given twice");
+	expect_error("[global]\nstate_dir = /a\n", 10, "key 'state_dir': given twice");
+	expect_error("[global]\nuser = x\n", 10, "key 'user': unknown key in [global]");
+	expect_error("[global]\nlog = file\n", 10, "key 'log'");
+	expect_error("[globl]\nx = 1\n", 10, "unknown section [globl]");
+	expect_error("[account bad/name]\nhost = x\n", 10, "invalid account name");
+}
+
+static void
+test_folder_names_that_escape_the_maildir_are_refused(void **state)
+{
+	expect_error("folders = ../etc\n", 9, "key 'folders': invalid folder name");
+	expect_error("folders = /abs\n", 9, "key 'folders'");
+	expect_error("folders = a//b\n", 9, "key 'folders'");
+	expect_error("folders = a/../b\n", 9, "key 'folders'");
+	expect_error("folders = .hidden\n", 9, "key 'folders'");
+	expect_error("folders = caf\xc3\xa9\n", 9, "key 'folders'");
+	expect_error("folders = INBOX, INBOX\n", 9,
+	    "key 'folders': folder 'INBOX' listed twice");
+	expect_error("folders = ,\n", 9, "key 'folders': no folder given");
+	expect_error("folders = Archive\nafter = move:Archive\n", 4,
+	    "key 'after': cannot move into 'Archive'");
+}
+
+static void
+test_missing_and_conflicting_keys_name_the_section(void **state)
+{
+	struct config *cfg;
+	char err[512];
+
+	write_conf("[account a]\nhost = h\nusername = u\npassword = p\n");
+	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, ":1: key 'maildir': missing in [account a]"));
+	write_conf("[account a]\nhost = h\nusername = u\nmaildir = /m\n");
+	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, ":1: key 'password': [account a] needs exactly one"));
+	write_conf("[account a]\nhost = h\nusername = u\nmaildir = /m\n"
+	    "password = p\npassword_command = echo p\n");
+	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, "needs exactly one"));
+	write_conf("[global]\nstate_dir = /x\n");
+	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, "no [account NAME] section"));
+	write_conf("[account a]\nmaildir = relative/dir\n");
+	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, ":2: key 'maildir': 'relative/dir' is not an absolute path"));
+	write_conf("[global]\nstate_dir = var\n");
+	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, ":2: key 'state_dir'"));
+}
+
+static void
+test_syntax_errors_and_long_lines(void **state)
+{
+	char big[6000];
+
+	expect_error("this is not ini\n", 9, "syntax error");
+	memset(big, 'x', sizeof(big));
+	memcpy(big, "host2 = ", 8);
+	big[sizeof(big) - 2] = '\n';
+	big[sizeof(big) - 1] = '\0';
+	expect_error(big, 9, "line too long");
+}
+
+static void
+test_missing_file_is_named(void **state)
+{
+	struct config *cfg;
+	char err[512];
+
+	assert_int_equal(config_load_file("/nonexistent/idlefetch.conf", &cfg,
+	    err, sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, "/nonexistent/idlefetch.conf"));
+}
+
+static void
+test_variables_are_expanded(void **state)
+{
+	struct config *cfg;
+	char err[512], text[1024];
+
+	setenv("IDLEFETCH_TEST_PW", "from-env", 1);
+	snprintf(text, sizeof(text), "[account a]\nhost = h\nusername = u\n"
+	    "maildir = /m/${IDLEFETCH_TEST_PW}\npassword = ${IDLEFETCH_TEST_PW}\n");
+	write_conf(text);
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg->accounts[0].password, "from-env");
+	assert_string_equal(cfg->accounts[0].maildir, "/m/from-env");
+	config_free(cfg);
+}
+
+static void
+test_unset_variable_is_an_error(void **state)
+{
+	struct config *cfg;
+	char err[512];
+
+	unsetenv("IDLEFETCH_TEST_UNSET");
+	write_conf("[account a]\nhost = h\nusername = u\nmaildir = /m\n"
+	    "password = ${IDLEFETCH_TEST_UNSET}\n");
+	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, ":5: key 'password': environment variable "
+	    "IDLEFETCH_TEST_UNSET is not set"));
+	write_conf("[account a]\nhost = ${oops\n");
+	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, ":2: key 'host': malformed ${...}"));
+}
+
+static void
+test_password_file_and_command(void **state)
+{
+	char pw[] = "/tmp/idlefetch-pw-XXXXXX", text[1024], err[512];
+	struct config *cfg;
+	int fd = mkstemp(pw);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "filepw\nignored\n", 15), 15);
+	close(fd);
+	snprintf(text, sizeof(text), "[account a]\nhost = h\nusername = u\n"
+	    "maildir = /m\npassword_file = %s\n", pw);
+	write_conf(text);
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg->accounts[0].password, "filepw");
+	config_free(cfg);
+	unlink(pw);
+	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, ":5: key 'password_file': cannot read"));
+
+	write_conf("[account a]\nhost = h\nusername = u\nmaildir = /m\n"
+	    "password_command = printf 'cmdpw\\n'\n");
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg->accounts[0].password, "cmdpw");
+	config_free(cfg);
+	write_conf("[account a]\nhost = h\nusername = u\nmaildir = /m\n"
+	    "password_command = exit 3\n");
+	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, "key 'password_command': command failed "
+	    "(exit status 3)"));
+}
+
+static void
+test_environment_config(void **state)
+{
+	struct config *cfg;
+	char err[512];
+
+	setenv("IDLEFETCH_HOST", "imap.example.org", 1);
+	setenv("IDLEFETCH_USERNAME", "bob", 1);
+	setenv("IDLEFETCH_PASSWORD", "pw", 1);
+	setenv("IDLEFETCH_MAILDIR", "/mail", 1);
+	setenv("IDLEFETCH_TLS", "starttls", 1);
+	setenv("IDLEFETCH_FOLDERS", "INBOX,Spam", 1);
+	assert_int_equal(config_load_env(&cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg->accounts[0].name, "default");
+	assert_int_equal(cfg->accounts[0].port, 143);
+	assert_int_equal(cfg->accounts[0].nfolders, 2);
+	assert_string_equal(cfg->source, "environment");
+	config_free(cfg);
+	setenv("IDLEFETCH_PORT", "http", 1);
+	assert_int_not_equal(config_load_env(&cfg, err, sizeof(err)), 0);
+	assert_string_equal(err,
+	    "IDLEFETCH_PORT: key 'port': 'http' is not a number in 1..65535");
+	unsetenv("IDLEFETCH_PORT");
+	unsetenv("IDLEFETCH_MAILDIR");
+	assert_int_not_equal(config_load_env(&cfg, err, sizeof(err)), 0);
+	assert_string_equal(err,
+	    "environment: key 'maildir': missing in [account default]");
+	unsetenv("IDLEFETCH_HOST");
+}
+
+static void
+test_print_masks_the_password(void **state)
+{
+	struct config *cfg;
+	char err[512], out[4096] = "";
+	FILE *fp;
+
+	assert_int_equal(load("", err, sizeof(err), &cfg), 0);
+	fp = fmemopen(out, sizeof(out) - 1, "w");
+	config_print(cfg, fp);
+	fclose(fp);
+	assert_null(strstr(out, "s3cret"));
+	assert_non_null(strstr(out, "password = ********"));
+	assert_non_null(strstr(out, "host = imap.example.org"));
+	config_free(cfg);
+}
+
+static void
+test_folder_paths_and_keys(void **state)
+{
+	struct account a = { .maildir = "/m" };
+	char *p;
+
+	p = config_folder_maildir(&a, "INBOX");
+	assert_string_equal(p, "/m");
+	free(p);
+	p = config_folder_maildir(&a, "Lists/dev");
+	assert_string_equal(p, "/m/.Lists.dev");
+	free(p);
+	p = config_folder_key("Lists/dev");
+	assert_string_equal(p, "Lists%2Fdev");
+	free(p);
+	p = config_folder_key("Lists.dev");
+	assert_string_equal(p, "Lists%2Edev");
+	free(p);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults_are_filled_in),
+		cmocka_unit_test(test_all_keys_are_read),
+		cmocka_unit_test(test_value_errors_name_file_line_and_key),
+		cmocka_unit_test(test_unknown_and_duplicate_keys_are_errors),
+		cmocka_unit_test(test_folder_names_that_escape_the_maildir_are_refused),
+		cmocka_unit_test(test_missing_and_conflicting_keys_name_the_section),
+		cmocka_unit_test(test_syntax_errors_and_long_lines),
+		cmocka_unit_test(test_missing_file_is_named),
+		cmocka_unit_test(test_variables_are_expanded),
+		cmocka_unit_test(test_unset_variable_is_an_error),
+		cmocka_unit_test(test_password_file_and_command),
+		cmocka_unit_test(test_environment_config),
+		cmocka_unit_test(test_print_masks_the_password),
+		cmocka_unit_test(test_folder_paths_and_keys),
+	};
+	int fd = mkstemp(path), r;
+
+	if (fd < 0)
+		return 1;
+	close(fd);
+	r = cmocka_run_group_tests(tests, NULL, NULL);
+	unlink(path);
+	return r;
+}

@@ -1,1 +1,236 @@
-int main(void){return 0;}
+/* Unit tests for Maildir delivery: names, CRLF handling, commit, cleanup. */
+#include <dirent.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "idlefetch/maildir.h"
+
+static char root[] = "/tmp/idlefetch-maildir-test-XXXXXX";
+static char dir[512];
+
+static int
+count(const char *sub, char *first, size_t cap)
+{
+	char path[600];
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, sub);
+	d = opendir(path);
+	assert_non_null(d);
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (n++ == 0 && first)
+			snprintf(first, cap, "%s", de->d_name);
+	}
+	closedir(d);
+	return n;
+}
+
+static void
+read_file(const char *sub, const char *name, char *buf, size_t cap)
+{
+	char path[900];
+	FILE *fp;
+	size_t n;
+
+	snprintf(path, sizeof(path), "%s/%s/%s", dir, sub, name);
+	fp = fopen(path, "rb");
+	assert_non_null(fp);
+	n = fread(buf, 1, cap - 1, fp);
+	buf[n] = '\0';
+	fclose(fp);
+}
+
+static int
+setup(void **state)
+{
+	static int n;
+
+	snprintf(dir, sizeof(dir), "%s/case%d/Maildir/.Sub", root, ++n);
+	return maildir_prepare(dir);
+}
+
+static void
+test_prepare_creates_tmp_new_cur_and_parents(void **state)
+{
+	struct stat st;
+	char path[600];
+
+	snprintf(path, sizeof(path), "%s/cur", dir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0700);
+	assert_int_equal(maildir_prepare(dir), 0);	/* idempotent */
+}
+
+static void
+test_crlf_becomes_lf_across_chunks(void **state)
+{
+	struct maildir_file f;
+	struct maildir_writer w = { 0 };
+	const char *msg = "Subject: x\r\n\r\nline\r\nbare\rcr\r\nend\r";
+	char name[256], buf[256];
+
+	assert_int_equal(maildir_create(dir, 0xabcdef01, &f), 0);
+	/* Feed one byte at a time: every CR/LF pair is split somewhere. */
+	for (size_t i = 0; i < strlen(msg); i++)
+		assert_int_equal(maildir_write(&f, &w, msg + i, 1), 0);
+	assert_int_equal(maildir_flush(&f, &w), 0);
+	assert_int_equal(count("tmp", name, sizeof(name)), 1);
+	assert_non_null(strstr(name, "Xabcdef01."));
+	assert_int_equal(count("new", NULL, 0), 0);
+	assert_int_equal(maildir_commit(dir, &f, 1234, 56), 0);
+	assert_int_equal(maildir_sync_new(dir), 0);
+	assert_int_equal(count("tmp", NULL, 0), 0);
+	assert_int_equal(count("new", name, sizeof(name)), 1);
+	assert_non_null(strstr(name, "Xabcdef01V1234U56."));
+	read_file("new", name, buf, sizeof(buf));
+	assert_string_equal(buf, "Subject: x\n\nline\nbare\rcr\nend\r");
+	assert_int_equal(f.bytes, strlen(buf));
+}
+
+static void
+test_large_message_is_written_in_chunks(void **state)
+{
+	struct maildir_file f;
+	struct maildir_writer w = { 0 };
+	char chunk[1000], name[256];
+	struct stat st;
+	char path[900];
+
+	memset(chunk, 'a', sizeof(chunk));
+	chunk[998] = '\r';
+	chunk[999] = '\n';
+	assert_int_equal(maildir_create(dir, 1, &f), 0);
+	for (int i = 0; i < 3000; i++)
+		assert_int_equal(maildir_write(&f, &w, chunk, sizeof(chunk)), 0);
+	assert_int_equal(maildir_flush(&f, &w), 0);
+	assert_int_equal(maildir_commit(dir, &f, 1, 1), 0);
+	assert_int_equal(count("new", name, sizeof(name)), 1);
+	snprintf(path, sizeof(path), "%s/new/%s", dir, name);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 3000 * 999);
+}
+
+static void
+test_scan_finds_the_highest_delivered_uid_for_tag_and_uidvalidity(void **state)
+{
+	struct maildir_file f;
+	struct maildir_writer w = { 0 };
+	uint32_t max;
+	char from[900], to[900], name[256];
+
+	for (uint32_t uid = 5; uid <= 7; uid++) {
+		assert_int_equal(maildir_create(dir, 42, &f), 0);
+		assert_int_equal(maildir_flush(&f, &w), 0);
+		assert_int_equal(maildir_commit(dir, &f, 100, uid), 0);
+	}
+	/* Another folder's tag and another UIDVALIDITY do not count. */
+	assert_int_equal(maildir_create(dir, 43, &f), 0);
+	assert_int_equal(maildir_commit(dir, &f, 100, 99), 0);
+	assert_int_equal(maildir_create(dir, 42, &f), 0);
+	assert_int_equal(maildir_commit(dir, &f, 101, 98), 0);
+	/* A message a mail reader moved to cur/ with flags still counts. */
+	assert_int_equal(maildir_create(dir, 42, &f), 0);
+	assert_int_equal(maildir_commit(dir, &f, 100, 9), 0);
+	for (int i = 0; count("new", name, sizeof(name)) > 0 && i < 10; i++) {
+		snprintf(from, sizeof(from), "%s/new/%s", dir, name);
+		snprintf(to, sizeof(to), "%s/cur/%s:2,S", dir, name);
+		assert_int_equal(rename(from, to), 0);
+	}
+	assert_int_equal(maildir_scan(dir, 42, 100, &max), 0);
+	assert_int_equal(max, 9);
+	assert_int_equal(maildir_scan(dir, 42, 101, &max), 0);
+	assert_int_equal(max, 98);
+	assert_int_equal(maildir_scan(dir, 44, 100, &max), 0);
+	assert_int_equal(max, 0);
+}
+
+static void
+test_clean_tmp_removes_only_own_leftovers(void **state)
+{
+	struct maildir_file a, b;
+	unsigned removed;
+	char path[600];
+	FILE *fp;
+
+	assert_int_equal(maildir_create(dir, 7, &a), 0);
+	assert_int_equal(maildir_create(dir, 8, &b), 0);
+	close(a.fd);
+	close(b.fd);
+	snprintf(path, sizeof(path), "%s/tmp/12345.other-mda.host", dir);
+	fp = fopen(path, "w");
+	fclose(fp);
+	assert_int_equal(maildir_clean_tmp(dir, 7, &removed), 0);
+	assert_int_equal(removed, 1);
+	assert_int_equal(count("tmp", NULL, 0), 2);
+}
+
+static void
+test_discard_removes_the_tmp_file(void **state)
+{
+	struct maildir_file f;
+	struct maildir_writer w = { 0 };
+
+	assert_int_equal(maildir_create(dir, 9, &f), 0);
+	assert_int_equal(maildir_write(&f, &w, "abc", 3), 0);
+	maildir_discard(dir, &f);
+	assert_int_equal(count("tmp", NULL, 0), 0);
+	assert_int_equal(count("new", NULL, 0), 0);
+}
+
+static void
+test_tags_differ_per_account_and_folder(void **state)
+{
+	assert_int_not_equal(maildir_tag("a", "INBOX"), maildir_tag("b", "INBOX"));
+	assert_int_not_equal(maildir_tag("a", "INBOX"), maildir_tag("a", "Sent"));
+	assert_int_not_equal(maildir_tag("ab", "c"), maildir_tag("a", "bc"));
+	assert_int_equal(maildir_tag("a", "INBOX"), maildir_tag("a", "INBOX"));
+}
+
+static void
+test_prepare_fails_where_no_directory_can_be(void **state)
+{
+	struct maildir_file f;
+
+	assert_true(maildir_prepare("/proc/idlefetch-test/Maildir") < 0);
+	assert_true(maildir_create("/nonexistent/Maildir", 1, &f) < 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_prepare_creates_tmp_new_cur_and_parents, setup),
+		cmocka_unit_test_setup(test_crlf_becomes_lf_across_chunks, setup),
+		cmocka_unit_test_setup(test_large_message_is_written_in_chunks, setup),
+		cmocka_unit_test_setup(test_scan_finds_the_highest_delivered_uid_for_tag_and_uidvalidity, setup),
+		cmocka_unit_test_setup(test_clean_tmp_removes_only_own_leftovers, setup),
+		cmocka_unit_test_setup(test_discard_removes_the_tmp_file, setup),
+		cmocka_unit_test(test_tags_differ_per_account_and_folder),
+		cmocka_unit_test_setup(test_prepare_fails_where_no_directory_can_be, setup),
+	};
+	char cmd[600];
+	int r;
+
+	if (mkdtemp(root) == NULL)
+		return 1;
+	r = cmocka_run_group_tests(tests, NULL, NULL);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	if (system(cmd) != 0)
+		return 1;
+	return r;
+}
