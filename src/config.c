@@ -25,7 +25,7 @@ enum key_bit {
 	K_PASS = 1 << 4, K_PASSFILE = 1 << 5, K_PASSCMD = 1 << 6,
 	K_FOLDERS = 1 << 7, K_MAILDIR = 1 << 8, K_AFTER = 1 << 9,
 	K_IDLE = 1 << 10, K_POLL = 1 << 11, K_REFRESH = 1 << 12,
-	K_CAFILE = 1 << 13,
+	K_CAFILE = 1 << 13, K_TIMEOUT = 1 << 14,
 };
 
 struct account_ctx {
@@ -221,7 +221,7 @@ set_account_key(struct parse_ctx *c, struct account *a,
 		{ "password_command", K_PASSCMD }, { "folders", K_FOLDERS },
 		{ "maildir", K_MAILDIR }, { "after", K_AFTER }, { "idle", K_IDLE },
 		{ "poll_interval", K_POLL }, { "idle_refresh", K_REFRESH },
-		{ "ca_file", K_CAFILE },
+		{ "ca_file", K_CAFILE }, { "timeout", K_TIMEOUT },
 	};
 	unsigned bit = 0;
 
@@ -317,6 +317,8 @@ set_account_key(struct parse_ctx *c, struct account *a,
 	case K_CAFILE:
 		a->ca_file = xstrdup(v);
 		return 0;
+	case K_TIMEOUT:
+		return set_uint(c, key, v, 2, 3600, &a->timeout);
 	default:
 		fatal("bad key bit %u", bit);
 	}
@@ -388,6 +390,7 @@ find_account(struct parse_ctx *c, const char *name, struct account_ctx **ax)
 	a->idle = 1;
 	a->poll_interval = 60;
 	a->idle_refresh = 600;
+	a->timeout = 60;
 	return a;
 }
 
@@ -671,6 +674,7 @@ config_load_env(struct config **out, char *err, size_t errlen)
 		{ "IDLEFETCH_POLL_INTERVAL", "poll_interval" },
 		{ "IDLEFETCH_IDLE_REFRESH", "idle_refresh" },
 		{ "IDLEFETCH_CA_FILE", "ca_file" },
+		{ "IDLEFETCH_TIMEOUT", "timeout" },
 	};
 	struct parse_ctx c = { .err = err, .errlen = errlen };
 	const char *name = getenv("IDLEFETCH_ACCOUNT");
@@ -741,8 +745,9 @@ config_print(const struct config *cfg, FILE *fp)
 		else
 			fprintf(fp, "after = %s\n", a->after == AFTER_KEEP ? "keep" :
 			    "delete");
-		fprintf(fp, "idle = %s\npoll_interval = %u\nidle_refresh = %u\n",
-		    a->idle ? "auto" : "off", a->poll_interval, a->idle_refresh);
+		fprintf(fp, "idle = %s\npoll_interval = %u\nidle_refresh = %u\n"
+		    "timeout = %u\n", a->idle ? "auto" : "off", a->poll_interval,
+		    a->idle_refresh, a->timeout);
 	}
 }
 

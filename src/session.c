@@ -33,9 +33,8 @@
 #include "idlefetch/transport.h"
 #include "idlefetch/util.h"
 
-#define CONNECT_TIMEOUT_MS	30000
-#define CMD_TIMEOUT_MS		60000
 #define LOGOUT_TIMEOUT_MS	3000
+#define TIMEOUT_MS(s)		((uint64_t)(s)->a->timeout * 1000)
 #define BACKOFF_MIN_MS		1000
 #define BACKOFF_MAX_MS		300000
 #define BATCH_MAX_MSGS		100
@@ -269,7 +268,7 @@ set_state(struct session *s, enum session_state st)
 	case S_CONNECT:
 	case S_TLS:
 	case S_GREETING:
-		arm(s, CONNECT_TIMEOUT_MS);
+		arm(s, TIMEOUT_MS(s));
 		break;
 	case S_STARTTLS:
 	case S_CAPABILITY:
@@ -278,7 +277,7 @@ set_state(struct session *s, enum session_state st)
 	case S_SYNC:
 	case S_IDLE_START:
 	case S_IDLE_DONE:
-		arm(s, CMD_TIMEOUT_MS);
+		arm(s, TIMEOUT_MS(s));
 		break;
 	case S_IDLE:
 		arm(s, (uint64_t)s->a->idle_refresh * 1000);
@@ -1336,7 +1335,7 @@ on_data(struct session *s, const char *data, size_t len)
 
 	if (s->state != S_IDLE && s->state != S_POLL_WAIT &&
 	    s->state != S_LOGOUT)
-		arm(s, s->state <= S_GREETING ? CONNECT_TIMEOUT_MS : CMD_TIMEOUT_MS);
+		arm(s, TIMEOUT_MS(s));
 	r = framer_push(s->fr, data, len);
 	if (r < 0 && s->conn_alive) {
 		session_fail(s, r, "connection closed: %s",
@@ -1437,11 +1436,11 @@ timer_cb(uv_timer_t *t)
 		break;
 	case S_SYNC:
 		if (s->ncmds == 0) {	/* only waiting for the disk */
-			arm(s, CMD_TIMEOUT_MS);
+			arm(s, TIMEOUT_MS(s));
 			break;
 		}
 		session_fail(s, -ETIMEDOUT, "no answer from the server for %d s",
-		    CMD_TIMEOUT_MS / 1000);
+		    s->a->timeout);
 		break;
 	case S_LOGOUT:
 		close_conn(s);

@@ -32,6 +32,7 @@ struct account {
 	int		 idle;		/* 1: IDLE when offered, 0: always poll */
 	unsigned	 poll_interval;	/* seconds */
 	unsigned	 idle_refresh;	/* seconds */
+	unsigned	 timeout;	/* seconds to wait for any answer */
 };
 
 struct config {
