@@ -341,7 +341,8 @@ plan_commit(struct session *s, struct batch *b, struct job *j)
 {
 	size_t k = 0, i;
 
-	qsort(b->files, b->nfiles, sizeof(*b->files), cmp_file_uid);
+	if (b->nfiles > 0)
+		qsort(b->files, b->nfiles, sizeof(*b->files), cmp_file_uid);
 	j->commit_uid = s->st.last_uid;
 	j->ncommit = 0;
 	if (s->gap)
@@ -785,7 +786,8 @@ list_finish(struct session *s)
 
 	for (size_t i = 0; i < s->nlist; i++)
 		pairs[i] = (uint64_t)s->list[i] << 32 | s->sizes[i];
-	qsort(pairs, s->nlist, sizeof(*pairs), cmp_u32_pair);
+	if (s->nlist > 0)
+		qsort(pairs, s->nlist, sizeof(*pairs), cmp_u32_pair);
 	for (size_t i = 0; i < s->nlist; i++) {
 		uint32_t uid = (uint32_t)(pairs[i] >> 32);
 
@@ -797,7 +799,8 @@ list_finish(struct session *s)
 	s->nlist = o;
 	s->next_list = 0;
 	free(pairs);
-	qsort(s->stale, s->nstale, sizeof(*s->stale), cmp_u32);
+	if (s->nstale > 0)
+		qsort(s->stale, s->nstale, sizeof(*s->stale), cmp_u32);
 }
 
 static void
