@@ -380,6 +380,7 @@ pump_commits(struct session *s)
 		s->btail = NULL;
 	memset(&s->job, 0, sizeof(s->job));
 	s->job.batch = b;
+	s->job.st = s->st;
 	plan_commit(s, b, &s->job);
 	start_job(s, JOB_COMMIT);
 }
@@ -447,19 +448,27 @@ job_commit(struct job *j)
 	struct batch *b = j->batch;
 	size_t i, done = 0;
 	int r = 0;
+	bool unlinked = false;	/* maildir_commit removed the failed file */
 
-	for (i = 0; i < j->ncommit; i++) {
+	r = maildir_sync_files(b->files, j->ncommit);
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "cannot sync %s: %s", s->maildir,
+		    strerror(-r));
+		j->commit_uid = j->st.last_uid;
+	}
+	for (i = 0; r == 0 && i < j->ncommit; i++) {
 		r = maildir_commit(s->maildir, &b->files[i], s->uidvalidity,
 		    b->files[i].uid);
 		if (r < 0) {
 			snprintf(j->err, sizeof(j->err), "cannot deliver UID %u: %s",
 			    b->files[i].uid, strerror(-r));
 			j->commit_uid = b->files[i].uid - 1;
+			unlinked = true;
 			break;
 		}
 		done++;
 	}
-	for (i = done + (r < 0 ? 1 : 0); i < b->nfiles; i++)
+	for (i = done + (unlinked ? 1 : 0); i < b->nfiles; i++)
 		maildir_discard(s->maildir, &b->files[i]);
 	j->ncommit = done;
 	if (done > 0) {

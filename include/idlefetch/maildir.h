@@ -20,7 +20,11 @@ struct maildir_file {
 	char		 base[96];	/* unique part, without host */
 	uint64_t	 bytes;		/* bytes written, after CRLF -> LF */
 	uint32_t	 uid;		/* set by the owner once known */
+	bool		 synced;	/* data durable (maildir_sync_files) */
 };
+
+/* Batches at least this big are made durable with one syncfs(). */
+#define MAILDIR_SYNCFS_MIN	4
 
 /* Buffers writes and carries a CR across chunk boundaries. */
 struct maildir_writer {
@@ -48,7 +52,12 @@ int	maildir_write(struct maildir_file *f, struct maildir_writer *w,
 	    const char *p, size_t n);
 /* Writes out what the writer holds; the message is complete. */
 int	maildir_flush(struct maildir_file *f, struct maildir_writer *w);
-/* fsync, close and rename into new/ under the final name. */
+/*
+ * Makes the data of n files on one filesystem durable at once (for
+ * n >= MAILDIR_SYNCFS_MIN; smaller batches are fsynced by maildir_commit).
+ */
+int	maildir_sync_files(struct maildir_file *files, size_t n);
+/* fsync (unless synced), close and rename into new/ under the final name. */
 int	maildir_commit(const char *dir, struct maildir_file *f,
 	    uint32_t uidvalidity, uint32_t uid);
 /* fsync dir/new so the renames are durable. */

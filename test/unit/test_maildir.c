@@ -193,6 +193,29 @@ test_discard_removes_the_tmp_file(void **state)
 }
 
 static void
+test_batch_is_synced_at_once_and_committed(void **state)
+{
+	struct maildir_file f[MAILDIR_SYNCFS_MIN];
+	struct maildir_writer w = { 0 };
+
+	for (size_t i = 0; i < MAILDIR_SYNCFS_MIN; i++) {
+		assert_int_equal(maildir_create(dir, 5, &f[i]), 0);
+		assert_int_equal(maildir_write(&f[i], &w, "a\r\n", 3), 0);
+		assert_int_equal(maildir_flush(&f[i], &w), 0);
+		assert_false(f[i].synced);
+	}
+	assert_int_equal(maildir_sync_files(f, 1), 0);
+	assert_false(f[0].synced);	/* one file: fsync at commit instead */
+	assert_int_equal(maildir_sync_files(f, MAILDIR_SYNCFS_MIN), 0);
+	for (size_t i = 0; i < MAILDIR_SYNCFS_MIN; i++) {
+		assert_true(f[i].synced);
+		assert_int_equal(maildir_commit(dir, &f[i], 1, (uint32_t)i + 1), 0);
+	}
+	assert_int_equal(count("new", NULL, 0), MAILDIR_SYNCFS_MIN);
+	assert_int_equal(count("tmp", NULL, 0), 0);
+}
+
+static void
 test_tags_differ_per_account_and_folder(void **state)
 {
 	assert_int_not_equal(maildir_tag("a", "INBOX"), maildir_tag("b", "INBOX"));
@@ -220,6 +243,7 @@ main(void)
 		cmocka_unit_test_setup(test_scan_finds_the_highest_delivered_uid_for_tag_and_uidvalidity, setup),
 		cmocka_unit_test_setup(test_clean_tmp_removes_only_own_leftovers, setup),
 		cmocka_unit_test_setup(test_discard_removes_the_tmp_file, setup),
+		cmocka_unit_test_setup(test_batch_is_synced_at_once_and_committed, setup),
 		cmocka_unit_test(test_tags_differ_per_account_and_folder),
 		cmocka_unit_test_setup(test_prepare_fails_where_no_directory_can_be, setup),
 	};
