@@ -1356,7 +1356,8 @@ on_data(struct session *s, const char *data, size_t len)
 		return;
 	}
 	/* A graceful stop waits for the message in flight, then stops reading. */
-	if (s->conn_alive && s->stopping && s->state == S_SYNC && !s->streaming) {
+	if (s->conn_alive && s->stopping && s->state == S_SYNC &&
+	    !s->streaming && (s->inflight > 0 || s->listing)) {
 		transport_pause(s->tr, true);
 		close_conn(s);
 		set_state(s, S_CLOSING);
@@ -1523,12 +1524,17 @@ session_stop(struct session *s)
 		set_state(s, S_LOGOUT);
 		break;
 	case S_SYNC:
-		if (!s->streaming) {
+		/*
+		 * Messages still coming: stop after the one in flight (on_data)
+		 * and commit what is complete. Only commits or after-delivery
+		 * commands left: let them finish; the sync then ends in LOGOUT.
+		 */
+		if (!s->streaming && (s->inflight > 0 || s->listing)) {
 			close_conn(s);
 			set_state(s, S_CLOSING);
 			settle(s);
 		}
-		break;		/* else on_data stops after the message */
+		break;
 	case S_IDLE_START:
 	case S_IDLE_DONE:
 	case S_LOGOUT:
