@@ -42,6 +42,8 @@ load_config(const char *path, struct config **cfg)
 
 	if (path == NULL)
 		path = getenv("IDLEFETCH_CONFIG");
+	if (path != NULL && *path == '\0')
+		path = NULL;	/* an empty variable is an unset one */
 	if (path == NULL && access(CONFIG_DEFAULT_PATH, F_OK) == 0)
 		path = CONFIG_DEFAULT_PATH;
 	if (path == NULL && getenv("IDLEFETCH_HOST") != NULL)
