@@ -166,8 +166,24 @@ def main():
                   flush=True)
             if n != args.n:
                 print("   " + out[-800:].replace("\n", "\n   "))
+        rss_by_size(env)
     finally:
         env.close()
+
+
+def rss_by_size(env):
+    """idlefetch's peak RSS must not follow the message size."""
+    print("\nidlefetch peak RSS by message size (one message, --once):")
+    for mb in (0.001, 10, 100):
+        folder = f"Size{int(mb * 1000)}"
+        env.dovecot.put([fx.make_message(0, size=int(mb * 1024 * 1024))],
+                        folder=folder)
+        f = env.idlefetch(tls="implicit", name=f"rss-{folder}", folders=folder)
+        (secs, rss, rc, out) = timed([fx.IDLEFETCH, "--config", f.conf,
+                                      "--once"])
+        print(f"  {mb:>8g} MB message: {rss / 1024:6.1f} MB peak RSS, "
+              f"{secs:.2f} s" + ("" if rc == 0 else f" (exit {rc})"),
+              flush=True)
 
 
 if __name__ == "__main__":

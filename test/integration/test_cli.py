@@ -44,6 +44,19 @@ class CliTest(unittest.TestCase):
         self.assertEqual(err.strip(), f"idlefetch: {self.conf}:6: key 'port': "
                          "'99999' is not a number in 1..65535")
 
+    def test_json_log_lines_are_json(self):
+        import json
+        self.write(f"[global]\nlog = json\nstate_dir = {self.d}/state\n"
+                   f"[account a]\nhost = 127.0.0.1\nport = {fx.free_port()}\n"
+                   "username = u\npassword = p\nmaildir = /tmp/unused-md\n"
+                   "tls = none\n")
+        rc, _, err = run("--config", self.conf, "--once")
+        self.assertEqual(rc, 1)
+        lines = [json.loads(l) for l in err.splitlines()]
+        self.assertTrue(any(l.get("level") == "error" and l.get("account") == "a"
+                            and "connection refused" in l["msg"] for l in lines),
+                        err)
+
     def test_unknown_key_is_an_error(self):
         self.write("[account a]\nhost = h\nusername = u\npassword = p\n"
                    "maildir = /m\nkeep = yes\n")
