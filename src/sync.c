@@ -1,0 +1,619 @@
+/*
+ * sync: the SYNC state of a session. It lists the UIDs above the saved
+ * last_uid, then fetches them in pipelined batches. Message bodies stream
+ * from the framer into Maildir tmp/ files; a batch is committed on the
+ * threadpool (sync the files, rename into new/, fsync new/, save state)
+ * only after the server's tagged OK, and the server copy is deleted or
+ * moved only after that commit. If the connection dies mid-batch, the
+ * longest run of received messages in UID order is committed and the rest
+ * discarded, so last_uid never passes a message that is not in new/.
+ */
+#include "session_int.h"
+
+/* ---- batches ------------------------------------------------------------ */
+
+void
+sync_batch_free(struct batch *b)
+{
+	if (b == NULL)
+		return;
+	free(b->uids);
+	free(b->files);
+	free(b);
+}
+
+static int
+cmp_file_uid(const void *x, const void *y)
+{
+	const struct maildir_file *a = x, *b = y;
+
+	return a->uid < b->uid ? -1 : a->uid > b->uid;
+}
+
+static int
+cmp_u32(const void *x, const void *y)
+{
+	uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
+
+	return a < b ? -1 : a > b;
+}
+
+static int
+cmp_u32_pair(const void *x, const void *y)
+{
+	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+
+	return a < b ? -1 : a > b;
+}
+
+/*
+ * Decides what of the head batch can be committed: the leading run of
+ * requested UIDs that all arrived. A UID missing from a confirmed batch
+ * (expunged meanwhile, or a server that skipped it) ends the run too: the
+ * rest is discarded and fetched again by the next sync, which lists only
+ * what still exists. So last_uid never passes a message that is not in new/.
+ */
+static void
+plan_commit(struct session *s, struct batch *b, struct job *j)
+{
+	size_t k = 0, i;
+
+	if (b->nfiles > 0)
+		qsort(b->files, b->nfiles, sizeof(*b->files), cmp_file_uid);
+	j->commit_uid = s->st.last_uid;
+	j->ncommit = 0;
+	if (s->gap)
+		return;		/* an earlier batch stopped short */
+	for (i = 0; i < b->n; i++) {
+		if (k == b->nfiles || b->files[k].uid != b->uids[i])
+			break;
+		j->commit_uid = b->uids[i];
+		k++;
+	}
+	j->ncommit = k;
+	if (i < b->n && b->complete) {
+		s->gap = true;
+		if (s->gap_uid != b->uids[i]) {
+			LOG(s, LOGL_WARN, "server did not return UID %u; fetching again "
+			    "from there", b->uids[i]);
+			s->more = true;	/* re-list: it may have been expunged */
+		}
+		s->gap_uid = b->uids[i];
+	}
+}
+
+/* Starts the next commit if the head batch is ready for one. */
+void
+sync_pump_commits(struct session *s)
+{
+	struct batch *b = s->bhead;
+
+	if (s->job_busy || b == NULL)
+		return;
+	if (!b->complete && s->conn_alive)
+		return;
+	s->bhead = b->next;
+	if (s->bhead == NULL)
+		s->btail = NULL;
+	memset(&s->job, 0, sizeof(s->job));
+	s->job.batch = b;
+	s->job.st = s->st;
+	plan_commit(s, b, &s->job);
+	sync_start_job(s, JOB_COMMIT);
+}
+
+/* ---- after-delivery actions ---------------------------------------------- */
+
+static void
+after_delivery(struct session *s, const uint32_t *uids, size_t n)
+{
+	char *set;
+	char mbox[512];
+	struct cmd *c;
+
+	if (n == 0 || s->a->after == AFTER_KEEP || !s->conn_alive)
+		return;
+	set = xmalloc(n * 24 + 1);
+	if (proto_uid_set(set, n * 24 + 1, uids, n) < 0)
+		fatal("uid set overflow");
+	if (s->a->after == AFTER_MOVE) {
+		proto_quote(mbox, sizeof(mbox), s->a->move_to);
+		if (s->caps & CAP_MOVE) {
+			session_send_cmd(s, CMD_MOVE, false, "UID MOVE %s %s", set, mbox);
+		} else {
+			c = session_send_cmd(s, CMD_COPY, false, "UID COPY %s %s", set, mbox);
+			c->uids = xmalloc(n * sizeof(*uids));
+			memcpy(c->uids, uids, n * sizeof(*uids));
+			c->nuids = n;
+		}
+		s->after_pending++;
+		free(set);
+		return;
+	}
+	session_send_cmd(s, CMD_STORE, false, "UID STORE %s +FLAGS.SILENT (\\Deleted)", set);
+	if (s->caps & CAP_UIDPLUS)
+		session_send_cmd(s, CMD_EXPUNGE, false, "UID EXPUNGE %s", set);
+	else
+		session_send_cmd(s, CMD_EXPUNGE, false, "EXPUNGE");
+	s->after_pending += 2;
+	free(set);
+}
+
+/* COPY succeeded: now the originals may go. */
+void
+sync_after_copy(struct session *s, struct cmd *c)
+{
+	char *set = xmalloc(c->nuids * 24 + 1);
+
+	if (proto_uid_set(set, c->nuids * 24 + 1, c->uids, c->nuids) < 0)
+		fatal("uid set overflow");
+	session_send_cmd(s, CMD_STORE, false, "UID STORE %s +FLAGS.SILENT (\\Deleted)", set);
+	if (s->caps & CAP_UIDPLUS)
+		session_send_cmd(s, CMD_EXPUNGE, false, "UID EXPUNGE %s", set);
+	else
+		session_send_cmd(s, CMD_EXPUNGE, false, "EXPUNGE");
+	s->after_pending += 2;
+	free(set);
+}
+
+/* ---- threadpool jobs ----------------------------------------------------- */
+
+static void
+job_commit(struct job *j)
+{
+	struct session *s = j->s;
+	struct batch *b = j->batch;
+	size_t i, done = 0;
+	int r = 0;
+	bool unlinked = false;	/* maildir_commit removed the failed file */
+
+	r = maildir_sync_files(b->files, j->ncommit);
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "cannot sync %s: %s", s->maildir,
+		    strerror(-r));
+		j->commit_uid = j->st.last_uid;
+	}
+	for (i = 0; r == 0 && i < j->ncommit; i++) {
+		r = maildir_commit(s->maildir, &b->files[i], s->uidvalidity,
+		    b->files[i].uid);
+		if (r < 0) {
+			snprintf(j->err, sizeof(j->err), "cannot deliver UID %u: %s",
+			    b->files[i].uid, strerror(-r));
+			j->commit_uid = b->files[i].uid - 1;
+			unlinked = true;
+			break;
+		}
+		done++;
+	}
+	for (i = done + (unlinked ? 1 : 0); i < b->nfiles; i++)
+		maildir_discard(s->maildir, &b->files[i]);
+	j->ncommit = done;
+	if (done > 0) {
+		int r2 = maildir_sync_new(s->maildir);
+
+		if (r2 < 0 && r == 0) {
+			r = r2;
+			snprintf(j->err, sizeof(j->err), "cannot fsync new/: %s",
+			    strerror(-r));
+			/* Nothing is known durable: record nothing. */
+			j->result = r;
+			return;
+		}
+	}
+	if (j->commit_uid > j->st.last_uid || j->st.uidvalidity != s->uidvalidity) {
+		struct state_rec st = { s->uidvalidity, j->commit_uid };
+		int r3 = state_save(s->state_path, &st);
+
+		if (r3 < 0) {
+			if (r == 0)
+				snprintf(j->err, sizeof(j->err), "cannot save state %s: %s",
+				    s->state_path, strerror(-r3));
+			r = r3;
+		} else {
+			j->st = st;
+		}
+	}
+	j->result = r;
+}
+
+static void
+job_work(uv_work_t *w)
+{
+	struct job *j = w->data;
+	struct session *s = j->s;
+	uint32_t max = 0;
+	int r;
+
+	switch (j->kind) {
+	case JOB_PREPARE:
+		r = maildir_prepare(s->maildir);
+		if (r < 0) {
+			snprintf(j->err, sizeof(j->err), "cannot create Maildir %s: %s",
+			    s->maildir, strerror(-r));
+			break;
+		}
+		r = maildir_clean_tmp(s->maildir, s->tag_mark, &j->removed);
+		if (r < 0) {
+			snprintf(j->err, sizeof(j->err), "cannot clean %s/tmp: %s",
+			    s->maildir, strerror(-r));
+			break;
+		}
+		r = state_prepare(s->state_path);
+		if (r < 0) {
+			snprintf(j->err, sizeof(j->err), "cannot create state "
+			    "directory for %s: %s", s->state_path, strerror(-r));
+			break;
+		}
+		r = state_load(s->state_path, &j->st);
+		if (r == -ENOENT)
+			r = 0;
+		else if (r < 0)
+			snprintf(j->err, sizeof(j->err), "cannot read state %s: %s",
+			    s->state_path, r == -EINVAL ? "corrupt file" : strerror(-r));
+		break;
+	case JOB_RECONCILE:
+		r = maildir_scan(s->maildir, s->tag_mark, j->uidvalidity, &max);
+		if (r < 0) {
+			snprintf(j->err, sizeof(j->err), "cannot scan %s: %s",
+			    s->maildir, strerror(-r));
+			break;
+		}
+		if (max > j->st.last_uid || j->st.uidvalidity != j->uidvalidity) {
+			struct state_rec st = { j->uidvalidity,
+			    max > j->st.last_uid ? max : j->st.last_uid };
+
+			r = state_save(s->state_path, &st);
+			if (r < 0) {
+				snprintf(j->err, sizeof(j->err), "cannot save state %s: %s",
+				    s->state_path, strerror(-r));
+				break;
+			}
+			j->removed = max > j->st.last_uid ? max - j->st.last_uid : 0;
+			j->st = st;
+		}
+		break;
+	case JOB_COMMIT:
+		job_commit(j);
+		return;
+	default:
+		fatal("bad job kind");
+	}
+	j->result = r;
+}
+
+static void
+job_done_prepare(struct session *s, struct job *j)
+{
+	if (j->result < 0) {
+		s->fatal_err = true;
+		session_fail(s, j->result, "%s", j->err);
+		return;
+	}
+	if (j->removed)
+		LOG(s, LOGL_INFO, "removed %u unfinished file(s) from tmp/",
+		    j->removed);
+	s->st = j->st;
+	if (s->stopping) {
+		session_finish(s);
+		return;
+	}
+	session_connect(s);
+}
+
+static void
+job_done_commit(struct session *s, struct job *j)
+{
+	struct batch *b = j->batch;
+	uint32_t *uids;
+
+	if (j->ncommit > 0) {
+		s->delivered += (unsigned)j->ncommit;
+		LOG(s, LOGL_INFO, "delivered %zu message(s), UIDs %u..%u",
+		    j->ncommit, b->files[0].uid, b->files[j->ncommit - 1].uid);
+	}
+	if (j->result == 0 || j->st.last_uid > s->st.last_uid)
+		s->st = j->st;
+	if (j->result < 0) {
+		sync_batch_free(b);
+		session_fail(s, j->result, "%s; fetching stops until this is fixed",
+		    j->err);
+		return;
+	}
+	/* The state that records these messages is durable: act on the server. */
+	uids = xmalloc((j->ncommit + 1) * sizeof(*uids));
+	for (size_t i = 0; i < j->ncommit; i++)
+		uids[i] = b->files[i].uid;
+	after_delivery(s, uids, j->ncommit);
+	free(uids);
+	sync_batch_free(b);
+}
+
+static void
+job_after(uv_work_t *w, int status)
+{
+	struct job *j = w->data;
+	struct session *s = j->s;
+
+	s->job_busy = false;
+	switch (j->kind) {
+	case JOB_PREPARE:
+		job_done_prepare(s, j);
+		return;
+	case JOB_RECONCILE:
+		if (j->result < 0) {
+			session_fail(s, j->result, "%s", j->err);
+			return;
+		}
+		if (j->removed)
+			LOG(s, LOGL_INFO, "found %u UID(s) delivered before a restart; "
+			    "state updated", j->removed);
+		s->st = j->st;
+		s->reconciled = true;
+		if (s->conn_alive && s->state == S_RECONCILE)
+			sync_start(s);
+		else
+			session_settle(s);
+		return;
+	case JOB_COMMIT:
+		job_done_commit(s, j);
+		if (s->conn_alive && s->state == S_SYNC)
+			sync_pump(s);
+		else
+			session_settle(s);
+		return;
+	default:
+		fatal("bad job kind");
+	}
+}
+
+void
+sync_start_job(struct session *s, enum job_kind kind)
+{
+	int r;
+
+	s->job.kind = kind;
+	s->job.s = s;
+	s->job.work.data = &s->job;
+	s->job.result = 0;
+	r = uv_queue_work(s->loop, &s->job.work, job_work, job_after);
+	if (r < 0)
+		fatal("uv_queue_work: %s", uv_strerror(r));
+	s->job_busy = true;
+}
+
+/* ---- sync ------------------------------------------------------------------ */
+
+void
+sync_list_add(struct session *s, uint32_t uid, uint32_t size)
+{
+	if (uid <= s->st.last_uid) {
+		/* Delivered already but still on the server. */
+		if (s->a->after == AFTER_KEEP)
+			return;
+		if (s->nstale == s->capstale) {
+			s->capstale = s->capstale ? s->capstale * 2 : 64;
+			s->stale = xrealloc(s->stale, s->capstale * sizeof(*s->stale));
+		}
+		s->stale[s->nstale++] = uid;
+		return;
+	}
+	if (s->nlist == s->caplist) {
+		s->caplist = s->caplist ? s->caplist * 2 : 256;
+		s->list = xrealloc(s->list, s->caplist * sizeof(*s->list));
+		s->sizes = xrealloc(s->sizes, s->caplist * sizeof(*s->sizes));
+	}
+	s->list[s->nlist] = uid;
+	s->sizes[s->nlist++] = size;
+}
+
+/* Sorts the listing by UID (sizes follow) and drops duplicates. */
+void
+sync_list_finish(struct session *s)
+{
+	uint64_t *pairs = xmalloc((s->nlist + 1) * sizeof(*pairs));
+	size_t o = 0;
+
+	for (size_t i = 0; i < s->nlist; i++)
+		pairs[i] = (uint64_t)s->list[i] << 32 | s->sizes[i];
+	if (s->nlist > 0)
+		qsort(pairs, s->nlist, sizeof(*pairs), cmp_u32_pair);
+	for (size_t i = 0; i < s->nlist; i++) {
+		uint32_t uid = (uint32_t)(pairs[i] >> 32);
+
+		if (o > 0 && s->list[o - 1] == uid)
+			continue;
+		s->list[o] = uid;
+		s->sizes[o++] = (uint32_t)pairs[i];
+	}
+	s->nlist = o;
+	s->next_list = 0;
+	free(pairs);
+	if (s->nstale > 0)
+		qsort(s->stale, s->nstale, sizeof(*s->stale), cmp_u32);
+}
+
+static void
+send_batch(struct session *s)
+{
+	struct batch *b = xcalloc(1, sizeof(*b));
+	uint64_t bytes = 0;
+	size_t n = 0, setcap;
+	char *set;
+	struct cmd *c;
+
+	while (s->next_list + n < s->nlist && n < BATCH_MAX_MSGS &&
+	    (n == 0 || bytes + s->sizes[s->next_list + n] <= BATCH_MAX_BYTES))
+		bytes += s->sizes[s->next_list + n++];
+	b->n = n;
+	b->uids = xmalloc(n * sizeof(*b->uids));
+	memcpy(b->uids, s->list + s->next_list, n * sizeof(*b->uids));
+	b->files = xmalloc(n * sizeof(*b->files));
+	s->next_list += n;
+	setcap = n * 24 + 1;
+	set = xmalloc(setcap);
+	if (proto_uid_set(set, setcap, b->uids, n) < 0)
+		fatal("uid set overflow");
+	c = session_send_cmd(s, CMD_FETCH, false,
+	    "UID FETCH %s (UID RFC822.SIZE BODY.PEEK[])", set);
+	free(set);
+	c->batch = b;
+	b->tag = c->tag;
+	if (s->btail)
+		s->btail->next = b;
+	else
+		s->bhead = b;
+	s->btail = b;
+	s->inflight++;
+}
+
+static void
+sync_complete(struct session *s)
+{
+	s->healthy = true;
+	s->ok = true;
+	s->auth_logged = false;
+	s->backoff_ms = BACKOFF_MIN_MS;
+	if (s->more && !s->stopping) {
+		sync_start(s);
+		return;
+	}
+	if (s->stopping || s->o.once) {
+		session_send_cmd(s, CMD_LOGOUT, false, "LOGOUT");
+		session_set_state(s, S_LOGOUT);
+		return;
+	}
+	if (s->a->idle && (s->caps & CAP_IDLE)) {
+		session_send_cmd(s, CMD_IDLE, false, "IDLE");
+		session_set_state(s, S_IDLE_START);
+		return;
+	}
+	session_set_state(s, S_POLL_WAIT);
+}
+
+/* Moves the sync forward: more batches, commits, or done. */
+void
+sync_pump(struct session *s)
+{
+	if (s->state != S_SYNC)
+		return;
+	sync_pump_commits(s);
+	if (s->listing)
+		return;
+	if (s->nstale > 0) {
+		after_delivery(s, s->stale, s->nstale);
+		s->nstale = 0;
+	}
+	while (!s->stopping && !s->gap && s->inflight < PIPELINE_DEPTH &&
+	    s->next_list < s->nlist)
+		send_batch(s);
+	if (s->bhead == NULL && !s->job_busy && s->after_pending == 0 &&
+	    (s->next_list >= s->nlist || s->stopping || s->gap))
+		sync_complete(s);
+}
+
+void
+sync_start(struct session *s)
+{
+	uint32_t from = s->a->after == AFTER_KEEP ? s->st.last_uid + 1 : 1;
+
+	session_set_state(s, S_SYNC);
+	s->more = false;
+	s->gap = false;
+	s->nlist = s->next_list = s->nstale = 0;
+	s->listing = true;
+	session_send_cmd(s, CMD_LIST, false, "UID FETCH %u:* (UID RFC822.SIZE)", from);
+}
+
+void
+sync_fetch_body(struct session *s, const struct proto_resp *r)
+{
+	struct batch *b;
+
+	/*
+	 * Servers may interleave the responses of pipelined commands, so the
+	 * UID, not the order, says which batch a body belongs to.
+	 */
+	for (b = s->bhead; b; b = b->next)
+		if (!b->complete && (r->has & HAS_UID) && bsearch(&r->uid, b->uids,
+		    b->n, sizeof(*b->uids), cmp_u32) != NULL)
+			break;
+	s->cur_open = false;
+	if (b == NULL) {
+		LOG(s, LOGL_WARN, "ignoring a message body the client did not ask "
+		    "for (UID %u)", r->uid);
+		maildir_discard(s->maildir, &s->cur);
+		return;
+	}
+	for (size_t i = 0; i < b->nfiles; i++)
+		if (b->files[i].uid == r->uid) {
+			maildir_discard(s->maildir, &s->cur);
+			return;
+		}
+	s->cur.uid = r->uid;
+	b->files[b->nfiles++] = s->cur;
+}
+
+
+int
+sync_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size)
+{
+	struct session *s = ud;
+	const char *end = prefix + len;
+	int r;
+
+	/* prefix ends in "{n}\r\n": look at what precedes the brace. */
+	while (end > prefix && end[-1] != '{')
+		end--;
+	if (end > prefix)
+		end--;
+	while (end > prefix && end[-1] == ' ')
+		end--;
+	if (len < 2 || prefix[0] != '*' || end - prefix < 6 ||
+	    (strncasecmp(end - 6, "BODY[]", 6) != 0 &&
+	    (end - prefix < 6 || strncasecmp(end - 6, "RFC822", 6) != 0)))
+		return 0;
+	s->streaming = true;
+	if (s->state != S_SYNC || s->bhead == NULL)
+		return 1;		/* streamed to nowhere */
+	r = maildir_create(s->maildir, s->tag_mark, &s->cur);
+	if (r < 0) {
+		LOG(s, LOGL_ERROR, "cannot create a file in %s/tmp: %s", s->maildir,
+		    strerror(-r));
+		return r;
+	}
+	s->cur_open = true;
+	s->writer->len = 0;
+	s->writer->cr = false;
+	return 1;
+}
+
+int
+sync_literal_data(void *ud, const char *p, size_t n)
+{
+	struct session *s = ud;
+	int r;
+
+	if (!s->cur_open)
+		return 0;
+	r = maildir_write(&s->cur, s->writer, p, n);
+	if (r < 0)
+		LOG(s, LOGL_ERROR, "cannot write to %s/tmp: %s", s->maildir,
+		    strerror(-r));
+	return r;
+}
+
+int
+sync_literal_end(void *ud)
+{
+	struct session *s = ud;
+	int r;
+
+	s->streaming = false;
+	if (!s->cur_open)
+		return 0;
+	r = maildir_flush(&s->cur, s->writer);
+	if (r < 0)
+		LOG(s, LOGL_ERROR, "cannot write to %s/tmp: %s", s->maildir,
+		    strerror(-r));
+	return r;
+}
