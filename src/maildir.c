@@ -54,28 +54,6 @@ maildir_tag(const char *account, const char *folder)
 	return fnv1a(h, folder, strlen(folder));
 }
 
-static int
-mkdir_p(const char *path)
-{
-	char buf[PATH_MAX];
-	size_t n = strlen(path);
-
-	if (n >= sizeof(buf))
-		return -ENAMETOOLONG;
-	memcpy(buf, path, n + 1);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 int
 maildir_prepare(const char *dir)
 {
@@ -282,17 +260,9 @@ int
 maildir_sync_new(const char *dir)
 {
 	char path[PATH_MAX];
-	int fd, r = 0;
 
 	snprintf(path, sizeof(path), "%s/new", dir);
-	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) < 0)
-		r = -errno;
-	if (close(fd) < 0 && r == 0)
-		r = -errno;
-	return r;
+	return fsync_dir(path);
 }
 
 void

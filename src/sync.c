@@ -104,38 +104,55 @@ sync_pump_commits(struct session *s)
 
 /* ---- after-delivery actions ---------------------------------------------- */
 
-static void
-after_delivery(struct session *s, const uint32_t *uids, size_t n)
+/* The UIDs as an IMAP sequence set; the caller frees it. */
+static char *
+uid_set(const uint32_t *uids, size_t n)
 {
-	char *set;
-	char mbox[512];
-	struct cmd *c;
+	char *set = xmalloc(n * 24 + 1);
 
-	if (n == 0 || s->a->after == AFTER_KEEP || !s->conn_alive)
-		return;
-	set = xmalloc(n * 24 + 1);
 	if (proto_uid_set(set, n * 24 + 1, uids, n) < 0)
 		fatal("uid set overflow");
-	if (s->a->after == AFTER_MOVE) {
-		proto_quote(mbox, sizeof(mbox), s->a->move_to);
-		if (s->caps & CAP_MOVE) {
-			session_send_cmd(s, CMD_MOVE, false, "UID MOVE %s %s", set, mbox);
-		} else {
-			c = session_send_cmd(s, CMD_COPY, false, "UID COPY %s %s", set, mbox);
-			c->uids = xmalloc(n * sizeof(*uids));
-			memcpy(c->uids, uids, n * sizeof(*uids));
-			c->nuids = n;
-		}
-		s->after_pending++;
-		free(set);
-		return;
-	}
-	session_send_cmd(s, CMD_STORE, false, "UID STORE %s +FLAGS.SILENT (\\Deleted)", set);
+	return set;
+}
+
+/* \Deleted, then expunge just those UIDs where UIDPLUS allows. */
+static void
+send_delete(struct session *s, const char *set)
+{
+	session_send_cmd(s, CMD_STORE, false,
+	    "UID STORE %s +FLAGS.SILENT (\\Deleted)", set);
 	if (s->caps & CAP_UIDPLUS)
 		session_send_cmd(s, CMD_EXPUNGE, false, "UID EXPUNGE %s", set);
 	else
 		session_send_cmd(s, CMD_EXPUNGE, false, "EXPUNGE");
 	s->after_pending += 2;
+}
+
+static void
+after_delivery(struct session *s, const uint32_t *uids, size_t n)
+{
+	char mbox[512];
+	struct cmd *c;
+	char *set;
+
+	if (n == 0 || s->a->after == AFTER_KEEP || !s->conn_alive)
+		return;
+	set = uid_set(uids, n);
+	if (s->a->after == AFTER_DELETE) {
+		send_delete(s, set);
+	} else if (s->caps & CAP_MOVE) {
+		proto_quote(mbox, sizeof(mbox), s->a->move_to);
+		session_send_cmd(s, CMD_MOVE, false, "UID MOVE %s %s", set, mbox);
+		s->after_pending++;
+	} else {
+		/* No MOVE: copy, and delete the originals once the copy is done. */
+		proto_quote(mbox, sizeof(mbox), s->a->move_to);
+		c = session_send_cmd(s, CMD_COPY, false, "UID COPY %s %s", set, mbox);
+		c->uids = xmalloc(n * sizeof(*uids));
+		memcpy(c->uids, uids, n * sizeof(*uids));
+		c->nuids = n;
+		s->after_pending++;
+	}
 	free(set);
 }
 
@@ -143,16 +160,9 @@ after_delivery(struct session *s, const uint32_t *uids, size_t n)
 void
 sync_after_copy(struct session *s, struct cmd *c)
 {
-	char *set = xmalloc(c->nuids * 24 + 1);
+	char *set = uid_set(c->uids, c->nuids);
 
-	if (proto_uid_set(set, c->nuids * 24 + 1, c->uids, c->nuids) < 0)
-		fatal("uid set overflow");
-	session_send_cmd(s, CMD_STORE, false, "UID STORE %s +FLAGS.SILENT (\\Deleted)", set);
-	if (s->caps & CAP_UIDPLUS)
-		session_send_cmd(s, CMD_EXPUNGE, false, "UID EXPUNGE %s", set);
-	else
-		session_send_cmd(s, CMD_EXPUNGE, false, "EXPUNGE");
-	s->after_pending += 2;
+	send_delete(s, set);
 	free(set);
 }
 
@@ -437,7 +447,7 @@ send_batch(struct session *s)
 {
 	struct batch *b = xcalloc(1, sizeof(*b));
 	uint64_t bytes = 0;
-	size_t n = 0, setcap;
+	size_t n = 0;
 	char *set;
 	struct cmd *c;
 
@@ -449,10 +459,7 @@ send_batch(struct session *s)
 	memcpy(b->uids, s->list + s->next_list, n * sizeof(*b->uids));
 	b->files = xmalloc(n * sizeof(*b->files));
 	s->next_list += n;
-	setcap = n * 24 + 1;
-	set = xmalloc(setcap);
-	if (proto_uid_set(set, setcap, b->uids, n) < 0)
-		fatal("uid set overflow");
+	set = uid_set(b->uids, n);
 	c = session_send_cmd(s, CMD_FETCH, false,
 	    "UID FETCH %s (UID RFC822.SIZE BODY.PEEK[])", set);
 	free(set);

@@ -34,6 +34,12 @@ void	 secret_free(char *s);
 /* Parses a decimal number in [min, max]; 0 or -EINVAL / -ERANGE. */
 int	 parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
+/* Creates path and its missing parents (mode 0700); 0 or -errno. */
+int	 mkdir_p(const char *path);
+
+/* fsync()s a directory so that renames in it are durable; 0 or -errno. */
+int	 fsync_dir(const char *dir);
+
 /* 32-bit FNV-1a over n bytes, continuing from h (start with 2166136261). */
 uint32_t fnv1a(uint32_t h, const void *p, size_t n);
 
