@@ -21,34 +21,44 @@
 
 /* Bits in account_ctx.seen, one per key, to reject duplicates. */
 enum key_bit {
-	K_HOST = 1 << 0, K_PORT = 1 << 1, K_TLS = 1 << 2, K_USER = 1 << 3,
-	K_PASS = 1 << 4, K_PASSFILE = 1 << 5, K_PASSCMD = 1 << 6,
-	K_FOLDERS = 1 << 7, K_MAILDIR = 1 << 8, K_AFTER = 1 << 9,
-	K_IDLE = 1 << 10, K_POLL = 1 << 11, K_REFRESH = 1 << 12,
-	K_CAFILE = 1 << 13, K_TIMEOUT = 1 << 14,
+	K_HOST = 1 << 0,
+	K_PORT = 1 << 1,
+	K_TLS = 1 << 2,
+	K_USER = 1 << 3,
+	K_PASS = 1 << 4,
+	K_PASSFILE = 1 << 5,
+	K_PASSCMD = 1 << 6,
+	K_FOLDERS = 1 << 7,
+	K_MAILDIR = 1 << 8,
+	K_AFTER = 1 << 9,
+	K_IDLE = 1 << 10,
+	K_POLL = 1 << 11,
+	K_REFRESH = 1 << 12,
+	K_CAFILE = 1 << 13,
+	K_TIMEOUT = 1 << 14,
 };
 
 struct account_ctx {
-	unsigned	 seen;
-	unsigned	 line;		/* line of the [account] header */
-	char		*pass_file;
-	char		*pass_cmd;
-	unsigned	 pass_line;	/* line of password_file/_command */
+	unsigned seen;
+	unsigned line; /* line of the [account] header */
+	char *pass_file;
+	char *pass_cmd;
+	unsigned pass_line; /* line of password_file/_command */
 };
 
 struct parse_ctx {
-	const char	*file;
-	struct config	*cfg;
-	struct account_ctx *actx;	/* parallel to cfg->accounts */
-	unsigned	 global_seen;
+	const char *file;
+	struct config *cfg;
+	struct account_ctx *actx; /* parallel to cfg->accounts */
+	unsigned global_seen;
 	/* reader state */
-	const char	*buf;
-	size_t		 len, off;
-	unsigned	 line;
-	unsigned	 section_line;
-	char		*err;
-	size_t		 errlen;
-	bool		 failed;
+	const char *buf;
+	size_t len, off;
+	unsigned line;
+	unsigned section_line;
+	char *err;
+	size_t errlen;
+	bool failed;
 };
 
 static void
@@ -62,15 +72,17 @@ seterr(struct parse_ctx *c, const char *key, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
-	if (c->line == 0 && key)	/* from the environment */
-		snprintf(c->err, c->errlen, "%s: key '%s': %s", c->file, key, what);
+	if (c->line == 0 && key) /* from the environment */
+		snprintf(c->err, c->errlen, "%s: key '%s': %s", c->file, key,
+		    what);
 	else if (c->line == 0)
 		snprintf(c->err, c->errlen, "%s: %s", c->file, what);
 	else if (key)
 		snprintf(c->err, c->errlen, "%s:%u: key '%s': %s", c->file,
 		    c->line, key, what);
 	else
-		snprintf(c->err, c->errlen, "%s:%u: %s", c->file, c->line, what);
+		snprintf(c->err, c->errlen, "%s:%u: %s", c->file, c->line,
+		    what);
 	c->failed = true;
 }
 
@@ -101,7 +113,8 @@ expand(struct parse_ctx *c, const char *key, const char *v)
 		name[n] = '\0';
 		val = getenv(name);
 		if (val == NULL) {
-			seterr(c, key, "environment variable %s is not set", name);
+			seterr(c, key, "environment variable %s is not set",
+			    name);
 			free(out);
 			return NULL;
 		}
@@ -169,12 +182,14 @@ set_folders(struct parse_ctx *c, struct account *a, const char *key,
 	char *copy = xstrdup(v), *save = NULL, *tok;
 
 	for (tok = strtok_r(copy, ",", &save); tok;
-	    tok = strtok_r(NULL, ",", &save)) {
+	     tok = strtok_r(NULL, ",", &save)) {
 		char *f = trim(tok);
 
 		if (!valid_folder(f)) {
-			seterr(c, key, "invalid folder name '%s' (printable ASCII, "
-			    "no leading '/' or '.', no empty or '..' parts)", f);
+			seterr(c, key,
+			    "invalid folder name '%s' (printable ASCII, "
+			    "no leading '/' or '.', no empty or '..' parts)",
+			    f);
 			free(copy);
 			return -EINVAL;
 		}
@@ -211,17 +226,28 @@ set_uint(struct parse_ctx *c, const char *key, const char *v, unsigned min,
 }
 
 static int
-set_account_key(struct parse_ctx *c, struct account *a,
-    struct account_ctx *ax, const char *key, const char *v)
+set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
+    const char *key, const char *v)
 {
-	static const struct { const char *name; unsigned bit; } keys[] = {
-		{ "host", K_HOST }, { "port", K_PORT }, { "tls", K_TLS },
-		{ "username", K_USER }, { "password", K_PASS },
+	static const struct {
+		const char *name;
+		unsigned bit;
+	} keys[] = {
+		{ "host", K_HOST },
+		{ "port", K_PORT },
+		{ "tls", K_TLS },
+		{ "username", K_USER },
+		{ "password", K_PASS },
 		{ "password_file", K_PASSFILE },
-		{ "password_command", K_PASSCMD }, { "folders", K_FOLDERS },
-		{ "maildir", K_MAILDIR }, { "after", K_AFTER }, { "idle", K_IDLE },
-		{ "poll_interval", K_POLL }, { "idle_refresh", K_REFRESH },
-		{ "ca_file", K_CAFILE }, { "timeout", K_TIMEOUT },
+		{ "password_command", K_PASSCMD },
+		{ "folders", K_FOLDERS },
+		{ "maildir", K_MAILDIR },
+		{ "after", K_AFTER },
+		{ "idle", K_IDLE },
+		{ "poll_interval", K_POLL },
+		{ "idle_refresh", K_REFRESH },
+		{ "ca_file", K_CAFILE },
+		{ "timeout", K_TIMEOUT },
 	};
 	unsigned bit = 0;
 
@@ -259,7 +285,8 @@ set_account_key(struct parse_ctx *c, struct account *a,
 		else if (strcmp(v, "none") == 0)
 			a->tls = TLS_MODE_NONE;
 		else {
-			seterr(c, key, "'%s' is not one of implicit, starttls, none", v);
+			seterr(c, key,
+			    "'%s' is not one of implicit, starttls, none", v);
 			return -EINVAL;
 		}
 		return 0;
@@ -295,7 +322,8 @@ set_account_key(struct parse_ctx *c, struct account *a,
 			a->after = AFTER_MOVE;
 			a->move_to = xstrdup(v + 5);
 		} else {
-			seterr(c, key, "'%s' is not one of keep, delete, move:FOLDER", v);
+			seterr(c, key,
+			    "'%s' is not one of keep, delete, move:FOLDER", v);
 			return -EINVAL;
 		}
 		return 0;
@@ -405,9 +433,12 @@ handle_kv(struct parse_ctx *c, const char *section, const char *key,
 
 	if (c->failed)
 		return -EINVAL;
-	if (strcmp(section, "global") != 0 && strncmp(section, "account ", 8) != 0) {
-		seterr(c, NULL, "unknown section [%s] (expected [global] or "
-		    "[account NAME])", section);
+	if (strcmp(section, "global") != 0 &&
+	    strncmp(section, "account ", 8) != 0) {
+		seterr(c, NULL,
+		    "unknown section [%s] (expected [global] or "
+		    "[account NAME])",
+		    section);
 		return -EINVAL;
 	}
 	v = expand(c, key, raw);
@@ -421,8 +452,10 @@ handle_kv(struct parse_ctx *c, const char *section, const char *key,
 		while (*name == ' ')
 			name++;
 		if (!valid_account_name(name)) {
-			seterr(c, NULL, "invalid account name '%s' (letters, digits, "
-			    "'.', '_', '-')", name);
+			seterr(c, NULL,
+			    "invalid account name '%s' (letters, digits, "
+			    "'.', '_', '-')",
+			    name);
 			r = -EINVAL;
 		} else {
 			a = find_account(c, name, &ax);
@@ -482,7 +515,8 @@ read_secret_file(const char *path, char **out, char *why, size_t whylen)
 	FILE *fp = fopen(path, "re");
 
 	if (fp == NULL) {
-		snprintf(why, whylen, "cannot read %s: %s", path, strerror(errno));
+		snprintf(why, whylen, "cannot read %s: %s", path,
+		    strerror(errno));
 		return -errno;
 	}
 	n = fread(buf, 1, sizeof(buf) - 1, fp);
@@ -529,8 +563,13 @@ run_secret_command(const char *cmd, char **out, char *why, size_t whylen)
 static int
 finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 {
-	static const struct { unsigned bit; const char *key; } req[] = {
-		{ K_HOST, "host" }, { K_USER, "username" }, { K_MAILDIR, "maildir" },
+	static const struct {
+		unsigned bit;
+		const char *key;
+	} req[] = {
+		{ K_HOST, "host" },
+		{ K_USER, "username" },
+		{ K_MAILDIR, "maildir" },
 	};
 	unsigned npass = !!(ax->seen & K_PASS) + !!(ax->seen & K_PASSFILE) +
 	    !!(ax->seen & K_PASSCMD);
@@ -539,22 +578,27 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 	c->line = ax->line;
 	for (size_t i = 0; i < ARRAY_LEN(req); i++)
 		if (!(ax->seen & req[i].bit)) {
-			seterr(c, req[i].key, "missing in [account %s]", a->name);
+			seterr(c, req[i].key, "missing in [account %s]",
+			    a->name);
 			return -EINVAL;
 		}
 	if (npass != 1) {
-		seterr(c, "password", "[account %s] needs exactly one of password, "
-		    "password_file, password_command", a->name);
+		seterr(c, "password",
+		    "[account %s] needs exactly one of password, "
+		    "password_file, password_command",
+		    a->name);
 		return -EINVAL;
 	}
 	c->line = ax->pass_line;
-	if (ax->pass_file && read_secret_file(ax->pass_file, &a->password, why,
-	    sizeof(why)) < 0) {
+	if (ax->pass_file &&
+	    read_secret_file(ax->pass_file, &a->password, why, sizeof(why)) <
+		0) {
 		seterr(c, "password_file", "%s", why);
 		return -EINVAL;
 	}
-	if (ax->pass_cmd && run_secret_command(ax->pass_cmd, &a->password, why,
-	    sizeof(why)) < 0) {
+	if (ax->pass_cmd &&
+	    run_secret_command(ax->pass_cmd, &a->password, why, sizeof(why)) <
+		0) {
 		seterr(c, "password_command", "%s", why);
 		return -EINVAL;
 	}
@@ -568,8 +612,10 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 	if (a->after == AFTER_MOVE)
 		for (size_t i = 0; i < a->nfolders; i++)
 			if (strcmp(a->folders[i], a->move_to) == 0) {
-				seterr(c, "after", "cannot move into '%s', a folder that "
-				    "is fetched", a->move_to);
+				seterr(c, "after",
+				    "cannot move into '%s', a folder that "
+				    "is fetched",
+				    a->move_to);
 				return -EINVAL;
 			}
 	return 0;
@@ -649,7 +695,8 @@ config_load_file(const char *path, struct config **out, char *err,
 	r = ini_parse_stream(ini_reader_cb, &c, ini_handler_cb, &c);
 	if (r > 0 && !c.failed) {
 		c.line = (unsigned)r;
-		seterr(&c, NULL, "syntax error (expected 'key = value' or "
+		seterr(&c, NULL,
+		    "syntax error (expected 'key = value' or "
 		    "'[section]')");
 	} else if (r < 0 && !c.failed) {
 		seterr(&c, NULL, "cannot parse file");
@@ -662,15 +709,22 @@ config_load_file(const char *path, struct config **out, char *err,
 int
 config_load_env(struct config **out, char *err, size_t errlen)
 {
-	static const struct { const char *var, *key; } vars[] = {
-		{ "IDLEFETCH_STATE_DIR", "state_dir" }, { "IDLEFETCH_LOG", "log" },
-		{ "IDLEFETCH_HOST", "host" }, { "IDLEFETCH_PORT", "port" },
-		{ "IDLEFETCH_TLS", "tls" }, { "IDLEFETCH_USERNAME", "username" },
+	static const struct {
+		const char *var, *key;
+	} vars[] = {
+		{ "IDLEFETCH_STATE_DIR", "state_dir" },
+		{ "IDLEFETCH_LOG", "log" },
+		{ "IDLEFETCH_HOST", "host" },
+		{ "IDLEFETCH_PORT", "port" },
+		{ "IDLEFETCH_TLS", "tls" },
+		{ "IDLEFETCH_USERNAME", "username" },
 		{ "IDLEFETCH_PASSWORD", "password" },
 		{ "IDLEFETCH_PASSWORD_FILE", "password_file" },
 		{ "IDLEFETCH_PASSWORD_COMMAND", "password_command" },
-		{ "IDLEFETCH_FOLDERS", "folders" }, { "IDLEFETCH_MAILDIR", "maildir" },
-		{ "IDLEFETCH_AFTER", "after" }, { "IDLEFETCH_IDLE", "idle" },
+		{ "IDLEFETCH_FOLDERS", "folders" },
+		{ "IDLEFETCH_MAILDIR", "maildir" },
+		{ "IDLEFETCH_AFTER", "after" },
+		{ "IDLEFETCH_IDLE", "idle" },
 		{ "IDLEFETCH_POLL_INTERVAL", "poll_interval" },
 		{ "IDLEFETCH_IDLE_REFRESH", "idle_refresh" },
 		{ "IDLEFETCH_CA_FILE", "ca_file" },
@@ -681,7 +735,8 @@ config_load_env(struct config **out, char *err, size_t errlen)
 	char section[128];
 
 	c.cfg = config_new("environment");
-	snprintf(section, sizeof(section), "account %s", name ? name : "default");
+	snprintf(section, sizeof(section), "account %s",
+	    name ? name : "default");
 	for (size_t i = 0; i < ARRAY_LEN(vars) && !c.failed; i++) {
 		const char *v = getenv(vars[i].var);
 
@@ -726,14 +781,17 @@ config_print(const struct config *cfg, FILE *fp)
 	static const char *tls[] = { "implicit", "starttls", "none" };
 	static const char *logs[] = { "stderr", "syslog", "json" };
 
-	fprintf(fp, "; effective configuration from %s\n[global]\n", cfg->source);
-	fprintf(fp, "state_dir = %s\nlog = %s\n", cfg->state_dir, logs[cfg->log]);
+	fprintf(fp, "; effective configuration from %s\n[global]\n",
+	    cfg->source);
+	fprintf(fp, "state_dir = %s\nlog = %s\n", cfg->state_dir,
+	    logs[cfg->log]);
 	for (size_t i = 0; i < cfg->naccounts; i++) {
 		const struct account *a = &cfg->accounts[i];
 
 		fprintf(fp, "\n[account %s]\nhost = %s\nport = %u\ntls = %s\n",
 		    a->name, a->host, a->port, tls[a->tls]);
-		fprintf(fp, "username = %s\npassword = ********\n", a->username);
+		fprintf(fp, "username = %s\npassword = ********\n",
+		    a->username);
 		if (a->ca_file)
 			fprintf(fp, "ca_file = %s\n", a->ca_file);
 		fprintf(fp, "folders = ");
@@ -743,11 +801,13 @@ config_print(const struct config *cfg, FILE *fp)
 		if (a->after == AFTER_MOVE)
 			fprintf(fp, "after = move:%s\n", a->move_to);
 		else
-			fprintf(fp, "after = %s\n", a->after == AFTER_KEEP ? "keep" :
-			    "delete");
-		fprintf(fp, "idle = %s\npoll_interval = %u\nidle_refresh = %u\n"
-		    "timeout = %u\n", a->idle ? "auto" : "off", a->poll_interval,
-		    a->idle_refresh, a->timeout);
+			fprintf(fp, "after = %s\n",
+			    a->after == AFTER_KEEP ? "keep" : "delete");
+		fprintf(fp,
+		    "idle = %s\npoll_interval = %u\nidle_refresh = %u\n"
+		    "timeout = %u\n",
+		    a->idle ? "auto" : "off", a->poll_interval, a->idle_refresh,
+		    a->timeout);
 	}
 }
 

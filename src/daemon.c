@@ -20,12 +20,12 @@
 #include "idlefetch/util.h"
 
 struct daemon {
-	uv_loop_t	*loop;
-	uv_signal_t	 sigterm, sigint;
-	struct session	**sessions;
-	size_t		 nsessions, running;
-	unsigned	 failed;
-	unsigned	 signals;
+	uv_loop_t *loop;
+	uv_signal_t sigterm, sigint;
+	struct session **sessions;
+	size_t nsessions, running;
+	unsigned failed;
+	unsigned signals;
 };
 
 static void
@@ -86,9 +86,13 @@ daemon_run(const struct config *cfg, const char *account, bool once)
 		}
 		for (size_t j = 0; j < a->nfolders; j++) {
 			struct session_opts o = {
-				.acct = a, .folder = a->folders[j],
-				.state_dir = cfg->state_dir, .ssl_ctx = ctxs[i],
-				.once = once, .done = on_session_done, .ud = &d,
+				.acct = a,
+				.folder = a->folders[j],
+				.state_dir = cfg->state_dir,
+				.ssl_ctx = ctxs[i],
+				.once = once,
+				.done = on_session_done,
+				.ud = &d,
 			};
 
 			d.sessions = xrealloc(d.sessions,
@@ -102,8 +106,9 @@ daemon_run(const struct config *cfg, const char *account, bool once)
 		free(ctxs);
 		return 1;
 	}
-	log_msg(LOGL_INFO, NULL, NULL, "idlefetch %s starting: %zu connection(s)%s",
-	    IDLEFETCH_VERSION, d.nsessions, once ? ", single pass" : "");
+	log_msg(LOGL_INFO, NULL, NULL,
+	    "idlefetch %s starting: %zu connection(s)%s", IDLEFETCH_VERSION,
+	    d.nsessions, once ? ", single pass" : "");
 	uv_signal_init(d.loop, &d.sigterm);
 	uv_signal_init(d.loop, &d.sigint);
 	d.sigterm.data = d.sigint.data = &d;
@@ -116,7 +121,7 @@ daemon_run(const struct config *cfg, const char *account, bool once)
 
 	for (size_t i = 0; i < d.nsessions; i++)
 		session_free(d.sessions[i]);
-	uv_run(d.loop, UV_RUN_DEFAULT);	/* let the close callbacks run */
+	uv_run(d.loop, UV_RUN_DEFAULT); /* let the close callbacks run */
 	uv_loop_close(d.loop);
 	for (size_t i = 0; i < cfg->naccounts; i++)
 		SSL_CTX_free(ctxs[i]);
@@ -125,7 +130,7 @@ daemon_run(const struct config *cfg, const char *account, bool once)
 	if (once)
 		code = d.failed ? 1 : 0;
 	else
-		code = d.signals ? 0 : 1;	/* else every session gave up */
+		code = d.signals ? 0 : 1; /* else every session gave up */
 	log_msg(LOGL_INFO, NULL, NULL, "exiting with status %d", code);
 	return code;
 }

@@ -22,12 +22,12 @@ enum fstate { F_LINE, F_LITERAL, F_STREAM };
 
 struct framer {
 	const struct framer_ops *ops;
-	void		*ud;
-	enum fstate	 state;
-	char		*buf;		/* the unit being assembled */
-	size_t		 len, cap;
-	size_t		 line_start;	/* where the current line begins */
-	uint64_t	 remaining;	/* literal bytes still to come */
+	void *ud;
+	enum fstate state;
+	char *buf; /* the unit being assembled */
+	size_t len, cap;
+	size_t line_start; /* where the current line begins */
+	uint64_t remaining; /* literal bytes still to come */
 };
 
 struct framer *
@@ -105,7 +105,7 @@ literal_size(const char *s, const char *e, uint64_t *size, size_t *open_at)
 		p--;
 	while (p > s && p[-1] >= '0' && p[-1] <= '9') {
 		if (mul > 1000000000000ULL)
-			return -EMSGSIZE;	/* more digits than any sane size */
+			return -EMSGSIZE; /* more digits than any sane size */
 		v += (uint64_t)(p[-1] - '0') * mul;
 		mul *= 10;
 		digits = true;
@@ -207,7 +207,8 @@ framer_push(struct framer *f, const char *p, size_t n)
 		case F_LITERAL:
 		case F_STREAM:
 			take = (size_t)(end - p) < f->remaining ?
-			    (size_t)(end - p) : (size_t)f->remaining;
+			    (size_t)(end - p) :
+			    (size_t)f->remaining;
 			if (f->state == F_LITERAL)
 				r = append(f, p, take);
 			else

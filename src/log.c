@@ -73,9 +73,9 @@ log_msg(enum log_level level, const char *account, const char *folder,
 		escape(fold, sizeof(fold), folder);
 
 	if (log_target == LOG_TARGET_SYSLOG) {
-		syslog(prio[level], "%s%s%s%s%s%smsg=\"%s\"", account ? "account=" : "",
-		    acct, account ? " " : "", folder ? "folder=\"" : "", fold,
-		    folder ? "\" " : "", msg);
+		syslog(prio[level], "%s%s%s%s%s%smsg=\"%s\"",
+		    account ? "account=" : "", acct, account ? " " : "",
+		    folder ? "folder=\"" : "", fold, folder ? "\" " : "", msg);
 		return;
 	}
 	gettimeofday(&tv, NULL);

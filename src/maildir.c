@@ -119,7 +119,8 @@ maildir_scan(const char *dir, uint32_t tag, uint32_t uidvalidity,
 			const char *p = strstr(de->d_name, mark);
 			unsigned v, u;
 
-			if (p == NULL || sscanf(p + strlen(mark), "%uU%u", &v, &u) != 2)
+			if (p == NULL ||
+			    sscanf(p + strlen(mark), "%uU%u", &v, &u) != 2)
 				continue;
 			if (v == uidvalidity && u > *max_uid)
 				*max_uid = u;
@@ -193,7 +194,7 @@ maildir_write(struct maildir_file *f, struct maildir_writer *w, const char *p,
 		if (w->cr) {
 			w->cr = false;
 			if (c != '\n')
-				w->buf[w->len++] = '\r';	/* a lone CR stays */
+				w->buf[w->len++] = '\r'; /* a lone CR stays */
 		}
 		if (c == '\r')
 			w->cr = true;
@@ -247,8 +248,8 @@ maildir_commit(const char *dir, struct maildir_file *f, uint32_t uidvalidity,
 		unlink(from);
 		return r;
 	}
-	snprintf(to, sizeof(to), "%s/new/%sV%uU%u.%s", dir, f->base, uidvalidity,
-	    uid, host_part());
+	snprintf(to, sizeof(to), "%s/new/%sV%uU%u.%s", dir, f->base,
+	    uidvalidity, uid, host_part());
 	if (rename(from, to) < 0) {
 		r = -errno;
 		unlink(from);

@@ -43,14 +43,16 @@ load_config(const char *path, struct config **cfg)
 	if (path == NULL)
 		path = getenv("IDLEFETCH_CONFIG");
 	if (path != NULL && *path == '\0')
-		path = NULL;	/* an empty variable is an unset one */
+		path = NULL; /* an empty variable is an unset one */
 	if (path == NULL && access(CONFIG_DEFAULT_PATH, F_OK) == 0)
 		path = CONFIG_DEFAULT_PATH;
 	if (path == NULL && getenv("IDLEFETCH_HOST") != NULL)
 		r = config_load_env(cfg, err, sizeof(err));
 	else if (path == NULL) {
-		fprintf(stderr, "idlefetch: no configuration: %s does not exist and "
-		    "IDLEFETCH_HOST is not set (see --help)\n", CONFIG_DEFAULT_PATH);
+		fprintf(stderr,
+		    "idlefetch: no configuration: %s does not exist and "
+		    "IDLEFETCH_HOST is not set (see --help)\n",
+		    CONFIG_DEFAULT_PATH);
 		return -1;
 	} else
 		r = config_load_file(path, cfg, err, sizeof(err));
@@ -108,7 +110,8 @@ main(int argc, char **argv)
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "idlefetch: unexpected argument '%s'\n", argv[optind]);
+		fprintf(stderr, "idlefetch: unexpected argument '%s'\n",
+		    argv[optind]);
 		usage(stderr);
 		return 2;
 	}
@@ -121,8 +124,8 @@ main(int argc, char **argv)
 			if (strcmp(cfg->accounts[i].name, account) == 0)
 				break;
 		if (i == cfg->naccounts) {
-			fprintf(stderr, "idlefetch: %s: no [account %s]\n", cfg->source,
-			    account);
+			fprintf(stderr, "idlefetch: %s: no [account %s]\n",
+			    cfg->source, account);
 			config_free(cfg);
 			return 2;
 		}

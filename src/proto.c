@@ -24,7 +24,7 @@
 
 /* A cursor over one unit; parse functions advance it. */
 struct cur {
-	const char	*p, *end;
+	const char *p, *end;
 };
 
 /*
@@ -91,11 +91,18 @@ number(struct cur *c, uint32_t *out)
 static uint32_t
 cap_bit(const char *name)
 {
-	static const struct { const char *name; uint32_t bit; } names[] = {
-		{ "IMAP4rev1", CAP_IMAP4REV1 }, { "IDLE", CAP_IDLE },
-		{ "STARTTLS", CAP_STARTTLS }, { "LOGINDISABLED", CAP_LOGINDISABLED },
-		{ "SASL-IR", CAP_SASL_IR }, { "UIDPLUS", CAP_UIDPLUS },
-		{ "MOVE", CAP_MOVE }, { "LITERAL+", CAP_LITERALPLUS },
+	static const struct {
+		const char *name;
+		uint32_t bit;
+	} names[] = {
+		{ "IMAP4rev1", CAP_IMAP4REV1 },
+		{ "IDLE", CAP_IDLE },
+		{ "STARTTLS", CAP_STARTTLS },
+		{ "LOGINDISABLED", CAP_LOGINDISABLED },
+		{ "SASL-IR", CAP_SASL_IR },
+		{ "UIDPLUS", CAP_UIDPLUS },
+		{ "MOVE", CAP_MOVE },
+		{ "LITERAL+", CAP_LITERALPLUS },
 		{ "AUTH=PLAIN", CAP_AUTH_PLAIN },
 	};
 
@@ -129,13 +136,14 @@ resp_code(struct cur *c, struct proto_resp *out)
 {
 	char name[64];
 
-	c->p++;		/* '[' */
+	c->p++; /* '[' */
 	if (!atom(c, name, sizeof(name)))
 		return IDLEFETCH_EPROTO;
 	if (strcasecmp(name, "CAPABILITY") == 0) {
 		capabilities(c, out);
 	} else if (strcasecmp(name, "UIDVALIDITY") == 0) {
-		if (!sp(c) || !number(c, &out->uidvalidity) || out->uidvalidity == 0)
+		if (!sp(c) || !number(c, &out->uidvalidity) ||
+		    out->uidvalidity == 0)
 			return IDLEFETCH_EPROTO;
 		out->has |= HAS_UIDVALIDITY;
 	} else if (strcasecmp(name, "UIDNEXT") == 0) {
@@ -170,9 +178,15 @@ resp_text(struct cur *c, struct proto_resp *out)
 static enum proto_status
 status_word(const char *w)
 {
-	static const struct { const char *w; enum proto_status st; } words[] = {
-		{ "OK", PROTO_OK }, { "NO", PROTO_NO }, { "BAD", PROTO_BAD },
-		{ "BYE", PROTO_BYE }, { "PREAUTH", PROTO_PREAUTH },
+	static const struct {
+		const char *w;
+		enum proto_status st;
+	} words[] = {
+		{ "OK", PROTO_OK },
+		{ "NO", PROTO_NO },
+		{ "BAD", PROTO_BAD },
+		{ "BYE", PROTO_BYE },
+		{ "PREAUTH", PROTO_PREAUTH },
 	};
 
 	for (size_t i = 0; i < ARRAY_LEN(words); i++)
@@ -283,7 +297,8 @@ parse_fetch(struct cur *c, struct proto_resp *out)
 			out->has |= HAS_SIZE;
 		} else {
 			if ((strcasecmp(name, "BODY[]") == 0 ||
-			    strcasecmp(name, "RFC822") == 0) && *c->p == '{')
+				strcasecmp(name, "RFC822") == 0) &&
+			    *c->p == '{')
 				out->has |= HAS_BODY;
 			if (!skip_value(c, 0))
 				return IDLEFETCH_EPROTO;
@@ -340,8 +355,7 @@ proto_parse(const char *unit, size_t len, bool greeting, struct proto_resp *out)
 		if (!sp(&c))
 			return IDLEFETCH_EPROTO;
 		if (isdigit((unsigned char)*c.p))
-			return greeting ? IDLEFETCH_EPROTO :
-			    numbered(&c, out);
+			return greeting ? IDLEFETCH_EPROTO : numbered(&c, out);
 		if (!atom(&c, word, sizeof(word)))
 			return IDLEFETCH_EPROTO;
 		out->status = status_word(word);
@@ -351,7 +365,7 @@ proto_parse(const char *unit, size_t len, bool greeting, struct proto_resp *out)
 			return IDLEFETCH_EPROTO;
 		if (strcasecmp(word, "CAPABILITY") == 0)
 			capabilities(&c, out);
-		return 0;	/* FLAGS, LIST, SEARCH, ...: nothing we use */
+		return 0; /* FLAGS, LIST, SEARCH, ...: nothing we use */
 	}
 	if (greeting)
 		return IDLEFETCH_EPROTO;
@@ -408,7 +422,8 @@ proto_uid_set(char *dst, size_t cap, const uint32_t *uids, size_t n)
 			w = snprintf(dst + o, cap - o, "%s%u:%u", o ? "," : "",
 			    uids[i], uids[j]);
 		else
-			w = snprintf(dst + o, cap - o, "%s%u", o ? "," : "", uids[i]);
+			w = snprintf(dst + o, cap - o, "%s%u", o ? "," : "",
+			    uids[i]);
 		if (w < 0 || (size_t)w >= cap - o)
 			return -ENOSPC;
 		o += (size_t)w;

@@ -11,11 +11,10 @@
  */
 #include "session_int.h"
 
-static const char *state_names[] = {
-	"PREPARE", "CONNECT", "TLS", "GREETING", "STARTTLS", "CAPABILITY",
-	"AUTH", "SELECT", "RECONCILE", "SYNC", "IDLE_START", "IDLE",
-	"IDLE_DONE", "POLL_WAIT", "LOGOUT", "CLOSING", "BACKOFF", "DONE",
-};
+static const char *state_names[] = { "PREPARE", "CONNECT", "TLS", "GREETING",
+	"STARTTLS", "CAPABILITY", "AUTH", "SELECT", "RECONCILE", "SYNC",
+	"IDLE_START", "IDLE", "IDLE_DONE", "POLL_WAIT", "LOGOUT", "CLOSING",
+	"BACKOFF", "DONE" };
 
 /* ---- commands ---------------------------------------------------------- */
 
@@ -71,8 +70,8 @@ session_send_cmd(struct session *s, enum cmd_kind kind, bool secret,
 	line = xasprintf("a%u %s\r\n", c->tag, text);
 	if (log_enabled(LOGL_DEBUG)) {
 		if (secret)
-			LOG(s, LOGL_DEBUG, "C: a%u %.*s <credentials hidden>", c->tag,
-			    (int)strcspn(text, " "), text);
+			LOG(s, LOGL_DEBUG, "C: a%u %.*s <credentials hidden>",
+			    c->tag, (int)strcspn(text, " "), text);
 		else
 			LOG(s, LOGL_DEBUG, "C: a%u %s", c->tag, text);
 	}
@@ -179,9 +178,10 @@ backoff(struct session *s)
 		s->backoff_ms = BACKOFF_MIN_MS;
 	s->healthy = false;
 	/* Full jitter on the upper half spreads many accounts apart. */
-	delay = s->backoff_ms / 2 + (unsigned)(random() % (s->backoff_ms / 2 + 1));
+	delay =
+	    s->backoff_ms / 2 + (unsigned)(random() % (s->backoff_ms / 2 + 1));
 	s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS :
-	    s->backoff_ms * 2;
+							     s->backoff_ms * 2;
 	LOG(s, LOGL_INFO, "reconnecting in %.1f s", delay / 1000.0);
 	session_set_state(s, S_BACKOFF);
 	arm(s, delay);
@@ -265,9 +265,11 @@ send_auth(struct session *s)
 		OPENSSL_cleanse(raw, rawlen);
 		free(raw);
 		if (s->caps & CAP_SASL_IR) {
-			session_send_cmd(s, CMD_AUTH, true, "AUTHENTICATE PLAIN %s", b64);
+			session_send_cmd(s, CMD_AUTH, true,
+			    "AUTHENTICATE PLAIN %s", b64);
 		} else {
-			session_send_cmd(s, CMD_AUTH, false, "AUTHENTICATE PLAIN");
+			session_send_cmd(s, CMD_AUTH, false,
+			    "AUTHENTICATE PLAIN");
 			/* The response goes out after the server's "+". */
 			s->cmds[s->ncmds - 1].secret = xstrdup(b64);
 		}
@@ -277,14 +279,16 @@ send_auth(struct session *s)
 		return;
 	}
 	if (s->caps & CAP_LOGINDISABLED) {
-		session_fail(s, IDLEFETCH_ECAPA, "server refuses LOGIN "
+		session_fail(s, IDLEFETCH_ECAPA,
+		    "server refuses LOGIN "
 		    "(LOGINDISABLED) and offers no AUTH=PLAIN; not logging in");
 		return;
 	}
 	if (proto_quote(qu, sizeof(qu), a->username) < 0 ||
 	    proto_quote(qp, sizeof(qp), a->password) < 0) {
 		s->fatal_err = true;
-		session_fail(s, -EINVAL, "username or password has bytes LOGIN "
+		session_fail(s, -EINVAL,
+		    "username or password has bytes LOGIN "
 		    "cannot carry and the server offers no AUTH=PLAIN");
 		return;
 	}
@@ -299,7 +303,8 @@ after_caps(struct session *s)
 {
 	if (s->a->tls == TLS_MODE_STARTTLS && !transport_is_tls(s->tr)) {
 		if (!(s->caps & CAP_STARTTLS)) {
-			session_fail(s, IDLEFETCH_ECAPA, "tls = starttls but the server "
+			session_fail(s, IDLEFETCH_ECAPA,
+			    "tls = starttls but the server "
 			    "does not offer STARTTLS; not logging in");
 			return;
 		}
@@ -327,21 +332,24 @@ static void
 selected(struct session *s)
 {
 	if (s->uidvalidity == 0) {
-		session_fail(s, IDLEFETCH_EPROTO, "server sent no UIDVALIDITY for %s",
-		    s->o.folder);
+		session_fail(s, IDLEFETCH_EPROTO,
+		    "server sent no UIDVALIDITY for %s", s->o.folder);
 		return;
 	}
 	if (s->st.uidvalidity != 0 && s->st.uidvalidity != s->uidvalidity) {
 		s->fatal_err = true;
-		session_fail(s, IDLEFETCH_EPROTO, "UIDVALIDITY changed from %u to %u: "
+		session_fail(s, IDLEFETCH_EPROTO,
+		    "UIDVALIDITY changed from %u to %u: "
 		    "the server renumbered this folder. Not fetching it, to avoid "
 		    "delivering every message again; after checking the Maildir, "
-		    "remove %s to fetch the folder as new", s->st.uidvalidity,
-		    s->uidvalidity, s->state_path);
+		    "remove %s to fetch the folder as new",
+		    s->st.uidvalidity, s->uidvalidity, s->state_path);
 		return;
 	}
-	LOG(s, LOGL_INFO, "selected: %u message(s), UIDVALIDITY %u, last "
-	    "delivered UID %u", s->exists, s->uidvalidity, s->st.last_uid);
+	LOG(s, LOGL_INFO,
+	    "selected: %u message(s), UIDVALIDITY %u, last "
+	    "delivered UID %u",
+	    s->exists, s->uidvalidity, s->st.last_uid);
 	if (!s->reconciled) {
 		session_set_state(s, S_RECONCILE);
 		memset(&s->job, 0, sizeof(s->job));
@@ -362,8 +370,8 @@ on_tagged(struct session *s, const struct proto_resp *r)
 	struct cmd copy;
 
 	if (c == NULL) {
-		session_fail(s, IDLEFETCH_EPROTO, "server answered unknown tag %s",
-		    r->tag);
+		session_fail(s, IDLEFETCH_EPROTO,
+		    "server answered unknown tag %s", r->tag);
 		return;
 	}
 	copy = *c;
@@ -375,7 +383,8 @@ on_tagged(struct session *s, const struct proto_resp *r)
 	switch (copy.kind) {
 	case CMD_CAPABILITY:
 		if (r->status != PROTO_OK)
-			session_fail(s, IDLEFETCH_EPROTO, "CAPABILITY failed: %s", r->text);
+			session_fail(s, IDLEFETCH_EPROTO,
+			    "CAPABILITY failed: %s", r->text);
 		else if (s->state == S_CAPABILITY)
 			after_caps(s);
 		else
@@ -383,7 +392,8 @@ on_tagged(struct session *s, const struct proto_resp *r)
 		break;
 	case CMD_STARTTLS:
 		if (r->status != PROTO_OK) {
-			session_fail(s, IDLEFETCH_ETLS, "STARTTLS refused: %s", r->text);
+			session_fail(s, IDLEFETCH_ETLS, "STARTTLS refused: %s",
+			    r->text);
 			break;
 		}
 		session_set_state(s, S_TLS);
@@ -393,8 +403,9 @@ on_tagged(struct session *s, const struct proto_resp *r)
 	case CMD_AUTH:
 		secret_free(copy.secret);
 		if (r->status != PROTO_OK) {
-			session_fail(s, IDLEFETCH_EAUTH, "login rejected for user %s: %s",
-			    s->a->username, r->text);
+			session_fail(s, IDLEFETCH_EAUTH,
+			    "login rejected for user %s: %s", s->a->username,
+			    r->text);
 			break;
 		}
 		LOG(s, LOGL_INFO, "logged in as %s%s", s->a->username,
@@ -402,34 +413,36 @@ on_tagged(struct session *s, const struct proto_resp *r)
 		if (r->has & HAS_CAPS) {
 			send_select(s);
 		} else {
-			session_send_cmd(s, CMD_CAPABILITY, false, "CAPABILITY");
+			session_send_cmd(s, CMD_CAPABILITY, false,
+			    "CAPABILITY");
 			session_set_state(s, S_SELECT);
 		}
 		break;
 	case CMD_SELECT:
 		if (r->status != PROTO_OK) {
-			session_fail(s, IDLEFETCH_EPROTO, "cannot open folder %s: %s",
-			    s->o.folder, r->text);
+			session_fail(s, IDLEFETCH_EPROTO,
+			    "cannot open folder %s: %s", s->o.folder, r->text);
 			break;
 		}
 		selected(s);
 		break;
 	case CMD_LIST:
 		if (r->status != PROTO_OK) {
-			session_fail(s, IDLEFETCH_EPROTO, "listing new messages failed: %s",
-			    r->text);
+			session_fail(s, IDLEFETCH_EPROTO,
+			    "listing new messages failed: %s", r->text);
 			break;
 		}
 		s->listing = false;
 		sync_list_finish(s);
 		if (s->nlist)
-			LOG(s, LOGL_INFO, "%zu new message(s) to fetch", s->nlist);
+			LOG(s, LOGL_INFO, "%zu new message(s) to fetch",
+			    s->nlist);
 		sync_pump(s);
 		break;
 	case CMD_FETCH:
 		if (r->status != PROTO_OK) {
-			session_fail(s, IDLEFETCH_EPROTO, "fetching messages failed: %s",
-			    r->text);
+			session_fail(s, IDLEFETCH_EPROTO,
+			    "fetching messages failed: %s", r->text);
 			break;
 		}
 		copy.batch->complete = true;
@@ -442,8 +455,10 @@ on_tagged(struct session *s, const struct proto_resp *r)
 	case CMD_EXPUNGE:
 		s->after_pending--;
 		if (r->status != PROTO_OK)
-			LOG(s, LOGL_ERROR, "after-delivery action failed (messages "
-			    "stay on the server): %s", r->text);
+			LOG(s, LOGL_ERROR,
+			    "after-delivery action failed (messages "
+			    "stay on the server): %s",
+			    r->text);
 		else if (copy.kind == CMD_COPY)
 			sync_after_copy(s, &copy);
 		free(copy.uids);
@@ -451,7 +466,8 @@ on_tagged(struct session *s, const struct proto_resp *r)
 		break;
 	case CMD_IDLE:
 		if (r->status != PROTO_OK) {
-			session_fail(s, IDLEFETCH_EPROTO, "IDLE failed: %s", r->text);
+			session_fail(s, IDLEFETCH_EPROTO, "IDLE failed: %s",
+			    r->text);
 			break;
 		}
 		if (s->stopping) {
@@ -513,7 +529,8 @@ on_unit(void *ud, const char *p, size_t n)
 	pr = proto_parse(p, n, greeting, &r);
 	if (s->cur_open) {
 		if (pr < 0 || !(r.has & HAS_BODY)) {
-			session_fail(s, IDLEFETCH_EPROTO, "cannot parse a FETCH response "
+			session_fail(s, IDLEFETCH_EPROTO,
+			    "cannot parse a FETCH response "
 			    "carrying a message; closing the connection");
 			return 1;
 		}
@@ -522,12 +539,15 @@ on_unit(void *ud, const char *p, size_t n)
 	if (greeting) {
 		s->greeted = true;
 		if (pr < 0 || r.status == PROTO_BYE) {
-			session_fail(s, IDLEFETCH_EPROTO, "server refused the "
-			    "connection: %s", pr < 0 ? "bad greeting" : r.text);
+			session_fail(s, IDLEFETCH_EPROTO,
+			    "server refused the "
+			    "connection: %s",
+			    pr < 0 ? "bad greeting" : r.text);
 			return 1;
 		}
 		if (r.status == PROTO_PREAUTH) {
-			session_fail(s, IDLEFETCH_EPROTO, "server sent PREAUTH; refusing "
+			session_fail(s, IDLEFETCH_EPROTO,
+			    "server sent PREAUTH; refusing "
 			    "a connection that skips authentication");
 			return 1;
 		}
@@ -535,13 +555,15 @@ on_unit(void *ud, const char *p, size_t n)
 			s->caps = r.caps;
 			after_caps(s);
 		} else {
-			session_send_cmd(s, CMD_CAPABILITY, false, "CAPABILITY");
+			session_send_cmd(s, CMD_CAPABILITY, false,
+			    "CAPABILITY");
 			session_set_state(s, S_CAPABILITY);
 		}
 		return s->conn_alive ? 0 : 1;
 	}
 	if (pr < 0 && r.kind != PROTO_TAGGED && r.status != PROTO_BYE) {
-		LOG(s, LOGL_DEBUG, "skipping a response the parser does not know");
+		LOG(s, LOGL_DEBUG,
+		    "skipping a response the parser does not know");
 		return 0;
 	}
 	switch (r.kind) {
@@ -559,7 +581,8 @@ on_unit(void *ud, const char *p, size_t n)
 			secret_free(c->secret);
 			c->secret = NULL;
 		} else {
-			session_fail(s, IDLEFETCH_EPROTO, "unexpected continuation");
+			session_fail(s, IDLEFETCH_EPROTO,
+			    "unexpected continuation");
 		}
 		break;
 	case PROTO_TAGGED:
@@ -582,7 +605,6 @@ static const struct framer_ops framer_ops = {
 	.unit = on_unit,
 };
 
-
 /* ---- transport events ------------------------------------------------------------ */
 
 static void
@@ -596,8 +618,9 @@ on_data(struct session *s, const char *data, size_t len)
 	r = framer_push(s->fr, data, len);
 	if (r < 0 && s->conn_alive) {
 		session_fail(s, r, "connection closed: %s",
-		    r == -EMSGSIZE ? "server sent an over-long line or literal" :
-		    err_str(r));
+		    r == -EMSGSIZE ?
+			"server sent an over-long line or literal" :
+			err_str(r));
 		return;
 	}
 	/* A graceful stop waits for the message in flight, then stops reading. */
@@ -619,11 +642,14 @@ on_transport(void *ud, enum transport_event ev, const char *data, size_t len,
 	switch (ev) {
 	case TRANSPORT_CONNECTED:
 		s->conn_alive = true;
-		LOG(s, LOGL_DEBUG, "connected to %s:%u", s->a->host, s->a->port);
+		LOG(s, LOGL_DEBUG, "connected to %s:%u", s->a->host,
+		    s->a->port);
 		if (s->a->tls == TLS_MODE_IMPLICIT) {
 			session_set_state(s, S_TLS);
-			if (transport_start_tls(s->tr, s->o.ssl_ctx, s->a->host) < 0)
-				session_fail(s, IDLEFETCH_ETLS, "cannot start TLS");
+			if (transport_start_tls(s->tr, s->o.ssl_ctx,
+				s->a->host) < 0)
+				session_fail(s, IDLEFETCH_ETLS,
+				    "cannot start TLS");
 		} else {
 			session_set_state(s, S_GREETING);
 		}
@@ -635,7 +661,8 @@ on_transport(void *ud, enum transport_event ev, const char *data, size_t len,
 		} else {
 			/* RFC 3501: capabilities must be asked for again after TLS. */
 			s->caps = 0;
-			session_send_cmd(s, CMD_CAPABILITY, false, "CAPABILITY");
+			session_send_cmd(s, CMD_CAPABILITY, false,
+			    "CAPABILITY");
 			session_set_state(s, S_CAPABILITY);
 		}
 		break;
@@ -649,10 +676,12 @@ on_transport(void *ud, enum transport_event ev, const char *data, size_t len,
 			break;
 		}
 		if (s->bye[0])
-			session_fail(s, err, "%s:%u: server closed the connection: %s",
+			session_fail(s, err,
+			    "%s:%u: server closed the connection: %s",
 			    s->a->host, s->a->port, s->bye);
 		else
-			session_fail(s, err, "%s:%u: %s", s->a->host, s->a->port, why);
+			session_fail(s, err, "%s:%u: %s", s->a->host,
+			    s->a->port, why);
 		break;
 	default:
 		fatal("bad transport event %d", ev);
@@ -672,7 +701,8 @@ session_connect(struct session *s)
 	session_set_state(s, S_CONNECT);
 	r = transport_connect(s->tr, s->a->host, s->a->port);
 	if (r < 0)
-		session_fail(s, r, "cannot resolve %s: %s", s->a->host, err_str(r));
+		session_fail(s, r, "cannot resolve %s: %s", s->a->host,
+		    err_str(r));
 }
 
 static void
@@ -693,20 +723,20 @@ timer_cb(uv_timer_t *t)
 		sync_start(s);
 		break;
 	case S_SYNC:
-		if (s->ncmds == 0) {	/* only waiting for the disk */
+		if (s->ncmds == 0) { /* only waiting for the disk */
 			arm(s, TIMEOUT_MS(s));
 			break;
 		}
-		session_fail(s, -ETIMEDOUT, "no answer from the server for %d s",
-		    s->a->timeout);
+		session_fail(s, -ETIMEDOUT,
+		    "no answer from the server for %d s", s->a->timeout);
 		break;
 	case S_LOGOUT:
 		close_conn(s);
 		session_finish(s);
 		break;
 	default:
-		session_fail(s, -ETIMEDOUT, "%s:%u: timed out in %s", s->a->host,
-		    s->a->port, state_names[s->state]);
+		session_fail(s, -ETIMEDOUT, "%s:%u: timed out in %s",
+		    s->a->host, s->a->port, state_names[s->state]);
 		break;
 	}
 }
@@ -754,7 +784,7 @@ session_stop(struct session *s)
 			close_conn(s);
 			session_set_state(s, S_CLOSING);
 		}
-		break;		/* the job's completion finishes */
+		break; /* the job's completion finishes */
 	case S_BACKOFF:
 	case S_CLOSING:
 		if (!s->job_busy)
@@ -783,7 +813,7 @@ session_stop(struct session *s)
 	case S_IDLE_START:
 	case S_IDLE_DONE:
 	case S_LOGOUT:
-		break;		/* the tagged reply leads to LOGOUT */
+		break; /* the tagged reply leads to LOGOUT */
 	default:
 		close_conn(s);
 		session_set_state(s, S_CLOSING);

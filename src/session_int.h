@@ -25,149 +25,170 @@
 #include "idlefetch/transport.h"
 #include "idlefetch/util.h"
 
-#define LOGOUT_TIMEOUT_MS	3000
-#define TIMEOUT_MS(s)		((uint64_t)(s)->a->timeout * 1000)
-#define BACKOFF_MIN_MS		1000
-#define BACKOFF_MAX_MS		300000
-#define BATCH_MAX_MSGS		100
-#define BATCH_MAX_BYTES		(16u * 1024 * 1024)
-#define PIPELINE_DEPTH		2
-#define MAX_CMDS		32
+#define LOGOUT_TIMEOUT_MS 3000
+#define TIMEOUT_MS(s) ((uint64_t)(s)->a->timeout * 1000)
+#define BACKOFF_MIN_MS 1000
+#define BACKOFF_MAX_MS 300000
+#define BATCH_MAX_MSGS 100
+#define BATCH_MAX_BYTES (16u * 1024 * 1024)
+#define PIPELINE_DEPTH 2
+#define MAX_CMDS 32
 
 enum session_state {
-	S_PREPARE, S_CONNECT, S_TLS, S_GREETING, S_STARTTLS, S_CAPABILITY,
-	S_AUTH, S_SELECT, S_RECONCILE, S_SYNC, S_IDLE_START, S_IDLE,
-	S_IDLE_DONE, S_POLL_WAIT, S_LOGOUT, S_CLOSING, S_BACKOFF, S_DONE,
+	S_PREPARE,
+	S_CONNECT,
+	S_TLS,
+	S_GREETING,
+	S_STARTTLS,
+	S_CAPABILITY,
+	S_AUTH,
+	S_SELECT,
+	S_RECONCILE,
+	S_SYNC,
+	S_IDLE_START,
+	S_IDLE,
+	S_IDLE_DONE,
+	S_POLL_WAIT,
+	S_LOGOUT,
+	S_CLOSING,
+	S_BACKOFF,
+	S_DONE,
 };
 
-
 enum cmd_kind {
-	CMD_CAPABILITY, CMD_STARTTLS, CMD_AUTH, CMD_SELECT, CMD_LIST,
-	CMD_FETCH, CMD_COPY, CMD_STORE, CMD_EXPUNGE, CMD_MOVE, CMD_IDLE,
+	CMD_CAPABILITY,
+	CMD_STARTTLS,
+	CMD_AUTH,
+	CMD_SELECT,
+	CMD_LIST,
+	CMD_FETCH,
+	CMD_COPY,
+	CMD_STORE,
+	CMD_EXPUNGE,
+	CMD_MOVE,
+	CMD_IDLE,
 	CMD_LOGOUT,
 };
 
 struct batch {
-	struct batch	*next;
-	uint32_t	*uids;		/* requested, ascending */
-	size_t		 n;
-	struct maildir_file *files;	/* received, in arrival order */
-	size_t		 nfiles;
-	bool		 complete;	/* tagged OK seen */
-	unsigned	 tag;
+	struct batch *next;
+	uint32_t *uids; /* requested, ascending */
+	size_t n;
+	struct maildir_file *files; /* received, in arrival order */
+	size_t nfiles;
+	bool complete; /* tagged OK seen */
+	unsigned tag;
 };
 
 struct cmd {
-	unsigned	 tag;
-	enum cmd_kind	 kind;
-	struct batch	*batch;		/* CMD_FETCH */
-	uint32_t	*uids;		/* CMD_COPY: the set to delete after */
-	size_t		 nuids;
-	char		*secret;	/* CMD_AUTH: response sent after "+" */
+	unsigned tag;
+	enum cmd_kind kind;
+	struct batch *batch; /* CMD_FETCH */
+	uint32_t *uids; /* CMD_COPY: the set to delete after */
+	size_t nuids;
+	char *secret; /* CMD_AUTH: response sent after "+" */
 };
 
 enum job_kind { JOB_PREPARE, JOB_RECONCILE, JOB_COMMIT };
 
 struct job {
-	uv_work_t	 work;
-	enum job_kind	 kind;
-	struct session	*s;
-	struct batch	*batch;		/* JOB_COMMIT: owned by the job */
-	size_t		 ncommit;	/* files[0..ncommit) go to new/ */
-	uint32_t	 commit_uid;	/* last_uid once they are in */
-	struct state_rec st;		/* in: current, out: saved */
-	uint32_t	 uidvalidity;	/* JOB_RECONCILE */
-	int		 result;
-	unsigned	 removed;
-	char		 err[160];
+	uv_work_t work;
+	enum job_kind kind;
+	struct session *s;
+	struct batch *batch; /* JOB_COMMIT: owned by the job */
+	size_t ncommit; /* files[0..ncommit) go to new/ */
+	uint32_t commit_uid; /* last_uid once they are in */
+	struct state_rec st; /* in: current, out: saved */
+	uint32_t uidvalidity; /* JOB_RECONCILE */
+	int result;
+	unsigned removed;
+	char err[160];
 };
 
 struct session {
-	uv_loop_t	*loop;
+	uv_loop_t *loop;
 	struct session_opts o;
 	const struct account *a;
 	enum session_state state;
-	uv_timer_t	 timer;
+	uv_timer_t timer;
 	struct transport *tr;
-	struct framer	*fr;
-	char		*maildir;
-	char		*state_path;
-	uint32_t	 tag_mark;	/* maildir file tag */
+	struct framer *fr;
+	char *maildir;
+	char *state_path;
+	uint32_t tag_mark; /* maildir file tag */
 
 	/* connection */
-	uint32_t	 caps;
-	unsigned	 next_tag;
-	struct cmd	 cmds[MAX_CMDS];
-	size_t		 ncmds;
-	bool		 conn_alive;
-	char		 bye[256];
-	bool		 greeted;
+	uint32_t caps;
+	unsigned next_tag;
+	struct cmd cmds[MAX_CMDS];
+	size_t ncmds;
+	bool conn_alive;
+	char bye[256];
+	bool greeted;
 
 	/* mailbox */
-	struct state_rec st;		/* durable state */
-	uint32_t	 uidvalidity;	/* from SELECT */
-	uint32_t	 exists;
-	bool		 reconciled;
-	bool		 more;		/* new mail announced during a sync */
-	bool		 gap;		/* a batch came back short: commit no further */
-	uint32_t	 gap_uid;	/* the UID it lacked, to retry only once */
+	struct state_rec st; /* durable state */
+	uint32_t uidvalidity; /* from SELECT */
+	uint32_t exists;
+	bool reconciled;
+	bool more; /* new mail announced during a sync */
+	bool gap; /* a batch came back short: commit no further */
+	uint32_t gap_uid; /* the UID it lacked, to retry only once */
 
 	/* sync */
-	uint32_t	*list;		/* UIDs to fetch, then sizes */
-	uint32_t	*sizes;
-	size_t		 nlist, caplist, next_list;
-	uint32_t	*stale;		/* delivered, still on the server */
-	size_t		 nstale, capstale;
-	bool		 listing;
-	struct batch	*bhead, *btail;
-	size_t		 inflight;	/* FETCH batches sent, not complete */
-	unsigned	 after_pending;
-	struct job	 job;
-	bool		 job_busy;
-	struct maildir_file cur;	/* message being streamed */
-	bool		 streaming;	/* a body literal is open */
-	bool		 cur_open;	/* ...and it has a tmp/ file */
+	uint32_t *list; /* UIDs to fetch, then sizes */
+	uint32_t *sizes;
+	size_t nlist, caplist, next_list;
+	uint32_t *stale; /* delivered, still on the server */
+	size_t nstale, capstale;
+	bool listing;
+	struct batch *bhead, *btail;
+	size_t inflight; /* FETCH batches sent, not complete */
+	unsigned after_pending;
+	struct job job;
+	bool job_busy;
+	struct maildir_file cur; /* message being streamed */
+	bool streaming; /* a body literal is open */
+	bool cur_open; /* ...and it has a tmp/ file */
 	struct maildir_writer *writer;
-	unsigned	 delivered;	/* messages this process delivered */
+	unsigned delivered; /* messages this process delivered */
 
 	/* lifecycle */
-	unsigned	 backoff_ms;
-	bool		 healthy;	/* a sync completed on this connection */
-	bool		 ok;		/* the last sync completed */
-	bool		 stopping;
-	bool		 fatal_err;	/* do not retry (UIDVALIDITY change) */
-	bool		 auth_logged;
-	int		 pending_close;	/* libuv handles still closing */
+	unsigned backoff_ms;
+	bool healthy; /* a sync completed on this connection */
+	bool ok; /* the last sync completed */
+	bool stopping;
+	bool fatal_err; /* do not retry (UIDVALIDITY change) */
+	bool auth_logged;
+	int pending_close; /* libuv handles still closing */
 };
 
 /* session.c: the connection */
-void	session_set_state(struct session *s, enum session_state st);
-void	session_fail(struct session *s, int err, const char *fmt, ...)
-	    __attribute__((format(printf, 3, 4)));
-void	session_settle(struct session *s);
-void	session_finish(struct session *s);
-void	session_connect(struct session *s);
-struct cmd *session_send_cmd(struct session *s, enum cmd_kind kind,
-	    bool secret, const char *fmt, ...)
-	    __attribute__((format(printf, 4, 5)));
-void	session_send_raw(struct session *s, const char *text, bool secret);
+void session_set_state(struct session *s, enum session_state st);
+void session_fail(struct session *s, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void session_settle(struct session *s);
+void session_finish(struct session *s);
+void session_connect(struct session *s);
+struct cmd *session_send_cmd(struct session *s, enum cmd_kind kind, bool secret,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void session_send_raw(struct session *s, const char *text, bool secret);
 
 /* sync.c: listing, batches, commits and after-delivery actions */
-int	sync_literal_begin(void *ud, const char *prefix, size_t len,
-	    uint64_t size);
-int	sync_literal_data(void *ud, const char *p, size_t n);
-int	sync_literal_end(void *ud);
-void	sync_start(struct session *s);
-void	sync_pump(struct session *s);
-void	sync_pump_commits(struct session *s);
-void	sync_start_job(struct session *s, enum job_kind kind);
-void	sync_list_add(struct session *s, uint32_t uid, uint32_t size);
-void	sync_list_finish(struct session *s);
-void	sync_after_copy(struct session *s, struct cmd *c);
-void	sync_batch_free(struct batch *b);
-void	sync_fetch_body(struct session *s, const struct proto_resp *r);
+int sync_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size);
+int sync_literal_data(void *ud, const char *p, size_t n);
+int sync_literal_end(void *ud);
+void sync_start(struct session *s);
+void sync_pump(struct session *s);
+void sync_pump_commits(struct session *s);
+void sync_start_job(struct session *s, enum job_kind kind);
+void sync_list_add(struct session *s, uint32_t uid, uint32_t size);
+void sync_list_finish(struct session *s);
+void sync_after_copy(struct session *s, struct cmd *c);
+void sync_batch_free(struct batch *b);
+void sync_fetch_body(struct session *s, const struct proto_resp *r);
 
-#define LOG(s, lvl, ...) \
+#define LOG(s, lvl, ...)                                                       \
 	log_msg((lvl), (s)->a->name, (s)->o.folder, __VA_ARGS__)
 
 #endif

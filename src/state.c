@@ -61,7 +61,8 @@ state_load(const char *path, struct state_rec *st)
 		return r;
 	buf[n] = '\0';
 	if (sscanf(buf, "idlefetch-state 1\nuidvalidity %lu\nlast_uid %lu\n",
-	    &v, &u) != 2 || v > UINT32_MAX || u > UINT32_MAX)
+		&v, &u) != 2 ||
+	    v > UINT32_MAX || u > UINT32_MAX)
 		return -EINVAL;
 	st->uidvalidity = (uint32_t)v;
 	st->last_uid = (uint32_t)u;
@@ -93,8 +94,10 @@ state_save(const char *path, const struct state_rec *st)
 
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
 		return -ENAMETOOLONG;
-	n = snprintf(buf, sizeof(buf), "idlefetch-state 1\nuidvalidity %u\n"
-	    "last_uid %u\n", st->uidvalidity, st->last_uid);
+	n = snprintf(buf, sizeof(buf),
+	    "idlefetch-state 1\nuidvalidity %u\n"
+	    "last_uid %u\n",
+	    st->uidvalidity, st->last_uid);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;

@@ -63,7 +63,7 @@ plan_commit(struct session *s, struct batch *b, struct job *j)
 	j->commit_uid = s->st.last_uid;
 	j->ncommit = 0;
 	if (s->gap)
-		return;		/* an earlier batch stopped short */
+		return; /* an earlier batch stopped short */
 	for (i = 0; i < b->n; i++) {
 		if (k == b->nfiles || b->files[k].uid != b->uids[i])
 			break;
@@ -74,9 +74,11 @@ plan_commit(struct session *s, struct batch *b, struct job *j)
 	if (i < b->n && b->complete) {
 		s->gap = true;
 		if (s->gap_uid != b->uids[i]) {
-			LOG(s, LOGL_WARN, "server did not return UID %u; fetching again "
-			    "from there", b->uids[i]);
-			s->more = true;	/* re-list: it may have been expunged */
+			LOG(s, LOGL_WARN,
+			    "server did not return UID %u; fetching again "
+			    "from there",
+			    b->uids[i]);
+			s->more = true; /* re-list: it may have been expunged */
 		}
 		s->gap_uid = b->uids[i];
 	}
@@ -142,12 +144,14 @@ after_delivery(struct session *s, const uint32_t *uids, size_t n)
 		send_delete(s, set);
 	} else if (s->caps & CAP_MOVE) {
 		proto_quote(mbox, sizeof(mbox), s->a->move_to);
-		session_send_cmd(s, CMD_MOVE, false, "UID MOVE %s %s", set, mbox);
+		session_send_cmd(s, CMD_MOVE, false, "UID MOVE %s %s", set,
+		    mbox);
 		s->after_pending++;
 	} else {
 		/* No MOVE: copy, and delete the originals once the copy is done. */
 		proto_quote(mbox, sizeof(mbox), s->a->move_to);
-		c = session_send_cmd(s, CMD_COPY, false, "UID COPY %s %s", set, mbox);
+		c = session_send_cmd(s, CMD_COPY, false, "UID COPY %s %s", set,
+		    mbox);
 		c->uids = xmalloc(n * sizeof(*uids));
 		memcpy(c->uids, uids, n * sizeof(*uids));
 		c->nuids = n;
@@ -175,20 +179,21 @@ job_commit(struct job *j)
 	struct batch *b = j->batch;
 	size_t i, done = 0;
 	int r = 0;
-	bool unlinked = false;	/* maildir_commit removed the failed file */
+	bool unlinked = false; /* maildir_commit removed the failed file */
 
 	r = maildir_sync_files(b->files, j->ncommit);
 	if (r < 0) {
-		snprintf(j->err, sizeof(j->err), "cannot sync %s: %s", s->maildir,
-		    strerror(-r));
+		snprintf(j->err, sizeof(j->err), "cannot sync %s: %s",
+		    s->maildir, strerror(-r));
 		j->commit_uid = j->st.last_uid;
 	}
 	for (i = 0; r == 0 && i < j->ncommit; i++) {
 		r = maildir_commit(s->maildir, &b->files[i], s->uidvalidity,
 		    b->files[i].uid);
 		if (r < 0) {
-			snprintf(j->err, sizeof(j->err), "cannot deliver UID %u: %s",
-			    b->files[i].uid, strerror(-r));
+			snprintf(j->err, sizeof(j->err),
+			    "cannot deliver UID %u: %s", b->files[i].uid,
+			    strerror(-r));
 			j->commit_uid = b->files[i].uid - 1;
 			unlinked = true;
 			break;
@@ -203,21 +208,23 @@ job_commit(struct job *j)
 
 		if (r2 < 0 && r == 0) {
 			r = r2;
-			snprintf(j->err, sizeof(j->err), "cannot fsync new/: %s",
-			    strerror(-r));
+			snprintf(j->err, sizeof(j->err),
+			    "cannot fsync new/: %s", strerror(-r));
 			/* Nothing is known durable: record nothing. */
 			j->result = r;
 			return;
 		}
 	}
-	if (j->commit_uid > j->st.last_uid || j->st.uidvalidity != s->uidvalidity) {
+	if (j->commit_uid > j->st.last_uid ||
+	    j->st.uidvalidity != s->uidvalidity) {
 		struct state_rec st = { s->uidvalidity, j->commit_uid };
 		int r3 = state_save(s->state_path, &st);
 
 		if (r3 < 0) {
 			if (r == 0)
-				snprintf(j->err, sizeof(j->err), "cannot save state %s: %s",
-				    s->state_path, strerror(-r3));
+				snprintf(j->err, sizeof(j->err),
+				    "cannot save state %s: %s", s->state_path,
+				    strerror(-r3));
 			r = r3;
 		} else {
 			j->st = st;
@@ -238,28 +245,33 @@ job_work(uv_work_t *w)
 	case JOB_PREPARE:
 		r = maildir_prepare(s->maildir);
 		if (r < 0) {
-			snprintf(j->err, sizeof(j->err), "cannot create Maildir %s: %s",
-			    s->maildir, strerror(-r));
+			snprintf(j->err, sizeof(j->err),
+			    "cannot create Maildir %s: %s", s->maildir,
+			    strerror(-r));
 			break;
 		}
 		r = maildir_clean_tmp(s->maildir, s->tag_mark, &j->removed);
 		if (r < 0) {
-			snprintf(j->err, sizeof(j->err), "cannot clean %s/tmp: %s",
-			    s->maildir, strerror(-r));
+			snprintf(j->err, sizeof(j->err),
+			    "cannot clean %s/tmp: %s", s->maildir,
+			    strerror(-r));
 			break;
 		}
 		r = state_prepare(s->state_path);
 		if (r < 0) {
-			snprintf(j->err, sizeof(j->err), "cannot create state "
-			    "directory for %s: %s", s->state_path, strerror(-r));
+			snprintf(j->err, sizeof(j->err),
+			    "cannot create state "
+			    "directory for %s: %s",
+			    s->state_path, strerror(-r));
 			break;
 		}
 		r = state_load(s->state_path, &j->st);
 		if (r == -ENOENT)
 			r = 0;
 		else if (r < 0)
-			snprintf(j->err, sizeof(j->err), "cannot read state %s: %s",
-			    s->state_path, r == -EINVAL ? "corrupt file" : strerror(-r));
+			snprintf(j->err, sizeof(j->err),
+			    "cannot read state %s: %s", s->state_path,
+			    r == -EINVAL ? "corrupt file" : strerror(-r));
 		break;
 	case JOB_RECONCILE:
 		r = maildir_scan(s->maildir, s->tag_mark, j->uidvalidity, &max);
@@ -268,17 +280,20 @@ job_work(uv_work_t *w)
 			    s->maildir, strerror(-r));
 			break;
 		}
-		if (max > j->st.last_uid || j->st.uidvalidity != j->uidvalidity) {
+		if (max > j->st.last_uid ||
+		    j->st.uidvalidity != j->uidvalidity) {
 			struct state_rec st = { j->uidvalidity,
-			    max > j->st.last_uid ? max : j->st.last_uid };
+				max > j->st.last_uid ? max : j->st.last_uid };
 
 			r = state_save(s->state_path, &st);
 			if (r < 0) {
-				snprintf(j->err, sizeof(j->err), "cannot save state %s: %s",
-				    s->state_path, strerror(-r));
+				snprintf(j->err, sizeof(j->err),
+				    "cannot save state %s: %s", s->state_path,
+				    strerror(-r));
 				break;
 			}
-			j->removed = max > j->st.last_uid ? max - j->st.last_uid : 0;
+			j->removed =
+			    max > j->st.last_uid ? max - j->st.last_uid : 0;
 			j->st = st;
 		}
 		break;
@@ -325,8 +340,8 @@ job_done_commit(struct session *s, struct job *j)
 		s->st = j->st;
 	if (j->result < 0) {
 		sync_batch_free(b);
-		session_fail(s, j->result, "%s; fetching stops until this is fixed",
-		    j->err);
+		session_fail(s, j->result,
+		    "%s; fetching stops until this is fixed", j->err);
 		return;
 	}
 	/* The state that records these messages is durable: act on the server. */
@@ -355,8 +370,10 @@ job_after(uv_work_t *w, int status)
 			return;
 		}
 		if (j->removed)
-			LOG(s, LOGL_INFO, "found %u UID(s) delivered before a restart; "
-			    "state updated", j->removed);
+			LOG(s, LOGL_INFO,
+			    "found %u UID(s) delivered before a restart; "
+			    "state updated",
+			    j->removed);
 		s->st = j->st;
 		s->reconciled = true;
 		if (s->conn_alive && s->state == S_RECONCILE)
@@ -402,7 +419,8 @@ sync_list_add(struct session *s, uint32_t uid, uint32_t size)
 			return;
 		if (s->nstale == s->capstale) {
 			s->capstale = s->capstale ? s->capstale * 2 : 64;
-			s->stale = xrealloc(s->stale, s->capstale * sizeof(*s->stale));
+			s->stale =
+			    xrealloc(s->stale, s->capstale * sizeof(*s->stale));
 		}
 		s->stale[s->nstale++] = uid;
 		return;
@@ -528,7 +546,8 @@ sync_start(struct session *s)
 	s->gap = false;
 	s->nlist = s->next_list = s->nstale = 0;
 	s->listing = true;
-	session_send_cmd(s, CMD_LIST, false, "UID FETCH %u:* (UID RFC822.SIZE)", from);
+	session_send_cmd(s, CMD_LIST, false, "UID FETCH %u:* (UID RFC822.SIZE)",
+	    from);
 }
 
 void
@@ -541,13 +560,16 @@ sync_fetch_body(struct session *s, const struct proto_resp *r)
 	 * UID, not the order, says which batch a body belongs to.
 	 */
 	for (b = s->bhead; b; b = b->next)
-		if (!b->complete && (r->has & HAS_UID) && bsearch(&r->uid, b->uids,
-		    b->n, sizeof(*b->uids), cmp_u32) != NULL)
+		if (!b->complete && (r->has & HAS_UID) &&
+		    bsearch(&r->uid, b->uids, b->n, sizeof(*b->uids),
+			cmp_u32) != NULL)
 			break;
 	s->cur_open = false;
 	if (b == NULL) {
-		LOG(s, LOGL_WARN, "ignoring a message body the client did not ask "
-		    "for (UID %u)", r->uid);
+		LOG(s, LOGL_WARN,
+		    "ignoring a message body the client did not ask "
+		    "for (UID %u)",
+		    r->uid);
 		maildir_discard(s->maildir, &s->cur);
 		return;
 	}
@@ -559,7 +581,6 @@ sync_fetch_body(struct session *s, const struct proto_resp *r)
 	s->cur.uid = r->uid;
 	b->files[b->nfiles++] = s->cur;
 }
-
 
 int
 sync_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size)
@@ -577,15 +598,15 @@ sync_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 		end--;
 	if (len < 2 || prefix[0] != '*' || end - prefix < 6 ||
 	    (strncasecmp(end - 6, "BODY[]", 6) != 0 &&
-	    (end - prefix < 6 || strncasecmp(end - 6, "RFC822", 6) != 0)))
+		(end - prefix < 6 || strncasecmp(end - 6, "RFC822", 6) != 0)))
 		return 0;
 	s->streaming = true;
 	if (s->state != S_SYNC || s->bhead == NULL)
-		return 1;		/* streamed to nowhere */
+		return 1; /* streamed to nowhere */
 	r = maildir_create(s->maildir, s->tag_mark, &s->cur);
 	if (r < 0) {
-		LOG(s, LOGL_ERROR, "cannot create a file in %s/tmp: %s", s->maildir,
-		    strerror(-r));
+		LOG(s, LOGL_ERROR, "cannot create a file in %s/tmp: %s",
+		    s->maildir, strerror(-r));
 		return r;
 	}
 	s->cur_open = true;

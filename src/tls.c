@@ -15,9 +15,9 @@
 #include "idlefetch/util.h"
 
 struct tls {
-	SSL	*ssl;
-	BIO	*in;	/* network -> OpenSSL */
-	BIO	*out;	/* OpenSSL -> network */
+	SSL *ssl;
+	BIO *in; /* network -> OpenSSL */
+	BIO *out; /* OpenSSL -> network */
 };
 
 static void
@@ -92,7 +92,7 @@ tls_free(struct tls *t)
 {
 	if (t == NULL)
 		return;
-	SSL_free(t->ssl);	/* frees both BIOs */
+	SSL_free(t->ssl); /* frees both BIOs */
 	free(t);
 }
 

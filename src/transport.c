@@ -14,33 +14,33 @@
 #include "idlefetch/transport.h"
 #include "idlefetch/util.h"
 
-#define KEEPALIVE_SECS	60
+#define KEEPALIVE_SECS 60
 
 struct transport {
-	uv_loop_t	*loop;
-	transport_cb	*cb;
-	void		*ud;
+	uv_loop_t *loop;
+	transport_cb *cb;
+	void *ud;
 	uv_getaddrinfo_t gai;
-	uv_connect_t	 creq;
-	uv_tcp_t	 tcp;
-	struct addrinfo	*ai, *next_ai;
-	struct tls	*tls;
-	int		 pending;	/* libuv operations not yet completed */
-	bool		 tcp_open;
-	bool		 resolving;
-	bool		 connected;
-	bool		 handshaking;
-	bool		 paused;
-	bool		 freed;
-	bool		 failed;
-	char		 rbuf[65536];
-	char		 pbuf[65536];
+	uv_connect_t creq;
+	uv_tcp_t tcp;
+	struct addrinfo *ai, *next_ai;
+	struct tls *tls;
+	int pending; /* libuv operations not yet completed */
+	bool tcp_open;
+	bool resolving;
+	bool connected;
+	bool handshaking;
+	bool paused;
+	bool freed;
+	bool failed;
+	char rbuf[65536];
+	char pbuf[65536];
 };
 
 struct write_req {
-	uv_write_t	 req;
+	uv_write_t req;
 	struct transport *t;
-	char		*buf;
+	char *buf;
 };
 
 static void try_connect(struct transport *t);
@@ -74,7 +74,7 @@ transport_new(uv_loop_t *loop, transport_cb *cb, void *ud)
 	t->loop = loop;
 	t->cb = cb;
 	t->ud = ud;
-	t->pending = 1;		/* the owner's reference */
+	t->pending = 1; /* the owner's reference */
 	return t;
 }
 
@@ -99,7 +99,8 @@ write_cb(uv_write_t *req, int status)
 	free(w->buf);
 	free(w);
 	if (status < 0 && status != UV_ECANCELED) {
-		snprintf(why, sizeof(why), "write failed: %s", uv_strerror(status));
+		snprintf(why, sizeof(why), "write failed: %s",
+		    uv_strerror(status));
 		fail(t, status, why);
 	}
 	release(t);
@@ -176,8 +177,9 @@ read_tls(struct transport *t)
 		if (n == 0)
 			break;
 		if (n < 0) {
-			fail(t, (int)n, n == UV_EOF ? "server closed the connection" :
-			    "TLS error while reading");
+			fail(t, (int)n,
+			    n == UV_EOF ? "server closed the connection" :
+					  "TLS error while reading");
 			return false;
 		}
 		t->cb(t->ud, TRANSPORT_DATA, t->pbuf, (size_t)n, 0, NULL);
@@ -197,8 +199,9 @@ read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (t->freed || t->failed)
 		return;
 	if (nread < 0) {
-		snprintf(why, sizeof(why), "%s", nread == UV_EOF ?
-		    "server closed the connection" : uv_strerror((int)nread));
+		snprintf(why, sizeof(why), "%s",
+		    nread == UV_EOF ? "server closed the connection" :
+				      uv_strerror((int)nread));
 		fail(t, (int)nread, why);
 		return;
 	}
@@ -229,7 +232,8 @@ connect_cb(uv_connect_t *req, int status)
 			release(t);
 			return;
 		}
-		snprintf(why, sizeof(why), "connect failed: %s", uv_strerror(status));
+		snprintf(why, sizeof(why), "connect failed: %s",
+		    uv_strerror(status));
 		fail(t, status, why);
 		release(t);
 		return;
@@ -296,7 +300,8 @@ int
 transport_connect(struct transport *t, const char *host, unsigned port)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC,
-	    .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG };
+		.ai_socktype = SOCK_STREAM,
+		.ai_flags = AI_ADDRCONFIG };
 	char service[8];
 	int r;
 

@@ -13,34 +13,34 @@
 enum tls_mode { TLS_MODE_IMPLICIT, TLS_MODE_STARTTLS, TLS_MODE_NONE };
 enum after_mode { AFTER_KEEP, AFTER_DELETE, AFTER_MOVE };
 
-#define CONFIG_DEFAULT_PATH	"/etc/idlefetch/idlefetch.conf"
-#define CONFIG_DEFAULT_STATE	"/var/lib/idlefetch"
+#define CONFIG_DEFAULT_PATH "/etc/idlefetch/idlefetch.conf"
+#define CONFIG_DEFAULT_STATE "/var/lib/idlefetch"
 
 struct account {
-	char		*name;
-	char		*host;
-	unsigned	 port;
-	enum tls_mode	 tls;
-	char		*username;
-	char		*password;	/* secret: wiped on free, never printed */
-	char		*ca_file;	/* NULL: the system trust store */
-	char		**folders;
-	size_t		 nfolders;
-	char		*maildir;
-	enum after_mode	 after;
-	char		*move_to;	/* AFTER_MOVE only */
-	int		 idle;		/* 1: IDLE when offered, 0: always poll */
-	unsigned	 poll_interval;	/* seconds */
-	unsigned	 idle_refresh;	/* seconds */
-	unsigned	 timeout;	/* seconds to wait for any answer */
+	char *name;
+	char *host;
+	unsigned port;
+	enum tls_mode tls;
+	char *username;
+	char *password; /* secret: wiped on free, never printed */
+	char *ca_file; /* NULL: the system trust store */
+	char **folders;
+	size_t nfolders;
+	char *maildir;
+	enum after_mode after;
+	char *move_to; /* AFTER_MOVE only */
+	int idle; /* 1: IDLE when offered, 0: always poll */
+	unsigned poll_interval; /* seconds */
+	unsigned idle_refresh; /* seconds */
+	unsigned timeout; /* seconds to wait for any answer */
 };
 
 struct config {
-	char		*source;	/* file path, or "environment" */
-	char		*state_dir;
-	enum log_target	 log;
-	struct account	*accounts;
-	size_t		 naccounts;
+	char *source; /* file path, or "environment" */
+	char *state_dir;
+	enum log_target log;
+	struct account *accounts;
+	size_t naccounts;
 };
 
 /*
@@ -48,20 +48,20 @@ struct config {
  * "FILE:LINE: key 'K': problem" into err. On success *out is owned by the
  * caller (config_free).
  */
-int	config_load_file(const char *path, struct config **out, char *err,
-	    size_t errlen);
+int config_load_file(const char *path, struct config **out, char *err,
+    size_t errlen);
 /* Builds a one-account config from IDLEFETCH_* variables (see README). */
-int	config_load_env(struct config **out, char *err, size_t errlen);
-void	config_free(struct config *cfg);
+int config_load_env(struct config **out, char *err, size_t errlen);
+void config_free(struct config *cfg);
 /* Prints the effective configuration with the password masked. */
-void	config_print(const struct config *cfg, FILE *fp);
+void config_print(const struct config *cfg, FILE *fp);
 
 /*
  * Maildir directory for a folder: the account's maildir for INBOX, a
  * Maildir++ subfolder (".A.B") for anything else. Caller frees.
  */
-char	*config_folder_maildir(const struct account *a, const char *folder);
+char *config_folder_maildir(const struct account *a, const char *folder);
 /* File-name-safe, collision-free encoding of a folder name. Caller frees. */
-char	*config_folder_key(const char *folder);
+char *config_folder_key(const char *folder);
 
 #endif

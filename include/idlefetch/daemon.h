@@ -13,6 +13,6 @@
  * account: only that account (NULL: all). once: sync once and return.
  * Returns the process exit code: 0 all fine, 1 some account failed.
  */
-int	daemon_run(const struct config *cfg, const char *account, bool once);
+int daemon_run(const struct config *cfg, const char *account, bool once);
 
 #endif

@@ -11,9 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FRAMER_MAX_LINE		(64 * 1024)	/* one line, without literals */
-#define FRAMER_MAX_UNIT		(1024 * 1024)	/* a buffered unit, all in */
-#define FRAMER_MAX_LITERAL	(2ULL * 1024 * 1024 * 1024)	/* streamed */
+#define FRAMER_MAX_LINE (64 * 1024) /* one line, without literals */
+#define FRAMER_MAX_UNIT (1024 * 1024) /* a buffered unit, all in */
+#define FRAMER_MAX_LITERAL (2ULL * 1024 * 1024 * 1024) /* streamed */
 
 struct framer_ops {
 	/*
@@ -21,33 +21,33 @@ struct framer_ops {
 	 * including the "{n}\r\n". Return 1 to stream it to literal_data,
 	 * 0 to keep it in the unit, or a negative error.
 	 */
-	int	(*literal_begin)(void *ud, const char *prefix, size_t len,
-		    uint64_t size);
-	int	(*literal_data)(void *ud, const char *p, size_t n);
-	int	(*literal_end)(void *ud);
+	int (*literal_begin)(void *ud, const char *prefix, size_t len,
+	    uint64_t size);
+	int (*literal_data)(void *ud, const char *p, size_t n);
+	int (*literal_end)(void *ud);
 	/*
 	 * A complete unit, CRLF included. Return 0 to go on, a positive value
 	 * to stop feeding the rest of the current buffer (framer_push returns
 	 * it), or a negative error.
 	 */
-	int	(*unit)(void *ud, const char *p, size_t n);
+	int (*unit)(void *ud, const char *p, size_t n);
 };
 
 struct framer;
 
 /* ops and ud are borrowed and must outlive the framer. */
-struct framer	*framer_new(const struct framer_ops *ops, void *ud);
-void		 framer_free(struct framer *f);
+struct framer *framer_new(const struct framer_ops *ops, void *ud);
+void framer_free(struct framer *f);
 /* Forgets any partial unit (after STARTTLS, on reconnect). */
-void		 framer_reset(struct framer *f);
+void framer_reset(struct framer *f);
 /*
  * Feeds n bytes. Returns 0 when all were consumed, the positive value a
  * unit callback returned (the rest of p is dropped), or a negative error:
  * -EMSGSIZE for an over-long line, unit or literal, IDLEFETCH_EPROTO for a
  * malformed literal, or whatever a callback returned.
  */
-int		 framer_push(struct framer *f, const char *p, size_t n);
+int framer_push(struct framer *f, const char *p, size_t n);
 /* 1 while a streamed literal is being received. */
-int		 framer_in_literal(const struct framer *f);
+int framer_in_literal(const struct framer *f);
 
 #endif

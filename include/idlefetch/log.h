@@ -9,10 +9,10 @@
 enum log_level { LOGL_ERROR, LOGL_WARN, LOGL_INFO, LOGL_DEBUG };
 enum log_target { LOG_TARGET_STDERR, LOG_TARGET_SYSLOG, LOG_TARGET_JSON };
 
-void	log_init(enum log_level max, enum log_target target);
-int	log_enabled(enum log_level level);
+void log_init(enum log_level max, enum log_target target);
+int log_enabled(enum log_level level);
 /* account and folder may be NULL. */
-void	log_msg(enum log_level level, const char *account, const char *folder,
-	    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void log_msg(enum log_level level, const char *account, const char *folder,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 #endif

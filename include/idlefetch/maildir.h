@@ -16,53 +16,53 @@
 #include <stdint.h>
 
 struct maildir_file {
-	int		 fd;
-	char		 base[96];	/* unique part, without host */
-	uint64_t	 bytes;		/* bytes written, after CRLF -> LF */
-	uint32_t	 uid;		/* set by the owner once known */
-	bool		 synced;	/* data durable (maildir_sync_files) */
+	int fd;
+	char base[96]; /* unique part, without host */
+	uint64_t bytes; /* bytes written, after CRLF -> LF */
+	uint32_t uid; /* set by the owner once known */
+	bool synced; /* data durable (maildir_sync_files) */
 };
 
 /* Batches at least this big are made durable with one syncfs(). */
-#define MAILDIR_SYNCFS_MIN	4
+#define MAILDIR_SYNCFS_MIN 4
 
 /* Buffers writes and carries a CR across chunk boundaries. */
 struct maildir_writer {
-	size_t		 len;
-	bool		 cr;
-	char		 buf[32768];
+	size_t len;
+	bool cr;
+	char buf[32768];
 };
 
 /* Tag for an account+folder pair: 8 hex digits in every file name. */
 uint32_t maildir_tag(const char *account, const char *folder);
 /* Creates dir/{tmp,new,cur} and missing parents (mode 0700). */
-int	maildir_prepare(const char *dir);
+int maildir_prepare(const char *dir);
 /* Removes tmp/ files this tag left behind (a crash mid-message). */
-int	maildir_clean_tmp(const char *dir, uint32_t tag, unsigned *removed);
+int maildir_clean_tmp(const char *dir, uint32_t tag, unsigned *removed);
 /*
  * Finds the highest UID already delivered for tag and uidvalidity in new/
  * and cur/ (0 when none).
  */
-int	maildir_scan(const char *dir, uint32_t tag, uint32_t uidvalidity,
-	    uint32_t *max_uid);
+int maildir_scan(const char *dir, uint32_t tag, uint32_t uidvalidity,
+    uint32_t *max_uid);
 /* Opens a new file in tmp/. */
-int	maildir_create(const char *dir, uint32_t tag, struct maildir_file *f);
+int maildir_create(const char *dir, uint32_t tag, struct maildir_file *f);
 /* Appends message bytes, turning CRLF into LF. */
-int	maildir_write(struct maildir_file *f, struct maildir_writer *w,
-	    const char *p, size_t n);
+int maildir_write(struct maildir_file *f, struct maildir_writer *w,
+    const char *p, size_t n);
 /* Writes out what the writer holds; the message is complete. */
-int	maildir_flush(struct maildir_file *f, struct maildir_writer *w);
+int maildir_flush(struct maildir_file *f, struct maildir_writer *w);
 /*
  * Makes the data of n files on one filesystem durable at once (for
  * n >= MAILDIR_SYNCFS_MIN; smaller batches are fsynced by maildir_commit).
  */
-int	maildir_sync_files(struct maildir_file *files, size_t n);
+int maildir_sync_files(struct maildir_file *files, size_t n);
 /* fsync (unless synced), close and rename into new/ under the final name. */
-int	maildir_commit(const char *dir, struct maildir_file *f,
-	    uint32_t uidvalidity, uint32_t uid);
+int maildir_commit(const char *dir, struct maildir_file *f,
+    uint32_t uidvalidity, uint32_t uid);
 /* fsync dir/new so the renames are durable. */
-int	maildir_sync_new(const char *dir);
+int maildir_sync_new(const char *dir);
 /* Closes and removes an uncommitted file. */
-void	maildir_discard(const char *dir, struct maildir_file *f);
+void maildir_discard(const char *dir, struct maildir_file *f);
 
 #endif

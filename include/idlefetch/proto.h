@@ -10,43 +10,54 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum proto_kind { PROTO_CONTINUE, PROTO_UNTAGGED, PROTO_TAGGED, PROTO_GREETING };
-enum proto_status { PROTO_NONE, PROTO_OK, PROTO_NO, PROTO_BAD, PROTO_BYE,
-	PROTO_PREAUTH };
+enum proto_kind {
+	PROTO_CONTINUE,
+	PROTO_UNTAGGED,
+	PROTO_TAGGED,
+	PROTO_GREETING
+};
+enum proto_status {
+	PROTO_NONE,
+	PROTO_OK,
+	PROTO_NO,
+	PROTO_BAD,
+	PROTO_BYE,
+	PROTO_PREAUTH
+};
 
 /* Capability bits. */
-#define CAP_IMAP4REV1		(1u << 0)
-#define CAP_IDLE		(1u << 1)
-#define CAP_STARTTLS		(1u << 2)
-#define CAP_LOGINDISABLED	(1u << 3)
-#define CAP_AUTH_PLAIN		(1u << 4)
-#define CAP_SASL_IR		(1u << 5)
-#define CAP_UIDPLUS		(1u << 6)
-#define CAP_MOVE		(1u << 7)
-#define CAP_LITERALPLUS		(1u << 8)
+#define CAP_IMAP4REV1 (1u << 0)
+#define CAP_IDLE (1u << 1)
+#define CAP_STARTTLS (1u << 2)
+#define CAP_LOGINDISABLED (1u << 3)
+#define CAP_AUTH_PLAIN (1u << 4)
+#define CAP_SASL_IR (1u << 5)
+#define CAP_UIDPLUS (1u << 6)
+#define CAP_MOVE (1u << 7)
+#define CAP_LITERALPLUS (1u << 8)
 
 /* Bits in proto_resp.has. */
-#define HAS_CAPS	(1u << 0)
-#define HAS_UIDVALIDITY	(1u << 1)
-#define HAS_UIDNEXT	(1u << 2)
-#define HAS_EXISTS	(1u << 3)
-#define HAS_FETCH	(1u << 4)
-#define HAS_EXPUNGE	(1u << 5)
-#define HAS_UID		(1u << 6)
-#define HAS_SIZE	(1u << 7)
-#define HAS_BODY	(1u << 8)
-#define HAS_READONLY	(1u << 9)
+#define HAS_CAPS (1u << 0)
+#define HAS_UIDVALIDITY (1u << 1)
+#define HAS_UIDNEXT (1u << 2)
+#define HAS_EXISTS (1u << 3)
+#define HAS_FETCH (1u << 4)
+#define HAS_EXPUNGE (1u << 5)
+#define HAS_UID (1u << 6)
+#define HAS_SIZE (1u << 7)
+#define HAS_BODY (1u << 8)
+#define HAS_READONLY (1u << 9)
 
 struct proto_resp {
-	enum proto_kind	  kind;
-	enum proto_status status;	/* tagged, greeting, untagged OK/NO/BAD/BYE */
-	char		  tag[32];
-	char		  text[256];	/* human-readable text, for logs */
-	unsigned	  has;
-	uint32_t	  caps;
-	uint32_t	  uidvalidity, uidnext, exists;
-	uint32_t	  seq;		/* FETCH or EXPUNGE message number */
-	uint32_t	  uid, size;
+	enum proto_kind kind;
+	enum proto_status status; /* tagged, greeting, untagged OK/NO/BAD/BYE */
+	char tag[32];
+	char text[256]; /* human-readable text, for logs */
+	unsigned has;
+	uint32_t caps;
+	uint32_t uidvalidity, uidnext, exists;
+	uint32_t seq; /* FETCH or EXPUNGE message number */
+	uint32_t uid, size;
 };
 
 /*
@@ -54,20 +65,20 @@ struct proto_resp {
  * connection. Returns 0, or IDLEFETCH_EPROTO if the unit cannot be parsed;
  * for tagged and BYE lines a minimal reading is still filled in then.
  */
-int	proto_parse(const char *unit, size_t len, bool greeting,
-	    struct proto_resp *out);
+int proto_parse(const char *unit, size_t len, bool greeting,
+    struct proto_resp *out);
 
 /*
  * Writes s as an IMAP quoted string into dst. Returns -EINVAL if s holds
  * bytes a quoted string cannot carry (CR, LF, NUL, 8-bit), -ENOSPC if dst
  * is too small.
  */
-int	proto_quote(char *dst, size_t cap, const char *s);
+int proto_quote(char *dst, size_t cap, const char *s);
 
 /*
  * Writes the sorted UIDs as a compact sequence set ("1:5,9,12:13") into
  * dst. Returns the length, or -ENOSPC.
  */
-int	proto_uid_set(char *dst, size_t cap, const uint32_t *uids, size_t n);
+int proto_uid_set(char *dst, size_t cap, const uint32_t *uids, size_t n);
 
 #endif

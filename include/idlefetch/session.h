@@ -19,23 +19,23 @@ struct session;
 typedef void session_done_cb(struct session *s, void *ud, bool ok);
 
 struct session_opts {
-	const struct account *acct;	/* borrowed, must outlive the session */
-	const char	*folder;	/* borrowed */
-	const char	*state_dir;	/* borrowed */
-	SSL_CTX		*ssl_ctx;	/* borrowed; NULL when tls = none */
-	bool		 once;		/* sync once, then LOGOUT and finish */
-	session_done_cb	*done;
-	void		*ud;
+	const struct account *acct; /* borrowed, must outlive the session */
+	const char *folder; /* borrowed */
+	const char *state_dir; /* borrowed */
+	SSL_CTX *ssl_ctx; /* borrowed; NULL when tls = none */
+	bool once; /* sync once, then LOGOUT and finish */
+	session_done_cb *done;
+	void *ud;
 };
 
-struct session	*session_new(uv_loop_t *loop, const struct session_opts *o);
-void		 session_start(struct session *s);
+struct session *session_new(uv_loop_t *loop, const struct session_opts *o);
+void session_start(struct session *s);
 /*
  * Graceful stop: the message being received is finished and committed,
  * state saved, LOGOUT sent; then the done callback runs.
  */
-void		 session_stop(struct session *s);
+void session_stop(struct session *s);
 /* Only after the done callback. */
-void		 session_free(struct session *s);
+void session_free(struct session *s);
 
 #endif

@@ -17,30 +17,30 @@ struct tls;
  * A client context: TLS >= 1.2, peer verification on, trust from ca_file
  * or (NULL) the system store. The caller owns the result (SSL_CTX_free).
  */
-SSL_CTX		*tls_ctx_new(const char *ca_file, char *err, size_t errlen);
+SSL_CTX *tls_ctx_new(const char *ca_file, char *err, size_t errlen);
 
 /* host is used for SNI and the certificate name check. ctx is borrowed. */
-struct tls	*tls_new(SSL_CTX *ctx, const char *host);
-void		 tls_free(struct tls *t);
+struct tls *tls_new(SSL_CTX *ctx, const char *host);
+void tls_free(struct tls *t);
 
 /*
  * Advances the handshake. Returns 0 when done, 1 when it needs more
  * input, or IDLEFETCH_ETLS with a one-line reason in err.
  */
-int		 tls_handshake(struct tls *t, char *err, size_t errlen);
+int tls_handshake(struct tls *t, char *err, size_t errlen);
 /* Hands ciphertext received from the network to OpenSSL. */
-void		 tls_feed(struct tls *t, const char *p, size_t n);
+void tls_feed(struct tls *t, const char *p, size_t n);
 /*
  * Decrypts into buf. Returns bytes, 0 when nothing more is available,
  * -EOF-like UV_EOF when the peer closed TLS, or IDLEFETCH_ETLS.
  */
-ssize_t		 tls_read(struct tls *t, char *buf, size_t cap);
+ssize_t tls_read(struct tls *t, char *buf, size_t cap);
 /* Encrypts n bytes; the ciphertext waits for tls_take(). */
-int		 tls_write(struct tls *t, const char *p, size_t n);
+int tls_write(struct tls *t, const char *p, size_t n);
 /*
  * Moves all pending ciphertext into a new buffer (*out, owned by the
  * caller). Returns its length; 0 (and *out NULL) when there is none.
  */
-size_t		 tls_take(struct tls *t, char **out);
+size_t tls_take(struct tls *t, char **out);
 
 #endif

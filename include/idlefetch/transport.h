@@ -13,10 +13,10 @@
 #include <uv.h>
 
 enum transport_event {
-	TRANSPORT_CONNECTED,	/* TCP is up */
-	TRANSPORT_TLS_READY,	/* handshake done and peer verified */
-	TRANSPORT_DATA,		/* plaintext in data/len */
-	TRANSPORT_ERROR,	/* err and why set; the connection is unusable */
+	TRANSPORT_CONNECTED, /* TCP is up */
+	TRANSPORT_TLS_READY, /* handshake done and peer verified */
+	TRANSPORT_DATA, /* plaintext in data/len */
+	TRANSPORT_ERROR, /* err and why set; the connection is unusable */
 };
 
 /*
@@ -30,15 +30,15 @@ struct transport;
 
 struct transport *transport_new(uv_loop_t *loop, transport_cb *cb, void *ud);
 /* Resolves host without blocking and connects to each address in turn. */
-int	transport_connect(struct transport *t, const char *host, unsigned port);
+int transport_connect(struct transport *t, const char *host, unsigned port);
 /* Starts a TLS handshake on the connected socket. ctx is borrowed. */
-int	transport_start_tls(struct transport *t, SSL_CTX *ctx, const char *host);
+int transport_start_tls(struct transport *t, SSL_CTX *ctx, const char *host);
 /* Queues bytes (copied). Errors arrive as TRANSPORT_ERROR. */
-int	transport_write(struct transport *t, const char *p, size_t n);
+int transport_write(struct transport *t, const char *p, size_t n);
 /* Stops or resumes reading from the socket (backpressure). */
-void	transport_pause(struct transport *t, bool pause);
-bool	transport_is_tls(const struct transport *t);
+void transport_pause(struct transport *t, bool pause);
+bool transport_is_tls(const struct transport *t);
 /* No callback is made after this; memory goes once libuv is done with it. */
-void	transport_free(struct transport *t);
+void transport_free(struct transport *t);
 
 #endif

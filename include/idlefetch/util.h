@@ -10,35 +10,35 @@
 #include <stdint.h>
 
 /* Our own error codes, used where no errno fits. Always negative. */
-#define IDLEFETCH_EPROTO	(-20001)	/* server broke the protocol */
-#define IDLEFETCH_EAUTH		(-20002)	/* login rejected */
-#define IDLEFETCH_ETLS		(-20003)	/* TLS handshake or verification failed */
-#define IDLEFETCH_ECAPA		(-20004)	/* server lacks a required capability */
+#define IDLEFETCH_EPROTO (-20001) /* server broke the protocol */
+#define IDLEFETCH_EAUTH (-20002) /* login rejected */
+#define IDLEFETCH_ETLS (-20003) /* TLS handshake or verification failed */
+#define IDLEFETCH_ECAPA (-20004) /* server lacks a required capability */
 
-#define ARRAY_LEN(a)	(sizeof(a) / sizeof((a)[0]))
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-void	*xmalloc(size_t n);
-void	*xcalloc(size_t nmemb, size_t n);
-void	*xrealloc(void *p, size_t n);
-char	*xstrdup(const char *s);
-char	*xstrndup(const char *s, size_t n);
+void *xmalloc(size_t n);
+void *xcalloc(size_t nmemb, size_t n);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
 /* Returns a newly allocated string; the caller owns it. */
-char	*xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-void	 fatal(const char *fmt, ...)
-	    __attribute__((noreturn, format(printf, 1, 2)));
+void
+fatal(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
 /* Wipes and frees a secret; NULL is fine. */
-void	 secret_free(char *s);
+void secret_free(char *s);
 
 /* Parses a decimal number in [min, max]; 0 or -EINVAL / -ERANGE. */
-int	 parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
 /* Creates path and its missing parents (mode 0700); 0 or -errno. */
-int	 mkdir_p(const char *path);
+int mkdir_p(const char *path);
 
 /* fsync()s a directory so that renames in it are durable; 0 or -errno. */
-int	 fsync_dir(const char *dir);
+int fsync_dir(const char *dir);
 
 /* 32-bit FNV-1a over n bytes, continuing from h (start with 2166136261). */
 uint32_t fnv1a(uint32_t h, const void *p, size_t n);

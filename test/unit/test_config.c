@@ -15,15 +15,14 @@
 
 static char path[] = "/tmp/idlefetch-config-test-XXXXXX";
 
-static const char *base =
-    "[global]\n"
-    "state_dir = /var/lib/x\n"
-    "\n"
-    "[account work]\n"
-    "host = imap.example.org\n"
-    "username = alice\n"
-    "password = s3cret\n"
-    "maildir = /srv/mail\n";
+static const char *base = "[global]\n"
+			  "state_dir = /var/lib/x\n"
+			  "\n"
+			  "[account work]\n"
+			  "host = imap.example.org\n"
+			  "username = alice\n"
+			  "password = s3cret\n"
+			  "maildir = /srv/mail\n";
 
 static void
 write_conf(const char *text)
@@ -95,9 +94,11 @@ test_all_keys_are_read(void **state)
 	const struct account *a;
 
 	assert_int_equal(load("tls = starttls ; inline comment\n"
-	    "folders = INBOX, Lists/dev , Sent\nafter = move:Archive\n"
-	    "idle = off\npoll_interval = 30\nidle_refresh = 300\n"
-	    "ca_file = /etc/ca.pem\n", err, sizeof(err), &cfg), 0);
+			      "folders = INBOX, Lists/dev , Sent\nafter = move:Archive\n"
+			      "idle = off\npoll_interval = 30\nidle_refresh = 300\n"
+			      "ca_file = /etc/ca.pem\n",
+			     err, sizeof(err), &cfg),
+	    0);
 	a = &cfg->accounts[0];
 	assert_int_equal(a->port, 143);
 	assert_int_equal(a->tls, TLS_MODE_STARTTLS);
@@ -115,7 +116,8 @@ test_all_keys_are_read(void **state)
 static void
 test_value_errors_name_file_line_and_key(void **state)
 {
-	expect_error("port = abc\n", 9, "key 'port': 'abc' is not a number in 1..65535");
+	expect_error("port = abc\n", 9,
+	    "key 'port': 'abc' is not a number in 1..65535");
 	expect_error("port = 0\n", 9, "key 'port'");
 	expect_error("port = 70000\n", 9, "key 'port'");
 	expect_error("port = 99999999999999999999999\n", 9, "key 'port'");
@@ -133,19 +135,24 @@ test_value_errors_name_file_line_and_key(void **state)
 static void
 test_unknown_and_duplicate_keys_are_errors(void **state)
 {
-	expect_error("hots = x\n", 9, "key 'hots': unknown key in [account work]");
+	expect_error("hots = x\n", 9,
+	    "key 'hots': unknown key in [account work]");
 	expect_error("host = other\n", 9, "key 'host': given twice");
-	expect_error("[global]\nstate_dir = /a\n", 10, "key 'state_dir': given twice");
-	expect_error("[global]\nuser = x\n", 10, "key 'user': unknown key in [global]");
+	expect_error("[global]\nstate_dir = /a\n", 10,
+	    "key 'state_dir': given twice");
+	expect_error("[global]\nuser = x\n", 10,
+	    "key 'user': unknown key in [global]");
 	expect_error("[global]\nlog = file\n", 10, "key 'log'");
 	expect_error("[globl]\nx = 1\n", 10, "unknown section [globl]");
-	expect_error("[account bad/name]\nhost = x\n", 10, "invalid account name");
+	expect_error("[account bad/name]\nhost = x\n", 10,
+	    "invalid account name");
 }
 
 static void
 test_folder_names_that_escape_the_maildir_are_refused(void **state)
 {
-	expect_error("folders = ../etc\n", 9, "key 'folders': invalid folder name");
+	expect_error("folders = ../etc\n", 9,
+	    "key 'folders': invalid folder name");
 	expect_error("folders = /abs\n", 9, "key 'folders'");
 	expect_error("folders = a//b\n", 9, "key 'folders'");
 	expect_error("folders = a/../b\n", 9, "key 'folders'");
@@ -166,12 +173,14 @@ test_missing_and_conflicting_keys_name_the_section(void **state)
 
 	write_conf("[account a]\nhost = h\nusername = u\npassword = p\n");
 	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
-	assert_non_null(strstr(err, ":1: key 'maildir': missing in [account a]"));
+	assert_non_null(
+	    strstr(err, ":1: key 'maildir': missing in [account a]"));
 	write_conf("[account a]\nhost = h\nusername = u\nmaildir = /m\n");
 	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
-	assert_non_null(strstr(err, ":1: key 'password': [account a] needs exactly one"));
+	assert_non_null(
+	    strstr(err, ":1: key 'password': [account a] needs exactly one"));
 	write_conf("[account a]\nhost = h\nusername = u\nmaildir = /m\n"
-	    "password = p\npassword_command = echo p\n");
+		   "password = p\npassword_command = echo p\n");
 	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
 	assert_non_null(strstr(err, "needs exactly one"));
 	write_conf("[global]\nstate_dir = /x\n");
@@ -179,7 +188,8 @@ test_missing_and_conflicting_keys_name_the_section(void **state)
 	assert_non_null(strstr(err, "no [account NAME] section"));
 	write_conf("[account a]\nmaildir = relative/dir\n");
 	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
-	assert_non_null(strstr(err, ":2: key 'maildir': 'relative/dir' is not an absolute path"));
+	assert_non_null(strstr(err,
+	    ":2: key 'maildir': 'relative/dir' is not an absolute path"));
 	write_conf("[global]\nstate_dir = var\n");
 	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
 	assert_non_null(strstr(err, ":2: key 'state_dir'"));
@@ -205,7 +215,8 @@ test_missing_file_is_named(void **state)
 	char err[512];
 
 	assert_int_equal(config_load_file("/nonexistent/idlefetch.conf", &cfg,
-	    err, sizeof(err)), -ENOENT);
+			     err, sizeof(err)),
+	    -ENOENT);
 	assert_non_null(strstr(err, "/nonexistent/idlefetch.conf"));
 }
 
@@ -216,7 +227,8 @@ test_variables_are_expanded(void **state)
 	char err[512], text[1024];
 
 	setenv("IDLEFETCH_TEST_PW", "from-env", 1);
-	snprintf(text, sizeof(text), "[account a]\nhost = h\nusername = u\n"
+	snprintf(text, sizeof(text),
+	    "[account a]\nhost = h\nusername = u\n"
 	    "maildir = /m/${IDLEFETCH_TEST_PW}\npassword = ${IDLEFETCH_TEST_PW}\n");
 	write_conf(text);
 	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
@@ -233,9 +245,10 @@ test_unset_variable_is_an_error(void **state)
 
 	unsetenv("IDLEFETCH_TEST_UNSET");
 	write_conf("[account a]\nhost = h\nusername = u\nmaildir = /m\n"
-	    "password = ${IDLEFETCH_TEST_UNSET}\n");
+		   "password = ${IDLEFETCH_TEST_UNSET}\n");
 	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
-	assert_non_null(strstr(err, ":5: key 'password': environment variable "
+	assert_non_null(strstr(err,
+	    ":5: key 'password': environment variable "
 	    "IDLEFETCH_TEST_UNSET is not set"));
 	write_conf("[account a]\nhost = ${oops\n");
 	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
@@ -252,8 +265,10 @@ test_password_file_and_command(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, "filepw\nignored\n", 15), 15);
 	close(fd);
-	snprintf(text, sizeof(text), "[account a]\nhost = h\nusername = u\n"
-	    "maildir = /m\npassword_file = %s\n", pw);
+	snprintf(text, sizeof(text),
+	    "[account a]\nhost = h\nusername = u\n"
+	    "maildir = /m\npassword_file = %s\n",
+	    pw);
 	write_conf(text);
 	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
 	assert_string_equal(cfg->accounts[0].password, "filepw");
@@ -263,14 +278,15 @@ test_password_file_and_command(void **state)
 	assert_non_null(strstr(err, ":5: key 'password_file': cannot read"));
 
 	write_conf("[account a]\nhost = h\nusername = u\nmaildir = /m\n"
-	    "password_command = printf 'cmdpw\\n'\n");
+		   "password_command = printf 'cmdpw\\n'\n");
 	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
 	assert_string_equal(cfg->accounts[0].password, "cmdpw");
 	config_free(cfg);
 	write_conf("[account a]\nhost = h\nusername = u\nmaildir = /m\n"
-	    "password_command = exit 3\n");
+		   "password_command = exit 3\n");
 	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
-	assert_non_null(strstr(err, "key 'password_command': command failed "
+	assert_non_null(strstr(err,
+	    "key 'password_command': command failed "
 	    "(exit status 3)"));
 }
 
@@ -349,8 +365,10 @@ main(void)
 		cmocka_unit_test(test_all_keys_are_read),
 		cmocka_unit_test(test_value_errors_name_file_line_and_key),
 		cmocka_unit_test(test_unknown_and_duplicate_keys_are_errors),
-		cmocka_unit_test(test_folder_names_that_escape_the_maildir_are_refused),
-		cmocka_unit_test(test_missing_and_conflicting_keys_name_the_section),
+		cmocka_unit_test(
+		    test_folder_names_that_escape_the_maildir_are_refused),
+		cmocka_unit_test(
+		    test_missing_and_conflicting_keys_name_the_section),
 		cmocka_unit_test(test_syntax_errors_and_long_lines),
 		cmocka_unit_test(test_missing_file_is_named),
 		cmocka_unit_test(test_variables_are_expanded),

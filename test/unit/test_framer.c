@@ -15,10 +15,10 @@
 
 /* Records every callback as text so runs can be compared. */
 struct rec {
-	char	 log[65536];
-	size_t	 len;
-	int	 stop_after;	/* unit callback returns 1 at this unit */
-	int	 units;
+	char log[65536];
+	size_t len;
+	int stop_after; /* unit callback returns 1 at this unit */
+	int units;
 };
 
 static void
@@ -152,10 +152,13 @@ push_one(const char *s)
 static void
 test_absurd_literal_sizes_are_rejected(void **state)
 {
-	assert_int_equal(push_one("* 1 FETCH (BODY[] {99999999999999999999999}\r\n"),
+	assert_int_equal(push_one(
+			     "* 1 FETCH (BODY[] {99999999999999999999999}\r\n"),
 	    -EMSGSIZE);
-	assert_int_equal(push_one("* 1 FETCH (BODY[] {4294967296}\r\n"), -EMSGSIZE);
-	assert_int_equal(push_one("* 1 FETCH (BODY[] {18446744073709551615}\r\n"),
+	assert_int_equal(push_one("* 1 FETCH (BODY[] {4294967296}\r\n"),
+	    -EMSGSIZE);
+	assert_int_equal(push_one(
+			     "* 1 FETCH (BODY[] {18446744073709551615}\r\n"),
 	    -EMSGSIZE);
 	/* A literal that is kept in memory is capped far lower. */
 	assert_int_equal(push_one("* LIST () \"/\" {2000000}\r\n"), -EMSGSIZE);
@@ -207,7 +210,8 @@ test_reset_drops_a_partial_unit(void **state)
 	struct rec r = { 0 };
 	struct framer *f = framer_new(&ops, &r);
 
-	assert_int_equal(framer_push(f, "* 1 FETCH (BODY[] {10}\r\nabc", 27), 0);
+	assert_int_equal(framer_push(f, "* 1 FETCH (BODY[] {10}\r\nabc", 27),
+	    0);
 	assert_int_equal(framer_in_literal(f), 1);
 	framer_reset(f);
 	assert_int_equal(framer_in_literal(f), 0);
@@ -222,11 +226,13 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_units_and_literals_in_one_push),
-		cmocka_unit_test(test_split_at_every_byte_boundary_gives_the_same_units),
+		cmocka_unit_test(
+		    test_split_at_every_byte_boundary_gives_the_same_units),
 		cmocka_unit_test(test_byte_by_byte_gives_the_same_units),
 		cmocka_unit_test(test_absurd_literal_sizes_are_rejected),
 		cmocka_unit_test(test_overlong_line_is_rejected),
-		cmocka_unit_test(test_unit_callback_can_stop_the_rest_of_the_buffer),
+		cmocka_unit_test(
+		    test_unit_callback_can_stop_the_rest_of_the_buffer),
 		cmocka_unit_test(test_bare_lf_is_treated_as_crlf),
 		cmocka_unit_test(test_reset_drops_a_partial_unit),
 	};

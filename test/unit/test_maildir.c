@@ -73,7 +73,7 @@ test_prepare_creates_tmp_new_cur_and_parents(void **state)
 	assert_int_equal(stat(path, &st), 0);
 	assert_true(S_ISDIR(st.st_mode));
 	assert_int_equal(st.st_mode & 0777, 0700);
-	assert_int_equal(maildir_prepare(dir), 0);	/* idempotent */
+	assert_int_equal(maildir_prepare(dir), 0); /* idempotent */
 }
 
 static void
@@ -116,7 +116,8 @@ test_large_message_is_written_in_chunks(void **state)
 	chunk[999] = '\n';
 	assert_int_equal(maildir_create(dir, 1, &f), 0);
 	for (int i = 0; i < 3000; i++)
-		assert_int_equal(maildir_write(&f, &w, chunk, sizeof(chunk)), 0);
+		assert_int_equal(maildir_write(&f, &w, chunk, sizeof(chunk)),
+		    0);
 	assert_int_equal(maildir_flush(&f, &w), 0);
 	assert_int_equal(maildir_commit(dir, &f, 1, 1), 0);
 	assert_int_equal(count("new", name, sizeof(name)), 1);
@@ -205,11 +206,12 @@ test_batch_is_synced_at_once_and_committed(void **state)
 		assert_false(f[i].synced);
 	}
 	assert_int_equal(maildir_sync_files(f, 1), 0);
-	assert_false(f[0].synced);	/* one file: fsync at commit instead */
+	assert_false(f[0].synced); /* one file: fsync at commit instead */
 	assert_int_equal(maildir_sync_files(f, MAILDIR_SYNCFS_MIN), 0);
 	for (size_t i = 0; i < MAILDIR_SYNCFS_MIN; i++) {
 		assert_true(f[i].synced);
-		assert_int_equal(maildir_commit(dir, &f[i], 1, (uint32_t)i + 1), 0);
+		assert_int_equal(maildir_commit(dir, &f[i], 1, (uint32_t)i + 1),
+		    0);
 	}
 	assert_int_equal(count("new", NULL, 0), MAILDIR_SYNCFS_MIN);
 	assert_int_equal(count("tmp", NULL, 0), 0);
@@ -218,8 +220,10 @@ test_batch_is_synced_at_once_and_committed(void **state)
 static void
 test_tags_differ_per_account_and_folder(void **state)
 {
-	assert_int_not_equal(maildir_tag("a", "INBOX"), maildir_tag("b", "INBOX"));
-	assert_int_not_equal(maildir_tag("a", "INBOX"), maildir_tag("a", "Sent"));
+	assert_int_not_equal(maildir_tag("a", "INBOX"),
+	    maildir_tag("b", "INBOX"));
+	assert_int_not_equal(maildir_tag("a", "INBOX"),
+	    maildir_tag("a", "Sent"));
 	assert_int_not_equal(maildir_tag("ab", "c"), maildir_tag("a", "bc"));
 	assert_int_equal(maildir_tag("a", "INBOX"), maildir_tag("a", "INBOX"));
 }
@@ -237,15 +241,23 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup(test_prepare_creates_tmp_new_cur_and_parents, setup),
-		cmocka_unit_test_setup(test_crlf_becomes_lf_across_chunks, setup),
-		cmocka_unit_test_setup(test_large_message_is_written_in_chunks, setup),
-		cmocka_unit_test_setup(test_scan_finds_the_highest_delivered_uid_for_tag_and_uidvalidity, setup),
-		cmocka_unit_test_setup(test_clean_tmp_removes_only_own_leftovers, setup),
-		cmocka_unit_test_setup(test_discard_removes_the_tmp_file, setup),
-		cmocka_unit_test_setup(test_batch_is_synced_at_once_and_committed, setup),
+		cmocka_unit_test_setup(test_prepare_creates_tmp_new_cur_and_parents,
+		    setup),
+		cmocka_unit_test_setup(test_crlf_becomes_lf_across_chunks,
+		    setup),
+		cmocka_unit_test_setup(test_large_message_is_written_in_chunks,
+		    setup),
+		cmocka_unit_test_setup(test_scan_finds_the_highest_delivered_uid_for_tag_and_uidvalidity,
+		    setup),
+		cmocka_unit_test_setup(test_clean_tmp_removes_only_own_leftovers,
+		    setup),
+		cmocka_unit_test_setup(test_discard_removes_the_tmp_file,
+		    setup),
+		cmocka_unit_test_setup(test_batch_is_synced_at_once_and_committed,
+		    setup),
 		cmocka_unit_test(test_tags_differ_per_account_and_folder),
-		cmocka_unit_test_setup(test_prepare_fails_where_no_directory_can_be, setup),
+		cmocka_unit_test_setup(test_prepare_fails_where_no_directory_can_be,
+		    setup),
 	};
 	char cmd[600];
 	int r;

@@ -23,18 +23,22 @@ test_greeting_with_capabilities(void **state)
 	struct proto_resp r;
 
 	assert_int_equal(parse("* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ "
-	    "STARTTLS AUTH=PLAIN AUTH=LOGIN IDLE] Dovecot ready.\r\n", true, &r), 0);
+			       "STARTTLS AUTH=PLAIN AUTH=LOGIN IDLE] Dovecot ready.\r\n",
+			     true, &r),
+	    0);
 	assert_int_equal(r.kind, PROTO_GREETING);
 	assert_int_equal(r.status, PROTO_OK);
 	assert_true(r.has & HAS_CAPS);
-	assert_int_equal(r.caps, CAP_IMAP4REV1 | CAP_SASL_IR | CAP_LITERALPLUS |
-	    CAP_STARTTLS | CAP_AUTH_PLAIN | CAP_IDLE);
+	assert_int_equal(r.caps,
+	    CAP_IMAP4REV1 | CAP_SASL_IR | CAP_LITERALPLUS | CAP_STARTTLS |
+		CAP_AUTH_PLAIN | CAP_IDLE);
 	assert_string_equal(r.text, "Dovecot ready.");
 	assert_int_equal(parse("* BYE too many connections\r\n", true, &r), 0);
 	assert_int_equal(r.status, PROTO_BYE);
 	assert_int_equal(parse("* PREAUTH welcome\r\n", true, &r), 0);
 	assert_int_equal(r.status, PROTO_PREAUTH);
-	assert_int_equal(parse("HTTP/1.1 400 Bad\r\n", true, &r), IDLEFETCH_EPROTO);
+	assert_int_equal(parse("HTTP/1.1 400 Bad\r\n", true, &r),
+	    IDLEFETCH_EPROTO);
 }
 
 static void
@@ -46,14 +50,17 @@ test_select_responses(void **state)
 	assert_true(r.has & HAS_EXISTS);
 	assert_int_equal(r.exists, 172);
 	assert_int_equal(parse("* OK [UIDVALIDITY 3857529045] UIDs valid\r\n",
-	    false, &r), 0);
+			     false, &r),
+	    0);
 	assert_true(r.has & HAS_UIDVALIDITY);
 	assert_int_equal(r.uidvalidity, 3857529045u);
 	assert_int_equal(parse("* OK [UIDNEXT 4392] Predicted next UID\r\n",
-	    false, &r), 0);
+			     false, &r),
+	    0);
 	assert_int_equal(r.uidnext, 4392);
 	assert_int_equal(parse("a3 OK [READ-ONLY] EXAMINE completed\r\n", false,
-	    &r), 0);
+			     &r),
+	    0);
 	assert_int_equal(r.kind, PROTO_TAGGED);
 	assert_string_equal(r.tag, "a3");
 	assert_true(r.has & HAS_READONLY);
@@ -68,16 +75,22 @@ test_fetch_with_streamed_body(void **state)
 	struct proto_resp r;
 
 	assert_int_equal(parse("* 12 FETCH (UID 4827 RFC822.SIZE 2048 BODY[] "
-	    "{0}\r\n)\r\n", false, &r), 0);
+			       "{0}\r\n)\r\n",
+			     false, &r),
+	    0);
 	assert_true(r.has & HAS_FETCH);
 	assert_true(r.has & HAS_BODY);
 	assert_int_equal(r.uid, 4827);
 	assert_int_equal(r.size, 2048);
 	assert_int_equal(r.seq, 12);
-	assert_int_equal(parse("* 1 FETCH (BODY[] {0}\r\n UID 9)\r\n", false, &r), 0);
+	assert_int_equal(parse("* 1 FETCH (BODY[] {0}\r\n UID 9)\r\n", false,
+			     &r),
+	    0);
 	assert_int_equal(r.uid, 9);
 	assert_true(r.has & HAS_BODY);
-	assert_int_equal(parse("* 2 FETCH (FLAGS (\\Seen) UID 10)\r\n", false, &r), 0);
+	assert_int_equal(parse("* 2 FETCH (FLAGS (\\Seen) UID 10)\r\n", false,
+			     &r),
+	    0);
 	assert_false(r.has & HAS_BODY);
 	assert_int_equal(r.uid, 10);
 }
@@ -88,14 +101,20 @@ test_tagged_results(void **state)
 	struct proto_resp r;
 
 	assert_int_equal(parse("a7 NO [AUTHENTICATIONFAILED] Authentication "
-	    "failed.\r\n", false, &r), 0);
+			       "failed.\r\n",
+			     false, &r),
+	    0);
 	assert_int_equal(r.status, PROTO_NO);
 	assert_string_equal(r.tag, "a7");
-	assert_int_equal(parse("a8 BAD Error in IMAP command\r\n", false, &r), 0);
+	assert_int_equal(parse("a8 BAD Error in IMAP command\r\n", false, &r),
+	    0);
 	assert_int_equal(r.status, PROTO_BAD);
 	assert_int_equal(parse("a2 OK [CAPABILITY IMAP4rev1 IDLE MOVE UIDPLUS] "
-	    "Logged in\r\n", false, &r), 0);
-	assert_int_equal(r.caps, CAP_IMAP4REV1 | CAP_IDLE | CAP_MOVE | CAP_UIDPLUS);
+			       "Logged in\r\n",
+			     false, &r),
+	    0);
+	assert_int_equal(r.caps,
+	    CAP_IMAP4REV1 | CAP_IDLE | CAP_MOVE | CAP_UIDPLUS);
 }
 
 static void
@@ -105,7 +124,8 @@ test_malformed_status_lines_keep_tag_and_status(void **state)
 
 	/* A number past 2^32 is an error, but the command still completes. */
 	assert_int_equal(parse("a9 OK [UIDVALIDITY 99999999999999] done\r\n",
-	    false, &r), IDLEFETCH_EPROTO);
+			     false, &r),
+	    IDLEFETCH_EPROTO);
 	assert_int_equal(r.kind, PROTO_TAGGED);
 	assert_string_equal(r.tag, "a9");
 	assert_int_equal(r.status, PROTO_OK);
@@ -115,7 +135,8 @@ test_malformed_status_lines_keep_tag_and_status(void **state)
 	assert_int_equal(parse("a9 MAYBE\r\n", false, &r), IDLEFETCH_EPROTO);
 	assert_int_equal(r.status, PROTO_NONE);
 	assert_int_equal(parse("* BYE [WEIRD-CODE (] shutting down\r\n", false,
-	    &r), 0);
+			     &r),
+	    0);
 	assert_int_equal(r.status, PROTO_BYE);
 	assert_string_equal(r.text, "shutting down");
 	assert_int_equal(parse("* 4294967296 EXISTS\r\n", false, &r),
@@ -142,7 +163,8 @@ test_garbage_fetch_is_an_error_not_a_crash(void **state)
 {
 	struct proto_resp r;
 
-	assert_int_equal(parse("* 1 FETCH (UID)\r\n", false, &r), IDLEFETCH_EPROTO);
+	assert_int_equal(parse("* 1 FETCH (UID)\r\n", false, &r),
+	    IDLEFETCH_EPROTO);
 	assert_int_equal(parse("* 1 FETCH (BODY[] {0}\r\n\r\n", false, &r),
 	    IDLEFETCH_EPROTO);
 	assert_int_equal(parse("* 1 FETCH ((((((((\r\n", false, &r),
@@ -163,13 +185,16 @@ test_unknown_fetch_items_are_skipped(void **state)
 	struct proto_resp r;
 
 	assert_int_equal(parse("* 1 FETCH (X-GM-LABELS (\\Inbox \"a b\") UID 4 "
-	    "MODSEQ (12) INTERNALDATE \"17-Jul-1996 02:44:25 -0700\" "
-	    "BODY[HEADER.FIELDS (FROM)]<0> {5}\r\nabcde FLAGS (\\Seen $X) "
-	    "RFC822.SIZE 77 BODY[] {0}\r\n)\r\n", false, &r), 0);
+			       "MODSEQ (12) INTERNALDATE \"17-Jul-1996 02:44:25 -0700\" "
+			       "BODY[HEADER.FIELDS (FROM)]<0> {5}\r\nabcde FLAGS (\\Seen $X) "
+			       "RFC822.SIZE 77 BODY[] {0}\r\n)\r\n",
+			     false, &r),
+	    0);
 	assert_int_equal(r.uid, 4);
 	assert_int_equal(r.size, 77);
 	assert_true(r.has & HAS_BODY);
-	assert_int_equal(parse("* 1 FETCH (BODY[] NIL UID 3)\r\n", false, &r), 0);
+	assert_int_equal(parse("* 1 FETCH (BODY[] NIL UID 3)\r\n", false, &r),
+	    0);
 	assert_false(r.has & HAS_BODY);
 }
 
@@ -179,8 +204,10 @@ test_capability_and_continuation(void **state)
 	struct proto_resp r;
 
 	assert_int_equal(parse("* CAPABILITY IMAP4rev1 LOGINDISABLED STARTTLS\r\n",
-	    false, &r), 0);
-	assert_int_equal(r.caps, CAP_IMAP4REV1 | CAP_LOGINDISABLED | CAP_STARTTLS);
+			     false, &r),
+	    0);
+	assert_int_equal(r.caps,
+	    CAP_IMAP4REV1 | CAP_LOGINDISABLED | CAP_STARTTLS);
 	assert_int_equal(parse("+ idling\r\n", false, &r), 0);
 	assert_int_equal(r.kind, PROTO_CONTINUE);
 	assert_string_equal(r.text, " idling");
@@ -231,8 +258,10 @@ main(void)
 		cmocka_unit_test(test_select_responses),
 		cmocka_unit_test(test_fetch_with_streamed_body),
 		cmocka_unit_test(test_tagged_results),
-		cmocka_unit_test(test_malformed_status_lines_keep_tag_and_status),
-		cmocka_unit_test(test_response_codes_that_crash_libetpan_are_read_safely),
+		cmocka_unit_test(
+		    test_malformed_status_lines_keep_tag_and_status),
+		cmocka_unit_test(
+		    test_response_codes_that_crash_libetpan_are_read_safely),
 		cmocka_unit_test(test_garbage_fetch_is_an_error_not_a_crash),
 		cmocka_unit_test(test_unknown_fetch_items_are_skipped),
 		cmocka_unit_test(test_capability_and_continuation),

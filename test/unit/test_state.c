@@ -53,7 +53,7 @@ test_save_then_load_round_trips(void **state)
 	assert_int_equal(state_load(p, &out), 0);
 	assert_int_equal(out.last_uid, 123457);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", p);
-	assert_int_equal(access(tmp, F_OK), -1);	/* no temp file left */
+	assert_int_equal(access(tmp, F_OK), -1); /* no temp file left */
 	free(p);
 }
 
@@ -61,7 +61,9 @@ static void
 test_corrupt_files_are_refused(void **state)
 {
 	static const char *bad[] = {
-		"", "garbage", "idlefetch-state 2\nuidvalidity 1\nlast_uid 2\n",
+		"",
+		"garbage",
+		"idlefetch-state 2\nuidvalidity 1\nlast_uid 2\n",
 		"idlefetch-state 1\nuidvalidity 1\n",
 		"idlefetch-state 1\nuidvalidity 99999999999\nlast_uid 2\n",
 		"idlefetch-state 1\nuidvalidity x\nlast_uid 2\n",
