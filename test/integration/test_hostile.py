@@ -152,6 +152,26 @@ class Hostile(unittest.TestCase):
         self.assertEqual(f.md.count(), 5)
         self.assertEqual(len(set(f.md.contents())), 5)
 
+    def test_plaintext_injected_after_starttls_is_dropped(self):
+        certs = fx.Certs(os.path.join(self.root, "certs"))
+        inject = (b"* BYE injected\r\n* CAPABILITY IMAP4rev1 INJECTED\r\n"
+                  b"a99 OK injected\r\n")
+        srv = self.server(scripted.Mailbox([msg(1)]),
+                          caps="IMAP4rev1 STARTTLS IDLE AUTH=PLAIN",
+                          tls_cert=certs.server,
+                          hooks={"starttls": lambda c, tag: inject})
+
+        class D:
+            pass
+        D.certs = certs
+        f = fx.Idlefetch(self.root, D(), tls="starttls", name="inject",
+                         port=srv.port)
+        self.fetchers.append(f)
+        self.assertEqual(f.once("-v"), 0, f.log())
+        self.assertNotIn("injected", f.log().lower())
+        self.assertIn("over TLS", f.log())
+        self.assertEqual(f.md.count(), 1)
+
     def test_starttls_not_offered_means_no_login(self):
         srv = self.server(scripted.Mailbox([msg(1)]),
                           caps="IMAP4rev1 IDLE AUTH=PLAIN")

@@ -44,8 +44,13 @@ class Server:
     greeting_caps is given). hooks: name -> callable, see Conn."""
 
     def __init__(self, mailbox, caps="IMAP4rev1 IDLE UIDPLUS AUTH=PLAIN",
-                 greeting=None, hooks=None):
+                 greeting=None, hooks=None, tls_cert=None):
         self.mailbox = mailbox
+        self.tls = None
+        if tls_cert:
+            import ssl
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls.load_cert_chain(*tls_cert)
         self.caps = caps
         self.greeting = greeting
         self.hooks = hooks or {}
@@ -163,6 +168,11 @@ class Conn:
             elif cmd == "LOGOUT":
                 self.send(f"* BYE bye\r\n{tag} OK bye\r\n".encode())
                 return
+            elif cmd == "STARTTLS" and self.srv.tls:
+                extra = self.hook("starttls", tag) or b""
+                self.send(f"{tag} OK begin TLS\r\n".encode() + extra)
+                self.buf = b""
+                self.sock = self.srv.tls.wrap_socket(self.sock, server_side=True)
             elif cmd == "NOOP":
                 self.send(f"{tag} OK noop\r\n".encode())
             else:
