@@ -57,8 +57,10 @@ session_send_cmd(struct session *s, enum cmd_kind kind, bool secret,
 	va_list ap;
 	int r;
 
-	if (s->ncmds == MAX_CMDS)
-		fatal("session: command table full");
+	if (s->ncmds == s->capcmds) {
+		s->capcmds = s->capcmds ? s->capcmds * 2 : 16;
+		s->cmds = xrealloc(s->cmds, s->capcmds * sizeof(*s->cmds));
+	}
 	va_start(ap, fmt);
 	if (vasprintf(&text, fmt, ap) < 0)
 		fatal("out of memory");
@@ -832,6 +834,7 @@ timer_close_cb(uv_handle_t *h)
 	free(s->list);
 	free(s->sizes);
 	free(s->stale);
+	free(s->cmds);
 	free(s->writer);
 	framer_free(s->fr);
 	free(s);

@@ -32,7 +32,6 @@
 #define BATCH_MAX_MSGS 100
 #define BATCH_MAX_BYTES (16u * 1024 * 1024)
 #define PIPELINE_DEPTH 2
-#define MAX_CMDS 32
 
 enum session_state {
 	S_PREPARE,
@@ -120,8 +119,8 @@ struct session {
 	/* connection */
 	uint32_t caps;
 	unsigned next_tag;
-	struct cmd cmds[MAX_CMDS];
-	size_t ncmds;
+	struct cmd *cmds; /* commands awaiting their tagged reply */
+	size_t ncmds, capcmds;
 	bool conn_alive;
 	char bye[256];
 	bool greeted;

@@ -524,10 +524,12 @@ sync_pump(struct session *s)
 	sync_pump_commits(s);
 	if (s->listing)
 		return;
-	if (s->nstale > 0) {
-		after_delivery(s, s->stale, s->nstale);
-		s->nstale = 0;
-	}
+	/* Chunks keep each command line well under servers' line limits. */
+	for (size_t i = 0; i < s->nstale; i += BATCH_MAX_MSGS)
+		after_delivery(s, s->stale + i,
+		    s->nstale - i < BATCH_MAX_MSGS ? s->nstale - i :
+						     BATCH_MAX_MSGS);
+	s->nstale = 0;
 	while (!s->stopping && !s->gap && s->inflight < PIPELINE_DEPTH &&
 	    s->next_list < s->nlist)
 		send_batch(s);

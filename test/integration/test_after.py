@@ -27,6 +27,20 @@ class AfterTest(unittest.TestCase):
         self.assertEqual(f.md.count(), 36)
         self.assertEqual(d.count(), 0)
 
+    def test_switching_keep_to_delete_removes_what_was_delivered(self):
+        d = self.env.dovecot
+        d.put([fx.make_message(i) for i in range(1500)])
+        f = self.env.idlefetch(tls="implicit", name="switch", after="keep")
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(d.count(), 1500, "keep changed nothing")
+        with open(f.conf) as c:
+            text = c.read().replace("after = keep", "after = delete")
+        with open(f.conf, "w") as c:
+            c.write(text)
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(f.md.count(), 1500, "nothing fetched twice")
+        self.assertEqual(d.count(), 0, "every delivered message deleted")
+
     def test_move_archives_delivered_messages(self):
         d = self.env.dovecot
         d.put([fx.make_message(i) for i in range(20)])
