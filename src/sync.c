@@ -495,7 +495,8 @@ static void
 sync_complete(struct session *s)
 {
 	s->healthy = true;
-	s->ok = true;
+	/* A UID the server kept skipping is not delivered: not a clean sync. */
+	s->ok = !s->gap;
 	s->auth_logged = false;
 	s->backoff_ms = BACKOFF_MIN_MS;
 	if (s->more && !s->stopping) {
@@ -541,7 +542,10 @@ sync_pump(struct session *s)
 void
 sync_start(struct session *s)
 {
-	uint32_t from = s->a->after == AFTER_KEEP ? s->st.last_uid + 1 : 1;
+	uint32_t from = 1;
+
+	if (s->a->after == AFTER_KEEP && s->st.last_uid < UINT32_MAX)
+		from = s->st.last_uid + 1;
 
 	session_set_state(s, S_SYNC);
 	s->more = false;
