@@ -92,6 +92,25 @@ class ErrorTest(unittest.TestCase):
         self.assertIn("certificate verification failed", f.log())
         self.assert_no_login_attempt(f)
 
+    def test_one_failing_account_does_not_stop_the_others(self):
+        good = self.env.idlefetch(tls="implicit", name="good")
+        bad_md = good.maildir_path + "-bad"
+        with open(good.conf, "a") as c:
+            c.write(f"""
+[account bad]
+host = 127.0.0.1
+port = {self.env.dovecot.imaps_port}
+username = alice
+password = nope
+maildir = {bad_md}
+ca_file = {self.env.certs.ca}
+""")
+        self.assertEqual(good.once(), 1, "some account failed")
+        self.assertEqual(good.md.count(), 1, "the good account still synced")
+        self.assertIn("account=bad", "".join(error_lines(good.log())))
+        self.assertNotIn("account=good", "".join(error_lines(good.log())))
+        self.assertEqual(good.once("--account", "good"), 0)
+
     def test_unreachable_port_is_a_clear_error(self):
         f = self.env.idlefetch(tls="implicit", name="refused",
                                port=fx.free_port())

@@ -51,6 +51,33 @@ class IdleTest(unittest.TestCase):
         self.assertEqual(sorted(f.md.contents()), sorted(set(f.md.contents())))
 
 
+class ManyFoldersTest(unittest.TestCase):
+    def setUp(self):
+        self.env = fx.Env(extra="namespace inbox {\n  mailbox Lists/dev {\n"
+                          "    auto = create\n  }\n}\n")
+
+    def tearDown(self):
+        self.env.close()
+
+    def test_one_process_idles_on_several_folders(self):
+        f = self.env.idlefetch(tls="implicit", name="folders",
+                               folders="INBOX, Lists/dev, Archive").start("-v")
+        self.assertTrue(fx.wait_until(
+            lambda: f.log().count("state IDLE_START -> IDLE") >= 3, 15), f.log())
+        sub = fx.Maildir(f.maildir_path + "/.Lists.dev")
+        arch = fx.Maildir(f.maildir_path + "/.Archive")
+        for i in range(3):
+            self.env.dovecot.save(fx.make_message(100 + i), "Lists/dev")
+            self.env.dovecot.lmtp(fx.make_message(i))
+            self.env.dovecot.save(fx.make_message(200 + i), "Archive")
+        self.assertTrue(fx.wait_until(
+            lambda: (f.md.count(), sub.count(), arch.count()) == (3, 3, 3), 10),
+            (f.md.count(), sub.count(), arch.count()))
+        self.assertEqual(f.stop(), 0)
+        self.assertTrue(all(b"message 10" in m for m in sub.contents()))
+        self.assertTrue(all(b"message 20" in m for m in arch.contents()))
+
+
 class PollTest(unittest.TestCase):
     def setUp(self):
         self.env = fx.Env(caps=NO_IDLE_CAPS)

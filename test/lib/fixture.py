@@ -271,6 +271,12 @@ namespace inbox {{
         out = self.doveadm("mailbox", "status", "-u", USER, "messages", folder)
         return int(out.strip().split("=")[1])
 
+    def save(self, body, folder):
+        """Delivers into any folder (doveadm save), as a filter would."""
+        subprocess.run(["doveadm", "-c", self.conf, "save", "-u", USER, "-m",
+                        folder], input=body, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
     def lmtp(self, body, rcpt=USER):
         with smtplib.LMTP("127.0.0.1", self.lmtp_port) as c:
             c.sendmail("sender@example.org", [rcpt], body)
