@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,14 +23,14 @@
 #include "idlefetch/maildir.h"
 #include "idlefetch/util.h"
 
-static const char *
-host_part(void)
+static char host[128];
+static pthread_once_t host_once = PTHREAD_ONCE_INIT;
+
+static void
+host_init(void)
 {
-	static char host[128];
 	char raw[64], *o = host;
 
-	if (host[0])
-		return host;
 	if (gethostname(raw, sizeof(raw)) < 0 || raw[0] == '\0')
 		strcpy(raw, "localhost");
 	raw[sizeof(raw) - 1] = '\0';
@@ -43,6 +44,13 @@ host_part(void)
 			*o++ = *p;
 	}
 	*o = '\0';
+}
+
+/* The host part of file names; safe from any thread. */
+static const char *
+host_part(void)
+{
+	pthread_once(&host_once, host_init);
 	return host;
 }
 
