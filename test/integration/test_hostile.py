@@ -80,6 +80,7 @@ class Hostile(unittest.TestCase):
         def cmd(c, tag, rest):
             if rest.upper().startswith(("EXAMINE", "SELECT")):
                 c.send(b"* OK [PERMANENTFLAGS (\\]\r\n* FLAGS (\\\r\n"
+                       b"* OK [PERMANENTFLAGS ((]\r\n"
                        b"* OK [BADCHARSET (]\r\n* 1 EXISTS\r\n"
                        b"* OK [UIDVALIDITY 5] x\r\n* 1 FETCH ((((((((\r\n"
                        + tag.encode() + b" OK [READ-ONLY] done\r\n")

@@ -154,6 +154,9 @@ test_response_codes_that_crash_libetpan_are_read_safely(void **state)
 	/* libetpan 1.9.4 dereferences a bad list on these. */
 	assert_int_equal(parse("a9 OK [PERMANENTFLAGS (\\]\r\n", false, &r), 0);
 	assert_int_equal(r.status, PROTO_OK);
+	/* Debian 12's libetpan 1.9.4-3.1 segfaults on this one (NULL list). */
+	assert_int_equal(parse("a1 OK [PERMANENTFLAGS ((]\r\n", false, &r), 0);
+	assert_int_equal(r.status, PROTO_OK);
 	assert_int_equal(parse("* OK [PERMANENTFLAGS (\\]\r\n", false, &r), 0);
 	assert_int_equal(parse("* OK [BADCHARSET (]\r\n", false, &r), 0);
 }
