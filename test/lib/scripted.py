@@ -97,6 +97,9 @@ class Conn:
     def __init__(self, server, sock):
         self.srv = server
         self.sock = sock
+        # Like a real server: no Nagle delay on small responses, so latency
+        # figures measure idlefetch, not this script.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.sock.settimeout(30)
 
