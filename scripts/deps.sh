@@ -3,7 +3,7 @@
 set -eu
 PKGS="build-essential cmake pkg-config libuv1-dev libssl-dev
 libinih-dev libcmocka-dev dovecot-imapd dovecot-lmtpd python3 openssl
-ca-certificates procps"
+ca-certificates procps iproute2"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

@@ -334,8 +334,11 @@ class Idlefetch:
 
     def __init__(self, root, dovecot, tls="implicit", name="acct",
                  folders="INBOX", after="keep", extra="", certs=None,
-                 ca=True, password=PASSWORD, maildir=None, port=None):
+                 ca=True, password=PASSWORD, maildir=None, port=None,
+                 host="127.0.0.1", wrap=()):
+        """wrap: a command prefix idlefetch runs under (ip netns exec NS)."""
         self.root = root
+        self.wrap = list(wrap)
         self.dir = os.path.join(root, f"idlefetch-{name}")
         os.makedirs(self.dir, exist_ok=True)
         self.maildir_path = maildir or os.path.join(self.dir, "Maildir")
@@ -349,7 +352,7 @@ class Idlefetch:
 state_dir = {self.state_dir}
 
 [account {name}]
-host = 127.0.0.1
+host = {host}
 port = {port}
 tls = {tls}
 username = {USER}
@@ -365,13 +368,15 @@ after = {after}
 
     def once(self, *args, timeout=300):
         with open(self.logfile, "ab") as log:
-            p = subprocess.run([IDLEFETCH, "--config", self.conf, "--once",
-                                *args], stdout=log, stderr=log, timeout=timeout)
+            p = subprocess.run([*self.wrap, IDLEFETCH, "--config", self.conf,
+                                "--once", *args], stdout=log, stderr=log,
+                               timeout=timeout)
         return p.returncode
 
     def start(self, *args):
         log = open(self.logfile, "ab")
-        self.proc = subprocess.Popen([IDLEFETCH, "--config", self.conf, *args],
+        self.proc = subprocess.Popen([*self.wrap, IDLEFETCH, "--config", self.conf,
+                                      *args],
                                      stdout=log, stderr=log)
         log.close()
         return self

@@ -44,7 +44,7 @@ class Server:
     greeting_caps is given). hooks: name -> callable, see Conn."""
 
     def __init__(self, mailbox, caps="IMAP4rev1 IDLE UIDPLUS AUTH=PLAIN",
-                 greeting=None, hooks=None, tls_cert=None):
+                 greeting=None, hooks=None, tls_cert=None, host="127.0.0.1"):
         self.mailbox = mailbox
         self.tls = None
         if tls_cert:
@@ -56,7 +56,7 @@ class Server:
         self.hooks = hooks or {}
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.commands = []      # every command line received, in order
