@@ -1,9 +1,11 @@
 /*
- * daemon: owns the loop, the TLS contexts (one per account, shared by its
- * folders' connections) and the sessions. A first SIGTERM/SIGINT asks every
+ * daemon: owns the loop, the account locks (one fetcher per account), the
+ * TLS contexts (one per account, shared by its folders' connections) and
+ * the sessions. A first SIGTERM/SIGINT asks every
  * session to stop gracefully; a second one exits at once, which is still
  * safe because delivery never depends on a clean shutdown.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,7 @@
 #include "idlefetch/daemon.h"
 #include "idlefetch/log.h"
 #include "idlefetch/session.h"
+#include "idlefetch/state.h"
 #include "idlefetch/tls.h"
 #include "idlefetch/util.h"
 
@@ -61,11 +64,35 @@ on_signal(uv_signal_t *h, int signum)
 		session_stop(d->sessions[i]);
 }
 
+/* Takes the account's lock; -1 (logged) when it cannot be had. */
+static int
+lock_account(const struct config *cfg, const struct account *a, bool once)
+{
+	long holder;
+	int fd = state_lock(cfg->state_dir, a->name, once ? "once" : "daemon",
+	    &holder);
+
+	if (fd == -EWOULDBLOCK && holder > 0)
+		log_msg(LOGL_ERROR, a->name, NULL,
+		    "another idlefetch (pid %ld) is fetching this account; "
+		    "a second one would deliver its mail twice",
+		    holder);
+	else if (fd == -EWOULDBLOCK)
+		log_msg(LOGL_ERROR, a->name, NULL,
+		    "another idlefetch is fetching this account; "
+		    "a second one would deliver its mail twice");
+	else if (fd < 0)
+		log_msg(LOGL_ERROR, a->name, NULL, "cannot lock %s/%s/lock: %s",
+		    cfg->state_dir, a->name, err_str(fd));
+	return fd < 0 ? -1 : fd;
+}
+
 int
 daemon_run(const struct config *cfg, const char *account, bool once)
 {
 	struct daemon d = { .loop = uv_default_loop() };
 	SSL_CTX **ctxs = xcalloc(cfg->naccounts, sizeof(*ctxs));
+	int *locks = xmalloc(cfg->naccounts * sizeof(*locks));
 	char err[300];
 	int code = 0;
 
@@ -74,8 +101,14 @@ daemon_run(const struct config *cfg, const char *account, bool once)
 	for (size_t i = 0; i < cfg->naccounts; i++) {
 		const struct account *a = &cfg->accounts[i];
 
+		locks[i] = -1;
 		if (account && strcmp(account, a->name) != 0)
 			continue;
+		locks[i] = lock_account(cfg, a, once);
+		if (locks[i] < 0) {
+			d.failed++;
+			continue;
+		}
 		if (a->tls != TLS_MODE_NONE) {
 			ctxs[i] = tls_ctx_new(a->ca_file, err, sizeof(err));
 			if (ctxs[i] == NULL) {
@@ -103,8 +136,8 @@ daemon_run(const struct config *cfg, const char *account, bool once)
 	if (d.nsessions == 0) {
 		log_msg(LOGL_ERROR, NULL, NULL, "nothing to do: no account %s",
 		    account ? account : "could be set up");
-		free(ctxs);
-		return 1;
+		code = 1;
+		goto out;
 	}
 	log_msg(LOGL_INFO, NULL, NULL,
 	    "idlefetch %s starting: %zu connection(s)%s", IDLEFETCH_VERSION,
@@ -123,14 +156,19 @@ daemon_run(const struct config *cfg, const char *account, bool once)
 		session_free(d.sessions[i]);
 	uv_run(d.loop, UV_RUN_DEFAULT); /* let the close callbacks run */
 	uv_loop_close(d.loop);
-	for (size_t i = 0; i < cfg->naccounts; i++)
-		SSL_CTX_free(ctxs[i]);
-	free(ctxs);
-	free(d.sessions);
 	if (once)
 		code = d.failed ? 1 : 0;
 	else
 		code = d.signals ? 0 : 1; /* else every session gave up */
 	log_msg(LOGL_INFO, NULL, NULL, "exiting with status %d", code);
+out:
+	for (size_t i = 0; i < cfg->naccounts; i++) {
+		SSL_CTX_free(ctxs[i]);
+		if (locks[i] >= 0)
+			close(locks[i]);
+	}
+	free(locks);
+	free(ctxs);
+	free(d.sessions);
 	return code;
 }

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,4 +115,98 @@ state_save(const char *path, const struct state_rec *st)
 		return r;
 	}
 	return sync_parent(path);
+}
+
+/* ---- one fetcher per account ---------------------------------------------- */
+
+/* Reads "PID MODE" from an open lock file; unknown parts stay 0 / "". */
+static void
+read_holder(int fd, long *pid, char *mode, size_t modelen)
+{
+	char buf[64], m[32] = "";
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+
+	*pid = 0;
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	if (sscanf(buf, "%ld %31s", pid, m) < 1 || *pid < 0)
+		*pid = 0;
+	if (mode != NULL)
+		snprintf(mode, modelen, "%s", m);
+}
+
+static int
+open_lock(const char *state_dir, const char *account, bool create)
+{
+	char path[PATH_MAX], dir[PATH_MAX];
+	int fd, r;
+
+	if (snprintf(dir, sizeof(dir), "%s/%s", state_dir, account) >=
+		(int)sizeof(dir) ||
+	    snprintf(path, sizeof(path), "%s/lock", dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	if (create) {
+		r = mkdir_p(dir);
+		if (r < 0)
+			return r;
+	}
+	fd = open(path, (create ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC,
+	    0644);
+	return fd < 0 ? -errno : fd;
+}
+
+int
+state_lock(const char *state_dir, const char *account, const char *mode,
+    long *holder)
+{
+	struct flock whole = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	char buf[64];
+	int fd, n, r = 0;
+
+	*holder = 0;
+	fd = open_lock(state_dir, account, true);
+	if (fd < 0)
+		return fd;
+	if (fcntl(fd, F_OFD_SETLK, &whole) < 0) {
+		r = errno == EAGAIN || errno == EACCES ? -EWOULDBLOCK : -errno;
+		if (r == -EWOULDBLOCK)
+			read_holder(fd, holder, NULL, 0);
+		close(fd);
+		return r;
+	}
+	n = snprintf(buf, sizeof(buf), "%ld %s\n", (long)getpid(), mode);
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)n, 0) != n) {
+		r = errno ? -errno : -EIO;
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+int
+state_lock_holder(const char *state_dir, const char *account, long *pid,
+    char *mode, size_t modelen)
+{
+	struct flock probe = { .l_type = F_RDLCK, .l_whence = SEEK_SET };
+	int fd = open_lock(state_dir, account, false), r;
+
+	*pid = 0;
+	if (mode != NULL && modelen > 0)
+		mode[0] = '\0';
+	if (fd == -ENOENT)
+		return 0;
+	if (fd < 0)
+		return fd;
+	/* Only asks: taking even a shared lock could turn a starting fetcher away. */
+	if (fcntl(fd, F_OFD_GETLK, &probe) < 0) {
+		r = -errno;
+	} else if (probe.l_type == F_UNLCK) {
+		r = 0;
+	} else {
+		read_holder(fd, pid, mode, modelen);
+		r = 1;
+	}
+	close(fd);
+	return r;
 }

@@ -22,4 +22,22 @@ int state_prepare(const char *path);
 int state_load(const char *path, struct state_rec *st);
 int state_save(const char *path, const struct state_rec *st);
 
+/*
+ * One fetcher per account: two on the same state would both fetch the same
+ * UIDs and deliver them twice. state_lock() creates STATE_DIR/ACCOUNT/ and
+ * takes an exclusive open-file-description lock (F_OFD_SETLK) on its "lock"
+ * file, which the kernel releases when the process ends in any way (kill -9
+ * included): no stale lock. It writes "PID MODE" into the file. Returns the descriptor to keep open
+ * (the caller closes it at exit), -EWOULDBLOCK when another process holds
+ * it (*holder: its pid, 0 when unknown), or another -errno.
+ */
+int state_lock(const char *state_dir, const char *account, const char *mode,
+    long *holder);
+/*
+ * Whether some process holds the account's lock: 1 (pid and mode filled
+ * when known), 0 (nobody), or -errno.
+ */
+int state_lock_holder(const char *state_dir, const char *account, long *pid,
+    char *mode, size_t modelen);
+
 #endif

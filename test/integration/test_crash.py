@@ -63,6 +63,25 @@ class CrashTest(unittest.TestCase):
         self.assertEqual(f.md.count(), 12, f.log())
         self.assertIn("delivered before a restart", f.log())
 
+    def test_second_fetcher_on_the_same_account_is_refused(self):
+        msgs = [fx.make_message(i, size=20000) for i in range(300)]
+        self.env.dovecot.put(msgs)
+        f = self.env.idlefetch(tls="implicit", name="twice").start()
+        self.assertTrue(fx.wait_until(lambda: f.md.count() > 0, 20), f.log())
+        # A --once while the daemon works through the backlog.
+        self.assertEqual(f.once(), 1, f.log())
+        self.assertIn(f"another idlefetch (pid {f.proc.pid}) is fetching "
+                      "this account", f.log())
+        self.assertTrue(fx.wait_until(lambda: f.md.count() == 300, 30),
+                        f.log())
+        # The lock dies with its holder, even by kill -9.
+        f.stop(signal.SIGKILL)
+        self.env.dovecot.put([fx.make_message(1000)])
+        self.assertEqual(f.once(), 0, f.log())
+        got = f.md.contents()
+        self.assertEqual(len(got), 301)
+        self.assertEqual(len(set(got)), 301, "nothing delivered twice")
+
 
 if __name__ == "__main__":
     unittest.main()

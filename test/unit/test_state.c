@@ -1,12 +1,14 @@
 /* Unit tests for the state store: round trip, atomic replace, corruption. */
 #include <errno.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -90,6 +92,78 @@ test_save_into_a_missing_directory_fails(void **state)
 	assert_true(state_save("/nonexistent/dir/x.state", &st) < 0);
 }
 
+static void
+test_second_fetcher_of_an_account_is_refused(void **state)
+{
+	char mode[16];
+	long pid;
+	int fd, fd2;
+
+	assert_int_equal(state_lock_holder(root, "lockme", &pid, mode,
+			     sizeof(mode)),
+	    0);
+	fd = state_lock(root, "lockme", "daemon", &pid);
+	assert_true(fd >= 0);
+	/* Another open of the file, even in this process, is turned away. */
+	assert_int_equal(state_lock(root, "lockme", "once", &pid),
+	    -EWOULDBLOCK);
+	assert_int_equal(pid, (long)getpid());
+	assert_int_equal(state_lock_holder(root, "lockme", &pid, mode,
+			     sizeof(mode)),
+	    1);
+	assert_int_equal(pid, (long)getpid());
+	assert_string_equal(mode, "daemon");
+	/* Asking who holds it does not get in the way of a new fetcher. */
+	close(fd);
+	fd2 = state_lock(root, "lockme", "once", &pid);
+	assert_true(fd2 >= 0);
+	close(fd2);
+	assert_int_equal(state_lock_holder(root, "lockme", &pid, mode,
+			     sizeof(mode)),
+	    0);
+}
+
+static void
+test_lock_of_a_killed_fetcher_is_free(void **state)
+{
+	int status, p[2], fd;
+	long pid;
+	pid_t child;
+	char c;
+
+	assert_int_equal(pipe(p), 0);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		if (state_lock(root, "killed", "daemon", &pid) < 0)
+			_exit(1);
+		if (write(p[1], "x", 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	assert_int_equal(read(p[0], &c, 1), 1);
+	assert_int_equal(state_lock(root, "killed", "once", &pid),
+	    -EWOULDBLOCK);
+	assert_int_equal(pid, (long)child);
+	kill(child, SIGKILL);
+	assert_int_equal(waitpid(child, &status, 0), child);
+	fd = state_lock(root, "killed", "once", &pid);
+	assert_true(fd >= 0);
+	close(fd);
+	close(p[0]);
+	close(p[1]);
+}
+
+static void
+test_lock_in_an_unwritable_place_is_an_error(void **state)
+{
+	long pid;
+
+	assert_int_equal(state_lock("/proc/idlefetch", "a", "once", &pid),
+	    -ENOENT);
+}
+
 int
 main(void)
 {
@@ -99,6 +173,9 @@ main(void)
 		cmocka_unit_test(test_save_then_load_round_trips),
 		cmocka_unit_test(test_corrupt_files_are_refused),
 		cmocka_unit_test(test_save_into_a_missing_directory_fails),
+		cmocka_unit_test(test_second_fetcher_of_an_account_is_refused),
+		cmocka_unit_test(test_lock_of_a_killed_fetcher_is_free),
+		cmocka_unit_test(test_lock_in_an_unwritable_place_is_an_error),
 	};
 	char cmd[600];
 	int r;
