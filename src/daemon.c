@@ -19,6 +19,7 @@
 #include "idlefetch/log.h"
 #include "idlefetch/session.h"
 #include "idlefetch/state.h"
+#include "idlefetch/status.h"
 #include "idlefetch/tls.h"
 #include "idlefetch/util.h"
 
@@ -93,6 +94,9 @@ daemon_run(const struct config *cfg, const char *account, bool once)
 	struct daemon d = { .loop = uv_default_loop() };
 	SSL_CTX **ctxs = xcalloc(cfg->naccounts, sizeof(*ctxs));
 	int *locks = xmalloc(cfg->naccounts * sizeof(*locks));
+	struct status_rec **recs = xcalloc(cfg->naccounts, sizeof(*recs));
+	struct status_writer **writers =
+	    xcalloc(cfg->naccounts, sizeof(*writers));
 	char err[300];
 	int code = 0;
 
@@ -117,6 +121,13 @@ daemon_run(const struct config *cfg, const char *account, bool once)
 				continue;
 			}
 		}
+		recs[i] = xcalloc(a->nfolders, sizeof(*recs[i]));
+		for (size_t j = 0; j < a->nfolders; j++)
+			recs[i][j].folder = a->folders[j];
+		/* A single pass is no daemon: it leaves the daemon's status alone. */
+		if (!once)
+			writers[i] = status_writer_new(d.loop, cfg->state_dir,
+			    a->name, recs[i], a->nfolders);
 		for (size_t j = 0; j < a->nfolders; j++) {
 			struct session_opts o = {
 				.acct = a,
@@ -124,6 +135,7 @@ daemon_run(const struct config *cfg, const char *account, bool once)
 				.state_dir = cfg->state_dir,
 				.ssl_ctx = ctxs[i],
 				.once = once,
+				.status = &recs[i][j],
 				.done = on_session_done,
 				.ud = &d,
 			};
@@ -152,6 +164,8 @@ daemon_run(const struct config *cfg, const char *account, bool once)
 		session_start(d.sessions[i]);
 	uv_run(d.loop, UV_RUN_DEFAULT);
 
+	for (size_t i = 0; i < cfg->naccounts; i++)
+		status_writer_free(writers[i]);
 	for (size_t i = 0; i < d.nsessions; i++)
 		session_free(d.sessions[i]);
 	uv_run(d.loop, UV_RUN_DEFAULT); /* let the close callbacks run */
@@ -164,9 +178,12 @@ daemon_run(const struct config *cfg, const char *account, bool once)
 out:
 	for (size_t i = 0; i < cfg->naccounts; i++) {
 		SSL_CTX_free(ctxs[i]);
+		free(recs[i]);
 		if (locks[i] >= 0)
 			close(locks[i]);
 	}
+	free(writers);
+	free(recs);
 	free(locks);
 	free(ctxs);
 	free(d.sessions);

@@ -12,6 +12,7 @@
 #include "idlefetch/config.h"
 #include "idlefetch/daemon.h"
 #include "idlefetch/log.h"
+#include "idlefetch/status.h"
 
 static void
 usage(FILE *fp)
@@ -19,6 +20,7 @@ usage(FILE *fp)
 	fprintf(fp,
 	    "usage: idlefetch [--config FILE] [--once] [--account NAME] "
 	    "[--check-config] [-v]\n"
+	    "       idlefetch status [--config FILE] [--account NAME]\n"
 	    "       idlefetch --version | --help\n\n"
 	    "Keeps an IMAP IDLE connection per account and folder and delivers "
 	    "every new\nmessage into a local Maildir as it arrives.\n\n"
@@ -31,7 +33,12 @@ usage(FILE *fp)
 	    "  -n, --check-config  validate, print the effective configuration, exit\n"
 	    "  -v, --verbose       debug logging (protocol trace, credentials hidden)\n"
 	    "  -V, --version       print the version\n"
-	    "  -h, --help          this text\n");
+	    "  -h, --help          this text\n\n"
+	    "status: print each folder's state as the running daemon last "
+	    "recorded it;\nexit 0 when healthy, 1 when not (no daemon, a "
+	    "folder down for more than\n%d s or stopped), 2 for a "
+	    "configuration error.\n",
+	    STATUS_GRACE_SECS);
 }
 
 static int
@@ -77,10 +84,16 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = NULL, *account = NULL;
-	bool once = false, check = false, verbose = false;
+	bool once = false, check = false, verbose = false, status = false;
 	struct config *cfg;
 	int c, code;
 
+	if (argc > 1 && strcmp(argv[1], "status") == 0) {
+		status = true;
+		argv[1] = argv[0];
+		argc--;
+		argv++;
+	}
 	while ((c = getopt_long(argc, argv, "c:1a:nvVh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -115,6 +128,12 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (status && (once || check)) {
+		fprintf(stderr,
+		    "idlefetch: status takes only --config and "
+		    "--account\n");
+		return 2;
+	}
 	if (load_config(path, &cfg) < 0)
 		return 2;
 	if (account) {
@@ -129,6 +148,11 @@ main(int argc, char **argv)
 			config_free(cfg);
 			return 2;
 		}
+	}
+	if (status) {
+		code = status_report(cfg, account, stdout);
+		config_free(cfg);
+		return code;
 	}
 	if (check) {
 		config_print(cfg, stdout);

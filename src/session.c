@@ -108,6 +108,26 @@ arm(struct session *s, uint64_t ms)
 	uv_timer_start(&s->timer, timer_cb, ms, 0);
 }
 
+/* Logged in and synced, for `idlefetch status`. */
+static bool
+state_is_up(const struct session *s, enum session_state st)
+{
+	switch (st) {
+	case S_SYNC:
+	case S_IDLE_START:
+	case S_IDLE:
+	case S_IDLE_DONE:
+	case S_POLL_WAIT:
+		return true;
+	case S_RECONCILE:
+	case S_LOGOUT:
+	case S_DONE:
+		return s->o.status->up; /* passing through: no change */
+	default:
+		return false;
+	}
+}
+
 void
 session_set_state(struct session *s, enum session_state st)
 {
@@ -115,6 +135,7 @@ session_set_state(struct session *s, enum session_state st)
 		LOG(s, LOGL_DEBUG, "state %s -> %s", state_names[s->state],
 		    state_names[st]);
 	s->state = st;
+	status_set_state(s->o.status, state_names[st], state_is_up(s, st));
 	uv_timer_stop(&s->timer);
 	switch (st) {
 	case S_CONNECT:
@@ -192,6 +213,11 @@ backoff(struct session *s)
 void
 session_finish(struct session *s)
 {
+	if (!s->stopping && !s->o.once) {
+		s->o.status->gave_up =
+		    true; /* a daemon's session ends only so */
+		status_changed(s->o.status);
+	}
 	session_set_state(s, S_DONE);
 	s->o.done(s, s->o.ud, s->ok && !s->fatal_err);
 }
@@ -228,6 +254,7 @@ session_fail(struct session *s, int err, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	s->ok = false;
+	status_error(s->o.status, why);
 	if (err == IDLEFETCH_EAUTH) {
 		if (!s->auth_logged)
 			LOG(s, LOGL_ERROR, "%s", why);
@@ -762,6 +789,7 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 	uv_timer_init(loop, &s->timer);
 	s->timer.data = s;
 	s->state = S_PREPARE;
+	status_set_state(s->o.status, state_names[S_PREPARE], false);
 	return s;
 }
 

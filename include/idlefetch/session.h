@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "idlefetch/config.h"
+#include "idlefetch/status.h"
 
 struct session;
 
@@ -24,6 +25,7 @@ struct session_opts {
 	const char *state_dir; /* borrowed */
 	SSL_CTX *ssl_ctx; /* borrowed; NULL when tls = none */
 	bool once; /* sync once, then LOGOUT and finish */
+	struct status_rec *status; /* borrowed; the session keeps it current */
 	session_done_cb *done;
 	void *ud;
 };

@@ -1,0 +1,72 @@
+/*
+ * status: what a running daemon tells `idlefetch status`, the health
+ * command of containers and service managers.
+ *
+ * The daemon keeps one status_rec per account+folder, which the session
+ * updates, and one status_writer per account that rewrites
+ * STATE_DIR/ACCOUNT/status at most once a second after a change (write to
+ * a temporary name, rename; no fsync: it is health data, not mail, and an
+ * SD card should not pay for it). A quiet daemon writes nothing.
+ *
+ * `idlefetch status` asks the account lock (state.h) whether a daemon is
+ * running, reads the file it wrote and judges every configured folder.
+ */
+#ifndef IDLEFETCH_STATUS_H
+#define IDLEFETCH_STATUS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <uv.h>
+
+#include "idlefetch/config.h"
+
+/* A folder may be down this long (reconnecting) and still count as healthy. */
+#define STATUS_GRACE_SECS 300
+
+struct status_writer;
+
+struct status_rec {
+	const char *folder; /* borrowed from the configuration */
+	const char *state; /* a static state name */
+	bool up; /* logged in and synced: SYNC, IDLE or POLL_WAIT */
+	bool gave_up; /* stopped for good; needs the user */
+	int64_t since; /* when up last changed (Unix time) */
+	int64_t last_sync; /* last completed sync, 0: none yet */
+	uint64_t delivered; /* messages this process delivered */
+	int64_t error_at; /* 0: no error yet */
+	char error[512];
+	struct status_writer *w; /* set by status_writer_new */
+};
+
+/*
+ * A writer for one account's n folders; recs stay the caller's and must
+ * outlive the writer. The writer's timer does not keep the loop alive.
+ */
+struct status_writer *status_writer_new(uv_loop_t *loop, const char *state_dir,
+    const char *account, struct status_rec *recs, size_t n);
+/* Something in rec changed: the file is rewritten within a second. */
+void status_changed(struct status_rec *rec);
+/*
+ * Sets rec's state; up/down changes move `since`. Calls status_changed()
+ * when anything differs.
+ */
+void status_set_state(struct status_rec *rec, const char *state, bool up);
+/* Records an error (made printable) and when it happened. */
+void status_error(struct status_rec *rec, const char *why);
+/*
+ * Writes the file a last time, marked stopped, and frees the writer. Call
+ * after the loop has finished (it blocks on the disk).
+ */
+void status_writer_free(struct status_writer *w);
+
+/*
+ * Prints the state of every configured folder (of one account when account
+ * is not NULL) and returns the exit code of `idlefetch status`: 0 when a
+ * daemon runs every account and no folder has been down for longer than
+ * STATUS_GRACE_SECS or given up, else 1.
+ */
+int status_report(const struct config *cfg, const char *account, FILE *out);
+
+#endif

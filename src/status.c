@@ -1,0 +1,522 @@
+/*
+ * status: the daemon's side writes STATE_DIR/ACCOUNT/status, a versioned
+ * text file with one tab-separated line per folder; the command's side
+ * reads it back and judges health. The file is replaced by rename, so a
+ * reader sees the old or the new version, never a mix; it is not fsynced
+ * because nothing is lost with it: after a crash the account lock says
+ * that no daemon runs, whatever the file holds.
+ *
+ * Writes happen on the libuv threadpool, at most one at a time and at most
+ * once a second, and only after something changed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "idlefetch/log.h"
+#include "idlefetch/state.h"
+#include "idlefetch/status.h"
+#include "idlefetch/util.h"
+
+#define STATUS_MAGIC "idlefetch-status 1\n"
+#define STATUS_DELAY_MS 1000
+#define STATUS_MAX_BYTES (1024 * 1024)
+
+struct status_writer {
+	uv_loop_t *loop;
+	uv_timer_t timer;
+	uv_work_t work;
+	char *path; /* STATE_DIR/ACCOUNT/status */
+	const char *account; /* borrowed */
+	struct status_rec *recs; /* borrowed */
+	size_t n;
+	int64_t started;
+	char *buf; /* the text being written, while busy */
+	int err; /* result of the last write */
+	bool dirty; /* changed since the text was made */
+	bool busy; /* a write is on the threadpool */
+	bool err_logged;
+};
+
+/* ---- writing ---------------------------------------------------------------- */
+
+static char *
+render(const struct status_writer *w, bool stopped)
+{
+	size_t cap = 256, len = 0;
+	char *buf = xmalloc(cap);
+	int n;
+
+	len = (size_t)snprintf(buf, cap,
+	    STATUS_MAGIC "pid %ld\nstarted %" PRId64 "\nwritten %" PRId64
+			 "\nstopped %d\n",
+	    (long)getpid(), w->started, (int64_t)time(NULL), stopped ? 1 : 0);
+	for (size_t i = 0; i < w->n; i++) {
+		const struct status_rec *r = &w->recs[i];
+
+		for (;;) {
+			n = snprintf(buf + len, cap - len,
+			    "folder\t%s\t%s\t%d\t%d\t%" PRId64 "\t%" PRId64
+			    "\t%" PRIu64 "\t%" PRId64 "\t%s\n",
+			    r->folder, r->state ? r->state : "-", r->up ? 1 : 0,
+			    r->gave_up ? 1 : 0, r->since, r->last_sync,
+			    r->delivered, r->error_at, r->error);
+			if ((size_t)n < cap - len)
+				break;
+			cap = cap * 2 + (size_t)n;
+			buf = xrealloc(buf, cap);
+		}
+		len += (size_t)n;
+	}
+	return buf;
+}
+
+/* Replaces path with text: write a temporary file, rename it over. */
+static int
+replace_file(const char *path, const char *text)
+{
+	char tmp[PATH_MAX];
+	size_t len = strlen(text), off = 0;
+	int fd, r = 0;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	while (r == 0 && off < len) {
+		ssize_t n = write(fd, text + off, len - off);
+
+		if (n < 0 && errno != EINTR)
+			r = -errno;
+		else if (n > 0)
+			off += (size_t)n;
+	}
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0)
+		unlink(tmp);
+	return r;
+}
+
+static void
+report_write(struct status_writer *w)
+{
+	if (w->err < 0 && !w->err_logged)
+		log_msg(LOGL_WARN, w->account, NULL, "cannot write %s: %s",
+		    w->path, err_str(w->err));
+	w->err_logged = w->err < 0;
+}
+
+static void
+work_cb(uv_work_t *req)
+{
+	struct status_writer *w = req->data;
+
+	w->err = replace_file(w->path, w->buf);
+}
+
+static void timer_cb(uv_timer_t *t);
+
+static void
+after_work_cb(uv_work_t *req, int status)
+{
+	struct status_writer *w = req->data;
+
+	w->busy = false;
+	free(w->buf);
+	w->buf = NULL;
+	report_write(w);
+	if (w->dirty)
+		uv_timer_start(&w->timer, timer_cb, STATUS_DELAY_MS, 0);
+}
+
+static void
+timer_cb(uv_timer_t *t)
+{
+	struct status_writer *w = t->data;
+	int r;
+
+	if (w->busy)
+		return; /* after_work_cb starts the timer again */
+	w->dirty = false;
+	w->buf = render(w, false);
+	w->work.data = w;
+	r = uv_queue_work(w->loop, &w->work, work_cb, after_work_cb);
+	if (r < 0)
+		fatal("uv_queue_work: %s", uv_strerror(r));
+	w->busy = true;
+}
+
+struct status_writer *
+status_writer_new(uv_loop_t *loop, const char *state_dir, const char *account,
+    struct status_rec *recs, size_t n)
+{
+	struct status_writer *w = xcalloc(1, sizeof(*w));
+	char *text;
+
+	w->loop = loop;
+	w->path = xasprintf("%s/%s/status", state_dir, account);
+	w->account = account;
+	w->recs = recs;
+	w->n = n;
+	w->started = (int64_t)time(NULL);
+	for (size_t i = 0; i < n; i++) {
+		recs[i].w = w;
+		recs[i].since = w->started;
+	}
+	uv_timer_init(loop, &w->timer);
+	w->timer.data = w;
+	uv_unref((uv_handle_t *)&w->timer);
+	/*
+	 * At once, before the loop runs: from now on the file belongs to this
+	 * process, and a status check sees it starting.
+	 */
+	text = render(w, false);
+	w->err = replace_file(w->path, text);
+	free(text);
+	report_write(w);
+	return w;
+}
+
+void
+status_changed(struct status_rec *rec)
+{
+	struct status_writer *w = rec->w;
+
+	if (w == NULL)
+		return;
+	w->dirty = true;
+	if (!w->busy && !uv_is_active((uv_handle_t *)&w->timer))
+		uv_timer_start(&w->timer, timer_cb, STATUS_DELAY_MS, 0);
+}
+
+void
+status_set_state(struct status_rec *rec, const char *state, bool up)
+{
+	if (rec->state == state && rec->up == up)
+		return;
+	if (rec->up != up)
+		rec->since = (int64_t)time(NULL);
+	rec->state = state;
+	rec->up = up;
+	status_changed(rec);
+}
+
+void
+status_error(struct status_rec *rec, const char *why)
+{
+	size_t i;
+
+	/* One line, one field: the file is tab- and line-separated. */
+	for (i = 0; why[i] != '\0' && i < sizeof(rec->error) - 1; i++)
+		rec->error[i] =
+		    (why[i] < 0x20 || why[i] == 0x7f) ? ' ' : why[i];
+	rec->error[i] = '\0';
+	rec->error_at = (int64_t)time(NULL);
+	status_changed(rec);
+}
+
+static void
+free_cb(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+void
+status_writer_free(struct status_writer *w)
+{
+	char *text;
+
+	if (w == NULL)
+		return;
+	if (w->busy)
+		fatal("status_writer_free with a write in flight");
+	uv_timer_stop(&w->timer);
+	text = render(w, true);
+	w->err = replace_file(w->path, text);
+	free(text);
+	report_write(w);
+	for (size_t i = 0; i < w->n; i++)
+		w->recs[i].w = NULL;
+	free(w->path);
+	uv_close((uv_handle_t *)&w->timer, free_cb);
+}
+
+/* ---- reading ---------------------------------------------------------------- */
+
+struct status_file {
+	long pid;
+	int64_t started;
+	bool stopped;
+	struct status_rec *recs; /* folder and state point into text */
+	size_t n;
+	char *text;
+};
+
+static void
+status_file_free(struct status_file *f)
+{
+	free(f->recs);
+	free(f->text);
+	memset(f, 0, sizeof(*f));
+}
+
+static char *
+read_text(const char *path, int *err)
+{
+	char *buf = xmalloc(STATUS_MAX_BYTES + 1);
+	size_t len = 0;
+	ssize_t n = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		*err = -errno;
+		free(buf);
+		return NULL;
+	}
+	while (len < STATUS_MAX_BYTES) {
+		n = read(fd, buf + len, STATUS_MAX_BYTES - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	*err = n < 0 ? -errno : 0;
+	close(fd);
+	if (*err < 0) {
+		free(buf);
+		return NULL;
+	}
+	buf[len] = '\0';
+	return buf;
+}
+
+/* Splits "folder\t..." in place; 0 or -EINVAL. */
+static int
+parse_folder(char *line, struct status_rec *r)
+{
+	char *field[10], *p = line;
+	long long up, gave_up, since, last_sync, error_at;
+	unsigned long long delivered;
+
+	for (size_t i = 0; i < 10; i++) {
+		field[i] = p;
+		p = i < 9 ? strchr(p, '\t') : NULL;
+		if (i < 9 && p == NULL)
+			return -EINVAL;
+		if (p)
+			*p++ = '\0';
+	}
+	if (strcmp(field[0], "folder") != 0 ||
+	    sscanf(field[3], "%lld", &up) != 1 ||
+	    sscanf(field[4], "%lld", &gave_up) != 1 ||
+	    sscanf(field[5], "%lld", &since) != 1 ||
+	    sscanf(field[6], "%lld", &last_sync) != 1 ||
+	    sscanf(field[7], "%llu", &delivered) != 1 ||
+	    sscanf(field[8], "%lld", &error_at) != 1)
+		return -EINVAL;
+	memset(r, 0, sizeof(*r));
+	r->folder = field[1];
+	r->state = field[2];
+	r->up = up != 0;
+	r->gave_up = gave_up != 0;
+	r->since = since;
+	r->last_sync = last_sync;
+	r->delivered = delivered;
+	r->error_at = error_at;
+	snprintf(r->error, sizeof(r->error), "%s", field[9]);
+	return 0;
+}
+
+static int
+status_file_load(const char *path, struct status_file *f)
+{
+	long long started;
+	int stopped, err;
+	char *line, *next;
+	size_t cap = 0;
+
+	memset(f, 0, sizeof(*f));
+	f->text = read_text(path, &err);
+	if (f->text == NULL)
+		return err;
+	if (sscanf(f->text, STATUS_MAGIC "pid %ld\nstarted %lld\n", &f->pid,
+		&started) != 2)
+		goto bad;
+	f->started = started;
+	line = strstr(f->text, "\nstopped ");
+	if (line == NULL || sscanf(line, "\nstopped %d", &stopped) != 1)
+		goto bad;
+	f->stopped = stopped != 0;
+	for (line = f->text; *line != '\0'; line = next + 1) {
+		next = strchr(line, '\n');
+		if (next == NULL)
+			goto bad; /* every line ends in a newline */
+		*next = '\0';
+		if (strncmp(line, "folder\t", 7) != 0)
+			continue;
+		if (f->n == cap) {
+			cap = cap ? cap * 2 : 8;
+			f->recs = xrealloc(f->recs, cap * sizeof(*f->recs));
+		}
+		if (parse_folder(line, &f->recs[f->n]) < 0)
+			goto bad;
+		f->n++;
+	}
+	return 0;
+bad:
+	status_file_free(f);
+	return -EINVAL;
+}
+
+static void
+fmt_dur(char *buf, size_t len, int64_t s)
+{
+	if (s < 0)
+		s = 0;
+	if (s < 60)
+		snprintf(buf, len, "%ds", (int)s);
+	else if (s < 3600)
+		snprintf(buf, len, "%dm%02ds", (int)(s / 60), (int)(s % 60));
+	else if (s < 86400)
+		snprintf(buf, len, "%dh%02dm", (int)(s / 3600),
+		    (int)(s % 3600 / 60));
+	else
+		snprintf(buf, len, "%dd%02dh", (int)(s / 86400),
+		    (int)(s % 86400 / 3600));
+}
+
+/* Prints one folder's line; returns whether it is healthy. */
+static bool
+report_folder(FILE *out, const char *name, const struct status_rec *r,
+    int64_t now)
+{
+	char d1[32], d2[32];
+	bool ok;
+
+	if (r == NULL) {
+		fprintf(out,
+		    "  %-20s not watched: restart idlefetch to apply "
+		    "the configuration\n",
+		    name);
+		return false;
+	}
+	fmt_dur(d1, sizeof(d1), now - r->since);
+	if (r->gave_up) {
+		fprintf(out, "  %-20s stopped  %-10s for %s: %s\n", name,
+		    r->state, d1, r->error);
+		return false;
+	}
+	ok = r->up || now - r->since <= STATUS_GRACE_SECS;
+	fprintf(out, "  %-20s %-8s %-10s for %s", name,
+	    r->up                           ? "up" :
+		r->last_sync || r->error_at ? "down" :
+					      "starting",
+	    r->state, d1);
+	if (r->last_sync) {
+		fmt_dur(d2, sizeof(d2), now - r->last_sync);
+		fprintf(out, "; last sync %s ago", d2);
+	}
+	fprintf(out, "; %" PRIu64 " delivered", r->delivered);
+	if (!r->up && r->error_at) {
+		fmt_dur(d2, sizeof(d2), now - r->error_at);
+		fprintf(out, "; last error %s ago: %s", d2, r->error);
+	}
+	fprintf(out, "\n");
+	return ok;
+}
+
+static const struct status_rec *
+find_folder(const struct status_file *f, const char *folder)
+{
+	for (size_t i = 0; i < f->n; i++)
+		if (strcmp(f->recs[i].folder, folder) == 0)
+			return &f->recs[i];
+	return NULL;
+}
+
+/* Reports one account; returns how many of its folders are unhealthy. */
+static size_t
+report_account(FILE *out, const struct config *cfg, const struct account *a,
+    int64_t now)
+{
+	struct status_file f;
+	char mode[16], path[PATH_MAX], d[32];
+	size_t bad = 0;
+	long pid;
+	int r;
+
+	r = state_lock_holder(cfg->state_dir, a->name, &pid, mode,
+	    sizeof(mode));
+	if (r < 0) {
+		fprintf(out, "%s: cannot read %s/%s/lock: %s\n", a->name,
+		    cfg->state_dir, a->name, err_str(r));
+		return a->nfolders;
+	}
+	if (r == 0) {
+		fprintf(out, "%s: not running\n", a->name);
+		return a->nfolders;
+	}
+	if (strcmp(mode, "daemon") != 0) {
+		fprintf(out,
+		    "%s: no daemon; a single pass (--once, pid %ld) "
+		    "is running\n",
+		    a->name, pid);
+		return a->nfolders;
+	}
+	snprintf(path, sizeof(path), "%s/%s/status", cfg->state_dir, a->name);
+	r = status_file_load(path, &f);
+	if (r == 0 && f.pid == pid && f.stopped) {
+		fprintf(out, "%s: idlefetch pid %ld is stopping\n", a->name,
+		    pid);
+		status_file_free(&f);
+		return a->nfolders;
+	}
+	if (r < 0 || f.pid != pid) {
+		/* Between taking the lock and writing its first status. */
+		fprintf(out, "%s: idlefetch pid %ld is starting\n", a->name,
+		    pid);
+		if (r == 0)
+			status_file_free(&f);
+		return 0;
+	}
+	fmt_dur(d, sizeof(d), now - f.started);
+	fprintf(out, "%s: idlefetch pid %ld, running for %s\n", a->name, pid,
+	    d);
+	for (size_t i = 0; i < a->nfolders; i++)
+		if (!report_folder(out, a->folders[i],
+			find_folder(&f, a->folders[i]), now))
+			bad++;
+	status_file_free(&f);
+	return bad;
+}
+
+int
+status_report(const struct config *cfg, const char *account, FILE *out)
+{
+	int64_t now = (int64_t)time(NULL);
+	size_t bad = 0, total = 0;
+
+	for (size_t i = 0; i < cfg->naccounts; i++) {
+		const struct account *a = &cfg->accounts[i];
+
+		if (account && strcmp(account, a->name) != 0)
+			continue;
+		bad += report_account(out, cfg, a, now);
+		total += a->nfolders;
+	}
+	if (bad == 0)
+		fprintf(out, "healthy: %zu folder(s)\n", total);
+	else
+		fprintf(out, "unhealthy: %zu of %zu folder(s)\n", bad, total);
+	return bad == 0 ? 0 : 1;
+}
