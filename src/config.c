@@ -841,3 +841,31 @@ config_folder_key(const char *folder)
 	*o = '\0';
 	return out;
 }
+
+static int
+str_equal(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+int
+config_account_equal(const struct account *a, const struct account *b)
+{
+	if (!str_equal(a->name, b->name) || !str_equal(a->host, b->host) ||
+	    a->port != b->port || a->tls != b->tls ||
+	    !str_equal(a->username, b->username) ||
+	    !str_equal(a->password, b->password) ||
+	    !str_equal(a->ca_file, b->ca_file) ||
+	    !str_equal(a->maildir, b->maildir) || a->after != b->after ||
+	    !str_equal(a->move_to, b->move_to) || a->idle != b->idle ||
+	    a->poll_interval != b->poll_interval ||
+	    a->idle_refresh != b->idle_refresh || a->timeout != b->timeout ||
+	    a->nfolders != b->nfolders)
+		return 0;
+	for (size_t i = 0; i < a->nfolders; i++)
+		if (strcmp(a->folders[i], b->folders[i]) != 0)
+			return 0;
+	return 1;
+}

@@ -1,9 +1,18 @@
 /*
- * daemon: owns the loop, the account locks (one fetcher per account), the
- * TLS contexts (one per account, shared by its folders' connections) and
- * the sessions. A first SIGTERM/SIGINT asks every
- * session to stop gracefully; a second one exits at once, which is still
- * safe because delivery never depends on a clean shutdown.
+ * daemon: owns the loop and one unit per account: the account's lock (one
+ * fetcher per account), its TLS context (shared by its folders'
+ * connections), its status records and writer, and one session per folder.
+ *
+ * Signals: a first SIGTERM/SIGINT asks every session to stop gracefully; a
+ * second one exits at once, which is still safe because delivery never
+ * depends on a clean shutdown. SIGHUP reads the configuration again: the
+ * accounts whose settings changed, that are gone, or that stopped for good
+ * are stopped gracefully and, where still configured, started again with
+ * the new settings; the others keep their connections. A configuration
+ * with an error changes nothing.
+ *
+ * Sessions borrow their account from a configuration, so a configuration
+ * lives as long as the units made from it (a reference count).
  */
 #include <errno.h>
 #include <signal.h>
@@ -23,47 +32,70 @@
 #include "idlefetch/tls.h"
 #include "idlefetch/util.h"
 
+struct cfgref {
+	struct config *cfg;
+	unsigned refs;
+};
+
+struct unit {
+	struct daemon *d;
+	struct cfgref *cref; /* holds the configuration a points into */
+	const struct account *a;
+	SSL_CTX *ctx;
+	int lock; /* -1: not taken, and no sessions */
+	struct status_rec *recs;
+	struct status_writer *w;
+	struct session **sessions;
+	size_t n, running;
+	bool gave_up; /* a session ended on its own: it needs the user */
+	bool retiring; /* stopping, to be replaced or removed */
+	struct unit *next;
+};
+
 struct daemon {
 	uv_loop_t *loop;
-	uv_signal_t sigterm, sigint;
-	struct session **sessions;
-	size_t nsessions, running;
+	uv_signal_t sigterm, sigint, sighup;
+	uv_timer_t reap; /* frees finished units outside their callbacks */
+	struct cfgref *cur; /* the configuration in force */
+	daemon_load_cb *load;
+	void *load_ud;
+	const char *only; /* --account */
+	bool once;
+	bool stopping;
+	bool closed; /* handles closed: the loop ends */
+	struct unit *units;
 	unsigned failed;
 	unsigned signals;
 };
 
-static void
-close_signals(struct daemon *d)
+/* ---- configurations ------------------------------------------------------ */
+
+static struct cfgref *
+cfg_new(struct config *cfg)
 {
-	uv_close((uv_handle_t *)&d->sigterm, NULL);
-	uv_close((uv_handle_t *)&d->sigint, NULL);
+	struct cfgref *c = xcalloc(1, sizeof(*c));
+
+	c->cfg = cfg;
+	c->refs = 1;
+	return c;
 }
 
 static void
-on_session_done(struct session *s, void *ud, bool ok)
+cfg_unref(struct cfgref *c)
 {
-	struct daemon *d = ud;
-
-	if (!ok)
-		d->failed++;
-	if (--d->running == 0)
-		close_signals(d);
-}
-
-static void
-on_signal(uv_signal_t *h, int signum)
-{
-	struct daemon *d = h->data;
-
-	if (++d->signals > 1) {
-		log_msg(LOGL_WARN, NULL, NULL, "second signal: exiting now");
-		_exit(1);
+	if (c != NULL && --c->refs == 0) {
+		config_free(c->cfg);
+		free(c);
 	}
-	log_msg(LOGL_INFO, NULL, NULL, "%s: stopping",
-	    signum == SIGTERM ? "SIGTERM" : "SIGINT");
-	for (size_t i = 0; i < d->nsessions; i++)
-		session_stop(d->sessions[i]);
 }
+
+static bool
+wanted(const struct daemon *d, const struct account *a)
+{
+	return d->only == NULL || strcmp(d->only, a->name) == 0;
+}
+
+/* ---- units ------------------------------------------------------------------ */
 
 /* Takes the account's lock; -1 (logged) when it cannot be had. */
 static int
@@ -88,104 +120,315 @@ lock_account(const struct config *cfg, const struct account *a, bool once)
 	return fd < 0 ? -1 : fd;
 }
 
-int
-daemon_run(const struct config *cfg, const char *account, bool once)
-{
-	struct daemon d = { .loop = uv_default_loop() };
-	SSL_CTX **ctxs = xcalloc(cfg->naccounts, sizeof(*ctxs));
-	int *locks = xmalloc(cfg->naccounts * sizeof(*locks));
-	struct status_rec **recs = xcalloc(cfg->naccounts, sizeof(*recs));
-	struct status_writer **writers =
-	    xcalloc(cfg->naccounts, sizeof(*writers));
-	char err[300];
-	int code = 0;
+static void schedule_reap(struct daemon *d);
 
-	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
-	signal(SIGPIPE, SIG_IGN);
+static void
+on_session_done(struct session *s, void *ud, bool ok)
+{
+	struct unit *u = ud;
+	struct daemon *d = u->d;
+
+	if (!ok)
+		d->failed++;
+	if (!d->once && !d->stopping && !u->retiring)
+		u->gave_up = true;
+	if (--u->running == 0)
+		schedule_reap(d);
+}
+
+/* Sets up and starts one account; a unit without sessions if it cannot. */
+static struct unit *
+unit_start(struct daemon *d, const struct account *a)
+{
+	const struct config *cfg = d->cur->cfg;
+	struct unit *u = xcalloc(1, sizeof(*u));
+	char err[300];
+
+	u->d = d;
+	u->cref = d->cur;
+	u->cref->refs++;
+	u->a = a;
+	u->next = d->units;
+	d->units = u;
+	u->lock = lock_account(cfg, a, d->once);
+	if (u->lock >= 0 && a->tls != TLS_MODE_NONE) {
+		u->ctx = tls_ctx_new(a->ca_file, err, sizeof(err));
+		if (u->ctx == NULL)
+			log_msg(LOGL_ERROR, a->name, NULL, "%s", err);
+	}
+	if (u->lock < 0 || (a->tls != TLS_MODE_NONE && u->ctx == NULL)) {
+		d->failed++;
+		u->gave_up = true;
+		return u;
+	}
+	u->recs = xcalloc(a->nfolders, sizeof(*u->recs));
+	for (size_t j = 0; j < a->nfolders; j++)
+		u->recs[j].folder = a->folders[j];
+	/* A single pass is no daemon: it leaves the daemon's status alone. */
+	if (!d->once)
+		u->w = status_writer_new(d->loop, cfg->state_dir, a->name,
+		    u->recs, a->nfolders);
+	u->sessions = xcalloc(a->nfolders, sizeof(*u->sessions));
+	for (size_t j = 0; j < a->nfolders; j++) {
+		struct session_opts o = {
+			.acct = a,
+			.folder = a->folders[j],
+			.state_dir = cfg->state_dir,
+			.ssl_ctx = u->ctx,
+			.once = d->once,
+			.status = &u->recs[j],
+			.done = on_session_done,
+			.ud = u,
+		};
+
+		u->sessions[u->n++] = session_new(d->loop, &o);
+	}
+	u->running = u->n;
+	for (size_t j = 0; j < u->n; j++)
+		session_start(u->sessions[j]);
+	return u;
+}
+
+static void
+unit_stop(struct unit *u)
+{
+	for (size_t j = 0; j < u->n; j++)
+		session_stop(u->sessions[j]);
+}
+
+/*
+ * Only once every session is done; the loop must run on (closes). last:
+ * the account is not started again, its status says so.
+ */
+static void
+unit_free(struct unit *u, bool last)
+{
+	status_writer_free(u->w, last);
+	for (size_t j = 0; j < u->n; j++)
+		session_free(u->sessions[j]);
+	free(u->sessions);
+	free(u->recs);
+	SSL_CTX_free(u->ctx);
+	if (u->lock >= 0)
+		close(u->lock);
+	cfg_unref(u->cref);
+	free(u);
+}
+
+static struct unit *
+find_unit(struct daemon *d, const char *name, bool retiring)
+{
+	for (struct unit *u = d->units; u; u = u->next)
+		if (u->retiring == retiring && strcmp(u->a->name, name) == 0)
+			return u;
+	return NULL;
+}
+
+/*
+ * Starts every configured account that has no unit. One whose old unit is
+ * still stopping waits for it: both would want the account's lock.
+ */
+static size_t
+start_missing(struct daemon *d)
+{
+	const struct config *cfg = d->cur->cfg;
+	size_t started = 0;
+
 	for (size_t i = 0; i < cfg->naccounts; i++) {
 		const struct account *a = &cfg->accounts[i];
 
-		locks[i] = -1;
-		if (account && strcmp(account, a->name) != 0)
+		if (!wanted(d, a) || find_unit(d, a->name, false) ||
+		    find_unit(d, a->name, true))
 			continue;
-		locks[i] = lock_account(cfg, a, once);
-		if (locks[i] < 0) {
-			d.failed++;
-			continue;
-		}
-		if (a->tls != TLS_MODE_NONE) {
-			ctxs[i] = tls_ctx_new(a->ca_file, err, sizeof(err));
-			if (ctxs[i] == NULL) {
-				log_msg(LOGL_ERROR, a->name, NULL, "%s", err);
-				d.failed++;
-				continue;
-			}
-		}
-		recs[i] = xcalloc(a->nfolders, sizeof(*recs[i]));
-		for (size_t j = 0; j < a->nfolders; j++)
-			recs[i][j].folder = a->folders[j];
-		/* A single pass is no daemon: it leaves the daemon's status alone. */
-		if (!once)
-			writers[i] = status_writer_new(d.loop, cfg->state_dir,
-			    a->name, recs[i], a->nfolders);
-		for (size_t j = 0; j < a->nfolders; j++) {
-			struct session_opts o = {
-				.acct = a,
-				.folder = a->folders[j],
-				.state_dir = cfg->state_dir,
-				.ssl_ctx = ctxs[i],
-				.once = once,
-				.status = &recs[i][j],
-				.done = on_session_done,
-				.ud = &d,
-			};
+		unit_start(d, a);
+		started++;
+	}
+	return started;
+}
 
-			d.sessions = xrealloc(d.sessions,
-			    (d.nsessions + 1) * sizeof(*d.sessions));
-			d.sessions[d.nsessions++] = session_new(d.loop, &o);
-		}
-	}
-	if (d.nsessions == 0) {
-		log_msg(LOGL_ERROR, NULL, NULL, "nothing to do: no account %s",
-		    account ? account : "could be set up");
-		code = 1;
-		goto out;
-	}
-	log_msg(LOGL_INFO, NULL, NULL,
-	    "idlefetch %s starting: %zu connection(s)%s", IDLEFETCH_VERSION,
-	    d.nsessions, once ? ", single pass" : "");
-	uv_signal_init(d.loop, &d.sigterm);
-	uv_signal_init(d.loop, &d.sigint);
-	d.sigterm.data = d.sigint.data = &d;
-	uv_signal_start(&d.sigterm, on_signal, SIGTERM);
-	uv_signal_start(&d.sigint, on_signal, SIGINT);
-	d.running = d.nsessions;
-	for (size_t i = 0; i < d.nsessions; i++)
-		session_start(d.sessions[i]);
-	uv_run(d.loop, UV_RUN_DEFAULT);
+/* Whether the configuration in force has this account (for this process). */
+static bool
+configured(const struct daemon *d, const char *name)
+{
+	const struct config *cfg = d->cur->cfg;
 
 	for (size_t i = 0; i < cfg->naccounts; i++)
-		status_writer_free(writers[i]);
-	for (size_t i = 0; i < d.nsessions; i++)
-		session_free(d.sessions[i]);
-	uv_run(d.loop, UV_RUN_DEFAULT); /* let the close callbacks run */
+		if (strcmp(cfg->accounts[i].name, name) == 0)
+			return wanted(d, &cfg->accounts[i]);
+	return false;
+}
+
+/* ---- loop ------------------------------------------------------------------- */
+
+static void
+close_handles(struct daemon *d)
+{
+	d->closed = true;
+	uv_close((uv_handle_t *)&d->sigterm, NULL);
+	uv_close((uv_handle_t *)&d->sigint, NULL);
+	uv_close((uv_handle_t *)&d->sighup, NULL);
+	uv_close((uv_handle_t *)&d->reap, NULL);
+}
+
+static void
+reap_cb(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+	struct unit **p = &d->units, *u;
+	bool busy = false;
+
+	while ((u = *p) != NULL) {
+		if (u->running == 0 && (u->retiring || d->stopping)) {
+			*p = u->next;
+			unit_free(u, d->stopping || !configured(d, u->a->name));
+		} else {
+			busy = busy || u->running > 0;
+			p = &u->next;
+		}
+	}
+	if (!d->stopping && start_missing(d) > 0)
+		busy = true;
+	for (u = d->units; u && !busy; u = u->next)
+		busy = u->running > 0;
+	/* Nothing runs any more: stopped, a pass done, or every folder gave up. */
+	if (!busy && !d->closed)
+		close_handles(d);
+}
+
+static void
+schedule_reap(struct daemon *d)
+{
+	if (!d->closed)
+		uv_timer_start(&d->reap, reap_cb, 0, 0);
+}
+
+static void
+reload(struct daemon *d)
+{
+	struct config *cfg;
+	char err[1024];
+	unsigned kept = 0, restarted = 0, removed = 0;
+
+	if (d->load(d->load_ud, &cfg, err, sizeof(err)) < 0) {
+		log_msg(LOGL_ERROR, NULL, NULL,
+		    "SIGHUP: %s; keeping the running configuration", err);
+		return;
+	}
+	for (struct unit *u = d->units; u; u = u->next) {
+		const struct account *a = NULL;
+
+		if (u->retiring)
+			continue;
+		for (size_t i = 0; i < cfg->naccounts && a == NULL; i++)
+			if (strcmp(cfg->accounts[i].name, u->a->name) == 0 &&
+			    wanted(d, &cfg->accounts[i]))
+				a = &cfg->accounts[i];
+		if (a && !u->gave_up && config_account_equal(a, u->a) &&
+		    strcmp(cfg->state_dir, u->cref->cfg->state_dir) == 0) {
+			kept++;
+			continue;
+		}
+		log_msg(LOGL_INFO, u->a->name, NULL, "%s",
+		    a == NULL      ? "no longer configured: stopping" :
+			u->gave_up ? "starting again" :
+				     "settings changed: reconnecting");
+		if (a == NULL)
+			removed++;
+		else
+			restarted++;
+		u->retiring = true;
+		unit_stop(u);
+		if (u->running == 0)
+			schedule_reap(d);
+	}
+	cfg_unref(d->cur);
+	d->cur = cfg_new(cfg);
+	log_msg(LOGL_INFO, NULL, NULL,
+	    "SIGHUP: configuration reloaded: %u account(s) unchanged, "
+	    "%u restarted, %u removed, %zu new",
+	    kept, restarted, removed, start_missing(d));
+}
+
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+	struct daemon *d = h->data;
+
+	if (signum == SIGHUP) {
+		if (d->once)
+			log_msg(LOGL_INFO, NULL, NULL,
+			    "SIGHUP: a single pass has nothing to reload");
+		else if (!d->stopping)
+			reload(d);
+		return;
+	}
+	if (++d->signals > 1) {
+		log_msg(LOGL_WARN, NULL, NULL, "second signal: exiting now");
+		_exit(1);
+	}
+	log_msg(LOGL_INFO, NULL, NULL, "%s: stopping",
+	    signum == SIGTERM ? "SIGTERM" : "SIGINT");
+	d->stopping = true;
+	for (struct unit *u = d->units; u; u = u->next)
+		unit_stop(u);
+	schedule_reap(d);
+}
+
+static void
+signal_start(struct daemon *d, uv_signal_t *h, int signum)
+{
+	uv_signal_init(d->loop, h);
+	h->data = d;
+	uv_signal_start(h, on_signal, signum);
+}
+
+int
+daemon_run(struct config *cfg, const char *account, bool once,
+    daemon_load_cb *load, void *load_ud)
+{
+	struct daemon d = { .loop = uv_default_loop() };
+	size_t connections = 0;
+	int code;
+
+	d.cur = cfg_new(cfg);
+	d.once = once;
+	d.only = account;
+	d.load = load;
+	d.load_ud = load_ud;
+	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
+	signal(SIGPIPE, SIG_IGN);
+	uv_timer_init(d.loop, &d.reap);
+	d.reap.data = &d;
+	signal_start(&d, &d.sigterm, SIGTERM);
+	signal_start(&d, &d.sigint, SIGINT);
+	signal_start(&d, &d.sighup, SIGHUP);
+	start_missing(&d);
+	for (struct unit *u = d.units; u; u = u->next)
+		connections += u->n;
+	if (connections == 0)
+		log_msg(LOGL_ERROR, NULL, NULL, "nothing to do: no account %s",
+		    account ? account : "could be set up");
+	else
+		log_msg(LOGL_INFO, NULL, NULL,
+		    "idlefetch %s starting: %zu connection(s)%s",
+		    IDLEFETCH_VERSION, connections,
+		    once ? ", single pass" : "");
+	schedule_reap(&d); /* ends at once when nothing could start */
+	uv_run(d.loop, UV_RUN_DEFAULT);
+
+	while (d.units) {
+		struct unit *u = d.units;
+
+		d.units = u->next;
+		unit_free(u, true);
+	}
+	uv_run(d.loop, UV_RUN_DEFAULT); /* the closes and last status writes */
 	uv_loop_close(d.loop);
+	cfg_unref(d.cur);
 	if (once)
 		code = d.failed ? 1 : 0;
 	else
 		code = d.signals ? 0 : 1; /* else every session gave up */
 	log_msg(LOGL_INFO, NULL, NULL, "exiting with status %d", code);
-out:
-	for (size_t i = 0; i < cfg->naccounts; i++) {
-		SSL_CTX_free(ctxs[i]);
-		free(recs[i]);
-		if (locks[i] >= 0)
-			close(locks[i]);
-	}
-	free(writers);
-	free(recs);
-	free(locks);
-	free(ctxs);
-	free(d.sessions);
 	return code;
 }

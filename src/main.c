@@ -41,12 +41,13 @@ usage(FILE *fp)
 	    STATUS_GRACE_SECS);
 }
 
+/*
+ * Finds and loads the configuration: 0 and *cfg, or -1 with the reason in
+ * err (without the "idlefetch: " prefix).
+ */
 static int
-load_config(const char *path, struct config **cfg)
+load_config(const char *path, struct config **cfg, char *err, size_t errlen)
 {
-	char err[1024];
-	int r;
-
 	if (path == NULL)
 		path = getenv("IDLEFETCH_CONFIG");
 	if (path != NULL && *path == '\0')
@@ -54,20 +55,22 @@ load_config(const char *path, struct config **cfg)
 	if (path == NULL && access(CONFIG_DEFAULT_PATH, F_OK) == 0)
 		path = CONFIG_DEFAULT_PATH;
 	if (path == NULL && getenv("IDLEFETCH_HOST") != NULL)
-		r = config_load_env(cfg, err, sizeof(err));
-	else if (path == NULL) {
-		fprintf(stderr,
-		    "idlefetch: no configuration: %s does not exist and "
-		    "IDLEFETCH_HOST is not set (see --help)\n",
+		return config_load_env(cfg, err, errlen) < 0 ? -1 : 0;
+	if (path == NULL) {
+		snprintf(err, errlen,
+		    "no configuration: %s does not exist and "
+		    "IDLEFETCH_HOST is not set (see --help)",
 		    CONFIG_DEFAULT_PATH);
 		return -1;
-	} else
-		r = config_load_file(path, cfg, err, sizeof(err));
-	if (r < 0) {
-		fprintf(stderr, "idlefetch: %s\n", err);
-		return -1;
 	}
-	return 0;
+	return config_load_file(path, cfg, err, errlen) < 0 ? -1 : 0;
+}
+
+/* SIGHUP: the same lookup as at start-up, with the same --config. */
+static int
+reload_config(void *ud, struct config **cfg, char *err, size_t errlen)
+{
+	return load_config(ud, cfg, err, errlen);
 }
 
 int
@@ -86,6 +89,7 @@ main(int argc, char **argv)
 	const char *path = NULL, *account = NULL;
 	bool once = false, check = false, verbose = false, status = false;
 	struct config *cfg;
+	char err[1024];
 	int c, code;
 
 	if (argc > 1 && strcmp(argv[1], "status") == 0) {
@@ -134,8 +138,10 @@ main(int argc, char **argv)
 		    "--account\n");
 		return 2;
 	}
-	if (load_config(path, &cfg) < 0)
+	if (load_config(path, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "idlefetch: %s\n", err);
 		return 2;
+	}
 	if (account) {
 		size_t i;
 
@@ -160,7 +166,5 @@ main(int argc, char **argv)
 		return 0;
 	}
 	log_init(verbose ? LOGL_DEBUG : LOGL_INFO, cfg->log);
-	code = daemon_run(cfg, account, once);
-	config_free(cfg);
-	return code;
+	return daemon_run(cfg, account, once, reload_config, (void *)path);
 }

@@ -32,15 +32,18 @@ struct status_writer {
 	uv_timer_t timer;
 	uv_work_t work;
 	char *path; /* STATE_DIR/ACCOUNT/status */
-	const char *account; /* borrowed */
+	char *tmp; /* path.tmpN */
+	char *account;
 	struct status_rec *recs; /* borrowed */
 	size_t n;
 	int64_t started;
 	char *buf; /* the text being written, while busy */
+	char *final; /* closing: the last text, still to be written */
 	int err; /* result of the last write */
 	bool dirty; /* changed since the text was made */
 	bool busy; /* a write is on the threadpool */
 	bool err_logged;
+	bool closing; /* status_writer_free was called */
 };
 
 /* ---- writing ---------------------------------------------------------------- */
@@ -76,16 +79,17 @@ render(const struct status_writer *w, bool stopped)
 	return buf;
 }
 
-/* Replaces path with text: write a temporary file, rename it over. */
+/*
+ * Replaces path with text: write the temporary file tmp, rename it over.
+ * Each writer has a temporary name of its own: after a reload the old and
+ * the new writer of an account may both be at work for a moment.
+ */
 static int
-replace_file(const char *path, const char *text)
+replace_file(const char *path, const char *tmp, const char *text)
 {
-	char tmp[PATH_MAX];
 	size_t len = strlen(text), off = 0;
 	int fd, r = 0;
 
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
@@ -120,10 +124,41 @@ work_cb(uv_work_t *req)
 {
 	struct status_writer *w = req->data;
 
-	w->err = replace_file(w->path, w->buf);
+	w->err = replace_file(w->path, w->tmp, w->buf);
 }
 
-static void timer_cb(uv_timer_t *t);
+static void after_work_cb(uv_work_t *req, int status);
+
+/* Hands text (owned by the writer from now on) to the threadpool. */
+static void
+start_write(struct status_writer *w, char *text)
+{
+	int r;
+
+	w->buf = text;
+	w->work.data = w;
+	r = uv_queue_work(w->loop, &w->work, work_cb, after_work_cb);
+	if (r < 0)
+		fatal("uv_queue_work: %s", uv_strerror(r));
+	w->busy = true;
+}
+
+static void
+free_cb(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void
+timer_cb(uv_timer_t *t)
+{
+	struct status_writer *w = t->data;
+
+	if (w->busy || w->closing)
+		return; /* after_work_cb takes over */
+	w->dirty = false;
+	start_write(w, render(w, false));
+}
 
 static void
 after_work_cb(uv_work_t *req, int status)
@@ -134,37 +169,32 @@ after_work_cb(uv_work_t *req, int status)
 	free(w->buf);
 	w->buf = NULL;
 	report_write(w);
-	if (w->dirty)
+	if (w->closing && w->final != NULL) {
+		char *text = w->final;
+
+		w->final = NULL;
+		start_write(w, text);
+	} else if (w->closing) {
+		free(w->path);
+		free(w->tmp);
+		free(w->account);
+		uv_close((uv_handle_t *)&w->timer, free_cb);
+	} else if (w->dirty) {
 		uv_timer_start(&w->timer, timer_cb, STATUS_DELAY_MS, 0);
-}
-
-static void
-timer_cb(uv_timer_t *t)
-{
-	struct status_writer *w = t->data;
-	int r;
-
-	if (w->busy)
-		return; /* after_work_cb starts the timer again */
-	w->dirty = false;
-	w->buf = render(w, false);
-	w->work.data = w;
-	r = uv_queue_work(w->loop, &w->work, work_cb, after_work_cb);
-	if (r < 0)
-		fatal("uv_queue_work: %s", uv_strerror(r));
-	w->busy = true;
+	}
 }
 
 struct status_writer *
 status_writer_new(uv_loop_t *loop, const char *state_dir, const char *account,
     struct status_rec *recs, size_t n)
 {
+	static unsigned seq;
 	struct status_writer *w = xcalloc(1, sizeof(*w));
-	char *text;
 
 	w->loop = loop;
 	w->path = xasprintf("%s/%s/status", state_dir, account);
-	w->account = account;
+	w->tmp = xasprintf("%s.tmp%u", w->path, ++seq);
+	w->account = xstrdup(account);
 	w->recs = recs;
 	w->n = n;
 	w->started = (int64_t)time(NULL);
@@ -175,14 +205,8 @@ status_writer_new(uv_loop_t *loop, const char *state_dir, const char *account,
 	uv_timer_init(loop, &w->timer);
 	w->timer.data = w;
 	uv_unref((uv_handle_t *)&w->timer);
-	/*
-	 * At once, before the loop runs: from now on the file belongs to this
-	 * process, and a status check sees it starting.
-	 */
-	text = render(w, false);
-	w->err = replace_file(w->path, text);
-	free(text);
-	report_write(w);
+	/* From now on the file belongs to this process. */
+	start_write(w, render(w, false));
 	return w;
 }
 
@@ -224,30 +248,32 @@ status_error(struct status_rec *rec, const char *why)
 	status_changed(rec);
 }
 
-static void
-free_cb(uv_handle_t *h)
-{
-	free(h->data);
-}
-
 void
-status_writer_free(struct status_writer *w)
+status_writer_free(struct status_writer *w, bool last)
 {
-	char *text;
-
 	if (w == NULL)
 		return;
-	if (w->busy)
-		fatal("status_writer_free with a write in flight");
-	uv_timer_stop(&w->timer);
-	text = render(w, true);
-	w->err = replace_file(w->path, text);
-	free(text);
-	report_write(w);
+	/* The last text is made now, while the records still exist. */
+	w->final = last ? render(w, true) : NULL;
 	for (size_t i = 0; i < w->n; i++)
 		w->recs[i].w = NULL;
-	free(w->path);
-	uv_close((uv_handle_t *)&w->timer, free_cb);
+	w->recs = NULL;
+	w->n = 0;
+	w->closing = true;
+	uv_timer_stop(&w->timer);
+	if (w->busy) {
+		/* after_work_cb finishes. */
+	} else if (w->final != NULL) {
+		char *text = w->final;
+
+		w->final = NULL;
+		start_write(w, text);
+	} else {
+		free(w->path);
+		free(w->tmp);
+		free(w->account);
+		uv_close((uv_handle_t *)&w->timer, free_cb);
+	}
 }
 
 /* ---- reading ---------------------------------------------------------------- */
@@ -405,8 +431,8 @@ report_folder(FILE *out, const char *name, const struct status_rec *r,
 
 	if (r == NULL) {
 		fprintf(out,
-		    "  %-20s not watched: restart idlefetch to apply "
-		    "the configuration\n",
+		    "  %-20s not watched: reload idlefetch (SIGHUP) to "
+		    "apply the configuration\n",
 		    name);
 		return false;
 	}

@@ -53,6 +53,11 @@ int config_load_file(const char *path, struct config **out, char *err,
 /* Builds a one-account config from IDLEFETCH_* variables (see README). */
 int config_load_env(struct config **out, char *err, size_t errlen);
 void config_free(struct config *cfg);
+/*
+ * Whether two accounts fetch the same way: every setting equal, the
+ * password included (a reload re-reads password_file / password_command).
+ */
+int config_account_equal(const struct account *a, const struct account *b);
 /* Prints the effective configuration with the password masked. */
 void config_print(const struct config *cfg, FILE *fp);
 

@@ -56,10 +56,11 @@ void status_set_state(struct status_rec *rec, const char *state, bool up);
 /* Records an error (made printable) and when it happened. */
 void status_error(struct status_rec *rec, const char *why);
 /*
- * Writes the file a last time, marked stopped, and frees the writer. Call
- * after the loop has finished (it blocks on the disk).
+ * Detaches the records (the caller may free them at once) and frees the
+ * writer. last: write the file a last time, marked stopped (not when a new
+ * writer takes the account over). The loop must run on for that.
  */
-void status_writer_free(struct status_writer *w);
+void status_writer_free(struct status_writer *w, bool last);
 
 /*
  * Prints the state of every configured folder (of one account when account

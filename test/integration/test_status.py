@@ -63,7 +63,7 @@ class StatusTest(unittest.TestCase):
         self.assertTrue(fx.wait_until(
             lambda: status(f)[1].count(" up ") == 2, 40), status(f))
 
-        # A folder added to the configuration is not watched until restart.
+        # A folder added to the configuration is not watched until reload.
         with open(f.conf) as c:
             text = c.read().replace("folders = INBOX, Archive",
                                     "folders = INBOX, Archive, Sent")
@@ -72,7 +72,7 @@ class StatusTest(unittest.TestCase):
         rc, out = status(f)
         self.assertEqual(rc, 1, out)
         self.assertIn("Sent", out)
-        self.assertIn("not watched: restart idlefetch", out)
+        self.assertIn("not watched: reload idlefetch (SIGHUP)", out)
         self.assertEqual(status(f, "--account", "nosuch")[0], 2)
 
         self.assertEqual(f.stop(), 0)
