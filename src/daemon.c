@@ -15,6 +15,7 @@
  * lives as long as the units made from it (a reference count).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,7 @@ struct daemon {
 	uv_loop_t *loop;
 	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t reap; /* frees finished units outside their callbacks */
+	uv_timer_t bar; /* --once on a terminal: the progress bar */
 	struct cfgref *cur; /* the configuration in force */
 	daemon_load_cb *load;
 	void *load_ud;
@@ -260,10 +262,45 @@ configured(const struct daemon *d, const char *name)
 
 /* ---- loop ------------------------------------------------------------------- */
 
+#define BAR_WIDTH 30
+#define BAR_MS 200
+
+static void
+bar_cb(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+	uint64_t done = 0, total = 0;
+	char bar[BAR_WIDTH + 1], line[200];
+	size_t fill;
+
+	for (struct unit *u = d->units; u; u = u->next)
+		for (size_t j = 0; j < u->n; j++) {
+			done += u->recs[j].delivered;
+			total += u->recs[j].queued;
+		}
+	if (total == 0)
+		return;
+	if (done > total)
+		done = total;
+	fill = (size_t)(done * BAR_WIDTH / total);
+	memset(bar, '#', fill);
+	memset(bar + fill, '.', BAR_WIDTH - fill);
+	bar[BAR_WIDTH] = '\0';
+	snprintf(line, sizeof(line),
+	    "[%s] %" PRIu64 "/%" PRIu64 " messages %3d%%", bar, done, total,
+	    (int)(done * 100 / total));
+	log_progress(line);
+}
+
 static void
 close_handles(struct daemon *d)
 {
 	d->closed = true;
+	if (uv_is_active((uv_handle_t *)&d->bar)) {
+		bar_cb(&d->bar); /* the final count stays on the screen */
+		log_progress(NULL);
+	}
+	uv_close((uv_handle_t *)&d->bar, NULL);
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
 	uv_close((uv_handle_t *)&d->sighup, NULL);
@@ -399,6 +436,10 @@ daemon_run(struct config *cfg, const char *account, bool once,
 	signal(SIGPIPE, SIG_IGN);
 	uv_timer_init(d.loop, &d.reap);
 	d.reap.data = &d;
+	uv_timer_init(d.loop, &d.bar);
+	d.bar.data = &d;
+	if (once && cfg->log == LOG_TARGET_STDERR && isatty(STDERR_FILENO))
+		uv_timer_start(&d.bar, bar_cb, BAR_MS / 2, BAR_MS);
 	signal_start(&d, &d.sigterm, SIGTERM);
 	signal_start(&d, &d.sigint, SIGINT);
 	signal_start(&d, &d.sighup, SIGHUP);

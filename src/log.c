@@ -14,6 +14,7 @@
 static enum log_level log_max = LOGL_INFO;
 static enum log_target log_target = LOG_TARGET_STDERR;
 static const char *level_names[] = { "error", "warn", "info", "debug" };
+static char progress[256]; /* shown below the log; "" none */
 
 void
 log_init(enum log_level max, enum log_target target)
@@ -91,6 +92,8 @@ log_msg(enum log_level level, const char *account, const char *folder,
 		fprintf(stderr, ",\"msg\":\"%s\"}\n", msg);
 		return;
 	}
+	if (progress[0])
+		fputs("\r\033[K", stderr);
 	fprintf(stderr, "%s.%03ldZ %s", ts, (long)tv.tv_usec / 1000,
 	    level_names[level]);
 	if (account)
@@ -98,4 +101,24 @@ log_msg(enum log_level level, const char *account, const char *folder,
 	if (folder)
 		fprintf(stderr, " folder=\"%s\"", fold);
 	fprintf(stderr, " msg=\"%s\"\n", msg);
+	if (progress[0]) {
+		fputs(progress, stderr);
+		fflush(stderr);
+	}
+}
+
+void
+log_progress(const char *line)
+{
+	if (log_target != LOG_TARGET_STDERR)
+		return;
+	if (line == NULL) {
+		if (progress[0])
+			fputs("\n", stderr);
+		progress[0] = '\0';
+	} else {
+		snprintf(progress, sizeof(progress), "%s", line);
+		fprintf(stderr, "\r\033[K%s", progress);
+	}
+	fflush(stderr);
 }

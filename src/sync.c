@@ -456,6 +456,7 @@ sync_list_finish(struct session *s)
 	}
 	s->nlist = o;
 	s->next_list = 0;
+	s->o.status->queued = s->o.status->delivered + o;
 	free(pairs);
 	if (s->nstale > 0)
 		qsort(s->stale, s->nstale, sizeof(*s->stale), cmp_u32);

@@ -15,4 +15,11 @@ int log_enabled(enum log_level level);
 void log_msg(enum log_level level, const char *account, const char *folder,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/*
+ * Keeps line (a progress bar) below the log on a terminal: each log line
+ * is written above it. NULL ends it, leaving its last state on the screen.
+ * Only for the stderr target; the caller checks that stderr is a terminal.
+ */
+void log_progress(const char *line);
+
 #endif

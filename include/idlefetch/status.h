@@ -35,6 +35,7 @@ struct status_rec {
 	int64_t since; /* when up last changed (Unix time) */
 	int64_t last_sync; /* last completed sync, 0: none yet */
 	uint64_t delivered; /* messages this process delivered */
+	uint64_t queued; /* delivered + listed by the last sync (progress) */
 	int64_t error_at; /* 0: no error yet */
 	char error[512];
 	struct status_writer *w; /* set by status_writer_new */

@@ -74,6 +74,41 @@ class OnceTest(unittest.TestCase):
         self.assertEqual(f.once(), 0, f.log())
         self.assertEqual(sub.count(), 5)
 
+    def test_progress_bar_on_a_terminal_only(self):
+        import os
+        import pty
+        import subprocess
+        f = self.env.idlefetch(tls="implicit", name="bar")
+        master, slave = pty.openpty()
+        p = subprocess.Popen([fx.IDLEFETCH, "--config", f.conf, "--once"],
+                             stdout=slave, stderr=slave)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(master)
+        self.assertEqual(p.wait(60), 0, out)
+        text = out.decode()
+        self.assertRegex(text, r"\[#{30}\] 300/300 messages 100%")
+        # Each log line is written above the bar, never into it.
+        for line in text.replace("\r\033[K", "\n").splitlines():
+            self.assertFalse("msg=" in line and "[#" in line, line)
+        # The final count stays on the screen, above the last log line.
+        self.assertRegex(text, r"\[#{30}\] 300/300 messages 100%\r?\n"
+                         r"[^\033]*exiting with status 0\"\r?\n$")
+        self.assertEqual(f.md.count(), 300)
+        # Not on a terminal (a file here): the log stays plain lines.
+        g = self.env.idlefetch(tls="implicit", name="nobar")
+        self.assertEqual(g.once(), 0, g.log())
+        self.assertNotIn("\033", g.log())
+        self.assertNotIn("messages 100%", g.log())
+
 
 if __name__ == "__main__":
     unittest.main()
