@@ -25,6 +25,8 @@
 
 #define STATUS_MAGIC "idlefetch-status 1\n"
 #define STATUS_DELAY_MS 1000
+/* A quiet daemon still proves every 15 minutes that its loop runs. */
+#define STATUS_HEARTBEAT_MS (15 * 60 * 1000)
 #define STATUS_MAX_BYTES (1024 * 1024)
 
 struct status_writer {
@@ -179,8 +181,9 @@ after_work_cb(uv_work_t *req, int status)
 		free(w->tmp);
 		free(w->account);
 		uv_close((uv_handle_t *)&w->timer, free_cb);
-	} else if (w->dirty) {
-		uv_timer_start(&w->timer, timer_cb, STATUS_DELAY_MS, 0);
+	} else {
+		uv_timer_start(&w->timer, timer_cb,
+		    w->dirty ? STATUS_DELAY_MS : STATUS_HEARTBEAT_MS, 0);
 	}
 }
 
@@ -218,7 +221,10 @@ status_changed(struct status_rec *rec)
 	if (w == NULL)
 		return;
 	w->dirty = true;
-	if (!w->busy && !uv_is_active((uv_handle_t *)&w->timer))
+	/* Sooner than the heartbeat, but no sooner than a pending write. */
+	if (!w->busy &&
+	    (!uv_is_active((uv_handle_t *)&w->timer) ||
+		uv_timer_get_due_in(&w->timer) > STATUS_DELAY_MS))
 		uv_timer_start(&w->timer, timer_cb, STATUS_DELAY_MS, 0);
 }
 
@@ -281,6 +287,7 @@ status_writer_free(struct status_writer *w, bool last)
 struct status_file {
 	long pid;
 	int64_t started;
+	int64_t written;
 	bool stopped;
 	struct status_rec *recs; /* folder and state point into text */
 	size_t n;
@@ -366,7 +373,7 @@ parse_folder(char *line, struct status_rec *r)
 static int
 status_file_load(const char *path, struct status_file *f)
 {
-	long long started;
+	long long started, written;
 	int stopped, err;
 	char *line, *next;
 	size_t cap = 0;
@@ -375,10 +382,12 @@ status_file_load(const char *path, struct status_file *f)
 	f->text = read_text(path, &err);
 	if (f->text == NULL)
 		return err;
-	if (sscanf(f->text, STATUS_MAGIC "pid %ld\nstarted %lld\n", &f->pid,
-		&started) != 2)
+	if (sscanf(f->text,
+		STATUS_MAGIC "pid %ld\nstarted %lld\nwritten %lld\n", &f->pid,
+		&started, &written) != 3)
 		goto bad;
 	f->started = started;
+	f->written = written;
 	line = strstr(f->text, "\nstopped ");
 	if (line == NULL || sscanf(line, "\nstopped %d", &stopped) != 1)
 		goto bad;
@@ -514,6 +523,15 @@ report_account(FILE *out, const struct config *cfg, const struct account *a,
 		if (r == 0)
 			status_file_free(&f);
 		return 0;
+	}
+	if (now - f.written > STATUS_STALE_SECS) {
+		fmt_dur(d, sizeof(d), now - f.written);
+		fprintf(out,
+		    "%s: idlefetch pid %ld is not responding: its "
+		    "status was last written %s ago\n",
+		    a->name, pid, d);
+		status_file_free(&f);
+		return a->nfolders;
 	}
 	fmt_dur(d, sizeof(d), now - f.started);
 	fprintf(out, "%s: idlefetch pid %ld, running for %s\n", a->name, pid,

@@ -6,7 +6,8 @@
  * updates, and one status_writer per account that rewrites
  * STATE_DIR/ACCOUNT/status at most once a second after a change (write to
  * a temporary name, rename; no fsync: it is health data, not mail, and an
- * SD card should not pay for it). A quiet daemon writes nothing.
+ * SD card should not pay for it). A quiet daemon writes only a heartbeat,
+ * every 15 minutes.
  *
  * `idlefetch status` asks the account lock (state.h) whether a daemon is
  * running, reads the file it wrote and judges every configured folder.
@@ -24,6 +25,11 @@
 
 /* A folder may be down this long (reconnecting) and still count as healthy. */
 #define STATUS_GRACE_SECS 300
+/*
+ * The daemon rewrites its status at least every 15 minutes; older than
+ * this, its loop is taken to be stuck (a hung disk, say).
+ */
+#define STATUS_STALE_SECS (31 * 60)
 
 struct status_writer;
 

@@ -141,11 +141,12 @@ class VerdictTest(unittest.TestCase):
         import shutil
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def write_status(self, lists_since):
+    def write_status(self, lists_since, written_ago=0):
         now = int(time.time())
         with open(self.state + "/acct/status", "w") as s:
             s.write(f"idlefetch-status 1\npid {os.getpid()}\n"
-                    f"started {now - 7200}\nwritten {now}\nstopped 0\n"
+                    f"started {now - 7200}\nwritten {now - written_ago}\n"
+                    "stopped 0\n"
                     f"folder\tINBOX\tIDLE\t1\t0\t{now - 3600}\t{now - 60}\t"
                     f"12\t0\t\n"
                     f"folder\tLists\tBACKOFF\t0\t0\t{lists_since}\t"
@@ -175,6 +176,16 @@ class VerdictTest(unittest.TestCase):
         rc, out = self.run_status()
         self.assertEqual(rc, 0, out)
         self.assertIn("healthy: 2 folder(s)", out)
+
+    def test_daemon_whose_status_is_not_refreshed_is_not_responding(self):
+        self.write_status(int(time.time()), written_ago=31 * 60 + 5)
+        rc, out = self.run_status()
+        self.assertEqual(rc, 1, out)
+        self.assertIn(f"idlefetch pid {os.getpid()} is not responding: its "
+                      "status was last written 31m0", out)
+        # Within the heartbeat and its margin: fine.
+        self.write_status(int(time.time()), written_ago=20 * 60)
+        self.assertEqual(self.run_status()[0], 0)
 
     def test_status_of_another_process_is_not_believed(self):
         self.write_status(int(time.time()))
