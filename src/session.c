@@ -213,9 +213,9 @@ backoff(struct session *s)
 void
 session_finish(struct session *s)
 {
+	/* A daemon's session ends unasked only when it cannot go on. */
 	if (!s->stopping && !s->o.once) {
-		s->o.status->gave_up =
-		    true; /* a daemon's session ends only so */
+		s->o.status->gave_up = true;
 		status_changed(s->o.status);
 	}
 	session_set_state(s, S_DONE);
