@@ -197,9 +197,18 @@ backoff(struct session *s)
 {
 	unsigned delay;
 
-	if (s->healthy)
+	/*
+	 * A connection that stayed up or brought mail was healthy: start over
+	 * from the shortest delay. One dropped soon after each login (a server
+	 * that fails on IDLE, say) keeps backing off instead of logging in
+	 * every second.
+	 */
+	if (s->healthy &&
+	    (s->conn_delivered > 0 ||
+		uv_now(s->loop) - s->healthy_at >= HEALTHY_MS))
 		s->backoff_ms = BACKOFF_MIN_MS;
 	s->healthy = false;
+	s->conn_delivered = 0;
 	/* Full jitter on the upper half spreads many accounts apart. */
 	delay =
 	    s->backoff_ms / 2 + (unsigned)(random() % (s->backoff_ms / 2 + 1));

@@ -30,6 +30,8 @@
 #define TIMEOUT_MS(s) ((uint64_t)(s)->a->timeout * 1000)
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 300000
+/* A connection up this long after its first sync counts as healthy. */
+#define HEALTHY_MS 60000
 #define BATCH_MAX_MSGS 100
 #define BATCH_MAX_BYTES (16u * 1024 * 1024)
 #define PIPELINE_DEPTH 2
@@ -156,6 +158,8 @@ struct session {
 	/* lifecycle */
 	unsigned backoff_ms;
 	bool healthy; /* a sync completed on this connection */
+	uint64_t healthy_at; /* loop time of that first completed sync */
+	unsigned conn_delivered; /* messages delivered on this connection */
 	bool ok; /* the last sync completed */
 	bool stopping;
 	bool fatal_err; /* do not retry (UIDVALIDITY change) */

@@ -333,6 +333,7 @@ job_done_commit(struct session *s, struct job *j)
 
 	if (j->ncommit > 0) {
 		s->delivered += (unsigned)j->ncommit;
+		s->conn_delivered += (unsigned)j->ncommit;
 		s->o.status->delivered = s->delivered;
 		LOG(s, LOGL_INFO, "delivered %zu message(s), UIDs %u..%u",
 		    j->ncommit, b->files[0].uid, b->files[j->ncommit - 1].uid);
@@ -496,13 +497,14 @@ send_batch(struct session *s)
 static void
 sync_complete(struct session *s)
 {
+	if (!s->healthy)
+		s->healthy_at = uv_now(s->loop);
 	s->healthy = true;
 	s->o.status->last_sync = (int64_t)time(NULL);
 	status_changed(s->o.status);
 	/* A UID the server kept skipping is not delivered: not a clean sync. */
 	s->ok = !s->gap;
 	s->auth_logged = false;
-	s->backoff_ms = BACKOFF_MIN_MS;
 	if (s->more && !s->stopping) {
 		sync_start(s);
 		return;

@@ -1,6 +1,7 @@
 """Servers that misbehave: idlefetch closes the connection with a clear
 error, never crashes, and never loses, half-writes or duplicates mail."""
 import os
+import re
 import socket
 import time
 import unittest
@@ -229,6 +230,26 @@ class Hostile(unittest.TestCase):
               f"max {delays[-1] * 1000:.1f} ms")
         self.assertEqual(f.stop(), 0)
         self.assertLess(delays[10], 0.5)
+
+    def test_server_that_drops_every_idle_is_not_hammered(self):
+        def cmd(c, tag, rest):
+            if rest.upper() == "IDLE":
+                c.sock.shutdown(socket.SHUT_RDWR)
+                raise EOFError
+            return False
+        srv = self.server(scripted.Mailbox([msg(0)]), hooks={"command": cmd})
+        f = self.fetcher(srv).start()
+        self.assertTrue(fx.wait_until(lambda: f.md.count() == 1, 10), f.log())
+        # The first connection brought mail: a quick retry. The ones after
+        # bring nothing and die at once: 0.5-1 s, then 1-2, 2-4, 4-8 s.
+        time.sleep(7)
+        n = srv.connections
+        self.assertEqual(f.stop(), 0)
+        self.assertGreaterEqual(n, 3, f.log())
+        self.assertLessEqual(n, 5, f.log())
+        delays = [float(d) for d in re.findall(r"reconnecting in ([0-9.]+) s",
+                                                f.log())]
+        self.assertGreater(delays[-1], 2 * delays[0], delays)
 
     def test_silent_server_during_idle_refresh_is_detected(self):
         mb = scripted.Mailbox([msg(0)])
