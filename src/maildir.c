@@ -158,11 +158,12 @@ maildir_create(const char *dir, uint32_t tag, struct maildir_file *f)
 	return 0;
 }
 
-static int
-write_all(int fd, const char *p, size_t n)
+int
+maildir_append(struct maildir_file *f, const char *p, size_t n)
 {
+	f->bytes += n;
 	while (n > 0) {
-		ssize_t w = write(fd, p, n);
+		ssize_t w = write(f->fd, p, n);
 
 		if (w < 0) {
 			if (errno == EINTR)
@@ -175,30 +176,15 @@ write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-static int
-drain(struct maildir_file *f, struct maildir_writer *w)
+size_t
+maildir_convert(struct maildir_writer *w, const char *p, size_t n)
 {
-	int r = write_all(f->fd, w->buf, w->len);
+	size_t i;
 
-	f->bytes += w->len;
-	w->len = 0;
-	return r;
-}
-
-int
-maildir_write(struct maildir_file *f, struct maildir_writer *w, const char *p,
-    size_t n)
-{
-	int r;
-
-	for (size_t i = 0; i < n; i++) {
+	/* Each byte may add two: a held-back CR and itself. */
+	for (i = 0; i < n && w->len + 2 <= sizeof(w->buf); i++) {
 		char c = p[i];
 
-		if (w->len + 2 > sizeof(w->buf)) {
-			r = drain(f, w);
-			if (r < 0)
-				return r;
-		}
 		if (w->cr) {
 			w->cr = false;
 			if (c != '\n')
@@ -209,16 +195,49 @@ maildir_write(struct maildir_file *f, struct maildir_writer *w, const char *p,
 		else
 			w->buf[w->len++] = c;
 	}
+	return i;
+}
+
+void
+maildir_convert_end(struct maildir_writer *w)
+{
+	if (w->cr)
+		w->buf[w->len++] = '\r'; /* convert leaves room for it */
+	w->cr = false;
+}
+
+static int
+drain(struct maildir_file *f, struct maildir_writer *w)
+{
+	int r = maildir_append(f, w->buf, w->len);
+
+	w->len = 0;
+	return r;
+}
+
+int
+maildir_write(struct maildir_file *f, struct maildir_writer *w, const char *p,
+    size_t n)
+{
+	while (n > 0) {
+		size_t k = maildir_convert(w, p, n);
+		int r;
+
+		p += k;
+		n -= k;
+		if (n > 0) {
+			r = drain(f, w);
+			if (r < 0)
+				return r;
+		}
+	}
 	return 0;
 }
 
 int
 maildir_flush(struct maildir_file *f, struct maildir_writer *w)
 {
-	if (w->cr) {
-		w->buf[w->len++] = '\r';
-		w->cr = false;
-	}
+	maildir_convert_end(w);
 	return drain(f, w);
 }
 

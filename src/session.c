@@ -178,7 +178,7 @@ close_conn(struct session *s)
 	s->conn_alive = false;
 	framer_reset(s->fr);
 	if (s->cur_open)
-		maildir_discard(s->maildir, &s->cur);
+		lane_discard(s, &s->cur);
 	s->cur_open = false;
 	s->streaming = false;
 	for (size_t i = 0; i < s->ncmds; i++) {
@@ -222,6 +222,12 @@ backoff(struct session *s)
 void
 session_finish(struct session *s)
 {
+	/* Files still being removed: the session is done only after. */
+	if (!lane_idle(s)) {
+		s->finish_when_idle = true;
+		return;
+	}
+	s->finish_when_idle = false;
 	/* A daemon's session ends unasked only when it cannot go on. */
 	if (!s->stopping && !s->o.once) {
 		s->o.status->gave_up = true;
@@ -241,7 +247,7 @@ session_settle(struct session *s)
 	if (s->conn_alive)
 		return;
 	sync_pump_commits(s);
-	if (s->job_busy)
+	if (s->job_busy || !lane_idle(s))
 		return;
 	if (s->state == S_DONE)
 		return;
@@ -484,6 +490,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 			break;
 		}
 		copy.batch->complete = true;
+		copy.batch->lane_seq = s->lane.enq_seq;
 		s->inflight--;
 		sync_pump(s);
 		break;
@@ -731,6 +738,7 @@ session_connect(struct session *s)
 {
 	int r;
 
+	lane_reset(s);
 	s->greeted = false;
 	s->bye[0] = '\0';
 	s->caps = 0;
@@ -750,6 +758,10 @@ timer_cb(uv_timer_t *t)
 
 	switch (s->state) {
 	case S_BACKOFF:
+		if (!lane_idle(s)) { /* a stalled disk: not yet */
+			arm(s, BACKOFF_MIN_MS);
+			break;
+		}
 		session_connect(s);
 		break;
 	case S_IDLE:
@@ -761,7 +773,8 @@ timer_cb(uv_timer_t *t)
 		sync_start(s);
 		break;
 	case S_SYNC:
-		if (s->ncmds == 0) { /* only waiting for the disk */
+		if (s->ncmds == 0 ||
+		    s->lane.paused) { /* waiting for the disk */
 			arm(s, TIMEOUT_MS(s));
 			break;
 		}
@@ -826,7 +839,7 @@ session_stop(struct session *s)
 		break; /* the job's completion finishes */
 	case S_BACKOFF:
 	case S_CLOSING:
-		if (!s->job_busy)
+		if (!s->job_busy && lane_idle(s))
 			session_finish(s);
 		break;
 	case S_IDLE:
@@ -884,8 +897,8 @@ session_free(struct session *s)
 
 	if (s == NULL)
 		return;
-	if (s->job_busy)
-		fatal("session_free with a job in flight");
+	if (s->job_busy || !lane_idle(s))
+		fatal("session_free with disk work in flight");
 	close_conn(s);
 	for (b = s->bhead; b; b = next) {
 		next = b->next;

@@ -72,6 +72,19 @@ enum cmd_kind {
 	CMD_LOGOUT,
 };
 
+/* lane.c: the stream's disk work, in order, on the threadpool. */
+struct dop;
+struct lane {
+	uv_work_t work;
+	struct dop *head, *tail; /* queued */
+	struct dop *cur; /* in flight */
+	size_t bytes; /* queued and in flight */
+	uint64_t enq_seq, done_seq; /* of the last queued / done operation */
+	unsigned failed_msgno; /* first message a write failed for; 0 none */
+	int err; /* ...and why */
+	bool paused; /* the connection stopped reading for the disk */
+};
+
 struct batch {
 	struct batch *next;
 	uint32_t *uids; /* requested, ascending */
@@ -79,6 +92,7 @@ struct batch {
 	struct maildir_file *files; /* received, in arrival order */
 	size_t nfiles;
 	bool complete; /* tagged OK seen */
+	uint64_t lane_seq; /* its bodies are on disk once the lane is here */
 	unsigned tag;
 };
 
@@ -153,6 +167,9 @@ struct session {
 	bool streaming; /* a body literal is open */
 	bool cur_open; /* ...and it has a tmp/ file */
 	struct maildir_writer *writer;
+	struct lane lane;
+	unsigned next_msgno;
+	bool finish_when_idle; /* session_finish waits for the lane */
 	unsigned delivered; /* messages this process delivered */
 
 	/* lifecycle */
@@ -191,6 +208,13 @@ void sync_list_finish(struct session *s);
 void sync_after_copy(struct session *s, struct cmd *c);
 void sync_batch_free(struct batch *b);
 void sync_fetch_body(struct session *s, const struct proto_resp *r);
+
+/* lane.c */
+void lane_write(struct session *s, const struct maildir_file *f, const char *p,
+    size_t n);
+void lane_discard(struct session *s, const struct maildir_file *f);
+bool lane_idle(const struct session *s);
+void lane_reset(struct session *s);
 
 #define LOG(s, lvl, ...)                                                       \
 	log_msg((lvl), (s)->a->name, (s)->o.folder, __VA_ARGS__)

@@ -67,6 +67,9 @@ plan_commit(struct session *s, struct batch *b, struct job *j)
 	for (i = 0; i < b->n; i++) {
 		if (k == b->nfiles || b->files[k].uid != b->uids[i])
 			break;
+		if (s->lane.failed_msgno != 0 &&
+		    b->files[k].msgno >= s->lane.failed_msgno)
+			break; /* its body did not reach the disk whole */
 		j->commit_uid = b->uids[i];
 		k++;
 	}
@@ -93,6 +96,9 @@ sync_pump_commits(struct session *s)
 	if (s->job_busy || b == NULL)
 		return;
 	if (!b->complete && s->conn_alive)
+		return;
+	/* Its bodies must be written out first (all of it, once cut off). */
+	if (s->lane.done_seq < (b->complete ? b->lane_seq : s->lane.enq_seq))
 		return;
 	s->bhead = b->next;
 	if (s->bhead == NULL)
@@ -582,12 +588,12 @@ sync_fetch_body(struct session *s, const struct proto_resp *r)
 		    "ignoring a message body the client did not ask "
 		    "for (UID %u)",
 		    r->uid);
-		maildir_discard(s->maildir, &s->cur);
+		lane_discard(s, &s->cur);
 		return;
 	}
 	for (size_t i = 0; i < b->nfiles; i++)
 		if (b->files[i].uid == r->uid) {
-			maildir_discard(s->maildir, &s->cur);
+			lane_discard(s, &s->cur);
 			return;
 		}
 	s->cur.uid = r->uid;
@@ -621,6 +627,7 @@ sync_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 		    s->maildir, strerror(-r));
 		return r;
 	}
+	s->cur.msgno = ++s->next_msgno;
 	s->cur_open = true;
 	s->writer->len = 0;
 	s->writer->cr = false;
@@ -631,29 +638,32 @@ int
 sync_literal_data(void *ud, const char *p, size_t n)
 {
 	struct session *s = ud;
-	int r;
 
 	if (!s->cur_open)
 		return 0;
-	r = maildir_write(&s->cur, s->writer, p, n);
-	if (r < 0)
-		LOG(s, LOGL_ERROR, "cannot write to %s/tmp: %s", s->maildir,
-		    strerror(-r));
-	return r;
+	while (n > 0) {
+		size_t k = maildir_convert(s->writer, p, n);
+
+		p += k;
+		n -= k;
+		if (n > 0) {
+			lane_write(s, &s->cur, s->writer->buf, s->writer->len);
+			s->writer->len = 0;
+		}
+	}
+	return 0;
 }
 
 int
 sync_literal_end(void *ud)
 {
 	struct session *s = ud;
-	int r;
 
 	s->streaming = false;
 	if (!s->cur_open)
 		return 0;
-	r = maildir_flush(&s->cur, s->writer);
-	if (r < 0)
-		LOG(s, LOGL_ERROR, "cannot write to %s/tmp: %s", s->maildir,
-		    strerror(-r));
-	return r;
+	maildir_convert_end(s->writer);
+	lane_write(s, &s->cur, s->writer->buf, s->writer->len);
+	s->writer->len = 0;
+	return 0;
 }

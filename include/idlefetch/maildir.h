@@ -20,6 +20,7 @@ struct maildir_file {
 	char base[96]; /* unique part, without host */
 	uint64_t bytes; /* bytes written, after CRLF -> LF */
 	uint32_t uid; /* set by the owner once known */
+	unsigned msgno; /* set by the owner: order of arrival */
 	bool synced; /* data durable (maildir_sync_files) */
 };
 
@@ -47,7 +48,18 @@ int maildir_scan(const char *dir, uint32_t tag, uint32_t uidvalidity,
     uint32_t *max_uid);
 /* Opens a new file in tmp/. */
 int maildir_create(const char *dir, uint32_t tag, struct maildir_file *f);
-/* Appends message bytes, turning CRLF into LF. */
+/*
+ * Converting and writing apart, for a caller that writes elsewhere (the
+ * session writes on the threadpool): maildir_convert() appends message
+ * bytes to w->buf, CRLF turned into LF, until the buffer is full, and
+ * returns how many bytes of p it took; maildir_convert_end() keeps a lone
+ * CR held back at the end; maildir_append() writes a buffer at the end of
+ * the file.
+ */
+size_t maildir_convert(struct maildir_writer *w, const char *p, size_t n);
+void maildir_convert_end(struct maildir_writer *w);
+int maildir_append(struct maildir_file *f, const char *p, size_t n);
+/* Both at once: appends message bytes, turning CRLF into LF. */
 int maildir_write(struct maildir_file *f, struct maildir_writer *w,
     const char *p, size_t n);
 /* Writes out what the writer holds; the message is complete. */

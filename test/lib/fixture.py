@@ -373,11 +373,13 @@ after = {after}
                                timeout=timeout)
         return p.returncode
 
-    def start(self, *args):
+    def start(self, *args, env=None):
+        """env: variables added to idlefetch's environment."""
         log = open(self.logfile, "ab")
         self.proc = subprocess.Popen([*self.wrap, IDLEFETCH, "--config", self.conf,
                                       *args],
-                                     stdout=log, stderr=log)
+                                     stdout=log, stderr=log,
+                                     env=dict(os.environ, **(env or {})))
         log.close()
         return self
 

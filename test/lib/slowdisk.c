@@ -1,0 +1,37 @@
+/*
+ * A disk that stalls, for tests: preloaded into idlefetch, it makes the
+ * first write() to a file whose path contains $SLOWDISK_MATCH wait
+ * $SLOWDISK_SECS seconds, as a disk does when it hiccups (an SD card
+ * erasing, a NAS failing over). Every other write goes straight through.
+ */
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+ssize_t
+write(int fd, const void *buf, size_t n)
+{
+	static ssize_t (*real_write)(int, const void *, size_t);
+	static int stalled;
+	const char *match = getenv("SLOWDISK_MATCH");
+	char link[64], path[4096];
+	ssize_t k;
+
+	if (real_write == NULL)
+		*(void **)&real_write = dlsym(RTLD_NEXT, "write");
+	if (match != NULL && !__atomic_load_n(&stalled, __ATOMIC_SEQ_CST)) {
+		snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+		k = readlink(link, path, sizeof(path) - 1);
+		if (k > 0) {
+			path[k] = '\0';
+			if (strstr(path, match) != NULL &&
+			    !__atomic_exchange_n(&stalled, 1, __ATOMIC_SEQ_CST))
+				sleep((unsigned)atoi(getenv("SLOWDISK_SECS") ?
+					getenv("SLOWDISK_SECS") :
+					"5"));
+		}
+	}
+	return real_write(fd, buf, n);
+}
