@@ -2,8 +2,9 @@
  * lane: the disk work of one session's message stream, done in order on
  * the libuv threadpool so that the event loop never waits on write(): the
  * chunks of message bodies (already CRLF -> LF) and the removal of files
- * that will not be delivered. One operation is in flight at a time, so a
- * file's writes land in order and its removal comes after them.
+ * that will not be delivered. One trip to the threadpool is in flight at
+ * a time and takes everything queued so far, in order, so a file's writes
+ * land in order and its removal comes after them.
  *
  * Backpressure: above LANE_HIGH queued bytes the connection stops reading
  * until the queue is down to LANE_LOW, so memory stays bounded whatever
@@ -30,12 +31,13 @@ static void
 work_cb(uv_work_t *w)
 {
 	struct session *s = w->data;
-	struct dop *d = s->lane.cur;
 
-	if (d->discard)
-		maildir_discard(s->maildir, &d->f);
-	else
-		d->err = maildir_append(&d->f, d->buf, d->len);
+	for (struct dop *d = s->lane.cur; d; d = d->next) {
+		if (d->discard)
+			maildir_discard(s->maildir, &d->f);
+		else
+			d->err = maildir_append(&d->f, d->buf, d->len);
+	}
 }
 
 static void after_cb(uv_work_t *w, int status);
@@ -47,10 +49,9 @@ kick(struct session *s)
 
 	if (s->lane.cur != NULL || s->lane.head == NULL)
 		return;
+	/* Everything queued goes in one trip: small messages come in runs. */
 	s->lane.cur = s->lane.head;
-	s->lane.head = s->lane.cur->next;
-	if (s->lane.head == NULL)
-		s->lane.tail = NULL;
+	s->lane.head = s->lane.tail = NULL;
 	s->lane.work.data = s;
 	r = uv_queue_work(s->loop, &s->lane.work, work_cb, after_cb);
 	if (r < 0)
@@ -78,19 +79,22 @@ static void
 after_cb(uv_work_t *w, int status)
 {
 	struct session *s = w->data;
-	struct dop *d = s->lane.cur;
+	struct dop *d = s->lane.cur, *next;
 	bool failed = false;
 
 	s->lane.cur = NULL;
-	s->lane.bytes -= d->len;
-	s->lane.done_seq = d->seq;
-	if (d->err < 0 && s->lane.failed_msgno == 0) {
-		s->lane.failed_msgno = d->f.msgno;
-		s->lane.err = d->err;
-		failed = true;
+	for (; d; d = next) {
+		next = d->next;
+		s->lane.bytes -= d->len;
+		s->lane.done_seq = d->seq;
+		if (d->err < 0 && s->lane.failed_msgno == 0) {
+			s->lane.failed_msgno = d->f.msgno;
+			s->lane.err = d->err;
+			failed = true;
+		}
+		free(d->buf);
+		free(d);
 	}
-	free(d->buf);
-	free(d);
 	kick(s);
 	if (s->lane.paused && s->lane.bytes <= LANE_LOW) {
 		s->lane.paused = false;

@@ -77,7 +77,7 @@ struct dop;
 struct lane {
 	uv_work_t work;
 	struct dop *head, *tail; /* queued */
-	struct dop *cur; /* in flight */
+	struct dop *cur; /* in flight: a list, taken whole */
 	size_t bytes; /* queued and in flight */
 	uint64_t enq_seq, done_seq; /* of the last queued / done operation */
 	unsigned failed_msgno; /* first message a write failed for; 0 none */
