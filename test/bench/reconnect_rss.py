@@ -15,14 +15,6 @@ import fixture as fx
 import scripted
 
 
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=60, help="reconnects")
@@ -45,7 +37,7 @@ def main():
                     c.sock.shutdown(socket.SHUT_RDWR)
             fx.wait_until(lambda: f.md.count() == i + 1, 10, step=0.01)
             if i % 10 == 0:
-                samples.append((i, rss_kb(f.proc.pid)))
+                samples.append((i, fx.rss_kb(f.proc.pid)))
                 print(f"after {i:4d} reconnects: RSS {samples[-1][1] / 1024:.2f} MB, "
                       f"{f.md.count()} messages delivered", flush=True)
         growth = samples[-1][1] - samples[0][1]

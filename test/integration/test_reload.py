@@ -23,11 +23,8 @@ class ReloadTest(unittest.TestCase):
         with open(self.f.conf) as c:
             self.base = c.read()
         self.b_maildir = os.path.join(self.env.root, "b-Maildir")
-        self.b = (f"\n[account b]\nhost = 127.0.0.1\n"
-                  f"port = {self.env.dovecot.imaps_port}\ntls = implicit\n"
-                  f"ca_file = {self.env.dovecot.certs.ca}\n"
-                  f"username = {fx.USER}\npassword = {fx.PASSWORD}\n"
-                  f"folders = Archive\nmaildir = {self.b_maildir}\n")
+        self.b = fx.account_section("b", self.env.dovecot, "Archive",
+                                    self.b_maildir)
 
     def tearDown(self):
         self.f.stop(signal.SIGKILL)

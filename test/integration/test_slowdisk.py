@@ -18,17 +18,6 @@ def read_bytes(pid):
     return 0
 
 
-def rss_kb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 @unittest.skipUnless(SLOWDISK, "SLOWDISK_LIB (built by CMake) is not set")
 class SlowDiskTest(unittest.TestCase):
     def setUp(self):
@@ -45,11 +34,7 @@ class SlowDiskTest(unittest.TestCase):
         fast_md = os.path.join(self.env.root, "fastdisk", "Maildir")
         f = self.env.idlefetch(tls="implicit", name="slow", maildir=slow_md)
         with open(f.conf, "a") as c:
-            c.write(f"\n[account fast]\nhost = 127.0.0.1\n"
-                    f"port = {d.imaps_port}\ntls = implicit\n"
-                    f"ca_file = {d.certs.ca}\nusername = {fx.USER}\n"
-                    f"password = {fx.PASSWORD}\nfolders = Archive\n"
-                    f"maildir = {fast_md}\n")
+            c.write(fx.account_section("fast", d, "Archive", fast_md))
         asan = os.environ.get("ASAN_OPTIONS", "")
         f.start(env={"LD_PRELOAD": SLOWDISK, "SLOWDISK_MATCH": "/slowdisk/",
                      "SLOWDISK_SECS": "6",
@@ -68,7 +53,7 @@ class SlowDiskTest(unittest.TestCase):
 
         def fast_arrived():
             nonlocal peak
-            peak = max(peak, rss_kb(f.proc.pid))
+            peak = max(peak, fx.rss_kb(f.proc.pid))
             return fast.count() == 1
         self.assertTrue(fx.wait_until(fast_arrived, 10, step=0.02), f.log())
         delay = time.monotonic() - t0
@@ -81,7 +66,7 @@ class SlowDiskTest(unittest.TestCase):
 
         def slow_arrived():
             nonlocal peak
-            peak = max(peak, rss_kb(f.proc.pid))
+            peak = max(peak, fx.rss_kb(f.proc.pid))
             return slow.count() == 1
         self.assertTrue(fx.wait_until(slow_arrived, 60, step=0.02), f.log())
         print(f"\nother account delivered {delay:.2f} s into a 6 s disk "

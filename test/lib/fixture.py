@@ -38,6 +38,18 @@ def wait_until(pred, timeout, step=0.05):
         time.sleep(step)
 
 
+def rss_kb(pid):
+    """The resident memory of a process in KiB (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def run(cmd, **kw):
     return subprocess.run(cmd, check=True, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, **kw)
@@ -327,6 +339,16 @@ class Maildir:
 
     def count(self):
         return len(self.files("new"))
+
+
+def account_section(name, dovecot, folders, maildir):
+    """A further [account] of the test user on dovecot over implicit TLS,
+    to append to an idlefetch configuration."""
+    return (f"\n[account {name}]\nhost = 127.0.0.1\n"
+            f"port = {dovecot.imaps_port}\ntls = implicit\n"
+            f"ca_file = {dovecot.certs.ca}\nusername = {USER}\n"
+            f"password = {PASSWORD}\nfolders = {folders}\n"
+            f"maildir = {maildir}\n")
 
 
 class Idlefetch:
