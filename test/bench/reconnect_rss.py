@@ -5,11 +5,9 @@ reconnects. It must stay flat.
     sudo PYTHONPATH=test/lib IDLEFETCH_BIN=build/idlefetch python3 test/bench/reconnect_rss.py [-n 60]
 """
 import argparse
-import os
 import shutil
 import socket
 import tempfile
-import time
 
 import fixture as fx
 import scripted
