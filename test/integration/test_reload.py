@@ -99,6 +99,27 @@ class ReloadTest(unittest.TestCase):
             self.assertEqual(len(got), len(set(got)), "nothing twice")
         self.assertEqual(f.md.count(), 3)
 
+    def test_reload_in_the_middle_of_a_backlog_loses_and_repeats_nothing(self):
+        d, f = self.env.dovecot, self.f
+        msgs = [fx.make_message(i, size=150000) for i in range(300)]
+        d.put(msgs)
+        f.start()
+        self.assertTrue(fx.wait_until(lambda: "starting" in f.log(), 10,
+                                      step=0.002), f.log())
+        # Account a changes while its backlog streams in: it stops after
+        # the message in flight, commits, and starts again.
+        self.rewrite(self.base + "timeout = 61\n")
+        self.assertTrue(fx.wait_until(lambda: f.md.count() > 0, 15,
+                                      step=0.002), f.log())
+        self.hup_and_wait("0 account(s) unchanged, 1 restarted", 1)
+        self.assertLess(f.md.count(), 300, "the reload came mid-backlog")
+        self.assertTrue(fx.wait_until(lambda: f.md.count() == 300, 60),
+                        f.log())
+        self.assertEqual(f.stop(), 0)
+        got = f.md.contents()
+        self.assertEqual(sorted(got), sorted(msgs), "each message once")
+        self.assertEqual(f.md.files("tmp"), [])
+
     def test_password_file_change_is_picked_up_by_sighup(self):
         pw = os.path.join(self.env.root, "pw")
         with open(pw, "w") as p:
