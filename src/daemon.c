@@ -248,16 +248,16 @@ start_missing(struct daemon *d)
 	return started;
 }
 
-/* Whether the configuration in force has this account (for this process). */
-static bool
-configured(const struct daemon *d, const char *name)
+/* The account of that name in cfg that this process fetches, or NULL. */
+static const struct account *
+find_account(const struct daemon *d, const struct config *cfg, const char *name)
 {
-	const struct config *cfg = d->cur->cfg;
-
 	for (size_t i = 0; i < cfg->naccounts; i++)
 		if (strcmp(cfg->accounts[i].name, name) == 0)
-			return wanted(d, &cfg->accounts[i]);
-	return false;
+			return wanted(d, &cfg->accounts[i]) ?
+			    &cfg->accounts[i] :
+			    NULL;
+	return NULL;
 }
 
 /* ---- loop ------------------------------------------------------------------- */
@@ -317,7 +317,9 @@ reap_cb(uv_timer_t *t)
 	while ((u = *p) != NULL) {
 		if (u->running == 0 && (u->retiring || d->stopping)) {
 			*p = u->next;
-			unit_free(u, d->stopping || !configured(d, u->a->name));
+			unit_free(u,
+			    d->stopping ||
+				!find_account(d, d->cur->cfg, u->a->name));
 		} else {
 			busy = busy || u->running > 0;
 			p = &u->next;
@@ -352,14 +354,11 @@ reload(struct daemon *d)
 		return;
 	}
 	for (struct unit *u = d->units; u; u = u->next) {
-		const struct account *a = NULL;
+		const struct account *a;
 
 		if (u->retiring)
 			continue;
-		for (size_t i = 0; i < cfg->naccounts && a == NULL; i++)
-			if (strcmp(cfg->accounts[i].name, u->a->name) == 0 &&
-			    wanted(d, &cfg->accounts[i]))
-				a = &cfg->accounts[i];
+		a = find_account(d, cfg, u->a->name);
 		if (a && !u->gave_up && config_account_equal(a, u->a) &&
 		    strcmp(cfg->state_dir, u->cref->cfg->state_dir) == 0) {
 			kept++;
