@@ -13,6 +13,9 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include <grp.h>
+#include <pwd.h>
+
 #include <ini.h>
 #include <openssl/crypto.h>
 
@@ -41,9 +44,6 @@ enum key_bit {
 struct account_ctx {
 	unsigned seen;
 	unsigned line; /* line of the [account] header */
-	char *pass_file;
-	char *pass_cmd;
-	unsigned pass_line; /* line of password_file/_command */
 };
 
 struct parse_ctx {
@@ -297,12 +297,11 @@ set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
 		a->password = xstrdup(v);
 		return 0;
 	case K_PASSFILE:
-		ax->pass_file = xstrdup(v);
-		ax->pass_line = c->line;
-		return 0;
 	case K_PASSCMD:
-		ax->pass_cmd = xstrdup(v);
-		ax->pass_line = c->line;
+		*(bit == K_PASSFILE ? &a->password_file :
+				      &a->password_command) = xstrdup(v);
+		a->secret_src = xstrdup(c->file);
+		a->secret_line = c->line;
 		return 0;
 	case K_FOLDERS:
 		return set_folders(c, a, key, v);
@@ -352,6 +351,28 @@ set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
 	}
 }
 
+/*
+ * user / group: must exist now, so that a typo is found by --check-config
+ * and not when the daemon starts as root.
+ */
+static int
+set_identity(struct parse_ctx *c, const char *key, const char *v, bool user)
+{
+	bool found = user ? getpwnam(v) != NULL : getgrnam(v) != NULL;
+
+	if (*v == '\0') {
+		seterr(c, key, "empty value");
+		return -EINVAL;
+	}
+	if (!found) {
+		seterr(c, key, "no %s '%s' on this system",
+		    user ? "user" : "group", v);
+		return -EINVAL;
+	}
+	*(user ? &c->cfg->user : &c->cfg->group) = xstrdup(v);
+	return 0;
+}
+
 static int
 set_global_key(struct parse_ctx *c, const char *key, const char *v)
 {
@@ -361,6 +382,10 @@ set_global_key(struct parse_ctx *c, const char *key, const char *v)
 		bit = 1;
 	else if (strcmp(key, "log") == 0)
 		bit = 2;
+	else if (strcmp(key, "user") == 0)
+		bit = 4;
+	else if (strcmp(key, "group") == 0)
+		bit = 8;
 	else {
 		seterr(c, key, "unknown key in [global]");
 		return -EINVAL;
@@ -379,6 +404,8 @@ set_global_key(struct parse_ctx *c, const char *key, const char *v)
 		c->cfg->state_dir = xstrdup(v);
 		return 0;
 	}
+	if (bit == 4 || bit == 8)
+		return set_identity(c, key, v, bit == 4);
 	if (strcmp(v, "stderr") == 0)
 		c->cfg->log = LOG_TARGET_STDERR;
 	else if (strcmp(v, "syslog") == 0)
@@ -573,7 +600,6 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 	};
 	unsigned npass = !!(ax->seen & K_PASS) + !!(ax->seen & K_PASSFILE) +
 	    !!(ax->seen & K_PASSCMD);
-	char why[512];
 
 	c->line = ax->line;
 	for (size_t i = 0; i < ARRAY_LEN(req); i++)
@@ -587,19 +613,6 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 		    "[account %s] needs exactly one of password, "
 		    "password_file, password_command",
 		    a->name);
-		return -EINVAL;
-	}
-	c->line = ax->pass_line;
-	if (ax->pass_file &&
-	    read_secret_file(ax->pass_file, &a->password, why, sizeof(why)) <
-		0) {
-		seterr(c, "password_file", "%s", why);
-		return -EINVAL;
-	}
-	if (ax->pass_cmd &&
-	    run_secret_command(ax->pass_cmd, &a->password, why, sizeof(why)) <
-		0) {
-		seterr(c, "password_command", "%s", why);
 		return -EINVAL;
 	}
 	c->line = ax->line;
@@ -624,10 +637,6 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 static void
 free_actx(struct parse_ctx *c)
 {
-	for (size_t i = 0; c->cfg && i < c->cfg->naccounts; i++) {
-		free(c->actx[i].pass_file);
-		free(c->actx[i].pass_cmd);
-	}
 	free(c->actx);
 	c->actx = NULL;
 }
@@ -664,8 +673,76 @@ config_new(const char *source)
 	return cfg;
 }
 
+/* Reads one account's password_file or runs its password_command. */
+static int
+read_account_secret(struct account *a, char *err, size_t errlen)
+{
+	struct parse_ctx c = { .file = a->secret_src, .line = a->secret_line,
+		.err = err, .errlen = errlen };
+	char why[512];
+
+	if (a->password_file &&
+	    read_secret_file(a->password_file, &a->password, why,
+		sizeof(why)) < 0) {
+		seterr(&c, "password_file", "%s", why);
+		return -EINVAL;
+	}
+	if (a->password_command &&
+	    run_secret_command(a->password_command, &a->password, why,
+		sizeof(why)) < 0) {
+		seterr(&c, "password_command", "%s", why);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int
+config_read_secrets(struct config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->naccounts; i++) {
+		struct account *a = &cfg->accounts[i];
+		int r;
+
+		if (a->password != NULL)
+			continue;
+		r = read_account_secret(a, err, errlen);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Parses, then reads the secrets; on error nothing is left allocated. */
+static int
+with_secrets(int r, struct config **out, char *err, size_t errlen)
+{
+	if (r < 0)
+		return r;
+	r = config_read_secrets(*out, err, errlen);
+	if (r < 0) {
+		config_free(*out);
+		*out = NULL;
+	}
+	return r;
+}
+
 int
 config_load_file(const char *path, struct config **out, char *err,
+    size_t errlen)
+{
+	return with_secrets(config_parse_file(path, out, err, errlen), out,
+	    err, errlen);
+}
+
+int
+config_load_env(struct config **out, char *err, size_t errlen)
+{
+	return with_secrets(config_parse_env(out, err, errlen), out, err,
+	    errlen);
+}
+
+int
+config_parse_file(const char *path, struct config **out, char *err,
     size_t errlen)
 {
 	struct parse_ctx c = { .file = path, .err = err, .errlen = errlen };
@@ -707,13 +784,15 @@ config_load_file(const char *path, struct config **out, char *err,
 }
 
 int
-config_load_env(struct config **out, char *err, size_t errlen)
+config_parse_env(struct config **out, char *err, size_t errlen)
 {
 	static const struct {
 		const char *var, *key;
 	} vars[] = {
 		{ "IDLEFETCH_STATE_DIR", "state_dir" },
 		{ "IDLEFETCH_LOG", "log" },
+		{ "IDLEFETCH_USER", "user" },
+		{ "IDLEFETCH_GROUP", "group" },
 		{ "IDLEFETCH_HOST", "host" },
 		{ "IDLEFETCH_PORT", "port" },
 		{ "IDLEFETCH_TLS", "tls" },
@@ -744,7 +823,7 @@ config_load_env(struct config **out, char *err, size_t errlen)
 			continue;
 		c.file = vars[i].var;
 		c.line = 0;
-		handle_kv(&c, i < 2 ? "global" : section, vars[i].key, v);
+		handle_kv(&c, i < 4 ? "global" : section, vars[i].key, v);
 	}
 	c.file = "environment";
 	return finish(&c, out);
@@ -762,6 +841,9 @@ config_free(struct config *cfg)
 		free(a->host);
 		free(a->username);
 		secret_free(a->password);
+		free(a->password_file);
+		free(a->password_command);
+		free(a->secret_src);
 		free(a->ca_file);
 		for (size_t j = 0; j < a->nfolders; j++)
 			free(a->folders[j]);
@@ -771,6 +853,8 @@ config_free(struct config *cfg)
 	}
 	free(cfg->accounts);
 	free(cfg->state_dir);
+	free(cfg->user);
+	free(cfg->group);
 	free(cfg->source);
 	free(cfg);
 }
@@ -785,6 +869,10 @@ config_print(const struct config *cfg, FILE *fp)
 	    cfg->source);
 	fprintf(fp, "state_dir = %s\nlog = %s\n", cfg->state_dir,
 	    logs[cfg->log]);
+	if (cfg->user)
+		fprintf(fp, "user = %s\n", cfg->user);
+	if (cfg->group)
+		fprintf(fp, "group = %s\n", cfg->group);
 	for (size_t i = 0; i < cfg->naccounts; i++) {
 		const struct account *a = &cfg->accounts[i];
 

@@ -27,6 +27,7 @@
 
 #include "idlefetch/daemon.h"
 #include "idlefetch/log.h"
+#include "idlefetch/notify.h"
 #include "idlefetch/session.h"
 #include "idlefetch/state.h"
 #include "idlefetch/status.h"
@@ -58,6 +59,9 @@ struct daemon {
 	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t reap; /* frees finished units outside their callbacks */
 	uv_timer_t bar; /* --once on a terminal: the progress bar */
+	uv_timer_t watchdog; /* WATCHDOG=1 to the service manager */
+	bool ready; /* READY=1 sent */
+	char told[160]; /* the last STATUS= sent */
 	struct cfgref *cur; /* the configuration in force */
 	daemon_load_cb *load;
 	void *load_ud;
@@ -123,6 +127,7 @@ lock_account(const struct config *cfg, const struct account *a, bool once)
 }
 
 static void schedule_reap(struct daemon *d);
+static void tell(void *ud);
 
 static void
 on_session_done(struct session *s, void *ud, bool ok)
@@ -167,9 +172,11 @@ unit_start(struct daemon *d, const struct account *a)
 	for (size_t j = 0; j < a->nfolders; j++)
 		u->recs[j].folder = a->folders[j];
 	/* A single pass is no daemon: it leaves the daemon's status alone. */
-	if (!d->once)
+	if (!d->once) {
 		u->w = status_writer_new(d->loop, cfg->state_dir, a->name,
 		    u->recs, a->nfolders);
+		status_writer_hook(u->w, tell, d);
+	}
 	u->sessions = xcalloc(a->nfolders, sizeof(*u->sessions));
 	for (size_t j = 0; j < a->nfolders; j++) {
 		struct session_opts o = {
@@ -260,6 +267,94 @@ find_account(const struct daemon *d, const struct config *cfg, const char *name)
 	return NULL;
 }
 
+/* ---- the service manager ------------------------------------------------- */
+
+/*
+ * Whether every account has finished its first sync or failed it: a
+ * folder that synced, met an error or gave up. An account that could not
+ * start (its lock, its TLS set-up) has failed it.
+ */
+static bool
+all_settled(const struct daemon *d)
+{
+	for (const struct unit *u = d->units; u; u = u->next)
+		for (size_t j = 0; j < u->n; j++) {
+			const struct status_rec *r = &u->recs[j];
+
+			if (r->last_sync == 0 && r->error_at == 0 &&
+			    !r->gave_up)
+				return false;
+		}
+	return true;
+}
+
+/* "2 accounts, 5 folders: 4 idling, 1 in backoff" */
+static void
+summary(const struct daemon *d, char *buf, size_t len)
+{
+	enum { IDLING, POLLING, BACKOFF, STOPPED, BUSY, NKINDS };
+	static const char *names[NKINDS] = { "idling", "polling",
+		"in backoff", "stopped", "connecting or syncing" };
+	unsigned accounts = 0, folders = 0, k[NKINDS] = { 0 };
+	size_t o;
+
+	for (const struct unit *u = d->units; u; u = u->next) {
+		if (u->retiring)
+			continue;
+		accounts++;
+		for (size_t j = 0; j < u->n; j++) {
+			const char *st = u->recs[j].state ? u->recs[j].state :
+							    "";
+
+			folders++;
+			if (u->recs[j].gave_up || strcmp(st, "DONE") == 0)
+				k[STOPPED]++;
+			else if (strncmp(st, "IDLE", 4) == 0)
+				k[IDLING]++;
+			else if (strcmp(st, "POLL_WAIT") == 0)
+				k[POLLING]++;
+			else if (strcmp(st, "BACKOFF") == 0)
+				k[BACKOFF]++;
+			else
+				k[BUSY]++;
+		}
+	}
+	o = (size_t)snprintf(buf, len, "%u account%s, %u folder%s", accounts,
+	    accounts == 1 ? "" : "s", folders, folders == 1 ? "" : "s");
+	for (int i = 0; i < NKINDS && o < len; i++)
+		if (k[i] > 0)
+			o += (size_t)snprintf(buf + o, len - o, "%s%u %s",
+			    strchr(buf, ':') ? ", " : ": ", k[i], names[i]);
+}
+
+/* Tells the service manager what changed: STATUS=, and READY=1 once. */
+static void
+tell(void *ud)
+{
+	struct daemon *d = ud;
+	char line[sizeof(d->told)], msg[sizeof(line) + 32];
+
+	if (!notify_enabled() || d->once || d->stopping)
+		return;
+	summary(d, line, sizeof(line));
+	if (!d->ready && all_settled(d)) {
+		d->ready = true;
+		snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s", line);
+	} else if (strcmp(line, d->told) != 0) {
+		snprintf(msg, sizeof(msg), "STATUS=%s", line);
+	} else {
+		return;
+	}
+	snprintf(d->told, sizeof(d->told), "%s", line);
+	notify_send(msg);
+}
+
+static void
+watchdog_cb(uv_timer_t *t)
+{
+	notify_send("WATCHDOG=1");
+}
+
 /* ---- loop ------------------------------------------------------------------- */
 
 #define BAR_WIDTH 30
@@ -305,6 +400,7 @@ close_handles(struct daemon *d)
 	uv_close((uv_handle_t *)&d->sigint, NULL);
 	uv_close((uv_handle_t *)&d->sighup, NULL);
 	uv_close((uv_handle_t *)&d->reap, NULL);
+	uv_close((uv_handle_t *)&d->watchdog, NULL);
 }
 
 static void
@@ -327,6 +423,7 @@ reap_cb(uv_timer_t *t)
 	}
 	if (!d->stopping && start_missing(d) > 0)
 		busy = true;
+	tell(d);
 	for (u = d->units; u && !busy; u = u->next)
 		busy = u->running > 0;
 	/* Nothing runs any more: stopped, a pass done, or every folder gave up. */
@@ -341,6 +438,22 @@ schedule_reap(struct daemon *d)
 		uv_timer_start(&d->reap, reap_cb, 0, 0);
 }
 
+/*
+ * RELOADING=1 with the time, as systemd's notify-reload protocol wants it
+ * (older managers ignore the extra line).
+ */
+static void
+tell_reloading(void)
+{
+	struct timespec ts;
+	char msg[64];
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%" PRIu64,
+	    (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000);
+	notify_send(msg);
+}
+
 static void
 reload(struct daemon *d)
 {
@@ -348,7 +461,9 @@ reload(struct daemon *d)
 	char err[1024];
 	unsigned kept = 0, restarted = 0, removed = 0;
 
+	tell_reloading();
 	if (d->load(d->load_ud, &cfg, err, sizeof(err)) < 0) {
+		notify_send("READY=1");
 		log_msg(LOGL_ERROR, NULL, NULL,
 		    "SIGHUP: %s; keeping the running configuration", err);
 		return;
@@ -383,6 +498,9 @@ reload(struct daemon *d)
 	    "SIGHUP: configuration reloaded: %u account(s) unchanged, "
 	    "%u restarted, %u removed, %zu new",
 	    kept, restarted, removed, start_missing(d));
+	/* Reloaded; the new accounts report through STATUS= as they go. */
+	notify_send("READY=1");
+	d->told[0] = '\0';
 }
 
 static void
@@ -405,6 +523,7 @@ on_signal(uv_signal_t *h, int signum)
 	log_msg(LOGL_INFO, NULL, NULL, "%s: stopping",
 	    signum == SIGTERM ? "SIGTERM" : "SIGINT");
 	d->stopping = true;
+	notify_send("STOPPING=1");
 	for (struct unit *u = d->units; u; u = u->next)
 		unit_stop(u);
 	schedule_reap(d);
@@ -439,6 +558,14 @@ daemon_run(struct config *cfg, const char *account, bool once,
 	d.bar.data = &d;
 	if (once && cfg->log == LOG_TARGET_STDERR && isatty(STDERR_FILENO))
 		uv_timer_start(&d.bar, bar_cb, BAR_MS / 2, BAR_MS);
+	uv_timer_init(d.loop, &d.watchdog);
+	if (!once && notify_watchdog_usec() > 0) {
+		/* Half the interval, as systemd advises; from the loop itself. */
+		uint64_t ms = notify_watchdog_usec() / 2000;
+
+		uv_timer_start(&d.watchdog, watchdog_cb, 0, ms > 0 ? ms : 1);
+		uv_unref((uv_handle_t *)&d.watchdog);
+	}
 	signal_start(&d, &d.sigterm, SIGTERM);
 	signal_start(&d, &d.sigint, SIGINT);
 	signal_start(&d, &d.sighup, SIGHUP);

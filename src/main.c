@@ -12,6 +12,8 @@
 #include "idlefetch/config.h"
 #include "idlefetch/daemon.h"
 #include "idlefetch/log.h"
+#include "idlefetch/notify.h"
+#include "idlefetch/privdrop.h"
 #include "idlefetch/status.h"
 
 static void
@@ -46,10 +48,12 @@ usage(FILE *fp)
 
 /*
  * Finds and loads the configuration: 0 and *cfg, or -1 with the reason in
- * err (without the "idlefetch: " prefix).
+ * err (without the "idlefetch: " prefix). secrets: read password_file and
+ * run password_command too.
  */
 static int
-load_config(const char *path, struct config **cfg, char *err, size_t errlen)
+find_config(const char *path, struct config **cfg, bool secrets, char *err,
+    size_t errlen)
 {
 	if (path == NULL)
 		path = getenv("IDLEFETCH_CONFIG");
@@ -58,7 +62,10 @@ load_config(const char *path, struct config **cfg, char *err, size_t errlen)
 	if (path == NULL && access(CONFIG_DEFAULT_PATH, F_OK) == 0)
 		path = CONFIG_DEFAULT_PATH;
 	if (path == NULL && getenv("IDLEFETCH_HOST") != NULL)
-		return config_load_env(cfg, err, errlen) < 0 ? -1 : 0;
+		return (secrets ? config_load_env : config_parse_env)(cfg, err,
+			   errlen) < 0 ?
+		    -1 :
+		    0;
 	if (path == NULL) {
 		snprintf(err, errlen,
 		    "no configuration: %s does not exist and "
@@ -66,14 +73,52 @@ load_config(const char *path, struct config **cfg, char *err, size_t errlen)
 		    CONFIG_DEFAULT_PATH);
 		return -1;
 	}
-	return config_load_file(path, cfg, err, errlen) < 0 ? -1 : 0;
+	return (secrets ? config_load_file : config_parse_file)(path, cfg,
+		   err, errlen) < 0 ?
+	    -1 :
+	    0;
 }
 
 /* SIGHUP: the same lookup as at start-up, with the same --config. */
 static int
 reload_config(void *ud, struct config **cfg, char *err, size_t errlen)
 {
-	return load_config(ud, cfg, err, errlen);
+	return find_config(ud, cfg, true, err, errlen);
+}
+
+/*
+ * The daemon's start: become the configured user, then read the secrets
+ * as that user (a password_command never runs as root when `user` is
+ * set), then talk to the service manager and run. Returns the exit code.
+ */
+static int
+run(struct config *cfg, const char *account, bool once, bool verbose,
+    const char *path)
+{
+	char err[1024];
+	int r;
+
+	log_init(verbose ? LOGL_DEBUG : LOGL_INFO, cfg->log);
+	r = privdrop_apply(cfg, err, sizeof(err));
+	if (r < 0) {
+		log_msg(LOGL_ERROR, NULL, NULL, "%s", err);
+		config_free(cfg);
+		return 2;
+	}
+	if (r == PRIVDROP_ROOT)
+		log_msg(LOGL_WARN, NULL, NULL,
+		    "running as root: set 'user =' in [global] to run as an "
+		    "unprivileged user");
+	else if (r == PRIVDROP_DONE && cfg->user != NULL)
+		log_msg(LOGL_INFO, NULL, NULL, "running as user %s",
+		    cfg->user);
+	if (config_read_secrets(cfg, err, sizeof(err)) < 0 ||
+	    notify_init(err, sizeof(err)) < 0) {
+		log_msg(LOGL_ERROR, NULL, NULL, "%s", err);
+		config_free(cfg);
+		return 2;
+	}
+	return daemon_run(cfg, account, once, reload_config, (void *)path);
 }
 
 int
@@ -141,7 +186,8 @@ main(int argc, char **argv)
 		    "--account\n");
 		return 2;
 	}
-	if (load_config(path, &cfg, err, sizeof(err)) < 0) {
+	/* The daemon reads its secrets once it is the user it runs as. */
+	if (find_config(path, &cfg, status || check, err, sizeof(err)) < 0) {
 		fprintf(stderr, "idlefetch: %s\n", err);
 		return 2;
 	}
@@ -168,6 +214,5 @@ main(int argc, char **argv)
 		config_free(cfg);
 		return 0;
 	}
-	log_init(verbose ? LOGL_DEBUG : LOGL_INFO, cfg->log);
-	return daemon_run(cfg, account, once, reload_config, (void *)path);
+	return run(cfg, account, once, verbose, path);
 }

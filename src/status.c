@@ -46,6 +46,8 @@ struct status_writer {
 	bool busy; /* a write is on the threadpool */
 	bool err_logged;
 	bool closing; /* status_writer_free was called */
+	status_hook_cb *hook; /* told before each write */
+	void *hook_ud;
 };
 
 /* ---- writing ---------------------------------------------------------------- */
@@ -159,6 +161,8 @@ timer_cb(uv_timer_t *t)
 	if (w->busy || w->closing)
 		return; /* after_work_cb takes over */
 	w->dirty = false;
+	if (w->hook != NULL)
+		w->hook(w->hook_ud);
 	start_write(w, render(w, false));
 }
 
@@ -211,6 +215,13 @@ status_writer_new(uv_loop_t *loop, const char *state_dir, const char *account,
 	/* From now on the file belongs to this process. */
 	start_write(w, render(w, false));
 	return w;
+}
+
+void
+status_writer_hook(struct status_writer *w, status_hook_cb *cb, void *ud)
+{
+	w->hook = cb;
+	w->hook_ud = ud;
 }
 
 void

@@ -23,6 +23,10 @@ struct account {
 	enum tls_mode tls;
 	char *username;
 	char *password; /* secret: wiped on free, never printed */
+	char *password_file; /* where the password comes from, or NULL */
+	char *password_command; /* the command printing it, or NULL */
+	char *secret_src; /* file (or variable) and line of the two above */
+	unsigned secret_line;
 	char *ca_file; /* NULL: the system trust store */
 	char **folders;
 	size_t nfolders;
@@ -38,6 +42,8 @@ struct account {
 struct config {
 	char *source; /* file path, or "environment" */
 	char *state_dir;
+	char *user; /* drop to this user when started as root; NULL: none */
+	char *group; /* with this primary group; NULL: the user's */
 	enum log_target log;
 	struct account *accounts;
 	size_t naccounts;
@@ -52,6 +58,19 @@ int config_load_file(const char *path, struct config **out, char *err,
     size_t errlen);
 /* Builds a one-account config from IDLEFETCH_* variables (see README). */
 int config_load_env(struct config **out, char *err, size_t errlen);
+/*
+ * The same two without reading password_file or running
+ * password_command: a daemon started as root parses, drops its
+ * privileges, then reads the secrets as the user it became.
+ */
+int config_parse_file(const char *path, struct config **out, char *err,
+    size_t errlen);
+int config_parse_env(struct config **out, char *err, size_t errlen);
+/*
+ * Reads every account's password_file or runs its password_command where
+ * no password is known yet; the error names the file, line and key.
+ */
+int config_read_secrets(struct config *cfg, char *err, size_t errlen);
 void config_free(struct config *cfg);
 /*
  * Whether two accounts fetch the same way: every setting equal, the

@@ -53,6 +53,13 @@ struct status_rec {
  */
 struct status_writer *status_writer_new(uv_loop_t *loop, const char *state_dir,
     const char *account, struct status_rec *recs, size_t n);
+/*
+ * cb runs (with ud) each time the writer is about to write after a change
+ * or a heartbeat: at most once a second. The daemon tells the service
+ * manager from it.
+ */
+typedef void status_hook_cb(void *ud);
+void status_writer_hook(struct status_writer *w, status_hook_cb *cb, void *ud);
 /* Something in rec changed: the file is rewritten within a second. */
 void status_changed(struct status_rec *rec);
 /*

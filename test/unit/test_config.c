@@ -140,8 +140,8 @@ test_unknown_and_duplicate_keys_are_errors(void **state)
 	expect_error("host = other\n", 9, "key 'host': given twice");
 	expect_error("[global]\nstate_dir = /a\n", 10,
 	    "key 'state_dir': given twice");
-	expect_error("[global]\nuser = x\n", 10,
-	    "key 'user': unknown key in [global]");
+	expect_error("[global]\nusr = x\n", 10,
+	    "key 'usr': unknown key in [global]");
 	expect_error("[global]\nlog = file\n", 10, "key 'log'");
 	expect_error("[globl]\nx = 1\n", 10, "unknown section [globl]");
 	expect_error("[account bad/name]\nhost = x\n", 10,
@@ -291,6 +291,63 @@ test_password_file_and_command(void **state)
 }
 
 static void
+test_user_and_group_must_exist(void **state)
+{
+	struct config *cfg;
+	char err[512];
+
+	expect_error("[global]\nuser = no-such-user-here\n", 10,
+	    "key 'user': no user 'no-such-user-here' on this system");
+	expect_error("[global]\ngroup = no-such-group-here\n", 10,
+	    "key 'group': no group 'no-such-group-here' on this system");
+	expect_error("[global]\nuser = root\nuser = root\n", 11,
+	    "key 'user': given twice");
+	assert_int_equal(load("[global]\nuser = root\ngroup = root\n", err,
+			     sizeof(err), &cfg),
+	    0);
+	assert_string_equal(cfg->user, "root");
+	assert_string_equal(cfg->group, "root");
+	config_free(cfg);
+}
+
+/*
+ * A daemon started as root parses first and reads secrets only after it
+ * became its user: parsing must not run the command.
+ */
+static void
+test_parse_leaves_secrets_for_later(void **state)
+{
+	char mark[] = "/tmp/idlefetch-cmd-ran-XXXXXX", text[1024], err[512];
+	struct config *cfg;
+	int fd = mkstemp(mark);
+
+	assert_true(fd >= 0);
+	close(fd);
+	unlink(mark);
+	snprintf(text, sizeof(text),
+	    "[account a]\nhost = h\nusername = u\nmaildir = /m\n"
+	    "password_command = touch %s; echo pw\n",
+	    mark);
+	write_conf(text);
+	assert_int_equal(config_parse_file(path, &cfg, err, sizeof(err)), 0);
+	assert_null(cfg->accounts[0].password);
+	assert_int_equal(access(mark, F_OK), -1);
+	assert_int_equal(config_read_secrets(cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg->accounts[0].password, "pw");
+	assert_int_equal(access(mark, F_OK), 0);
+	unlink(mark);
+	config_free(cfg);
+
+	/* The late error still names the file, the line and the key. */
+	write_conf("[account a]\nhost = h\nusername = u\nmaildir = /m\n"
+		   "\npassword_file = /nonexistent/pw\n");
+	assert_int_equal(config_parse_file(path, &cfg, err, sizeof(err)), 0);
+	assert_int_not_equal(config_read_secrets(cfg, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, ":6: key 'password_file': cannot read"));
+	config_free(cfg);
+}
+
+static void
 test_environment_config(void **state)
 {
 	struct config *cfg;
@@ -374,6 +431,8 @@ main(void)
 		cmocka_unit_test(test_variables_are_expanded),
 		cmocka_unit_test(test_unset_variable_is_an_error),
 		cmocka_unit_test(test_password_file_and_command),
+		cmocka_unit_test(test_user_and_group_must_exist),
+		cmocka_unit_test(test_parse_leaves_secrets_for_later),
 		cmocka_unit_test(test_environment_config),
 		cmocka_unit_test(test_print_masks_the_password),
 		cmocka_unit_test(test_folder_paths_and_keys),
