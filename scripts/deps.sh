@@ -1,9 +1,10 @@
 #!/bin/sh
-# Installs the Debian packages idlefetch needs to build and test, if missing.
+# Installs the Debian packages idlefetch needs to build and test, if missing
+# (and those named in $EXTRA).
 set -eu
 PKGS="build-essential cmake pkg-config libuv1-dev libssl-dev
 libinih-dev libcmocka-dev dovecot-imapd dovecot-lmtpd python3 openssl
-ca-certificates procps iproute2"
+ca-certificates procps iproute2 ${EXTRA:-}"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

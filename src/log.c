@@ -79,7 +79,8 @@ log_msg(enum log_level level, const char *account, const char *folder,
 		    folder ? "folder=\"" : "", fold, folder ? "\" " : "", msg);
 		return;
 	}
-	gettimeofday(&tv, NULL);
+	if (gettimeofday(&tv, NULL) < 0)
+		memset(&tv, 0, sizeof(tv));
 	gmtime_r(&tv.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
 	if (log_target == LOG_TARGET_JSON) {

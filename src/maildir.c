@@ -80,6 +80,32 @@ maildir_prepare(const char *dir)
 	return 0;
 }
 
+/*
+ * readdir() with its error told apart from the end: NULL with *err set
+ * when the directory could not be read to the end (EOVERFLOW on a 32-bit
+ * build without large-file support, EIO on a failing card).
+ */
+static struct dirent *
+next_entry(DIR *d, int *err)
+{
+	struct dirent *de;
+
+	errno = 0;
+	de = readdir(d);
+	if (de == NULL && errno != 0)
+		*err = -errno;
+	return de;
+}
+
+void
+maildir_base_name(char *buf, size_t len, int64_t sec, long usec, long pid,
+    unsigned seq, uint32_t tag)
+{
+	/* 64-bit seconds: a name made after 2038 must not wrap. */
+	snprintf(buf, len, "%lld.M%06ldP%ldQ%uX%08x", (long long)sec, usec,
+	    pid, seq, tag);
+}
+
 int
 maildir_clean_tmp(const char *dir, uint32_t tag, unsigned *removed)
 {
@@ -94,7 +120,8 @@ maildir_clean_tmp(const char *dir, uint32_t tag, unsigned *removed)
 	d = opendir(path);
 	if (d == NULL)
 		return -errno;
-	while ((de = readdir(d)) != NULL) {
+	/* NULL is the end only when errno stayed 0 (see maildir_scan). */
+	while ((de = next_entry(d, &r)) != NULL) {
 		if (strstr(de->d_name, mark) == NULL)
 			continue;
 		snprintf(path, sizeof(path), "%s/tmp/%s", dir, de->d_name);
@@ -116,14 +143,16 @@ maildir_scan(const char *dir, uint32_t tag, uint32_t uidvalidity,
 	struct dirent *de;
 	DIR *d;
 
+	int r = 0;
+
 	*max_uid = 0;
 	snprintf(mark, sizeof(mark), "X%08xV", tag);
-	for (size_t i = 0; i < ARRAY_LEN(subs); i++) {
+	for (size_t i = 0; i < ARRAY_LEN(subs) && r == 0; i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, subs[i]);
 		d = opendir(path);
 		if (d == NULL)
 			return -errno;
-		while ((de = readdir(d)) != NULL) {
+		while ((de = next_entry(d, &r)) != NULL) {
 			const char *p = strstr(de->d_name, mark);
 			unsigned v, u;
 
@@ -135,7 +164,8 @@ maildir_scan(const char *dir, uint32_t tag, uint32_t uidvalidity,
 		}
 		closedir(d);
 	}
-	return 0;
+	/* A scan that missed files would let a restart deliver them twice. */
+	return r;
 }
 
 int
@@ -145,9 +175,10 @@ maildir_create(const char *dir, uint32_t tag, struct maildir_file *f)
 	char path[PATH_MAX];
 	struct timeval tv;
 
-	gettimeofday(&tv, NULL);
-	snprintf(f->base, sizeof(f->base), "%ld.M%06ldP%ldQ%uX%08x",
-	    (long)tv.tv_sec, (long)tv.tv_usec, (long)getpid(), ++seq, tag);
+	if (gettimeofday(&tv, NULL) < 0)
+		return -errno;
+	maildir_base_name(f->base, sizeof(f->base), (int64_t)tv.tv_sec,
+	    (long)tv.tv_usec, (long)getpid(), ++seq, tag);
 	snprintf(path, sizeof(path), "%s/tmp/%s.%s", dir, f->base, host_part());
 	f->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (f->fd < 0)

@@ -46,8 +46,8 @@ state_prepare(const char *path)
 int
 state_load(const char *path, struct state_rec *st)
 {
-	char buf[256];
-	unsigned long v, u;
+	char buf[256], vs[24], us[24];
+	uint64_t v, u;
 	ssize_t n;
 	int fd, r;
 
@@ -61,9 +61,16 @@ state_load(const char *path, struct state_rec *st)
 	if (r < 0)
 		return r;
 	buf[n] = '\0';
-	if (sscanf(buf, "idlefetch-state 1\nuidvalidity %lu\nlast_uid %lu\n",
-		&v, &u) != 2 ||
-	    v > UINT32_MAX || u > UINT32_MAX)
+	/*
+	 * Digits first, then a range check in 64 bits: %lu would wrap a
+	 * negative number and, where long has 32 bits, clamp a too large one
+	 * to ULONG_MAX, which a check against UINT32_MAX cannot see.
+	 */
+	if (sscanf(buf,
+		"idlefetch-state 1\nuidvalidity %20[0-9]\nlast_uid %20[0-9]\n",
+		vs, us) != 2 ||
+	    parse_u64(vs, 0, UINT32_MAX, &v) < 0 ||
+	    parse_u64(us, 0, UINT32_MAX, &u) < 0)
 		return -EINVAL;
 	st->uidvalidity = (uint32_t)v;
 	st->last_uid = (uint32_t)u;

@@ -38,6 +38,13 @@ struct maildir_writer {
 uint32_t maildir_tag(const char *account, const char *folder);
 /* Creates dir/{tmp,new,cur} and missing parents (mode 0700). */
 int maildir_prepare(const char *dir);
+/*
+ * The unique part of a delivered file's name:
+ * "<sec>.M<usec>P<pid>Q<seq>X<tag>" (the caller appends V<uidvalidity>U<uid>
+ * and the host). Exposed for the unit test.
+ */
+void maildir_base_name(char *buf, size_t len, int64_t sec, long usec,
+    long pid, unsigned seq, uint32_t tag);
 /* Removes tmp/ files this tag left behind (a crash mid-message). */
 int maildir_clean_tmp(const char *dir, uint32_t tag, unsigned *removed);
 /*

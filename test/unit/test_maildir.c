@@ -160,6 +160,25 @@ test_scan_finds_the_highest_delivered_uid_for_tag_and_uidvalidity(void **state)
 	assert_int_equal(max, 0);
 }
 
+/*
+ * On 32-bit targets (armhf) the build must use 64-bit off_t, ino_t and
+ * time_t: without them readdir() fails with EOVERFLOW on ext4, XFS, btrfs
+ * or NFS, and a scan that stops early lets a restart deliver twice.
+ */
+static void
+test_build_has_64_bit_offsets_inodes_and_time(void **state)
+{
+	char name[80];
+
+	assert_int_equal(sizeof(off_t), 8);
+	assert_int_equal(sizeof(ino_t), 8);
+	assert_int_equal(sizeof(time_t), 8);
+	/* 2100-01-01: a file name made after 2038 does not wrap. */
+	maildir_base_name(name, sizeof(name), INT64_C(4102444800), 7, 12, 3,
+	    0xab);
+	assert_string_equal(name, "4102444800.M000007P12Q3X000000ab");
+}
+
 static void
 test_clean_tmp_removes_only_own_leftovers(void **state)
 {
@@ -256,6 +275,7 @@ main(void)
 		cmocka_unit_test_setup(test_batch_is_synced_at_once_and_committed,
 		    setup),
 		cmocka_unit_test(test_tags_differ_per_account_and_folder),
+		cmocka_unit_test(test_build_has_64_bit_offsets_inodes_and_time),
 		cmocka_unit_test_setup(test_prepare_fails_where_no_directory_can_be,
 		    setup),
 	};

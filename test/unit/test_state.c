@@ -69,6 +69,12 @@ test_corrupt_files_are_refused(void **state)
 		"idlefetch-state 1\nuidvalidity 1\n",
 		"idlefetch-state 1\nuidvalidity 99999999999\nlast_uid 2\n",
 		"idlefetch-state 1\nuidvalidity x\nlast_uid 2\n",
+		/* One past 32 bits, and a sign: where long has 32 bits, %lu
+		 * turned these into 4294967295 and 4294967295. */
+		"idlefetch-state 1\nuidvalidity 4294967296\nlast_uid 2\n",
+		"idlefetch-state 1\nuidvalidity 1\nlast_uid -1\n",
+		"idlefetch-state 1\nuidvalidity 1\nlast_uid "
+		"18446744073709551617\n",
 	};
 	struct state_rec st;
 	char *p = state_path(root, "acct", "Bad");
@@ -81,6 +87,19 @@ test_corrupt_files_are_refused(void **state)
 		fclose(fp);
 		assert_int_equal(state_load(p, &st), -EINVAL);
 	}
+	free(p);
+}
+
+static void
+test_largest_uids_load(void **state)
+{
+	struct state_rec st = { UINT32_MAX, UINT32_MAX }, got;
+	char *p = state_path(root, "acct", "Max");
+
+	assert_int_equal(state_prepare(p), 0);
+	assert_int_equal(state_save(p, &st), 0);
+	assert_int_equal(state_load(p, &got), 0);
+	assert_true(got.uidvalidity == UINT32_MAX && got.last_uid == UINT32_MAX);
 	free(p);
 }
 
@@ -172,6 +191,7 @@ main(void)
 		cmocka_unit_test(test_missing_file_is_enoent_and_zero),
 		cmocka_unit_test(test_save_then_load_round_trips),
 		cmocka_unit_test(test_corrupt_files_are_refused),
+		cmocka_unit_test(test_largest_uids_load),
 		cmocka_unit_test(test_save_into_a_missing_directory_fails),
 		cmocka_unit_test(test_second_fetcher_of_an_account_is_refused),
 		cmocka_unit_test(test_lock_of_a_killed_fetcher_is_free),
