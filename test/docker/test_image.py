@@ -1,0 +1,288 @@
+"""The container image: its configuration (non-root user, health check,
+volumes, nothing of the build stage), a run against the test Dovecot on
+loopback (mail lands in the mounted Maildir, `idlefetch status` inside says
+healthy, PID 1 stops on SIGTERM within 2 s), and the Kubernetes and
+compose examples, whose settings are checked by the image's own binary.
+
+The image is run with `podman run` where the machine allows it. Where the
+OCI runtime cannot start containers (this machine's sandbox refuses
+setrlimit), it is run the way a runtime would: the image's root file
+system (buildah mount), a new PID and mount namespace, the image's user,
+environment and entrypoint, the volumes bind-mounted."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import unittest
+
+import yaml
+
+import fixture as fx
+
+IMAGE = os.environ.get("IDLEFETCH_IMAGE", "localhost/idlefetch:test")
+STORE = ["--storage-driver", "vfs"]
+HERE = os.path.dirname(os.path.abspath(__file__))
+DOCKER = os.path.join(HERE, "..", "..", "docker")
+
+
+def cmd(*args, check=True, **kw):
+    return subprocess.run(list(args), capture_output=True, text=True,
+                          check=check, timeout=300, **kw)
+
+
+def image_config():
+    out = cmd("buildah", *STORE, "inspect", "--type", "image", IMAGE).stdout
+    return json.loads(out)["Docker"]["config"]
+
+
+def podman_runs():
+    """None when podman can run the image, else the reason it cannot."""
+    p = cmd("podman", *STORE, "run", "--rm", "--network", "host",
+            "--cgroups", "disabled", IMAGE, "--version", check=False)
+    return None if p.returncode == 0 else p.stderr.strip().splitlines()[-1]
+
+
+class Container:
+    """One run of the image with env (a dict) and volumes (host: path)."""
+
+    def __init__(self, env, volumes, logfile):
+        self.env, self.volumes, self.logfile = env, volumes, logfile
+        self.name = f"idlefetch-test-{os.getpid()}-{time.monotonic_ns()}"
+        self.cfg = image_config()
+        self.podman = podman_runs() is None
+        self.proc = None
+
+    def _envlist(self, extra=None):
+        env = dict(e.split("=", 1) for e in self.cfg.get("Env") or [])
+        env.update(self.env)
+        env.update(extra or {})
+        return [f"{k}={v}" for k, v in env.items()]
+
+    def start(self):
+        log = open(self.logfile, "ab")
+        if self.podman:
+            args = ["podman", *STORE, "run", "--name", self.name,
+                    "--network", "host", "--cgroups", "disabled"]
+            for e in self.env.items():
+                args += ["-e", "=".join(e)]
+            for h, c in self.volumes.items():
+                args += ["-v", f"{h}:{c}"]
+            self.proc = subprocess.Popen(args + [IMAGE], stdout=log,
+                                         stderr=log)
+            log.close()
+            return self
+        self.ctr = cmd("buildah", *STORE, "from", "--name", self.name,
+                       IMAGE).stdout.strip()
+        self.root = cmd("buildah", *STORE, "mount", self.ctr).stdout.strip()
+        script = ["set -e"]
+        for h, c in self.volumes.items():
+            script += [f"mkdir -p '{self.root}{c}'",
+                       f"mount --bind '{h}' '{self.root}{c}'"]
+        script += [f"mount --rbind /dev '{self.root}/dev'",
+                   f"mount -t proc proc '{self.root}/proc'",
+                   "exec " + " ".join(f"'{a}'" for a in self._as_user(
+                       self.cfg["Entrypoint"] + (self.cfg.get("Cmd") or [])))]
+        self.proc = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount", "--propagation",
+             "private", "--", "sh", "-c", "\n".join(script)],
+            stdout=log, stderr=log)
+        log.close()
+        return self
+
+    def _as_user(self, argv, extra_env=None):
+        return ["chroot", f"--userspec={self.cfg['User']}", self.root,
+                "env", "-i", *self._envlist(extra_env), *argv]
+
+    def init_pid(self):
+        """The host pid of the container's PID 1."""
+        if self.podman:
+            return int(cmd("podman", *STORE, "inspect", "--format",
+                           "{{.State.Pid}}", self.name).stdout)
+        def child():
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/"
+                          "children") as f:
+                    return int(f.read().split()[0])
+            except (OSError, IndexError, ValueError):
+                return None
+        return fx.wait_until(child, 10)
+
+    def exec(self, *argv):
+        if self.podman:
+            return cmd("podman", *STORE, "exec", self.name, *argv,
+                       check=False)
+        return cmd("nsenter", "-t", str(self.init_pid()), "-m", "-p", "--",
+                   *self._as_user(list(argv)), check=False)
+
+    def remove(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.podman:
+            cmd("podman", *STORE, "rm", "-f", self.name, check=False)
+        else:
+            cmd("buildah", *STORE, "umount", self.ctr, check=False)
+            cmd("buildah", *STORE, "rm", self.ctr, check=False)
+
+
+class ImageTest(unittest.TestCase):
+    def setUp(self):
+        self.env = fx.Env()
+        self.ctrs = []
+
+    def tearDown(self):
+        for c in self.ctrs:
+            c.remove()
+        self.env.close()
+
+    def volume(self, name):
+        """A host directory owned by the image's user, as a volume is."""
+        d = os.path.join(self.env.root, name)
+        os.makedirs(d, exist_ok=True)
+        uid, gid = (int(x) for x in image_config()["User"].split(":"))
+        os.chown(d, uid, gid)
+        os.chmod(d, 0o700)
+        return d
+
+    def test_image_is_non_root_with_health_check_and_no_build_tools(self):
+        cfg = image_config()
+        self.assertEqual(cfg["User"], "10001:10001")
+        self.assertEqual(cfg["Entrypoint"], ["idlefetch"])
+        self.assertEqual(cfg["Healthcheck"]["Test"],
+                         ["CMD", "idlefetch", "status"])
+        self.assertEqual(set(cfg["Volumes"]), {"/mail", "/var/lib/idlefetch"})
+        c = Container({}, {}, os.path.join(self.env.root, "c.log"))
+        self.ctrs.append(c)
+        if c.podman:
+            ls = c.exec("sh", "-c", "ls /usr/bin")
+            files = ls.stdout.split()
+        else:
+            c.ctr = cmd("buildah", *STORE, "from", "--name", c.name,
+                        IMAGE).stdout.strip()
+            c.root = cmd("buildah", *STORE, "mount", c.ctr).stdout.strip()
+            files = os.listdir(os.path.join(c.root, "usr/bin"))
+        self.assertIn("idlefetch", files)
+        for tool in ("gcc", "cc", "cmake", "make"):
+            self.assertNotIn(tool, files)
+
+    def test_mail_lands_status_is_healthy_and_sigterm_stops_it(self):
+        d = self.env.dovecot
+        d.put([fx.make_message(i) for i in range(5)])
+        mail, state = self.volume("mail"), self.volume("state")
+        secrets = os.path.join(self.env.root, "secrets")
+        os.makedirs(secrets)
+        with open(os.path.join(secrets, "password"), "w") as f:
+            f.write(fx.PASSWORD + "\n")
+        os.chmod(os.path.join(secrets, "password"), 0o444)
+        shutil.copy(d.certs.ca, os.path.join(secrets, "ca.crt"))
+        env = {"IDLEFETCH_ACCOUNT": "alice", "IDLEFETCH_HOST": "127.0.0.1",
+               "IDLEFETCH_PORT": str(d.imaps_port),
+               "IDLEFETCH_CA_FILE": "/run/secrets/mail/ca.crt",
+               "IDLEFETCH_USERNAME": fx.USER,
+               "IDLEFETCH_PASSWORD_FILE": "/run/secrets/mail/password"}
+        c = Container(env, {mail: "/mail", state: "/var/lib/idlefetch",
+                            secrets: "/run/secrets/mail"},
+                      os.path.join(self.env.root, "container.log"))
+        self.ctrs.append(c)
+        if not c.podman:
+            print(f"\n(podman cannot run containers here: {podman_runs()}; "
+                  "running the image's root in new namespaces)")
+        c.start()
+        md = fx.Maildir(mail)
+
+        def log():
+            with open(c.logfile, errors="replace") as f:
+                return f.read()
+        self.assertTrue(fx.wait_until(lambda: md.count() == 5, 30), log())
+        d.lmtp(fx.make_message(7))  # pushed while it idles
+        self.assertTrue(fx.wait_until(lambda: md.count() == 6, 15), log())
+        pid = c.init_pid()
+        with open(f"/proc/{pid}/status") as f:
+            st = {l.split()[0]: l.split()[1:] for l in f}
+        self.assertEqual(st["NSpid:"][-1], "1", "idlefetch is PID 1")
+        self.assertEqual(st["Uid:"][0], "10001")
+        self.assertTrue(fx.wait_until(
+            lambda: " up " in c.exec("idlefetch", "status").stdout, 10))
+        p = c.exec("idlefetch", "status")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("healthy: 1 folder(s)", p.stdout, p.stdout + p.stderr)
+        self.assertIn("INBOX", p.stdout)
+        self.assertIn(" up ", p.stdout)
+
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGTERM)
+        rc = c.proc.wait(10)
+        took = time.monotonic() - t0
+        print(f"\nSIGTERM to exit: {took:.2f} s")
+        self.assertEqual(rc, 0, log())
+        self.assertLess(took, 2.0)
+        self.assertIn("exiting with status 0", log())
+
+
+class ManifestTest(unittest.TestCase):
+    def load(self, name):
+        with open(os.path.join(DOCKER, name)) as f:
+            return list(yaml.safe_load_all(f))
+
+    def check_env_with_image(self, env, secret_path):
+        """The image's binary accepts the manifest's settings."""
+        ctr = cmd("buildah", *STORE, "from", IMAGE).stdout.strip()
+        try:
+            root = cmd("buildah", *STORE, "mount", ctr).stdout.strip()
+            os.makedirs(root + os.path.dirname(secret_path), exist_ok=True)
+            with open(root + secret_path, "w") as f:
+                f.write("secret\n")
+            p = cmd("chroot", root, "env", "-i",
+                    *[f"{k}={v}" for k, v in env.items()],
+                    "idlefetch", "--check-config", check=False)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertNotIn("secret", p.stdout)
+            return p.stdout
+        finally:
+            cmd("buildah", *STORE, "rm", ctr, check=False)
+
+    def test_kubernetes_sidecar(self):
+        (dep,) = self.load("k8s-sidecar.yaml")
+        self.assertEqual(dep["kind"], "Deployment")
+        spec = dep["spec"]["template"]["spec"]
+        ctrs = {c["name"]: c for c in spec["containers"]}
+        f = ctrs["idlefetch"]
+        self.assertEqual(f["livenessProbe"]["exec"]["command"],
+                         ["idlefetch", "status"])
+        vols = {v["name"]: v for v in spec["volumes"]}
+        mounts = {m["name"]: m["mountPath"] for m in f["volumeMounts"]}
+        env = {e["name"]: e["value"] for e in f["env"]}
+        # The Maildir is shared with the application container.
+        app_mounts = {m["name"] for c in spec["containers"]
+                      if c["name"] != "idlefetch" for m in c["volumeMounts"]}
+        self.assertIn("maildir", app_mounts)
+        self.assertEqual(mounts["maildir"], env["IDLEFETCH_MAILDIR"])
+        self.assertEqual(mounts["state"], env["IDLEFETCH_STATE_DIR"])
+        # The password is a file from a Secret, never a variable.
+        self.assertIn("secret", vols["credentials"])
+        self.assertNotIn("IDLEFETCH_PASSWORD", env)
+        self.assertTrue(env["IDLEFETCH_PASSWORD_FILE"].startswith(
+            mounts["credentials"] + "/"))
+        self.assertEqual(spec["securityContext"]["runAsUser"], 10001)
+        self.assertIn("memory", f["resources"]["limits"])
+        out = self.check_env_with_image(env, env["IDLEFETCH_PASSWORD_FILE"])
+        self.assertIn("[account alice]", out)
+
+    def test_compose(self):
+        (doc,) = self.load("compose.yaml")
+        svc = doc["services"]["idlefetch"]
+        self.assertEqual(svc["build"]["dockerfile"], "docker/Dockerfile")
+        env = dict(svc["environment"])
+        self.assertEqual(env["IDLEFETCH_PASSWORD_FILE"],
+                         "/run/secrets/" + svc["secrets"][0])
+        app = {v.split(":")[0] for v in doc["services"]["app"]["volumes"]}
+        self.assertIn("maildir", app)
+        env.setdefault("IDLEFETCH_MAILDIR", "/mail")
+        out = self.check_env_with_image(env, env["IDLEFETCH_PASSWORD_FILE"])
+        self.assertIn("folders = INBOX, Lists/dev", out)
+
+
+if __name__ == "__main__":
+    unittest.main()
