@@ -175,6 +175,19 @@ trim(char *s)
 	return s;
 }
 
+/*
+ * Whether two folder names name the same mailbox: exactly equal, except
+ * that INBOX is case-insensitive in IMAP (RFC 3501 5.1), so "inbox" and
+ * "INBOX" would be fetched, and delivered, twice.
+ */
+static bool
+same_folder(const char *x, const char *y)
+{
+	if (strcasecmp(x, "INBOX") == 0 && strcasecmp(y, "INBOX") == 0)
+		return true;
+	return strcmp(x, y) == 0;
+}
+
 static int
 set_folders(struct parse_ctx *c, struct account *a, const char *key,
     const char *v)
@@ -194,8 +207,15 @@ set_folders(struct parse_ctx *c, struct account *a, const char *key,
 			return -EINVAL;
 		}
 		for (size_t i = 0; i < a->nfolders; i++)
-			if (strcmp(a->folders[i], f) == 0) {
-				seterr(c, key, "folder '%s' listed twice", f);
+			if (same_folder(a->folders[i], f)) {
+				if (strcmp(a->folders[i], f) == 0)
+					seterr(c, key,
+					    "folder '%s' listed twice", f);
+				else
+					seterr(c, key,
+					    "folder '%s' listed twice (as "
+					    "'%s'; INBOX is case-insensitive)",
+					    f, a->folders[i]);
 				free(copy);
 				return -EINVAL;
 			}
@@ -624,7 +644,7 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 	}
 	if (a->after == AFTER_MOVE)
 		for (size_t i = 0; i < a->nfolders; i++)
-			if (strcmp(a->folders[i], a->move_to) == 0) {
+			if (same_folder(a->folders[i], a->move_to)) {
 				seterr(c, "after",
 				    "cannot move into '%s', a folder that "
 				    "is fetched",

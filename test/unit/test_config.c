@@ -160,6 +160,12 @@ test_folder_names_that_escape_the_maildir_are_refused(void **state)
 	expect_error("folders = caf\xc3\xa9\n", 9, "key 'folders'");
 	expect_error("folders = INBOX, INBOX\n", 9,
 	    "key 'folders': folder 'INBOX' listed twice");
+	/* INBOX is case-insensitive: both would fetch, and deliver, it. */
+	expect_error("folders = INBOX, inbox\n", 9,
+	    "key 'folders': folder 'inbox' listed twice (as 'INBOX'; INBOX "
+	    "is case-insensitive)");
+	expect_error("folders = Lists, INBOX\nafter = move:Inbox\n", 4,
+	    "key 'after': cannot move into 'Inbox'");
 	expect_error("folders = ,\n", 9, "key 'folders': no folder given");
 	expect_error("folders = Archive\nafter = move:Archive\n", 4,
 	    "key 'after': cannot move into 'Archive'");
