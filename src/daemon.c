@@ -72,7 +72,11 @@ struct daemon {
 	struct unit *units;
 	unsigned failed;
 	unsigned signals;
+	uint64_t first_signal_ms; /* loop time of the first stop signal */
 };
+
+/* A second stop signal within this time repeats the first one. */
+#define SECOND_SIGNAL_MS 1000
 
 /* ---- configurations ------------------------------------------------------ */
 
@@ -516,10 +520,24 @@ on_signal(uv_signal_t *h, int signum)
 			reload(d);
 		return;
 	}
+	/*
+	 * A second signal means "now" only when a person sent it: GNU timeout
+	 * and some supervisors signal the process and its group at once, and
+	 * those two copies must not skip the clean stop.
+	 */
+	uv_update_time(d->loop);
+	if (d->signals > 0 &&
+	    uv_now(d->loop) - d->first_signal_ms < SECOND_SIGNAL_MS) {
+		log_msg(LOGL_DEBUG, NULL, NULL,
+		    "signal %d again within %d ms: the same request", signum,
+		    SECOND_SIGNAL_MS);
+		return;
+	}
 	if (++d->signals > 1) {
 		log_msg(LOGL_WARN, NULL, NULL, "second signal: exiting now");
 		_exit(1);
 	}
+	d->first_signal_ms = uv_now(d->loop);
 	log_msg(LOGL_INFO, NULL, NULL, "%s: stopping",
 	    signum == SIGTERM ? "SIGTERM" : "SIGINT");
 	d->stopping = true;

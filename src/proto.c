@@ -152,6 +152,8 @@ resp_code(struct cur *c, struct proto_resp *out)
 		out->has |= HAS_UIDNEXT;
 	} else if (strcasecmp(name, "READ-ONLY") == 0) {
 		out->has |= HAS_READONLY;
+	} else if (strcasecmp(name, "ALERT") == 0) {
+		out->has |= HAS_ALERT;
 	}
 	while (c->p < c->end && *c->p != ']' && *c->p != '\r')
 		c->p++;

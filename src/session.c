@@ -581,6 +581,9 @@ on_unit(void *ud, const char *p, size_t n)
 		}
 		sync_fetch_body(s, &r);
 	}
+	/* RFC 3501 7.1: an ALERT must be presented to the user. */
+	if (pr == 0 && (r.has & HAS_ALERT))
+		LOG(s, LOGL_WARN, "server alert: %s", r.text);
 	if (greeting) {
 		s->greeted = true;
 		if (pr < 0 || r.status == PROTO_BYE) {

@@ -47,6 +47,7 @@ enum proto_status {
 #define HAS_SIZE (1u << 7)
 #define HAS_BODY (1u << 8)
 #define HAS_READONLY (1u << 9)
+#define HAS_ALERT (1u << 10) /* [ALERT]: the text must reach the user */
 
 struct proto_resp {
 	enum proto_kind kind;

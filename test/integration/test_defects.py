@@ -1,0 +1,102 @@
+"""Defects found in review, each pinned by a test that failed before its
+fix: server alerts reach the user, and a stop signal delivered twice at
+once (GNU timeout, supervisors that signal the process group) still stops
+cleanly."""
+import os
+import re
+import shutil
+import signal
+import tempfile
+import time
+import unittest
+
+import fixture as fx
+import scripted
+
+
+class ScriptedCase(unittest.TestCase):
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="idlefetch-defects-")
+        self.servers, self.fetchers = [], []
+
+    def tearDown(self):
+        for f in self.fetchers:
+            f.stop(signal.SIGKILL)
+        for s in self.servers:
+            s.stop()
+        if not os.environ.get("KEEP_TEST_DIR"):
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def server(self, mailbox, **kw):
+        s = scripted.Server(mailbox, **kw)
+        self.servers.append(s)
+        return s
+
+    def fetcher(self, srv, name="d", **kw):
+        class NoDovecot:
+            certs = None
+        f = fx.Idlefetch(self.root, NoDovecot(), tls="none", name=name,
+                         ca=False, port=srv.port, **kw)
+        self.fetchers.append(f)
+        return f
+
+
+class AlertTest(ScriptedCase):
+    def test_alert_is_logged_as_a_warning_without_verbose(self):
+        def select(conn, tag, rest):
+            if rest.upper().startswith(("SELECT", "EXAMINE")):
+                conn.send(b"* OK [ALERT] Mailbox is at 98% of its quota\r\n")
+            return None  # the normal reply follows
+        srv = self.server(scripted.Mailbox([fx.make_message(1)]),
+                          greeting="* OK [ALERT] Maintenance tonight at 22:00",
+                          hooks={"command": select})
+        f = self.fetcher(srv)
+        self.assertEqual(f.once(), 0, f.log())
+        warns = [l for l in f.log().splitlines() if " warn " in l]
+        self.assertTrue(any("server alert: Maintenance tonight at 22:00" in l
+                            for l in warns), f.log())
+        self.assertTrue(any("server alert: Mailbox is at 98% of its quota"
+                            in l for l in warns), f.log())
+        self.assertEqual(f.md.count(), 1)
+
+
+class SignalTest(unittest.TestCase):
+    def setUp(self):
+        self.env = fx.Env()
+
+    def tearDown(self):
+        self.env.close()
+
+    def start_idling(self, name):
+        f = self.env.idlefetch(name=name).start("-v")
+        self.assertTrue(fx.wait_until(
+            lambda: "state IDLE_START -> IDLE" in f.log(), 15), f.log())
+        return f
+
+    def test_two_sigterms_at_once_still_log_out_cleanly(self):
+        f = self.start_idling("twice")
+        os.kill(f.proc.pid, signal.SIGTERM)
+        os.kill(f.proc.pid, signal.SIGTERM)
+        self.assertEqual(f.stop(), 0, f.log())
+        self.assertNotIn("second signal", f.log())
+        self.assertRegex(f.log(), r"C: a\d+ LOGOUT")
+        self.assertIn("exiting with status 0", f.log())
+
+    def test_a_second_signal_a_second_later_exits_at_once(self):
+        f = self.start_idling("later")
+        # A stop that cannot finish: the server stops answering.
+        self.env.dovecot.lmtp(fx.make_message(1))
+        os.kill(f.proc.pid, signal.SIGSTOP)
+        os.kill(f.proc.pid, signal.SIGTERM)
+        os.kill(f.proc.pid, signal.SIGCONT)
+        time.sleep(1.3)
+        os.kill(f.proc.pid, signal.SIGINT)
+        rc = f.proc.wait(10)
+        self.assertIn(rc, (0, 1), f.log())
+        # Either the first stop had finished, or the second one cut it.
+        self.assertTrue("exiting with status 0" in f.log() or
+                        "second signal: exiting now" in f.log(), f.log())
+
+
+if __name__ == "__main__":
+    unittest.main()
