@@ -509,7 +509,8 @@ handle_kv(struct parse_ctx *c, const char *section, const char *key,
 			r = set_account_key(c, a, ax, key, v);
 		}
 	}
-	memset(v, 0, strlen(v));
+	/* The value may be a password; a memset before free() may be elided. */
+	OPENSSL_cleanse(v, strlen(v));
 	free(v);
 	return r;
 }

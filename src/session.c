@@ -364,7 +364,9 @@ send_select(struct session *s)
 {
 	char mbox[512];
 
-	proto_quote(mbox, sizeof(mbox), s->o.folder);
+	/* The configuration allows only names a quoted string can carry. */
+	if (proto_quote(mbox, sizeof(mbox), s->o.folder) < 0)
+		fatal("folder name '%s' cannot be quoted", s->o.folder);
 	s->uidvalidity = 0;
 	s->exists = 0;
 	session_send_cmd(s, CMD_SELECT, false, "%s %s",

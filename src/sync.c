@@ -146,16 +146,18 @@ after_delivery(struct session *s, const uint32_t *uids, size_t n)
 	if (n == 0 || s->a->after == AFTER_KEEP || !s->conn_alive)
 		return;
 	set = uid_set(uids, n);
+	/* The configuration allows only names a quoted string can carry. */
+	if (s->a->after == AFTER_MOVE &&
+	    proto_quote(mbox, sizeof(mbox), s->a->move_to) < 0)
+		fatal("folder name '%s' cannot be quoted", s->a->move_to);
 	if (s->a->after == AFTER_DELETE) {
 		send_delete(s, set);
 	} else if (s->caps & CAP_MOVE) {
-		proto_quote(mbox, sizeof(mbox), s->a->move_to);
 		session_send_cmd(s, CMD_MOVE, false, "UID MOVE %s %s", set,
 		    mbox);
 		s->after_pending++;
 	} else {
 		/* No MOVE: copy, and delete the originals once the copy is done. */
-		proto_quote(mbox, sizeof(mbox), s->a->move_to);
 		c = session_send_cmd(s, CMD_COPY, false, "UID COPY %s %s", set,
 		    mbox);
 		c->uids = xmalloc(n * sizeof(*uids));

@@ -241,7 +241,14 @@ connect_cb(uv_connect_t *req, int status)
 	t->connected = true;
 	uv_tcp_nodelay(&t->tcp, 1);
 	uv_tcp_keepalive(&t->tcp, 1, KEEPALIVE_SECS);
-	uv_read_start((uv_stream_t *)&t->tcp, alloc_cb, read_cb);
+	status = uv_read_start((uv_stream_t *)&t->tcp, alloc_cb, read_cb);
+	if (status < 0) {
+		snprintf(why, sizeof(why), "cannot read: %s",
+		    uv_strerror(status));
+		fail(t, status, why);
+		release(t);
+		return;
+	}
 	t->cb(t->ud, TRANSPORT_CONNECTED, NULL, 0, 0, NULL);
 	release(t);
 }
@@ -345,6 +352,8 @@ transport_write(struct transport *t, const char *p, size_t n)
 void
 transport_pause(struct transport *t, bool pause)
 {
+	int r;
+
 	if (t->paused == pause || !t->connected || !t->tcp_open)
 		return;
 	t->paused = pause;
@@ -352,7 +361,11 @@ transport_pause(struct transport *t, bool pause)
 		uv_read_stop((uv_stream_t *)&t->tcp);
 		return;
 	}
-	uv_read_start((uv_stream_t *)&t->tcp, alloc_cb, read_cb);
+	r = uv_read_start((uv_stream_t *)&t->tcp, alloc_cb, read_cb);
+	if (r < 0) {
+		fail(t, r, "cannot read from the connection");
+		return;
+	}
 	/* Plaintext may already be decrypted and waiting inside OpenSSL. */
 	if (t->tls && !t->handshaking)
 		read_tls(t);
