@@ -620,6 +620,17 @@ sync_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 	    (strncasecmp(end - 6, "BODY[]", 6) != 0 &&
 		(end - prefix < 6 || strncasecmp(end - 6, "RFC822", 6) != 0)))
 		return 0;
+	if (s->cur_open) {
+		/*
+		 * One FETCH response, one message: a second body would open a
+		 * second file while the first is in flight, and which of the
+		 * two is the message cannot be known.
+		 */
+		session_fail(s, IDLEFETCH_EPROTO,
+		    "two message bodies in one FETCH response; closing the "
+		    "connection");
+		return IDLEFETCH_EPROTO;
+	}
 	s->streaming = true;
 	if (s->state != S_SYNC || s->bhead == NULL)
 		return 1; /* streamed to nowhere */

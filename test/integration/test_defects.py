@@ -100,3 +100,39 @@ class SignalTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TwoBodiesTest(ScriptedCase):
+    """A FETCH response with two message bodies is a protocol error: the
+    connection is closed, and neither body leaves a file or a descriptor
+    behind (each used to leak both, on every attempt)."""
+
+    def two_bodies_server(self):
+        def two(conn, uid, m):
+            return (f"* 1 FETCH (UID {uid} BODY[] {{{len(m)}}}\r\n".encode()
+                    + m + f" BODY[] {{{len(m)}}}\r\n".encode() + m
+                    + b")\r\n")
+        return self.server(scripted.Mailbox([fx.make_message(1)]),
+                           hooks={"body": two})
+
+    def test_once_refuses_it_and_leaves_nothing_in_tmp(self):
+        f = self.fetcher(self.two_bodies_server())
+        for _ in range(2):
+            self.assertEqual(f.once(), 1, f.log())
+            self.assertEqual(f.md.files("tmp"), [], "orphan files in tmp/")
+            self.assertEqual(f.md.count(), 0)
+        self.assertIn("two message bodies in one FETCH response", f.log())
+
+    def test_daemon_descriptors_do_not_grow_with_attempts(self):
+        srv = self.two_bodies_server()
+        f = self.fetcher(srv).start()
+        self.assertTrue(fx.wait_until(lambda: srv.connections >= 2, 30),
+                        f.log())
+        time.sleep(0.3)
+        fds = len(os.listdir(f"/proc/{f.proc.pid}/fd"))
+        self.assertTrue(fx.wait_until(lambda: srv.connections >= 4, 30),
+                        f.log())
+        time.sleep(0.3)
+        self.assertLessEqual(len(os.listdir(f"/proc/{f.proc.pid}/fd")), fds)
+        self.assertEqual(f.md.files("tmp"), [])
+        self.assertEqual(f.stop(), 0)
