@@ -611,6 +611,23 @@ on_unit(void *ud, const char *p, size_t n)
 		}
 		return s->conn_alive ? 0 : 1;
 	}
+	if (pr < 0 && s->listing && (r.has & HAS_FETCH)) {
+		/*
+		 * A listing line that cannot be read may be a message: skipping
+		 * it would let the last delivered UID pass a message never
+		 * delivered. The folder stops here instead, and says why.
+		 */
+		char line[81];
+		size_t k;
+
+		for (k = 0; k < n && k + 1 < sizeof(line) && p[k] != '\r'; k++)
+			line[k] = (p[k] >= 0x20 && p[k] < 0x7f) ? p[k] : '?';
+		line[k] = '\0';
+		session_fail(s, IDLEFETCH_EPROTO,
+		    "cannot read a line of the message listing ('%s'); "
+		    "stopping so that no message is skipped", line);
+		return 1;
+	}
 	if (pr < 0 && r.kind != PROTO_TAGGED && r.status != PROTO_BYE) {
 		LOG(s, LOGL_DEBUG,
 		    "skipping a response the parser does not know");

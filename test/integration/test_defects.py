@@ -136,3 +136,26 @@ class TwoBodiesTest(ScriptedCase):
         self.assertLessEqual(len(os.listdir(f"/proc/{f.proc.pid}/fd")), fds)
         self.assertEqual(f.md.files("tmp"), [])
         self.assertEqual(f.stop(), 0)
+
+
+class UnreadableListingTest(ScriptedCase):
+    def test_unreadable_listing_line_stops_progress_instead_of_skipping(self):
+        mb = scripted.Mailbox([fx.make_message(1), fx.make_message(2)])
+
+        def reply(conn, tag, out, done, body):
+            if body:
+                return None
+            # UID 1's size does not fit in 32 bits: the line cannot be read.
+            out[0] = b"* 1 FETCH (UID 1 RFC822.SIZE 5000000000)\r\n"
+            conn.send(b"".join(out) + done)
+            return True
+        srv = self.server(mb, hooks={"fetch_reply": reply})
+        f = self.fetcher(srv)
+        self.assertEqual(f.once(), 1, f.log())
+        self.assertIn("cannot read a line of the message listing "
+                      "('* 1 FETCH (UID 1 RFC822.SIZE 5000000000)')", f.log())
+        # UID 2 was not delivered past the unread UID 1, and no state moved.
+        self.assertEqual(f.md.count(), 0)
+        state = os.path.join(f.state_dir, "d", "INBOX.state")
+        self.assertFalse(os.path.exists(state) and
+                         "last_uid 2" in open(state).read())
