@@ -293,6 +293,14 @@ job_work(uv_work_t *w)
 			struct state_rec st = { j->uidvalidity,
 				max > j->st.last_uid ? max : j->st.last_uid };
 
+			/* Record only what is durable: new/ may not be. */
+			r = max > j->st.last_uid ? maildir_sync_new(s->maildir) :
+						   0;
+			if (r < 0) {
+				snprintf(j->err, sizeof(j->err),
+				    "cannot fsync new/: %s", strerror(-r));
+				break;
+			}
 			r = state_save(s->state_path, &st);
 			if (r < 0) {
 				snprintf(j->err, sizeof(j->err),
@@ -349,6 +357,12 @@ job_done_commit(struct session *s, struct job *j)
 	if (j->result == 0 || j->st.last_uid > s->st.last_uid)
 		s->st = j->st;
 	if (j->result < 0) {
+		/*
+		 * Files may be in new/ that no state records (a failed fsync of
+		 * new/ or of the state): the next connection must scan for
+		 * them before it fetches, or it fetches them again.
+		 */
+		s->reconciled = false;
 		sync_batch_free(b);
 		session_fail(s, j->result,
 		    "%s; fetching stops until this is fixed", j->err);

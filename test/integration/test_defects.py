@@ -159,3 +159,33 @@ class UnreadableListingTest(ScriptedCase):
         state = os.path.join(f.state_dir, "d", "INBOX.state")
         self.assertFalse(os.path.exists(state) and
                          "last_uid 2" in open(state).read())
+
+
+SLOWDISK = os.environ.get("SLOWDISK_LIB")
+
+
+@unittest.skipUnless(SLOWDISK, "SLOWDISK_LIB (built by CMake) is not set")
+class FailedFsyncTest(ScriptedCase):
+    def test_failed_fsync_of_new_is_reconciled_on_every_reconnect(self):
+        srv = self.server(scripted.Mailbox([fx.make_message(1),
+                                            fx.make_message(2)]))
+        f = self.fetcher(srv)
+        asan = os.environ.get("ASAN_OPTIONS", "")
+        f.start(env={"LD_PRELOAD": SLOWDISK,
+                     "BADDISK_FSYNC_MATCH": "/Maildir/new",
+                     "BADDISK_FSYNC_FAILS": "3",
+                     "ASAN_OPTIONS": asan + ":verify_asan_link_order=0"})
+        # Three failed commits, each followed by a reconnect, then one that
+        # goes through.
+        self.assertTrue(fx.wait_until(
+            lambda: f.log().count("cannot fsync new/") >= 3, 60), f.log())
+        self.assertTrue(fx.wait_until(
+            lambda: "found 2 UID(s) delivered before a restart" in f.log() or
+            f.md.count() > 2, 30), f.log())
+        with open(os.path.join(f.state_dir, "d", "INBOX.state")) as st:
+            self.assertIn("last_uid 2", st.read())
+        time.sleep(1)
+        self.assertEqual(sorted(f.md.contents()), sorted(set(f.md.contents())),
+                         "a message delivered twice")
+        self.assertEqual(f.md.count(), 2, f.log())
+        self.assertEqual(f.stop(), 0)
