@@ -479,7 +479,12 @@ on_tagged(struct session *s, const struct proto_resp *r)
 			break;
 		}
 		s->listing = false;
-		sync_list_finish(s);
+		if (sync_list_finish(s) < 0) {
+			session_fail(s, IDLEFETCH_EPROTO,
+			    "the server listed over %d messages without a "
+			    "new one; closing the connection", LIST_MAX);
+			break;
+		}
 		if (s->nlist)
 			LOG(s, LOGL_INFO, "%zu new message(s) to fetch",
 			    s->nlist);

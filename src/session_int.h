@@ -35,6 +35,13 @@
 #define BATCH_MAX_MSGS 100
 #define BATCH_MAX_BYTES (16u * 1024 * 1024)
 #define PIPELINE_DEPTH 2
+/*
+ * One listing holds at most this many UIDs (400 KB with their sizes); a
+ * folder with more new messages is fetched in passes of this size. It
+ * bounds what a server that repeats listing lines can make us allocate,
+ * and the sort of one listing to a few milliseconds.
+ */
+#define LIST_MAX 50000
 
 enum session_state {
 	S_PREPARE,
@@ -155,6 +162,7 @@ struct session {
 	uint32_t *list; /* UIDs to fetch, then sizes */
 	uint32_t *sizes;
 	size_t nlist, caplist, next_list;
+	uint32_t list_cut; /* over LIST_MAX: lowest UID left out; 0: none */
 	uint32_t *stale; /* delivered, still on the server */
 	size_t nstale, capstale;
 	bool listing;
@@ -204,7 +212,7 @@ void sync_pump(struct session *s);
 void sync_pump_commits(struct session *s);
 void sync_start_job(struct session *s, enum job_kind kind);
 void sync_list_add(struct session *s, uint32_t uid, uint32_t size);
-void sync_list_finish(struct session *s);
+int sync_list_finish(struct session *s);
 void sync_after_copy(struct session *s, struct cmd *c);
 void sync_batch_free(struct batch *b);
 void sync_fetch_body(struct session *s, const struct proto_resp *r);

@@ -439,14 +439,29 @@ sync_list_add(struct session *s, uint32_t uid, uint32_t size)
 {
 	if (uid <= s->st.last_uid) {
 		/* Delivered already but still on the server. */
-		if (s->a->after == AFTER_KEEP)
+		if (s->a->after == AFTER_KEEP ||
+		    (s->nstale > 0 && s->stale[s->nstale - 1] == uid))
 			return;
+		if (s->nstale == LIST_MAX)
+			return; /* the rest goes at the next sync */
 		if (s->nstale == s->capstale) {
 			s->capstale = s->capstale ? s->capstale * 2 : 64;
 			s->stale =
 			    xrealloc(s->stale, s->capstale * sizeof(*s->stale));
 		}
 		s->stale[s->nstale++] = uid;
+		return;
+	}
+	/* Servers list in UID order; a repeated line is dropped at once. */
+	if (s->nlist > 0 && s->list[s->nlist - 1] == uid)
+		return;
+	if (s->nlist == LIST_MAX) {
+		/*
+		 * Full: this pass delivers only UIDs below every one left out,
+		 * so that the last delivered UID cannot pass one of them.
+		 */
+		if (s->list_cut == 0 || uid < s->list_cut)
+			s->list_cut = uid;
 		return;
 	}
 	if (s->nlist == s->caplist) {
@@ -458,31 +473,56 @@ sync_list_add(struct session *s, uint32_t uid, uint32_t size)
 	s->sizes[s->nlist++] = size;
 }
 
-/* Sorts the listing by UID (sizes follow) and drops duplicates. */
-void
+static bool
+ascending(const uint32_t *v, size_t n)
+{
+	for (size_t i = 1; i < n; i++)
+		if (v[i] <= v[i - 1])
+			return false;
+	return true;
+}
+
+/*
+ * Sorts the listing by UID (sizes follow), drops duplicates and, after a
+ * listing cut at LIST_MAX, every UID above the lowest one left out. The
+ * usual listing is in order already and costs one pass. Returns -1 when a
+ * cut listing leaves nothing to fetch: a server repeating itself.
+ */
+int
 sync_list_finish(struct session *s)
 {
-	uint64_t *pairs = xmalloc((s->nlist + 1) * sizeof(*pairs));
+	uint64_t *pairs;
 	size_t o = 0;
 
-	for (size_t i = 0; i < s->nlist; i++)
-		pairs[i] = (uint64_t)s->list[i] << 32 | s->sizes[i];
-	if (s->nlist > 0)
+	if (!ascending(s->list, s->nlist)) {
+		pairs = xmalloc(s->nlist * sizeof(*pairs));
+		for (size_t i = 0; i < s->nlist; i++)
+			pairs[i] = (uint64_t)s->list[i] << 32 | s->sizes[i];
 		qsort(pairs, s->nlist, sizeof(*pairs), cmp_u32_pair);
-	for (size_t i = 0; i < s->nlist; i++) {
-		uint32_t uid = (uint32_t)(pairs[i] >> 32);
+		for (size_t i = 0; i < s->nlist; i++) {
+			uint32_t uid = (uint32_t)(pairs[i] >> 32);
 
-		if (o > 0 && s->list[o - 1] == uid)
-			continue;
-		s->list[o] = uid;
-		s->sizes[o++] = (uint32_t)pairs[i];
+			if (o > 0 && s->list[o - 1] == uid)
+				continue;
+			s->list[o] = uid;
+			s->sizes[o++] = (uint32_t)pairs[i];
+		}
+		s->nlist = o;
+		free(pairs);
 	}
-	s->nlist = o;
+	if (s->list_cut != 0) {
+		while (s->nlist > 0 && s->list[s->nlist - 1] >= s->list_cut)
+			s->nlist--;
+		s->list_cut = 0;
+		if (s->nlist == 0)
+			return -1;
+		s->more = true; /* the rest in the next pass */
+	}
 	s->next_list = 0;
-	s->o.status->queued = s->o.status->delivered + o;
-	free(pairs);
-	if (s->nstale > 0)
+	s->o.status->queued = s->o.status->delivered + s->nlist;
+	if (s->nstale > 0 && !ascending(s->stale, s->nstale))
 		qsort(s->stale, s->nstale, sizeof(*s->stale), cmp_u32);
+	return 0;
 }
 
 static void
@@ -579,6 +619,7 @@ sync_start(struct session *s)
 	s->more = false;
 	s->gap = false;
 	s->nlist = s->next_list = s->nstale = 0;
+	s->list_cut = 0;
 	s->listing = true;
 	session_send_cmd(s, CMD_LIST, false, "UID FETCH %u:* (UID RFC822.SIZE)",
 	    from);

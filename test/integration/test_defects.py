@@ -189,3 +189,42 @@ class FailedFsyncTest(ScriptedCase):
                          "a message delivered twice")
         self.assertEqual(f.md.count(), 2, f.log())
         self.assertEqual(f.stop(), 0)
+
+
+class RepeatedListingTest(ScriptedCase):
+    def listing_server(self, lines):
+        mb = scripted.Mailbox([fx.make_message(i) for i in range(1, 7)])
+
+        def reply(conn, tag, out, done, body):
+            if body:
+                return None
+            for i in range(0, len(lines), 10000):
+                conn.send(b"".join(lines[i:i + 10000]))
+            conn.send(b"".join(out) + done)
+            return True
+        return self.server(mb, hooks={"fetch_reply": reply})
+
+    def test_a_line_repeated_3_million_times_costs_no_memory(self):
+        srv = self.listing_server(
+            [b"* 5 FETCH (UID 5 RFC822.SIZE 10)\r\n"] * 3000000)
+        f = self.fetcher(srv).start()
+        peak = 0
+        end = time.monotonic() + 60
+        while f.md.count() < 6 and time.monotonic() < end:
+            peak = max(peak, fx.rss_kb(f.proc.pid))
+            time.sleep(0.02)
+        self.assertEqual(f.md.count(), 6, f.log())
+        self.assertEqual(sorted(f.md.contents()), sorted(set(f.md.contents())))
+        if "ASAN_OPTIONS" not in os.environ:  # a sanitizer's RSS is its own
+            self.assertLess(peak, 20 * 1024, f"peak RSS {peak} KiB")
+        self.assertEqual(f.stop(), 0)
+
+    def test_alternating_repeats_close_the_connection(self):
+        srv = self.listing_server(
+            [b"* 5 FETCH (UID 5 RFC822.SIZE 10)\r\n",
+             b"* 6 FETCH (UID 6 RFC822.SIZE 10)\r\n"] * 100000)
+        f = self.fetcher(srv)
+        self.assertEqual(f.once(), 1, f.log())
+        self.assertIn("the server listed over 50000 messages without a new "
+                      "one", f.log())
+        self.assertEqual(f.md.count(), 0)
