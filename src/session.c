@@ -166,6 +166,30 @@ session_set_state(struct session *s, enum session_state st)
 	}
 }
 
+/*
+ * The server moved an answer forward: a tagged reply, a line of the
+ * listing, bytes of a message. Only these restart the timeout; an
+ * untagged "* OK still here" or a greeting trickled byte by byte does not,
+ * so `timeout` bounds the time to each answer, as promised.
+ */
+void
+session_progress(struct session *s)
+{
+	switch (s->state) {
+	case S_STARTTLS:
+	case S_CAPABILITY:
+	case S_AUTH:
+	case S_SELECT:
+	case S_SYNC:
+	case S_IDLE_START:
+	case S_IDLE_DONE:
+		arm(s, TIMEOUT_MS(s));
+		break;
+	default:
+		break;
+	}
+}
+
 /* ---- connection teardown --------------------------------------------------- */
 
 static void
@@ -659,9 +683,14 @@ on_unit(void *ud, const char *p, size_t n)
 		break;
 	case PROTO_TAGGED:
 		on_tagged(s, &r);
+		if (s->conn_alive)
+			session_progress(s);
 		break;
 	default:
 		on_untagged(s, &r);
+		if (s->conn_alive && (r.has & HAS_FETCH) &&
+		    (s->listing || (r.has & HAS_BODY)))
+			session_progress(s);
 		break;
 	}
 	if (!s->conn_alive)
@@ -684,9 +713,6 @@ on_data(struct session *s, const char *data, size_t len)
 {
 	int r;
 
-	if (s->state != S_IDLE && s->state != S_POLL_WAIT &&
-	    s->state != S_LOGOUT)
-		arm(s, TIMEOUT_MS(s));
 	r = framer_push(s->fr, data, len);
 	if (r < 0 && s->conn_alive) {
 		session_fail(s, r, "connection closed: %s",

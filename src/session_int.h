@@ -213,6 +213,8 @@ void sync_pump_commits(struct session *s);
 void sync_start_job(struct session *s, enum job_kind kind);
 void sync_list_add(struct session *s, uint32_t uid, uint32_t size);
 int sync_list_finish(struct session *s);
+/* The server answered a step further: the timeout starts over. */
+void session_progress(struct session *s);
 void sync_after_copy(struct session *s, struct cmd *c);
 void sync_batch_free(struct batch *b);
 void sync_fetch_body(struct session *s, const struct proto_resp *r);

@@ -707,6 +707,7 @@ sync_literal_data(void *ud, const char *p, size_t n)
 {
 	struct session *s = ud;
 
+	session_progress(s); /* message bytes: the answer is coming */
 	if (!s->cur_open)
 		return 0;
 	while (n > 0) {

@@ -228,3 +228,47 @@ class RepeatedListingTest(ScriptedCase):
         self.assertIn("the server listed over 50000 messages without a new "
                       "one", f.log())
         self.assertEqual(f.md.count(), 0)
+
+
+class AnswerTimeoutTest(ScriptedCase):
+    """`timeout` bounds the time to an answer, not the time between two
+    bytes: a trickled greeting or a stream of untagged chatter while a
+    command goes unanswered counts as no answer."""
+
+    def timed_fetcher(self, srv):
+        return self.fetcher(srv, extra="timeout = 3\n")
+
+    def test_greeting_trickled_one_byte_a_second_times_out(self):
+        def trickle(conn):
+            for ch in b"* OK [CAPABILITY IMAP4rev1 IDLE] slowly ready\r\n":
+                if self.servers[0].stopped:
+                    return True
+                conn.send(bytes([ch]))
+                time.sleep(1)
+            return True
+        srv = self.server(scripted.Mailbox([fx.make_message(1)]),
+                          greeting="", hooks={"after_greeting": trickle})
+        f = self.timed_fetcher(srv)
+        t0 = time.monotonic()
+        self.assertEqual(f.once(timeout=30), 1, f.log())
+        took = time.monotonic() - t0
+        self.assertLess(took, 8, f.log())
+        self.assertIn("timed out in GREETING", f.log())
+
+    def test_untagged_chatter_does_not_stand_for_an_answer(self):
+        def stall_login(conn, tag, rest):
+            if not rest.upper().startswith(("LOGIN", "AUTHENTICATE")):
+                return None
+            for _ in range(20):
+                if self.servers[0].stopped:
+                    break
+                conn.send(b"* OK still thinking\r\n")
+                time.sleep(1)
+            return True
+        srv = self.server(scripted.Mailbox([fx.make_message(1)]),
+                          hooks={"command": stall_login})
+        f = self.timed_fetcher(srv)
+        t0 = time.monotonic()
+        self.assertEqual(f.once(timeout=60), 1, f.log())
+        self.assertLess(time.monotonic() - t0, 8, f.log())
+        self.assertIn("timed out in AUTH", f.log())

@@ -135,8 +135,11 @@ class Conn:
 
     def _run(self):
         mb = self.srv.mailbox
-        greeting = self.srv.greeting or f"* OK [CAPABILITY {self.srv.caps}] scripted ready"
-        self.send(greeting.encode() + b"\r\n")
+        greeting = self.srv.greeting
+        if greeting is None:
+            greeting = f"* OK [CAPABILITY {self.srv.caps}] scripted ready"
+        if greeting:  # "": the after_greeting hook sends its own
+            self.send(greeting.encode() + b"\r\n")
         if self.hook("after_greeting"):
             return
         while True:
