@@ -406,6 +406,8 @@ set_global_key(struct parse_ctx *c, const char *key, const char *v)
 		bit = 4;
 	else if (strcmp(key, "group") == 0)
 		bit = 8;
+	else if (strcmp(key, "command_timeout") == 0)
+		bit = 16;
 	else {
 		seterr(c, key, "unknown key in [global]");
 		return -EINVAL;
@@ -426,6 +428,8 @@ set_global_key(struct parse_ctx *c, const char *key, const char *v)
 	}
 	if (bit == 4 || bit == 8)
 		return set_identity(c, key, v, bit == 4);
+	if (bit == 16)
+		return set_uint(c, key, v, 1, 600, &c->cfg->command_timeout);
 	if (strcmp(v, "stderr") == 0)
 		c->cfg->log = LOG_TARGET_STDERR;
 	else if (strcmp(v, "syslog") == 0)
@@ -491,6 +495,17 @@ handle_kv(struct parse_ctx *c, const char *section, const char *key,
 	v = expand(c, key, raw);
 	if (v == NULL)
 		return -EINVAL;
+	if (strcmp(key, "password_command") == 0) {
+		/*
+		 * The shell expands ${NAME} itself, from the environment: a
+		 * value pasted into the command line would be run as shell
+		 * code ("; rm -rf ~"). expand() above only checked that
+		 * every variable is set.
+		 */
+		OPENSSL_cleanse(v, strlen(v));
+		free(v);
+		v = xstrdup(raw);
+	}
 	if (strcmp(section, "global") == 0) {
 		r = set_global_key(c, key, v);
 	} else {
@@ -691,6 +706,7 @@ config_new(const char *source)
 	cfg->source = xstrdup(source);
 	cfg->state_dir = xstrdup(CONFIG_DEFAULT_STATE);
 	cfg->log = LOG_TARGET_STDERR;
+	cfg->command_timeout = 30;
 	return cfg;
 }
 
@@ -713,6 +729,33 @@ read_account_secret(struct account *a, char *err, size_t errlen)
 		sizeof(why)) < 0) {
 		seterr(&c, "password_command", "%s", why);
 		return -EINVAL;
+	}
+	return 0;
+}
+
+void
+config_secret_error(const struct account *a, const char *why, char *err,
+    size_t errlen)
+{
+	struct parse_ctx c = { .file = a->secret_src, .line = a->secret_line,
+		.err = err, .errlen = errlen };
+
+	seterr(&c, a->password_file ? "password_file" : "password_command",
+	    "%s", why);
+}
+
+int
+config_read_secret_files(struct config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->naccounts; i++) {
+		struct account *a = &cfg->accounts[i];
+		int r;
+
+		if (a->password != NULL || a->password_file == NULL)
+			continue;
+		r = read_account_secret(a, err, errlen);
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }
@@ -814,6 +857,7 @@ config_parse_env(struct config **out, char *err, size_t errlen)
 		{ "IDLEFETCH_LOG", "log" },
 		{ "IDLEFETCH_USER", "user" },
 		{ "IDLEFETCH_GROUP", "group" },
+		{ "IDLEFETCH_COMMAND_TIMEOUT", "command_timeout" },
 		{ "IDLEFETCH_HOST", "host" },
 		{ "IDLEFETCH_PORT", "port" },
 		{ "IDLEFETCH_TLS", "tls" },
@@ -844,7 +888,7 @@ config_parse_env(struct config **out, char *err, size_t errlen)
 			continue;
 		c.file = vars[i].var;
 		c.line = 0;
-		handle_kv(&c, i < 4 ? "global" : section, vars[i].key, v);
+		handle_kv(&c, i < 5 ? "global" : section, vars[i].key, v);
 	}
 	c.file = "environment";
 	return finish(&c, out);
@@ -894,6 +938,7 @@ config_print(const struct config *cfg, FILE *fp)
 		fprintf(fp, "user = %s\n", cfg->user);
 	if (cfg->group)
 		fprintf(fp, "group = %s\n", cfg->group);
+	fprintf(fp, "command_timeout = %u\n", cfg->command_timeout);
 	for (size_t i = 0; i < cfg->naccounts; i++) {
 		const struct account *a = &cfg->accounts[i];
 

@@ -29,6 +29,7 @@
 #include "idlefetch/log.h"
 #include "idlefetch/notify.h"
 #include "idlefetch/session.h"
+#include "idlefetch/spawn.h"
 #include "idlefetch/state.h"
 #include "idlefetch/status.h"
 #include "idlefetch/tls.h"
@@ -73,6 +74,8 @@ struct daemon {
 	unsigned failed;
 	unsigned signals;
 	uint64_t first_signal_ms; /* loop time of the first stop signal */
+	struct secrets *secrets; /* password_commands running, or NULL */
+	int exit_code; /* -1: decided by the sessions' results */
 };
 
 /* A second stop signal within this time repeats the first one. */
@@ -425,11 +428,12 @@ reap_cb(uv_timer_t *t)
 			p = &u->next;
 		}
 	}
-	if (!d->stopping && start_missing(d) > 0)
+	if (!d->stopping && d->cur != NULL && start_missing(d) > 0)
 		busy = true;
 	tell(d);
 	for (u = d->units; u && !busy; u = u->next)
 		busy = u->running > 0;
+	busy = busy || d->secrets != NULL; /* passwords still being read */
 	/* Nothing runs any more: stopped, a pass done, or every folder gave up. */
 	if (!busy && !d->closed)
 		close_handles(d);
@@ -458,20 +462,12 @@ tell_reloading(void)
 	notify_send(msg);
 }
 
+/* A reloaded configuration, its secrets read: apply it. */
 static void
-reload(struct daemon *d)
+apply_reload(struct daemon *d, struct config *cfg)
 {
-	struct config *cfg;
-	char err[1024];
 	unsigned kept = 0, restarted = 0, removed = 0;
 
-	tell_reloading();
-	if (d->load(d->load_ud, &cfg, err, sizeof(err)) < 0) {
-		notify_send("READY=1");
-		log_msg(LOGL_ERROR, NULL, NULL,
-		    "SIGHUP: %s; keeping the running configuration", err);
-		return;
-	}
 	for (struct unit *u = d->units; u; u = u->next) {
 		const struct account *a;
 
@@ -507,6 +503,170 @@ reload(struct daemon *d)
 	d->told[0] = '\0';
 }
 
+/* ---- secrets ---------------------------------------------------------------- */
+
+/*
+ * password_command runs off the loop (spawn.h), every account's at once,
+ * each with a time limit: a slow or hung command delays only the start or
+ * the reload it belongs to, and signals are handled meanwhile.
+ */
+struct secret_req {
+	struct secrets *set;
+	struct account *a;
+	struct spawn *sp; /* NULL once done */
+};
+
+struct secrets {
+	struct daemon *d;
+	struct config *cfg; /* owned until handed on */
+	bool reload;
+	unsigned pending;
+	bool failed;
+	char err[1024];
+	struct secret_req *reqs;
+	size_t n;
+};
+
+static void begin(struct daemon *d, struct config *cfg);
+
+static void
+secrets_finish(struct secrets *set)
+{
+	struct daemon *d = set->d;
+	struct config *cfg = set->cfg;
+
+	d->secrets = NULL;
+	if (d->stopping) {
+		config_free(cfg); /* the commands were killed: nothing to say */
+		if (!set->reload)
+			d->exit_code = 0;
+		schedule_reap(d);
+	} else if (set->failed) {
+		if (set->reload)
+			log_msg(LOGL_ERROR, NULL, NULL,
+			    "SIGHUP: %s; keeping the running configuration",
+			    set->err);
+		else
+			log_msg(LOGL_ERROR, NULL, NULL, "%s", set->err);
+		config_free(cfg);
+		if (set->reload) {
+			notify_send("READY=1");
+		} else {
+			/* Nothing started: a configuration error. */
+			d->exit_code = 2;
+			schedule_reap(d);
+		}
+	} else if (set->reload) {
+		apply_reload(d, cfg);
+	} else {
+		begin(d, cfg);
+	}
+	free(set->reqs);
+	free(set);
+}
+
+static void
+secret_done(void *ud, int status, const char *out, const char *err_line)
+{
+	struct secret_req *q = ud;
+	struct secrets *set = q->set;
+	char why[300];
+
+	q->sp = NULL;
+	if (err_line[0] != '\0')
+		log_msg(status == 0 ? LOGL_INFO : LOGL_WARN, q->a->name, NULL,
+		    "password_command said: %s", err_line);
+	if (status == 0) {
+		q->a->password = xstrdup(out);
+	} else if (!set->failed) {
+		if (status == -ETIMEDOUT)
+			snprintf(why, sizeof(why),
+			    "command did not finish within %u s; killed",
+			    set->cfg->command_timeout);
+		else if (status == -ECANCELED)
+			snprintf(why, sizeof(why), "command stopped");
+		else if (status < 0)
+			snprintf(why, sizeof(why), "cannot run: %s",
+			    err_str(status));
+		else
+			snprintf(why, sizeof(why),
+			    "command failed (exit status %d)", status);
+		config_secret_error(q->a, why, set->err, sizeof(set->err));
+		set->failed = true;
+	}
+	if (--set->pending == 0)
+		secrets_finish(set);
+}
+
+/*
+ * Reads cfg's secrets: the files at once, the commands in the background.
+ * Then begins (reload false) or applies the reload; on failure logs the
+ * error naming file, line and key. Takes ownership of cfg.
+ */
+static void
+secrets_start(struct daemon *d, struct config *cfg, bool reload)
+{
+	struct secrets *set = xcalloc(1, sizeof(*set));
+
+	set->d = d;
+	set->cfg = cfg;
+	set->reload = reload;
+	set->pending = 1; /* held until every command is started */
+	d->secrets = set;
+	if (config_read_secret_files(cfg, set->err, sizeof(set->err)) < 0)
+		set->failed = true;
+	set->reqs = xcalloc(cfg->naccounts + 1, sizeof(*set->reqs));
+	for (size_t i = 0; !set->failed && i < cfg->naccounts; i++) {
+		struct account *a = &cfg->accounts[i];
+		struct secret_req *q = &set->reqs[set->n];
+
+		if (a->password != NULL || a->password_command == NULL ||
+		    !wanted(d, a))
+			continue;
+		set->n++;
+		q->set = set;
+		q->a = a;
+		set->pending++;
+		q->sp = spawn_shell(d->loop, a->password_command,
+		    (uint64_t)cfg->command_timeout * 1000, secret_done, q);
+	}
+	if (--set->pending == 0)
+		secrets_finish(set);
+}
+
+/* A stop while commands run: they are killed, and their results dropped. */
+static void
+secrets_cancel(struct daemon *d)
+{
+	struct secrets *set = d->secrets;
+
+	for (size_t i = 0; set && i < set->n; i++)
+		if (set->reqs[i].sp)
+			spawn_cancel(set->reqs[i].sp);
+}
+
+static void
+reload(struct daemon *d)
+{
+	struct config *cfg;
+	char err[1024];
+
+	if (d->secrets != NULL) {
+		log_msg(LOGL_INFO, NULL, NULL,
+		    "SIGHUP: the previous start or reload is still reading "
+		    "passwords; ignored");
+		return;
+	}
+	tell_reloading();
+	if (d->load(d->load_ud, &cfg, err, sizeof(err)) < 0) {
+		notify_send("READY=1");
+		log_msg(LOGL_ERROR, NULL, NULL,
+		    "SIGHUP: %s; keeping the running configuration", err);
+		return;
+	}
+	secrets_start(d, cfg, true);
+}
+
 static void
 on_signal(uv_signal_t *h, int signum)
 {
@@ -516,7 +676,7 @@ on_signal(uv_signal_t *h, int signum)
 		if (d->once)
 			log_msg(LOGL_INFO, NULL, NULL,
 			    "SIGHUP: a single pass has nothing to reload");
-		else if (!d->stopping)
+		else if (!d->stopping && d->cur != NULL)
 			reload(d);
 		return;
 	}
@@ -542,6 +702,7 @@ on_signal(uv_signal_t *h, int signum)
 	    signum == SIGTERM ? "SIGTERM" : "SIGINT");
 	d->stopping = true;
 	notify_send("STOPPING=1");
+	secrets_cancel(d);
 	for (struct unit *u = d->units; u; u = u->next)
 		unit_stop(u);
 	schedule_reap(d);
@@ -555,15 +716,34 @@ signal_start(struct daemon *d, uv_signal_t *h, int signum)
 	uv_signal_start(h, on_signal, signum);
 }
 
+/* The configuration's secrets are read: start every account. */
+static void
+begin(struct daemon *d, struct config *cfg)
+{
+	size_t connections = 0;
+
+	d->cur = cfg_new(cfg);
+	start_missing(d);
+	for (struct unit *u = d->units; u; u = u->next)
+		connections += u->n;
+	if (connections == 0)
+		log_msg(LOGL_ERROR, NULL, NULL, "nothing to do: no account %s",
+		    d->only ? d->only : "could be set up");
+	else
+		log_msg(LOGL_INFO, NULL, NULL,
+		    "idlefetch %s starting: %zu connection(s)%s",
+		    IDLEFETCH_VERSION, connections,
+		    d->once ? ", single pass" : "");
+	schedule_reap(d); /* ends at once when nothing could start */
+}
+
 int
 daemon_run(struct config *cfg, const char *account, bool once,
     daemon_load_cb *load, void *load_ud)
 {
-	struct daemon d = { .loop = uv_default_loop() };
-	size_t connections = 0;
+	struct daemon d = { .loop = uv_default_loop(), .exit_code = -1 };
 	int code;
 
-	d.cur = cfg_new(cfg);
 	d.once = once;
 	d.only = account;
 	d.load = load;
@@ -587,18 +767,7 @@ daemon_run(struct config *cfg, const char *account, bool once,
 	signal_start(&d, &d.sigterm, SIGTERM);
 	signal_start(&d, &d.sigint, SIGINT);
 	signal_start(&d, &d.sighup, SIGHUP);
-	start_missing(&d);
-	for (struct unit *u = d.units; u; u = u->next)
-		connections += u->n;
-	if (connections == 0)
-		log_msg(LOGL_ERROR, NULL, NULL, "nothing to do: no account %s",
-		    account ? account : "could be set up");
-	else
-		log_msg(LOGL_INFO, NULL, NULL,
-		    "idlefetch %s starting: %zu connection(s)%s",
-		    IDLEFETCH_VERSION, connections,
-		    once ? ", single pass" : "");
-	schedule_reap(&d); /* ends at once when nothing could start */
+	secrets_start(&d, cfg, false); /* then begin() */
 	uv_run(d.loop, UV_RUN_DEFAULT);
 
 	while (d.units) {
@@ -610,7 +779,9 @@ daemon_run(struct config *cfg, const char *account, bool once,
 	uv_run(d.loop, UV_RUN_DEFAULT); /* the closes and last status writes */
 	uv_loop_close(d.loop);
 	cfg_unref(d.cur);
-	if (once)
+	if (d.exit_code >= 0)
+		code = d.exit_code;
+	else if (once)
 		code = d.failed ? 1 : 0;
 	else
 		code = d.signals ? 0 : 1; /* else every session gave up */

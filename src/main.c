@@ -79,17 +79,21 @@ find_config(const char *path, struct config **cfg, bool secrets, char *err,
 	    0;
 }
 
-/* SIGHUP: the same lookup as at start-up, with the same --config. */
+/*
+ * SIGHUP: the same lookup as at start-up, with the same --config; the
+ * daemon reads the secrets itself, off the loop.
+ */
 static int
 reload_config(void *ud, struct config **cfg, char *err, size_t errlen)
 {
-	return find_config(ud, cfg, true, err, errlen);
+	return find_config(ud, cfg, false, err, errlen);
 }
 
 /*
- * The daemon's start: become the configured user, then read the secrets
- * as that user (a password_command never runs as root when `user` is
- * set), then talk to the service manager and run. Returns the exit code.
+ * The daemon's start: become the configured user, then talk to the
+ * service manager and run; the daemon reads the secrets as that user (a
+ * password_command never runs as root when `user` is set). Returns the
+ * exit code.
  */
 static int
 run(struct config *cfg, const char *account, bool once, bool verbose,
@@ -112,8 +116,7 @@ run(struct config *cfg, const char *account, bool once, bool verbose,
 	else if (r == PRIVDROP_DONE && cfg->user != NULL)
 		log_msg(LOGL_INFO, NULL, NULL, "running as user %s",
 		    cfg->user);
-	if (config_read_secrets(cfg, err, sizeof(err)) < 0 ||
-	    notify_init(err, sizeof(err)) < 0) {
+	if (notify_init(err, sizeof(err)) < 0) {
 		log_msg(LOGL_ERROR, NULL, NULL, "%s", err);
 		config_free(cfg);
 		return 2;

@@ -44,6 +44,7 @@ struct config {
 	char *state_dir;
 	char *user; /* drop to this user when started as root; NULL: none */
 	char *group; /* with this primary group; NULL: the user's */
+	unsigned command_timeout; /* seconds a password_command may take */
 	enum log_target log;
 	struct account *accounts;
 	size_t naccounts;
@@ -71,6 +72,15 @@ int config_parse_env(struct config **out, char *err, size_t errlen);
  * no password is known yet; the error names the file, line and key.
  */
 int config_read_secrets(struct config *cfg, char *err, size_t errlen);
+/*
+ * The daemon's way: only the password_file ones here; it runs each
+ * password_command itself, off the loop (spawn.h), with the command string
+ * as written (the shell expands its ${NAME}s), and reports a failure with
+ * config_secret_error(), which names the file, the line and the key.
+ */
+int config_read_secret_files(struct config *cfg, char *err, size_t errlen);
+void config_secret_error(const struct account *a, const char *why, char *err,
+    size_t errlen);
 void config_free(struct config *cfg);
 /*
  * Whether two accounts fetch the same way: every setting equal, the

@@ -272,3 +272,80 @@ class AnswerTimeoutTest(ScriptedCase):
         self.assertEqual(f.once(timeout=60), 1, f.log())
         self.assertLess(time.monotonic() - t0, 8, f.log())
         self.assertIn("timed out in AUTH", f.log())
+
+
+class PasswordCommandTest(unittest.TestCase):
+    """password_command runs off the event loop, with a time limit, and
+    ${VAR} in it is expanded by the shell, never pasted in as code."""
+
+    def setUp(self):
+        self.env = fx.Env()
+
+    def tearDown(self):
+        self.env.close()
+
+    def fetcher(self, name, command, extra_global="", extra=""):
+        f = self.env.idlefetch(name=name, extra=extra)
+        with open(f.conf) as c:
+            text = c.read()
+        text = text.replace(f"password = {fx.PASSWORD}\n",
+                            f"password_command = {command}\n", 1)
+        text = text.replace("[global]\n", "[global]\n" + extra_global, 1)
+        with open(f.conf, "w") as c:
+            c.write(text)
+        return f
+
+    def test_hung_command_is_killed_at_the_limit_with_file_line_key(self):
+        f = self.fetcher("hang", "echo starting >&2; sleep 1000",
+                         extra_global="command_timeout = 2\n")
+        t0 = time.monotonic()
+        self.assertEqual(f.once(timeout=30), 2, f.log())
+        self.assertLess(time.monotonic() - t0, 6)
+        self.assertRegex(f.log(), r"idlefetch\.conf:\d+: key 'password_command':"
+                         r" command did not finish within 2 s; killed")
+        self.assertIn('password_command said: starting', f.log())
+
+    def test_sigterm_while_a_command_hangs_stops_at_once(self):
+        f = self.fetcher("term", "sleep 1000").start()
+        time.sleep(1)
+        t0 = time.monotonic()
+        f.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(f.proc.wait(10), 0, f.log())
+        self.assertLess(time.monotonic() - t0, 2, f.log())
+
+    def test_reload_with_a_hung_command_leaves_the_others_running(self):
+        pw = os.path.join(self.env.root, "pw-cmd")
+        with open(pw, "w") as p:
+            p.write(f"#!/bin/sh\necho {fx.PASSWORD}\n")
+        os.chmod(pw, 0o755)
+        f = self.fetcher("reload", pw).start()
+        self.env.dovecot.lmtp(fx.make_message(1))
+        self.assertTrue(fx.wait_until(lambda: f.md.count() == 1, 20), f.log())
+        with open(pw, "w") as p:
+            p.write("#!/bin/sh\nsleep 1000\n")
+        with open(f.conf, "a") as c:
+            c.write("poll_interval = 61\n")  # a change, to read it again
+        f.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        # The loop is free: mail is delivered while the command hangs, and
+        # a signal is acted on at once.
+        self.env.dovecot.lmtp(fx.make_message(2))
+        self.assertTrue(fx.wait_until(lambda: f.md.count() == 2, 20), f.log())
+        t0 = time.monotonic()
+        f.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(f.proc.wait(10), 0, f.log())
+        self.assertLess(time.monotonic() - t0, 2, f.log())
+
+    def test_variable_holding_shell_code_is_not_run(self):
+        mark = os.path.join(self.env.root, "injected")
+        self.env.dovecot.put([fx.make_message(1)])
+        f = self.fetcher("inject", "printf '%s\\n' ${IMAP_PW}")
+        env = dict(os.environ, IMAP_PW=f"{fx.PASSWORD} ; touch {mark}")
+        import subprocess
+        for args in (["--check-config"], ["--once"]):
+            p = subprocess.run([fx.IDLEFETCH, "--config", f.conf, *args],
+                               env=env, capture_output=True, timeout=60)
+            self.assertFalse(os.path.exists(mark), (args, p.stderr))
+        # The value reached the command as data: its first word is the
+        # password, the rest are arguments printf printed on more lines.
+        self.assertEqual(f.md.count(), 1, p.stderr)

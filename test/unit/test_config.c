@@ -353,6 +353,37 @@ test_parse_leaves_secrets_for_later(void **state)
 	config_free(cfg);
 }
 
+/*
+ * password_command keeps its ${NAME}s for the shell, which expands them
+ * as data; pasted in, a value holding "; cmd" would run cmd.
+ */
+static void
+test_password_command_keeps_variables_for_the_shell(void **state)
+{
+	struct config *cfg;
+	char err[512];
+
+	setenv("IDLEFETCH_TEST_PW", "x; touch /tmp/should-not-exist", 1);
+	write_conf("[account a]\nhost = h\nusername = u\nmaildir = /m\n"
+		   "password_command = printf '%s' \"${IDLEFETCH_TEST_PW}\"\n");
+	assert_int_equal(config_parse_file(path, &cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg->accounts[0].password_command,
+	    "printf '%s' \"${IDLEFETCH_TEST_PW}\"");
+	config_free(cfg);
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg->accounts[0].password,
+	    "x; touch /tmp/should-not-exist");
+	config_free(cfg);
+	unsetenv("IDLEFETCH_TEST_PW");
+	/* An unset variable is still an error, found when parsing. */
+	assert_int_not_equal(config_parse_file(path, &cfg, err, sizeof(err)),
+	    0);
+	assert_non_null(strstr(err, ":5: key 'password_command': environment "
+				    "variable IDLEFETCH_TEST_PW is not set"));
+	expect_error("[global]\ncommand_timeout = 0\n", 10,
+	    "key 'command_timeout': '0' is not a number in 1..600");
+}
+
 static void
 test_environment_config(void **state)
 {
@@ -438,6 +469,7 @@ main(void)
 		cmocka_unit_test(test_unset_variable_is_an_error),
 		cmocka_unit_test(test_password_file_and_command),
 		cmocka_unit_test(test_user_and_group_must_exist),
+		cmocka_unit_test(test_password_command_keeps_variables_for_the_shell),
 		cmocka_unit_test(test_parse_leaves_secrets_for_later),
 		cmocka_unit_test(test_environment_config),
 		cmocka_unit_test(test_print_masks_the_password),

@@ -1,0 +1,250 @@
+/*
+ * spawn: one uv_process and two pipes. The spawn is finished when the
+ * process has exited (or was killed at the time limit) and both pipes are
+ * closed; only then does the callback run, and the struct is freed after
+ * every handle's close callback. Output beyond the first 4 KiB is read and
+ * dropped, so a chatty command cannot block on a full pipe.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "idlefetch/spawn.h"
+#include "idlefetch/util.h"
+
+#define SPAWN_KEEP 4096
+/* How long output may still come after the command exited. */
+#define SPAWN_DRAIN_MS 200
+
+struct spawn {
+	uv_process_t proc;
+	uv_pipe_t out, err;
+	uv_timer_t timer;
+	spawn_done_cb *done;
+	void *ud;
+	char obuf[SPAWN_KEEP], ebuf[512];
+	size_t olen, elen;
+	int status;
+	unsigned open; /* handles not yet closed */
+	unsigned busy; /* exit and the two EOFs still to come */
+	bool timed_out, cancelled, exited;
+	char rbuf[4096]; /* read buffer, shared: reads are serial */
+};
+
+static void
+closed_cb(uv_handle_t *h)
+{
+	struct spawn *sp = h->data;
+
+	if (--sp->open == 0) {
+		OPENSSL_cleanse(sp->obuf, sizeof(sp->obuf));
+		OPENSSL_cleanse(sp->rbuf, sizeof(sp->rbuf));
+		free(sp);
+	}
+}
+
+static void
+close_handle(struct spawn *sp, uv_handle_t *h)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, closed_cb);
+}
+
+/* The first line of buf, in place (NUL-terminated). */
+static const char *
+first_line(char *buf, size_t len, size_t cap)
+{
+	if (len >= cap)
+		len = cap - 1;
+	buf[len] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	return buf;
+}
+
+static void
+finish(struct spawn *sp)
+{
+	const char *out = NULL, *err;
+	int status = sp->status;
+
+	if (--sp->busy > 0)
+		return;
+	uv_timer_stop(&sp->timer);
+	if (sp->cancelled)
+		status = -ECANCELED;
+	else if (sp->timed_out)
+		status = -ETIMEDOUT;
+	err = first_line(sp->ebuf, sp->elen, sizeof(sp->ebuf));
+	for (char *p = sp->ebuf; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	if (status == 0)
+		out = first_line(sp->obuf, sp->olen, sizeof(sp->obuf));
+	sp->done(sp->ud, status, out, err);
+	close_handle(sp, (uv_handle_t *)&sp->timer);
+	close_handle(sp, (uv_handle_t *)&sp->proc);
+}
+
+static void
+alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+	struct spawn *sp = h->data;
+
+	buf->base = sp->rbuf;
+	buf->len = sizeof(sp->rbuf);
+}
+
+static void
+read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+	struct spawn *sp = st->data;
+	bool is_out = st == (uv_stream_t *)&sp->out;
+	char *dst = is_out ? sp->obuf : sp->ebuf;
+	size_t cap = is_out ? sizeof(sp->obuf) : sizeof(sp->ebuf);
+	size_t *len = is_out ? &sp->olen : &sp->elen;
+
+	if (n > 0) {
+		size_t k = (size_t)n;
+
+		if (k > cap - 1 - *len)
+			k = cap - 1 - *len;
+		memcpy(dst + *len, buf->base, k);
+		*len += k;
+		OPENSSL_cleanse(buf->base, (size_t)n);
+		return;
+	}
+	if (n == 0)
+		return;
+	/* EOF or an error: this pipe is done. */
+	uv_read_stop(st);
+	close_handle(sp, (uv_handle_t *)st);
+	finish(sp);
+}
+
+/* A pipe still open once the command is gone: stop waiting for it. */
+static void
+end_pipe(struct spawn *sp, uv_pipe_t *p)
+{
+	if (uv_is_closing((uv_handle_t *)p))
+		return;
+	uv_read_stop((uv_stream_t *)p);
+	close_handle(sp, (uv_handle_t *)p);
+	finish(sp);
+}
+
+/*
+ * The command has exited, but something it started in the background
+ * (an agent, say) may hold its output open: what was written by now is
+ * all there is.
+ */
+static void
+drain_cb(uv_timer_t *t)
+{
+	struct spawn *sp = t->data;
+
+	sp->busy++; /* end_pipe must not free under our feet */
+	end_pipe(sp, &sp->out);
+	end_pipe(sp, &sp->err);
+	finish(sp);
+}
+
+static void
+exit_cb(uv_process_t *p, int64_t exit_status, int term_signal)
+{
+	struct spawn *sp = p->data;
+
+	sp->exited = true;
+	sp->status = term_signal ? -EINTR : (int)exit_status;
+	if (sp->busy > 1)
+		uv_timer_start(&sp->timer, drain_cb, SPAWN_DRAIN_MS, 0);
+	finish(sp);
+}
+
+/* The whole process group: a shell may have started children. */
+static void
+kill_group(struct spawn *sp)
+{
+	if (uv_kill(-sp->proc.pid, SIGKILL) < 0)
+		uv_process_kill(&sp->proc, SIGKILL);
+}
+
+static void
+timer_cb(uv_timer_t *t)
+{
+	struct spawn *sp = t->data;
+
+	if (!sp->exited) {
+		sp->timed_out = true;
+		kill_group(sp);
+	}
+}
+
+/* A command that could not start: done runs from the loop all the same. */
+static void
+failed_cb(uv_timer_t *t)
+{
+	struct spawn *sp = t->data;
+
+	sp->busy = 1;
+	finish(sp);
+}
+
+struct spawn *
+spawn_shell(uv_loop_t *loop, const char *cmd, uint64_t timeout_ms,
+    spawn_done_cb *done, void *ud)
+{
+	struct spawn *sp = xcalloc(1, sizeof(*sp));
+	char *args[] = { "/bin/sh", "-c", (char *)cmd, NULL };
+	uv_stdio_container_t stdio[3];
+	uv_process_options_t o = { 0 };
+	int r;
+
+	sp->done = done;
+	sp->ud = ud;
+	uv_timer_init(loop, &sp->timer);
+	sp->timer.data = sp;
+	uv_pipe_init(loop, &sp->out, 0);
+	uv_pipe_init(loop, &sp->err, 0);
+	sp->out.data = sp->err.data = sp->proc.data = sp;
+	sp->open = 4;
+	stdio[0].flags = UV_IGNORE; /* /dev/null */
+	stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+	stdio[1].data.stream = (uv_stream_t *)&sp->out;
+	stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+	stdio[2].data.stream = (uv_stream_t *)&sp->err;
+	o.file = args[0];
+	o.args = args;
+	o.exit_cb = exit_cb;
+	o.stdio = stdio;
+	o.stdio_count = 3;
+	/* Its own session and process group, so that a kill reaches all. */
+	o.flags = UV_PROCESS_DETACHED;
+	r = uv_spawn(loop, &sp->proc, &o);
+	if (r < 0) {
+		/* The process handle must be closed even when spawn failed. */
+		sp->status = r;
+		close_handle(sp, (uv_handle_t *)&sp->out);
+		close_handle(sp, (uv_handle_t *)&sp->err);
+		uv_timer_start(&sp->timer, failed_cb, 0, 0);
+		return sp;
+	}
+	sp->busy = 3;
+	if (uv_read_start((uv_stream_t *)&sp->out, alloc_cb, read_cb) < 0)
+		read_cb((uv_stream_t *)&sp->out, UV_EOF, NULL);
+	if (uv_read_start((uv_stream_t *)&sp->err, alloc_cb, read_cb) < 0)
+		read_cb((uv_stream_t *)&sp->err, UV_EOF, NULL);
+	uv_timer_start(&sp->timer, timer_cb, timeout_ms, 0);
+	return sp;
+}
+
+void
+spawn_cancel(struct spawn *sp)
+{
+	sp->cancelled = true;
+	if (!sp->exited && sp->busy > 0)
+		kill_group(sp);
+}
