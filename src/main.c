@@ -189,8 +189,11 @@ main(int argc, char **argv)
 		    "--account\n");
 		return 2;
 	}
-	/* The daemon reads its secrets once it is the user it runs as. */
-	if (find_config(path, &cfg, status || check, err, sizeof(err)) < 0) {
+	/*
+	 * The daemon reads its secrets once it is the user it runs as;
+	 * status needs none.
+	 */
+	if (find_config(path, &cfg, check, err, sizeof(err)) < 0) {
 		fprintf(stderr, "idlefetch: %s\n", err);
 		return 2;
 	}
