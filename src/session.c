@@ -393,8 +393,15 @@ send_select(struct session *s)
 		fatal("folder name '%s' cannot be quoted", s->o.folder);
 	s->uidvalidity = 0;
 	s->exists = 0;
-	session_send_cmd(s, CMD_SELECT, false, "%s %s",
-	    s->a->after == AFTER_KEEP ? "EXAMINE" : "SELECT", mbox);
+	/*
+	 * SELECT even for `keep`: BODY.PEEK[] leaves \Seen alone either way,
+	 * and Courier-IMAP saves a folder's UID list only when a client
+	 * SELECTs it; with EXAMINE alone its UIDs shift after a restart
+	 * (the same UIDVALIDITY, other messages) and mail is lost and
+	 * duplicated. SELECT may clear \Recent, which no flag-based reader
+	 * of the Maildir relies on.
+	 */
+	session_send_cmd(s, CMD_SELECT, false, "SELECT %s", mbox);
 	session_set_state(s, S_SELECT);
 }
 
