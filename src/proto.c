@@ -258,6 +258,93 @@ skip_value(struct cur *c, int depth)
 }
 
 /*
+ * The value of a header-fields item: a literal (kept in the unit by the
+ * framer), a quoted string or NIL. Sets *p and *n; false if malformed.
+ */
+static bool
+string_value(struct cur *c, const char **p, size_t *n)
+{
+	uint32_t len;
+
+	if (c->end - c->p >= 3 && strncasecmp(c->p, "NIL", 3) == 0) {
+		c->p += 3;
+		*p = c->p;
+		*n = 0;
+		return true;
+	}
+	if (c->p < c->end && *c->p == '"') {
+		*p = c->p + 1;
+		if (!skip_value(c, 0))
+			return false;
+		*n = (size_t)(c->p - 1 - *p);
+		return true;
+	}
+	if (c->p >= c->end || *c->p != '{')
+		return false;
+	c->p++;
+	if (!number(c, &len))
+		return false;
+	if (c->p < c->end && *c->p == '+')
+		c->p++;
+	if (c->end - c->p < 3 || memcmp(c->p, "}\r\n", 3) != 0)
+		return false;
+	c->p += 3;
+	if ((size_t)(c->end - c->p) < len)
+		return false;
+	*p = c->p;
+	*n = len;
+	c->p += len;
+	return true;
+}
+
+/*
+ * The Message-ID field of a header block (folded lines joined), kept only
+ * if it is printable, has no space and fits: a fingerprint, not a parse.
+ */
+static void
+find_msgid(const char *p, size_t n, struct proto_resp *out)
+{
+	const char *end = p + n, *line = p;
+	size_t o = 0;
+
+	while (line < end) {
+		const char *eol = memchr(line, '\n', (size_t)(end - line));
+
+		if (eol == NULL)
+			eol = end;
+		if ((size_t)(eol - line) > 11 &&
+		    strncasecmp(line, "Message-ID:", 11) == 0) {
+			const char *v = line + 11;
+
+			/* The value, with the lines folded under it. */
+			for (;;) {
+				for (; v < eol; v++) {
+					if (*v == ' ' || *v == '\t' ||
+					    *v == '\r')
+						continue;
+					if (*v < 0x20 || *v >= 0x7f ||
+					    o + 1 >= sizeof(out->msgid))
+						return;
+					out->msgid[o++] = *v;
+				}
+				if (eol + 1 >= end ||
+				    (eol[1] != ' ' && eol[1] != '\t'))
+					break;
+				v = eol + 1;
+				eol = memchr(v, '\n', (size_t)(end - v));
+				if (eol == NULL)
+					eol = end;
+			}
+			out->msgid[o] = '\0';
+			if (o > 0)
+				out->has |= HAS_MSGID;
+			return;
+		}
+		line = eol + 1;
+	}
+}
+
+/*
  * "* n FETCH (item value ...)": reads UID, RFC822.SIZE and whether a
  * message body (BODY[] or RFC822) came as a literal; skips anything else
  * (FLAGS, MODSEQ, INTERNALDATE, X-GM-LABELS, ...) by its syntax.
@@ -297,6 +384,13 @@ parse_fetch(struct cur *c, struct proto_resp *out)
 			if (!number(c, &out->size))
 				return IDLEFETCH_EPROTO;
 			out->has |= HAS_SIZE;
+		} else if (strncasecmp(name, "BODY[HEADER.FIELDS", 18) == 0) {
+			const char *v;
+			size_t vn;
+
+			if (!string_value(c, &v, &vn))
+				return IDLEFETCH_EPROTO;
+			find_msgid(v, vn, out);
 		} else {
 			if ((strcasecmp(name, "BODY[]") == 0 ||
 				strcasecmp(name, "RFC822") == 0) &&

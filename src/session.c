@@ -12,7 +12,7 @@
 #include "session_int.h"
 
 static const char *state_names[] = { "PREPARE", "CONNECT", "TLS", "GREETING",
-	"STARTTLS", "CAPABILITY", "AUTH", "SELECT", "RECONCILE", "SYNC",
+	"STARTTLS", "CAPABILITY", "AUTH", "SELECT", "RECONCILE", "VERIFY", "SYNC",
 	"IDLE_START", "IDLE", "IDLE_DONE", "POLL_WAIT", "LOGOUT", "CLOSING",
 	"BACKOFF", "DONE" };
 
@@ -120,6 +120,7 @@ state_is_up(const struct session *s, enum session_state st)
 	case S_POLL_WAIT:
 		return true;
 	case S_RECONCILE:
+	case S_VERIFY:
 	case S_LOGOUT:
 	case S_DONE:
 		return s->o.status->up; /* passing through: no change */
@@ -147,6 +148,7 @@ session_set_state(struct session *s, enum session_state st)
 	case S_CAPABILITY:
 	case S_AUTH:
 	case S_SELECT:
+	case S_VERIFY:
 	case S_SYNC:
 	case S_IDLE_START:
 	case S_IDLE_DONE:
@@ -180,6 +182,7 @@ session_progress(struct session *s)
 	case S_CAPABILITY:
 	case S_AUTH:
 	case S_SELECT:
+	case S_VERIFY:
 	case S_SYNC:
 	case S_IDLE_START:
 	case S_IDLE_DONE:
@@ -212,6 +215,7 @@ close_conn(struct session *s)
 	s->ncmds = 0;
 	s->inflight = 0;
 	s->after_pending = 0;
+	s->nwait = 0; /* redone at the next sync: they are below last_uid */
 	s->listing = false;
 	s->nlist = s->next_list = s->nstale = 0;
 }
@@ -435,7 +439,7 @@ selected(struct session *s)
 		sync_start_job(s, JOB_RECONCILE);
 		return;
 	}
-	sync_start(s);
+	sync_verify_last(s);
 }
 
 /* ---- responses --------------------------------------------------------------- */
@@ -495,6 +499,9 @@ on_tagged(struct session *s, const struct proto_resp *r)
 			session_set_state(s, S_SELECT);
 		}
 		break;
+	case CMD_VERIFY:
+		sync_verify_done(s, r);
+		break;
 	case CMD_SELECT:
 		if (r->status != PROTO_OK) {
 			session_fail(s, IDLEFETCH_EPROTO,
@@ -544,6 +551,14 @@ on_tagged(struct session *s, const struct proto_resp *r)
 			    r->text);
 		else if (copy.kind == CMD_COPY)
 			sync_after_copy(s, &copy);
+		else if ((copy.kind == CMD_EXPUNGE || copy.kind == CMD_MOVE) &&
+		    s->expunges < copy.nuids)
+			/*
+			 * Answered OK, yet fewer messages went than were
+			 * asked (Dovecot can drop a STORE \Deleted under
+			 * load): list again, they are still below last_uid.
+			 */
+			s->after_short = true;
 		free(copy.uids);
 		sync_pump(s);
 		break;
@@ -580,6 +595,8 @@ on_untagged(struct session *s, const struct proto_resp *r)
 		s->caps = r->caps;
 	if (r->has & HAS_UIDVALIDITY)
 		s->uidvalidity = r->uidvalidity;
+	if (r->has & HAS_EXPUNGE)
+		s->expunges++;
 	if (r->has & HAS_EXPUNGE && s->exists > 0)
 		s->exists--;
 	if (r->has & HAS_EXISTS) {
@@ -597,6 +614,8 @@ on_untagged(struct session *s, const struct proto_resp *r)
 	}
 	if ((r->has & HAS_FETCH) && s->listing && (r->has & HAS_UID))
 		sync_list_add(s, r->uid, r->size);
+	if ((r->has & HAS_FETCH) && s->state == S_VERIFY)
+		sync_verify_fetch(s, r);
 }
 
 static int
@@ -944,6 +963,7 @@ timer_close_cb(uv_handle_t *h)
 	free(s->list);
 	free(s->sizes);
 	free(s->stale);
+	free(s->after_wait);
 	free(s->cmds);
 	free(s->writer);
 	framer_free(s->fr);

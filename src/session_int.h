@@ -53,6 +53,7 @@ enum session_state {
 	S_AUTH,
 	S_SELECT,
 	S_RECONCILE,
+	S_VERIFY,
 	S_SYNC,
 	S_IDLE_START,
 	S_IDLE,
@@ -77,6 +78,7 @@ enum cmd_kind {
 	CMD_MOVE,
 	CMD_IDLE,
 	CMD_LOGOUT,
+	CMD_VERIFY,
 };
 
 /* lane.c: the stream's disk work, in order, on the threadpool. */
@@ -98,6 +100,10 @@ struct batch {
 	size_t n;
 	struct maildir_file *files; /* received, in arrival order */
 	size_t nfiles;
+	struct batch_fp { /* what the server said of each, by UID */
+		uint32_t uid;
+		struct state_fp fp;
+	} *fps;
 	bool complete; /* tagged OK seen */
 	uint64_t lane_seq; /* its bodies are on disk once the lane is here */
 	unsigned tag;
@@ -154,8 +160,13 @@ struct session {
 	uint32_t uidvalidity; /* from SELECT */
 	uint32_t exists;
 	bool reconciled;
+	bool last_found; /* S_VERIFY: the server still has UID last_uid */
+	struct state_fp last_now; /* ... and this is what it says of it */
 	bool more; /* new mail announced during a sync */
 	bool gap; /* a batch came back short: commit no further */
+	unsigned expunges; /* "* n EXPUNGE" since the after-action was sent */
+	bool after_short; /* an after-action removed fewer than it was sent */
+	unsigned after_retries; /* syncs started again for that, in a row */
 	uint32_t gap_uid; /* the UID it lacked, to retry only once */
 
 	/* sync */
@@ -165,6 +176,8 @@ struct session {
 	uint32_t list_cut; /* over LIST_MAX: lowest UID left out; 0: none */
 	uint32_t *stale; /* delivered, still on the server */
 	size_t nstale, capstale;
+	uint32_t *after_wait; /* delivered, their after-action not yet sent */
+	size_t nwait, capwait;
 	bool listing;
 	struct batch *bhead, *btail;
 	size_t inflight; /* FETCH batches sent, not complete */
@@ -213,6 +226,10 @@ void sync_pump_commits(struct session *s);
 void sync_start_job(struct session *s, enum job_kind kind);
 void sync_list_add(struct session *s, uint32_t uid, uint32_t size);
 int sync_list_finish(struct session *s);
+/* After SELECT: checks that last_uid still holds what was delivered. */
+void sync_verify_last(struct session *s);
+void sync_verify_fetch(struct session *s, const struct proto_resp *r);
+void sync_verify_done(struct session *s, const struct proto_resp *r);
 /* The server answered a step further: the timeout starts over. */
 void session_progress(struct session *s);
 void sync_after_copy(struct session *s, struct cmd *c);

@@ -1,5 +1,7 @@
 /*
- * state: "idlefetch-state 1" followed by uidvalidity and last_uid lines.
+ * state: "idlefetch-state 1" followed by uidvalidity and last_uid lines,
+ * then optionally last_size and last_msgid (the fingerprint of the message
+ * last_uid; readers that predate them read the first three lines only).
  * A reader that finds anything else refuses the file instead of guessing:
  * a wrong last_uid would either skip or re-deliver mail.
  */
@@ -43,13 +45,51 @@ state_prepare(const char *path)
 	return mkdir_p(buf);
 }
 
+/* Whether s can be kept as a Message-ID: printable, no spaces, short. */
+static bool
+msgid_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n >= STATE_MSGID_MAX)
+		return false;
+	for (; *s; s++)
+		if (*s <= 0x20 || *s >= 0x7f)
+			return false;
+	return true;
+}
+
+/* The optional lines after last_uid; -EINVAL for anything unknown. */
+static int
+load_fingerprint(char *p, struct state_fp *fp)
+{
+	uint64_t v;
+
+	while (*p != '\0') {
+		char *nl = strchr(p, '\n');
+
+		if (nl == NULL)
+			return -EINVAL; /* cut short */
+		*nl = '\0';
+		if (strncmp(p, "last_size ", 10) == 0 &&
+		    parse_u64(p + 10, 0, UINT32_MAX, &v) == 0)
+			fp->size = (uint32_t)v;
+		else if (strncmp(p, "last_msgid ", 11) == 0 && msgid_ok(p + 11))
+			strcpy(fp->msgid, p + 11);
+		else
+			return -EINVAL;
+		p = nl + 1;
+	}
+	return 0;
+}
+
 int
 state_load(const char *path, struct state_rec *st)
 {
-	char buf[256], vs[24], us[24];
+	char buf[512], vs[24], us[24];
 	uint64_t v, u;
 	ssize_t n;
-	int fd, r;
+	int fd, r, used = 0;
 
 	memset(st, 0, sizeof(*st));
 	fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -67,11 +107,15 @@ state_load(const char *path, struct state_rec *st)
 	 * to ULONG_MAX, which a check against UINT32_MAX cannot see.
 	 */
 	if (sscanf(buf,
-		"idlefetch-state 1\nuidvalidity %20[0-9]\nlast_uid %20[0-9]\n",
-		vs, us) != 2 ||
+		"idlefetch-state 1\nuidvalidity %20[0-9]\nlast_uid %20[0-9]\n%n",
+		vs, us, &used) != 2 || used == 0 ||
 	    parse_u64(vs, 0, UINT32_MAX, &v) < 0 ||
-	    parse_u64(us, 0, UINT32_MAX, &u) < 0)
+	    parse_u64(us, 0, UINT32_MAX, &u) < 0 ||
+	    (size_t)n == sizeof(buf) - 1 ||
+	    load_fingerprint(buf + used, &st->last) < 0) {
+		memset(st, 0, sizeof(*st));
 		return -EINVAL;
+	}
 	st->uidvalidity = (uint32_t)v;
 	st->last_uid = (uint32_t)u;
 	return 0;
@@ -97,7 +141,7 @@ sync_parent(const char *path)
 int
 state_save(const char *path, const struct state_rec *st)
 {
-	char tmp[PATH_MAX], buf[128];
+	char tmp[PATH_MAX], buf[128 + STATE_MSGID_MAX];
 	int fd, n, r = 0;
 
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
@@ -106,6 +150,12 @@ state_save(const char *path, const struct state_rec *st)
 	    "idlefetch-state 1\nuidvalidity %u\n"
 	    "last_uid %u\n",
 	    st->uidvalidity, st->last_uid);
+	if (st->last.size > 0)
+		n += snprintf(buf + n, sizeof(buf) - (size_t)n,
+		    "last_size %u\n", st->last.size);
+	if (msgid_ok(st->last.msgid))
+		n += snprintf(buf + n, sizeof(buf) - (size_t)n,
+		    "last_msgid %s\n", st->last.msgid);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;

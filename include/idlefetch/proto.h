@@ -48,6 +48,7 @@ enum proto_status {
 #define HAS_BODY (1u << 8)
 #define HAS_READONLY (1u << 9)
 #define HAS_ALERT (1u << 10) /* [ALERT]: the text must reach the user */
+#define HAS_MSGID (1u << 11) /* BODY[HEADER.FIELDS (MESSAGE-ID)] had one */
 
 struct proto_resp {
 	enum proto_kind kind;
@@ -59,6 +60,7 @@ struct proto_resp {
 	uint32_t uidvalidity, uidnext, exists;
 	uint32_t seq; /* FETCH or EXPUNGE message number */
 	uint32_t uid, size;
+	char msgid[200]; /* HAS_MSGID: printable, without spaces */
 };
 
 /*

@@ -8,9 +8,23 @@
 
 #include <stdint.h>
 
+/* Message-IDs longer than this are not kept (no fingerprint by ID). */
+#define STATE_MSGID_MAX 200
+
+/*
+ * What the server said of a delivered message, to check on the next
+ * SELECT that its UID still holds it (a server that renumbers its UIDs
+ * without changing UIDVALIDITY, as Courier-IMAP can).
+ */
+struct state_fp {
+	uint32_t size; /* RFC822.SIZE; 0: unknown */
+	char msgid[STATE_MSGID_MAX]; /* printable, no spaces; "": unknown */
+};
+
 struct state_rec {
 	uint32_t uidvalidity; /* 0: never synced */
 	uint32_t last_uid; /* every UID <= this is delivered */
+	struct state_fp last; /* of the message last_uid; zero: unknown */
 };
 
 /* STATE_DIR/ACCOUNT/FOLDER-KEY.state; the caller frees it. */

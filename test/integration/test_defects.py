@@ -349,3 +349,46 @@ class PasswordCommandTest(unittest.TestCase):
         # The value reached the command as data: its first word is the
         # password, the rest are arguments printf printed on more lines.
         self.assertEqual(f.md.count(), 1, p.stderr)
+
+
+class RenumberedTest(ScriptedCase):
+    """A server that renumbers its UIDs under the same UIDVALIDITY
+    (Courier-IMAP after a restart) is caught by the fingerprint of the last
+    delivered message, instead of losing the new message and delivering an
+    old one again."""
+
+    def test_renumbered_folder_stops_instead_of_losing_and_duplicating(self):
+        a, b, c, new = (fx.make_message(i) for i in (1, 2, 3, 4))
+        mb = scripted.Mailbox([a, b, c], uidvalidity=77)
+        srv = self.server(mb)
+        f = self.fetcher(srv)
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(f.md.count(), 3)
+        with open(os.path.join(f.state_dir, "d", "INBOX.state")) as st:
+            state = st.read()
+        self.assertIn("last_uid 3\n", state)
+        self.assertRegex(state, r"last_msgid <m3\.\d+@test>")
+        # The restart: a new message sorts first and takes UID 1, the old
+        # ones move up; UIDVALIDITY stays.
+        mb.msgs = {}
+        mb.next_uid = 1
+        for m in (new, a, b, c):
+            mb.add(m)
+        self.assertEqual(f.once(), 1, f.log())
+        self.assertIn("UID 3 no longer holds the message delivered under "
+                      "it (Message-ID", f.log())
+        self.assertEqual(f.md.count(), 3, "nothing delivered twice")
+        with open(os.path.join(f.state_dir, "d", "INBOX.state")) as st:
+            self.assertEqual(st.read(), state, "the state is left alone")
+
+    def test_unchanged_folder_and_expunged_last_message_pass_the_check(self):
+        mb = scripted.Mailbox([fx.make_message(i) for i in (1, 2)])
+        srv = self.server(mb)
+        f = self.fetcher(srv)
+        self.assertEqual(f.once(), 0, f.log())
+        mb.add(fx.make_message(3))
+        self.assertEqual(f.once(), 0, f.log())
+        del mb.msgs[3]  # the last delivered message was deleted elsewhere
+        mb.add(fx.make_message(4))
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(f.md.count(), 4)

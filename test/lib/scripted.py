@@ -191,20 +191,29 @@ class Conn:
         wanted = [u for u in sorted(parse_set(m.group(1), uids[-1] if uids else 0))
                   if u in mb.msgs]
         body = "BODY.PEEK[]" in m.group(2).upper()
+        header = "HEADER.FIELDS (MESSAGE-ID)" in m.group(2).upper()
         out = []
         for u in wanted:
             seq = uids.index(u) + 1
             msg = mb.msgs[u]
+            hdr = b""
+            if header:
+                mid = re.search(rb"(?im)^Message-ID:.*\r\n", msg)
+                h = (mid.group(0) if mid else b"") + b"\r\n"
+                hdr = (f" BODY[HEADER.FIELDS (MESSAGE-ID)] {{{len(h)}}}\r\n"
+                       .encode() + h)
             if body:
                 r = self.hook("body", u, msg)
                 if r is not None:
                     out.append(r)
                     continue
-                out.append(f"* {seq} FETCH (UID {u} RFC822.SIZE {len(msg)} "
-                           f"BODY[] {{{len(msg)}}}\r\n".encode() + msg + b")\r\n")
+                out.append(f"* {seq} FETCH (UID {u} RFC822.SIZE {len(msg)}"
+                           .encode() + hdr +
+                           f" BODY[] {{{len(msg)}}}\r\n".encode() + msg
+                           + b")\r\n")
             else:
-                out.append(f"* {seq} FETCH (UID {u} RFC822.SIZE {len(msg)})\r\n"
-                           .encode())
+                out.append(f"* {seq} FETCH (UID {u} RFC822.SIZE {len(msg)}"
+                           .encode() + hdr + b")\r\n")
         done = f"{tag} OK fetch done\r\n".encode()
         if self.hook("fetch_reply", tag, out, done, body):
             return

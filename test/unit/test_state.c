@@ -29,7 +29,7 @@ test_path_encodes_the_folder(void **state)
 static void
 test_missing_file_is_enoent_and_zero(void **state)
 {
-	struct state_rec st = { 5, 6 };
+	struct state_rec st = { 5, 6, { 0 } };
 	char *p = state_path(root, "none", "INBOX");
 
 	assert_int_equal(state_load(p, &st), -ENOENT);
@@ -41,7 +41,7 @@ test_missing_file_is_enoent_and_zero(void **state)
 static void
 test_save_then_load_round_trips(void **state)
 {
-	struct state_rec in = { 4294967295u, 123456 }, out;
+	struct state_rec in = { 4294967295u, 123456, { 0 } }, out;
 	char *p = state_path(root, "acct", "INBOX");
 	char tmp[600];
 
@@ -56,6 +56,43 @@ test_save_then_load_round_trips(void **state)
 	assert_int_equal(out.last_uid, 123457);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", p);
 	assert_int_equal(access(tmp, F_OK), -1); /* no temp file left */
+	free(p);
+}
+
+/*
+ * The fingerprint of the last delivered message round-trips; a file
+ * written before it existed (three lines) still loads, without one.
+ */
+static void
+test_fingerprint_round_trips_and_old_files_load(void **state)
+{
+	struct state_rec in = { 7, 42, { 5123, "<a.b@example.org>" } }, out;
+	char *p = state_path(root, "acct", "Fp");
+	FILE *fp;
+
+	assert_int_equal(state_prepare(p), 0);
+	assert_int_equal(state_save(p, &in), 0);
+	assert_int_equal(state_load(p, &out), 0);
+	assert_int_equal(out.last.size, 5123);
+	assert_string_equal(out.last.msgid, "<a.b@example.org>");
+	fp = fopen(p, "w");
+	fputs("idlefetch-state 1\nuidvalidity 7\nlast_uid 42\n", fp);
+	fclose(fp);
+	assert_int_equal(state_load(p, &out), 0);
+	assert_int_equal(out.last_uid, 42);
+	assert_int_equal(out.last.size, 0);
+	assert_string_equal(out.last.msgid, "");
+	/* An unknown or broken line is refused, not guessed at. */
+	fp = fopen(p, "w");
+	fputs("idlefetch-state 1\nuidvalidity 7\nlast_uid 42\nlast_sizes 1\n",
+	    fp);
+	fclose(fp);
+	assert_int_equal(state_load(p, &out), -EINVAL);
+	fp = fopen(p, "w");
+	fputs("idlefetch-state 1\nuidvalidity 7\nlast_uid 42\nlast_size 5",
+	    fp);
+	fclose(fp);
+	assert_int_equal(state_load(p, &out), -EINVAL);
 	free(p);
 }
 
@@ -93,7 +130,7 @@ test_corrupt_files_are_refused(void **state)
 static void
 test_largest_uids_load(void **state)
 {
-	struct state_rec st = { UINT32_MAX, UINT32_MAX }, got;
+	struct state_rec st = { UINT32_MAX, UINT32_MAX, { 0 } }, got;
 	char *p = state_path(root, "acct", "Max");
 
 	assert_int_equal(state_prepare(p), 0);
@@ -106,7 +143,7 @@ test_largest_uids_load(void **state)
 static void
 test_save_into_a_missing_directory_fails(void **state)
 {
-	struct state_rec st = { 1, 1 };
+	struct state_rec st = { 1, 1, { 0 } };
 
 	assert_true(state_save("/nonexistent/dir/x.state", &st) < 0);
 }
@@ -192,6 +229,7 @@ main(void)
 		cmocka_unit_test(test_save_then_load_round_trips),
 		cmocka_unit_test(test_corrupt_files_are_refused),
 		cmocka_unit_test(test_largest_uids_load),
+		cmocka_unit_test(test_fingerprint_round_trips_and_old_files_load),
 		cmocka_unit_test(test_save_into_a_missing_directory_fails),
 		cmocka_unit_test(test_second_fetcher_of_an_account_is_refused),
 		cmocka_unit_test(test_lock_of_a_killed_fetcher_is_free),
