@@ -188,6 +188,30 @@ same_folder(const char *x, const char *y)
 	return strcmp(x, y) == 0;
 }
 
+/*
+ * A folder becomes two file names: its state file (percent-encoded, plus
+ * ".state.tmp" while it is replaced) and its Maildir++ directory (".A.B").
+ * Each must fit in a file name (255 bytes), or the folder would pass
+ * --check-config and fail when it is first fetched.
+ */
+static bool
+folder_name_too_long(struct parse_ctx *c, const char *key, const char *f)
+{
+	char *k = config_folder_key(f);
+	size_t state = strlen(k) + strlen(".state.tmp");
+
+	free(k);
+	if (state > 255 || strlen(f) + 1 > 255) {
+		seterr(c, key,
+		    "folder name '%.40s...' is too long: its state file name "
+		    "would be %zu bytes (at most 255; characters other than "
+		    "letters, digits, '_' and '-' take 3 each)",
+		    f, state);
+		return true;
+	}
+	return false;
+}
+
 static int
 set_folders(struct parse_ctx *c, struct account *a, const char *key,
     const char *v)
@@ -203,6 +227,10 @@ set_folders(struct parse_ctx *c, struct account *a, const char *key,
 			    "invalid folder name '%s' (printable ASCII, "
 			    "no leading '/' or '.', no empty or '..' parts)",
 			    f);
+			free(copy);
+			return -EINVAL;
+		}
+		if (folder_name_too_long(c, key, f)) {
 			free(copy);
 			return -EINVAL;
 		}

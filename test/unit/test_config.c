@@ -167,6 +167,12 @@ test_folder_names_that_escape_the_maildir_are_refused(void **state)
 	expect_error("folders = Lists, INBOX\nafter = move:Inbox\n", 4,
 	    "key 'after': cannot move into 'Inbox'");
 	expect_error("folders = ,\n", 9, "key 'folders': no folder given");
+	/* 90 characters that are percent-encoded: 270 + ".state.tmp". */
+	expect_error("folders = &&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&"
+		     "&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&\n",
+	    9, "key 'folders': folder name '&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&"
+		"&&&&&&&&...' is too long: its state file name would be 280 "
+		"bytes");
 	expect_error("folders = Archive\nafter = move:Archive\n", 4,
 	    "key 'after': cannot move into 'Archive'");
 }
