@@ -392,3 +392,31 @@ class RenumberedTest(ScriptedCase):
         mb.add(fx.make_message(4))
         self.assertEqual(f.once(), 0, f.log())
         self.assertEqual(f.md.count(), 4)
+
+
+class UnderstatedSizeTest(ScriptedCase):
+    """RFC822.SIZE only plans batches: a body larger than announced (5 MiB
+    announced as 20 bytes) is streamed to disk like any other, byte for
+    byte, and memory stays bounded by the lane, not by the announcement."""
+
+    def test_body_larger_than_announced_is_delivered_exactly(self):
+        big = fx.make_message(1, size=5 * 1024 * 1024)
+        mb = scripted.Mailbox([big, fx.make_message(2)])
+
+        def understated(conn, uid, m):
+            return (f"* {uid} FETCH (UID {uid} RFC822.SIZE 20 BODY[] "
+                    f"{{{len(m)}}}\r\n".encode() + m + b")\r\n")
+
+        def listing(conn, tag, out, done, body):
+            if body:
+                return None
+            conn.send(b"* 1 FETCH (UID 1 RFC822.SIZE 20)\r\n"
+                      b"* 2 FETCH (UID 2 RFC822.SIZE 20)\r\n" + done)
+            return True
+        srv = self.server(mb, hooks={"body": understated,
+                                     "fetch_reply": listing})
+        f = self.fetcher(srv)
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(sorted(f.md.contents()),
+                         sorted(m.replace(b"\r\n", b"\n")
+                                for m in mb.msgs.values()))
