@@ -20,19 +20,36 @@ struct tls {
 	BIO *out; /* OpenSSL -> network */
 };
 
+/*
+ * "what: reason", with OpenSSL's reason in words ("tlsv1 alert unknown
+ * ca", "wrong version number") rather than its error-code string, or
+ * `fallback` when OpenSSL queued none.
+ */
+static void
+openssl_err_or(char *err, size_t errlen, const char *what,
+    const char *fallback)
+{
+	unsigned long e = ERR_peek_last_error();
+	const char *reason = e ? ERR_reason_error_string(e) : NULL;
+	char buf[256];
+
+	if (e != 0 && reason == NULL) {
+		ERR_error_string_n(e, buf, sizeof(buf));
+		reason = buf;
+	}
+	if (reason == NULL)
+		reason = fallback;
+	if (reason != NULL)
+		snprintf(err, errlen, "%s: %s", what, reason);
+	else
+		snprintf(err, errlen, "%s", what);
+	ERR_clear_error();
+}
+
 static void
 openssl_err(char *err, size_t errlen, const char *what)
 {
-	unsigned long e = ERR_get_error();
-	char buf[256];
-
-	if (e == 0) {
-		snprintf(err, errlen, "%s", what);
-	} else {
-		ERR_error_string_n(e, buf, sizeof(buf));
-		snprintf(err, errlen, "%s: %s", what, buf);
-	}
-	ERR_clear_error();
+	openssl_err_or(err, errlen, what, NULL);
 }
 
 SSL_CTX *
@@ -100,11 +117,12 @@ int
 tls_handshake(struct tls *t, char *err, size_t errlen)
 {
 	long vr;
-	int r = SSL_do_handshake(t->ssl);
+	int r = SSL_do_handshake(t->ssl), kind;
 
 	if (r == 1)
 		return 0;
-	switch (SSL_get_error(t->ssl, r)) {
+	kind = SSL_get_error(t->ssl, r);
+	switch (kind) {
 	case SSL_ERROR_WANT_READ:
 	case SSL_ERROR_WANT_WRITE:
 		return 1;
@@ -117,7 +135,10 @@ tls_handshake(struct tls *t, char *err, size_t errlen)
 		    X509_verify_cert_error_string(vr));
 		ERR_clear_error();
 	} else {
-		openssl_err(err, errlen, "TLS handshake failed");
+		openssl_err_or(err, errlen, "TLS handshake failed",
+		    kind == SSL_ERROR_SYSCALL || kind == SSL_ERROR_ZERO_RETURN ?
+			"the server closed the connection" :
+			"no reason given by OpenSSL");
 	}
 	return IDLEFETCH_ETLS;
 }

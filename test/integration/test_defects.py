@@ -420,3 +420,20 @@ class UnderstatedSizeTest(ScriptedCase):
         self.assertEqual(sorted(f.md.contents()),
                          sorted(m.replace(b"\r\n", b"\n")
                                 for m in mb.msgs.values()))
+
+
+class TlsReasonTest(ScriptedCase):
+    def test_handshake_failure_names_openssls_reason_in_words(self):
+        # A plaintext server behind tls = implicit: the first bytes are
+        # "* OK", not a TLS record.
+        srv = self.server(scripted.Mailbox([]))
+        f = self.fetcher(srv)
+        with open(f.conf) as c:
+            text = c.read().replace("tls = none", "tls = implicit")
+        with open(f.conf, "w") as c:
+            c.write(text)
+        self.assertEqual(f.once(), 1, f.log())
+        self.assertRegex(f.log(), r"TLS handshake failed: (wrong version "
+                         r"number|packet length too long|record layer "
+                         r"failure)")
+        self.assertNotIn("error:0A", f.log(), "OpenSSL's code, not words")
