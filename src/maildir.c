@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "idlefetch/maildir.h"
+#include "idlefetch/state.h"
 #include "idlefetch/util.h"
 
 static char host[128];
@@ -74,10 +75,13 @@ maildir_prepare(const char *dir)
 		    (int)sizeof(path))
 			return -ENAMETOOLONG;
 		r = mkdir_p(path);
+		if (r == 0)
+			r = dir_is_private(path);
 		if (r < 0)
 			return r;
 	}
-	return 0;
+	/* The Maildir itself: a planted tmp/ or new/ needs write access. */
+	return dir_is_private(dir);
 }
 
 /*

@@ -29,11 +29,34 @@ state_path(const char *state_dir, const char *account, const char *folder)
 	return p;
 }
 
+/*
+ * The directories idlefetch writes in must be real directories that no
+ * other user can write: another user could plant symlinks or swap files.
+ */
+int
+dir_is_private(const char *dir)
+{
+	struct stat st;
+
+	if (lstat(dir, &st) < 0)
+		return -errno;
+	if (S_ISLNK(st.st_mode))
+		return -ELOOP;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	if ((st.st_mode & S_IWOTH) ||
+	    ((st.st_mode & S_IWGRP) && st.st_gid != getegid() &&
+		st.st_uid != geteuid()))
+		return -EPERM;
+	return 0;
+}
+
 int
 state_prepare(const char *path)
 {
 	char buf[PATH_MAX];
 	char *slash;
+	int r;
 
 	if (strlen(path) >= sizeof(buf))
 		return -ENAMETOOLONG;
@@ -42,7 +65,8 @@ state_prepare(const char *path)
 	if (slash == NULL || slash == buf)
 		return 0;
 	*slash = '\0';
-	return mkdir_p(buf);
+	r = mkdir_p(buf);
+	return r < 0 ? r : dir_is_private(buf);
 }
 
 /* Whether s can be kept as a Message-ID: printable, no spaces, short. */
@@ -156,7 +180,14 @@ state_save(const char *path, const struct state_rec *st)
 	if (msgid_ok(st->last.msgid))
 		n += snprintf(buf + n, sizeof(buf) - (size_t)n,
 		    "last_msgid %s\n", st->last.msgid);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/*
+	 * A fresh file, never one found there: a symlink planted at the
+	 * temporary name would otherwise have us overwrite its target.
+	 */
+	if (unlink(tmp) < 0 && errno != ENOENT)
+		return -errno;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    0600);
 	if (fd < 0)
 		return -errno;
 	if (write(fd, buf, (size_t)n) != n)
@@ -208,7 +239,9 @@ open_lock(const char *state_dir, const char *account, bool create)
 		if (r < 0)
 			return r;
 	}
-	fd = open(path, (create ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC,
+	/* O_NOFOLLOW: a symlinked lock would have its target truncated. */
+	fd = open(path,
+	    (create ? O_RDWR | O_CREAT : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC,
 	    0644);
 	return fd < 0 ? -errno : fd;
 }

@@ -94,7 +94,11 @@ replace_file(const char *path, const char *tmp, const char *text)
 	size_t len = strlen(text), off = 0;
 	int fd, r = 0;
 
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* Never through a symlink planted at the temporary name. */
+	if (unlink(tmp) < 0 && errno != ENOENT)
+		return -errno;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    0644);
 	if (fd < 0)
 		return -errno;
 	while (r == 0 && off < len) {

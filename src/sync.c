@@ -222,6 +222,22 @@ sync_after_copy(struct session *s, struct cmd *c)
 
 /* ---- threadpool jobs ----------------------------------------------------- */
 
+/* What dir_is_private() and mkdir found wrong, in words. */
+static const char *
+dir_problem(int r)
+{
+	switch (r) {
+	case -ELOOP:
+		return "a directory in it is a symbolic link; refusing to "
+		       "follow it";
+	case -EPERM:
+		return "a directory in it is writable by other users, who "
+		       "could plant links or swap files; refusing it";
+	default:
+		return strerror(-r);
+	}
+}
+
 static void
 job_commit(struct job *j)
 {
@@ -302,8 +318,8 @@ job_work(uv_work_t *w)
 		r = maildir_prepare(s->maildir);
 		if (r < 0) {
 			snprintf(j->err, sizeof(j->err),
-			    "cannot create Maildir %s: %s", s->maildir,
-			    strerror(-r));
+			    "cannot use Maildir %s: %s", s->maildir,
+			    dir_problem(r));
 			break;
 		}
 		r = maildir_clean_tmp(s->maildir, s->tag_mark, &j->removed);
@@ -316,9 +332,9 @@ job_work(uv_work_t *w)
 		r = state_prepare(s->state_path);
 		if (r < 0) {
 			snprintf(j->err, sizeof(j->err),
-			    "cannot create state "
+			    "cannot use the state "
 			    "directory for %s: %s",
-			    s->state_path, strerror(-r));
+			    s->state_path, dir_problem(r));
 			break;
 		}
 		r = state_load(s->state_path, &j->st);

@@ -256,6 +256,29 @@ test_prepare_fails_where_no_directory_can_be(void **state)
 	assert_true(maildir_create("/nonexistent/Maildir", 1, &f) < 0);
 }
 
+/*
+ * A tmp/ that is a symlink would have message files written wherever it
+ * points; a Maildir other users can write could get one planted.
+ */
+static void
+test_symlinked_tmp_or_shared_maildir_is_refused(void **state)
+{
+	char tmp[600], elsewhere[600];
+
+	snprintf(tmp, sizeof(tmp), "%s/tmp", dir);
+	snprintf(elsewhere, sizeof(elsewhere), "%s/../elsewhere", dir);
+	assert_int_equal(mkdir(elsewhere, 0700), 0);
+	assert_int_equal(rmdir(tmp), 0);
+	assert_int_equal(symlink(elsewhere, tmp), 0);
+	assert_int_equal(maildir_prepare(dir), -ELOOP);
+	assert_int_equal(unlink(tmp), 0);
+	assert_int_equal(maildir_prepare(dir), 0);
+	assert_int_equal(chmod(dir, 0777), 0);
+	assert_int_equal(maildir_prepare(dir), -EPERM);
+	assert_int_equal(chmod(dir, 0700), 0);
+	assert_int_equal(maildir_prepare(dir), 0);
+}
+
 int
 main(void)
 {
@@ -277,6 +300,8 @@ main(void)
 		cmocka_unit_test(test_tags_differ_per_account_and_folder),
 		cmocka_unit_test(test_build_has_64_bit_offsets_inodes_and_time),
 		cmocka_unit_test_setup(test_prepare_fails_where_no_directory_can_be,
+		    setup),
+		cmocka_unit_test_setup(test_symlinked_tmp_or_shared_maildir_is_refused,
 		    setup),
 	};
 	char cmd[600];

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -140,6 +141,53 @@ test_largest_uids_load(void **state)
 	free(p);
 }
 
+/*
+ * Symlinks planted in the state directory are never followed: the
+ * temporary state file and the lock would overwrite or truncate their
+ * targets. A directory other users can write is refused.
+ */
+static void
+test_symlinks_in_state_dir_are_not_followed(void **state)
+{
+	struct state_rec st = { 3, 9, { 0 } }, got;
+	char *p = state_path(root, "links", "INBOX");
+	char tmp[600], target[600], lock[600], dir[600];
+	long holder;
+	FILE *fp;
+	int fd;
+
+	assert_int_equal(state_prepare(p), 0);
+	snprintf(target, sizeof(target), "%s/victim", root);
+	fp = fopen(target, "w");
+	fputs("precious\n", fp);
+	fclose(fp);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", p);
+	assert_int_equal(symlink(target, tmp), 0);
+	assert_int_equal(state_save(p, &st), 0);
+	assert_int_equal(state_load(p, &got), 0);
+	assert_int_equal(got.last_uid, 9);
+	fp = fopen(target, "r");
+	assert_non_null(fgets(tmp, sizeof(tmp), fp));
+	fclose(fp);
+	assert_string_equal(tmp, "precious\n");
+
+	snprintf(lock, sizeof(lock), "%s/links/lock", root);
+	assert_int_equal(symlink(target, lock), 0);
+	fd = state_lock(root, "links", "daemon", &holder);
+	assert_true(fd < 0);
+	fp = fopen(target, "r");
+	assert_non_null(fgets(tmp, sizeof(tmp), fp));
+	fclose(fp);
+	assert_string_equal(tmp, "precious\n");
+
+	snprintf(dir, sizeof(dir), "%s/links", root);
+	assert_int_equal(chmod(dir, 0777), 0);
+	assert_int_equal(state_prepare(p), -EPERM);
+	assert_int_equal(chmod(dir, 0700), 0);
+	assert_int_equal(state_prepare(p), 0);
+	free(p);
+}
+
 static void
 test_save_into_a_missing_directory_fails(void **state)
 {
@@ -229,6 +277,7 @@ main(void)
 		cmocka_unit_test(test_save_then_load_round_trips),
 		cmocka_unit_test(test_corrupt_files_are_refused),
 		cmocka_unit_test(test_largest_uids_load),
+		cmocka_unit_test(test_symlinks_in_state_dir_are_not_followed),
 		cmocka_unit_test(test_fingerprint_round_trips_and_old_files_load),
 		cmocka_unit_test(test_save_into_a_missing_directory_fails),
 		cmocka_unit_test(test_second_fetcher_of_an_account_is_refused),
