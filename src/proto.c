@@ -406,6 +406,67 @@ parse_fetch(struct cur *c, struct proto_resp *out)
 	return 0;
 }
 
+/*
+ * "* LIST (flags) delim name" (RFC 3501 7.2.2): the name as a quoted
+ * string, an atom or a literal, kept only if printable and short.
+ */
+static int
+parse_list(struct cur *c, struct proto_resp *out)
+{
+	const char *v;
+	size_t n;
+	bool quoted;
+
+	if (!sp(c) || c->p >= c->end || *c->p != '(' || !skip_value(c, 0) ||
+	    !sp(c))
+		return IDLEFETCH_EPROTO;
+	if (c->end - c->p >= 3 && strncasecmp(c->p, "NIL", 3) == 0) {
+		out->list_delim = 0;
+		c->p += 3;
+	} else if (c->end - c->p >= 3 && c->p[0] == '"' && c->p[2] == '"') {
+		out->list_delim = c->p[1];
+		c->p += 3;
+	} else if (c->end - c->p >= 4 && c->p[0] == '"' && c->p[1] == '\\' &&
+	    c->p[3] == '"') {
+		out->list_delim = c->p[2];
+		c->p += 4;
+	} else {
+		return IDLEFETCH_EPROTO;
+	}
+	if (!sp(c) || c->p >= c->end)
+		return IDLEFETCH_EPROTO;
+	quoted = *c->p == '"';
+	if (*c->p == '"' || *c->p == '{') {
+		if (!string_value(c, &v, &n))
+			return IDLEFETCH_EPROTO;
+	} else {
+		v = c->p;
+		if (!skip_value(c, 0))
+			return IDLEFETCH_EPROTO;
+		n = (size_t)(c->p - v);
+	}
+	if (n == 0 || n >= sizeof(out->list_name))
+		return 0; /* not a name we could have configured */
+	for (size_t i = 0; i < n; i++)
+		if (v[i] < 0x20 || v[i] >= 0x7f)
+			return 0;
+	memcpy(out->list_name, v, n);
+	out->list_name[n] = '\0';
+	/* Quoted: undo the two escapes a quoted string may hold. */
+	if (quoted) {
+		char *w = out->list_name;
+
+		for (char *r = out->list_name; *r; r++) {
+			if (*r == '\\' && r[1])
+				r++;
+			*w++ = *r;
+		}
+		*w = '\0';
+	}
+	out->has |= HAS_LIST;
+	return 0;
+}
+
 /* "* n WORD ...": EXISTS, EXPUNGE, FETCH; others (RECENT) are ignored. */
 static int
 numbered(struct cur *c, struct proto_resp *out)
@@ -461,7 +522,9 @@ proto_parse(const char *unit, size_t len, bool greeting, struct proto_resp *out)
 			return IDLEFETCH_EPROTO;
 		if (strcasecmp(word, "CAPABILITY") == 0)
 			capabilities(&c, out);
-		return 0; /* FLAGS, LIST, SEARCH, ...: nothing we use */
+		if (strcasecmp(word, "LIST") == 0)
+			return parse_list(&c, out);
+		return 0; /* FLAGS, SEARCH, ...: nothing we use */
 	}
 	if (greeting)
 		return IDLEFETCH_EPROTO;

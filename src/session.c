@@ -387,10 +387,69 @@ after_caps(struct session *s)
 	send_auth(s);
 }
 
+/*
+ * A move: target the server does not have fails only after delivery, on
+ * every sync. Ask first: LIST it by name, and if it is not there, list
+ * "*NAME" to name what the server calls it (INBOX.Archive on Courier and
+ * Cyrus).
+ */
+static void
+send_list_target(struct session *s)
+{
+	char mbox[512], pattern[300];
+
+	snprintf(pattern, sizeof(pattern), "%s%s", s->move_pass ? "*" : "",
+	    s->a->move_to);
+	if (proto_quote(mbox, sizeof(mbox), pattern) < 0)
+		fatal("folder name '%s' cannot be quoted", s->a->move_to);
+	s->move_found = false;
+	session_send_cmd(s, CMD_LISTMB, false, "LIST \"\" %s", mbox);
+	session_set_state(s, S_SELECT);
+}
+
+static void send_select(struct session *s);
+
+static void
+list_target_done(struct session *s, const struct proto_resp *r)
+{
+	if (r->status != PROTO_OK) {
+		session_fail(s, IDLEFETCH_EPROTO, "LIST failed: %s", r->text);
+		return;
+	}
+	if (s->move_found) {
+		s->move_checked = true;
+		send_select(s);
+		return;
+	}
+	if (s->move_pass == 0) {
+		s->move_pass = 1;
+		s->move_guess[0] = '\0';
+		send_list_target(s);
+		return;
+	}
+	s->move_pass = 0;
+	s->fatal_err = true;
+	if (s->move_guess[0])
+		session_fail(s, IDLEFETCH_EPROTO,
+		    "after = move:%s: the server has no folder of that name; it "
+		    "has '%s' (write after = move:%s)",
+		    s->a->move_to, s->move_guess, s->move_guess);
+	else
+		session_fail(s, IDLEFETCH_EPROTO,
+		    "after = move:%s: the server has no folder of that name; "
+		    "create it, or name one it has",
+		    s->a->move_to);
+}
+
 static void
 send_select(struct session *s)
 {
 	char mbox[512];
+
+	if (s->a->after == AFTER_MOVE && !s->move_checked) {
+		send_list_target(s);
+		return;
+	}
 
 	/* The configuration allows only names a quoted string can carry. */
 	if (proto_quote(mbox, sizeof(mbox), s->o.folder) < 0)
@@ -502,6 +561,9 @@ on_tagged(struct session *s, const struct proto_resp *r)
 	case CMD_VERIFY:
 		sync_verify_done(s, r);
 		break;
+	case CMD_LISTMB:
+		list_target_done(s, r);
+		break;
 	case CMD_SELECT:
 		if (r->status != PROTO_OK) {
 			session_fail(s, IDLEFETCH_EPROTO,
@@ -544,12 +606,20 @@ on_tagged(struct session *s, const struct proto_resp *r)
 	case CMD_STORE:
 	case CMD_EXPUNGE:
 		s->after_pending--;
-		if (r->status != PROTO_OK)
-			LOG(s, LOGL_ERROR,
+		if (r->status != PROTO_OK) {
+			/*
+			 * Delivered and recorded, so nothing is lost; the
+			 * action is tried again at the next sync (the UIDs
+			 * are below last_uid). A failure, not a quiet log
+			 * line: --once exits 1 and status shows it.
+			 */
+			free(copy.uids);
+			session_fail(s, IDLEFETCH_EPROTO,
 			    "after-delivery action failed (messages "
 			    "stay on the server): %s",
 			    r->text);
-		else if (copy.kind == CMD_COPY)
+			break;
+		} else if (copy.kind == CMD_COPY)
 			sync_after_copy(s, &copy);
 		else if ((copy.kind == CMD_EXPUNGE || copy.kind == CMD_MOVE) &&
 		    s->expunges < copy.nuids)
@@ -616,6 +686,16 @@ on_untagged(struct session *s, const struct proto_resp *r)
 		sync_list_add(s, r->uid, r->size);
 	if ((r->has & HAS_FETCH) && s->state == S_VERIFY)
 		sync_verify_fetch(s, r);
+	if ((r->has & HAS_LIST) && s->state == S_SELECT) {
+		size_t n = strlen(r->list_name), m = strlen(s->a->move_to);
+
+		if (strcmp(r->list_name, s->a->move_to) == 0)
+			s->move_found = true;
+		else if (!s->move_guess[0] && n > m &&
+		    strcasecmp(r->list_name + n - m, s->a->move_to) == 0)
+			snprintf(s->move_guess, sizeof(s->move_guess), "%s",
+			    r->list_name);
+	}
 }
 
 static int

@@ -79,6 +79,7 @@ enum cmd_kind {
 	CMD_IDLE,
 	CMD_LOGOUT,
 	CMD_VERIFY,
+	CMD_LISTMB, /* LIST: does the move target exist? */
 };
 
 /* lane.c: the stream's disk work, in order, on the threadpool. */
@@ -161,6 +162,10 @@ struct session {
 	uint32_t exists;
 	bool reconciled;
 	bool last_found; /* S_VERIFY: the server still has UID last_uid */
+	bool move_checked; /* the move: target was found on the server */
+	bool move_found; /* a LIST reply named it exactly */
+	unsigned move_pass; /* 0: exact LIST, 1: LIST "*NAME" */
+	char move_guess[256]; /* a name the server has that ends in it */
 	struct state_fp last_now; /* ... and this is what it says of it */
 	bool more; /* new mail announced during a sync */
 	bool gap; /* a batch came back short: commit no further */

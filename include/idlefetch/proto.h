@@ -49,6 +49,7 @@ enum proto_status {
 #define HAS_READONLY (1u << 9)
 #define HAS_ALERT (1u << 10) /* [ALERT]: the text must reach the user */
 #define HAS_MSGID (1u << 11) /* BODY[HEADER.FIELDS (MESSAGE-ID)] had one */
+#define HAS_LIST (1u << 12) /* "* LIST (...) delim name": list_name */
 
 struct proto_resp {
 	enum proto_kind kind;
@@ -61,6 +62,8 @@ struct proto_resp {
 	uint32_t seq; /* FETCH or EXPUNGE message number */
 	uint32_t uid, size;
 	char msgid[200]; /* HAS_MSGID: printable, without spaces */
+	char list_name[256]; /* HAS_LIST: the mailbox, printable */
+	char list_delim; /* HAS_LIST: hierarchy delimiter, 0 for NIL */
 };
 
 /*

@@ -437,3 +437,36 @@ class TlsReasonTest(ScriptedCase):
                          r"number|packet length too long|record layer "
                          r"failure)")
         self.assertNotIn("error:0A", f.log(), "OpenSSL's code, not words")
+
+
+class MoveTargetTest(ScriptedCase):
+    def test_missing_move_target_is_found_before_delivery_with_its_real_name(self):
+        srv = self.server(scripted.Mailbox([fx.make_message(1)]),
+                          caps="IMAP4rev1 IDLE UIDPLUS MOVE AUTH=PLAIN")
+        srv.folders = ["INBOX", "INBOX.Archive", "INBOX.Sent"]
+        f = self.fetcher(srv, after="move:Archive")
+        self.assertEqual(f.once(), 1, f.log())
+        self.assertIn("after = move:Archive: the server has no folder of that "
+                      "name; it has 'INBOX.Archive' (write after = "
+                      "move:INBOX.Archive)", f.log())
+        self.assertEqual(f.md.count(), 0, "checked before anything is fetched")
+        self.assertFalse(any(c.split(" ")[1].upper() == "SELECT"
+                             for c in srv.commands if " " in c))
+
+    def test_failed_after_action_fails_the_pass(self):
+        def refuse_move(conn, tag, rest):
+            if rest.upper().startswith("UID MOVE"):
+                conn.send(f"{tag} NO [TRYCREATE] no such mailbox\r\n".encode())
+                return True
+            return None
+        srv = self.server(scripted.Mailbox([fx.make_message(1)]),
+                          caps="IMAP4rev1 IDLE UIDPLUS MOVE AUTH=PLAIN",
+                          hooks={"command": refuse_move})
+        srv.folders = ["INBOX", "Archive"]
+        f = self.fetcher(srv, after="move:Archive")
+        self.assertEqual(f.once(), 1, f.log())
+        self.assertIn("after-delivery action failed (messages stay on the "
+                      "server): no such mailbox", f.log())
+        self.assertEqual(f.md.count(), 1, "delivered, and once")
+        self.assertEqual(f.once(), 1, f.log())
+        self.assertEqual(f.md.count(), 1)

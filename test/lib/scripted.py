@@ -59,6 +59,7 @@ class Server:
         self.sock.bind((host, 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
+        self.folders = ["INBOX"]  # what LIST answers with (delimiter ".")
         self.commands = []      # every command line received, in order
         self.connections = 0
         self.idling = []        # live connections currently in IDLE
@@ -179,6 +180,14 @@ class Conn:
                 self.send(f"{tag} OK begin TLS\r\n".encode() + extra)
                 self.buf = b""
                 self.sock = self.srv.tls.wrap_socket(self.sock, server_side=True)
+            elif cmd == "LIST":
+                import fnmatch
+                pat = rest.split(" ", 2)[2].strip().strip('"')
+                for name in self.srv.folders:
+                    if fnmatch.fnmatchcase(name, pat.replace("%", "*")):
+                        self.send(f'* LIST (\\HasNoChildren) "." "{name}"\r\n'
+                                  .encode())
+                self.send(f"{tag} OK list done\r\n".encode())
             elif cmd == "NOOP":
                 self.send(f"{tag} OK noop\r\n".encode())
             else:
