@@ -241,6 +241,33 @@ maildir_convert_end(struct maildir_writer *w)
 	w->cr = false;
 }
 
+int
+maildir_feed(struct maildir_writer *w, const char *p, size_t n,
+    maildir_sink_cb *sink, void *ud)
+{
+	while (n > 0) {
+		size_t k = maildir_convert(w, p, n);
+		int r;
+
+		p += k;
+		n -= k;
+		if (n > 0) {
+			/* Full: hand the buffer on (the sink copies it). */
+			r = sink(ud, w->buf, w->len);
+			w->len = 0;
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+static int
+file_sink(void *ud, const char *p, size_t n)
+{
+	return maildir_append(ud, p, n);
+}
+
 static int
 drain(struct maildir_file *f, struct maildir_writer *w)
 {
@@ -254,19 +281,7 @@ int
 maildir_write(struct maildir_file *f, struct maildir_writer *w, const char *p,
     size_t n)
 {
-	while (n > 0) {
-		size_t k = maildir_convert(w, p, n);
-		int r;
-
-		p += k;
-		n -= k;
-		if (n > 0) {
-			r = drain(f, w);
-			if (r < 0)
-				return r;
-		}
-	}
-	return 0;
+	return maildir_feed(w, p, n, file_sink, f);
 }
 
 int

@@ -851,7 +851,8 @@ sync_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 		return 1; /* streamed to nowhere */
 	r = maildir_create(s->maildir, s->tag_mark, &s->cur);
 	if (r < 0) {
-		LOG(s, LOGL_ERROR, "cannot create a file in %s/tmp: %s",
+		/* Decided and logged here, once; the framer only stops. */
+		session_fail(s, r, "cannot create a file in %s/tmp: %s",
 		    s->maildir, strerror(-r));
 		return r;
 	}
@@ -862,6 +863,16 @@ sync_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 	return 1;
 }
 
+/* A full conversion buffer goes to the lane (which copies it). */
+static int
+lane_sink(void *ud, const char *p, size_t n)
+{
+	struct session *s = ud;
+
+	lane_write(s, &s->cur, p, n);
+	return 0;
+}
+
 int
 sync_literal_data(void *ud, const char *p, size_t n)
 {
@@ -870,17 +881,7 @@ sync_literal_data(void *ud, const char *p, size_t n)
 	session_progress(s); /* message bytes: the answer is coming */
 	if (!s->cur_open)
 		return 0;
-	while (n > 0) {
-		size_t k = maildir_convert(s->writer, p, n);
-
-		p += k;
-		n -= k;
-		if (n > 0) {
-			lane_write(s, &s->cur, s->writer->buf, s->writer->len);
-			s->writer->len = 0;
-		}
-	}
-	return 0;
+	return maildir_feed(s->writer, p, n, lane_sink, s);
 }
 
 int

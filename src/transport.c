@@ -33,6 +33,9 @@ struct transport {
 	bool paused;
 	bool freed;
 	bool failed;
+	uv_timer_t defer; /* reports an error uv_write gave at once */
+	bool defer_on;
+	int defer_err;
 	char rbuf[65536];
 	char pbuf[65536];
 };
@@ -106,6 +109,42 @@ write_cb(uv_write_t *req, int status)
 	release(t);
 }
 
+static void
+defer_closed_cb(uv_handle_t *h)
+{
+	release(h->data);
+}
+
+static void
+defer_cb(uv_timer_t *timer)
+{
+	struct transport *t = timer->data;
+	char why[128];
+
+	snprintf(why, sizeof(why), "write failed: %s",
+	    uv_strerror(t->defer_err));
+	uv_close((uv_handle_t *)&t->defer, defer_closed_cb);
+	fail(t, t->defer_err, why); /* a no-op once freed */
+}
+
+/*
+ * uv_write failed before queueing anything: the owner is in the middle of
+ * a call into us and must not be called back from it, so the error comes
+ * as TRANSPORT_ERROR from the next loop turn, as transport.h promises.
+ */
+static void
+defer_error(struct transport *t, int err)
+{
+	if (t->defer_on)
+		return;
+	t->defer_on = true;
+	t->defer_err = err;
+	uv_timer_init(t->loop, &t->defer);
+	t->defer.data = t;
+	t->pending++;
+	uv_timer_start(&t->defer, defer_cb, 0, 0);
+}
+
 /* Sends buf (takes ownership). */
 static int
 send_raw(struct transport *t, char *buf, size_t n)
@@ -126,6 +165,7 @@ send_raw(struct transport *t, char *buf, size_t n)
 	if (r < 0) {
 		free(buf);
 		free(w);
+		defer_error(t, r);
 		return r;
 	}
 	t->pending++;
@@ -159,8 +199,12 @@ read_tls(struct transport *t)
 
 	if (t->handshaking) {
 		r = tls_handshake(t->tls, why, sizeof(why));
-		if (flush_tls(t) < 0 && r != IDLEFETCH_ETLS)
+		if (flush_tls(t) < 0 && r >= 0) {
+			/* The handshake went on, but its bytes cannot be sent. */
+			snprintf(why, sizeof(why),
+			    "TLS handshake failed: cannot send to the server");
 			r = IDLEFETCH_ETLS;
+		}
 		if (r == 1)
 			return true;
 		if (r < 0) {

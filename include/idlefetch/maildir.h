@@ -66,6 +66,15 @@ int maildir_create(const char *dir, uint32_t tag, struct maildir_file *f);
 size_t maildir_convert(struct maildir_writer *w, const char *p, size_t n);
 void maildir_convert_end(struct maildir_writer *w);
 int maildir_append(struct maildir_file *f, const char *p, size_t n);
+/*
+ * The loop both ways of writing share: converts p into w, and each time
+ * w->buf is full hands it to sink (which copies what it keeps) and starts
+ * over. maildir_write() sinks into the file; the session sinks into its
+ * lane, which writes on the threadpool. 0, or the sink's error.
+ */
+typedef int maildir_sink_cb(void *ud, const char *p, size_t n);
+int maildir_feed(struct maildir_writer *w, const char *p, size_t n,
+    maildir_sink_cb *sink, void *ud);
 /* Both at once: appends message bytes, turning CRLF into LF. */
 int maildir_write(struct maildir_file *f, struct maildir_writer *w,
     const char *p, size_t n);

@@ -33,7 +33,11 @@ struct transport *transport_new(uv_loop_t *loop, transport_cb *cb, void *ud);
 int transport_connect(struct transport *t, const char *host, unsigned port);
 /* Starts a TLS handshake on the connected socket. ctx is borrowed. */
 int transport_start_tls(struct transport *t, SSL_CTX *ctx, const char *host);
-/* Queues bytes (copied). Errors arrive as TRANSPORT_ERROR. */
+/*
+ * Queues bytes (copied). Errors arrive as TRANSPORT_ERROR, never from
+ * within this call, even when nothing could be queued (the negative
+ * return value then says so at once).
+ */
 int transport_write(struct transport *t, const char *p, size_t n);
 /* Stops or resumes reading from the socket (backpressure). */
 void transport_pause(struct transport *t, bool pause);

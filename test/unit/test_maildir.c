@@ -256,6 +256,54 @@ test_prepare_fails_where_no_directory_can_be(void **state)
 	assert_true(maildir_create("/nonexistent/Maildir", 1, &f) < 0);
 }
 
+struct collect {
+	char buf[200000];
+	size_t len;
+	unsigned calls;
+};
+
+static int
+collect_sink(void *ud, const char *p, size_t n)
+{
+	struct collect *c = ud;
+
+	assert_true(c->len + n <= sizeof(c->buf));
+	memcpy(c->buf + c->len, p, n);
+	c->len += n;
+	c->calls++;
+	return 0;
+}
+
+/*
+ * maildir_feed is the loop the session streams message bodies through
+ * (into its lane): CRLF becomes LF across any chunking, a full buffer is
+ * handed on whole, and nothing is lost at the end.
+ */
+static void
+test_feed_hands_on_full_buffers_and_converts_across_chunks(void **state)
+{
+	static struct collect c;
+	struct maildir_writer w = { 0 };
+	char in[100000];
+	size_t lf = 0;
+
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (i % 10 == 8) ? '\r' : (i % 10 == 9) ? '\n' : 'a';
+	for (size_t i = 0; i < sizeof(in); i++)
+		lf += in[i] == '\n';
+	/* Chunks of 7 bytes: every CRLF pair is split somewhere. */
+	for (size_t i = 0; i < sizeof(in); i += 7)
+		assert_int_equal(maildir_feed(&w, in + i,
+				     sizeof(in) - i < 7 ? sizeof(in) - i : 7,
+				     collect_sink, &c),
+		    0);
+	maildir_convert_end(&w);
+	assert_int_equal(collect_sink(&c, w.buf, w.len), 0);
+	assert_int_equal(c.len, sizeof(in) - lf);
+	assert_null(memchr(c.buf, '\r', c.len));
+	assert_true(c.calls >= 3); /* 90,000 bytes through a 32 KiB buffer */
+}
+
 /*
  * A tmp/ that is a symlink would have message files written wherever it
  * points; a Maildir other users can write could get one planted.
@@ -303,6 +351,7 @@ main(void)
 		    setup),
 		cmocka_unit_test_setup(test_symlinked_tmp_or_shared_maildir_is_refused,
 		    setup),
+		cmocka_unit_test(test_feed_hands_on_full_buffers_and_converts_across_chunks),
 	};
 	char cmd[600];
 	int r;
