@@ -197,11 +197,37 @@ status_word(const char *w)
 	return PROTO_NONE;
 }
 
+/*
+ * "{n}" or "{n+}", CRLF, then n bytes the framer kept in the unit: sets
+ * *p and *n to those bytes and moves past them.
+ */
+static bool
+literal(struct cur *c, const char **p, size_t *n)
+{
+	uint32_t len;
+
+	c->p++; /* '{' */
+	if (!number(c, &len))
+		return false;
+	if (c->p < c->end && *c->p == '+')
+		c->p++;
+	if (c->end - c->p < 3 || memcmp(c->p, "}\r\n", 3) != 0)
+		return false;
+	c->p += 3;
+	if ((size_t)(c->end - c->p) < len)
+		return false;
+	*p = c->p;
+	*n = len;
+	c->p += len;
+	return true;
+}
+
 /* Skips one IMAP value: atom, number, NIL, quoted, literal or (list). */
 static bool
 skip_value(struct cur *c, int depth)
 {
-	uint32_t n;
+	const char *lit;
+	size_t n;
 
 	if (c->p >= c->end || depth > 32)
 		return false;
@@ -215,18 +241,7 @@ skip_value(struct cur *c, int depth)
 		c->p++;
 		return true;
 	case '{':
-		c->p++;
-		if (!number(c, &n))
-			return false;
-		if (c->p < c->end && *c->p == '+')
-			c->p++;
-		if (c->end - c->p < 3 || memcmp(c->p, "}\r\n", 3) != 0)
-			return false;
-		c->p += 3;
-		if ((size_t)(c->end - c->p) < n)
-			return false;
-		c->p += n;
-		return true;
+		return literal(c, &lit, &n);
 	case '(':
 		c->p++;
 		while (c->p < c->end && *c->p != ')') {
@@ -264,8 +279,6 @@ skip_value(struct cur *c, int depth)
 static bool
 string_value(struct cur *c, const char **p, size_t *n)
 {
-	uint32_t len;
-
 	if (c->end - c->p >= 3 && strncasecmp(c->p, "NIL", 3) == 0) {
 		c->p += 3;
 		*p = c->p;
@@ -281,20 +294,7 @@ string_value(struct cur *c, const char **p, size_t *n)
 	}
 	if (c->p >= c->end || *c->p != '{')
 		return false;
-	c->p++;
-	if (!number(c, &len))
-		return false;
-	if (c->p < c->end && *c->p == '+')
-		c->p++;
-	if (c->end - c->p < 3 || memcmp(c->p, "}\r\n", 3) != 0)
-		return false;
-	c->p += 3;
-	if ((size_t)(c->end - c->p) < len)
-		return false;
-	*p = c->p;
-	*n = len;
-	c->p += len;
-	return true;
+	return literal(c, p, n);
 }
 
 /*

@@ -108,6 +108,25 @@ arm(struct session *s, uint64_t ms)
 	uv_timer_start(&s->timer, timer_cb, ms, 0);
 }
 
+/* States that wait for the answer to a command: `timeout` bounds them. */
+static bool
+awaits_answer(enum session_state st)
+{
+	switch (st) {
+	case S_STARTTLS:
+	case S_CAPABILITY:
+	case S_AUTH:
+	case S_SELECT:
+	case S_VERIFY:
+	case S_SYNC:
+	case S_IDLE_START:
+	case S_IDLE_DONE:
+		return true;
+	default:
+		return false;
+	}
+}
+
 /* Logged in and synced, for `idlefetch status`. */
 static bool
 state_is_up(const struct session *s, enum session_state st)
@@ -138,20 +157,14 @@ session_set_state(struct session *s, enum session_state st)
 	s->state = st;
 	status_set_state(s->o.status, state_names[st], state_is_up(s, st));
 	uv_timer_stop(&s->timer);
+	if (awaits_answer(st)) {
+		arm(s, TIMEOUT_MS(s));
+		return;
+	}
 	switch (st) {
 	case S_CONNECT:
 	case S_TLS:
 	case S_GREETING:
-		arm(s, TIMEOUT_MS(s));
-		break;
-	case S_STARTTLS:
-	case S_CAPABILITY:
-	case S_AUTH:
-	case S_SELECT:
-	case S_VERIFY:
-	case S_SYNC:
-	case S_IDLE_START:
-	case S_IDLE_DONE:
 		arm(s, TIMEOUT_MS(s));
 		break;
 	case S_IDLE:
@@ -177,20 +190,8 @@ session_set_state(struct session *s, enum session_state st)
 void
 session_progress(struct session *s)
 {
-	switch (s->state) {
-	case S_STARTTLS:
-	case S_CAPABILITY:
-	case S_AUTH:
-	case S_SELECT:
-	case S_VERIFY:
-	case S_SYNC:
-	case S_IDLE_START:
-	case S_IDLE_DONE:
+	if (awaits_answer(s->state))
 		arm(s, TIMEOUT_MS(s));
-		break;
-	default:
-		break;
-	}
 }
 
 /* ---- connection teardown --------------------------------------------------- */
