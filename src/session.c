@@ -217,6 +217,7 @@ close_conn(struct session *s)
 	s->inflight = 0;
 	s->after_pending = 0;
 	s->nwait = 0; /* redone at the next sync: they are below last_uid */
+	s->select_err[0] = '\0';
 	s->listing = false;
 	s->nlist = s->next_list = s->nstale = 0;
 }
@@ -400,9 +401,9 @@ send_list_target(struct session *s)
 	char mbox[512], pattern[300];
 
 	snprintf(pattern, sizeof(pattern), "%s%s", s->move_pass ? "*" : "",
-	    s->a->move_to);
+	    s->lookup);
 	if (proto_quote(mbox, sizeof(mbox), pattern) < 0)
-		fatal("folder name '%s' cannot be quoted", s->a->move_to);
+		fatal("folder name '%s' cannot be quoted", s->lookup);
 	s->move_found = false;
 	session_send_cmd(s, CMD_LISTMB, false, "LIST \"\" %s", mbox);
 	session_set_state(s, S_SELECT);
@@ -415,6 +416,23 @@ list_target_done(struct session *s, const struct proto_resp *r)
 {
 	if (r->status != PROTO_OK) {
 		session_fail(s, IDLEFETCH_EPROTO, "LIST failed: %s", r->text);
+		return;
+	}
+	if (s->select_err[0]) {
+		/* A folder SELECT refused: say what the server calls it. */
+		char why[256];
+
+		snprintf(why, sizeof(why), "%s", s->select_err);
+		s->select_err[0] = '\0';
+		s->move_pass = 0;
+		if (s->move_guess[0])
+			session_fail(s, IDLEFETCH_EPROTO,
+			    "cannot open folder %s: %s; the server has '%s' "
+			    "(write it so in folders =)",
+			    s->o.folder, why, s->move_guess);
+		else
+			session_fail(s, IDLEFETCH_EPROTO,
+			    "cannot open folder %s: %s", s->o.folder, why);
 		return;
 	}
 	if (s->move_found) {
@@ -448,6 +466,7 @@ send_select(struct session *s)
 	char mbox[512];
 
 	if (s->a->after == AFTER_MOVE && !s->move_checked) {
+		s->lookup = s->a->move_to;
 		send_list_target(s);
 		return;
 	}
@@ -567,8 +586,13 @@ on_tagged(struct session *s, const struct proto_resp *r)
 		break;
 	case CMD_SELECT:
 		if (r->status != PROTO_OK) {
-			session_fail(s, IDLEFETCH_EPROTO,
-			    "cannot open folder %s: %s", s->o.folder, r->text);
+			/* Look for a name ending in it: INBOX.Lists for Lists. */
+			snprintf(s->select_err, sizeof(s->select_err), "%s",
+			    r->text[0] ? r->text : "refused");
+			s->lookup = s->o.folder;
+			s->move_pass = 1;
+			s->move_guess[0] = '\0';
+			send_list_target(s);
 			break;
 		}
 		selected(s);
@@ -687,13 +711,13 @@ on_untagged(struct session *s, const struct proto_resp *r)
 		sync_list_add(s, r->uid, r->size);
 	if ((r->has & HAS_FETCH) && s->state == S_VERIFY)
 		sync_verify_fetch(s, r);
-	if ((r->has & HAS_LIST) && s->state == S_SELECT) {
-		size_t n = strlen(r->list_name), m = strlen(s->a->move_to);
+	if ((r->has & HAS_LIST) && s->state == S_SELECT && s->lookup) {
+		size_t n = strlen(r->list_name), m = strlen(s->lookup);
 
-		if (strcmp(r->list_name, s->a->move_to) == 0)
+		if (strcmp(r->list_name, s->lookup) == 0)
 			s->move_found = true;
 		else if (!s->move_guess[0] && n > m &&
-		    strcasecmp(r->list_name + n - m, s->a->move_to) == 0)
+		    strcasecmp(r->list_name + n - m, s->lookup) == 0)
 			snprintf(s->move_guess, sizeof(s->move_guess), "%s",
 			    r->list_name);
 	}

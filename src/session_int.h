@@ -166,6 +166,8 @@ struct session {
 	bool move_found; /* a LIST reply named it exactly */
 	unsigned move_pass; /* 0: exact LIST, 1: LIST "*NAME" */
 	char move_guess[256]; /* a name the server has that ends in it */
+	const char *lookup; /* the name LIST looks for: move_to or folder */
+	char select_err[256]; /* SELECT's refusal, while LIST looks for it */
 	struct state_fp last_now; /* ... and this is what it says of it */
 	bool more; /* new mail announced during a sync */
 	bool gap; /* a batch came back short: commit no further */

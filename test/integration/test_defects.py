@@ -470,3 +470,15 @@ class MoveTargetTest(ScriptedCase):
         self.assertEqual(f.md.count(), 1, "delivered, and once")
         self.assertEqual(f.once(), 1, f.log())
         self.assertEqual(f.md.count(), 1)
+
+
+class MissingFolderTest(ScriptedCase):
+    def test_missing_folder_is_named_as_the_server_spells_it(self):
+        srv = self.server(scripted.Mailbox([fx.make_message(1)]))
+        srv.folders = ["INBOX", "INBOX.Lists"]
+        srv.strict_select = True
+        f = self.fetcher(srv, folders="Lists")
+        self.assertEqual(f.once(), 1, f.log())
+        self.assertIn("cannot open folder Lists: Mailbox doesn't exist; the "
+                      "server has 'INBOX.Lists' (write it so in folders =)",
+                      f.log())

@@ -60,6 +60,7 @@ class Server:
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.folders = ["INBOX"]  # what LIST answers with (delimiter ".")
+        self.strict_select = False  # True: SELECT refuses other folders
         self.commands = []      # every command line received, in order
         self.connections = 0
         self.idling = []        # live connections currently in IDLE
@@ -157,6 +158,9 @@ class Conn:
                     self.send(b"+ \r\n")
                     self.srv.commands.append(self.readline())
                 self.send(f"{tag} OK logged in\r\n".encode())
+            elif cmd in ("SELECT", "EXAMINE") and self.srv.strict_select and \
+                    rest.split(" ", 1)[1].strip('"') not in self.srv.folders:
+                self.send(f"{tag} NO Mailbox doesn't exist\r\n".encode())
             elif cmd in ("SELECT", "EXAMINE"):
                 self.send(f"* {len(mb.msgs)} EXISTS\r\n* OK [UIDVALIDITY "
                           f"{mb.uidvalidity}] ok\r\n* OK [UIDNEXT {mb.next_uid}] "
