@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 #include "idlefetch/maildir.h"
-#include "idlefetch/state.h"
 #include "idlefetch/util.h"
 
 static char host[128];

@@ -1,8 +1,7 @@
 /*
  * privdrop: the order is what matters. Directories are created as root
- * (each component that did not exist is handed to the user with fchown on
- * a descriptor opened with O_NOFOLLOW, so a symlink planted on the way is
- * refused, not followed), then the groups, then the user id. Existing
+ * (each component that did not exist is handed to the user: util.h's
+ * mkdir_p_owned), then the groups, then the user id. Existing
  * directories are never re-owned: if the user cannot write one, that is
  * an error the administrator must see, not something to "fix" with
  * chown -R.
@@ -20,47 +19,12 @@
 #include "idlefetch/privdrop.h"
 #include "idlefetch/util.h"
 
-/*
- * Creates path and its missing parents, each new one mode 0700 (Maildir
- * and state directories are private) owned by uid:gid. 0 or -errno.
- */
-static int
-mkdir_owned(const char *path, uid_t uid, gid_t gid)
-{
-	char *p = xstrdup(path);
-	int r = 0;
-
-	for (char *s = p + 1; r == 0; s++) {
-		char c = *s;
-
-		if (c != '/' && c != '\0')
-			continue;
-		*s = '\0';
-		if (mkdir(p, 0700) == 0) {
-			int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-				O_CLOEXEC);
-
-			if (fd < 0 || fchown(fd, uid, gid) < 0)
-				r = -errno;
-			if (fd >= 0)
-				close(fd);
-		} else if (errno != EEXIST) {
-			r = -errno;
-		}
-		*s = c;
-		if (c == '\0')
-			break;
-	}
-	free(p);
-	return r;
-}
-
 /* Every directory the daemon writes into. */
 static int
 prepare_dirs(const struct config *cfg, uid_t uid, gid_t gid, char *err,
     size_t errlen)
 {
-	int r = mkdir_owned(cfg->state_dir, uid, gid);
+	int r = mkdir_p_owned(cfg->state_dir, uid, gid);
 
 	if (r < 0) {
 		snprintf(err, errlen, "state_dir %s: %s", cfg->state_dir,
@@ -73,7 +37,7 @@ prepare_dirs(const struct config *cfg, uid_t uid, gid_t gid, char *err,
 		for (size_t j = 0; j < a->nfolders; j++) {
 			char *dir = config_folder_maildir(a, a->folders[j]);
 
-			r = mkdir_owned(dir, uid, gid);
+			r = mkdir_p_owned(dir, uid, gid);
 			if (r < 0)
 				snprintf(err, errlen, "[account %s] maildir "
 				    "%s: %s", a->name, dir, err_str(r));

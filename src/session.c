@@ -158,6 +158,7 @@ session_set_state(struct session *s, enum session_state st)
 	status_set_state(s->o.status, state_names[st], state_is_up(s, st));
 	uv_timer_stop(&s->timer);
 	if (awaits_answer(st)) {
+		s->progress_at = uv_now(s->loop);
 		arm(s, TIMEOUT_MS(s));
 		return;
 	}
@@ -190,8 +191,15 @@ session_set_state(struct session *s, enum session_state st)
 void
 session_progress(struct session *s)
 {
-	if (awaits_answer(s->state))
-		arm(s, TIMEOUT_MS(s));
+	/*
+	 * Message bytes call this for every chunk; the timeout has whole
+	 * seconds, so re-arming it once a second is as good and cheaper.
+	 */
+	if (!awaits_answer(s->state) ||
+	    uv_now(s->loop) - s->progress_at < 1000)
+		return;
+	s->progress_at = uv_now(s->loop);
+	arm(s, TIMEOUT_MS(s));
 }
 
 /* ---- connection teardown --------------------------------------------------- */
@@ -396,15 +404,15 @@ after_caps(struct session *s)
  * Cyrus).
  */
 static void
-send_list_target(struct session *s)
+send_lookup(struct session *s)
 {
 	char mbox[512], pattern[300];
 
-	snprintf(pattern, sizeof(pattern), "%s%s", s->move_pass ? "*" : "",
+	snprintf(pattern, sizeof(pattern), "%s%s", s->lookup_pass ? "*" : "",
 	    s->lookup);
 	if (proto_quote(mbox, sizeof(mbox), pattern) < 0)
 		fatal("folder name '%s' cannot be quoted", s->lookup);
-	s->move_found = false;
+	s->lookup_found = false;
 	session_send_cmd(s, CMD_LISTMB, false, "LIST \"\" %s", mbox);
 	session_set_state(s, S_SELECT);
 }
@@ -412,7 +420,7 @@ send_list_target(struct session *s)
 static void send_select(struct session *s);
 
 static void
-list_target_done(struct session *s, const struct proto_resp *r)
+lookup_done(struct session *s, const struct proto_resp *r)
 {
 	if (r->status != PROTO_OK) {
 		session_fail(s, IDLEFETCH_EPROTO, "LIST failed: %s", r->text);
@@ -424,35 +432,35 @@ list_target_done(struct session *s, const struct proto_resp *r)
 
 		snprintf(why, sizeof(why), "%s", s->select_err);
 		s->select_err[0] = '\0';
-		s->move_pass = 0;
-		if (s->move_guess[0])
+		s->lookup_pass = 0;
+		if (s->lookup_guess[0])
 			session_fail(s, IDLEFETCH_EPROTO,
 			    "cannot open folder %s: %s; the server has '%s' "
 			    "(write it so in folders =)",
-			    s->o.folder, why, s->move_guess);
+			    s->o.folder, why, s->lookup_guess);
 		else
 			session_fail(s, IDLEFETCH_EPROTO,
 			    "cannot open folder %s: %s", s->o.folder, why);
 		return;
 	}
-	if (s->move_found) {
+	if (s->lookup_found) {
 		s->move_checked = true;
 		send_select(s);
 		return;
 	}
-	if (s->move_pass == 0) {
-		s->move_pass = 1;
-		s->move_guess[0] = '\0';
-		send_list_target(s);
+	if (s->lookup_pass == 0) {
+		s->lookup_pass = 1;
+		s->lookup_guess[0] = '\0';
+		send_lookup(s);
 		return;
 	}
-	s->move_pass = 0;
+	s->lookup_pass = 0;
 	s->fatal_err = true;
-	if (s->move_guess[0])
+	if (s->lookup_guess[0])
 		session_fail(s, IDLEFETCH_EPROTO,
 		    "after = move:%s: the server has no folder of that name; it "
 		    "has '%s' (write after = move:%s)",
-		    s->a->move_to, s->move_guess, s->move_guess);
+		    s->a->move_to, s->lookup_guess, s->lookup_guess);
 	else
 		session_fail(s, IDLEFETCH_EPROTO,
 		    "after = move:%s: the server has no folder of that name; "
@@ -467,7 +475,7 @@ send_select(struct session *s)
 
 	if (s->a->after == AFTER_MOVE && !s->move_checked) {
 		s->lookup = s->a->move_to;
-		send_list_target(s);
+		send_lookup(s);
 		return;
 	}
 
@@ -582,7 +590,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 		sync_verify_done(s, r);
 		break;
 	case CMD_LISTMB:
-		list_target_done(s, r);
+		lookup_done(s, r);
 		break;
 	case CMD_SELECT:
 		if (r->status != PROTO_OK) {
@@ -590,9 +598,9 @@ on_tagged(struct session *s, const struct proto_resp *r)
 			snprintf(s->select_err, sizeof(s->select_err), "%s",
 			    r->text[0] ? r->text : "refused");
 			s->lookup = s->o.folder;
-			s->move_pass = 1;
-			s->move_guess[0] = '\0';
-			send_list_target(s);
+			s->lookup_pass = 1;
+			s->lookup_guess[0] = '\0';
+			send_lookup(s);
 			break;
 		}
 		selected(s);
@@ -715,10 +723,10 @@ on_untagged(struct session *s, const struct proto_resp *r)
 		size_t n = strlen(r->list_name), m = strlen(s->lookup);
 
 		if (strcmp(r->list_name, s->lookup) == 0)
-			s->move_found = true;
-		else if (!s->move_guess[0] && n > m &&
+			s->lookup_found = true;
+		else if (!s->lookup_guess[0] && n > m &&
 		    strcasecmp(r->list_name + n - m, s->lookup) == 0)
-			snprintf(s->move_guess, sizeof(s->move_guess), "%s",
+			snprintf(s->lookup_guess, sizeof(s->lookup_guess), "%s",
 			    r->list_name);
 	}
 }

@@ -163,12 +163,13 @@ struct session {
 	bool reconciled;
 	bool last_found; /* S_VERIFY: the server still has UID last_uid */
 	bool move_checked; /* the move: target was found on the server */
-	bool move_found; /* a LIST reply named it exactly */
-	unsigned move_pass; /* 0: exact LIST, 1: LIST "*NAME" */
-	char move_guess[256]; /* a name the server has that ends in it */
+	bool lookup_found; /* a LIST reply named `lookup` exactly */
+	unsigned lookup_pass; /* 0: exact LIST, 1: LIST "*NAME" */
+	char lookup_guess[256]; /* a name the server has that ends in it */
 	const char *lookup; /* the name LIST looks for: move_to or folder */
 	char select_err[256]; /* SELECT's refusal, while LIST looks for it */
 	struct state_fp last_now; /* ... and this is what it says of it */
+	uint64_t progress_at; /* loop time the answer timeout was last armed */
 	bool more; /* new mail announced during a sync */
 	bool gap; /* a batch came back short: commit no further */
 	unsigned expunges; /* "* n EXPUNGE" since the after-action was sent */

@@ -29,28 +29,6 @@ state_path(const char *state_dir, const char *account, const char *folder)
 	return p;
 }
 
-/*
- * The directories idlefetch writes in must be real directories that no
- * other user can write: another user could plant symlinks or swap files.
- */
-int
-dir_is_private(const char *dir)
-{
-	struct stat st;
-
-	if (lstat(dir, &st) < 0)
-		return -errno;
-	if (S_ISLNK(st.st_mode))
-		return -ELOOP;
-	if (!S_ISDIR(st.st_mode))
-		return -ENOTDIR;
-	if ((st.st_mode & S_IWOTH) ||
-	    ((st.st_mode & S_IWGRP) && st.st_gid != getegid() &&
-		st.st_uid != geteuid()))
-		return -EPERM;
-	return 0;
-}
-
 int
 state_prepare(const char *path)
 {

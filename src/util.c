@@ -150,11 +150,31 @@ err_str(int err)
 	return "unknown error";
 }
 
+/* One directory: made (and handed to uid:gid unless uid is -1), or there. */
+static int
+mkdir_one(const char *dir, uid_t uid, gid_t gid)
+{
+	int fd, r = 0;
+
+	if (mkdir(dir, 0700) < 0)
+		return errno == EEXIST ? 0 : -errno;
+	if (uid == (uid_t)-1)
+		return 0;
+	/* O_NOFOLLOW: a symlink swapped in meanwhile is not followed. */
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || fchown(fd, uid, gid) < 0)
+		r = -errno;
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
 int
-mkdir_p(const char *path)
+mkdir_p_owned(const char *path, uid_t uid, gid_t gid)
 {
 	char buf[PATH_MAX];
 	size_t n = strlen(path);
+	int r;
 
 	if (n >= sizeof(buf))
 		return -ENAMETOOLONG;
@@ -163,12 +183,35 @@ mkdir_p(const char *path)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-			return -errno;
+		r = mkdir_one(buf, uid, gid);
+		if (r < 0)
+			return r;
 		*p = '/';
 	}
-	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+	return mkdir_one(buf, uid, gid);
+}
+
+int
+mkdir_p(const char *path)
+{
+	return mkdir_p_owned(path, (uid_t)-1, (gid_t)-1);
+}
+
+int
+dir_is_private(const char *dir)
+{
+	struct stat st;
+
+	if (lstat(dir, &st) < 0)
 		return -errno;
+	if (S_ISLNK(st.st_mode))
+		return -ELOOP;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	if ((st.st_mode & S_IWOTH) ||
+	    ((st.st_mode & S_IWGRP) && st.st_gid != getegid() &&
+		st.st_uid != geteuid()))
+		return -EPERM;
 	return 0;
 }
 

@@ -34,12 +34,6 @@ state_path(const char *state_dir, const char *account, const char *folder);
 int state_prepare(const char *path);
 /* Returns 0, -ENOENT (no file yet: *st zeroed) or -EINVAL (corrupt). */
 int state_load(const char *path, struct state_rec *st);
-/*
- * 0 if dir is a real directory (not a symlink) that no other user can
- * write; -ELOOP, -ENOTDIR or -EPERM if not. state_prepare and
- * maildir_prepare check their directories with it.
- */
-int dir_is_private(const char *dir);
 int state_save(const char *path, const struct state_rec *st);
 
 /*

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* Our own error codes, used where no errno fits. Always negative. */
 #define IDLEFETCH_EPROTO (-20001) /* server broke the protocol */
@@ -36,6 +37,14 @@ int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
 /* Creates path and its missing parents (mode 0700); 0 or -errno. */
 int mkdir_p(const char *path);
+/* The same, handing each directory it creates to uid:gid (fchown). */
+int mkdir_p_owned(const char *path, uid_t uid, gid_t gid);
+/*
+ * 0 if dir is a real directory (not a symlink) that no other user can
+ * write; -ELOOP, -ENOTDIR or -EPERM if not. The state and Maildir
+ * directories are checked with it.
+ */
+int dir_is_private(const char *dir);
 
 /* fsync()s a directory so that renames in it are durable; 0 or -errno. */
 int fsync_dir(const char *dir);

@@ -14,36 +14,8 @@ def msg(i, size=0):
     return fx.make_message(i, size=size)
 
 
-class Hostile(unittest.TestCase):
-    def setUp(self):
-        self.env = fx.Env.__new__(fx.Env)  # no Dovecot needed
-        import tempfile
-        self.root = tempfile.mkdtemp(prefix="idlefetch-hostile-")
-        self.servers = []
-        self.fetchers = []
-
-    def tearDown(self):
-        import shutil
-        import signal
-        for f in self.fetchers:
-            f.stop(signal.SIGKILL)
-        for s in self.servers:
-            s.stop()
-        if not os.environ.get("KEEP_TEST_DIR"):
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    def server(self, mailbox, **kw):
-        s = scripted.Server(mailbox, **kw)
-        self.servers.append(s)
-        return s
-
-    def fetcher(self, srv, name="h", tls="none", **kw):
-        class FakeDovecot:
-            certs = None
-        f = fx.Idlefetch(self.root, FakeDovecot(), tls=tls, name=name, ca=False,
-                         port=srv.port, **kw)
-        self.fetchers.append(f)
-        return f
+class Hostile(scripted.ScriptedCase):
+    fetcher_name = "h"
 
     def expect_clean_failure(self, f, needle):
         rc = f.once()

@@ -2,10 +2,15 @@
 hostile sizes, reordered or missing responses, dropped connections, fake
 EXISTS. It speaks just enough IMAP for idlefetch, and each test bends it
 through hooks."""
+import os
 import re
+import shutil
+import signal
 import socket
+import tempfile
 import threading
 import time
+import unittest
 
 
 class Mailbox:
@@ -231,3 +236,38 @@ class Conn:
         if self.hook("fetch_reply", tag, out, done, body):
             return
         self.send(b"".join(out) + done)
+
+
+class ScriptedCase(unittest.TestCase):
+    """A test against scripted servers (no Dovecot): each test gets its own
+    directory, servers and idlefetch runs, all cleaned up after it.
+    fetcher_name names the account (and its state directory)."""
+    fetcher_name = "s"
+
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="idlefetch-scripted-")
+        self.servers, self.fetchers = [], []
+
+    def tearDown(self):
+        for f in self.fetchers:
+            f.stop(signal.SIGKILL)
+        for s in self.servers:
+            s.stop()
+        if not os.environ.get("KEEP_TEST_DIR"):
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def server(self, mailbox, **kw):
+        s = Server(mailbox, **kw)
+        self.servers.append(s)
+        return s
+
+    def fetcher(self, srv, name=None, tls="none", **kw):
+        import fixture as fx
+
+        class NoDovecot:
+            certs = None
+        f = fx.Idlefetch(self.root, NoDovecot(), tls=tls,
+                         name=name or self.fetcher_name, ca=False,
+                         port=srv.port, **kw)
+        self.fetchers.append(f)
+        return f
