@@ -11,6 +11,8 @@
  */
 #include "session_int.h"
 
+#include <ctype.h>
+
 static const char *state_names[] = { "PREPARE", "CONNECT", "TLS", "GREETING",
 	"STARTTLS", "CAPABILITY", "AUTH", "SELECT", "RECONCILE", "VERIFY", "SYNC",
 	"IDLE_START", "IDLE", "IDLE_DONE", "POLL_WAIT", "LOGOUT", "CLOSING",
@@ -398,10 +400,41 @@ after_caps(struct session *s)
 }
 
 /*
+ * Whether a name the server listed, with its hierarchy delimiter, is the
+ * configured name below some prefix: the configured levels, separated by
+ * '/' or '.', are the last levels of the listed name (compared without
+ * case), so Archive is INBOX.Archive and Lists/dev is INBOX.Lists.dev, but
+ * Archive is not MyArchive.
+ */
+static bool
+names_same_folder(const char *listed, char delim, const char *want)
+{
+	size_t n = strlen(listed), m = strlen(want);
+
+	if (n <= m)
+		return false;
+	if (delim == 0 || listed[n - m - 1] != delim)
+		return false;
+	for (size_t i = 0; i < m; i++) {
+		char l = listed[n - m + i], w = want[i];
+		bool lsep = l == delim, wsep = w == '/' || w == '.';
+
+		if (lsep || wsep) {
+			if (lsep != wsep)
+				return false;
+		} else if (tolower((unsigned char)l) != tolower((unsigned char)w))
+			return false;
+	}
+	return true;
+}
+
+/*
  * A move: target the server does not have fails only after delivery, on
  * every sync. Ask first: LIST it by name, and if it is not there, list
- * "*NAME" to name what the server calls it (INBOX.Archive on Courier and
- * Cyrus).
+ * "*NAME" with every hierarchy separator ('/' or '.') widened to '*', to
+ * name what the server calls it: INBOX.Archive for Archive and
+ * INBOX.Lists.dev for Lists/dev on Courier and Cyrus, whose personal
+ * namespace is "INBOX." with "." between levels.
  */
 static void
 send_lookup(struct session *s)
@@ -410,6 +443,10 @@ send_lookup(struct session *s)
 
 	snprintf(pattern, sizeof(pattern), "%s%s", s->lookup_pass ? "*" : "",
 	    s->lookup);
+	if (s->lookup_pass)
+		for (char *p = pattern; *p; p++)
+			if (*p == '/' || *p == '.')
+				*p = '*';
 	if (proto_quote(mbox, sizeof(mbox), pattern) < 0)
 		fatal("folder name '%s' cannot be quoted", s->lookup);
 	s->lookup_found = false;
@@ -720,12 +757,10 @@ on_untagged(struct session *s, const struct proto_resp *r)
 	if ((r->has & HAS_FETCH) && s->state == S_VERIFY)
 		sync_verify_fetch(s, r);
 	if ((r->has & HAS_LIST) && s->state == S_SELECT && s->lookup) {
-		size_t n = strlen(r->list_name), m = strlen(s->lookup);
-
 		if (strcmp(r->list_name, s->lookup) == 0)
 			s->lookup_found = true;
-		else if (!s->lookup_guess[0] && n > m &&
-		    strcasecmp(r->list_name + n - m, s->lookup) == 0)
+		else if (!s->lookup_guess[0] &&
+		    names_same_folder(r->list_name, r->list_delim, s->lookup))
 			snprintf(s->lookup_guess, sizeof(s->lookup_guess), "%s",
 			    r->list_name);
 	}

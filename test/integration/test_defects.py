@@ -449,6 +449,25 @@ class MoveTargetTest(ScriptedCase):
 
 
 class MissingFolderTest(ScriptedCase):
+    def test_nested_folder_is_named_with_the_servers_prefix_and_delimiter(self):
+        srv = self.server(scripted.Mailbox([fx.make_message(1)]))
+        srv.folders = ["INBOX", "INBOX.Lists", "INBOX.Lists.dev"]
+        srv.strict_select = True
+        f = self.fetcher(srv, folders="Lists/dev")
+        self.assertEqual(f.once(), 1, f.log())
+        self.assertIn("the server has 'INBOX.Lists.dev'", f.log())
+
+    def test_a_name_that_only_ends_alike_is_not_suggested(self):
+        srv = self.server(scripted.Mailbox([fx.make_message(1)]),
+                          caps="IMAP4rev1 IDLE UIDPLUS MOVE AUTH=PLAIN")
+        srv.folders = ["INBOX", "INBOX.MyArchive"]
+        f = self.fetcher(srv, after="move:Archive")
+        self.assertEqual(f.once(), 1, f.log())
+        self.assertIn("the server has no folder of that name; create it",
+                      f.log())
+        self.assertNotIn("MyArchive", f.log())
+
+
     def test_missing_folder_is_named_as_the_server_spells_it(self):
         srv = self.server(scripted.Mailbox([fx.make_message(1)]))
         srv.folders = ["INBOX", "INBOX.Lists"]

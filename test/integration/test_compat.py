@@ -1,0 +1,179 @@
+"""The --once, IDLE push, restart and after-delivery tests against
+Courier-IMAP and Cyrus IMAP, run from Debian 12's packages (see
+test/lib/servers.py). Both name folders below INBOX with "." (INBOX.Archive),
+Courier has no MOVE, and Courier numbers messages in an unselected folder
+afresh in every session."""
+import time
+import unittest
+
+import fixture as fx
+import servers as sv
+
+WHY_NOT = sv.cannot_run()
+
+
+def permanent(flags):
+    return {u: " ".join(x for x in f.split() if x != "\\Recent")
+            for u, f in flags.items()}
+
+
+class Compat:
+    """Tests shared by both servers; SERVER names the fixture class."""
+
+    SERVER = None
+
+    def setUp(self):
+        self.env = sv.ServerEnv(self.SERVER)
+        self.srv = self.env.dovecot
+
+    def tearDown(self):
+        self.env.close()
+
+    def fetcher(self, **kw):
+        kw.setdefault("tls", "starttls")
+        kw.setdefault("name", "acct")
+        return self.env.idlefetch(**kw)
+
+    def test_once_delivers_each_message_once_and_changes_no_flag(self):
+        bodies = [fx.make_message(i, size=1024 * 1024 if i == 7 else 0)
+                  for i in range(30)]
+        self.srv.put(bodies)
+        before = permanent(self.srv.flags())
+        f = self.fetcher()
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(sorted(f.md.contents()), sorted(bodies),
+                         "bytes identical to what was put on the server")
+        self.assertEqual(f.md.files("tmp"), [])
+        self.assertEqual(permanent(self.srv.flags()), before,
+                         "keep mode changes no flag on the server")
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(f.md.count(), 30, "a second run adds nothing")
+
+    def test_idle_delivers_new_mail_promptly(self):
+        self.srv.put([fx.make_message(0)])
+        # A poll every 600 s cannot explain a delivery within seconds.
+        f = self.fetcher(extra="poll_interval = 600\n").start()
+        self.assertTrue(fx.wait_until(lambda: f.md.count() == 1, 20), f.log())
+        for i in range(1, 4):
+            t0 = time.monotonic()
+            self.srv.deliver(fx.make_message(i))
+            self.assertTrue(fx.wait_until(lambda: f.md.count() == i + 1, 10),
+                            f.log())
+            lat = time.monotonic() - t0
+            self.assertLess(lat, self.PUSH_WITHIN,
+                            f"pushed through IDLE, not found by a later poll")
+        self.assertEqual(f.stop(), 0)
+
+    def test_server_restart_while_idling_reconnects_and_delivers(self):
+        self.srv.put([fx.make_message(i) for i in range(5)])
+        f = self.fetcher().start()
+        self.assertTrue(fx.wait_until(lambda: f.md.count() == 5, 20), f.log())
+        self.srv.restart()
+        self.srv.deliver(fx.make_message(5))
+        self.assertTrue(fx.wait_until(lambda: f.md.count() == 6, 30), f.log())
+        self.srv.deliver(fx.make_message(6))
+        self.assertTrue(fx.wait_until(lambda: f.md.count() == 7, 15), f.log())
+        self.assertEqual(f.stop(), 0)
+        ids = f.md.message_ids()
+        self.assertEqual(len(ids), len(set(ids)), "no duplicate")
+        self.assertEqual(sorted(ids), sorted(self.srv.message_ids()))
+
+    def test_delete_empties_the_server_folder(self):
+        self.srv.put([fx.make_message(i) for i in range(25)])
+        ids = set(self.srv.message_ids())
+        f = self.fetcher(after="delete")
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(set(f.md.message_ids()), ids)
+        self.assertEqual(self.srv.count(), 0, "every delivered message deleted")
+        self.srv.put([fx.make_message(100)])
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(f.md.count(), 26)
+        self.assertEqual(self.srv.count(), 0)
+
+    def test_move_to_the_servers_archive_folder(self):
+        self.srv.create("Archive")
+        self.srv.put([fx.make_message(i) for i in range(12)])
+        ids = set(self.srv.message_ids())
+        f = self.fetcher(after="move:INBOX.Archive")
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(set(f.md.message_ids()), ids)
+        self.assertEqual(self.srv.count(), 0)
+        self.assertEqual(set(self.srv.message_ids("Archive")), ids)
+
+    def test_move_target_named_without_its_prefix_is_refused_before_fetching(self):
+        self.srv.create("Archive")
+        self.srv.put([fx.make_message(i) for i in range(3)])
+        f = self.fetcher(after="move:Archive")
+        self.assertEqual(f.once(), 1, f.log())
+        self.assertIn("INBOX.Archive", f.log(), "the server's name is given")
+        self.assertEqual(f.md.count(), 0, "nothing fetched for a bad target")
+        self.assertEqual(self.srv.count(), 3, "nothing touched on the server")
+
+    def test_nested_folder_named_in_the_configurations_style_is_explained(self):
+        self.srv.create("Lists")
+        self.srv.create("Lists.dev")
+        f = self.fetcher(folders="Lists/dev")
+        self.assertEqual(f.once(), 1, f.log())
+        self.assertIn("the server has 'INBOX.Lists.dev'", f.log())
+
+    def test_folder_below_inbox(self):
+        self.srv.create("Lists")
+        self.srv.put([fx.make_message(i) for i in range(4)], folder="Lists")
+        f = self.fetcher(folders="INBOX.Lists")
+        self.assertEqual(f.once(), 0, f.log())
+        got = fx.Maildir(f"{f.maildir_path}/.INBOX.Lists").message_ids()
+        self.assertEqual(sorted(got), sorted(self.srv.message_ids("Lists")))
+
+
+@unittest.skipIf(WHY_NOT, WHY_NOT)
+class CourierTest(Compat, unittest.TestCase):
+    SERVER = sv.Courier
+    # IMAP_ENHANCEDIDLE watches the Maildir through gamin.
+    PUSH_WITHIN = 5
+
+    def test_keep_survives_courier_renumbering_new_files(self):
+        """Courier keeps its UID list only once a client SELECTs; new files
+        whose names sort first then take low UIDs in later sessions. Every
+        message arrives once across three restarts."""
+        self.srv.put([fx.make_message(i) for i in range(6)])
+        f = self.fetcher()
+        self.assertEqual(f.once(), 0, f.log())
+        n = 6
+        for round_ in range(3):
+            self.srv.put([fx.make_message(100 + round_)], first=True)
+            self.srv.restart()
+            self.srv.put([fx.make_message(200 + round_)])
+            self.assertEqual(f.once(), 0, f.log())
+            n += 2
+            ids = f.md.message_ids()
+            self.assertEqual(len(ids), n, f"round {round_}: {f.log()}")
+            self.assertEqual(len(set(ids)), n, "no duplicate")
+            self.assertEqual(sorted(ids), sorted(self.srv.message_ids()),
+                             "none lost")
+
+    def test_never_selected_folder_is_fetched_on_every_run(self):
+        """Courier gives a folder nobody SELECTed a new UIDVALIDITY in each
+        EXAMINE session; idlefetch SELECTs, so runs agree."""
+        self.srv.put([fx.make_message(i) for i in range(3)])
+        f = self.fetcher()
+        for run in range(3):
+            self.assertEqual(f.once(), 0, f"run {run}: {f.log()}")
+        self.assertEqual(f.md.count(), 3)
+        self.assertNotIn("UIDVALIDITY changed", f.log())
+        self.assertNotIn("renumbered", f.log())
+
+
+@unittest.skipIf(WHY_NOT, WHY_NOT)
+class CyrusTest(Compat, unittest.TestCase):
+    SERVER = sv.Cyrus
+    PUSH_WITHIN = 3
+
+    def test_implicit_tls(self):
+        self.srv.put([fx.make_message(i) for i in range(5)])
+        f = self.fetcher(tls="implicit")
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(f.md.count(), 5)
+
+
+if __name__ == "__main__":
+    unittest.main()
