@@ -29,6 +29,9 @@ class DiskFullTest(unittest.TestCase):
                                maildir=os.path.join(self.mnt, "Maildir"))
         self.assertEqual(f.once(), 1, f.log())
         self.assertIn("No space left on device", f.log())
+        errors = [l for l in f.log().splitlines() if " error " in l]
+        self.assertEqual(len(errors), 1, "one failure, one error line: "
+                         + "\n".join(errors))
         got = f.md.contents()
         self.assertGreater(len(got), 0)
         self.assertLess(len(got), 20)
