@@ -21,6 +21,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h> /* malloc_trim */
+#endif
 
 #include <openssl/ssl.h>
 #include <uv.h>
@@ -61,6 +64,8 @@ struct daemon {
 	uv_timer_t reap; /* frees finished units outside their callbacks */
 	uv_timer_t bar; /* --once on a terminal: the progress bar */
 	uv_timer_t watchdog; /* WATCHDOG=1 to the service manager */
+	uv_timer_t trim; /* hands freed heap back to the system */
+	uint64_t changes, trimmed_at; /* status changes: all, at the last trim */
 	bool ready; /* READY=1 sent */
 	char told[160]; /* the last STATUS= sent */
 	struct cfgref *cur; /* the configuration in force */
@@ -150,6 +155,33 @@ on_session_done(struct session *s, void *ud, bool ok)
 		schedule_reap(d);
 }
 
+/*
+ * The TLS context of another account of the same configuration that trusts
+ * the same CA file (or the system's store), with a reference taken: one
+ * context holds the parsed trust store, a few hundred KiB for the system's,
+ * so a thousand accounts share one instead of loading a thousand. Only
+ * units of the current configuration share, so a reload reads CA files
+ * afresh for the accounts it starts.
+ */
+static SSL_CTX *
+shared_ctx(struct daemon *d, const struct account *a)
+{
+	for (struct unit *u = d->units; u; u = u->next) {
+		const char *ca = u->a->ca_file;
+
+		if (u->ctx == NULL || u->cref != d->cur || u->a == a)
+			continue;
+		if ((ca == NULL) != (a->ca_file == NULL))
+			continue;
+		if (ca != NULL && strcmp(ca, a->ca_file) != 0)
+			continue;
+		if (SSL_CTX_up_ref(u->ctx) != 1)
+			return NULL;
+		return u->ctx;
+	}
+	return NULL;
+}
+
 /* Sets up and starts one account; a unit without sessions if it cannot. */
 static struct unit *
 unit_start(struct daemon *d, const struct account *a)
@@ -166,7 +198,9 @@ unit_start(struct daemon *d, const struct account *a)
 	d->units = u;
 	u->lock = lock_account(cfg, a, d->once);
 	if (u->lock >= 0 && a->tls != TLS_MODE_NONE) {
-		u->ctx = tls_ctx_new(a->ca_file, err, sizeof(err));
+		u->ctx = shared_ctx(d, a);
+		if (u->ctx == NULL)
+			u->ctx = tls_ctx_new(a->ca_file, err, sizeof(err));
 		if (u->ctx == NULL)
 			log_msg(LOGL_ERROR, a->name, NULL, "%s", err);
 	}
@@ -341,6 +375,7 @@ tell(void *ud)
 	struct daemon *d = ud;
 	char line[sizeof(d->told)], msg[sizeof(line) + 32];
 
+	d->changes++;
 	if (!notify_enabled() || d->once || d->stopping)
 		return;
 	summary(d, line, sizeof(line));
@@ -354,6 +389,28 @@ tell(void *ud)
 	}
 	snprintf(d->told, sizeof(d->told), "%s", line);
 	notify_send(msg);
+}
+
+/*
+ * Connecting, TLS handshakes and syncs churn the heap; what they free in
+ * the middle of it stays resident, since glibc gives back only its top.
+ * After anything changed (a connection came up or went down, a folder
+ * synced), return the free pages: with a thousand TLS accounts this is a
+ * quarter of the resident memory. A few milliseconds at most every 10 s.
+ */
+#define TRIM_MS 10000
+
+static void
+trim_cb(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+
+	if (d->changes == d->trimmed_at)
+		return;
+	d->trimmed_at = d->changes;
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
 }
 
 static void
@@ -408,6 +465,7 @@ close_handles(struct daemon *d)
 	uv_close((uv_handle_t *)&d->sighup, NULL);
 	uv_close((uv_handle_t *)&d->reap, NULL);
 	uv_close((uv_handle_t *)&d->watchdog, NULL);
+	uv_close((uv_handle_t *)&d->trim, NULL);
 }
 
 static void
@@ -763,6 +821,12 @@ daemon_run(struct config *cfg, const char *account, bool once,
 
 		uv_timer_start(&d.watchdog, watchdog_cb, 0, ms > 0 ? ms : 1);
 		uv_unref((uv_handle_t *)&d.watchdog);
+	}
+	uv_timer_init(d.loop, &d.trim);
+	d.trim.data = &d;
+	if (!once) {
+		uv_timer_start(&d.trim, trim_cb, TRIM_MS, TRIM_MS);
+		uv_unref((uv_handle_t *)&d.trim);
 	}
 	signal_start(&d, &d.sigterm, SIGTERM);
 	signal_start(&d, &d.sigint, SIGINT);

@@ -5,8 +5,10 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
+#include <openssl/buffer.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <uv.h>
@@ -50,6 +52,34 @@ static void
 openssl_err(char *err, size_t errlen, const char *what)
 {
 	openssl_err_or(err, errlen, what, NULL);
+}
+
+/*
+ * A memory BIO keeps the largest buffer it ever held: after one 64 KiB
+ * read every idle connection would keep 64 KiB. Once drained, a BIO that
+ * grew past a few pages is swapped for a fresh one (OpenSSL frees the old).
+ */
+#define BIO_KEEP 4096
+
+static BIO *
+shrink_drained(struct tls *t, BIO *b, bool rbio)
+{
+	BUF_MEM *m = NULL;
+	BIO *fresh;
+
+	BIO_get_mem_ptr(b, &m);
+	if (m == NULL || m->max <= BIO_KEEP)
+		return b;
+	fresh = BIO_new(BIO_s_mem());
+	if (fresh == NULL)
+		return b; /* keep the big one; nothing is lost */
+	if (rbio) {
+		BIO_set_mem_eof_return(fresh, -1);
+		SSL_set0_rbio(t->ssl, fresh);
+	} else {
+		SSL_set0_wbio(t->ssl, fresh);
+	}
+	return fresh;
 }
 
 SSL_CTX *
@@ -154,11 +184,24 @@ tls_feed(struct tls *t, const char *p, size_t n)
 ssize_t
 tls_read(struct tls *t, char *buf, size_t cap)
 {
-	int r = SSL_read(t->ssl, buf, (int)cap);
+	int r, kind;
 
-	if (r > 0)
+	/*
+	 * Nothing received and nothing buffered: a read could only fail with
+	 * WANT_READ, and on its way it would allocate the 16 KiB record
+	 * buffer that SSL_MODE_RELEASE_BUFFERS had freed and keep it for the
+	 * whole idle time.
+	 */
+	if (BIO_ctrl_pending(t->in) == 0 && !SSL_has_pending(t->ssl))
+		return 0;
+	r = SSL_read(t->ssl, buf, (int)cap);
+	/* Before the BIO is swapped: SSL_get_error asks it for WANT_READ. */
+	kind = r > 0 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
+	if (BIO_ctrl_pending(t->in) == 0)
+		t->in = shrink_drained(t, t->in, true);
+	switch (kind) {
+	case SSL_ERROR_NONE:
 		return r;
-	switch (SSL_get_error(t->ssl, r)) {
 	case SSL_ERROR_WANT_READ:
 	case SSL_ERROR_WANT_WRITE:
 		return 0;
@@ -196,5 +239,6 @@ tls_take(struct tls *t, char **out)
 	*out = xmalloc(n);
 	if (BIO_read(t->out, *out, (int)n) != (int)n)
 		fatal("BIO_read of pending ciphertext failed");
+	t->out = shrink_drained(t, t->out, false);
 	return n;
 }
