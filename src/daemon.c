@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -775,11 +776,56 @@ signal_start(struct daemon *d, uv_signal_t *h, int signum)
 }
 
 /* The configuration's secrets are read: start every account. */
+/*
+ * Each connection holds a socket, each account its lock, and a delivery a
+ * file or two; the usual soft limit of 1,024 open files stops a few hundred
+ * accounts short, and then deliveries fail for want of a descriptor while
+ * the sockets stay up. Take the soft limit up to the hard one, as a daemon
+ * may, and say at start-up when even that is too few.
+ */
+static void
+raise_fd_limit(const struct config *cfg, const char *only)
+{
+	struct rlimit rl;
+	uint64_t need = 64, conns = 0;
+
+	for (size_t i = 0; i < cfg->naccounts; i++) {
+		const struct account *a = &cfg->accounts[i];
+
+		if (only && strcmp(a->name, only) != 0)
+			continue;
+		conns += a->nfolders;
+		need += 1 + 2 * (uint64_t)a->nfolders;
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < need) {
+		rlim_t was = rl.rlim_cur;
+
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			rl.rlim_cur = was;
+		else
+			log_msg(LOGL_DEBUG, NULL, NULL,
+			    "open-file limit raised from %llu to %llu",
+			    (unsigned long long)was,
+			    (unsigned long long)rl.rlim_cur);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+		log_msg(LOGL_WARN, NULL, NULL,
+		    "%llu connection(s) need about %llu open files, but the "
+		    "limit is %llu: some accounts will fail to connect or "
+		    "deliver (raise LimitNOFILE= in the unit, or ulimit -n)",
+		    (unsigned long long)conns, (unsigned long long)need,
+		    (unsigned long long)rl.rlim_cur);
+}
+
 static void
 begin(struct daemon *d, struct config *cfg)
 {
 	size_t connections = 0;
 
+	raise_fd_limit(cfg, d->only);
 	d->cur = cfg_new(cfg);
 	start_missing(d);
 	for (struct unit *u = d->units; u; u = u->next)

@@ -127,5 +127,48 @@ ca_file = {self.env.certs.ca}
         self.assertIn("connection refused", errs[0])
 
 
+
+class FdLimitTest(unittest.TestCase):
+    """Many accounts against the common 1,024 soft limit: the daemon takes
+    its soft open-file limit up to the hard one, and says so at start-up
+    when even that is too few."""
+
+    def setUp(self):
+        self.env = fx.Env()
+        self.env.dovecot.put([fx.make_message(1)])
+
+    def tearDown(self):
+        self.env.close()
+
+    def many(self, n):
+        return "".join(fx.account_section(
+            f"more{i}", self.env.dovecot, "INBOX",
+            f"{self.env.root}/md{i}") for i in range(n))
+
+    def limits(self, pid):
+        with open(f"/proc/{pid}/limits") as f:
+            line = next(l for l in f if l.startswith("Max open files"))
+        return [int(x) for x in line.split()[3:5]]
+
+    def test_soft_limit_is_raised_to_the_hard_limit(self):
+        f = self.env.idlefetch(name="raise", extra=self.many(60),
+                               wrap=("prlimit", "--nofile=100:4096"))
+        f.start()
+        self.assertTrue(fx.wait_until(lambda: f.md.count() == 1, 20), f.log())
+        self.assertEqual(self.limits(f.proc.pid), [4096, 4096])
+        self.assertNotIn("open files", f.log())
+        self.assertEqual(f.stop(), 0)
+
+    def test_a_hard_limit_too_low_is_named_at_start(self):
+        f = self.env.idlefetch(name="low", extra=self.many(60),
+                               wrap=("prlimit", "--nofile=100:100"))
+        f.start()
+        self.assertTrue(fx.wait_until(lambda: "open files" in f.log(), 10),
+                        f.log())
+        self.assertIn("61 connection(s) need about 247 open files, but the "
+                      "limit is 100", f.log())
+        f.stop()
+
+
 if __name__ == "__main__":
     unittest.main()
