@@ -1,21 +1,12 @@
 /*
- * lane: the disk work of one session's message stream, done in order on
- * the libuv threadpool so that the event loop never waits on write(): the
- * chunks of message bodies (already CRLF -> LF) and the removal of files
- * that will not be delivered. One trip to the threadpool is in flight at
- * a time and takes everything queued so far, in order, so a file's writes
- * land in order and its removal comes after them.
- *
- * Backpressure: above LANE_HIGH queued bytes the connection stops reading
- * until the queue is down to LANE_LOW, so memory stays bounded whatever
- * the disk does. A batch is committed only once every operation queued
- * before its end is done (sync_pump_commits compares sequence numbers).
- * A failed write marks its message: the commit stops before it.
+ * lane: a message stream's disk work, in order, on the threadpool (see
+ * idlefetch/lane.h).
  */
-#include "session_int.h"
+#include <stdlib.h>
+#include <string.h>
 
-#define LANE_HIGH (1024 * 1024)
-#define LANE_LOW (256 * 1024)
+#include "idlefetch/lane.h"
+#include "idlefetch/util.h"
 
 struct dop {
 	struct dop *next;
@@ -27,14 +18,25 @@ struct dop {
 	int err;
 };
 
+void
+lane_init(struct lane *l, uv_loop_t *loop, const char *maildir,
+    const struct lane_ops *ops, void *ud)
+{
+	memset(l, 0, sizeof(*l));
+	l->loop = loop;
+	l->maildir = maildir;
+	l->ops = ops;
+	l->ud = ud;
+}
+
 static void
 work_cb(uv_work_t *w)
 {
-	struct session *s = w->data;
+	struct lane *l = w->data;
 
-	for (struct dop *d = s->lane.cur; d; d = d->next) {
+	for (struct dop *d = l->cur; d; d = d->next) {
 		if (d->discard)
-			maildir_discard(s->maildir, &d->f);
+			maildir_discard(l->maildir, &d->f);
 		else
 			d->err = maildir_append(&d->f, d->buf, d->len);
 	}
@@ -43,83 +45,69 @@ work_cb(uv_work_t *w)
 static void after_cb(uv_work_t *w, int status);
 
 static void
-kick(struct session *s)
+kick(struct lane *l)
 {
 	int r;
 
-	if (s->lane.cur != NULL || s->lane.head == NULL)
+	if (l->cur != NULL || l->head == NULL)
 		return;
 	/* Everything queued goes in one trip: small messages come in runs. */
-	s->lane.cur = s->lane.head;
-	s->lane.head = s->lane.tail = NULL;
-	s->lane.work.data = s;
-	r = uv_queue_work(s->loop, &s->lane.work, work_cb, after_cb);
+	l->cur = l->head;
+	l->head = l->tail = NULL;
+	l->work.data = l;
+	r = uv_queue_work(l->loop, &l->work, work_cb, after_cb);
 	if (r < 0)
 		fatal("uv_queue_work: %s", uv_strerror(r));
 }
 
 static void
-push(struct session *s, struct dop *d)
+push(struct lane *l, struct dop *d)
 {
-	d->seq = ++s->lane.enq_seq;
-	if (s->lane.tail)
-		s->lane.tail->next = d;
+	d->seq = ++l->enq_seq;
+	if (l->tail)
+		l->tail->next = d;
 	else
-		s->lane.head = d;
-	s->lane.tail = d;
-	s->lane.bytes += d->len;
-	if (!s->lane.paused && s->lane.bytes > LANE_HIGH && s->tr) {
-		s->lane.paused = true;
-		transport_pause(s->tr, true);
+		l->head = d;
+	l->tail = d;
+	l->bytes += d->len;
+	if (!l->paused && l->bytes > LANE_HIGH) {
+		l->paused = true;
+		l->ops->pause(l->ud, true);
 	}
-	kick(s);
+	kick(l);
 }
 
 static void
 after_cb(uv_work_t *w, int status)
 {
-	struct session *s = w->data;
-	struct dop *d = s->lane.cur, *next;
-	bool failed = false;
+	struct lane *l = w->data;
+	struct dop *d = l->cur, *next;
+	int err = 0;
 
-	s->lane.cur = NULL;
+	(void)status;
+	l->cur = NULL;
 	for (; d; d = next) {
 		next = d->next;
-		s->lane.bytes -= d->len;
-		s->lane.done_seq = d->seq;
-		if (d->err < 0 && s->lane.failed_msgno == 0) {
-			s->lane.failed_msgno = d->f.msgno;
-			s->lane.err = d->err;
-			failed = true;
+		l->bytes -= d->len;
+		l->done_seq = d->seq;
+		if (d->err < 0 && l->failed_msgno == 0) {
+			l->failed_msgno = d->f.msgno;
+			l->err = d->err;
+			err = d->err;
 		}
 		free(d->buf);
 		free(d);
 	}
-	kick(s);
-	if (s->lane.paused && s->lane.bytes <= LANE_LOW) {
-		s->lane.paused = false;
-		if (s->tr)
-			transport_pause(s->tr, false);
+	kick(l);
+	if (l->paused && l->bytes <= LANE_LOW) {
+		l->paused = false;
+		l->ops->pause(l->ud, false);
 	}
-	if (s->finish_when_idle) {
-		if (lane_idle(s))
-			session_finish(s);
-		return;
-	}
-	if (failed && s->conn_alive) {
-		session_fail(s, s->lane.err, "cannot write to %s/tmp: %s",
-		    s->maildir, strerror(-s->lane.err));
-		return;
-	}
-	/* A batch may have been waiting for these writes. */
-	if (s->conn_alive && s->state == S_SYNC)
-		sync_pump(s);
-	else
-		session_settle(s);
+	l->ops->drained(l->ud, err);
 }
 
 void
-lane_write(struct session *s, const struct maildir_file *f, const char *p,
+lane_write(struct lane *l, const struct maildir_file *f, const char *p,
     size_t n)
 {
 	struct dop *d;
@@ -131,32 +119,31 @@ lane_write(struct session *s, const struct maildir_file *f, const char *p,
 	d->buf = xmalloc(n);
 	memcpy(d->buf, p, n);
 	d->len = n;
-	push(s, d);
+	push(l, d);
 }
 
 void
-lane_discard(struct session *s, const struct maildir_file *f)
+lane_discard(struct lane *l, const struct maildir_file *f)
 {
 	struct dop *d = xcalloc(1, sizeof(*d));
 
 	d->discard = true;
 	d->f = *f;
-	push(s, d);
+	push(l, d);
 }
 
 bool
-lane_idle(const struct session *s)
+lane_idle(const struct lane *l)
 {
-	return s->lane.cur == NULL && s->lane.head == NULL;
+	return l->cur == NULL && l->head == NULL;
 }
 
-/* A new connection: what failed before is no reason to stop now. */
 void
-lane_reset(struct session *s)
+lane_reset(struct lane *l)
 {
-	if (!lane_idle(s))
+	if (!lane_idle(l))
 		fatal("lane_reset with disk work queued");
-	s->lane.failed_msgno = 0;
-	s->lane.err = 0;
-	s->lane.paused = false;
+	l->failed_msgno = 0;
+	l->err = 0;
+	l->paused = false;
 }

@@ -216,7 +216,7 @@ close_conn(struct session *s)
 	s->conn_alive = false;
 	framer_reset(s->fr);
 	if (s->cur_open)
-		lane_discard(s, &s->cur);
+		lane_discard(&s->lane, &s->cur);
 	s->cur_open = false;
 	s->streaming = false;
 	for (size_t i = 0; i < s->ncmds; i++) {
@@ -263,7 +263,7 @@ void
 session_finish(struct session *s)
 {
 	/* Files still being removed: the session is done only after. */
-	if (!lane_idle(s)) {
+	if (!lane_idle(&s->lane)) {
 		s->finish_when_idle = true;
 		return;
 	}
@@ -287,7 +287,7 @@ session_settle(struct session *s)
 	if (s->conn_alive)
 		return;
 	sync_pump_commits(s);
-	if (s->job_busy || !lane_idle(s))
+	if (s->job_busy || !lane_idle(&s->lane))
 		return;
 	if (s->state == S_DONE)
 		return;
@@ -965,7 +965,7 @@ session_connect(struct session *s)
 {
 	int r;
 
-	lane_reset(s);
+	lane_reset(&s->lane);
 	s->greeted = false;
 	s->bye[0] = '\0';
 	s->caps = 0;
@@ -985,7 +985,7 @@ timer_cb(uv_timer_t *t)
 
 	switch (s->state) {
 	case S_BACKOFF:
-		if (!lane_idle(s)) { /* a stalled disk: not yet */
+		if (!lane_idle(&s->lane)) { /* a stalled disk: not yet */
 			arm(s, BACKOFF_MIN_MS);
 			break;
 		}
@@ -1019,6 +1019,44 @@ timer_cb(uv_timer_t *t)
 	}
 }
 
+/* ---- the lane's callbacks ------------------------------------------------------- */
+
+static void
+on_lane_pause(void *ud, bool pause)
+{
+	struct session *s = ud;
+
+	if (s->tr)
+		transport_pause(s->tr, pause);
+}
+
+static void
+on_lane_drained(void *ud, int err)
+{
+	struct session *s = ud;
+
+	if (s->finish_when_idle) {
+		if (lane_idle(&s->lane))
+			session_finish(s);
+		return;
+	}
+	if (err < 0 && s->conn_alive) {
+		session_fail(s, err, "cannot write to %s/tmp: %s", s->maildir,
+		    strerror(-err));
+		return;
+	}
+	/* A batch may have been waiting for these writes. */
+	if (s->conn_alive && s->state == S_SYNC)
+		sync_pump(s);
+	else
+		session_settle(s);
+}
+
+static const struct lane_ops lane_ops = {
+	.pause = on_lane_pause,
+	.drained = on_lane_drained,
+};
+
 /* ---- public ---------------------------------------------------------------------- */
 
 struct session *
@@ -1032,6 +1070,7 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 	s->maildir = config_folder_maildir(s->a, o->folder);
 	s->state_path = state_path(o->state_dir, s->a->name, o->folder);
 	s->tag_mark = maildir_tag(s->a->name, o->folder);
+	lane_init(&s->lane, loop, s->maildir, &lane_ops, s);
 	s->fr = framer_new(&framer_ops, s);
 	s->writer = xmalloc(sizeof(*s->writer));
 	s->backoff_ms = BACKOFF_MIN_MS;
@@ -1066,7 +1105,7 @@ session_stop(struct session *s)
 		break; /* the job's completion finishes */
 	case S_BACKOFF:
 	case S_CLOSING:
-		if (!s->job_busy && lane_idle(s))
+		if (!s->job_busy && lane_idle(&s->lane))
 			session_finish(s);
 		break;
 	case S_IDLE:
@@ -1125,7 +1164,7 @@ session_free(struct session *s)
 
 	if (s == NULL)
 		return;
-	if (s->job_busy || !lane_idle(s))
+	if (s->job_busy || !lane_idle(&s->lane))
 		fatal("session_free with disk work in flight");
 	close_conn(s);
 	for (b = s->bhead; b; b = next) {

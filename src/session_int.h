@@ -18,6 +18,7 @@
 #include <openssl/evp.h>
 
 #include "idlefetch/framer.h"
+#include "idlefetch/lane.h"
 #include "idlefetch/log.h"
 #include "idlefetch/maildir.h"
 #include "idlefetch/proto.h"
@@ -82,18 +83,6 @@ enum cmd_kind {
 	CMD_LISTMB, /* LIST: does the move target exist? */
 };
 
-/* lane.c: the stream's disk work, in order, on the threadpool. */
-struct dop;
-struct lane {
-	uv_work_t work;
-	struct dop *head, *tail; /* queued */
-	struct dop *cur; /* in flight: a list, taken whole */
-	size_t bytes; /* queued and in flight */
-	uint64_t enq_seq, done_seq; /* of the last queued / done operation */
-	unsigned failed_msgno; /* first message a write failed for; 0 none */
-	int err; /* ...and why */
-	bool paused; /* the connection stopped reading for the disk */
-};
 
 struct batch {
 	struct batch *next;
@@ -244,12 +233,6 @@ void sync_after_copy(struct session *s, struct cmd *c);
 void sync_batch_free(struct batch *b);
 void sync_fetch_body(struct session *s, const struct proto_resp *r);
 
-/* lane.c */
-void lane_write(struct session *s, const struct maildir_file *f, const char *p,
-    size_t n);
-void lane_discard(struct session *s, const struct maildir_file *f);
-bool lane_idle(const struct session *s);
-void lane_reset(struct session *s);
 
 #define LOG(s, lvl, ...)                                                       \
 	log_msg((lvl), (s)->a->name, (s)->o.folder, __VA_ARGS__)

@@ -800,12 +800,12 @@ sync_fetch_body(struct session *s, const struct proto_resp *r)
 		    "ignoring a message body the client did not ask "
 		    "for (UID %u)",
 		    r->uid);
-		lane_discard(s, &s->cur);
+		lane_discard(&s->lane, &s->cur);
 		return;
 	}
 	for (size_t i = 0; i < b->nfiles; i++)
 		if (b->files[i].uid == r->uid) {
-			lane_discard(s, &s->cur);
+			lane_discard(&s->lane, &s->cur);
 			return;
 		}
 	s->cur.uid = r->uid;
@@ -869,7 +869,7 @@ lane_sink(void *ud, const char *p, size_t n)
 {
 	struct session *s = ud;
 
-	lane_write(s, &s->cur, p, n);
+	lane_write(&s->lane, &s->cur, p, n);
 	return 0;
 }
 
@@ -893,7 +893,7 @@ sync_literal_end(void *ud)
 	if (!s->cur_open)
 		return 0;
 	maildir_convert_end(s->writer);
-	lane_write(s, &s->cur, s->writer->buf, s->writer->len);
+	lane_write(&s->lane, &s->cur, s->writer->buf, s->writer->len);
 	s->writer->len = 0;
 	return 0;
 }
