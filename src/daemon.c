@@ -17,9 +17,9 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #ifdef __GLIBC__
@@ -775,7 +775,6 @@ signal_start(struct daemon *d, uv_signal_t *h, int signum)
 	uv_signal_start(h, on_signal, signum);
 }
 
-/* The configuration's secrets are read: start every account. */
 /*
  * Each connection holds a socket, each account its lock, and a delivery a
  * file or two; the usual soft limit of 1,024 open files stops a few hundred
@@ -820,6 +819,7 @@ raise_fd_limit(const struct config *cfg, const char *only)
 		    (unsigned long long)rl.rlim_cur);
 }
 
+/* The configuration's secrets are read: start every account. */
 static void
 begin(struct daemon *d, struct config *cfg)
 {

@@ -61,25 +61,26 @@ openssl_err(char *err, size_t errlen, const char *what)
  */
 #define BIO_KEEP 4096
 
-static BIO *
-shrink_drained(struct tls *t, BIO *b, bool rbio)
+static void
+shrink_drained(struct tls *t, bool rbio)
 {
+	BIO *b = rbio ? t->in : t->out, *fresh;
 	BUF_MEM *m = NULL;
-	BIO *fresh;
 
 	BIO_get_mem_ptr(b, &m);
 	if (m == NULL || m->max <= BIO_KEEP)
-		return b;
+		return;
 	fresh = BIO_new(BIO_s_mem());
 	if (fresh == NULL)
-		return b; /* keep the big one; nothing is lost */
+		return; /* keep the big one; nothing is lost */
 	if (rbio) {
 		BIO_set_mem_eof_return(fresh, -1);
 		SSL_set0_rbio(t->ssl, fresh);
+		t->in = fresh;
 	} else {
 		SSL_set0_wbio(t->ssl, fresh);
+		t->out = fresh;
 	}
-	return fresh;
 }
 
 SSL_CTX *
@@ -198,7 +199,7 @@ tls_read(struct tls *t, char *buf, size_t cap)
 	/* Before the BIO is swapped: SSL_get_error asks it for WANT_READ. */
 	kind = r > 0 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
 	if (BIO_ctrl_pending(t->in) == 0)
-		t->in = shrink_drained(t, t->in, true);
+		shrink_drained(t, true);
 	switch (kind) {
 	case SSL_ERROR_NONE:
 		return r;
@@ -239,6 +240,6 @@ tls_take(struct tls *t, char **out)
 	*out = xmalloc(n);
 	if (BIO_read(t->out, *out, (int)n) != (int)n)
 		fatal("BIO_read of pending ciphertext failed");
-	t->out = shrink_drained(t, t->out, false);
+	shrink_drained(t, false);
 	return n;
 }

@@ -12,11 +12,6 @@ import servers as sv
 WHY_NOT = sv.cannot_run()
 
 
-def permanent(flags):
-    return {u: " ".join(x for x in f.split() if x != "\\Recent")
-            for u, f in flags.items()}
-
-
 class Compat:
     """Tests shared by both servers; SERVER names the fixture class."""
 
@@ -38,13 +33,13 @@ class Compat:
         bodies = [fx.make_message(i, size=1024 * 1024 if i == 7 else 0)
                   for i in range(30)]
         self.srv.put(bodies)
-        before = permanent(self.srv.flags())
+        before = fx.permanent(self.srv.flags())
         f = self.fetcher()
         self.assertEqual(f.once(), 0, f.log())
         self.assertEqual(sorted(f.md.contents()), sorted(bodies),
                          "bytes identical to what was put on the server")
         self.assertEqual(f.md.files("tmp"), [])
-        self.assertEqual(permanent(self.srv.flags()), before,
+        self.assertEqual(fx.permanent(self.srv.flags()), before,
                          "keep mode changes no flag on the server")
         self.assertEqual(f.once(), 0, f.log())
         self.assertEqual(f.md.count(), 30, "a second run adds nothing")
@@ -61,7 +56,7 @@ class Compat:
                             f.log())
             lat = time.monotonic() - t0
             self.assertLess(lat, self.PUSH_WITHIN,
-                            f"pushed through IDLE, not found by a later poll")
+                            "pushed through IDLE, not found by a later poll")
         self.assertEqual(f.stop(), 0)
 
     def test_server_restart_while_idling_reconnects_and_delivers(self):

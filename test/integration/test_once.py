@@ -4,12 +4,6 @@ import unittest
 import fixture as fx
 
 
-def permanent(flags):
-    """{uid: flags} without the session flag \\Recent."""
-    return {u: " ".join(x for x in f.split() if x != "\\Recent")
-            for u, f in flags.items()}
-
-
 class OnceTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -41,8 +35,8 @@ class OnceTest(unittest.TestCase):
         self.assertEqual(f.md.files("tmp"), [], "nothing left in tmp/")
         # \Recent is a session flag (gone from IMAP4rev2) that any SELECT
         # clears; every stored flag, \Seen first, stays as it was.
-        self.assertEqual(permanent(self.env.dovecot.flags()),
-                         permanent(self.flags_before),
+        self.assertEqual(fx.permanent(self.env.dovecot.flags()),
+                         fx.permanent(self.flags_before),
                          "keep mode changes no flag on the server")
         # A second run adds nothing.
         self.assertEqual(f.once(), 0, f.log())

@@ -308,6 +308,13 @@ def make_message(i, size=0, subject=None):
     return head + body
 
 
+def permanent(flags):
+    """{uid: flags} without the session flag \\Recent, which any SELECT
+    may clear."""
+    return {u: " ".join(x for x in f.split() if x != "\\Recent")
+            for u, f in flags.items()}
+
+
 def message_id(body):
     for line in body.split(b"\n"):
         if line.lower().startswith(b"message-id:"):

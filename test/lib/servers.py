@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import fixture as fx
@@ -119,18 +120,14 @@ mount -t tmpfs tmpfs /run
             stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             start_new_session=True)
         log.close()
-        for port in self.ports():
-            if not fx.wait_until(lambda: self._greets(port), 20, 0.1):
-                self.stop()
-                raise RuntimeError(f"{self.name} did not answer on {port}: "
-                                   + self.log())
+        if not fx.wait_until(lambda: self._greets(self.imap_port), 20, 0.1):
+            self.stop()
+            raise RuntimeError(f"{self.name} did not answer on "
+                               f"{self.imap_port}: " + self.log())
         if self.first_start:
             self.first_start = False
             self.after_first_start()
         return self
-
-    def ports(self):
-        return (self.imap_port,)
 
     def after_first_start(self):
         pass
@@ -388,9 +385,6 @@ chown -R cyrus:8 {d}/conf {d}/spool {d}/sieve {d}/server.key /run/cyrus
 exec /usr/lib/cyrus/bin/master -C /etc/imapd.conf -M {d}/cyrus.conf -D
 """
 
-    def ports(self):
-        return (self.imap_port,)
-
     def after_first_start(self):
         c = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=30)
         c.login("admin", "x")
@@ -411,7 +405,6 @@ class ServerEnv(fx.Env):
     """fixture.Env with Courier or Cyrus in Dovecot's place."""
 
     def __init__(self, cls):
-        import tempfile
         self.root = tempfile.mkdtemp(prefix=f"idlefetch-{cls.name}-")
         os.chmod(self.root, 0o755)
         self.certs = fx.Certs(os.path.join(self.root, "certs"))
