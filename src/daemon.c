@@ -36,6 +36,7 @@
 #include "idlefetch/spawn.h"
 #include "idlefetch/state.h"
 #include "idlefetch/status.h"
+#include "idlefetch/sync.h"
 #include "idlefetch/tls.h"
 #include "idlefetch/util.h"
 
@@ -228,6 +229,7 @@ unit_start(struct daemon *d, const struct account *a)
 			.ssl_ctx = u->ctx,
 			.once = d->once,
 			.status = &u->recs[j],
+			.sync = &mailbox_sync_ops,
 			.done = on_session_done,
 			.ud = u,
 		};

@@ -286,7 +286,7 @@ session_settle(struct session *s)
 {
 	if (s->conn_alive)
 		return;
-	sync_pump_commits(s);
+	s->o.sync->pump_commits(s);
 	if (s->job_busy || !lane_idle(&s->lane))
 		return;
 	if (s->state == S_DONE)
@@ -560,10 +560,10 @@ selected(struct session *s)
 		memset(&s->job, 0, sizeof(s->job));
 		s->job.st = s->st;
 		s->job.uidvalidity = s->uidvalidity;
-		sync_start_job(s, JOB_RECONCILE);
+		s->o.sync->start_job(s, JOB_RECONCILE);
 		return;
 	}
-	sync_verify_last(s);
+	s->o.sync->verify_last(s);
 }
 
 /* ---- responses --------------------------------------------------------------- */
@@ -624,7 +624,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 		}
 		break;
 	case CMD_VERIFY:
-		sync_verify_done(s, r);
+		s->o.sync->verify_done(s, r);
 		break;
 	case CMD_LISTMB:
 		lookup_done(s, r);
@@ -649,7 +649,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 			break;
 		}
 		s->listing = false;
-		if (sync_list_finish(s) < 0) {
+		if (s->o.sync->list_finish(s) < 0) {
 			session_fail(s, IDLEFETCH_EPROTO,
 			    "the server listed over %d messages without a "
 			    "new one; closing the connection", LIST_MAX);
@@ -658,7 +658,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 		if (s->nlist)
 			LOG(s, LOGL_INFO, "%zu new message(s) to fetch",
 			    s->nlist);
-		sync_pump(s);
+		s->o.sync->pump(s);
 		break;
 	case CMD_FETCH:
 		if (r->status != PROTO_OK) {
@@ -669,7 +669,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 		copy.batch->complete = true;
 		copy.batch->lane_seq = s->lane.enq_seq;
 		s->inflight--;
-		sync_pump(s);
+		s->o.sync->pump(s);
 		break;
 	case CMD_COPY:
 	case CMD_MOVE:
@@ -690,7 +690,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 			    r->text);
 			break;
 		} else if (copy.kind == CMD_COPY)
-			sync_after_copy(s, &copy);
+			s->o.sync->after_copy(s, &copy);
 		else if ((copy.kind == CMD_EXPUNGE || copy.kind == CMD_MOVE) &&
 		    s->expunges < copy.nuids)
 			/*
@@ -700,7 +700,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 			 */
 			s->after_short = true;
 		free(copy.uids);
-		sync_pump(s);
+		s->o.sync->pump(s);
 		break;
 	case CMD_IDLE:
 		if (r->status != PROTO_OK) {
@@ -713,7 +713,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 			session_set_state(s, S_LOGOUT);
 			break;
 		}
-		sync_start(s);
+		s->o.sync->start(s);
 		break;
 	case CMD_LOGOUT:
 		close_conn(s);
@@ -747,15 +747,15 @@ on_untagged(struct session *s, const struct proto_resp *r)
 			session_send_raw(s, "DONE", false);
 			session_set_state(s, S_IDLE_DONE);
 		} else if (grew && s->state == S_POLL_WAIT) {
-			sync_start(s);
+			s->o.sync->start(s);
 		} else if (grew) {
 			s->more = true;
 		}
 	}
 	if ((r->has & HAS_FETCH) && s->listing && (r->has & HAS_UID))
-		sync_list_add(s, r->uid, r->size);
+		s->o.sync->list_add(s, r->uid, r->size);
 	if ((r->has & HAS_FETCH) && s->state == S_VERIFY)
-		sync_verify_fetch(s, r);
+		s->o.sync->verify_fetch(s, r);
 	if ((r->has & HAS_LIST) && s->state == S_SELECT && s->lookup) {
 		if (strcmp(r->list_name, s->lookup) == 0)
 			s->lookup_found = true;
@@ -784,7 +784,7 @@ on_unit(void *ud, const char *p, size_t n)
 			    "carrying a message; closing the connection");
 			return 1;
 		}
-		sync_fetch_body(s, &r);
+		s->o.sync->fetch_body(s, &r);
 	}
 	/* RFC 3501 7.1: an ALERT must be presented to the user. */
 	if (pr == 0 && (r.has & HAS_ALERT))
@@ -873,12 +873,6 @@ on_unit(void *ud, const char *p, size_t n)
 	return s->state == S_TLS ? 1 : 0;
 }
 
-static const struct framer_ops framer_ops = {
-	.literal_begin = sync_literal_begin,
-	.literal_data = sync_literal_data,
-	.literal_end = sync_literal_end,
-	.unit = on_unit,
-};
 
 /* ---- transport events ------------------------------------------------------------ */
 
@@ -997,7 +991,7 @@ timer_cb(uv_timer_t *t)
 		session_set_state(s, S_IDLE_DONE);
 		break;
 	case S_POLL_WAIT:
-		sync_start(s);
+		s->o.sync->start(s);
 		break;
 	case S_SYNC:
 		if (s->ncmds == 0 ||
@@ -1047,7 +1041,7 @@ on_lane_drained(void *ud, int err)
 	}
 	/* A batch may have been waiting for these writes. */
 	if (s->conn_alive && s->state == S_SYNC)
-		sync_pump(s);
+		s->o.sync->pump(s);
 	else
 		session_settle(s);
 }
@@ -1071,7 +1065,13 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 	s->state_path = state_path(o->state_dir, s->a->name, o->folder);
 	s->tag_mark = maildir_tag(s->a->name, o->folder);
 	lane_init(&s->lane, loop, s->maildir, &lane_ops, s);
-	s->fr = framer_new(&framer_ops, s);
+	s->fops = (struct framer_ops){
+		.literal_begin = o->sync->literal_begin,
+		.literal_data = o->sync->literal_data,
+		.literal_end = o->sync->literal_end,
+		.unit = on_unit,
+	};
+	s->fr = framer_new(&s->fops, s);
 	s->writer = xmalloc(sizeof(*s->writer));
 	s->backoff_ms = BACKOFF_MIN_MS;
 	uv_timer_init(loop, &s->timer);
@@ -1086,7 +1086,7 @@ session_start(struct session *s)
 {
 	LOG(s, LOGL_DEBUG, "Maildir %s, state %s", s->maildir, s->state_path);
 	memset(&s->job, 0, sizeof(s->job));
-	sync_start_job(s, JOB_PREPARE);
+	s->o.sync->start_job(s, JOB_PREPARE);
 }
 
 void
@@ -1171,7 +1171,7 @@ session_free(struct session *s)
 		next = b->next;
 		for (size_t i = 0; i < b->nfiles; i++)
 			maildir_discard(s->maildir, &b->files[i]);
-		sync_batch_free(b);
+		s->o.sync->batch_free(b);
 	}
 	uv_close((uv_handle_t *)&s->timer, timer_close_cb);
 }

@@ -25,6 +25,7 @@
 #include "idlefetch/session.h"
 #include "idlefetch/state.h"
 #include "idlefetch/transport.h"
+#include "idlefetch/sync.h"
 #include "idlefetch/util.h"
 
 #define LOGOUT_TIMEOUT_MS 3000
@@ -132,6 +133,7 @@ struct session {
 	uv_timer_t timer;
 	struct transport *tr;
 	struct framer *fr;
+	struct framer_ops fops; /* on_unit here, literals to the sync */
 	char *maildir;
 	char *state_path;
 	uint32_t tag_mark; /* maildir file tag */
@@ -213,25 +215,36 @@ struct cmd *session_send_cmd(struct session *s, enum cmd_kind kind, bool secret,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void session_send_raw(struct session *s, const char *text, bool secret);
 
-/* sync.c: listing, batches, commits and after-delivery actions */
-int sync_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size);
-int sync_literal_data(void *ud, const char *p, size_t n);
-int sync_literal_end(void *ud);
-void sync_start(struct session *s);
-void sync_pump(struct session *s);
-void sync_pump_commits(struct session *s);
-void sync_start_job(struct session *s, enum job_kind kind);
-void sync_list_add(struct session *s, uint32_t uid, uint32_t size);
-int sync_list_finish(struct session *s);
-/* After SELECT: checks that last_uid still holds what was delivered. */
-void sync_verify_last(struct session *s);
-void sync_verify_fetch(struct session *s, const struct proto_resp *r);
-void sync_verify_done(struct session *s, const struct proto_resp *r);
 /* The server answered a step further: the timeout starts over. */
 void session_progress(struct session *s);
-void sync_after_copy(struct session *s, struct cmd *c);
-void sync_batch_free(struct batch *b);
-void sync_fetch_body(struct session *s, const struct proto_resp *r);
+
+/*
+ * sync.c: listing, batches, commits and after-delivery actions. The
+ * connection (session.c) reaches the mailbox sync only through this table,
+ * which comes in session_opts (mailbox_sync_ops), as libuv handles take
+ * their callbacks: sync.c calls down into the connection, the connection
+ * calls back up, and neither file names the other's functions.
+ */
+struct sync_ops {
+	/* BODY[] literals into the Maildir, as struct framer_ops has them. */
+	int (*literal_begin)(void *ud, const char *prefix, size_t len,
+	    uint64_t size);
+	int (*literal_data)(void *ud, const char *p, size_t n);
+	int (*literal_end)(void *ud);
+	void (*start)(struct session *s);
+	void (*pump)(struct session *s);
+	void (*pump_commits)(struct session *s);
+	void (*start_job)(struct session *s, enum job_kind kind);
+	void (*list_add)(struct session *s, uint32_t uid, uint32_t size);
+	int (*list_finish)(struct session *s);
+	/* After SELECT: checks that last_uid still holds what was delivered. */
+	void (*verify_last)(struct session *s);
+	void (*verify_fetch)(struct session *s, const struct proto_resp *r);
+	void (*verify_done)(struct session *s, const struct proto_resp *r);
+	void (*after_copy)(struct session *s, struct cmd *c);
+	void (*batch_free)(struct batch *b);
+	void (*fetch_body)(struct session *s, const struct proto_resp *r);
+};
 
 
 #define LOG(s, lvl, ...)                                                       \

@@ -10,9 +10,27 @@
  */
 #include "session_int.h"
 
+/* What the connection calls, through mailbox_sync_ops (at the end). */
+static void sync_batch_free(struct batch *b);
+static void sync_pump_commits(struct session *s);
+static void sync_after_copy(struct session *s, struct cmd *c);
+static void sync_start_job(struct session *s, enum job_kind kind);
+static void sync_list_add(struct session *s, uint32_t uid, uint32_t size);
+static int sync_list_finish(struct session *s);
+static void sync_pump(struct session *s);
+static void sync_start(struct session *s);
+static void sync_verify_last(struct session *s);
+static void sync_verify_fetch(struct session *s, const struct proto_resp *r);
+static void sync_verify_done(struct session *s, const struct proto_resp *r);
+static void sync_fetch_body(struct session *s, const struct proto_resp *r);
+static int sync_literal_begin(void *ud, const char *prefix, size_t len,
+    uint64_t size);
+static int sync_literal_data(void *ud, const char *p, size_t n);
+static int sync_literal_end(void *ud);
+
 /* ---- batches ------------------------------------------------------------ */
 
-void
+static void
 sync_batch_free(struct batch *b)
 {
 	if (b == NULL)
@@ -89,7 +107,7 @@ plan_commit(struct session *s, struct batch *b, struct job *j)
 }
 
 /* Starts the next commit if the head batch is ready for one. */
-void
+static void
 sync_pump_commits(struct session *s)
 {
 	struct batch *b = s->bhead;
@@ -211,7 +229,7 @@ after_delivery(struct session *s, const uint32_t *uids, size_t n)
 }
 
 /* COPY succeeded: now the originals may go. */
-void
+static void
 sync_after_copy(struct session *s, struct cmd *c)
 {
 	char *set = uid_set(c->uids, c->nuids);
@@ -487,7 +505,7 @@ job_after(uv_work_t *w, int status)
 	}
 }
 
-void
+static void
 sync_start_job(struct session *s, enum job_kind kind)
 {
 	int r;
@@ -504,7 +522,7 @@ sync_start_job(struct session *s, enum job_kind kind)
 
 /* ---- sync ------------------------------------------------------------------ */
 
-void
+static void
 sync_list_add(struct session *s, uint32_t uid, uint32_t size)
 {
 	if (uid <= s->st.last_uid) {
@@ -558,7 +576,7 @@ ascending(const uint32_t *v, size_t n)
  * usual listing is in order already and costs one pass. Returns -1 when a
  * cut listing leaves nothing to fetch: a server repeating itself.
  */
-int
+static int
 sync_list_finish(struct session *s)
 {
 	uint64_t *pairs;
@@ -666,7 +684,7 @@ sync_complete(struct session *s)
 }
 
 /* Moves the sync forward: more batches, commits, or done. */
-void
+static void
 sync_pump(struct session *s)
 {
 	if (s->state != S_SYNC)
@@ -687,7 +705,7 @@ sync_pump(struct session *s)
 		sync_complete(s);
 }
 
-void
+static void
 sync_start(struct session *s)
 {
 	uint32_t from = 1;
@@ -711,7 +729,7 @@ sync_start(struct session *s)
  * (Courier-IMAP after a restart, when only EXAMINE had touched a folder)
  * would otherwise have us skip new mail and deliver old mail again.
  */
-void
+static void
 sync_verify_last(struct session *s)
 {
 	const struct state_fp *fp = &s->st.last;
@@ -730,7 +748,7 @@ sync_verify_last(struct session *s)
 	    s->st.last_uid);
 }
 
-void
+static void
 sync_verify_fetch(struct session *s, const struct proto_resp *r)
 {
 	if (!(r->has & HAS_UID) || r->uid != s->st.last_uid)
@@ -742,7 +760,7 @@ sync_verify_fetch(struct session *s, const struct proto_resp *r)
 		    r->msgid);
 }
 
-void
+static void
 sync_verify_done(struct session *s, const struct proto_resp *r)
 {
 	const struct state_fp *was = &s->st.last, *now = &s->last_now;
@@ -780,7 +798,7 @@ sync_verify_done(struct session *s, const struct proto_resp *r)
 	sync_start(s);
 }
 
-void
+static void
 sync_fetch_body(struct session *s, const struct proto_resp *r)
 {
 	struct batch *b;
@@ -817,7 +835,7 @@ sync_fetch_body(struct session *s, const struct proto_resp *r)
 	b->files[b->nfiles++] = s->cur;
 }
 
-int
+static int
 sync_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 {
 	struct session *s = ud;
@@ -873,7 +891,7 @@ lane_sink(void *ud, const char *p, size_t n)
 	return 0;
 }
 
-int
+static int
 sync_literal_data(void *ud, const char *p, size_t n)
 {
 	struct session *s = ud;
@@ -884,7 +902,7 @@ sync_literal_data(void *ud, const char *p, size_t n)
 	return maildir_feed(s->writer, p, n, lane_sink, s);
 }
 
-int
+static int
 sync_literal_end(void *ud)
 {
 	struct session *s = ud;
@@ -897,3 +915,21 @@ sync_literal_end(void *ud)
 	s->writer->len = 0;
 	return 0;
 }
+
+const struct sync_ops mailbox_sync_ops = {
+	.literal_begin = sync_literal_begin,
+	.literal_data = sync_literal_data,
+	.literal_end = sync_literal_end,
+	.start = sync_start,
+	.pump = sync_pump,
+	.pump_commits = sync_pump_commits,
+	.start_job = sync_start_job,
+	.list_add = sync_list_add,
+	.list_finish = sync_list_finish,
+	.verify_last = sync_verify_last,
+	.verify_fetch = sync_verify_fetch,
+	.verify_done = sync_verify_done,
+	.after_copy = sync_after_copy,
+	.batch_free = sync_batch_free,
+	.fetch_body = sync_fetch_body,
+};

@@ -15,6 +15,7 @@
 #include "idlefetch/status.h"
 
 struct session;
+struct sync_ops;
 
 /* Called once when the session has stopped for good (ok: last sync fine). */
 typedef void session_done_cb(struct session *s, void *ud, bool ok);
@@ -26,6 +27,7 @@ struct session_opts {
 	SSL_CTX *ssl_ctx; /* borrowed; NULL when tls = none */
 	bool once; /* sync once, then LOGOUT and finish */
 	struct status_rec *status; /* borrowed; the session keeps it current */
+	const struct sync_ops *sync; /* the folder's sync: &mailbox_sync_ops */
 	session_done_cb *done;
 	void *ud;
 };
