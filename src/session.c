@@ -559,8 +559,7 @@ selected(struct session *s)
 		session_set_state(s, S_RECONCILE);
 		memset(&s->job, 0, sizeof(s->job));
 		s->job.st = s->st;
-		s->job.uidvalidity = s->uidvalidity;
-		s->o.sync->start_job(s, JOB_RECONCILE);
+		s->o.sync->start_job(s, COMMIT_RECONCILE);
 		return;
 	}
 	s->o.sync->verify_last(s);
@@ -1086,7 +1085,7 @@ session_start(struct session *s)
 {
 	LOG(s, LOGL_DEBUG, "Maildir %s, state %s", s->maildir, s->state_path);
 	memset(&s->job, 0, sizeof(s->job));
-	s->o.sync->start_job(s, JOB_PREPARE);
+	s->o.sync->start_job(s, COMMIT_PREPARE);
 }
 
 void

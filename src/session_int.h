@@ -17,6 +17,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "idlefetch/commit.h"
 #include "idlefetch/framer.h"
 #include "idlefetch/lane.h"
 #include "idlefetch/log.h"
@@ -91,10 +92,7 @@ struct batch {
 	size_t n;
 	struct maildir_file *files; /* received, in arrival order */
 	size_t nfiles;
-	struct batch_fp { /* what the server said of each, by UID */
-		uint32_t uid;
-		struct state_fp fp;
-	} *fps;
+	struct commit_fp *fps; /* what the server said of each, by UID */
 	bool complete; /* tagged OK seen */
 	uint64_t lane_seq; /* its bodies are on disk once the lane is here */
 	unsigned tag;
@@ -107,22 +105,6 @@ struct cmd {
 	uint32_t *uids; /* CMD_COPY: the set to delete after */
 	size_t nuids;
 	char *secret; /* CMD_AUTH: response sent after "+" */
-};
-
-enum job_kind { JOB_PREPARE, JOB_RECONCILE, JOB_COMMIT };
-
-struct job {
-	uv_work_t work;
-	enum job_kind kind;
-	struct session *s;
-	struct batch *batch; /* JOB_COMMIT: owned by the job */
-	size_t ncommit; /* files[0..ncommit) go to new/ */
-	uint32_t commit_uid; /* last_uid once they are in */
-	struct state_rec st; /* in: current, out: saved */
-	uint32_t uidvalidity; /* JOB_RECONCILE */
-	int result;
-	unsigned removed;
-	char err[160];
 };
 
 struct session {
@@ -181,7 +163,8 @@ struct session {
 	struct batch *bhead, *btail;
 	size_t inflight; /* FETCH batches sent, not complete */
 	unsigned after_pending;
-	struct job job;
+	struct commit_req job; /* the one commit in flight */
+	struct batch *job_batch; /* COMMIT_DELIVER: owned until it is done */
 	bool job_busy;
 	struct maildir_file cur; /* message being streamed */
 	bool streaming; /* a body literal is open */
@@ -234,7 +217,7 @@ struct sync_ops {
 	void (*start)(struct session *s);
 	void (*pump)(struct session *s);
 	void (*pump_commits)(struct session *s);
-	void (*start_job)(struct session *s, enum job_kind kind);
+	void (*start_job)(struct session *s, enum commit_kind kind);
 	void (*list_add)(struct session *s, uint32_t uid, uint32_t size);
 	int (*list_finish)(struct session *s);
 	/* After SELECT: checks that last_uid still holds what was delivered. */

@@ -14,7 +14,7 @@
 static void sync_batch_free(struct batch *b);
 static void sync_pump_commits(struct session *s);
 static void sync_after_copy(struct session *s, struct cmd *c);
-static void sync_start_job(struct session *s, enum job_kind kind);
+static void sync_start_job(struct session *s, enum commit_kind kind);
 static void sync_list_add(struct session *s, uint32_t uid, uint32_t size);
 static int sync_list_finish(struct session *s);
 static void sync_pump(struct session *s);
@@ -73,7 +73,7 @@ cmp_u32_pair(const void *x, const void *y)
  * what still exists. So last_uid never passes a message that is not in new/.
  */
 static void
-plan_commit(struct session *s, struct batch *b, struct job *j)
+plan_commit(struct session *s, struct batch *b, struct commit_req *j)
 {
 	size_t k = 0, i;
 
@@ -123,10 +123,10 @@ sync_pump_commits(struct session *s)
 	if (s->bhead == NULL)
 		s->btail = NULL;
 	memset(&s->job, 0, sizeof(s->job));
-	s->job.batch = b;
+	s->job_batch = b;
 	s->job.st = s->st;
 	plan_commit(s, b, &s->job);
-	sync_start_job(s, JOB_COMMIT);
+	sync_start_job(s, COMMIT_DELIVER);
 }
 
 /* ---- after-delivery actions ---------------------------------------------- */
@@ -238,180 +238,10 @@ sync_after_copy(struct session *s, struct cmd *c)
 	free(set);
 }
 
-/* ---- threadpool jobs ----------------------------------------------------- */
-
-/* What dir_is_private() and mkdir found wrong, in words. */
-static const char *
-dir_problem(int r)
-{
-	switch (r) {
-	case -ELOOP:
-		return "a directory in it is a symbolic link; refusing to "
-		       "follow it";
-	case -EPERM:
-		return "a directory in it is writable by other users, who "
-		       "could plant links or swap files; refusing it";
-	default:
-		return strerror(-r);
-	}
-}
+/* ---- commit results -------------------------------------------------------- */
 
 static void
-job_commit(struct job *j)
-{
-	struct session *s = j->s;
-	struct batch *b = j->batch;
-	size_t i, done = 0;
-	int r = 0;
-	bool unlinked = false; /* maildir_commit removed the failed file */
-
-	r = maildir_sync_files(b->files, j->ncommit);
-	if (r < 0) {
-		snprintf(j->err, sizeof(j->err), "cannot sync %s: %s",
-		    s->maildir, strerror(-r));
-		j->commit_uid = j->st.last_uid;
-	}
-	for (i = 0; r == 0 && i < j->ncommit; i++) {
-		r = maildir_commit(s->maildir, &b->files[i], s->uidvalidity,
-		    b->files[i].uid);
-		if (r < 0) {
-			snprintf(j->err, sizeof(j->err),
-			    "cannot deliver UID %u: %s", b->files[i].uid,
-			    strerror(-r));
-			j->commit_uid = b->files[i].uid - 1;
-			unlinked = true;
-			break;
-		}
-		done++;
-	}
-	for (i = done + (unlinked ? 1 : 0); i < b->nfiles; i++)
-		maildir_discard(s->maildir, &b->files[i]);
-	j->ncommit = done;
-	if (done > 0) {
-		int r2 = maildir_sync_new(s->maildir);
-
-		if (r2 < 0 && r == 0) {
-			r = r2;
-			snprintf(j->err, sizeof(j->err),
-			    "cannot fsync new/: %s", strerror(-r));
-			/* Nothing is known durable: record nothing. */
-			j->result = r;
-			return;
-		}
-	}
-	if (j->commit_uid > j->st.last_uid ||
-	    j->st.uidvalidity != s->uidvalidity) {
-		struct state_rec st = { s->uidvalidity, j->commit_uid, { 0 } };
-		int r3;
-
-		/* The fingerprint of the message the state now ends with. */
-		for (i = 0; i < b->nfiles; i++)
-			if (b->fps[i].uid == j->commit_uid)
-				st.last = b->fps[i].fp;
-		r3 = state_save(s->state_path, &st);
-
-		if (r3 < 0) {
-			if (r == 0)
-				snprintf(j->err, sizeof(j->err),
-				    "cannot save state %s: %s", s->state_path,
-				    strerror(-r3));
-			r = r3;
-		} else {
-			j->st = st;
-		}
-	}
-	j->result = r;
-}
-
-static void
-job_work(uv_work_t *w)
-{
-	struct job *j = w->data;
-	struct session *s = j->s;
-	uint32_t max = 0;
-	int r;
-
-	switch (j->kind) {
-	case JOB_PREPARE:
-		r = maildir_prepare(s->maildir);
-		if (r < 0) {
-			snprintf(j->err, sizeof(j->err),
-			    "cannot use Maildir %s: %s", s->maildir,
-			    dir_problem(r));
-			break;
-		}
-		r = maildir_clean_tmp(s->maildir, s->tag_mark, &j->removed);
-		if (r < 0) {
-			snprintf(j->err, sizeof(j->err),
-			    "cannot clean %s/tmp: %s", s->maildir,
-			    strerror(-r));
-			break;
-		}
-		r = state_prepare(s->state_path);
-		if (r < 0) {
-			snprintf(j->err, sizeof(j->err),
-			    "cannot use the state "
-			    "directory for %s: %s",
-			    s->state_path, dir_problem(r));
-			break;
-		}
-		r = state_load(s->state_path, &j->st);
-		if (r == -ENOENT)
-			r = 0;
-		else if (r < 0)
-			snprintf(j->err, sizeof(j->err),
-			    "cannot read state %s: %s", s->state_path,
-			    r == -EINVAL ? "corrupt file" : strerror(-r));
-		break;
-	case JOB_RECONCILE:
-		r = maildir_scan(s->maildir, s->tag_mark, j->uidvalidity, &max);
-		if (r < 0) {
-			snprintf(j->err, sizeof(j->err), "cannot scan %s: %s",
-			    s->maildir, strerror(-r));
-			break;
-		}
-		if (max > j->st.last_uid ||
-		    j->st.uidvalidity != j->uidvalidity) {
-			struct state_rec st = { j->uidvalidity,
-				max > j->st.last_uid ? max : j->st.last_uid,
-				j->st.last };
-
-			/* A UID found in the Maildir: its fingerprint is not known. */
-			if (max > j->st.last_uid ||
-			    j->st.uidvalidity != j->uidvalidity)
-				memset(&st.last, 0, sizeof(st.last));
-
-			/* Record only what is durable: new/ may not be. */
-			r = max > j->st.last_uid ? maildir_sync_new(s->maildir) :
-						   0;
-			if (r < 0) {
-				snprintf(j->err, sizeof(j->err),
-				    "cannot fsync new/: %s", strerror(-r));
-				break;
-			}
-			r = state_save(s->state_path, &st);
-			if (r < 0) {
-				snprintf(j->err, sizeof(j->err),
-				    "cannot save state %s: %s", s->state_path,
-				    strerror(-r));
-				break;
-			}
-			j->removed =
-			    max > j->st.last_uid ? max - j->st.last_uid : 0;
-			j->st = st;
-		}
-		break;
-	case JOB_COMMIT:
-		job_commit(j);
-		return;
-	default:
-		fatal("bad job kind");
-	}
-	j->result = r;
-}
-
-static void
-job_done_prepare(struct session *s, struct job *j)
+job_done_prepare(struct session *s, struct commit_req *j)
 {
 	if (j->result < 0) {
 		s->fatal_err = true;
@@ -430,9 +260,9 @@ job_done_prepare(struct session *s, struct job *j)
 }
 
 static void
-job_done_commit(struct session *s, struct job *j)
+job_done_commit(struct session *s, struct commit_req *j)
 {
-	struct batch *b = j->batch;
+	struct batch *b = s->job_batch;
 	uint32_t *uids;
 
 	if (j->ncommit > 0) {
@@ -452,6 +282,7 @@ job_done_commit(struct session *s, struct job *j)
 		 */
 		s->reconciled = false;
 		sync_batch_free(b);
+		s->job_batch = NULL;
 		session_fail(s, j->result,
 		    "%s; fetching stops until this is fixed", j->err);
 		return;
@@ -463,20 +294,20 @@ job_done_commit(struct session *s, struct job *j)
 	after_delivery(s, uids, j->ncommit);
 	free(uids);
 	sync_batch_free(b);
+	s->job_batch = NULL;
 }
 
 static void
-job_after(uv_work_t *w, int status)
+job_after(struct commit_req *j, void *ud)
 {
-	struct job *j = w->data;
-	struct session *s = j->s;
+	struct session *s = ud;
 
 	s->job_busy = false;
 	switch (j->kind) {
-	case JOB_PREPARE:
+	case COMMIT_PREPARE:
 		job_done_prepare(s, j);
 		return;
-	case JOB_RECONCILE:
+	case COMMIT_RECONCILE:
 		if (j->result < 0) {
 			session_fail(s, j->result, "%s", j->err);
 			return;
@@ -493,7 +324,7 @@ job_after(uv_work_t *w, int status)
 		else
 			session_settle(s);
 		return;
-	case JOB_COMMIT:
+	case COMMIT_DELIVER:
 		job_done_commit(s, j);
 		if (s->conn_alive && s->state == S_SYNC)
 			sync_pump(s);
@@ -506,18 +337,22 @@ job_after(uv_work_t *w, int status)
 }
 
 static void
-sync_start_job(struct session *s, enum job_kind kind)
+sync_start_job(struct session *s, enum commit_kind kind)
 {
-	int r;
+	struct commit_req *j = &s->job;
 
-	s->job.kind = kind;
-	s->job.s = s;
-	s->job.work.data = &s->job;
-	s->job.result = 0;
-	r = uv_queue_work(s->loop, &s->job.work, job_work, job_after);
-	if (r < 0)
-		fatal("uv_queue_work: %s", uv_strerror(r));
+	j->kind = kind;
+	j->maildir = s->maildir;
+	j->state_path = s->state_path;
+	j->tag = s->tag_mark;
+	j->uidvalidity = s->uidvalidity;
+	if (kind == COMMIT_DELIVER) {
+		j->files = s->job_batch->files;
+		j->nfiles = s->job_batch->nfiles;
+		j->fps = s->job_batch->fps;
+	}
 	s->job_busy = true;
+	commit_start(s->loop, j, job_after, s);
 }
 
 /* ---- sync ------------------------------------------------------------------ */

@@ -1,0 +1,65 @@
+/*
+ * commit: the durable steps of delivery, on the libuv threadpool, so that
+ * the event loop never waits on fsync. It knows the Maildir and the state
+ * file and nothing of connections: a request says where and what, and the
+ * result comes back through the callback on the loop.
+ *
+ *   COMMIT_PREPARE    create the Maildir, remove this tag's unfinished tmp/
+ *                     files, check the state directory, load the state
+ *   COMMIT_RECONCILE  find UIDs delivered to new/ or cur/ but not recorded
+ *                     (a crash, a failed save), fsync new/, record them
+ *   COMMIT_DELIVER    make files[0..ncommit) durable, rename them into new/
+ *                     in order, fsync new/, save the state that records
+ *                     them; remove the files after the first failure and
+ *                     the rest of files[]
+ */
+#ifndef IDLEFETCH_COMMIT_H
+#define IDLEFETCH_COMMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "idlefetch/maildir.h"
+#include "idlefetch/state.h"
+
+enum commit_kind { COMMIT_PREPARE, COMMIT_RECONCILE, COMMIT_DELIVER };
+
+/* What the server said of a message: its fingerprint, by UID. */
+struct commit_fp {
+	uint32_t uid;
+	struct state_fp fp;
+};
+
+struct commit_req;
+typedef void commit_done_cb(struct commit_req *req, void *ud);
+
+struct commit_req {
+	uv_work_t work;
+	enum commit_kind kind;
+	/* in: borrowed, unchanged until the callback */
+	const char *maildir;
+	const char *state_path;
+	uint32_t tag; /* of this account+folder's files */
+	uint32_t uidvalidity;
+	struct maildir_file *files; /* COMMIT_DELIVER, sorted by UID */
+	size_t nfiles;
+	const struct commit_fp *fps; /* nfiles of them */
+	/* in and out */
+	size_t ncommit; /* DELIVER: to commit; out: committed */
+	uint32_t commit_uid; /* DELIVER: last_uid once they are in */
+	struct state_rec st; /* current; out: as saved */
+	/* out */
+	int result; /* 0 or a negative errno */
+	unsigned removed; /* PREPARE: tmp/ files; RECONCILE: UIDs found */
+	char err[160]; /* what failed, in words */
+	commit_done_cb *done;
+	void *ud;
+};
+
+/* Queues the request; done(req, ud) runs on the loop when it is over. */
+void commit_start(uv_loop_t *loop, struct commit_req *req,
+    commit_done_cb *done, void *ud);
+
+#endif

@@ -1,0 +1,156 @@
+/*
+ * Unit tests for commit: a real loop, threadpool, Maildir and state file.
+ * PREPARE loads the state and removes unfinished files; DELIVER renames
+ * what it is given into new/ in order and saves the state with the last
+ * message's fingerprint; RECONCILE records UIDs found in new/ that the
+ * state does not hold.
+ */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "idlefetch/commit.h"
+
+static char root[] = "/tmp/idlefetch-commit-test-XXXXXX";
+static char dir[512], statefile[600];
+
+static int
+count(const char *sub)
+{
+	char path[600];
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, sub);
+	d = opendir(path);
+	assert_non_null(d);
+	while ((de = readdir(d)) != NULL)
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static void
+done(struct commit_req *req, void *ud)
+{
+	(void)req;
+	(*(int *)ud)++;
+}
+
+/* Runs one request to its callback. */
+static void
+run(struct commit_req *req)
+{
+	uv_loop_t loop;
+	int calls = 0;
+
+	uv_loop_init(&loop);
+	req->maildir = dir;
+	req->state_path = statefile;
+	req->tag = 0x1234;
+	commit_start(&loop, req, done, &calls);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(calls, 1);
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static int
+setup(void **state)
+{
+	(void)state;
+	assert_non_null(mkdtemp(root));
+	snprintf(dir, sizeof(dir), "%s/Maildir", root);
+	snprintf(statefile, sizeof(statefile), "%s/state/a/INBOX.state", root);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	char cmd[600];
+
+	(void)state;
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static void
+test_prepare_deliver_reconcile(void **state)
+{
+	struct commit_req req;
+	struct maildir_file files[3];
+	struct commit_fp fps[3];
+	struct state_rec st;
+
+	(void)state;
+	memset(&req, 0, sizeof(req));
+	req.kind = COMMIT_PREPARE;
+	run(&req);
+	assert_int_equal(req.result, 0);
+	assert_int_equal(req.st.last_uid, 0);
+	assert_int_equal(count("new"), 0);
+
+	/* Three received; the first two are committed, the third is not. */
+	memset(files, 0, sizeof(files));
+	memset(fps, 0, sizeof(fps));
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(maildir_create(dir, 0x1234, &files[i]), 0);
+		assert_int_equal(maildir_append(&files[i], "x\n", 2), 0);
+		files[i].uid = fps[i].uid = (uint32_t)(10 + i);
+		fps[i].fp.size = (uint32_t)(100 + i);
+		snprintf(fps[i].fp.msgid, sizeof(fps[i].fp.msgid), "<m%d@t>", i);
+	}
+	memset(&req, 0, sizeof(req));
+	req.kind = COMMIT_DELIVER;
+	req.uidvalidity = 7;
+	req.files = files;
+	req.nfiles = 3;
+	req.fps = fps;
+	req.ncommit = 2;
+	req.commit_uid = 11;
+	run(&req);
+	assert_int_equal(req.result, 0);
+	assert_int_equal(req.ncommit, 2);
+	assert_int_equal(count("new"), 2);
+	assert_int_equal(count("tmp"), 0); /* the third was removed */
+	assert_int_equal(state_load(statefile, &st), 0);
+	assert_int_equal(st.uidvalidity, 7);
+	assert_int_equal(st.last_uid, 11);
+	assert_int_equal(st.last.size, 101);
+	assert_string_equal(st.last.msgid, "<m1@t>");
+
+	/* A state that lost the last save: reconcile finds UID 11 again. */
+	memset(&st, 0, sizeof(st));
+	st.uidvalidity = 7;
+	st.last_uid = 10;
+	assert_int_equal(state_save(statefile, &st), 0);
+	memset(&req, 0, sizeof(req));
+	req.kind = COMMIT_RECONCILE;
+	req.uidvalidity = 7;
+	req.st = st;
+	run(&req);
+	assert_int_equal(req.result, 0);
+	assert_int_equal(req.removed, 1);
+	assert_int_equal(req.st.last_uid, 11);
+	assert_int_equal(state_load(statefile, &st), 0);
+	assert_int_equal(st.last_uid, 11);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_prepare_deliver_reconcile),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
