@@ -39,6 +39,7 @@ enum key_bit {
 	K_REFRESH = 1 << 12,
 	K_CAFILE = 1 << 13,
 	K_TIMEOUT = 1 << 14,
+	K_MAXCONN = 1 << 15,
 };
 
 struct account_ctx {
@@ -296,6 +297,7 @@ set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
 		{ "idle_refresh", K_REFRESH },
 		{ "ca_file", K_CAFILE },
 		{ "timeout", K_TIMEOUT },
+		{ "max_connections", K_MAXCONN },
 	};
 	unsigned bit = 0;
 
@@ -392,6 +394,9 @@ set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
 	case K_CAFILE:
 		a->ca_file = xstrdup(v);
 		return 0;
+	case K_MAXCONN:
+		/* Dovecot refuses an 11th per user and address by default. */
+		return set_uint(c, key, v, 1, 100, &a->max_connections);
 	case K_TIMEOUT:
 		return set_uint(c, key, v, 2, 3600, &a->timeout);
 	default:
@@ -497,6 +502,7 @@ find_account(struct parse_ctx *c, const char *name, struct account_ctx **ax)
 	a->idle = 1;
 	a->poll_interval = 60;
 	a->idle_refresh = 600;
+	a->max_connections = 5;
 	a->timeout = 60;
 	return a;
 }
@@ -901,6 +907,7 @@ config_parse_env(struct config **out, char *err, size_t errlen)
 		{ "IDLEFETCH_IDLE_REFRESH", "idle_refresh" },
 		{ "IDLEFETCH_CA_FILE", "ca_file" },
 		{ "IDLEFETCH_TIMEOUT", "timeout" },
+		{ "IDLEFETCH_MAX_CONNECTIONS", "max_connections" },
 	};
 	struct parse_ctx c = { .err = err, .errlen = errlen };
 	const char *name = getenv("IDLEFETCH_ACCOUNT");
@@ -987,9 +994,9 @@ config_print(const struct config *cfg, FILE *fp)
 			    a->after == AFTER_KEEP ? "keep" : "delete");
 		fprintf(fp,
 		    "idle = %s\npoll_interval = %u\nidle_refresh = %u\n"
-		    "timeout = %u\n",
+		    "timeout = %u\nmax_connections = %u\n",
 		    a->idle ? "auto" : "off", a->poll_interval, a->idle_refresh,
-		    a->timeout);
+		    a->timeout, a->max_connections);
 	}
 }
 
@@ -1044,6 +1051,7 @@ config_account_equal(const struct account *a, const struct account *b)
 	    !str_equal(a->move_to, b->move_to) || a->idle != b->idle ||
 	    a->poll_interval != b->poll_interval ||
 	    a->idle_refresh != b->idle_refresh || a->timeout != b->timeout ||
+	    a->max_connections != b->max_connections ||
 	    a->nfolders != b->nfolders)
 		return 0;
 	for (size_t i = 0; i < a->nfolders; i++)

@@ -51,9 +51,10 @@ struct unit {
 	const struct account *a;
 	SSL_CTX *ctx;
 	int lock; /* -1: not taken, and no sessions */
-	struct status_rec *recs;
+	struct status_rec *recs; /* one per folder */
+	size_t nrecs;
 	struct status_writer *w;
-	struct session **sessions;
+	struct session **sessions; /* one per connection */
 	size_t n, running;
 	bool gave_up; /* a session ended on its own: it needs the user */
 	bool retiring; /* stopping, to be replaced or removed */
@@ -184,6 +185,61 @@ shared_ctx(struct daemon *d, const struct account *a)
 	return NULL;
 }
 
+static void on_split(struct session *s, void *ud);
+
+/* Starts a connection for folders [first, first + n) of the account. */
+static void
+add_session(struct unit *u, size_t first, size_t n)
+{
+	const struct config *cfg = u->d->cur->cfg;
+	struct session_opts o = {
+		.acct = u->a,
+		.folders = (const char *const *)u->a->folders + first,
+		.nfolders = n,
+		.state_dir = cfg->state_dir,
+		.ssl_ctx = u->ctx,
+		.once = u->d->once,
+		.status = &u->recs[first],
+		.sync = &mailbox_sync_ops,
+		.done = on_session_done,
+		/* Only the account's first connection holds every folder. */
+		.split = n == u->nrecs ? on_split : NULL,
+		.ud = u,
+	};
+	struct session *s = session_new(u->d->loop, &o);
+
+	u->sessions[u->n++] = s;
+	u->running++;
+	session_start(s);
+}
+
+/*
+ * The server has IDLE but no NOTIFY: one connection sees one folder's
+ * news. The first folders (INBOX first) get a connection each, up to
+ * max_connections; the last connection IDLEs on its first folder and
+ * polls the rest with STATUS.
+ */
+static void
+on_split(struct session *s, void *ud)
+{
+	struct unit *u = ud;
+	size_t f = u->nrecs, max = u->a->max_connections, singles;
+
+	if (max <= 1 || f <= 1 || u->retiring || u->d->stopping)
+		return;
+	singles = f <= max ? f : max - 1;
+	session_keep(s, 1);
+	for (size_t j = 1; j < singles; j++)
+		add_session(u, j, 1);
+	if (f > max)
+		add_session(u, max - 1, f - (max - 1));
+	log_msg(LOGL_INFO, u->a->name, NULL,
+	    "the server offers no NOTIFY: %zu connection(s) for %zu "
+	    "folder(s)%s",
+	    u->n, f,
+	    f > max ? "; the last one polls the others with STATUS" : "");
+}
+
 /* Sets up and starts one account; a unit without sessions if it cannot. */
 static struct unit *
 unit_start(struct daemon *d, const struct account *a)
@@ -220,25 +276,10 @@ unit_start(struct daemon *d, const struct account *a)
 		    u->recs, a->nfolders);
 		status_writer_hook(u->w, tell, d);
 	}
+	u->nrecs = a->nfolders;
+	/* At most one session per folder, however they are spread. */
 	u->sessions = xcalloc(a->nfolders, sizeof(*u->sessions));
-	for (size_t j = 0; j < a->nfolders; j++) {
-		struct session_opts o = {
-			.acct = a,
-			.folder = a->folders[j],
-			.state_dir = cfg->state_dir,
-			.ssl_ctx = u->ctx,
-			.once = d->once,
-			.status = &u->recs[j],
-			.sync = &mailbox_sync_ops,
-			.done = on_session_done,
-			.ud = u,
-		};
-
-		u->sessions[u->n++] = session_new(d->loop, &o);
-	}
-	u->running = u->n;
-	for (size_t j = 0; j < u->n; j++)
-		session_start(u->sessions[j]);
+	add_session(u, 0, a->nfolders);
 	return u;
 }
 
@@ -322,7 +363,7 @@ static bool
 all_settled(const struct daemon *d)
 {
 	for (const struct unit *u = d->units; u; u = u->next)
-		for (size_t j = 0; j < u->n; j++) {
+		for (size_t j = 0; j < u->nrecs; j++) {
 			const struct status_rec *r = &u->recs[j];
 
 			if (r->last_sync == 0 && r->error_at == 0 &&
@@ -346,7 +387,7 @@ summary(const struct daemon *d, char *buf, size_t len)
 		if (u->retiring)
 			continue;
 		accounts++;
-		for (size_t j = 0; j < u->n; j++) {
+		for (size_t j = 0; j < u->nrecs; j++) {
 			const char *st = u->recs[j].state ? u->recs[j].state :
 							    "";
 
@@ -436,7 +477,7 @@ bar_cb(uv_timer_t *t)
 	size_t fill;
 
 	for (struct unit *u = d->units; u; u = u->next)
-		for (size_t j = 0; j < u->n; j++) {
+		for (size_t j = 0; j < u->nrecs; j++) {
 			done += u->recs[j].delivered;
 			total += u->recs[j].queued;
 		}
@@ -788,15 +829,18 @@ static void
 raise_fd_limit(const struct config *cfg, const char *only)
 {
 	struct rlimit rl;
-	uint64_t need = 64, conns = 0;
+	uint64_t need = 64, conns = 0, n;
 
 	for (size_t i = 0; i < cfg->naccounts; i++) {
 		const struct account *a = &cfg->accounts[i];
 
 		if (only && strcmp(a->name, only) != 0)
 			continue;
-		conns += a->nfolders;
-		need += 1 + 2 * (uint64_t)a->nfolders;
+		/* Without NOTIFY an account may use max_connections. */
+		n = a->nfolders < a->max_connections ? a->nfolders :
+						       a->max_connections;
+		conns += n;
+		need += 1 + 2 * n;
 	}
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
 		return;

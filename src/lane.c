@@ -11,6 +11,7 @@
 struct dop {
 	struct dop *next;
 	bool discard; /* else write buf */
+	const char *maildir; /* the lane's when queued */
 	struct maildir_file f; /* a copy: fd, name, msgno */
 	char *buf;
 	size_t len;
@@ -36,7 +37,7 @@ work_cb(uv_work_t *w)
 
 	for (struct dop *d = l->cur; d; d = d->next) {
 		if (d->discard)
-			maildir_discard(l->maildir, &d->f);
+			maildir_discard(d->maildir, &d->f);
 		else
 			d->err = maildir_append(&d->f, d->buf, d->len);
 	}
@@ -115,6 +116,7 @@ lane_write(struct lane *l, const struct maildir_file *f, const char *p,
 	if (n == 0)
 		return;
 	d = xcalloc(1, sizeof(*d));
+	d->maildir = l->maildir;
 	d->f = *f;
 	d->buf = xmalloc(n);
 	memcpy(d->buf, p, n);
@@ -128,6 +130,7 @@ lane_discard(struct lane *l, const struct maildir_file *f)
 	struct dop *d = xcalloc(1, sizeof(*d));
 
 	d->discard = true;
+	d->maildir = l->maildir;
 	d->f = *f;
 	push(l, d);
 }

@@ -103,6 +103,7 @@ cap_bit(const char *name)
 		{ "UIDPLUS", CAP_UIDPLUS },
 		{ "MOVE", CAP_MOVE },
 		{ "LITERAL+", CAP_LITERALPLUS },
+		{ "NOTIFY", CAP_NOTIFY },
 		{ "AUTH=PLAIN", CAP_AUTH_PLAIN },
 	};
 
@@ -407,16 +408,94 @@ parse_fetch(struct cur *c, struct proto_resp *out)
 }
 
 /*
+ * A mailbox name (RFC 3501 mailbox: astring) into out->mailbox, as a quoted
+ * string, an atom or a literal; kept only if printable and short (else
+ * left empty: not a name we could have configured).
+ */
+static int
+mailbox_name(struct cur *c, struct proto_resp *out)
+{
+	const char *v;
+	size_t n;
+	bool quoted;
+
+	out->mailbox[0] = '\0';
+	if (c->p >= c->end)
+		return IDLEFETCH_EPROTO;
+	quoted = *c->p == '"';
+	if (*c->p == '"' || *c->p == '{') {
+		if (!string_value(c, &v, &n))
+			return IDLEFETCH_EPROTO;
+	} else {
+		v = c->p;
+		if (!skip_value(c, 0))
+			return IDLEFETCH_EPROTO;
+		n = (size_t)(c->p - v);
+	}
+	if (n == 0 || n >= sizeof(out->mailbox))
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (v[i] < 0x20 || v[i] >= 0x7f)
+			return 0;
+	memcpy(out->mailbox, v, n);
+	out->mailbox[n] = '\0';
+	/* Quoted: undo the two escapes a quoted string may hold. */
+	if (quoted) {
+		char *w = out->mailbox;
+
+		for (char *r = out->mailbox; *r; r++) {
+			if (*r == '\\' && r[1])
+				r++;
+			*w++ = *r;
+		}
+		*w = '\0';
+	}
+	return 0;
+}
+
+/*
+ * "* STATUS name (MESSAGES n UIDNEXT n UIDVALIDITY n ...)" (RFC 3501
+ * 7.2.4), the answer to STATUS and, with NOTIFY (RFC 5465 5.2), news of a
+ * folder that is not selected.
+ */
+static int
+parse_status(struct cur *c, struct proto_resp *out)
+{
+	char item[32];
+	uint32_t v;
+
+	if (!sp(c) || mailbox_name(c, out) < 0 || !sp(c) || c->p >= c->end ||
+	    *c->p != '(')
+		return IDLEFETCH_EPROTO;
+	c->p++;
+	while (c->p < c->end && *c->p != ')') {
+		if (!atom(c, item, sizeof(item)) || !sp(c) || !number(c, &v))
+			return IDLEFETCH_EPROTO;
+		if (strcasecmp(item, "UIDNEXT") == 0) {
+			out->status_uidnext = v;
+			out->has |= HAS_STATUS_UIDNEXT;
+		} else if (strcasecmp(item, "UIDVALIDITY") == 0) {
+			out->status_uidvalidity = v;
+		} else if (strcasecmp(item, "MESSAGES") == 0) {
+			out->status_messages = v;
+		}
+		if (c->p < c->end && *c->p == ' ')
+			c->p++;
+	}
+	if (c->p >= c->end || c->p + 1 != c->end)
+		return IDLEFETCH_EPROTO;
+	if (out->mailbox[0])
+		out->has |= HAS_STATUS;
+	return 0;
+}
+
+/*
  * "* LIST (flags) delim name" (RFC 3501 7.2.2): the name as a quoted
  * string, an atom or a literal, kept only if printable and short.
  */
 static int
 parse_list(struct cur *c, struct proto_resp *out)
 {
-	const char *v;
-	size_t n;
-	bool quoted;
-
 	if (!sp(c) || c->p >= c->end || *c->p != '(' || !skip_value(c, 0) ||
 	    !sp(c))
 		return IDLEFETCH_EPROTO;
@@ -433,37 +512,10 @@ parse_list(struct cur *c, struct proto_resp *out)
 	} else {
 		return IDLEFETCH_EPROTO;
 	}
-	if (!sp(c) || c->p >= c->end)
+	if (!sp(c) || mailbox_name(c, out) < 0)
 		return IDLEFETCH_EPROTO;
-	quoted = *c->p == '"';
-	if (*c->p == '"' || *c->p == '{') {
-		if (!string_value(c, &v, &n))
-			return IDLEFETCH_EPROTO;
-	} else {
-		v = c->p;
-		if (!skip_value(c, 0))
-			return IDLEFETCH_EPROTO;
-		n = (size_t)(c->p - v);
-	}
-	if (n == 0 || n >= sizeof(out->list_name))
-		return 0; /* not a name we could have configured */
-	for (size_t i = 0; i < n; i++)
-		if (v[i] < 0x20 || v[i] >= 0x7f)
-			return 0;
-	memcpy(out->list_name, v, n);
-	out->list_name[n] = '\0';
-	/* Quoted: undo the two escapes a quoted string may hold. */
-	if (quoted) {
-		char *w = out->list_name;
-
-		for (char *r = out->list_name; *r; r++) {
-			if (*r == '\\' && r[1])
-				r++;
-			*w++ = *r;
-		}
-		*w = '\0';
-	}
-	out->has |= HAS_LIST;
+	if (out->mailbox[0])
+		out->has |= HAS_LIST;
 	return 0;
 }
 
@@ -524,6 +576,8 @@ proto_parse(const char *unit, size_t len, bool greeting, struct proto_resp *out)
 			capabilities(&c, out);
 		if (strcasecmp(word, "LIST") == 0)
 			return parse_list(&c, out);
+		if (strcasecmp(word, "STATUS") == 0)
+			return parse_status(&c, out);
 		return 0; /* FLAGS, SEARCH, ...: nothing we use */
 	}
 	if (greeting)

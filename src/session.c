@@ -1,9 +1,10 @@
 /*
- * session: the state machine of one connection (account + folder).
+ * session: the state machine of one connection (account + its folders).
  *
  *   PREPARE -> CONNECT -> [TLS] -> GREETING -> [STARTTLS -> TLS] ->
- *   CAPABILITY -> AUTH -> SELECT -> [RECONCILE] -> SYNC -> IDLE | POLL_WAIT
- *   -> SYNC -> ...; any error -> BACKOFF -> CONNECT; stop -> LOGOUT -> DONE
+ *   CAPABILITY -> AUTH -> [NOTIFY] -> (SELECT -> [RECONCILE] -> SYNC) for
+ *   each folder -> IDLE | POLL_WAIT -> [STATUS] -> SELECT ...; any error ->
+ *   BACKOFF -> CONNECT; stop -> LOGOUT -> DONE
  *
  * This file drives the connection: commands and their replies, timers,
  * login, IDLE and polling, errors and backoff. SYNC itself (what to fetch,
@@ -14,9 +15,9 @@
 #include <ctype.h>
 
 static const char *state_names[] = { "PREPARE", "CONNECT", "TLS", "GREETING",
-	"STARTTLS", "CAPABILITY", "AUTH", "SELECT", "RECONCILE", "VERIFY", "SYNC",
-	"IDLE_START", "IDLE", "IDLE_DONE", "POLL_WAIT", "LOGOUT", "CLOSING",
-	"BACKOFF", "DONE" };
+	"STARTTLS", "CAPABILITY", "AUTH", "NOTIFY", "SELECT", "RECONCILE",
+	"VERIFY", "SYNC", "IDLE_START", "IDLE", "IDLE_DONE", "POLL_WAIT", "STATUS",
+	"LOGOUT", "CLOSING", "BACKOFF", "DONE" };
 
 /* ---- commands ---------------------------------------------------------- */
 
@@ -104,6 +105,31 @@ session_send_raw(struct session *s, const char *text, bool secret)
 
 static void timer_cb(uv_timer_t *t);
 
+/* Folders that are not stopped for good. */
+static size_t
+live_folders(const struct session *s)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < s->nmbs; i++)
+		n += !s->mbs[i].dead;
+	return n;
+}
+
+/* Folders other than the one it waits on are asked with STATUS. */
+static bool
+polls_others(const struct session *s)
+{
+	return !s->notify && live_folders(s) > 1;
+}
+
+void
+session_use(struct session *s, struct mbox *mb)
+{
+	s->mb = mb;
+	s->lane.maildir = mb->maildir;
+}
+
 static void
 arm(struct session *s, uint64_t ms)
 {
@@ -118,8 +144,10 @@ awaits_answer(enum session_state st)
 	case S_STARTTLS:
 	case S_CAPABILITY:
 	case S_AUTH:
+	case S_NOTIFY:
 	case S_SELECT:
 	case S_VERIFY:
+	case S_STATUS:
 	case S_SYNC:
 	case S_IDLE_START:
 	case S_IDLE_DONE:
@@ -139,12 +167,16 @@ state_is_up(const struct session *s, enum session_state st)
 	case S_IDLE:
 	case S_IDLE_DONE:
 	case S_POLL_WAIT:
+	case S_STATUS:
 		return true;
+	case S_SELECT:
+		/* Between folders the connection stays up. */
+		return s->selected != NULL || s->mb->status->up;
 	case S_RECONCILE:
 	case S_VERIFY:
 	case S_LOGOUT:
 	case S_DONE:
-		return s->o.status->up; /* passing through: no change */
+		return s->mb->status->up; /* passing through: no change */
 	default:
 		return false;
 	}
@@ -157,7 +189,9 @@ session_set_state(struct session *s, enum session_state st)
 		LOG(s, LOGL_DEBUG, "state %s -> %s", state_names[s->state],
 		    state_names[st]);
 	s->state = st;
-	status_set_state(s->o.status, state_names[st], state_is_up(s, st));
+	for (size_t i = 0; i < s->nmbs; i++)
+		status_set_state(s->mbs[i].status, state_names[st],
+		    state_is_up(s, st));
 	uv_timer_stop(&s->timer);
 	if (awaits_answer(st)) {
 		s->progress_at = uv_now(s->loop);
@@ -172,6 +206,8 @@ session_set_state(struct session *s, enum session_state st)
 		break;
 	case S_IDLE:
 		arm(s, (uint64_t)s->a->idle_refresh * 1000);
+		if (polls_others(s) && s->a->poll_interval < s->a->idle_refresh)
+			arm(s, (uint64_t)s->a->poll_interval * 1000);
 		break;
 	case S_POLL_WAIT:
 		arm(s, (uint64_t)s->a->poll_interval * 1000);
@@ -230,6 +266,9 @@ close_conn(struct session *s)
 	s->select_err[0] = '\0';
 	s->listing = false;
 	s->nlist = s->next_list = s->nstale = 0;
+	s->selected = NULL;
+	s->notify = false;
+	s->status_wait = 0;
 }
 
 static void
@@ -262,6 +301,8 @@ backoff(struct session *s)
 void
 session_finish(struct session *s)
 {
+	bool ok;
+
 	/* Files still being removed: the session is done only after. */
 	if (!lane_idle(&s->lane)) {
 		s->finish_when_idle = true;
@@ -269,12 +310,17 @@ session_finish(struct session *s)
 	}
 	s->finish_when_idle = false;
 	/* A daemon's session ends unasked only when it cannot go on. */
-	if (!s->stopping && !s->o.once) {
-		s->o.status->gave_up = true;
-		status_changed(s->o.status);
-	}
+	if (!s->stopping && !s->o.once)
+		for (size_t i = 0; i < s->nmbs; i++) {
+			s->mbs[i].status->gave_up = true;
+			status_changed(s->mbs[i].status);
+		}
 	session_set_state(s, S_DONE);
-	s->o.done(s, s->o.ud, s->ok && !s->fatal_err);
+	ok = s->ok && !s->fatal_err;
+	for (size_t i = 0; i < s->nmbs; i++)
+		if (!s->mbs[i].dead && !s->mbs[i].sync_ok)
+			ok = false;
+	s->o.done(s, s->o.ud, ok);
 }
 
 /*
@@ -309,7 +355,9 @@ session_fail(struct session *s, int err, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	s->ok = false;
-	status_error(s->o.status, why);
+	for (size_t i = 0; i < s->nmbs; i++)
+		if (!s->mbs[i].dead)
+			status_error(s->mbs[i].status, why);
 	if (err == IDLEFETCH_EAUTH) {
 		if (!s->auth_logged)
 			LOG(s, LOGL_ERROR, "%s", why);
@@ -323,6 +371,30 @@ session_fail(struct session *s, int err, const char *fmt, ...)
 	close_conn(s);
 	session_set_state(s, S_CLOSING);
 	session_settle(s);
+}
+
+bool
+session_folder_stop(struct session *s, int err, const char *fmt, ...)
+{
+	char why[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (live_folders(s) <= 1) {
+		s->fatal_err = true;
+		session_fail(s, err, "%s", why);
+		return false;
+	}
+	s->mb->dead = true;
+	s->mb->pending = false;
+	s->ok = false;
+	LOG(s, LOGL_ERROR, "%s", why);
+	status_error(s->mb->status, why);
+	s->mb->status->gave_up = true;
+	status_changed(s->mb->status);
+	return true;
 }
 
 /* ---- connection setup -------------------------------------------------------- */
@@ -456,6 +528,35 @@ send_lookup(struct session *s)
 
 static void send_select(struct session *s);
 
+/*
+ * A folder the server will not open: with other folders on the
+ * connection, it is left out until the next connection and the others go
+ * on; alone, the connection fails and is tried again later.
+ */
+static void __attribute__((format(printf, 2, 3)))
+folder_skip(struct session *s, const char *fmt, ...)
+{
+	char why[512];
+	size_t usable = 0;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	for (size_t i = 0; i < s->nmbs; i++)
+		usable += !s->mbs[i].dead && &s->mbs[i] != s->mb &&
+		    (s->mbs[i].pending || &s->mbs[i] == s->selected);
+	if (usable == 0 && s->selected == NULL) {
+		session_fail(s, IDLEFETCH_EPROTO, "%s", why);
+		return;
+	}
+	s->ok = false;
+	LOG(s, LOGL_ERROR, "%s; trying it again at the next connection",
+	    why);
+	status_error(s->mb->status, why);
+	session_synced(s);
+}
+
 static void
 lookup_done(struct session *s, const struct proto_resp *r)
 {
@@ -471,13 +572,13 @@ lookup_done(struct session *s, const struct proto_resp *r)
 		s->select_err[0] = '\0';
 		s->lookup_pass = 0;
 		if (s->lookup_guess[0])
-			session_fail(s, IDLEFETCH_EPROTO,
+			folder_skip(s,
 			    "cannot open folder %s: %s; the server has '%s' "
 			    "(write it so in folders =)",
-			    s->o.folder, why, s->lookup_guess);
+			    s->mb->name, why, s->lookup_guess);
 		else
-			session_fail(s, IDLEFETCH_EPROTO,
-			    "cannot open folder %s: %s", s->o.folder, why);
+			folder_skip(s, "cannot open folder %s: %s",
+			    s->mb->name, why);
 		return;
 	}
 	if (s->lookup_found) {
@@ -517,10 +618,12 @@ send_select(struct session *s)
 	}
 
 	/* The configuration allows only names a quoted string can carry. */
-	if (proto_quote(mbox, sizeof(mbox), s->o.folder) < 0)
-		fatal("folder name '%s' cannot be quoted", s->o.folder);
+	if (proto_quote(mbox, sizeof(mbox), s->mb->name) < 0)
+		fatal("folder name '%s' cannot be quoted", s->mb->name);
 	s->uidvalidity = 0;
+	s->uidnext = 0;
 	s->exists = 0;
+	s->selected = NULL; /* a failed SELECT leaves none selected */
 	/*
 	 * SELECT even for `keep`: BODY.PEEK[] leaves \Seen alone either way,
 	 * and Courier-IMAP saves a folder's UID list only when a client
@@ -538,31 +641,212 @@ selected(struct session *s)
 {
 	if (s->uidvalidity == 0) {
 		session_fail(s, IDLEFETCH_EPROTO,
-		    "server sent no UIDVALIDITY for %s", s->o.folder);
+		    "server sent no UIDVALIDITY for %s", s->mb->name);
 		return;
 	}
-	if (s->st.uidvalidity != 0 && s->st.uidvalidity != s->uidvalidity) {
-		s->fatal_err = true;
-		session_fail(s, IDLEFETCH_EPROTO,
+	s->selected = s->mb;
+	s->mb->uidnext = s->uidnext;
+	s->mb->status_uidvalidity = s->uidvalidity;
+	if (s->mb->st.uidvalidity != 0 && s->mb->st.uidvalidity != s->uidvalidity) {
+		if (session_folder_stop(s, IDLEFETCH_EPROTO,
 		    "UIDVALIDITY changed from %u to %u: "
 		    "the server renumbered this folder. Not fetching it, to avoid "
 		    "delivering every message again; after checking the Maildir, "
 		    "remove %s to fetch the folder as new",
-		    s->st.uidvalidity, s->uidvalidity, s->state_path);
+		    s->mb->st.uidvalidity, s->uidvalidity, s->mb->state_path))
+			session_synced(s);
 		return;
 	}
 	LOG(s, LOGL_INFO,
 	    "selected: %u message(s), UIDVALIDITY %u, last "
 	    "delivered UID %u",
-	    s->exists, s->uidvalidity, s->st.last_uid);
-	if (!s->reconciled) {
+	    s->exists, s->uidvalidity, s->mb->st.last_uid);
+	if (!s->mb->reconciled) {
 		session_set_state(s, S_RECONCILE);
 		memset(&s->job, 0, sizeof(s->job));
-		s->job.st = s->st;
+		s->job.st = s->mb->st;
 		s->o.sync->start_job(s, COMMIT_RECONCILE);
 		return;
 	}
 	s->o.sync->verify_last(s);
+}
+
+/* ---- folders in turn ---------------------------------------------------------- */
+
+static struct mbox *
+find_mbox(struct session *s, const char *name)
+{
+	for (size_t i = 0; i < s->nmbs; i++) {
+		const char *n = s->mbs[i].name;
+
+		/* INBOX is the one name without case (RFC 3501 5.1). */
+		if (strcmp(n, name) == 0 ||
+		    (strcasecmp(n, "INBOX") == 0 && strcasecmp(name, n) == 0))
+			return &s->mbs[i];
+	}
+	return NULL;
+}
+
+/*
+ * NOTIFY (RFC 5465): news of the selected folder as EXISTS, of the others
+ * as STATUS with their UIDNEXT, on this one connection.
+ */
+static void
+send_notify(struct session *s)
+{
+	size_t cap = 128, len;
+	char *line = xmalloc(cap), q[512];
+
+	len = (size_t)snprintf(line, cap,
+	    "NOTIFY SET (selected (MessageNew MessageExpunge)) (mailboxes (");
+	for (size_t i = 0; i < s->nmbs; i++) {
+		if (proto_quote(q, sizeof(q), s->mbs[i].name) < 0)
+			fatal("folder name '%s' cannot be quoted",
+			    s->mbs[i].name);
+		if (len + strlen(q) + 64 > cap) {
+			cap = 2 * (len + strlen(q) + 64);
+			line = xrealloc(line, cap);
+		}
+		len += (size_t)snprintf(line + len, cap - len, "%s%s",
+		    i ? " " : "", q);
+	}
+	snprintf(line + len, cap - len, ") (MessageNew MessageExpunge))");
+	session_send_cmd(s, CMD_NOTIFY, false, "%s", line);
+	free(line);
+	session_set_state(s, S_NOTIFY);
+}
+
+/* Logged in: every folder is synced once, then the connection waits. */
+static void
+logged_in(struct session *s)
+{
+	s->ok = true;
+	for (size_t i = 0; i < s->nmbs; i++) {
+		s->mbs[i].pending = !s->mbs[i].dead;
+		s->mbs[i].sync_ok = true;
+	}
+	s->polled_at = uv_now(s->loop);
+	if (s->nmbs > 1 && !s->split_asked && s->o.split && !s->stopping &&
+	    !s->o.once && !(s->caps & CAP_NOTIFY) && s->a->idle &&
+	    (s->caps & CAP_IDLE) && !s->mbs[0].dead) {
+		s->split_asked = true;
+		s->o.split(s, s->o.ud);
+	}
+	if (live_folders(s) > 1 && (s->caps & CAP_NOTIFY) && s->a->idle &&
+	    !s->o.once) {
+		send_notify(s);
+		return;
+	}
+	session_synced(s);
+}
+
+/* Asks every folder but the selected one for its UIDNEXT. */
+static void
+poll_status(struct session *s)
+{
+	char q[512];
+
+	s->polled_at = uv_now(s->loop);
+	s->status_wait = 0;
+	for (size_t i = 0; i < s->nmbs; i++) {
+		struct mbox *mb = &s->mbs[i];
+
+		if (mb->dead || mb == s->selected || mb->pending)
+			continue;
+		if (proto_quote(q, sizeof(q), mb->name) < 0)
+			fatal("folder name '%s' cannot be quoted", mb->name);
+		session_send_cmd(s, CMD_STATUS, false,
+		    "STATUS %s (UIDNEXT UIDVALIDITY)", q);
+		s->status_wait++;
+	}
+	if (s->status_wait == 0) {
+		session_synced(s);
+		return;
+	}
+	session_set_state(s, S_STATUS);
+}
+
+/* News of a folder, from NOTIFY or from polling it with STATUS. */
+static void
+folder_news(struct session *s, const struct proto_resp *r)
+{
+	struct mbox *mb = find_mbox(s, r->mailbox);
+
+	if (mb == NULL || mb->dead || mb == s->selected)
+		return;
+	if (!(r->has & HAS_STATUS_UIDNEXT) || mb->uidnext == 0 ||
+	    r->status_uidnext != mb->uidnext ||
+	    r->status_uidvalidity != mb->status_uidvalidity) {
+		if (!mb->pending)
+			LOG(s, LOGL_DEBUG, "%s has news (UIDNEXT %u)",
+			    mb->name, r->status_uidnext);
+		mb->pending = true;
+		if (s->state == S_IDLE) {
+			session_send_raw(s, "DONE", false);
+			session_set_state(s, S_IDLE_DONE);
+		}
+	}
+}
+
+/*
+ * Out of IDLE or a poll's wait: the selected folder is listed again (new
+ * mail, or a refresh), the others asked with STATUS when their poll is due.
+ */
+static void
+woke(struct session *s)
+{
+	if (s->selected && !s->selected->dead)
+		s->selected->pending = true;
+	if (polls_others(s) &&
+	    uv_now(s->loop) - s->polled_at + 500 >=
+		(uint64_t)s->a->poll_interval * 1000) {
+		poll_status(s);
+		return;
+	}
+	session_synced(s);
+}
+
+void
+session_synced(struct session *s)
+{
+	struct mbox *next = NULL;
+
+	if (s->stopping) {
+		session_send_cmd(s, CMD_LOGOUT, false, "LOGOUT");
+		session_set_state(s, S_LOGOUT);
+		return;
+	}
+	/* The selected folder first: it needs no SELECT. */
+	if (s->selected && s->selected->pending)
+		next = s->selected;
+	for (size_t i = 0; next == NULL && i < s->nmbs; i++)
+		if (s->mbs[i].pending && !s->mbs[i].dead)
+			next = &s->mbs[i];
+	if (next) {
+		next->pending = false;
+		session_use(s, next);
+		if (next == s->selected)
+			s->o.sync->start(s);
+		else
+			send_select(s);
+		return;
+	}
+	if (s->o.once) {
+		session_send_cmd(s, CMD_LOGOUT, false, "LOGOUT");
+		session_set_state(s, S_LOGOUT);
+		return;
+	}
+	if (s->selected == NULL) {
+		session_fail(s, IDLEFETCH_EPROTO, "no folder could be opened");
+		return;
+	}
+	session_use(s, s->selected);
+	if (s->a->idle && (s->caps & CAP_IDLE)) {
+		session_send_cmd(s, CMD_IDLE, false, "IDLE");
+		session_set_state(s, S_IDLE_START);
+		return;
+	}
+	session_set_state(s, S_POLL_WAIT);
 }
 
 /* ---- responses --------------------------------------------------------------- */
@@ -592,7 +876,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 		else if (s->state == S_CAPABILITY)
 			after_caps(s);
 		else
-			send_select(s);
+			logged_in(s);
 		break;
 	case CMD_STARTTLS:
 		if (r->status != PROTO_OK) {
@@ -615,7 +899,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 		LOG(s, LOGL_INFO, "logged in as %s%s", s->a->username,
 		    transport_is_tls(s->tr) ? " over TLS" : " without TLS");
 		if (r->has & HAS_CAPS) {
-			send_select(s);
+			logged_in(s);
 		} else {
 			session_send_cmd(s, CMD_CAPABILITY, false,
 			    "CAPABILITY");
@@ -628,12 +912,32 @@ on_tagged(struct session *s, const struct proto_resp *r)
 	case CMD_LISTMB:
 		lookup_done(s, r);
 		break;
+	case CMD_NOTIFY:
+		if (r->status == PROTO_OK) {
+			s->notify = true;
+			LOG(s, LOGL_INFO,
+			    "watching %zu folders on one connection (NOTIFY)",
+			    live_folders(s));
+		} else {
+			LOG(s, LOGL_WARN,
+			    "NOTIFY refused (%s); polling the other folders "
+			    "with STATUS every %u s",
+			    r->text, s->a->poll_interval);
+		}
+		session_synced(s);
+		break;
+	case CMD_STATUS:
+		if (r->status != PROTO_OK)
+			LOG(s, LOGL_DEBUG, "STATUS refused: %s", r->text);
+		if (s->status_wait > 0 && --s->status_wait == 0)
+			session_synced(s);
+		break;
 	case CMD_SELECT:
 		if (r->status != PROTO_OK) {
 			/* Look for a name ending in it: INBOX.Lists for Lists. */
 			snprintf(s->select_err, sizeof(s->select_err), "%s",
 			    r->text[0] ? r->text : "refused");
-			s->lookup = s->o.folder;
+			s->lookup = s->mb->name;
 			s->lookup_pass = 1;
 			s->lookup_guess[0] = '\0';
 			send_lookup(s);
@@ -712,7 +1016,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 			session_set_state(s, S_LOGOUT);
 			break;
 		}
-		s->o.sync->start(s);
+		woke(s);
 		break;
 	case CMD_LOGOUT:
 		close_conn(s);
@@ -734,6 +1038,10 @@ on_untagged(struct session *s, const struct proto_resp *r)
 		s->caps = r->caps;
 	if (r->has & HAS_UIDVALIDITY)
 		s->uidvalidity = r->uidvalidity;
+	if (r->has & HAS_UIDNEXT)
+		s->uidnext = r->uidnext;
+	if (r->has & HAS_STATUS)
+		folder_news(s, r);
 	if (r->has & HAS_EXPUNGE)
 		s->expunges++;
 	if (r->has & HAS_EXPUNGE && s->exists > 0)
@@ -746,7 +1054,7 @@ on_untagged(struct session *s, const struct proto_resp *r)
 			session_send_raw(s, "DONE", false);
 			session_set_state(s, S_IDLE_DONE);
 		} else if (grew && s->state == S_POLL_WAIT) {
-			s->o.sync->start(s);
+			woke(s);
 		} else if (grew) {
 			s->more = true;
 		}
@@ -756,12 +1064,12 @@ on_untagged(struct session *s, const struct proto_resp *r)
 	if ((r->has & HAS_FETCH) && s->state == S_VERIFY)
 		s->o.sync->verify_fetch(s, r);
 	if ((r->has & HAS_LIST) && s->state == S_SELECT && s->lookup) {
-		if (strcmp(r->list_name, s->lookup) == 0)
+		if (strcmp(r->mailbox, s->lookup) == 0)
 			s->lookup_found = true;
 		else if (!s->lookup_guess[0] &&
-		    names_same_folder(r->list_name, r->list_delim, s->lookup))
+		    names_same_folder(r->mailbox, r->list_delim, s->lookup))
 			snprintf(s->lookup_guess, sizeof(s->lookup_guess), "%s",
-			    r->list_name);
+			    r->mailbox);
 	}
 }
 
@@ -959,6 +1267,11 @@ session_connect(struct session *s)
 	int r;
 
 	lane_reset(&s->lane);
+	for (size_t i = 0; i < s->nmbs; i++)
+		if (!s->mbs[i].dead) {
+			session_use(s, &s->mbs[i]);
+			break;
+		}
 	s->greeted = false;
 	s->bye[0] = '\0';
 	s->caps = 0;
@@ -990,7 +1303,7 @@ timer_cb(uv_timer_t *t)
 		session_set_state(s, S_IDLE_DONE);
 		break;
 	case S_POLL_WAIT:
-		s->o.sync->start(s);
+		woke(s);
 		break;
 	case S_SYNC:
 		if (s->ncmds == 0 ||
@@ -1034,7 +1347,7 @@ on_lane_drained(void *ud, int err)
 		return;
 	}
 	if (err < 0 && s->conn_alive) {
-		session_fail(s, err, "cannot write to %s/tmp: %s", s->maildir,
+		session_fail(s, err, "cannot write to %s/tmp: %s", s->mb->maildir,
 		    strerror(-err));
 		return;
 	}
@@ -1060,10 +1373,19 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 	s->loop = loop;
 	s->o = *o;
 	s->a = o->acct;
-	s->maildir = config_folder_maildir(s->a, o->folder);
-	s->state_path = state_path(o->state_dir, s->a->name, o->folder);
-	s->tag_mark = maildir_tag(s->a->name, o->folder);
-	lane_init(&s->lane, loop, s->maildir, &lane_ops, s);
+	s->nmbs = o->nfolders;
+	s->mbs = xcalloc(s->nmbs, sizeof(*s->mbs));
+	for (size_t i = 0; i < s->nmbs; i++) {
+		struct mbox *mb = &s->mbs[i];
+
+		mb->name = o->folders[i];
+		mb->maildir = config_folder_maildir(s->a, mb->name);
+		mb->state_path = state_path(o->state_dir, s->a->name, mb->name);
+		mb->tag_mark = maildir_tag(s->a->name, mb->name);
+		mb->status = &o->status[i];
+	}
+	s->mb = &s->mbs[0];
+	lane_init(&s->lane, loop, s->mb->maildir, &lane_ops, s);
 	s->fops = (struct framer_ops){
 		.literal_begin = o->sync->literal_begin,
 		.literal_data = o->sync->literal_data,
@@ -1076,16 +1398,40 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 	uv_timer_init(loop, &s->timer);
 	s->timer.data = s;
 	s->state = S_PREPARE;
-	status_set_state(s->o.status, state_names[S_PREPARE], false);
+	for (size_t i = 0; i < s->nmbs; i++)
+		status_set_state(s->mbs[i].status, state_names[S_PREPARE],
+		    false);
 	return s;
 }
 
 void
 session_start(struct session *s)
 {
-	LOG(s, LOGL_DEBUG, "Maildir %s, state %s", s->maildir, s->state_path);
+	session_use(s, &s->mbs[0]);
+	session_prepare(s);
+}
+
+void
+session_prepare(struct session *s)
+{
+	LOG(s, LOGL_DEBUG, "Maildir %s, state %s", s->mb->maildir,
+	    s->mb->state_path);
 	memset(&s->job, 0, sizeof(s->job));
 	s->o.sync->start_job(s, COMMIT_PREPARE);
+}
+
+void
+session_keep(struct session *s, size_t n)
+{
+	if (n == 0 || n > s->nmbs || s->selected != NULL)
+		fatal("session_keep(%zu) of %zu folders", n, s->nmbs);
+	for (size_t i = n; i < s->nmbs; i++) {
+		free(s->mbs[i].maildir);
+		free(s->mbs[i].state_path);
+	}
+	s->nmbs = n;
+	if (s->mb >= s->mbs + n)
+		session_use(s, &s->mbs[0]);
 }
 
 void
@@ -1144,8 +1490,11 @@ timer_close_cb(uv_handle_t *h)
 {
 	struct session *s = h->data;
 
-	free(s->maildir);
-	free(s->state_path);
+	for (size_t i = 0; i < s->nmbs; i++) {
+		free(s->mbs[i].maildir);
+		free(s->mbs[i].state_path);
+	}
+	free(s->mbs);
 	free(s->list);
 	free(s->sizes);
 	free(s->stale);
@@ -1169,7 +1518,7 @@ session_free(struct session *s)
 	for (b = s->bhead; b; b = next) {
 		next = b->next;
 		for (size_t i = 0; i < b->nfiles; i++)
-			maildir_discard(s->maildir, &b->files[i]);
+			maildir_discard(s->mb->maildir, &b->files[i]);
 		s->o.sync->batch_free(b);
 	}
 	uv_close((uv_handle_t *)&s->timer, timer_close_cb);

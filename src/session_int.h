@@ -54,6 +54,7 @@ enum session_state {
 	S_STARTTLS,
 	S_CAPABILITY,
 	S_AUTH,
+	S_NOTIFY,
 	S_SELECT,
 	S_RECONCILE,
 	S_VERIFY,
@@ -62,6 +63,7 @@ enum session_state {
 	S_IDLE,
 	S_IDLE_DONE,
 	S_POLL_WAIT,
+	S_STATUS, /* asking the other folders for UIDNEXT */
 	S_LOGOUT,
 	S_CLOSING,
 	S_BACKOFF,
@@ -83,6 +85,29 @@ enum cmd_kind {
 	CMD_LOGOUT,
 	CMD_VERIFY,
 	CMD_LISTMB, /* LIST: does the move target exist? */
+	CMD_NOTIFY,
+	CMD_STATUS,
+};
+
+/*
+ * One folder of the connection: where its mail goes and what has been
+ * delivered. A connection holds one folder, or several that it syncs in
+ * turn (NOTIFY, or STATUS polling); only one is selected at a time.
+ */
+struct mbox {
+	const char *name; /* borrowed from the account */
+	char *maildir;
+	char *state_path;
+	uint32_t tag_mark; /* maildir file tag */
+	struct status_rec *status; /* borrowed; kept current */
+	struct state_rec st; /* durable state */
+	bool reconciled;
+	bool pending; /* to sync: at login, after news of it */
+	bool dead; /* stopped for good (UIDVALIDITY changed) */
+	bool sync_ok; /* its last sync on this connection lacked nothing */
+	uint32_t uidnext; /* the last UIDNEXT seen, 0: unknown */
+	uint32_t status_uidvalidity; /* ...and UIDVALIDITY with it */
+	unsigned delivered; /* messages this process delivered */
 };
 
 
@@ -116,9 +141,14 @@ struct session {
 	struct transport *tr;
 	struct framer *fr;
 	struct framer_ops fops; /* on_unit here, literals to the sync */
-	char *maildir;
-	char *state_path;
-	uint32_t tag_mark; /* maildir file tag */
+	struct mbox *mbs; /* the folders, in configuration order */
+	size_t nmbs;
+	struct mbox *mb; /* the one selected, or being prepared */
+	struct mbox *selected; /* SELECT succeeded on it, this connection */
+	bool notify; /* NOTIFY SET accepted: the server tells of every folder */
+	bool split_asked; /* the owner was offered the folders to spread */
+	uint64_t polled_at; /* loop time of the last STATUS round */
+	unsigned status_wait; /* STATUS replies still to come */
 
 	/* connection */
 	uint32_t caps;
@@ -130,10 +160,9 @@ struct session {
 	bool greeted;
 
 	/* mailbox */
-	struct state_rec st; /* durable state */
 	uint32_t uidvalidity; /* from SELECT */
+	uint32_t uidnext; /* from SELECT, 0 when it gave none */
 	uint32_t exists;
-	bool reconciled;
 	bool last_found; /* S_VERIFY: the server still has UID last_uid */
 	bool move_checked; /* the move: target was found on the server */
 	bool lookup_found; /* a LIST reply named `lookup` exactly */
@@ -173,14 +202,13 @@ struct session {
 	struct lane lane;
 	unsigned next_msgno;
 	bool finish_when_idle; /* session_finish waits for the lane */
-	unsigned delivered; /* messages this process delivered */
 
 	/* lifecycle */
 	unsigned backoff_ms;
 	bool healthy; /* a sync completed on this connection */
 	uint64_t healthy_at; /* loop time of that first completed sync */
 	unsigned conn_delivered; /* messages delivered on this connection */
-	bool ok; /* the last sync completed */
+	bool ok; /* every folder synced in the last pass */
 	bool stopping;
 	bool fatal_err; /* do not retry (UIDVALIDITY change) */
 	bool auth_logged;
@@ -194,6 +222,20 @@ void session_fail(struct session *s, int err, const char *fmt, ...)
 void session_settle(struct session *s);
 void session_finish(struct session *s);
 void session_connect(struct session *s);
+/* Runs the PREPARE job of the folder worked on (s->mb). */
+void session_prepare(struct session *s);
+/* Makes mb the folder worked on (logs, paths, the lane's Maildir). */
+void session_use(struct session *s, struct mbox *mb);
+/* The selected folder is synced (or stopped): the next, or wait. */
+void session_synced(struct session *s);
+/*
+ * The selected folder cannot go on (UIDVALIDITY changed, its Maildir
+ * failed): it stops for good and the connection goes on with the others;
+ * when it was the last, the session fails as session_fail does. Returns
+ * whether the connection goes on.
+ */
+bool session_folder_stop(struct session *s, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 struct cmd *session_send_cmd(struct session *s, enum cmd_kind kind, bool secret,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void session_send_raw(struct session *s, const char *text, bool secret);
@@ -231,6 +273,6 @@ struct sync_ops {
 
 
 #define LOG(s, lvl, ...)                                                       \
-	log_msg((lvl), (s)->a->name, (s)->o.folder, __VA_ARGS__)
+	log_msg((lvl), (s)->a->name, (s)->mb->name, __VA_ARGS__)
 
 #endif

@@ -79,7 +79,7 @@ plan_commit(struct session *s, struct batch *b, struct commit_req *j)
 
 	if (b->nfiles > 0)
 		qsort(b->files, b->nfiles, sizeof(*b->files), cmp_file_uid);
-	j->commit_uid = s->st.last_uid;
+	j->commit_uid = s->mb->st.last_uid;
 	j->ncommit = 0;
 	if (s->gap)
 		return; /* an earlier batch stopped short */
@@ -124,7 +124,7 @@ sync_pump_commits(struct session *s)
 		s->btail = NULL;
 	memset(&s->job, 0, sizeof(s->job));
 	s->job_batch = b;
-	s->job.st = s->st;
+	s->job.st = s->mb->st;
 	plan_commit(s, b, &s->job);
 	sync_start_job(s, COMMIT_DELIVER);
 }
@@ -244,16 +244,23 @@ static void
 job_done_prepare(struct session *s, struct commit_req *j)
 {
 	if (j->result < 0) {
-		s->fatal_err = true;
-		session_fail(s, j->result, "%s", j->err);
-		return;
+		if (!session_folder_stop(s, j->result, "%s", j->err))
+			return;
+	} else {
+		if (j->removed)
+			LOG(s, LOGL_INFO,
+			    "removed %u unfinished file(s) from tmp/",
+			    j->removed);
+		s->mb->st = j->st;
 	}
-	if (j->removed)
-		LOG(s, LOGL_INFO, "removed %u unfinished file(s) from tmp/",
-		    j->removed);
-	s->st = j->st;
 	if (s->stopping) {
 		session_finish(s);
+		return;
+	}
+	/* Each folder's Maildir and state, in turn, before connecting. */
+	if (s->mb + 1 < s->mbs + s->nmbs) {
+		session_use(s, s->mb + 1);
+		session_prepare(s);
 		return;
 	}
 	session_connect(s);
@@ -266,21 +273,21 @@ job_done_commit(struct session *s, struct commit_req *j)
 	uint32_t *uids;
 
 	if (j->ncommit > 0) {
-		s->delivered += (unsigned)j->ncommit;
+		s->mb->delivered += (unsigned)j->ncommit;
 		s->conn_delivered += (unsigned)j->ncommit;
-		s->o.status->delivered = s->delivered;
+		s->mb->status->delivered = s->mb->delivered;
 		LOG(s, LOGL_INFO, "delivered %zu message(s), UIDs %u..%u",
 		    j->ncommit, b->files[0].uid, b->files[j->ncommit - 1].uid);
 	}
-	if (j->result == 0 || j->st.last_uid > s->st.last_uid)
-		s->st = j->st;
+	if (j->result == 0 || j->st.last_uid > s->mb->st.last_uid)
+		s->mb->st = j->st;
 	if (j->result < 0) {
 		/*
 		 * Files may be in new/ that no state records (a failed fsync of
 		 * new/ or of the state): the next connection must scan for
 		 * them before it fetches, or it fetches them again.
 		 */
-		s->reconciled = false;
+		s->mb->reconciled = false;
 		sync_batch_free(b);
 		s->job_batch = NULL;
 		session_fail(s, j->result,
@@ -317,8 +324,8 @@ job_after(struct commit_req *j, void *ud)
 			    "found %u UID(s) delivered before a restart; "
 			    "state updated",
 			    j->removed);
-		s->st = j->st;
-		s->reconciled = true;
+		s->mb->st = j->st;
+		s->mb->reconciled = true;
 		if (s->conn_alive && s->state == S_RECONCILE)
 			sync_verify_last(s);
 		else
@@ -342,9 +349,9 @@ sync_start_job(struct session *s, enum commit_kind kind)
 	struct commit_req *j = &s->job;
 
 	j->kind = kind;
-	j->maildir = s->maildir;
-	j->state_path = s->state_path;
-	j->tag = s->tag_mark;
+	j->maildir = s->mb->maildir;
+	j->state_path = s->mb->state_path;
+	j->tag = s->mb->tag_mark;
 	j->uidvalidity = s->uidvalidity;
 	if (kind == COMMIT_DELIVER) {
 		j->files = s->job_batch->files;
@@ -360,7 +367,7 @@ sync_start_job(struct session *s, enum commit_kind kind)
 static void
 sync_list_add(struct session *s, uint32_t uid, uint32_t size)
 {
-	if (uid <= s->st.last_uid) {
+	if (uid <= s->mb->st.last_uid) {
 		/* Delivered already but still on the server. */
 		if (s->a->after == AFTER_KEEP ||
 		    (s->nstale > 0 && s->stale[s->nstale - 1] == uid))
@@ -442,7 +449,7 @@ sync_list_finish(struct session *s)
 		s->more = true; /* the rest in the next pass */
 	}
 	s->next_list = 0;
-	s->o.status->queued = s->o.status->delivered + s->nlist;
+	s->mb->status->queued = s->mb->status->delivered + s->nlist;
 	if (s->nstale > 0 && !ascending(s->stale, s->nstale))
 		qsort(s->stale, s->nstale, sizeof(*s->stale), cmp_u32);
 	return 0;
@@ -488,10 +495,10 @@ sync_complete(struct session *s)
 	if (!s->healthy)
 		s->healthy_at = uv_now(s->loop);
 	s->healthy = true;
-	s->o.status->last_sync = (int64_t)time(NULL);
-	status_changed(s->o.status);
+	s->mb->status->last_sync = (int64_t)time(NULL);
+	status_changed(s->mb->status);
 	/* A UID the server kept skipping is not delivered: not a clean sync. */
-	s->ok = !s->gap;
+	s->mb->sync_ok = !s->gap;
 	s->auth_logged = false;
 	/* Messages an after-action missed: list and act again, a few times. */
 	if (s->after_short && s->after_retries < 3 && !s->stopping) {
@@ -505,17 +512,7 @@ sync_complete(struct session *s)
 		sync_start(s);
 		return;
 	}
-	if (s->stopping || s->o.once) {
-		session_send_cmd(s, CMD_LOGOUT, false, "LOGOUT");
-		session_set_state(s, S_LOGOUT);
-		return;
-	}
-	if (s->a->idle && (s->caps & CAP_IDLE)) {
-		session_send_cmd(s, CMD_IDLE, false, "IDLE");
-		session_set_state(s, S_IDLE_START);
-		return;
-	}
-	session_set_state(s, S_POLL_WAIT);
+	session_synced(s);
 }
 
 /* Moves the sync forward: more batches, commits, or done. */
@@ -545,8 +542,8 @@ sync_start(struct session *s)
 {
 	uint32_t from = 1;
 
-	if (s->a->after == AFTER_KEEP && s->st.last_uid < UINT32_MAX)
-		from = s->st.last_uid + 1;
+	if (s->a->after == AFTER_KEEP && s->mb->st.last_uid < UINT32_MAX)
+		from = s->mb->st.last_uid + 1;
 
 	session_set_state(s, S_SYNC);
 	s->more = false;
@@ -567,9 +564,9 @@ sync_start(struct session *s)
 static void
 sync_verify_last(struct session *s)
 {
-	const struct state_fp *fp = &s->st.last;
+	const struct state_fp *fp = &s->mb->st.last;
 
-	if (s->st.last_uid == 0 || s->st.uidvalidity != s->uidvalidity ||
+	if (s->mb->st.last_uid == 0 || s->mb->st.uidvalidity != s->uidvalidity ||
 	    (fp->size == 0 && fp->msgid[0] == '\0')) {
 		sync_start(s); /* nothing to check against */
 		return;
@@ -580,13 +577,13 @@ sync_verify_last(struct session *s)
 	session_send_cmd(s, CMD_VERIFY, false,
 	    "UID FETCH %u (UID RFC822.SIZE "
 	    "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
-	    s->st.last_uid);
+	    s->mb->st.last_uid);
 }
 
 static void
 sync_verify_fetch(struct session *s, const struct proto_resp *r)
 {
-	if (!(r->has & HAS_UID) || r->uid != s->st.last_uid)
+	if (!(r->has & HAS_UID) || r->uid != s->mb->st.last_uid)
 		return;
 	s->last_found = true;
 	s->last_now.size = (r->has & HAS_SIZE) ? r->size : 0;
@@ -598,12 +595,12 @@ sync_verify_fetch(struct session *s, const struct proto_resp *r)
 static void
 sync_verify_done(struct session *s, const struct proto_resp *r)
 {
-	const struct state_fp *was = &s->st.last, *now = &s->last_now;
+	const struct state_fp *was = &s->mb->st.last, *now = &s->last_now;
 	bool size_differs, id_differs;
 
 	if (r->status != PROTO_OK) {
 		session_fail(s, IDLEFETCH_EPROTO,
-		    "checking UID %u failed: %s", s->st.last_uid, r->text);
+		    "checking UID %u failed: %s", s->mb->st.last_uid, r->text);
 		return;
 	}
 	/* Gone (deleted, moved): nothing to compare, nothing renumbered. */
@@ -620,14 +617,15 @@ sync_verify_done(struct session *s, const struct proto_resp *r)
 		else
 			snprintf(what, sizeof(what), "size %u, was %u",
 			    now->size, was->size);
-		s->fatal_err = true;
-		session_fail(s, IDLEFETCH_EPROTO,
+		if (session_folder_stop(s, IDLEFETCH_EPROTO,
 		    "UID %u no longer holds the message delivered under it "
 		    "(%s): the server renumbered this folder without "
 		    "changing UIDVALIDITY %u. Not fetching it, to avoid "
 		    "losing and duplicating mail; after checking the "
 		    "Maildir, remove %s to fetch the folder as new",
-		    s->st.last_uid, what, s->uidvalidity, s->state_path);
+		    s->mb->st.last_uid, what, s->uidvalidity,
+		    s->mb->state_path))
+			session_synced(s);
 		return;
 	}
 	sync_start(s);
@@ -702,11 +700,11 @@ sync_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 	s->streaming = true;
 	if (s->state != S_SYNC || s->bhead == NULL)
 		return 1; /* streamed to nowhere */
-	r = maildir_create(s->maildir, s->tag_mark, &s->cur);
+	r = maildir_create(s->mb->maildir, s->mb->tag_mark, &s->cur);
 	if (r < 0) {
 		/* Decided and logged here, once; the framer only stops. */
 		session_fail(s, r, "cannot create a file in %s/tmp: %s",
-		    s->maildir, strerror(-r));
+		    s->mb->maildir, strerror(-r));
 		return r;
 	}
 	s->cur.msgno = ++s->next_msgno;

@@ -36,6 +36,11 @@ struct account {
 	int idle; /* 1: IDLE when offered, 0: always poll */
 	unsigned poll_interval; /* seconds */
 	unsigned idle_refresh; /* seconds */
+	/*
+	 * Without NOTIFY: connections per account at most; the first folders
+	 * IDLE on one each, the last polls the rest with STATUS.
+	 */
+	unsigned max_connections;
 	unsigned timeout; /* seconds to wait for any answer */
 };
 

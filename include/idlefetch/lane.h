@@ -39,7 +39,11 @@ struct lane_ops {
 struct dop;
 struct lane {
 	uv_loop_t *loop;
-	const char *maildir; /* borrowed from the owner */
+	/*
+	 * Borrowed from the owner, who may point it at another folder at any
+	 * time: each queued operation keeps the one it was queued with.
+	 */
+	const char *maildir;
 	const struct lane_ops *ops;
 	void *ud;
 	uv_work_t work;

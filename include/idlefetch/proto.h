@@ -35,6 +35,7 @@ enum proto_status {
 #define CAP_UIDPLUS (1u << 6)
 #define CAP_MOVE (1u << 7)
 #define CAP_LITERALPLUS (1u << 8)
+#define CAP_NOTIFY (1u << 9) /* RFC 5465 */
 
 /* Bits in proto_resp.has. */
 #define HAS_CAPS (1u << 0)
@@ -49,7 +50,9 @@ enum proto_status {
 #define HAS_READONLY (1u << 9)
 #define HAS_ALERT (1u << 10) /* [ALERT]: the text must reach the user */
 #define HAS_MSGID (1u << 11) /* BODY[HEADER.FIELDS (MESSAGE-ID)] had one */
-#define HAS_LIST (1u << 12) /* "* LIST (...) delim name": list_name */
+#define HAS_LIST (1u << 12) /* "* LIST (...) delim name": mailbox */
+#define HAS_STATUS (1u << 13) /* "* STATUS name (...)": mailbox, status_* */
+#define HAS_STATUS_UIDNEXT (1u << 14) /* ...and it gave UIDNEXT */
 
 struct proto_resp {
 	enum proto_kind kind;
@@ -62,8 +65,9 @@ struct proto_resp {
 	uint32_t seq; /* FETCH or EXPUNGE message number */
 	uint32_t uid, size;
 	char msgid[200]; /* HAS_MSGID: printable, without spaces */
-	char list_name[256]; /* HAS_LIST: the mailbox, printable */
+	char mailbox[256]; /* HAS_LIST, HAS_STATUS: the name, printable */
 	char list_delim; /* HAS_LIST: hierarchy delimiter, 0 for NIL */
+	uint32_t status_uidnext, status_uidvalidity, status_messages;
 };
 
 /*

@@ -1,7 +1,10 @@
 /*
- * session: one IMAP connection for one account+folder, from resolving the
- * host to IDLE, with its own reconnect/backoff loop. It owns its transport,
- * framer and the batches of messages being delivered.
+ * session: one IMAP connection for one account and one or more of its
+ * folders, from resolving the host to IDLE, with its own reconnect/backoff
+ * loop. It owns its transport, framer and the batches of messages being
+ * delivered. With several folders it syncs them in turn, then waits: with
+ * NOTIFY (RFC 5465) the server tells it of every folder; without, it
+ * IDLEs on one and polls the others with STATUS.
  */
 #ifndef IDLEFETCH_SESSION_H
 #define IDLEFETCH_SESSION_H
@@ -19,16 +22,24 @@ struct sync_ops;
 
 /* Called once when the session has stopped for good (ok: last sync fine). */
 typedef void session_done_cb(struct session *s, void *ud, bool ok);
+/*
+ * Called once, at the first login of a session holding several folders,
+ * when the server offers IDLE but not NOTIFY: the owner may keep fewer
+ * folders here (session_keep) and watch the rest on other connections.
+ */
+typedef void session_split_cb(struct session *s, void *ud);
 
 struct session_opts {
 	const struct account *acct; /* borrowed, must outlive the session */
-	const char *folder; /* borrowed */
+	const char *const *folders; /* borrowed; INBOX usually first */
+	size_t nfolders;
 	const char *state_dir; /* borrowed */
 	SSL_CTX *ssl_ctx; /* borrowed; NULL when tls = none */
 	bool once; /* sync once, then LOGOUT and finish */
-	struct status_rec *status; /* borrowed; the session keeps it current */
+	struct status_rec *status; /* borrowed, one per folder; kept current */
 	const struct sync_ops *sync; /* the folder's sync: &mailbox_sync_ops */
 	session_done_cb *done;
+	session_split_cb *split; /* NULL: never split */
 	void *ud;
 };
 
@@ -41,5 +52,7 @@ void session_start(struct session *s);
 void session_stop(struct session *s);
 /* Only after the done callback. */
 void session_free(struct session *s);
+/* From the split callback only: keeps the first n (>= 1) folders. */
+void session_keep(struct session *s, size_t n);
 
 #endif

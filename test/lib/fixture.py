@@ -98,7 +98,7 @@ class Dovecot:
     free loopback ports. caps replaces the post-login capability list."""
 
     def __init__(self, root, certs, caps=DEFAULT_CAPS, cert="server",
-                 extra=""):
+                 extra="", userip=200):
         self.root = root
         self.certs = certs
         self.d = os.path.join(root, "dovecot")
@@ -111,6 +111,7 @@ class Dovecot:
         self.caps = caps
         self.cert = cert
         self.extra = extra
+        self.userip = userip
         self.conf = os.path.join(self.d, "dovecot.conf")
         self.mail = os.path.join(self.d, "mail")
         os.makedirs(self.mail, exist_ok=True)
@@ -137,7 +138,7 @@ mail_location = maildir:{self.mail}/%u/Maildir
 mail_uid = dovecot
 mail_gid = dovecot
 first_valid_uid = 1
-mail_max_userip_connections = 200
+mail_max_userip_connections = {self.userip}
 imap_capability = {self.caps}
 auth_verbose = yes
 passdb {{
@@ -289,6 +290,10 @@ namespace inbox {{
                         folder], input=body, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
+    def connections_refused(self):
+        """Logins Dovecot refused for too many connections of the user."""
+        return self.log().count("Maximum number of connections")
+
     def lmtp(self, body, rcpt=USER):
         with smtplib.LMTP("127.0.0.1", self.lmtp_port) as c:
             c.sendmail("sender@example.org", [rcpt], body)
@@ -428,6 +433,13 @@ after = {after}
     def log(self):
         with open(self.logfile, errors="replace") as f:
             return f.read()
+
+    def connections(self, port):
+        """Established TCP connections of the running idlefetch to port."""
+        out = subprocess.run(["ss", "-tnpH", "state", "established",
+                              f"( dport = :{port} )"], capture_output=True,
+                             text=True).stdout
+        return sum(f"pid={self.proc.pid}," in l for l in out.splitlines())
 
 
 class Env:

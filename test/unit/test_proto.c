@@ -253,6 +253,46 @@ test_uid_set(void **state)
 	assert_int_equal(proto_uid_set(buf, 5, uids, 7), -ENOSPC);
 }
 
+static void
+test_status_responses(void **state)
+{
+	struct proto_resp r;
+
+	(void)state;
+	/* As Dovecot sends it under NOTIFY, for a folder not selected. */
+	assert_int_equal(parse("* STATUS Lists (MESSAGES 1 UIDNEXT 2 "
+			       "UIDVALIDITY 1795641455 UNSEEN 1)\r\n",
+			     false, &r),
+	    0);
+	assert_true(r.has & HAS_STATUS);
+	assert_true(r.has & HAS_STATUS_UIDNEXT);
+	assert_false(r.has & HAS_UIDVALIDITY); /* not the selected folder's */
+	assert_string_equal(r.mailbox, "Lists");
+	assert_int_equal(r.status_uidnext, 2);
+	assert_int_equal(r.status_uidvalidity, 1795641455u);
+	assert_int_equal(r.status_messages, 1);
+	/* Quoted names with escapes, and a reply without UIDNEXT. */
+	assert_int_equal(
+	    parse("* STATUS \"a \\\"b\\\"\" (MESSAGES 0)\r\n", false, &r), 0);
+	assert_string_equal(r.mailbox, "a \"b\"");
+	assert_true(r.has & HAS_STATUS);
+	assert_false(r.has & HAS_STATUS_UIDNEXT);
+	/* Cut off, over-long numbers, junk after the list: errors. */
+	assert_int_equal(parse("* STATUS Lists (UIDNEXT 2\r\n", false, &r),
+	    IDLEFETCH_EPROTO);
+	assert_int_equal(
+	    parse("* STATUS Lists (UIDNEXT 99999999999)\r\n", false, &r),
+	    IDLEFETCH_EPROTO);
+	assert_int_equal(parse("* STATUS Lists (UIDNEXT 2) x\r\n", false, &r),
+	    IDLEFETCH_EPROTO);
+	assert_int_equal(parse("* STATUS Lists UIDNEXT 2\r\n", false, &r),
+	    IDLEFETCH_EPROTO);
+	assert_int_equal(parse("* CAPABILITY IMAP4rev1 IDLE NOTIFY\r\n", false,
+			     &r),
+	    0);
+	assert_int_equal(r.caps, CAP_IMAP4REV1 | CAP_IDLE | CAP_NOTIFY);
+}
+
 int
 main(void)
 {
@@ -271,6 +311,7 @@ main(void)
 		cmocka_unit_test(test_server_text_is_made_safe_for_logs),
 		cmocka_unit_test(test_quote),
 		cmocka_unit_test(test_uid_set),
+		cmocka_unit_test(test_status_responses),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,172 @@
+"""Many folders of one account: NOTIFY watches them all on one connection;
+without it, at most max_connections, the last polling with STATUS. Dovecot
+is limited to 10 connections per user and address, as it is by default."""
+import re
+import subprocess
+import time
+import unittest
+
+import fixture as fx
+
+NOTIFY_CAPS = fx.DEFAULT_CAPS + " NOTIFY"
+FOLDERS = ["INBOX"] + [f"F{i:02d}" for i in range(1, 20)]
+
+
+def create_folders(dovecot, names):
+    for name in names:
+        if name != "INBOX":
+            dovecot.doveadm("mailbox", "create", "-u", fx.USER, name)
+
+
+def folder_md(f, name):
+    path = f.maildir_path if name == "INBOX" else f"{f.maildir_path}/.{name}"
+    return fx.Maildir(path)
+
+
+class FoldersTest(unittest.TestCase):
+    caps = NOTIFY_CAPS
+
+    def setUp(self):
+        self.env = fx.Env(caps=self.caps, userip=10)
+        create_folders(self.env.dovecot, FOLDERS)
+
+    def tearDown(self):
+        self.env.close()
+
+    def start(self, extra="poll_interval = 600\n", **kw):
+        f = self.env.idlefetch(name="many", folders=", ".join(FOLDERS),
+                               extra=extra, **kw).start("-v")
+        self.assertTrue(fx.wait_until(
+            lambda: "state IDLE_START -> IDLE" in f.log(), 30), f.log())
+        return f
+
+    def deliver_to_every_folder(self, f, within):
+        """One message into each folder; each must land in its own Maildir
+        within `within` seconds. Returns the slowest delay."""
+        t0 = time.monotonic()
+        for i, name in enumerate(FOLDERS):
+            self.env.dovecot.save(fx.make_message(100 + i), name)
+        ok = fx.wait_until(lambda: all(folder_md(f, n).count() == 1
+                                       for n in FOLDERS), within, step=0.05)
+        missing = [n for n in FOLDERS if folder_md(f, n).count() != 1]
+        self.assertTrue(ok, f"not delivered: {missing}\n" + f.log()[-4000:])
+        return time.monotonic() - t0
+
+    def test_notify_watches_20_folders_on_one_connection(self):
+        f = self.start()
+        self.assertIn("watching 20 folders on one connection (NOTIFY)",
+                      f.log())
+        self.assertEqual(f.connections(self.env.dovecot.imaps_port), 1)
+        # poll_interval is 600 s: only NOTIFY can bring these in time.
+        took = self.deliver_to_every_folder(f, 20)
+        print(f"\n20 folders over NOTIFY: all delivered in {took:.2f} s")
+        # A second round, to the folders in reverse: still one connection.
+        for i, name in enumerate(reversed(FOLDERS)):
+            self.env.dovecot.save(fx.make_message(200 + i), name)
+        self.assertTrue(fx.wait_until(
+            lambda: all(folder_md(f, n).count() == 2 for n in FOLDERS), 20),
+            f.log()[-4000:])
+        self.assertEqual(f.connections(self.env.dovecot.imaps_port), 1)
+        self.assertEqual(self.env.dovecot.connections_refused(), 0)
+        self.assertEqual(f.stop(), 0)
+        for n in FOLDERS:
+            self.assertEqual(len(set(folder_md(f, n).message_ids())), 2, n)
+
+    def test_once_syncs_every_folder_over_one_connection(self):
+        for i, name in enumerate(FOLDERS):
+            self.env.dovecot.save(fx.make_message(i), name)
+        f = self.env.idlefetch(name="once", folders=", ".join(FOLDERS))
+        self.assertEqual(f.once("-v"), 0, f.log()[-3000:])
+        self.assertEqual(f.log().count("logged in as"), 1, f.log()[-3000:])
+        for n in FOLDERS:
+            self.assertEqual(folder_md(f, n).count(), 1, n)
+        self.assertEqual(f.once(), 0)
+        self.assertEqual(sum(folder_md(f, n).count() for n in FOLDERS), 20)
+
+    def test_missing_folder_does_not_stop_the_others(self):
+        names = ["INBOX", "F01", "Nope", "F02"]
+        for i, name in enumerate(["INBOX", "F01", "F02"]):
+            self.env.dovecot.save(fx.make_message(i), name)
+        f = self.env.idlefetch(name="miss", folders=", ".join(names))
+        self.assertEqual(f.once(), 1, "a folder failed: --once exits 1")
+        self.assertIn("cannot open folder Nope", f.log())
+        for n in ["INBOX", "F01", "F02"]:
+            self.assertEqual(folder_md(f, n).count(), 1, n + f.log())
+
+    def test_uidvalidity_change_stops_only_that_folder(self):
+        names = ["INBOX", "F01", "F02"]
+        for i, name in enumerate(names):
+            self.env.dovecot.save(fx.make_message(i), name)
+        f = self.env.idlefetch(name="uv", folders=", ".join(names))
+        self.assertEqual(f.once(), 0, f.log())
+        # F01 is recreated: same name, new UIDVALIDITY, a new message.
+        d = self.env.dovecot
+        d.doveadm("mailbox", "delete", "-u", fx.USER, "F01")
+        d.doveadm("mailbox", "create", "-u", fx.USER, "F01")
+        for i, name in enumerate(names):
+            d.save(fx.make_message(10 + i), name)
+        f.start()
+        self.assertTrue(fx.wait_until(
+            lambda: folder_md(f, "INBOX").count() == 2 and
+            folder_md(f, "F02").count() == 2, 20), f.log())
+        self.assertIn("UIDVALIDITY changed", f.log())
+        self.assertEqual(folder_md(f, "F01").count(), 1)
+        # The other folders still get new mail.
+        d.save(fx.make_message(20), "F02")
+        self.assertTrue(fx.wait_until(
+            lambda: folder_md(f, "F02").count() == 3, 20), f.log())
+        def status():
+            return subprocess.run([fx.IDLEFETCH, "status", "--config",
+                                   f.conf], capture_output=True,
+                                  text=True).stdout
+        self.assertTrue(fx.wait_until(
+            lambda: re.search(r"F01 +stopped .*UIDVALIDITY changed",
+                              status()), 15), status())
+        self.assertRegex(status(), r"F02 +up +IDLE|F02 +up ")
+        self.assertEqual(f.stop(), 0)
+
+
+class WithoutNotifyTest(FoldersTest):
+    """The same Dovecot, NOTIFY taken out of its capabilities."""
+    caps = fx.DEFAULT_CAPS
+
+    def test_notify_watches_20_folders_on_one_connection(self):
+        pass  # not offered here: see the test below
+
+    def test_20_folders_within_max_connections(self):
+        f = self.start(extra="poll_interval = 2\n")
+        self.assertIn("the server offers no NOTIFY: 5 connection(s) for 20 "
+                      "folder(s)", f.log())
+        port = self.env.dovecot.imaps_port
+        self.assertTrue(fx.wait_until(
+            lambda: f.log().count("state IDLE_START -> IDLE") >= 5, 30),
+            f.log()[-3000:])
+        self.assertEqual(f.connections(port), 5)
+        # The first 4 folders IDLE: INBOX's message comes at once.
+        t0 = time.monotonic()
+        self.env.dovecot.lmtp(fx.make_message(1))
+        self.assertTrue(fx.wait_until(
+            lambda: folder_md(f, "INBOX").count() == 1, 5, step=0.02))
+        inbox = time.monotonic() - t0
+        for i, name in enumerate(FOLDERS[1:]):
+            self.env.dovecot.save(fx.make_message(100 + i), name)
+        self.assertTrue(fx.wait_until(
+            lambda: all(folder_md(f, n).count() == 1 for n in FOLDERS), 20),
+            f.log()[-4000:])
+        print(f"\nwithout NOTIFY: INBOX in {inbox:.2f} s; 5 connections")
+        self.assertLessEqual(f.connections(port), 5)
+        self.assertIn("STATUS", f.log())
+        self.assertEqual(self.env.dovecot.connections_refused(), 0)
+        self.assertEqual(f.stop(), 0)
+
+    def test_one_connection_polls_every_folder(self):
+        f = self.start(extra="poll_interval = 2\nmax_connections = 1\n")
+        self.assertEqual(f.connections(self.env.dovecot.imaps_port), 1)
+        took = self.deliver_to_every_folder(f, 20)
+        print(f"\nmax_connections = 1: 20 folders delivered in {took:.2f} s")
+        self.assertEqual(f.connections(self.env.dovecot.imaps_port), 1)
+        self.assertEqual(f.stop(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
