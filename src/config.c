@@ -20,6 +20,7 @@
 #include <openssl/crypto.h>
 
 #include "idlefetch/config.h"
+#include "idlefetch/mutf7.h"
 #include "idlefetch/util.h"
 
 /* Bits in account_ctx.seen, one per key, to reject duplicates. */
@@ -151,10 +152,13 @@ valid_folder(const char *s)
 
 	if (*s == '\0' || strlen(s) > 200 || *s == '/' || *s == '.')
 		return false;
+	/* UTF-8 goes to the server as modified UTF-7 (RFC 3501 5.1.3). */
+	if (!utf8_valid(s))
+		return false;
 	for (p = s; *p; p++) {
 		unsigned char ch = (unsigned char)*p;
 
-		if (ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\')
+		if (ch == '"' || ch == '\\')
 			return false;
 		if ((ch == '/' || ch == '.') &&
 		    (p[1] == '\0' || p[1] == '/' || p[1] == '.'))
@@ -184,9 +188,18 @@ trim(char *s)
 static bool
 same_folder(const char *x, const char *y)
 {
+	char *wx, *wy;
+	bool same;
+
 	if (strcasecmp(x, "INBOX") == 0 && strcasecmp(y, "INBOX") == 0)
 		return true;
-	return strcmp(x, y) == 0;
+	/* Entwürfe and Entw&APw-rfe are one folder on the server. */
+	wx = mutf7_wire_name(x);
+	wy = mutf7_wire_name(y);
+	same = wx && wy && strcmp(wx, wy) == 0;
+	free(wx);
+	free(wy);
+	return same;
 }
 
 /*
@@ -198,10 +211,11 @@ same_folder(const char *x, const char *y)
 static bool
 folder_name_too_long(struct parse_ctx *c, const char *key, const char *f)
 {
-	char *k = config_folder_key(f);
+	char *w = mutf7_wire_name(f), *k = config_folder_key(w);
 	size_t state = strlen(k) + strlen(".state.tmp");
 
 	free(k);
+	free(w);
 	if (state > 255 || strlen(f) + 1 > 255) {
 		seterr(c, key,
 		    "folder name '%.40s...' is too long: its state file name "
@@ -225,8 +239,9 @@ set_folders(struct parse_ctx *c, struct account *a, const char *key,
 
 		if (!valid_folder(f)) {
 			seterr(c, key,
-			    "invalid folder name '%s' (printable ASCII, "
-			    "no leading '/' or '.', no empty or '..' parts)",
+			    "invalid folder name '%s' (UTF-8 without control "
+			    "characters, '\"' or '\\', no leading '/' or '.', "
+			    "no empty or '..' parts)",
 			    f);
 			free(copy);
 			return -EINVAL;
@@ -243,8 +258,12 @@ set_folders(struct parse_ctx *c, struct account *a, const char *key,
 				else
 					seterr(c, key,
 					    "folder '%s' listed twice (as "
-					    "'%s'; INBOX is case-insensitive)",
-					    f, a->folders[i]);
+					    "'%s'; %s)",
+					    f, a->folders[i],
+					    strcasecmp(f, "INBOX") == 0 ?
+						"INBOX is case-insensitive" :
+						"the server spells both the "
+						"same way");
 				free(copy);
 				return -EINVAL;
 			}

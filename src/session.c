@@ -14,6 +14,8 @@
 
 #include <ctype.h>
 
+#include "idlefetch/mutf7.h"
+
 static const char *state_names[] = { "PREPARE", "CONNECT", "TLS", "GREETING",
 	"STARTTLS", "CAPABILITY", "AUTH", "NOTIFY", "SELECT", "RECONCILE",
 	"VERIFY", "SYNC", "IDLE_START", "IDLE", "IDLE_DONE", "POLL_WAIT", "STATUS",
@@ -612,14 +614,14 @@ send_select(struct session *s)
 	char mbox[512];
 
 	if (s->a->after == AFTER_MOVE && !s->move_checked) {
-		s->lookup = s->a->move_to;
+		s->lookup = s->move_wire;
 		send_lookup(s);
 		return;
 	}
 
 	/* The configuration allows only names a quoted string can carry. */
-	if (proto_quote(mbox, sizeof(mbox), s->mb->name) < 0)
-		fatal("folder name '%s' cannot be quoted", s->mb->name);
+	if (proto_quote(mbox, sizeof(mbox), s->mb->wire) < 0)
+		fatal("folder name '%s' cannot be quoted", s->mb->wire);
 	s->uidvalidity = 0;
 	s->uidnext = 0;
 	s->exists = 0;
@@ -677,7 +679,7 @@ static struct mbox *
 find_mbox(struct session *s, const char *name)
 {
 	for (size_t i = 0; i < s->nmbs; i++) {
-		const char *n = s->mbs[i].name;
+		const char *n = s->mbs[i].wire;
 
 		/* INBOX is the one name without case (RFC 3501 5.1). */
 		if (strcmp(n, name) == 0 ||
@@ -700,9 +702,9 @@ send_notify(struct session *s)
 	len = (size_t)snprintf(line, cap,
 	    "NOTIFY SET (selected (MessageNew MessageExpunge)) (mailboxes (");
 	for (size_t i = 0; i < s->nmbs; i++) {
-		if (proto_quote(q, sizeof(q), s->mbs[i].name) < 0)
+		if (proto_quote(q, sizeof(q), s->mbs[i].wire) < 0)
 			fatal("folder name '%s' cannot be quoted",
-			    s->mbs[i].name);
+			    s->mbs[i].wire);
 		if (len + strlen(q) + 64 > cap) {
 			cap = 2 * (len + strlen(q) + 64);
 			line = xrealloc(line, cap);
@@ -753,8 +755,8 @@ poll_status(struct session *s)
 
 		if (mb->dead || mb == s->selected || mb->pending)
 			continue;
-		if (proto_quote(q, sizeof(q), mb->name) < 0)
-			fatal("folder name '%s' cannot be quoted", mb->name);
+		if (proto_quote(q, sizeof(q), mb->wire) < 0)
+			fatal("folder name '%s' cannot be quoted", mb->wire);
 		session_send_cmd(s, CMD_STATUS, false,
 		    "STATUS %s (UIDNEXT UIDVALIDITY)", q);
 		s->status_wait++;
@@ -937,7 +939,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 			/* Look for a name ending in it: INBOX.Lists for Lists. */
 			snprintf(s->select_err, sizeof(s->select_err), "%s",
 			    r->text[0] ? r->text : "refused");
-			s->lookup = s->mb->name;
+			s->lookup = s->mb->wire;
 			s->lookup_pass = 1;
 			s->lookup_guess[0] = '\0';
 			send_lookup(s);
@@ -1379,10 +1381,20 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 		struct mbox *mb = &s->mbs[i];
 
 		mb->name = o->folders[i];
+		mb->wire = mutf7_wire_name(mb->name);
+		if (mb->wire == NULL) /* the configuration checked it */
+			fatal("folder name '%s' is not UTF-8", mb->name);
 		mb->maildir = config_folder_maildir(s->a, mb->name);
-		mb->state_path = state_path(o->state_dir, s->a->name, mb->name);
+		/* Keyed by the server's name: Entwürfe is Entw&APw-rfe. */
+		mb->state_path =
+		    state_path(o->state_dir, s->a->name, mb->wire);
 		mb->tag_mark = maildir_tag(s->a->name, mb->name);
 		mb->status = &o->status[i];
+	}
+	if (s->a->move_to) {
+		s->move_wire = mutf7_wire_name(s->a->move_to);
+		if (s->move_wire == NULL)
+			fatal("folder name '%s' is not UTF-8", s->a->move_to);
 	}
 	s->mb = &s->mbs[0];
 	lane_init(&s->lane, loop, s->mb->maildir, &lane_ops, s);
@@ -1428,6 +1440,7 @@ session_keep(struct session *s, size_t n)
 	for (size_t i = n; i < s->nmbs; i++) {
 		free(s->mbs[i].maildir);
 		free(s->mbs[i].state_path);
+		free(s->mbs[i].wire);
 	}
 	s->nmbs = n;
 	if (s->mb >= s->mbs + n)
@@ -1493,8 +1506,10 @@ timer_close_cb(uv_handle_t *h)
 	for (size_t i = 0; i < s->nmbs; i++) {
 		free(s->mbs[i].maildir);
 		free(s->mbs[i].state_path);
+		free(s->mbs[i].wire);
 	}
 	free(s->mbs);
+	free(s->move_wire);
 	free(s->list);
 	free(s->sizes);
 	free(s->stale);

@@ -95,7 +95,8 @@ enum cmd_kind {
  * turn (NOTIFY, or STATUS polling); only one is selected at a time.
  */
 struct mbox {
-	const char *name; /* borrowed from the account */
+	const char *name; /* borrowed from the account; UTF-8 */
+	char *wire; /* ...as the server spells it: modified UTF-7 */
 	char *maildir;
 	char *state_path;
 	uint32_t tag_mark; /* maildir file tag */
@@ -147,6 +148,7 @@ struct session {
 	struct mbox *selected; /* SELECT succeeded on it, this connection */
 	bool notify; /* NOTIFY SET accepted: the server tells of every folder */
 	bool split_asked; /* the owner was offered the folders to spread */
+	char *move_wire; /* after = move: its target, as the server spells it */
 	uint64_t polled_at; /* loop time of the last STATUS round */
 	unsigned status_wait; /* STATUS replies still to come */
 

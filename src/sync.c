@@ -170,8 +170,8 @@ after_send(struct session *s, const uint32_t *uids, size_t n)
 	set = uid_set(uids, n);
 	/* The configuration allows only names a quoted string can carry. */
 	if (s->a->after == AFTER_MOVE &&
-	    proto_quote(mbox, sizeof(mbox), s->a->move_to) < 0)
-		fatal("folder name '%s' cannot be quoted", s->a->move_to);
+	    proto_quote(mbox, sizeof(mbox), s->move_wire) < 0)
+		fatal("folder name '%s' cannot be quoted", s->move_wire);
 	if (s->a->after == AFTER_DELETE) {
 		send_delete(s, set, n);
 	} else if (s->caps & CAP_MOVE) {

@@ -1,6 +1,7 @@
 """Many folders of one account: NOTIFY watches them all on one connection;
 without it, at most max_connections, the last polling with STATUS. Dovecot
 is limited to 10 connections per user and address, as it is by default."""
+import os
 import re
 import subprocess
 import time
@@ -92,6 +93,32 @@ class FoldersTest(unittest.TestCase):
         self.assertIn("cannot open folder Nope", f.log())
         for n in ["INBOX", "F01", "F02"]:
             self.assertEqual(folder_md(f, n).count(), 1, n + f.log())
+
+    def test_utf8_folder_names_are_modified_utf7_on_the_wire(self):
+        d = self.env.dovecot
+        create_folders(d, ["Entwürfe", "日本語"])
+        d.save(fx.make_message(1), "Entwürfe")
+        d.save(fx.make_message(2), "日本語")
+        f = self.env.idlefetch(name="utf8",
+                               folders="INBOX, Entwürfe, 日本語",
+                               extra="poll_interval = 600\n")
+        self.assertEqual(f.once("-v"), 0, f.log()[-3000:])
+        self.assertIn('SELECT \\"Entw&APw-rfe\\"', f.log())
+        # Maildir++ folders in UTF-8; state keyed by the server's name.
+        self.assertEqual(folder_md(f, "Entwürfe").count(), 1)
+        self.assertEqual(folder_md(f, "日本語").count(), 1)
+        self.assertTrue(os.path.exists(
+            f"{f.state_dir}/utf8/Entw%26APw-rfe.state"),
+            os.listdir(f"{f.state_dir}/utf8"))
+        # Pushed news of the folder (NOTIFY names it in modified UTF-7).
+        f.start("-v")
+        self.assertTrue(fx.wait_until(
+            lambda: "state IDLE_START -> IDLE" in f.log(), 20), f.log())
+        d.save(fx.make_message(3), "日本語")
+        self.assertTrue(fx.wait_until(
+            lambda: folder_md(f, "日本語").count() == 2, 15), f.log())
+        self.assertEqual(f.stop(), 0)
+        self.assertEqual(folder_md(f, "Entwürfe").count(), 1)
 
     def test_uidvalidity_change_stops_only_that_folder(self):
         names = ["INBOX", "F01", "F02"]

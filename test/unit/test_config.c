@@ -157,7 +157,12 @@ test_folder_names_that_escape_the_maildir_are_refused(void **state)
 	expect_error("folders = a//b\n", 9, "key 'folders'");
 	expect_error("folders = a/../b\n", 9, "key 'folders'");
 	expect_error("folders = .hidden\n", 9, "key 'folders'");
-	expect_error("folders = caf\xc3\xa9\n", 9, "key 'folders'");
+	/* UTF-8 is fine (sent as modified UTF-7); Latin-1 and C1 are not. */
+	expect_error("folders = caf\xe9\n", 9, "key 'folders'");
+	expect_error("folders = a\xc2\x85\n", 9, "key 'folders'");
+	expect_error("folders = Entw\xc3\xbcrfe, Entw&APw-rfe\n", 9,
+	    "key 'folders': folder 'Entw&APw-rfe' listed twice (as "
+	    "'Entw\xc3\xbcrfe'");
 	expect_error("folders = INBOX, INBOX\n", 9,
 	    "key 'folders': folder 'INBOX' listed twice");
 	/* INBOX is case-insensitive: both would fetch, and deliver, it. */
@@ -168,10 +173,10 @@ test_folder_names_that_escape_the_maildir_are_refused(void **state)
 	    "key 'after': cannot move into 'Inbox'");
 	expect_error("folders = ,\n", 9, "key 'folders': no folder given");
 	/* 90 characters that are percent-encoded: 270 + ".state.tmp". */
-	expect_error("folders = &&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&"
-		     "&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&\n",
-	    9, "key 'folders': folder name '&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&&"
-		"&&&&&&&&...' is too long: its state file name would be 280 "
+	expect_error("folders = +++++++++++++++++++++++++++++++++++++++++++++"
+		     "+++++++++++++++++++++++++++++++++++++++++++++\n",
+	    9, "key 'folders': folder name '++++++++++++++++++++++++++++++++"
+		"++++++++...' is too long: its state file name would be 280 "
 		"bytes");
 	expect_error("folders = Archive\nafter = move:Archive\n", 4,
 	    "key 'after': cannot move into 'Archive'");
@@ -454,6 +459,10 @@ test_folder_paths_and_keys(void **state)
 	free(p);
 	p = config_folder_key("Lists.dev");
 	assert_string_equal(p, "Lists%2Edev");
+	free(p);
+	/* A UTF-8 name is a UTF-8 Maildir++ folder. */
+	p = config_folder_maildir(&a, "Entw\xc3\xbcrfe");
+	assert_string_equal(p, "/m/.Entw\xc3\xbcrfe");
 	free(p);
 }
 
