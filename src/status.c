@@ -52,8 +52,9 @@ struct status_writer {
 
 /* ---- writing ---------------------------------------------------------------- */
 
-static char *
-render(const struct status_writer *w, bool stopped)
+char *
+status_render(const struct status_rec *recs, size_t nrecs, long pid,
+    int64_t started, int64_t written, bool stopped)
 {
 	size_t cap = 256, len = 0;
 	char *buf = xmalloc(cap);
@@ -62,9 +63,9 @@ render(const struct status_writer *w, bool stopped)
 	len = (size_t)snprintf(buf, cap,
 	    STATUS_MAGIC "pid %ld\nstarted %" PRId64 "\nwritten %" PRId64
 			 "\nstopped %d\n",
-	    (long)getpid(), w->started, (int64_t)time(NULL), stopped ? 1 : 0);
-	for (size_t i = 0; i < w->n; i++) {
-		const struct status_rec *r = &w->recs[i];
+	    pid, started, written, stopped ? 1 : 0);
+	for (size_t i = 0; i < nrecs; i++) {
+		const struct status_rec *r = &recs[i];
 
 		for (;;) {
 			n = snprintf(buf + len, cap - len,
@@ -81,6 +82,13 @@ render(const struct status_writer *w, bool stopped)
 		len += (size_t)n;
 	}
 	return buf;
+}
+
+static char *
+render(const struct status_writer *w, bool stopped)
+{
+	return status_render(w->recs, w->n, (long)getpid(), w->started,
+	    (int64_t)time(NULL), stopped);
 }
 
 /*
@@ -299,17 +307,7 @@ status_writer_free(struct status_writer *w, bool last)
 
 /* ---- reading ---------------------------------------------------------------- */
 
-struct status_file {
-	long pid;
-	int64_t started;
-	int64_t written;
-	bool stopped;
-	struct status_rec *recs; /* folder and state point into text */
-	size_t n;
-	char *text;
-};
-
-static void
+void
 status_file_free(struct status_file *f)
 {
 	free(f->recs);
@@ -388,15 +386,25 @@ parse_folder(char *line, struct status_rec *r)
 static int
 status_file_load(const char *path, struct status_file *f)
 {
+	int err;
+	char *text = read_text(path, &err);
+
+	memset(f, 0, sizeof(*f));
+	if (text == NULL)
+		return err;
+	return status_parse(text, f);
+}
+
+int
+status_parse(char *text, struct status_file *f)
+{
 	long long started, written;
-	int stopped, err;
+	int stopped;
 	char *line, *next;
 	size_t cap = 0;
 
 	memset(f, 0, sizeof(*f));
-	f->text = read_text(path, &err);
-	if (f->text == NULL)
-		return err;
+	f->text = text;
 	if (sscanf(f->text,
 		STATUS_MAGIC "pid %ld\nstarted %lld\nwritten %lld\n", &f->pid,
 		&started, &written) != 3)
@@ -445,9 +453,8 @@ fmt_dur(char *buf, size_t len, int64_t s)
 		    (int)(s % 86400 / 3600));
 }
 
-/* Prints one folder's line; returns whether it is healthy. */
-static bool
-report_folder(FILE *out, const char *name, const struct status_rec *r,
+bool
+status_folder_line(FILE *out, const char *name, const struct status_rec *r,
     int64_t now)
 {
 	char d1[32], d2[32];
@@ -552,7 +559,7 @@ report_account(FILE *out, const struct config *cfg, const struct account *a,
 	fprintf(out, "%s: idlefetch pid %ld, running for %s\n", a->name, pid,
 	    d);
 	for (size_t i = 0; i < a->nfolders; i++)
-		if (!report_folder(out, a->folders[i],
+		if (!status_folder_line(out, a->folders[i],
 			find_folder(&f, a->folders[i]), now))
 			bad++;
 	status_file_free(&f);

@@ -84,4 +84,34 @@ void status_writer_free(struct status_writer *w, bool last);
  */
 int status_report(const struct config *cfg, const char *account, FILE *out);
 
+/* ---- the pure parts, for tests ---- */
+
+/* The status file's text for recs (the caller frees it). */
+char *status_render(const struct status_rec *recs, size_t nrecs, long pid,
+    int64_t started, int64_t written, bool stopped);
+
+struct status_file {
+	long pid;
+	int64_t started;
+	int64_t written;
+	bool stopped;
+	struct status_rec *recs; /* folder and state point into text */
+	size_t n;
+	char *text;
+};
+
+/*
+ * Reads a status file's text into f, which takes text over (also on
+ * error); 0, or -EINVAL for anything not written by status_render.
+ */
+int status_parse(char *text, struct status_file *f);
+void status_file_free(struct status_file *f);
+
+/*
+ * Prints the report line of one folder (r NULL: the daemon does not watch
+ * it) as of `now`; returns whether it counts as healthy.
+ */
+bool status_folder_line(FILE *out, const char *name,
+    const struct status_rec *r, int64_t now);
+
 #endif
