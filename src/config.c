@@ -21,6 +21,7 @@
 
 #include "idlefetch/config.h"
 #include "idlefetch/mutf7.h"
+#include "idlefetch/shard.h"
 #include "idlefetch/util.h"
 
 /* Bits in account_ctx.seen, one per key, to reject duplicates. */
@@ -460,6 +461,8 @@ set_global_key(struct parse_ctx *c, const char *key, const char *v)
 		bit = 8;
 	else if (strcmp(key, "command_timeout") == 0)
 		bit = 16;
+	else if (strcmp(key, "shard") == 0)
+		bit = 32;
 	else {
 		seterr(c, key, "unknown key in [global]");
 		return -EINVAL;
@@ -482,6 +485,15 @@ set_global_key(struct parse_ctx *c, const char *key, const char *v)
 		return set_identity(c, key, v, bit == 4);
 	if (bit == 16)
 		return set_uint(c, key, v, 1, 600, &c->cfg->command_timeout);
+	if (bit == 32) {
+		char why[300];
+
+		if (shard_parse(v, &c->cfg->shard, why, sizeof(why)) < 0) {
+			seterr(c, key, "%s", why);
+			return -EINVAL;
+		}
+		return 0;
+	}
 	if (strcmp(v, "stderr") == 0)
 		c->cfg->log = LOG_TARGET_STDERR;
 	else if (strcmp(v, "syslog") == 0)
@@ -911,6 +923,7 @@ config_parse_env(struct config **out, char *err, size_t errlen)
 		{ "IDLEFETCH_USER", "user" },
 		{ "IDLEFETCH_GROUP", "group" },
 		{ "IDLEFETCH_COMMAND_TIMEOUT", "command_timeout" },
+		{ "IDLEFETCH_SHARD", "shard" },
 		{ "IDLEFETCH_HOST", "host" },
 		{ "IDLEFETCH_PORT", "port" },
 		{ "IDLEFETCH_TLS", "tls" },
@@ -928,6 +941,7 @@ config_parse_env(struct config **out, char *err, size_t errlen)
 		{ "IDLEFETCH_TIMEOUT", "timeout" },
 		{ "IDLEFETCH_MAX_CONNECTIONS", "max_connections" },
 	};
+	enum { NGLOBAL = 6 }; /* the first entries are [global] keys */
 	struct parse_ctx c = { .err = err, .errlen = errlen };
 	const char *name = getenv("IDLEFETCH_ACCOUNT");
 	char section[128];
@@ -942,7 +956,8 @@ config_parse_env(struct config **out, char *err, size_t errlen)
 			continue;
 		c.file = vars[i].var;
 		c.line = 0;
-		handle_kv(&c, i < 5 ? "global" : section, vars[i].key, v);
+		handle_kv(&c, i < NGLOBAL ? "global" : section, vars[i].key,
+		    v);
 	}
 	c.file = "environment";
 	return finish(&c, out);
@@ -993,6 +1008,18 @@ config_print(const struct config *cfg, FILE *fp)
 	if (cfg->group)
 		fprintf(fp, "group = %s\n", cfg->group);
 	fprintf(fp, "command_timeout = %u\n", cfg->command_timeout);
+	if (cfg->shard.count) {
+		size_t n = 0;
+
+		fprintf(fp, "shard = %u/%u\n; this replica takes:",
+		    cfg->shard.index, cfg->shard.count);
+		for (size_t i = 0; i < cfg->naccounts; i++)
+			if (shard_has(&cfg->shard, cfg->accounts[i].name))
+				fprintf(fp, "%s %s", n++ ? "," : "",
+				    cfg->accounts[i].name);
+		fprintf(fp, "%s (%zu of %zu)\n", n ? "" : " nothing", n,
+		    cfg->naccounts);
+	}
 	for (size_t i = 0; i < cfg->naccounts; i++) {
 		const struct account *a = &cfg->accounts[i];
 

@@ -57,6 +57,7 @@ struct unit {
 	struct session **sessions; /* one per connection */
 	size_t n, running;
 	bool gave_up; /* a session ended on its own: it needs the user */
+	bool lock_wait; /* another process holds the account: try again */
 	bool retiring; /* stopping, to be replaced or removed */
 	struct unit *next;
 };
@@ -68,6 +69,7 @@ struct daemon {
 	uv_timer_t bar; /* --once on a terminal: the progress bar */
 	uv_timer_t watchdog; /* WATCHDOG=1 to the service manager */
 	uv_timer_t trim; /* hands freed heap back to the system */
+	uv_timer_t lockwait; /* retries the locks other processes hold */
 	uint64_t changes, trimmed_at; /* status changes: all, at the last trim */
 	bool ready; /* READY=1 sent */
 	char told[160]; /* the last STATUS= sent */
@@ -111,21 +113,39 @@ cfg_unref(struct cfgref *c)
 }
 
 static bool
-wanted(const struct daemon *d, const struct account *a)
+wanted(const struct daemon *d, const struct config *cfg,
+    const struct account *a)
 {
-	return d->only == NULL || strcmp(d->only, a->name) == 0;
+	return (d->only == NULL || strcmp(d->only, a->name) == 0) &&
+	    shard_has(&cfg->shard, a->name);
 }
 
 /* ---- units ------------------------------------------------------------------ */
 
-/* Takes the account's lock; -1 (logged) when it cannot be had. */
+/*
+ * Takes the account's lock; -1 (logged) when it cannot be had. wait: a
+ * daemon that finds another holding it (a replica handing the account
+ * over, after the shards changed) returns LOCK_BUSY and tries again.
+ */
+#define LOCK_BUSY (-2)
+#define LOCK_RETRY_MS 5000
+
 static int
-lock_account(const struct config *cfg, const struct account *a, bool once)
+lock_account(const struct config *cfg, const struct account *a, bool once,
+    bool quiet)
 {
 	long holder;
 	int fd = state_lock(cfg->state_dir, a->name, once ? "once" : "daemon",
 	    &holder);
 
+	if (fd == -EWOULDBLOCK && !once) {
+		if (!quiet)
+			log_msg(LOGL_WARN, a->name, NULL,
+			    "another idlefetch (pid %ld) is fetching this "
+			    "account; taking it over once that one lets go",
+			    holder);
+		return LOCK_BUSY;
+	}
 	if (fd == -EWOULDBLOCK && holder > 0)
 		log_msg(LOGL_ERROR, a->name, NULL,
 		    "another idlefetch (pid %ld) is fetching this account; "
@@ -186,6 +206,8 @@ shared_ctx(struct daemon *d, const struct account *a)
 }
 
 static void on_split(struct session *s, void *ud);
+static void unit_begin(struct unit *u);
+static void lockwait_cb(uv_timer_t *t);
 
 /* Starts a connection for folders [first, first + n) of the account. */
 static void
@@ -246,15 +268,34 @@ unit_start(struct daemon *d, const struct account *a)
 {
 	const struct config *cfg = d->cur->cfg;
 	struct unit *u = xcalloc(1, sizeof(*u));
-	char err[300];
-
 	u->d = d;
 	u->cref = d->cur;
 	u->cref->refs++;
 	u->a = a;
 	u->next = d->units;
 	d->units = u;
-	u->lock = lock_account(cfg, a, d->once);
+	u->lock = lock_account(cfg, a, d->once, false);
+	if (u->lock == LOCK_BUSY) {
+		u->lock = -1;
+		u->lock_wait = true;
+		if (!uv_is_active((uv_handle_t *)&d->lockwait))
+			uv_timer_start(&d->lockwait, lockwait_cb, LOCK_RETRY_MS,
+			    LOCK_RETRY_MS);
+		return u;
+	}
+	unit_begin(u);
+	return u;
+}
+
+/* The lock is held: the TLS context, the status and the connections. */
+static void
+unit_begin(struct unit *u)
+{
+	struct daemon *d = u->d;
+	const struct config *cfg = u->cref->cfg;
+	const struct account *a = u->a;
+	char err[300];
+
 	if (u->lock >= 0 && a->tls != TLS_MODE_NONE) {
 		u->ctx = shared_ctx(d, a);
 		if (u->ctx == NULL)
@@ -265,7 +306,7 @@ unit_start(struct daemon *d, const struct account *a)
 	if (u->lock < 0 || (a->tls != TLS_MODE_NONE && u->ctx == NULL)) {
 		d->failed++;
 		u->gave_up = true;
-		return u;
+		return;
 	}
 	u->recs = xcalloc(a->nfolders, sizeof(*u->recs));
 	for (size_t j = 0; j < a->nfolders; j++)
@@ -280,7 +321,33 @@ unit_start(struct daemon *d, const struct account *a)
 	/* At most one session per folder, however they are spread. */
 	u->sessions = xcalloc(a->nfolders, sizeof(*u->sessions));
 	add_session(u, 0, a->nfolders);
-	return u;
+}
+
+/* Every few seconds: accounts another process held, taken when it lets go. */
+static void
+lockwait_cb(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+	bool waiting = false;
+
+	for (struct unit *u = d->units; u; u = u->next) {
+		if (!u->lock_wait || u->retiring || d->stopping)
+			continue;
+		u->lock = lock_account(u->cref->cfg, u->a, false, true);
+		if (u->lock == LOCK_BUSY) {
+			u->lock = -1;
+			waiting = true;
+			continue;
+		}
+		u->lock_wait = false;
+		if (u->lock >= 0)
+			log_msg(LOGL_INFO, u->a->name, NULL,
+			    "the other idlefetch let go of this account: "
+			    "fetching it");
+		unit_begin(u);
+	}
+	if (!waiting)
+		uv_timer_stop(t);
 }
 
 static void
@@ -331,7 +398,7 @@ start_missing(struct daemon *d)
 	for (size_t i = 0; i < cfg->naccounts; i++) {
 		const struct account *a = &cfg->accounts[i];
 
-		if (!wanted(d, a) || find_unit(d, a->name, false) ||
+		if (!wanted(d, cfg, a) || find_unit(d, a->name, false) ||
 		    find_unit(d, a->name, true))
 			continue;
 		unit_start(d, a);
@@ -346,7 +413,7 @@ find_account(const struct daemon *d, const struct config *cfg, const char *name)
 {
 	for (size_t i = 0; i < cfg->naccounts; i++)
 		if (strcmp(cfg->accounts[i].name, name) == 0)
-			return wanted(d, &cfg->accounts[i]) ?
+			return wanted(d, cfg, &cfg->accounts[i]) ?
 			    &cfg->accounts[i] :
 			    NULL;
 	return NULL;
@@ -510,6 +577,7 @@ close_handles(struct daemon *d)
 	uv_close((uv_handle_t *)&d->reap, NULL);
 	uv_close((uv_handle_t *)&d->watchdog, NULL);
 	uv_close((uv_handle_t *)&d->trim, NULL);
+	uv_close((uv_handle_t *)&d->lockwait, NULL);
 }
 
 static void
@@ -526,7 +594,8 @@ reap_cb(uv_timer_t *t)
 			    d->stopping ||
 				!find_account(d, d->cur->cfg, u->a->name));
 		} else {
-			busy = busy || u->running > 0;
+			busy = busy || u->running > 0 ||
+			    (u->lock_wait && !u->retiring && !d->stopping);
 			p = &u->next;
 		}
 	}
@@ -534,7 +603,8 @@ reap_cb(uv_timer_t *t)
 		busy = true;
 	tell(d);
 	for (u = d->units; u && !busy; u = u->next)
-		busy = u->running > 0;
+		busy = u->running > 0 ||
+		    (u->lock_wait && !u->retiring && !d->stopping);
 	busy = busy || d->secrets != NULL; /* passwords still being read */
 	/* Nothing runs any more: stopped, a pass done, or every folder gave up. */
 	if (!busy && !d->closed)
@@ -723,7 +793,7 @@ secrets_start(struct daemon *d, struct config *cfg, bool reload)
 		struct secret_req *q = &set->reqs[set->n];
 
 		if (a->password != NULL || a->password_command == NULL ||
-		    !wanted(d, a))
+		    !wanted(d, cfg, a))
 			continue;
 		set->n++;
 		q->set = set;
@@ -916,6 +986,8 @@ daemon_run(struct config *cfg, const char *account, bool once,
 	}
 	uv_timer_init(d.loop, &d.trim);
 	d.trim.data = &d;
+	uv_timer_init(d.loop, &d.lockwait);
+	d.lockwait.data = &d;
 	if (!once) {
 		uv_timer_start(&d.trim, trim_cb, TRIM_MS, TRIM_MS);
 		uv_unref((uv_handle_t *)&d.trim);

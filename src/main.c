@@ -14,15 +14,22 @@
 #include "idlefetch/log.h"
 #include "idlefetch/notify.h"
 #include "idlefetch/privdrop.h"
+#include "idlefetch/shard.h"
 #include "idlefetch/status.h"
+
+/* --shard I/N: overrides the configuration's shard, also on SIGHUP. */
+static struct shard cli_shard;
+static bool have_cli_shard;
 
 static void
 usage(FILE *fp)
 {
 	fprintf(fp,
 	    "usage: idlefetch [--config FILE] [--once] [--account NAME] "
-	    "[--check-config] [-v]\n"
-	    "       idlefetch status [--config FILE] [--account NAME]\n"
+	    "[--shard I/N]\n"
+	    "                 [--check-config] [-v]\n"
+	    "       idlefetch status [--config FILE] [--account NAME] "
+	    "[--shard I/N]\n"
 	    "       idlefetch --version | --help\n\n"
 	    "Keeps an IMAP IDLE connection per account and folder and delivers "
 	    "every new\nmessage into a local Maildir as it arrives.\n\n"
@@ -32,6 +39,10 @@ usage(FILE *fp)
 	    "  -1, --once          fetch everything new once and exit "
 	    "(0 all synced, 1 some failed)\n"
 	    "  -a, --account NAME  only this account\n"
+	    "  -s, --shard I/N     only the accounts replica I of N takes "
+	    "(or auto: I from\n"
+	    "                      the host name's -NUMBER, N from "
+	    "$IDLEFETCH_SHARDS)\n"
 	    "  -n, --check-config  validate, print the effective configuration, exit\n"
 	    "  -v, --verbose       debug logging (protocol trace, credentials hidden)\n"
 	    "  -V, --version       print the version\n"
@@ -61,11 +72,14 @@ find_config(const char *path, struct config **cfg, bool secrets, char *err,
 		path = NULL; /* an empty variable is an unset one */
 	if (path == NULL && access(CONFIG_DEFAULT_PATH, F_OK) == 0)
 		path = CONFIG_DEFAULT_PATH;
-	if (path == NULL && getenv("IDLEFETCH_HOST") != NULL)
-		return (secrets ? config_load_env : config_parse_env)(cfg, err,
-			   errlen) < 0 ?
-		    -1 :
-		    0;
+	if (path == NULL && getenv("IDLEFETCH_HOST") != NULL) {
+		if ((secrets ? config_load_env : config_parse_env)(cfg, err,
+			errlen) < 0)
+			return -1;
+		if (have_cli_shard)
+			(*cfg)->shard = cli_shard;
+		return 0;
+	}
 	if (path == NULL) {
 		snprintf(err, errlen,
 		    "no configuration: %s does not exist and "
@@ -73,10 +87,12 @@ find_config(const char *path, struct config **cfg, bool secrets, char *err,
 		    CONFIG_DEFAULT_PATH);
 		return -1;
 	}
-	return (secrets ? config_load_file : config_parse_file)(path, cfg,
-		   err, errlen) < 0 ?
-	    -1 :
-	    0;
+	if ((secrets ? config_load_file : config_parse_file)(path, cfg, err,
+		errlen) < 0)
+		return -1;
+	if (have_cli_shard)
+		(*cfg)->shard = cli_shard;
+	return 0;
 }
 
 /*
@@ -131,6 +147,7 @@ main(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "once", no_argument, NULL, '1' },
 		{ "account", required_argument, NULL, 'a' },
+		{ "shard", required_argument, NULL, 's' },
 		{ "check-config", no_argument, NULL, 'n' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, 'V' },
@@ -149,7 +166,7 @@ main(int argc, char **argv)
 		argc--;
 		argv++;
 	}
-	while ((c = getopt_long(argc, argv, "c:1a:nvVh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:1a:s:nvVh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			path = optarg;
@@ -159,6 +176,14 @@ main(int argc, char **argv)
 			break;
 		case 'a':
 			account = optarg;
+			break;
+		case 's':
+			if (shard_parse(optarg, &cli_shard, err,
+				sizeof(err)) < 0) {
+				fprintf(stderr, "idlefetch: --shard: %s\n", err);
+				return 2;
+			}
+			have_cli_shard = true;
 			break;
 		case 'n':
 			check = true;
@@ -185,8 +210,8 @@ main(int argc, char **argv)
 	}
 	if (status && (once || check)) {
 		fprintf(stderr,
-		    "idlefetch: status takes only --config and "
-		    "--account\n");
+		    "idlefetch: status takes only --config, --account "
+		    "and --shard\n");
 		return 2;
 	}
 	/*

@@ -577,6 +577,9 @@ status_report(const struct config *cfg, const char *account, FILE *out)
 
 		if (account && strcmp(account, a->name) != 0)
 			continue;
+		/* A replica's health is that of the accounts it takes. */
+		if (!shard_has(&cfg->shard, a->name))
+			continue;
 		bad += report_account(out, cfg, a, now);
 		total += a->nfolders;
 	}

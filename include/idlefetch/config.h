@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "idlefetch/log.h"
+#include "idlefetch/shard.h"
 
 enum tls_mode { TLS_MODE_IMPLICIT, TLS_MODE_STARTTLS, TLS_MODE_NONE };
 enum after_mode { AFTER_KEEP, AFTER_DELETE, AFTER_MOVE };
@@ -50,6 +51,7 @@ struct config {
 	char *user; /* drop to this user when started as root; NULL: none */
 	char *group; /* with this primary group; NULL: the user's */
 	unsigned command_timeout; /* seconds a password_command may take */
+	struct shard shard; /* which accounts this replica fetches */
 	enum log_target log;
 	struct account *accounts;
 	size_t naccounts;

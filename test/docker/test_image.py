@@ -270,6 +270,46 @@ class ManifestTest(unittest.TestCase):
         out = self.check_env_with_image(env, env["IDLEFETCH_PASSWORD_FILE"])
         self.assertIn("[account alice]", out)
 
+    def test_kubernetes_statefulset_shards(self):
+        cm, sts = self.load("k8s-statefulset.yaml")
+        self.assertEqual(sts["kind"], "StatefulSet")
+        spec = sts["spec"]["template"]["spec"]
+        (f,) = spec["containers"]
+        env = {e["name"]: e["value"] for e in f["env"]}
+        # As many shards as replicas, or accounts are fetched by none.
+        self.assertEqual(int(env["IDLEFETCH_SHARDS"]), sts["spec"]["replicas"])
+        mounts = {m["name"]: m["mountPath"] for m in f["volumeMounts"]}
+        self.assertEqual(mounts["config"], "/etc/idlefetch")
+        conf = cm["data"]["idlefetch.conf"]
+        self.assertIn("shard = auto", conf)
+        # Each pod's binary, under its pod name, takes its share; all
+        # shares together are every account, once.
+        ctr = cmd("buildah", *STORE, "from", IMAGE).stdout.strip()
+        try:
+            root = cmd("buildah", *STORE, "mount", ctr).stdout.strip()
+            with open(root + "/etc/idlefetch/idlefetch.conf", "w") as fp:
+                fp.write(conf)
+            os.makedirs(root + "/run/secrets/mail", exist_ok=True)
+            for name in ("alice", "bob"):
+                with open(root + f"/run/secrets/mail/{name}", "w") as fp:
+                    fp.write("secret\n")
+            taken = []
+            for i in range(sts["spec"]["replicas"]):
+                p = cmd("unshare", "-u", "sh", "-c",
+                        f"hostname {sts['metadata']['name']}-{i} && "
+                        f"exec chroot {root} env -i "
+                        f"IDLEFETCH_SHARDS={env['IDLEFETCH_SHARDS']} "
+                        "idlefetch --check-config", check=False)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                line = next(l for l in p.stdout.splitlines()
+                            if l.startswith("; this replica takes:"))
+                names = line.split(":", 1)[1].split("(")[0]
+                taken += [n.strip() for n in names.split(",")
+                          if n.strip() and n.strip() != "nothing"]
+            self.assertEqual(sorted(taken), ["alice", "bob"])
+        finally:
+            cmd("buildah", *STORE, "rm", ctr, check=False)
+
     def test_compose(self):
         (doc,) = self.load("compose.yaml")
         svc = doc["services"]["idlefetch"]
