@@ -1405,7 +1405,6 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 		.unit = on_unit,
 	};
 	s->fr = framer_new(&s->fops, s);
-	s->writer = xmalloc(sizeof(*s->writer));
 	s->backoff_ms = BACKOFF_MIN_MS;
 	uv_timer_init(loop, &s->timer);
 	s->timer.data = s;
@@ -1515,7 +1514,6 @@ timer_close_cb(uv_handle_t *h)
 	free(s->stale);
 	free(s->after_wait);
 	free(s->cmds);
-	free(s->writer);
 	framer_free(s->fr);
 	free(s);
 }

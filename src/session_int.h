@@ -200,7 +200,7 @@ struct session {
 	struct maildir_file cur; /* message being streamed */
 	bool streaming; /* a body literal is open */
 	bool cur_open; /* ...and it has a tmp/ file */
-	struct maildir_writer *writer;
+	bool cur_cr; /* the body so far ended in CR (CRLF cut apart) */
 	struct lane lane;
 	unsigned next_msgno;
 	bool finish_when_idle; /* session_finish waits for the lane */

@@ -709,12 +709,14 @@ sync_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 	}
 	s->cur.msgno = ++s->next_msgno;
 	s->cur_open = true;
-	s->writer->len = 0;
-	s->writer->cr = false;
+	s->cur_cr = false;
 	return 1;
 }
 
 /* A full conversion buffer goes to the lane (which copies it). */
+/* Body bytes, CRLF made LF, on their way to the lane (the loop's only). */
+static struct maildir_writer shared_writer;
+
 static int
 lane_sink(void *ud, const char *p, size_t n)
 {
@@ -729,10 +731,24 @@ sync_literal_data(void *ud, const char *p, size_t n)
 {
 	struct session *s = ud;
 
+	struct maildir_writer *w = &shared_writer;
+	int r;
+
 	session_progress(s); /* message bytes: the answer is coming */
 	if (!s->cur_open)
 		return 0;
-	return maildir_feed(s->writer, p, n, lane_sink, s);
+	/*
+	 * One buffer for every connection on the loop: it holds nothing
+	 * between two chunks, only the session's pending CR does.
+	 */
+	w->len = 0;
+	w->cr = s->cur_cr;
+	r = maildir_feed(w, p, n, lane_sink, s);
+	if (r == 0 && w->len > 0)
+		lane_write(&s->lane, &s->cur, w->buf, w->len);
+	w->len = 0;
+	s->cur_cr = w->cr;
+	return r;
 }
 
 static int
@@ -740,12 +756,16 @@ sync_literal_end(void *ud)
 {
 	struct session *s = ud;
 
+	struct maildir_writer *w = &shared_writer;
+
 	s->streaming = false;
 	if (!s->cur_open)
 		return 0;
-	maildir_convert_end(s->writer);
-	lane_write(&s->lane, &s->cur, s->writer->buf, s->writer->len);
-	s->writer->len = 0;
+	w->len = 0;
+	w->cr = s->cur_cr;
+	maildir_convert_end(w);
+	lane_write(&s->lane, &s->cur, w->buf, w->len);
+	w->len = 0;
 	return 0;
 }
 

@@ -64,6 +64,34 @@ class Hostile(scripted.ScriptedCase):
         self.assertEqual(f.once(), 0, f.log())
         self.assertEqual(f.md.count(), 1)
 
+    def test_bodies_in_one_byte_segments_arrive_byte_for_byte(self):
+        # CR and LF of one line end land in different reads: the CRLF to
+        # LF conversion must carry the CR over from one read to the next,
+        # and keep a CR that no LF follows.
+        bodies = [msg(i, size=300).replace(b"\n", b"\r\n") +
+                  b"a bare \r in a line\r\nand one at the end\r"
+                  for i in range(3)]
+        mb = scripted.Mailbox(bodies)
+
+        def reply(c, tag, out, done, body):
+            if not body:
+                return False
+            c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for chunk in out:
+                for i in range(len(chunk)):
+                    c.send(chunk[i:i + 1])
+                    if chunk[i:i + 1] == b"\r":
+                        time.sleep(0.002)
+            c.send(done)
+            return True
+        srv = self.server(mb, hooks={"fetch_reply": reply})
+        f = self.fetcher(srv)
+        self.assertEqual(f.once(), 0, f.log())
+        got = sorted(f.md.contents())
+        self.assertEqual(got,
+                         sorted(b.replace(b"\r\n", b"\n") for b in bodies))
+        self.assertIn(b"a bare \r in a line\nand one at the end\r", got[0])
+
     def test_interleaved_pipelined_responses_are_matched_by_uid(self):
         mb = scripted.Mailbox([msg(i) for i in range(250)])
         held = {}
