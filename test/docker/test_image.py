@@ -287,6 +287,7 @@ class ManifestTest(unittest.TestCase):
         ctr = cmd("buildah", *STORE, "from", IMAGE).stdout.strip()
         try:
             root = cmd("buildah", *STORE, "mount", ctr).stdout.strip()
+            os.makedirs(root + "/etc/idlefetch", exist_ok=True)
             with open(root + "/etc/idlefetch/idlefetch.conf", "w") as fp:
                 fp.write(conf)
             os.makedirs(root + "/run/secrets/mail", exist_ok=True)
