@@ -45,6 +45,13 @@ struct cfgref {
 	unsigned refs;
 };
 
+/*
+ * Connections in set-up (connect, TLS, login) at once. A thousand
+ * accounts log in over a few seconds either way; all at once, a server's
+ * login and auth services refuse some of them.
+ */
+#define GATE_MAX 32
+
 struct unit {
 	struct daemon *d;
 	struct cfgref *cref; /* holds the configuration a points into */
@@ -70,6 +77,7 @@ struct daemon {
 	uv_timer_t watchdog; /* WATCHDOG=1 to the service manager */
 	uv_timer_t trim; /* hands freed heap back to the system */
 	uv_timer_t lockwait; /* retries the locks other processes hold */
+	struct session_gate gate; /* connections set up at once, at most */
 	uint64_t changes, trimmed_at; /* status changes: all, at the last trim */
 	bool ready; /* READY=1 sent */
 	char told[160]; /* the last STATUS= sent */
@@ -223,6 +231,7 @@ add_session(struct unit *u, size_t first, size_t n)
 		.once = u->d->once,
 		.status = &u->recs[first],
 		.sync = &mailbox_sync_ops,
+		.gate = &u->d->gate,
 		.done = on_session_done,
 		/* Only the account's first connection holds every folder. */
 		.split = n == u->nrecs ? on_split : NULL,
@@ -986,6 +995,7 @@ daemon_run(struct config *cfg, const char *account, bool once,
 	}
 	uv_timer_init(d.loop, &d.trim);
 	d.trim.data = &d;
+	d.gate.max = GATE_MAX;
 	uv_timer_init(d.loop, &d.lockwait);
 	d.lockwait.data = &d;
 	if (!once) {

@@ -20,6 +20,14 @@
 
 enum fstate { F_LINE, F_LITERAL, F_STREAM };
 
+/*
+ * Most units are a short line: the buffer starts small, grows for a long
+ * one and is given back once a unit that needed more than FRAMER_KEEP is
+ * handed over.
+ */
+#define FRAMER_START 1024
+#define FRAMER_KEEP (16 * 1024)
+
 struct framer {
 	const struct framer_ops *ops;
 	void *ud;
@@ -37,7 +45,7 @@ framer_new(const struct framer_ops *ops, void *ud)
 
 	f->ops = ops;
 	f->ud = ud;
-	f->cap = 4096;
+	f->cap = FRAMER_START;
 	f->buf = xmalloc(f->cap);
 	return f;
 }
@@ -59,9 +67,9 @@ framer_reset(struct framer *f)
 	f->line_start = 0;
 	f->remaining = 0;
 	/* A unit of a previous connection may have grown the buffer. */
-	if (f->cap > 65536) {
+	if (f->cap > FRAMER_START) {
 		free(f->buf);
-		f->cap = 4096;
+		f->cap = FRAMER_START;
 		f->buf = xmalloc(f->cap);
 	}
 }
@@ -137,6 +145,12 @@ end_of_line(struct framer *f)
 		r = f->ops->unit(f->ud, f->buf, f->len);
 		f->len = 0;
 		f->line_start = 0;
+		/* An idle connection keeps no large buffer resident. */
+		if (f->cap > FRAMER_KEEP) {
+			free(f->buf);
+			f->cap = FRAMER_START;
+			f->buf = xmalloc(f->cap);
+		}
 		return r;
 	}
 	if (size > FRAMER_MAX_LITERAL)

@@ -19,7 +19,7 @@
 static const char *state_names[] = { "PREPARE", "CONNECT", "TLS", "GREETING",
 	"STARTTLS", "CAPABILITY", "AUTH", "NOTIFY", "SELECT", "RECONCILE",
 	"VERIFY", "SYNC", "IDLE_START", "IDLE", "IDLE_DONE", "POLL_WAIT", "STATUS",
-	"LOGOUT", "CLOSING", "BACKOFF", "DONE" };
+	"LOGOUT", "CLOSING", "BACKOFF", "QUEUED", "DONE" };
 
 /* ---- commands ---------------------------------------------------------- */
 
@@ -184,9 +184,28 @@ state_is_up(const struct session *s, enum session_state st)
 	}
 }
 
+static void close_conn(struct session *s);
+
 void
-session_set_state(struct session *s, enum session_state st)
+session_enter(struct session *s, enum session_state st)
 {
+	/* The entry action: what entering st says to the server. */
+	switch (st) {
+	case S_IDLE_START:
+		session_send_cmd(s, CMD_IDLE, false, "IDLE");
+		break;
+	case S_IDLE_DONE:
+		session_send_raw(s, "DONE", false);
+		break;
+	case S_LOGOUT:
+		session_send_cmd(s, CMD_LOGOUT, false, "LOGOUT");
+		break;
+	case S_CLOSING:
+		close_conn(s);
+		break;
+	default:
+		break;
+	}
 	if (s->state != st)
 		LOG(s, LOGL_DEBUG, "state %s -> %s", state_names[s->state],
 		    state_names[st]);
@@ -242,11 +261,52 @@ session_progress(struct session *s)
 	arm(s, TIMEOUT_MS(s));
 }
 
+/* ---- the gate: a few connections set up at a time ------------------------- */
+
+static void
+gate_unqueue(struct session *s)
+{
+	struct session_gate *g = s->o.gate;
+	struct session **p;
+
+	if (!s->gate_queued)
+		return;
+	for (p = &g->head; *p != s; p = &(*p)->gate_next)
+		;
+	*p = s->gate_next;
+	if (g->tail == s) {
+		g->tail = NULL;
+		for (struct session *q = g->head; q; q = q->gate_next)
+			g->tail = q;
+	}
+	s->gate_next = NULL;
+	s->gate_queued = false;
+}
+
+/* Logged in or gone: the slot goes to the next session waiting. */
+static void
+gate_release(struct session *s)
+{
+	struct session_gate *g = s->o.gate;
+	struct session *next;
+
+	if (!s->gate_held)
+		return;
+	s->gate_held = false;
+	g->busy--;
+	next = g->head;
+	if (next != NULL) {
+		gate_unqueue(next);
+		session_connect(next);
+	}
+}
+
 /* ---- connection teardown --------------------------------------------------- */
 
 static void
 close_conn(struct session *s)
 {
+	gate_release(s);
 	if (s->tr) {
 		transport_free(s->tr);
 		s->tr = NULL;
@@ -296,7 +356,7 @@ backoff(struct session *s)
 	s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS :
 							     s->backoff_ms * 2;
 	LOG(s, LOGL_INFO, "reconnecting in %.1f s", delay / 1000.0);
-	session_set_state(s, S_BACKOFF);
+	session_enter(s, S_BACKOFF);
 	arm(s, delay);
 }
 
@@ -317,7 +377,7 @@ session_finish(struct session *s)
 			s->mbs[i].status->gave_up = true;
 			status_changed(s->mbs[i].status);
 		}
-	session_set_state(s, S_DONE);
+	session_enter(s, S_DONE);
 	ok = s->ok && !s->fatal_err;
 	for (size_t i = 0; i < s->nmbs; i++)
 		if (!s->mbs[i].dead && !s->mbs[i].sync_ok)
@@ -370,8 +430,7 @@ session_fail(struct session *s, int err, const char *fmt, ...)
 	} else {
 		LOG(s, LOGL_ERROR, "%s", why);
 	}
-	close_conn(s);
-	session_set_state(s, S_CLOSING);
+	session_enter(s, S_CLOSING);
 	session_settle(s);
 }
 
@@ -433,7 +492,7 @@ send_auth(struct session *s)
 		}
 		OPENSSL_cleanse(b64, strlen(b64));
 		free(b64);
-		session_set_state(s, S_AUTH);
+		session_enter(s, S_AUTH);
 		return;
 	}
 	if (s->caps & CAP_LOGINDISABLED) {
@@ -452,7 +511,7 @@ send_auth(struct session *s)
 	}
 	session_send_cmd(s, CMD_AUTH, true, "LOGIN %s %s", qu, qp);
 	OPENSSL_cleanse(qp, sizeof(qp));
-	session_set_state(s, S_AUTH);
+	session_enter(s, S_AUTH);
 }
 
 /* Capabilities known: STARTTLS if asked for, else log in. */
@@ -467,7 +526,7 @@ after_caps(struct session *s)
 			return;
 		}
 		session_send_cmd(s, CMD_STARTTLS, false, "STARTTLS");
-		session_set_state(s, S_STARTTLS);
+		session_enter(s, S_STARTTLS);
 		return;
 	}
 	send_auth(s);
@@ -525,7 +584,7 @@ send_lookup(struct session *s)
 		fatal("folder name '%s' cannot be quoted", s->lookup);
 	s->lookup_found = false;
 	session_send_cmd(s, CMD_LISTMB, false, "LIST \"\" %s", mbox);
-	session_set_state(s, S_SELECT);
+	session_enter(s, S_SELECT);
 }
 
 static void send_select(struct session *s);
@@ -635,7 +694,7 @@ send_select(struct session *s)
 	 * of the Maildir relies on.
 	 */
 	session_send_cmd(s, CMD_SELECT, false, "SELECT %s", mbox);
-	session_set_state(s, S_SELECT);
+	session_enter(s, S_SELECT);
 }
 
 static void
@@ -664,7 +723,7 @@ selected(struct session *s)
 	    "delivered UID %u",
 	    s->exists, s->uidvalidity, s->mb->st.last_uid);
 	if (!s->mb->reconciled) {
-		session_set_state(s, S_RECONCILE);
+		session_enter(s, S_RECONCILE);
 		memset(&s->job, 0, sizeof(s->job));
 		s->job.st = s->mb->st;
 		s->o.sync->start_job(s, COMMIT_RECONCILE);
@@ -715,13 +774,14 @@ send_notify(struct session *s)
 	snprintf(line + len, cap - len, ") (MessageNew MessageExpunge))");
 	session_send_cmd(s, CMD_NOTIFY, false, "%s", line);
 	free(line);
-	session_set_state(s, S_NOTIFY);
+	session_enter(s, S_NOTIFY);
 }
 
 /* Logged in: every folder is synced once, then the connection waits. */
 static void
 logged_in(struct session *s)
 {
+	gate_release(s);
 	s->ok = true;
 	for (size_t i = 0; i < s->nmbs; i++) {
 		s->mbs[i].pending = !s->mbs[i].dead;
@@ -765,7 +825,7 @@ poll_status(struct session *s)
 		session_synced(s);
 		return;
 	}
-	session_set_state(s, S_STATUS);
+	session_enter(s, S_STATUS);
 }
 
 /* News of a folder, from NOTIFY or from polling it with STATUS. */
@@ -784,8 +844,7 @@ folder_news(struct session *s, const struct proto_resp *r)
 			    mb->name, r->status_uidnext);
 		mb->pending = true;
 		if (s->state == S_IDLE) {
-			session_send_raw(s, "DONE", false);
-			session_set_state(s, S_IDLE_DONE);
+			session_enter(s, S_IDLE_DONE);
 		}
 	}
 }
@@ -814,8 +873,7 @@ session_synced(struct session *s)
 	struct mbox *next = NULL;
 
 	if (s->stopping) {
-		session_send_cmd(s, CMD_LOGOUT, false, "LOGOUT");
-		session_set_state(s, S_LOGOUT);
+		session_enter(s, S_LOGOUT);
 		return;
 	}
 	/* The selected folder first: it needs no SELECT. */
@@ -834,8 +892,7 @@ session_synced(struct session *s)
 		return;
 	}
 	if (s->o.once) {
-		session_send_cmd(s, CMD_LOGOUT, false, "LOGOUT");
-		session_set_state(s, S_LOGOUT);
+		session_enter(s, S_LOGOUT);
 		return;
 	}
 	if (s->selected == NULL) {
@@ -844,11 +901,10 @@ session_synced(struct session *s)
 	}
 	session_use(s, s->selected);
 	if (s->a->idle && (s->caps & CAP_IDLE)) {
-		session_send_cmd(s, CMD_IDLE, false, "IDLE");
-		session_set_state(s, S_IDLE_START);
+		session_enter(s, S_IDLE_START);
 		return;
 	}
-	session_set_state(s, S_POLL_WAIT);
+	session_enter(s, S_POLL_WAIT);
 }
 
 /* ---- responses --------------------------------------------------------------- */
@@ -886,7 +942,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 			    r->text);
 			break;
 		}
-		session_set_state(s, S_TLS);
+		session_enter(s, S_TLS);
 		if (transport_start_tls(s->tr, s->o.ssl_ctx, s->a->host) < 0)
 			session_fail(s, IDLEFETCH_ETLS, "cannot start TLS");
 		break;
@@ -905,7 +961,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 		} else {
 			session_send_cmd(s, CMD_CAPABILITY, false,
 			    "CAPABILITY");
-			session_set_state(s, S_SELECT);
+			session_enter(s, S_SELECT);
 		}
 		break;
 	case CMD_VERIFY:
@@ -1014,8 +1070,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 			break;
 		}
 		if (s->stopping) {
-			session_send_cmd(s, CMD_LOGOUT, false, "LOGOUT");
-			session_set_state(s, S_LOGOUT);
+			session_enter(s, S_LOGOUT);
 			break;
 		}
 		woke(s);
@@ -1053,8 +1108,7 @@ on_untagged(struct session *s, const struct proto_resp *r)
 
 		s->exists = r->exists;
 		if (grew && s->state == S_IDLE) {
-			session_send_raw(s, "DONE", false);
-			session_set_state(s, S_IDLE_DONE);
+			session_enter(s, S_IDLE_DONE);
 		} else if (grew && s->state == S_POLL_WAIT) {
 			woke(s);
 		} else if (grew) {
@@ -1119,7 +1173,7 @@ on_unit(void *ud, const char *p, size_t n)
 		} else {
 			session_send_cmd(s, CMD_CAPABILITY, false,
 			    "CAPABILITY");
-			session_set_state(s, S_CAPABILITY);
+			session_enter(s, S_CAPABILITY);
 		}
 		return s->conn_alive ? 0 : 1;
 	}
@@ -1148,10 +1202,9 @@ on_unit(void *ud, const char *p, size_t n)
 	switch (r.kind) {
 	case PROTO_CONTINUE:
 		if (s->state == S_IDLE_START && (s->more || s->stopping)) {
-			session_send_raw(s, "DONE", false);
-			session_set_state(s, S_IDLE_DONE);
+			session_enter(s, S_IDLE_DONE);
 		} else if (s->state == S_IDLE_START) {
-			session_set_state(s, S_IDLE);
+			session_enter(s, S_IDLE);
 		} else if (s->state == S_AUTH && s->ncmds > 0 &&
 		    s->cmds[s->ncmds - 1].secret != NULL) {
 			struct cmd *c = &s->cmds[s->ncmds - 1];
@@ -1202,8 +1255,7 @@ on_data(struct session *s, const char *data, size_t len)
 	if (s->conn_alive && s->stopping && s->state == S_SYNC &&
 	    !s->streaming && (s->inflight > 0 || s->listing)) {
 		transport_pause(s->tr, true);
-		close_conn(s);
-		session_set_state(s, S_CLOSING);
+		session_enter(s, S_CLOSING);
 		session_settle(s);
 	}
 }
@@ -1220,25 +1272,25 @@ on_transport(void *ud, enum transport_event ev, const char *data, size_t len,
 		LOG(s, LOGL_DEBUG, "connected to %s:%u", s->a->host,
 		    s->a->port);
 		if (s->a->tls == TLS_MODE_IMPLICIT) {
-			session_set_state(s, S_TLS);
+			session_enter(s, S_TLS);
 			if (transport_start_tls(s->tr, s->o.ssl_ctx,
 				s->a->host) < 0)
 				session_fail(s, IDLEFETCH_ETLS,
 				    "cannot start TLS");
 		} else {
-			session_set_state(s, S_GREETING);
+			session_enter(s, S_GREETING);
 		}
 		break;
 	case TRANSPORT_TLS_READY:
 		LOG(s, LOGL_DEBUG, "TLS established, certificate verified");
 		if (s->a->tls == TLS_MODE_IMPLICIT) {
-			session_set_state(s, S_GREETING);
+			session_enter(s, S_GREETING);
 		} else {
 			/* RFC 3501: capabilities must be asked for again after TLS. */
 			s->caps = 0;
 			session_send_cmd(s, CMD_CAPABILITY, false,
 			    "CAPABILITY");
-			session_set_state(s, S_CAPABILITY);
+			session_enter(s, S_CAPABILITY);
 		}
 		break;
 	case TRANSPORT_DATA:
@@ -1266,8 +1318,23 @@ on_transport(void *ud, enum transport_event ev, const char *data, size_t len,
 void
 session_connect(struct session *s)
 {
+	struct session_gate *g = s->o.gate;
 	int r;
 
+	if (g != NULL && !s->gate_held) {
+		if (g->busy >= g->max) {
+			s->gate_queued = true;
+			if (g->tail)
+				g->tail->gate_next = s;
+			else
+				g->head = s;
+			g->tail = s;
+			session_enter(s, S_QUEUED);
+			return;
+		}
+		g->busy++;
+		s->gate_held = true;
+	}
 	lane_reset(&s->lane);
 	for (size_t i = 0; i < s->nmbs; i++)
 		if (!s->mbs[i].dead) {
@@ -1279,7 +1346,7 @@ session_connect(struct session *s)
 	s->caps = 0;
 	framer_reset(s->fr);
 	s->tr = transport_new(s->loop, on_transport, s);
-	session_set_state(s, S_CONNECT);
+	session_enter(s, S_CONNECT);
 	r = transport_connect(s->tr, s->a->host, s->a->port);
 	if (r < 0)
 		session_fail(s, r, "cannot resolve %s: %s", s->a->host,
@@ -1301,8 +1368,7 @@ timer_cb(uv_timer_t *t)
 		break;
 	case S_IDLE:
 		/* Re-issue IDLE: keeps NAT state alive and proves the peer is. */
-		session_send_raw(s, "DONE", false);
-		session_set_state(s, S_IDLE_DONE);
+		session_enter(s, S_IDLE_DONE);
 		break;
 	case S_POLL_WAIT:
 		woke(s);
@@ -1456,22 +1522,22 @@ session_stop(struct session *s)
 	case S_PREPARE:
 	case S_RECONCILE:
 		if (s->state == S_RECONCILE) {
-			close_conn(s);
-			session_set_state(s, S_CLOSING);
+			session_enter(s, S_CLOSING);
 		}
 		break; /* the job's completion finishes */
+	case S_QUEUED:
+		gate_unqueue(s);
+		/* fall through */
 	case S_BACKOFF:
 	case S_CLOSING:
 		if (!s->job_busy && lane_idle(&s->lane))
 			session_finish(s);
 		break;
 	case S_IDLE:
-		session_send_raw(s, "DONE", false);
-		session_set_state(s, S_IDLE_DONE);
+		session_enter(s, S_IDLE_DONE);
 		break;
 	case S_POLL_WAIT:
-		session_send_cmd(s, CMD_LOGOUT, false, "LOGOUT");
-		session_set_state(s, S_LOGOUT);
+		session_enter(s, S_LOGOUT);
 		break;
 	case S_SYNC:
 		/*
@@ -1480,8 +1546,7 @@ session_stop(struct session *s)
 		 * commands left: let them session_finish; the sync then ends in LOGOUT.
 		 */
 		if (!s->streaming && (s->inflight > 0 || s->listing)) {
-			close_conn(s);
-			session_set_state(s, S_CLOSING);
+			session_enter(s, S_CLOSING);
 			session_settle(s);
 		}
 		break;
@@ -1490,8 +1555,7 @@ session_stop(struct session *s)
 	case S_LOGOUT:
 		break; /* the tagged reply leads to LOGOUT */
 	default:
-		close_conn(s);
-		session_set_state(s, S_CLOSING);
+		session_enter(s, S_CLOSING);
 		session_settle(s);
 		break;
 	}
@@ -1527,6 +1591,7 @@ session_free(struct session *s)
 		return;
 	if (s->job_busy || !lane_idle(&s->lane))
 		fatal("session_free with disk work in flight");
+	gate_unqueue(s);
 	close_conn(s);
 	for (b = s->bhead; b; b = next) {
 		next = b->next;

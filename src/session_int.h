@@ -67,6 +67,7 @@ enum session_state {
 	S_LOGOUT,
 	S_CLOSING,
 	S_BACKOFF,
+	S_QUEUED, /* waiting for a slot at the gate */
 	S_DONE,
 };
 
@@ -206,6 +207,9 @@ struct session {
 	bool finish_when_idle; /* session_finish waits for the lane */
 
 	/* lifecycle */
+	struct session *gate_next; /* in the gate's queue */
+	bool gate_held; /* one of the gate's slots is this session's */
+	bool gate_queued;
 	unsigned backoff_ms;
 	bool healthy; /* a sync completed on this connection */
 	uint64_t healthy_at; /* loop time of that first completed sync */
@@ -218,7 +222,11 @@ struct session {
 };
 
 /* session.c: the connection */
-void session_set_state(struct session *s, enum session_state st);
+/*
+ * The one way to change state: performs the state's entry action (sends
+ * IDLE, DONE or LOGOUT, closes the connection, arms the state's timer).
+ */
+void session_enter(struct session *s, enum session_state st);
 void session_fail(struct session *s, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void session_settle(struct session *s);

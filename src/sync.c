@@ -545,7 +545,7 @@ sync_start(struct session *s)
 	if (s->a->after == AFTER_KEEP && s->mb->st.last_uid < UINT32_MAX)
 		from = s->mb->st.last_uid + 1;
 
-	session_set_state(s, S_SYNC);
+	session_enter(s, S_SYNC);
 	s->more = false;
 	s->gap = false;
 	s->nlist = s->next_list = s->nstale = 0;
@@ -573,7 +573,7 @@ sync_verify_last(struct session *s)
 	}
 	s->last_found = false;
 	memset(&s->last_now, 0, sizeof(s->last_now));
-	session_set_state(s, S_VERIFY);
+	session_enter(s, S_VERIFY);
 	session_send_cmd(s, CMD_VERIFY, false,
 	    "UID FETCH %u (UID RFC822.SIZE "
 	    "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",

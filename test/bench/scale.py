@@ -111,6 +111,8 @@ def main():
         c0, w0 = cpu_ticks(f.proc.pid), time.monotonic()
         time.sleep(args.quiet)
         c1, w1 = cpu_ticks(f.proc.pid), time.monotonic()
+        # After the quiet stretch idlefetch has handed freed heap back.
+        rss_quiet = fx.rss_kb(f.proc.pid)
         hz = os.sysconf("SC_CLK_TCK")
         cpu = (c1 - c0) / hz / (w1 - w0) * 100
         # One message per account, in one LMTP session.
@@ -128,12 +130,17 @@ def main():
                 if os.listdir(os.path.join(env.root, "md", f"u{i}", "new")):
                     delays[i] = time.monotonic() - sent[i]
             time.sleep(0.02)
+        time.sleep(15)
+        rss_after = fx.rss_kb(f.proc.pid)
         ds = sorted(delays.values())
         p50 = statistics.median(ds) if ds else float("nan")
         p99 = ds[int(len(ds) * 0.99) - 1] if ds else float("nan")
         print(f"{k} accounts over {'plaintext' if args.plain else 'TLS'}: "
               f"all idle after {t_idle:.1f} s; RSS {rss / 1024:.1f} MiB "
-              f"({rss / k:.1f} KiB per account); idle CPU {cpu:.2f} % of "
+              f"3 s later, {rss_quiet / 1024:.1f} MiB after "
+              f"{args.quiet:.0f} s idle ({rss_quiet / k:.1f} KiB per "
+              f"account), {rss_after / 1024:.1f} MiB 15 s after the "
+              f"burst; idle CPU {cpu:.2f} % of "
               f"one core over {args.quiet:.0f} s; delivered {len(ds)}/{k}, "
               f"delay p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
         f.stop()

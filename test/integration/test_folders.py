@@ -153,6 +153,33 @@ class FoldersTest(unittest.TestCase):
         self.assertEqual(f.stop(), 0)
 
 
+class ManyAccountsTest(unittest.TestCase):
+    """Accounts log in a few dozen at a time: the rest wait their turn."""
+
+    def test_sixty_accounts_log_in_32_at_a_time(self):
+        env = fx.Env()
+        try:
+            d = env.dovecot
+            extra = "".join(
+                fx.account_section(f"acct{i}", d, "INBOX",
+                                   os.path.join(env.root, "md", f"{i}"))
+                for i in range(1, 60))
+            f = env.idlefetch(name="acct0", extra=extra).start("-v")
+            self.assertTrue(fx.wait_until(
+                lambda: f.log().count("state IDLE_START -> IDLE") == 60, 60),
+                f.log()[-3000:])
+            queued = f.log().count("-> QUEUED")
+            self.assertGreaterEqual(queued, 28, "at most 32 set up at once")
+            d.lmtp(fx.make_message(1))
+            self.assertTrue(fx.wait_until(
+                lambda: f.md.count() == 1 and all(
+                    fx.Maildir(os.path.join(env.root, "md", f"{i}")).count()
+                    == 1 for i in range(1, 60)), 20))
+            self.assertEqual(f.stop(), 0)
+        finally:
+            env.close()
+
+
 class WithoutNotifyTest(FoldersTest):
     """The same Dovecot, NOTIFY taken out of its capabilities."""
     caps = fx.DEFAULT_CAPS
