@@ -125,6 +125,20 @@ polls_others(const struct session *s)
 	return !s->notify && live_folders(s) > 1;
 }
 
+/*
+ * Milliseconds until the other folders are due to be asked again: new
+ * mail in the selected folder wakes the connection in between, and must
+ * not push that round back.
+ */
+static uint64_t
+poll_due_ms(const struct session *s)
+{
+	uint64_t every = (uint64_t)s->a->poll_interval * 1000,
+		 since = uv_now(s->loop) - s->polled_at;
+
+	return since >= every ? 1 : every - since;
+}
+
 void
 session_use(struct session *s, struct mbox *mb)
 {
@@ -226,12 +240,15 @@ session_enter(struct session *s, enum session_state st)
 		arm(s, TIMEOUT_MS(s));
 		break;
 	case S_IDLE:
-		arm(s, (uint64_t)s->a->idle_refresh * 1000);
-		if (polls_others(s) && s->a->poll_interval < s->a->idle_refresh)
-			arm(s, (uint64_t)s->a->poll_interval * 1000);
+		/* The other folders' next STATUS round, if sooner. */
+		if (polls_others(s) && poll_due_ms(s) < s->a->idle_refresh * 1000u)
+			arm(s, poll_due_ms(s));
+		else
+			arm(s, (uint64_t)s->a->idle_refresh * 1000);
 		break;
 	case S_POLL_WAIT:
-		arm(s, (uint64_t)s->a->poll_interval * 1000);
+		arm(s, polls_others(s) ? poll_due_ms(s) :
+					 (uint64_t)s->a->poll_interval * 1000);
 		break;
 	case S_LOGOUT:
 		arm(s, LOGOUT_TIMEOUT_MS);
@@ -331,6 +348,7 @@ close_conn(struct session *s)
 	s->selected = NULL;
 	s->notify = false;
 	s->status_wait = 0;
+	s->back_to_first = false;
 }
 
 static void
@@ -899,6 +917,24 @@ session_synced(struct session *s)
 		session_fail(s, IDLEFETCH_EPROTO, "no folder could be opened");
 		return;
 	}
+	/*
+	 * Without NOTIFY, IDLE tells only of the selected folder: wait on the
+	 * first one (INBOX, as a rule), and ask the others with STATUS.
+	 */
+	if (!s->notify && s->a->idle && (s->caps & CAP_IDLE)) {
+		for (size_t i = 0; i < s->nmbs; i++) {
+			if (s->mbs[i].dead)
+				continue;
+			if (&s->mbs[i] != s->selected && !s->back_to_first) {
+				s->back_to_first = true;
+				session_use(s, &s->mbs[i]);
+				send_select(s);
+				return;
+			}
+			break;
+		}
+	}
+	s->back_to_first = false;
 	session_use(s, s->selected);
 	if (s->a->idle && (s->caps & CAP_IDLE)) {
 		session_enter(s, S_IDLE_START);

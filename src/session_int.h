@@ -151,6 +151,7 @@ struct session {
 	bool split_asked; /* the owner was offered the folders to spread */
 	char *move_wire; /* after = move: its target, as the server spells it */
 	uint64_t polled_at; /* loop time of the last STATUS round */
+	bool back_to_first; /* selecting the first folder again, to IDLE */
 	unsigned status_wait; /* STATUS replies still to come */
 
 	/* connection */

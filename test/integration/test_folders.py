@@ -213,6 +213,28 @@ class WithoutNotifyTest(FoldersTest):
         self.assertEqual(self.env.dovecot.connections_refused(), 0)
         self.assertEqual(f.stop(), 0)
 
+    def test_mail_in_the_idle_folder_does_not_put_off_the_status_poll(self):
+        f = self.start(extra="poll_interval = 6\nmax_connections = 1\n")
+        t0 = time.monotonic()
+        self.env.dovecot.save(fx.make_message(1), "F05")
+        # INBOX, the folder the connection IDLEs on, gets mail 2 s in: it
+        # wakes the connection before the STATUS round is due, and the
+        # round must stay due 6 s after the last, not 6 s after the wake.
+        time.sleep(2)
+        t1 = time.monotonic()
+        self.env.dovecot.lmtp(fx.make_message(2))
+        # It IDLEs on INBOX, the first folder, not on the last one synced.
+        self.assertTrue(fx.wait_until(
+            lambda: folder_md(f, "INBOX").count() == 1, 10), f.log()[-3000:])
+        self.assertLess(time.monotonic() - t1, 2)
+        self.assertTrue(fx.wait_until(
+            lambda: folder_md(f, "F05").count() == 1, 15), f.log()[-3000:])
+        took = time.monotonic() - t0
+        print(f"\nF05 polled after {took:.1f} s (poll_interval 6)")
+        self.assertLess(took, 7.5)
+        self.assertEqual(folder_md(f, "INBOX").count(), 1)
+        self.assertEqual(f.stop(), 0)
+
     def test_one_connection_polls_every_folder(self):
         f = self.start(extra="poll_interval = 2\nmax_connections = 1\n")
         self.assertEqual(f.connections(self.env.dovecot.imaps_port), 1)
