@@ -107,6 +107,13 @@ session_send_raw(struct session *s, const char *text, bool secret)
 
 static void timer_cb(uv_timer_t *t);
 
+/* Not stopped for good, and not refused by the server on this connection. */
+static bool
+usable_folder(const struct mbox *mb)
+{
+	return !mb->dead && !mb->skipped;
+}
+
 /* Folders that are not stopped for good. */
 static size_t
 live_folders(const struct session *s)
@@ -122,7 +129,11 @@ live_folders(const struct session *s)
 static bool
 polls_others(const struct session *s)
 {
-	return !s->notify && live_folders(s) > 1;
+	size_t n = 0;
+
+	for (size_t i = 0; i < s->nmbs; i++)
+		n += usable_folder(&s->mbs[i]);
+	return !s->notify && n > 1;
 }
 
 /*
@@ -623,12 +634,13 @@ folder_skip(struct session *s, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	for (size_t i = 0; i < s->nmbs; i++)
-		usable += !s->mbs[i].dead && &s->mbs[i] != s->mb &&
-		    (s->mbs[i].pending || &s->mbs[i] == s->selected);
-	if (usable == 0 && s->selected == NULL) {
+		usable += usable_folder(&s->mbs[i]) && &s->mbs[i] != s->mb;
+	if (usable == 0) {
 		session_fail(s, IDLEFETCH_EPROTO, "%s", why);
 		return;
 	}
+	s->mb->skipped = true;
+	s->mb->pending = false;
 	s->ok = false;
 	LOG(s, LOGL_ERROR, "%s; trying it again at the next connection",
 	    why);
@@ -802,6 +814,7 @@ logged_in(struct session *s)
 	gate_release(s);
 	s->ok = true;
 	for (size_t i = 0; i < s->nmbs; i++) {
+		s->mbs[i].skipped = false;
 		s->mbs[i].pending = !s->mbs[i].dead;
 		s->mbs[i].sync_ok = true;
 	}
@@ -831,7 +844,7 @@ poll_status(struct session *s)
 	for (size_t i = 0; i < s->nmbs; i++) {
 		struct mbox *mb = &s->mbs[i];
 
-		if (mb->dead || mb == s->selected || mb->pending)
+		if (!usable_folder(mb) || mb == s->selected || mb->pending)
 			continue;
 		if (proto_quote(q, sizeof(q), mb->wire) < 0)
 			fatal("folder name '%s' cannot be quoted", mb->wire);
@@ -852,7 +865,7 @@ folder_news(struct session *s, const struct proto_resp *r)
 {
 	struct mbox *mb = find_mbox(s, r->mailbox);
 
-	if (mb == NULL || mb->dead || mb == s->selected)
+	if (mb == NULL || !usable_folder(mb) || mb == s->selected)
 		return;
 	if (!(r->has & HAS_STATUS_UIDNEXT) || mb->uidnext == 0 ||
 	    r->status_uidnext != mb->uidnext ||
@@ -874,7 +887,7 @@ folder_news(struct session *s, const struct proto_resp *r)
 static void
 woke(struct session *s)
 {
-	if (s->selected && !s->selected->dead)
+	if (s->selected && usable_folder(s->selected))
 		s->selected->pending = true;
 	if (polls_others(s) &&
 	    uv_now(s->loop) - s->polled_at + 500 >=
@@ -898,7 +911,7 @@ session_synced(struct session *s)
 	if (s->selected && s->selected->pending)
 		next = s->selected;
 	for (size_t i = 0; next == NULL && i < s->nmbs; i++)
-		if (s->mbs[i].pending && !s->mbs[i].dead)
+		if (s->mbs[i].pending && usable_folder(&s->mbs[i]))
 			next = &s->mbs[i];
 	if (next) {
 		next->pending = false;
@@ -913,26 +926,30 @@ session_synced(struct session *s)
 		session_enter(s, S_LOGOUT);
 		return;
 	}
+	/*
+	 * Wait with a folder selected. Without NOTIFY, IDLE tells only of the
+	 * selected folder: wait on the first one (INBOX, as a rule), and ask
+	 * the others with STATUS. A folder the server would not open left
+	 * none selected: select the first that opens.
+	 */
+	for (size_t i = 0; i < s->nmbs; i++) {
+		struct mbox *first = &s->mbs[i];
+		bool idles = !s->notify && s->a->idle && (s->caps & CAP_IDLE);
+
+		if (!usable_folder(first))
+			continue;
+		if (first != s->selected && !s->back_to_first &&
+		    (idles || s->selected == NULL)) {
+			s->back_to_first = true;
+			session_use(s, first);
+			send_select(s);
+			return;
+		}
+		break;
+	}
 	if (s->selected == NULL) {
 		session_fail(s, IDLEFETCH_EPROTO, "no folder could be opened");
 		return;
-	}
-	/*
-	 * Without NOTIFY, IDLE tells only of the selected folder: wait on the
-	 * first one (INBOX, as a rule), and ask the others with STATUS.
-	 */
-	if (!s->notify && s->a->idle && (s->caps & CAP_IDLE)) {
-		for (size_t i = 0; i < s->nmbs; i++) {
-			if (s->mbs[i].dead)
-				continue;
-			if (&s->mbs[i] != s->selected && !s->back_to_first) {
-				s->back_to_first = true;
-				session_use(s, &s->mbs[i]);
-				send_select(s);
-				return;
-			}
-			break;
-		}
 	}
 	s->back_to_first = false;
 	session_use(s, s->selected);

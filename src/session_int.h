@@ -106,6 +106,7 @@ struct mbox {
 	bool reconciled;
 	bool pending; /* to sync: at login, after news of it */
 	bool dead; /* stopped for good (UIDVALIDITY changed) */
+	bool skipped; /* the server would not open it, this connection */
 	bool sync_ok; /* its last sync on this connection lacked nothing */
 	uint32_t uidnext; /* the last UIDNEXT seen, 0: unknown */
 	uint32_t status_uidvalidity; /* ...and UIDVALIDITY with it */

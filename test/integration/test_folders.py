@@ -120,6 +120,26 @@ class FoldersTest(unittest.TestCase):
         self.assertEqual(f.stop(), 0)
         self.assertEqual(folder_md(f, "Entwürfe").count(), 1)
 
+    def test_daemon_with_a_missing_folder_watches_the_others(self):
+        names = ["INBOX", "F01", "Nope"]
+        f = self.env.idlefetch(name="gap", folders=", ".join(names),
+                               extra="poll_interval = 600\n").start("-v")
+        self.assertTrue(fx.wait_until(
+            lambda: "state IDLE_START -> IDLE" in f.log(), 20), f.log()[-3000:])
+        self.env.dovecot.save(fx.make_message(1), "F01")
+        self.env.dovecot.lmtp(fx.make_message(2))
+        self.assertTrue(fx.wait_until(
+            lambda: folder_md(f, "F01").count() == 1 and
+            folder_md(f, "INBOX").count() == 1, 15), f.log()[-3000:])
+        self.assertIn("cannot open folder Nope", f.log())
+        # Sharing a connection, it is left out until the next one; on a
+        # connection of its own (without NOTIFY), that one alone retries.
+        reconnects = re.findall(r'folder="([^"]+)" msg="reconnecting',
+                                f.log())
+        self.assertEqual(set(reconnects),
+                         set() if self.caps == NOTIFY_CAPS else {"Nope"})
+        self.assertEqual(f.stop(), 0)
+
     def test_uidvalidity_change_stops_only_that_folder(self):
         names = ["INBOX", "F01", "F02"]
         for i, name in enumerate(names):
