@@ -155,6 +155,8 @@ resp_code(struct cur *c, struct proto_resp *out)
 		out->has |= HAS_READONLY;
 	} else if (strcasecmp(name, "ALERT") == 0) {
 		out->has |= HAS_ALERT;
+	} else if (strcasecmp(name, "NOTIFICATIONOVERFLOW") == 0) {
+		out->has |= HAS_OVERFLOW;
 	}
 	while (c->p < c->end && *c->p != ']' && *c->p != '\r')
 		c->p++;

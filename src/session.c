@@ -360,6 +360,7 @@ close_conn(struct session *s)
 	s->notify = false;
 	s->status_wait = 0;
 	s->back_to_first = false;
+	s->renotify = false;
 }
 
 static void
@@ -926,6 +927,11 @@ session_synced(struct session *s)
 		session_enter(s, S_LOGOUT);
 		return;
 	}
+	if (s->renotify) {
+		s->renotify = false;
+		send_notify(s);
+		return;
+	}
 	/*
 	 * Wait with a folder selected. Without NOTIFY, IDLE tells only of the
 	 * selected folder: wait on the first one (INBOX, as a rule), and ask
@@ -1152,6 +1158,23 @@ on_untagged(struct session *s, const struct proto_resp *r)
 		s->uidnext = r->uidnext;
 	if (r->has & HAS_STATUS)
 		folder_news(s, r);
+	if ((r->has & HAS_OVERFLOW) && s->notify) {
+		/*
+		 * RFC 5465 5.8: the server tells of nothing more until NOTIFY
+		 * is set again. Sync every folder, as news may have been lost,
+		 * then set it again.
+		 */
+		LOG(s, LOGL_WARN,
+		    "the server stopped notifying (NOTIFICATIONOVERFLOW); "
+		    "syncing every folder and asking again");
+		s->notify = false;
+		s->renotify = true;
+		for (size_t i = 0; i < s->nmbs; i++)
+			if (usable_folder(&s->mbs[i]))
+				s->mbs[i].pending = true;
+		if (s->state == S_IDLE)
+			session_enter(s, S_IDLE_DONE);
+	}
 	if (r->has & HAS_EXPUNGE)
 		s->expunges++;
 	if (r->has & HAS_EXPUNGE && s->exists > 0)

@@ -149,6 +149,7 @@ struct session {
 	struct mbox *mb; /* the one selected, or being prepared */
 	struct mbox *selected; /* SELECT succeeded on it, this connection */
 	bool notify; /* NOTIFY SET accepted: the server tells of every folder */
+	bool renotify; /* NOTIFY overflowed: set it again before waiting */
 	bool split_asked; /* the owner was offered the folders to spread */
 	char *move_wire; /* after = move: its target, as the server spells it */
 	uint64_t polled_at; /* loop time of the last STATUS round */

@@ -53,6 +53,8 @@ enum proto_status {
 #define HAS_LIST (1u << 12) /* "* LIST (...) delim name": mailbox */
 #define HAS_STATUS (1u << 13) /* "* STATUS name (...)": mailbox, status_* */
 #define HAS_STATUS_UIDNEXT (1u << 14) /* ...and it gave UIDNEXT */
+/* [NOTIFICATIONOVERFLOW] (RFC 5465 5.8): NOTIFY has stopped telling */
+#define HAS_OVERFLOW (1u << 15)
 
 struct proto_resp {
 	enum proto_kind kind;

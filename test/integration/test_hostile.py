@@ -92,6 +92,42 @@ class Hostile(scripted.ScriptedCase):
                          sorted(b.replace(b"\r\n", b"\n") for b in bodies))
         self.assertIn(b"a bare \r in a line\nand one at the end\r", got[0])
 
+    def test_notify_overflow_syncs_every_folder_and_asks_again(self):
+        # RFC 5465 5.8: after [NOTIFICATIONOVERFLOW] the server tells of
+        # nothing until NOTIFY is set again. (This server has one mailbox
+        # under every name, so each message lands in both folders.)
+        mb = scripted.Mailbox([msg(1)])
+        notifies = []
+
+        def cmd(c, tag, rest):
+            if rest.upper().startswith("NOTIFY "):
+                notifies.append(rest)
+                c.send(f"{tag} OK notify set\r\n".encode())
+                return True
+            return False
+        srv = self.server(mb, caps="IMAP4rev1 IDLE UIDPLUS AUTH=PLAIN NOTIFY",
+                          hooks={"command": cmd})
+        f = self.fetcher(srv, folders="INBOX, Lists",
+                         extra="poll_interval = 600\n").start("-v")
+        self.assertTrue(fx.wait_until(
+            lambda: "state IDLE_START -> IDLE" in f.log(), 10), f.log())
+        self.assertEqual(len(notifies), 1)
+        lists = fx.Maildir(f.maildir_path + "/.Lists")
+        self.assertEqual((f.md.count(), lists.count()), (1, 1))
+        # A message arrives, and the server only says it overflowed.
+        mb.add(msg(2))
+        with srv.lock:
+            for c in list(srv.idling):
+                c.send(b"* OK [NOTIFICATIONOVERFLOW] too many\r\n")
+        self.assertTrue(fx.wait_until(
+            lambda: (f.md.count(), lists.count()) == (2, 2), 10), f.log())
+        self.assertTrue(fx.wait_until(lambda: len(notifies) == 2, 10),
+                        f.log())
+        self.assertIn("NOTIFICATIONOVERFLOW", f.log())
+        self.assertTrue(fx.wait_until(
+            lambda: f.log().count("state IDLE_START -> IDLE") >= 2, 10))
+        self.assertEqual(f.stop(), 0)
+
     def test_interleaved_pipelined_responses_are_matched_by_uid(self):
         mb = scripted.Mailbox([msg(i) for i in range(250)])
         held = {}

@@ -287,6 +287,10 @@ test_status_responses(void **state)
 	    IDLEFETCH_EPROTO);
 	assert_int_equal(parse("* STATUS Lists UIDNEXT 2\r\n", false, &r),
 	    IDLEFETCH_EPROTO);
+	assert_int_equal(parse("* OK [NOTIFICATIONOVERFLOW] too many\r\n",
+			     false, &r),
+	    0);
+	assert_true(r.has & HAS_OVERFLOW);
 	assert_int_equal(parse("* CAPABILITY IMAP4rev1 IDLE NOTIFY\r\n", false,
 			     &r),
 	    0);
