@@ -948,20 +948,23 @@ raise_fd_limit(const struct config *cfg, const char *only)
 static void
 begin(struct daemon *d, struct config *cfg)
 {
-	size_t connections = 0;
+	size_t accounts = 0, folders = 0;
 
 	raise_fd_limit(cfg, d->only);
 	d->cur = cfg_new(cfg);
 	start_missing(d);
 	for (struct unit *u = d->units; u; u = u->next)
-		connections += u->n;
-	if (connections == 0)
+		if (u->n > 0 || u->lock_wait) {
+			accounts++;
+			folders += u->a->nfolders;
+		}
+	if (accounts == 0)
 		log_msg(LOGL_ERROR, NULL, NULL, "nothing to do: no account %s",
 		    d->only ? d->only : "could be set up");
 	else
 		log_msg(LOGL_INFO, NULL, NULL,
-		    "idlefetch %s starting: %zu connection(s)%s",
-		    IDLEFETCH_VERSION, connections,
+		    "idlefetch %s starting: %zu account(s), %zu folder(s)%s",
+		    IDLEFETCH_VERSION, accounts, folders,
 		    d->once ? ", single pass" : "");
 	schedule_reap(d); /* ends at once when nothing could start */
 }

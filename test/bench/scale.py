@@ -25,6 +25,9 @@ service imap-login {{
   service_count = 0
   client_limit = {k5}
   process_min_avail = 1
+  # With TLS, imap-login relays every connection for its whole life: at
+  # 3,000 connections one process needs more than the default 256 MB.
+  vsz_limit = 4G
 }}
 service imap {{
   client_limit = 100
