@@ -24,6 +24,9 @@
 #include "idlefetch/shard.h"
 #include "idlefetch/util.h"
 
+/* A configuration file larger than this is refused, never cut short. */
+#define CONFIG_MAX_BYTES (64u << 20)
+
 /* Bits in account_ctx.seen, one per key, to reject duplicates. */
 enum key_bit {
 	K_HOST = 1 << 0,
@@ -886,12 +889,26 @@ config_parse_file(const char *path, struct config **out, char *err,
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return r;
 	}
+	/* All of it: a configuration cut short would drop accounts unseen. */
 	do {
-		cap += 65536;
-		buf = xrealloc(buf, cap);
+		if (c.len == cap) {
+			cap = cap ? 2 * cap : 65536;
+			buf = xrealloc(buf, cap);
+		}
 		n = fread(buf + c.len, 1, cap - c.len, fp);
 		c.len += n;
-	} while (n > 0 && c.len < (1 << 20));
+	} while (n > 0 && c.len <= CONFIG_MAX_BYTES);
+	if (ferror(fp) || c.len > CONFIG_MAX_BYTES) {
+		r = ferror(fp) ? -EIO : -EFBIG;
+		snprintf(err, errlen, "%s: %s", path,
+		    r == -EIO ? "cannot read it" :
+				"larger than 64 MiB; split the accounts over "
+				"several processes (shard =)");
+		fclose(fp);
+		OPENSSL_cleanse(buf, c.len);
+		free(buf);
+		return r;
+	}
 	fclose(fp);
 	c.buf = buf;
 	c.cfg = config_new(path);

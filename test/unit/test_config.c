@@ -466,6 +466,36 @@ test_folder_paths_and_keys(void **state)
 	free(p);
 }
 
+/*
+ * A configuration of several MiB (thousands of accounts) is read whole:
+ * cut at 1 MiB, the last accounts were dropped without a word, and one
+ * cut in the middle of its password got a wrong one.
+ */
+static void
+test_large_files_are_read_whole(void **state)
+{
+	struct config *cfg = NULL;
+	char err[512];
+	FILE *fp = fopen(path, "w");
+	const unsigned n = 12000; /* about 1.5 MiB */
+
+	(void)state;
+	assert_non_null(fp);
+	fputs("[global]\nstate_dir = /var/lib/x\n", fp);
+	for (unsigned i = 0; i < n; i++)
+		fprintf(fp,
+		    "\n[account a%u]\nhost = imap%u.example.org\n"
+		    "username = user%u@example.org\npassword = password-%u\n"
+		    "folders = INBOX, Lists/dev\nmaildir = /srv/mail/u%u\n",
+		    i, i, i, i, i);
+	fclose(fp);
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg->naccounts, n);
+	assert_string_equal(cfg->accounts[n - 1].password, "password-11999");
+	assert_string_equal(cfg->accounts[n - 1].maildir, "/srv/mail/u11999");
+	config_free(cfg);
+}
+
 int
 main(void)
 {
@@ -489,6 +519,7 @@ main(void)
 		cmocka_unit_test(test_environment_config),
 		cmocka_unit_test(test_print_masks_the_password),
 		cmocka_unit_test(test_folder_paths_and_keys),
+		cmocka_unit_test(test_large_files_are_read_whole),
 	};
 	int fd = mkstemp(path), r;
 
