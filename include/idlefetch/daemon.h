@@ -1,5 +1,6 @@
 /*
- * daemon: runs one session per account and folder on one libuv loop,
+ * daemon: runs the sessions of every account (one connection per account,
+ * or up to max_connections without NOTIFY) on one libuv loop,
  * handles SIGTERM/SIGINT (stop) and SIGHUP (reload), and turns the
  * sessions' results into an exit code.
  */
