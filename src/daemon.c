@@ -1,7 +1,9 @@
 /*
  * daemon: owns the loop and one unit per account: the account's lock (one
- * fetcher per account), its TLS context (shared by its folders'
- * connections), its status records and writer, and one session per folder.
+ * fetcher per account), its TLS context (shared by its connections and
+ * those of other accounts trusting the same CA), its status records (one
+ * per folder) and writer, and its sessions: one holding every folder, or,
+ * when the server has no NOTIFY, up to max_connections (on_split).
  *
  * Signals: a first SIGTERM/SIGINT asks every session to stop gracefully; a
  * second one exits at once, which is still safe because delivery never
