@@ -584,6 +584,13 @@ close_handles(struct daemon *d)
 	uv_close((uv_handle_t *)&d->bar, NULL);
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
+	/*
+	 * Closing the handles gives the signals back their default action:
+	 * a stop signal sent again now (a supervisor repeating itself) would
+	 * kill a process that is already on its way out cleanly.
+	 */
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
 	uv_close((uv_handle_t *)&d->sighup, NULL);
 	uv_close((uv_handle_t *)&d->reap, NULL);
 	uv_close((uv_handle_t *)&d->watchdog, NULL);

@@ -100,6 +100,26 @@ class NotifyTest(unittest.TestCase):
         # Without a watchdog asked for, none is sent.
         self.assertEqual(self.n.lines("WATCHDOG=1"), [])
 
+    def test_stop_signal_repeated_while_exiting_never_kills_it(self):
+        # A supervisor that repeats SIGTERM every few milliseconds: each
+        # one in the last moments (the loop's handles closed, the process
+        # not yet gone) used to kill it by the signal's default action.
+        for round in range(5):
+            f = self.env.idlefetch(name=f"rep{round}")
+            f.start()
+            self.assertTrue(fx.wait_until(
+                lambda: os.path.exists(f"{f.state_dir}/rep{round}/status"),
+                15), f.log())
+            while f.proc.poll() is None:
+                try:
+                    f.proc.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.002)
+            rc = f.proc.wait(10)
+            f.proc = None
+            self.assertEqual(rc, 0, f"round {round}: exit {rc}\n" + f.log())
+
     def test_watchdog_pings_at_half_the_interval_from_the_loop(self):
         f = self.env.idlefetch(name="wd")
         f.start(env={"NOTIFY_SOCKET": self.n.name, "WATCHDOG_USEC": "1000000"})
