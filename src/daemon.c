@@ -576,21 +576,29 @@ bar_cb(uv_timer_t *t)
 static void
 close_handles(struct daemon *d)
 {
+	sigset_t stop, was;
+
 	d->closed = true;
 	if (uv_is_active((uv_handle_t *)&d->bar)) {
 		bar_cb(&d->bar); /* the final count stays on the screen */
 		log_progress(NULL);
 	}
 	uv_close((uv_handle_t *)&d->bar, NULL);
-	uv_close((uv_handle_t *)&d->sigterm, NULL);
-	uv_close((uv_handle_t *)&d->sigint, NULL);
 	/*
 	 * Closing the handles gives the signals back their default action:
 	 * a stop signal sent again now (a supervisor repeating itself) would
-	 * kill a process that is already on its way out cleanly.
+	 * kill a process that is already on its way out cleanly. They are
+	 * held back while the handles close and ignored from then on.
 	 */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	sigprocmask(SIG_BLOCK, &stop, &was);
+	uv_close((uv_handle_t *)&d->sigterm, NULL);
+	uv_close((uv_handle_t *)&d->sigint, NULL);
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
+	sigprocmask(SIG_SETMASK, &was, NULL);
 	uv_close((uv_handle_t *)&d->sighup, NULL);
 	uv_close((uv_handle_t *)&d->reap, NULL);
 	uv_close((uv_handle_t *)&d->watchdog, NULL);

@@ -13,6 +13,8 @@ import unittest
 
 import fixture as fx
 
+ROUNDS = int(os.environ.get("STOP_ROUNDS", "20"))
+
 
 class NotifyListener:
     """A datagram socket standing in for systemd's notify socket."""
@@ -104,7 +106,8 @@ class NotifyTest(unittest.TestCase):
         # A supervisor that repeats SIGTERM every few milliseconds: each
         # one in the last moments (the loop's handles closed, the process
         # not yet gone) used to kill it by the signal's default action.
-        for round in range(5):
+        # STOP_ROUNDS=1000 makes a soak of it.
+        for round in range(ROUNDS):
             f = self.env.idlefetch(name=f"rep{round}")
             f.start()
             self.assertTrue(fx.wait_until(
