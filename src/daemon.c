@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -588,17 +589,18 @@ close_handles(struct daemon *d)
 	 * Closing the handles gives the signals back their default action:
 	 * a stop signal sent again now (a supervisor repeating itself) would
 	 * kill a process that is already on its way out cleanly. They are
-	 * held back while the handles close and ignored from then on.
+	 * held back while the handles close and ignored from then on (no
+	 * other thread takes them: start_threadpool).
 	 */
 	sigemptyset(&stop);
 	sigaddset(&stop, SIGTERM);
 	sigaddset(&stop, SIGINT);
-	sigprocmask(SIG_BLOCK, &stop, &was);
+	pthread_sigmask(SIG_BLOCK, &stop, &was);
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
-	sigprocmask(SIG_SETMASK, &was, NULL);
+	pthread_sigmask(SIG_SETMASK, &was, NULL);
 	uv_close((uv_handle_t *)&d->sighup, NULL);
 	uv_close((uv_handle_t *)&d->reap, NULL);
 	uv_close((uv_handle_t *)&d->watchdog, NULL);
@@ -986,6 +988,42 @@ begin(struct daemon *d, struct config *cfg)
 	schedule_reap(d); /* ends at once when nothing could start */
 }
 
+static void
+warmup_work(uv_work_t *w)
+{
+	(void)w;
+}
+
+static void
+warmup_done(uv_work_t *w, int status)
+{
+	(void)status;
+	free(w);
+}
+
+/*
+ * Starts libuv's threadpool with the stop signals blocked, so that its
+ * threads, which inherit the mask, never take one: they all go to the
+ * loop's thread, which can hold them back while it exits (close_handles).
+ */
+static void
+start_threadpool(uv_loop_t *loop)
+{
+	uv_work_t *w = xcalloc(1, sizeof(*w));
+	sigset_t stop, was;
+	int r;
+
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &stop, &was);
+	r = uv_queue_work(loop, w, warmup_work, warmup_done);
+	pthread_sigmask(SIG_SETMASK, &was, NULL);
+	if (r < 0)
+		fatal("uv_queue_work: %s", uv_strerror(r));
+}
+
 int
 daemon_run(struct config *cfg, const char *account, bool once,
     daemon_load_cb *load, void *load_ud)
@@ -999,6 +1037,7 @@ daemon_run(struct config *cfg, const char *account, bool once,
 	d.load_ud = load_ud;
 	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
 	signal(SIGPIPE, SIG_IGN);
+	start_threadpool(d.loop);
 	uv_timer_init(d.loop, &d.reap);
 	d.reap.data = &d;
 	uv_timer_init(d.loop, &d.bar);
