@@ -1573,16 +1573,22 @@ session_prepare(struct session *s)
 	s->o.sync->start_job(s, COMMIT_PREPARE);
 }
 
+/* What a folder owns: its paths and the name the server sees. */
+static void
+mbox_free(struct mbox *mb)
+{
+	free(mb->maildir);
+	free(mb->state_path);
+	free(mb->wire);
+}
+
 void
 session_keep(struct session *s, size_t n)
 {
 	if (n == 0 || n > s->nmbs || s->selected != NULL)
 		fatal("session_keep(%zu) of %zu folders", n, s->nmbs);
-	for (size_t i = n; i < s->nmbs; i++) {
-		free(s->mbs[i].maildir);
-		free(s->mbs[i].state_path);
-		free(s->mbs[i].wire);
-	}
+	for (size_t i = n; i < s->nmbs; i++)
+		mbox_free(&s->mbs[i]);
 	s->nmbs = n;
 	if (s->mb >= s->mbs + n)
 		session_use(s, &s->mbs[0]);
@@ -1642,11 +1648,8 @@ timer_close_cb(uv_handle_t *h)
 {
 	struct session *s = h->data;
 
-	for (size_t i = 0; i < s->nmbs; i++) {
-		free(s->mbs[i].maildir);
-		free(s->mbs[i].state_path);
-		free(s->mbs[i].wire);
-	}
+	for (size_t i = 0; i < s->nmbs; i++)
+		mbox_free(&s->mbs[i]);
 	free(s->mbs);
 	free(s->move_wire);
 	free(s->list);
