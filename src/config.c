@@ -45,6 +45,7 @@ enum key_bit {
 	K_CAFILE = 1 << 13,
 	K_TIMEOUT = 1 << 14,
 	K_MAXCONN = 1 << 15,
+	K_EXCLUDE = 1 << 16,
 };
 
 struct account_ctx {
@@ -189,8 +190,8 @@ trim(char *s)
  * that INBOX is case-insensitive in IMAP (RFC 3501 5.1), so "inbox" and
  * "INBOX" would be fetched, and delivered, twice.
  */
-static bool
-same_folder(const char *x, const char *y)
+bool
+config_same_folder(const char *x, const char *y)
 {
 	char *wx, *wy;
 	bool same;
@@ -212,28 +213,40 @@ same_folder(const char *x, const char *y)
  * Each must fit in a file name (255 bytes), or the folder would pass
  * --check-config and fail when it is first fetched.
  */
-static bool
-folder_name_too_long(struct parse_ctx *c, const char *key, const char *f)
+bool
+config_folder_ok(const char *f, char *why, size_t len)
 {
-	char *w = mutf7_wire_name(f), *k = config_folder_key(w);
-	size_t state = strlen(k) + strlen(".state.tmp");
+	char *w, *k;
+	size_t state;
 
+	if (!valid_folder(f)) {
+		snprintf(why, len,
+		    "invalid folder name '%s' (UTF-8 without control "
+		    "characters, '\"' or '\\', no leading '/' or '.', "
+		    "no empty or '..' parts)",
+		    f);
+		return false;
+	}
+	w = mutf7_wire_name(f);
+	k = config_folder_key(w);
+	state = strlen(k) + strlen(".state.tmp");
 	free(k);
 	free(w);
 	if (state > 255 || strlen(f) + 1 > 255) {
-		seterr(c, key,
+		snprintf(why, len,
 		    "folder name '%.40s...' is too long: its state file name "
 		    "would be %zu bytes (at most 255; characters other than "
 		    "letters, digits, '_' and '-' take 3 each)",
 		    f, state);
-		return true;
+		return false;
 	}
-	return false;
+	return true;
 }
 
+/* A comma-separated list of names, trimmed; empty entries are errors. */
 static int
-set_folders(struct parse_ctx *c, struct account *a, const char *key,
-    const char *v)
+split_list(struct parse_ctx *c, const char *key, const char *v,
+    const char *what, char ***out, size_t *n)
 {
 	char *copy = xstrdup(v), *save = NULL, *tok;
 
@@ -241,21 +254,49 @@ set_folders(struct parse_ctx *c, struct account *a, const char *key,
 	     tok = strtok_r(NULL, ",", &save)) {
 		char *f = trim(tok);
 
-		if (!valid_folder(f)) {
-			seterr(c, key,
-			    "invalid folder name '%s' (UTF-8 without control "
-			    "characters, '\"' or '\\', no leading '/' or '.', "
-			    "no empty or '..' parts)",
-			    f);
+		if (*f == '\0') {
+			seterr(c, key, "empty entry in '%s'", v);
 			free(copy);
 			return -EINVAL;
 		}
-		if (folder_name_too_long(c, key, f)) {
-			free(copy);
-			return -EINVAL;
+		*out = xrealloc(*out, (*n + 1) * sizeof(**out));
+		(*out)[(*n)++] = xstrdup(f);
+	}
+	free(copy);
+	if (*n == 0) {
+		seterr(c, key, "no %s given", what);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int
+set_folders(struct parse_ctx *c, struct account *a, const char *key,
+    const char *v)
+{
+	char **names = NULL, why[512];
+	size_t n = 0;
+	int r = split_list(c, key, v, "folder", &names, &n);
+
+	for (size_t j = 0; r == 0 && j < n; j++) {
+		const char *f = names[j];
+
+		/* Every subscribed folder, looked up at each connection. */
+		if (strcmp(f, "*") == 0) {
+			if (a->subscribed) {
+				seterr(c, key, "'*' listed twice");
+				r = -EINVAL;
+			}
+			a->subscribed = true;
+			continue;
+		}
+		if (!config_folder_ok(f, why, sizeof(why))) {
+			seterr(c, key, "%s", why);
+			r = -EINVAL;
+			break;
 		}
 		for (size_t i = 0; i < a->nfolders; i++)
-			if (same_folder(a->folders[i], f)) {
+			if (config_same_folder(a->folders[i], f)) {
 				if (strcmp(a->folders[i], f) == 0)
 					seterr(c, key,
 					    "folder '%s' listed twice", f);
@@ -268,19 +309,38 @@ set_folders(struct parse_ctx *c, struct account *a, const char *key,
 						"INBOX is case-insensitive" :
 						"the server spells both the "
 						"same way");
-				free(copy);
-				return -EINVAL;
+				r = -EINVAL;
+				break;
 			}
+		if (r < 0)
+			break;
 		a->folders = xrealloc(a->folders,
 		    (a->nfolders + 1) * sizeof(*a->folders));
 		a->folders[a->nfolders++] = xstrdup(f);
 	}
-	free(copy);
-	if (a->nfolders == 0) {
-		seterr(c, key, "no folder given");
-		return -EINVAL;
-	}
-	return 0;
+	for (size_t j = 0; j < n; j++)
+		free(names[j]);
+	free(names);
+	return r;
+}
+
+/*
+ * exclude = patterns of subscribed folders not to fetch: '*' stands for
+ * any run of characters; no other character is special.
+ */
+static int
+set_exclude(struct parse_ctx *c, struct account *a, const char *key,
+    const char *v)
+{
+	int r = split_list(c, key, v, "pattern", &a->exclude,
+	    &a->nexclude);
+
+	for (size_t i = 0; r == 0 && i < a->nexclude; i++)
+		if (!utf8_valid(a->exclude[i])) {
+			seterr(c, key, "'%s' is not UTF-8", a->exclude[i]);
+			r = -EINVAL;
+		}
+	return r;
 }
 
 static int
@@ -321,6 +381,7 @@ set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
 		{ "ca_file", K_CAFILE },
 		{ "timeout", K_TIMEOUT },
 		{ "max_connections", K_MAXCONN },
+		{ "exclude", K_EXCLUDE },
 	};
 	unsigned bit = 0;
 
@@ -378,6 +439,8 @@ set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
 		return 0;
 	case K_FOLDERS:
 		return set_folders(c, a, key, v);
+	case K_EXCLUDE:
+		return set_exclude(c, a, key, v);
 	case K_MAILDIR:
 		if (v[0] != '/') {
 			seterr(c, key, "'%s' is not an absolute path", v);
@@ -722,13 +785,29 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 	c->line = ax->line;
 	if (!(ax->seen & K_PORT))
 		a->port = a->tls == TLS_MODE_IMPLICIT ? 993 : 143;
-	if (a->nfolders == 0) {
-		a->folders = xmalloc(sizeof(*a->folders));
-		a->folders[a->nfolders++] = xstrdup("INBOX");
+	if ((ax->seen & K_EXCLUDE) && !a->subscribed) {
+		seterr(c, "exclude",
+		    "[account %s] lists its folders: exclude applies only to "
+		    "folders = * (every subscribed folder)",
+		    a->name);
+		return -EINVAL;
+	}
+	/* INBOX is fetched by default, and always with '*'. */
+	bool inbox = false;
+
+	for (size_t i = 0; i < a->nfolders; i++)
+		inbox |= strcasecmp(a->folders[i], "INBOX") == 0;
+	if (a->nfolders == 0 || (a->subscribed && !inbox)) {
+		a->folders = xrealloc(a->folders,
+		    (a->nfolders + 1) * sizeof(*a->folders));
+		memmove(a->folders + 1, a->folders,
+		    a->nfolders * sizeof(*a->folders));
+		a->folders[0] = xstrdup("INBOX");
+		a->nfolders++;
 	}
 	if (a->after == AFTER_MOVE)
 		for (size_t i = 0; i < a->nfolders; i++)
-			if (same_folder(a->folders[i], a->move_to)) {
+			if (config_same_folder(a->folders[i], a->move_to)) {
 				seterr(c, "after",
 				    "cannot move into '%s', a folder that "
 				    "is fetched",
@@ -949,6 +1028,7 @@ config_parse_env(struct config **out, char *err, size_t errlen)
 		{ "IDLEFETCH_PASSWORD_FILE", "password_file" },
 		{ "IDLEFETCH_PASSWORD_COMMAND", "password_command" },
 		{ "IDLEFETCH_FOLDERS", "folders" },
+		{ "IDLEFETCH_EXCLUDE", "exclude" },
 		{ "IDLEFETCH_MAILDIR", "maildir" },
 		{ "IDLEFETCH_AFTER", "after" },
 		{ "IDLEFETCH_IDLE", "idle" },
@@ -999,6 +1079,9 @@ config_free(struct config *cfg)
 		for (size_t j = 0; j < a->nfolders; j++)
 			free(a->folders[j]);
 		free(a->folders);
+		for (size_t j = 0; j < a->nexclude; j++)
+			free(a->exclude[j]);
+		free(a->exclude);
 		free(a->maildir);
 		free(a->move_to);
 	}
@@ -1049,6 +1132,11 @@ config_print(const struct config *cfg, FILE *fp)
 		fprintf(fp, "folders = ");
 		for (size_t j = 0; j < a->nfolders; j++)
 			fprintf(fp, "%s%s", j ? ", " : "", a->folders[j]);
+		if (a->subscribed)
+			fprintf(fp, ", *");
+		for (size_t j = 0; j < a->nexclude; j++)
+			fprintf(fp, "%s%s", j ? ", " : "\nexclude = ",
+			    a->exclude[j]);
 		fprintf(fp, "\nmaildir = %s\n", a->maildir);
 		if (a->after == AFTER_MOVE)
 			fprintf(fp, "after = move:%s\n", a->move_to);
@@ -1115,10 +1203,14 @@ config_account_equal(const struct account *a, const struct account *b)
 	    a->poll_interval != b->poll_interval ||
 	    a->idle_refresh != b->idle_refresh || a->timeout != b->timeout ||
 	    a->max_connections != b->max_connections ||
-	    a->nfolders != b->nfolders)
+	    a->nfolders != b->nfolders || a->subscribed != b->subscribed ||
+	    a->nexclude != b->nexclude)
 		return 0;
 	for (size_t i = 0; i < a->nfolders; i++)
 		if (strcmp(a->folders[i], b->folders[i]) != 0)
+			return 0;
+	for (size_t i = 0; i < a->nexclude; i++)
+		if (strcmp(a->exclude[i], b->exclude[i]) != 0)
 			return 0;
 	return 1;
 }

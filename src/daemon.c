@@ -33,6 +33,7 @@
 #include <uv.h>
 
 #include "idlefetch/daemon.h"
+#include "idlefetch/folders.h"
 #include "idlefetch/log.h"
 #include "idlefetch/notify.h"
 #include "idlefetch/session.h"
@@ -61,6 +62,7 @@ struct unit {
 	const struct account *a;
 	SSL_CTX *ctx;
 	int lock; /* -1: not taken, and no sessions */
+	char **names; /* its folders (folders = *: as last listed) */
 	struct status_rec *recs; /* one per folder */
 	size_t nrecs;
 	struct status_writer *w;
@@ -217,7 +219,10 @@ shared_ctx(struct daemon *d, const struct account *a)
 }
 
 static void on_split(struct session *s, void *ud);
+static void on_folders(struct session *s, void *ud, const char *const *names,
+    size_t n);
 static void unit_begin(struct unit *u);
+static void unit_stop(struct unit *u);
 static void lockwait_cb(uv_timer_t *t);
 
 /* Starts a connection for folders [first, first + n) of the account. */
@@ -227,7 +232,7 @@ add_session(struct unit *u, size_t first, size_t n)
 	const struct config *cfg = u->d->cur->cfg;
 	struct session_opts o = {
 		.acct = u->a,
-		.folders = (const char *const *)u->a->folders + first,
+		.folders = (const char *const *)u->names + first,
 		.nfolders = n,
 		.state_dir = cfg->state_dir,
 		.ssl_ctx = u->ctx,
@@ -238,6 +243,8 @@ add_session(struct unit *u, size_t first, size_t n)
 		.done = on_session_done,
 		/* Only the account's first connection holds every folder. */
 		.split = n == u->nrecs ? on_split : NULL,
+		/* The first connection lists the subscribed folders. */
+		.listed = first == 0 && u->a->subscribed ? on_folders : NULL,
 		.ud = u,
 	};
 	struct session *s = session_new(u->d->loop, &o);
@@ -272,6 +279,53 @@ on_split(struct session *s, void *ud)
 	    "folder(s)%s",
 	    u->n, f,
 	    f > max ? "; the last one polls the others with STATUS" : "");
+}
+
+/*
+ * folders = *: the first connection listed the subscribed folders. Alone,
+ * it takes the new set on the spot; spread over several connections, the
+ * account starts again, and its first connection spreads the new set.
+ */
+static void
+on_folders(struct session *s, void *ud, const char *const *names, size_t n)
+{
+	struct unit *u = ud;
+	struct status_rec *recs;
+	char **own;
+
+	if (folders_equal(names, n, (const char *const *)u->names, u->nrecs) ||
+	    u->retiring || u->d->stopping)
+		return;
+	if (u->n > 1) {
+		log_msg(LOGL_INFO, u->a->name, NULL,
+		    "the subscribed folders changed: reconnecting to spread "
+		    "them over the connections again");
+		u->retiring = true;
+		unit_stop(u);
+		return;
+	}
+	own = xcalloc(n, sizeof(*own));
+	recs = xcalloc(n, sizeof(*recs));
+	for (size_t i = 0; i < n; i++) {
+		own[i] = xstrdup(names[i]);
+		/* What the status said of a folder that stays, stays. */
+		for (size_t j = 0; j < u->nrecs; j++)
+			if (strcmp(u->names[j], names[i]) == 0)
+				recs[i] = u->recs[j];
+		recs[i].folder = own[i];
+	}
+	if (u->w)
+		status_writer_set(u->w, recs, n);
+	session_set_folders(s, (const char *const *)own, n, recs);
+	for (size_t j = 0; j < u->nrecs; j++)
+		free(u->names[j]);
+	free(u->names);
+	free(u->recs);
+	u->names = own;
+	u->recs = recs;
+	u->nrecs = n;
+	u->sessions = xrealloc(u->sessions, n * sizeof(*u->sessions));
+	log_msg(LOGL_INFO, u->a->name, NULL, "fetching %zu folder(s)", n);
 }
 
 /* Sets up and starts one account; a unit without sessions if it cannot. */
@@ -320,9 +374,12 @@ unit_begin(struct unit *u)
 		u->gave_up = true;
 		return;
 	}
+	u->names = xcalloc(a->nfolders, sizeof(*u->names));
 	u->recs = xcalloc(a->nfolders, sizeof(*u->recs));
-	for (size_t j = 0; j < a->nfolders; j++)
-		u->recs[j].folder = a->folders[j];
+	for (size_t j = 0; j < a->nfolders; j++) {
+		u->names[j] = xstrdup(a->folders[j]);
+		u->recs[j].folder = u->names[j];
+	}
 	/* A single pass is no daemon: it leaves the daemon's status alone. */
 	if (!d->once) {
 		u->w = status_writer_new(d->loop, cfg->state_dir, a->name,
@@ -381,6 +438,9 @@ unit_free(struct unit *u, bool last)
 		session_free(u->sessions[j]);
 	free(u->sessions);
 	free(u->recs);
+	for (size_t j = 0; j < u->nrecs; j++)
+		free(u->names[j]);
+	free(u->names);
 	SSL_CTX_free(u->ctx);
 	if (u->lock >= 0)
 		close(u->lock);
@@ -975,7 +1035,7 @@ begin(struct daemon *d, struct config *cfg)
 	for (struct unit *u = d->units; u; u = u->next)
 		if (u->n > 0 || u->lock_wait) {
 			accounts++;
-			folders += u->a->nfolders;
+			folders += u->nrecs;
 		}
 	if (accounts == 0)
 		log_msg(LOGL_ERROR, NULL, NULL, "nothing to do: no account %s",

@@ -104,6 +104,7 @@ cap_bit(const char *name)
 		{ "MOVE", CAP_MOVE },
 		{ "LITERAL+", CAP_LITERALPLUS },
 		{ "NOTIFY", CAP_NOTIFY },
+		{ "LIST-EXTENDED", CAP_LIST_EXTENDED },
 		{ "AUTH=PLAIN", CAP_AUTH_PLAIN },
 	};
 
@@ -498,9 +499,33 @@ parse_status(struct cur *c, struct proto_resp *out)
 static int
 parse_list(struct cur *c, struct proto_resp *out)
 {
-	if (!sp(c) || c->p >= c->end || *c->p != '(' || !skip_value(c, 0) ||
-	    !sp(c))
+	static const struct {
+		const char *name;
+		unsigned bit;
+	} flags[] = {
+		{ "\\Noselect", LISTF_NOSELECT },
+		{ "\\NonExistent", LISTF_NONEXISTENT },
+		{ "\\Subscribed", LISTF_SUBSCRIBED },
+	};
+	const char *start;
+
+	if (!sp(c) || c->p >= c->end || *c->p != '(')
 		return IDLEFETCH_EPROTO;
+	start = c->p;
+	if (!skip_value(c, 0) || !sp(c))
+		return IDLEFETCH_EPROTO;
+	/* The flags: words between the parentheses (RFC 3501 7.2.2). */
+	for (const char *p = start + 1; p < c->p - 2;) {
+		const char *e = p;
+
+		while (e < c->p - 2 && *e != ' ')
+			e++;
+		for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+			if ((size_t)(e - p) == strlen(flags[i].name) &&
+			    strncasecmp(p, flags[i].name, (size_t)(e - p)) == 0)
+				out->list_flags |= flags[i].bit;
+		p = e + 1;
+	}
 	if (c->end - c->p >= 3 && strncasecmp(c->p, "NIL", 3) == 0) {
 		out->list_delim = 0;
 		c->p += 3;
@@ -576,7 +601,10 @@ proto_parse(const char *unit, size_t len, bool greeting, struct proto_resp *out)
 			return IDLEFETCH_EPROTO;
 		if (strcasecmp(word, "CAPABILITY") == 0)
 			capabilities(&c, out);
-		if (strcasecmp(word, "LIST") == 0)
+		if (strcasecmp(word, "LSUB") == 0)
+			out->list_flags |= LISTF_LSUB;
+		if (strcasecmp(word, "LIST") == 0 ||
+		    strcasecmp(word, "LSUB") == 0)
 			return parse_list(&c, out);
 		if (strcasecmp(word, "STATUS") == 0)
 			return parse_status(&c, out);

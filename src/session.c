@@ -19,7 +19,7 @@
 static const char *state_names[] = { "PREPARE", "CONNECT", "TLS", "GREETING",
 	"STARTTLS", "CAPABILITY", "AUTH", "NOTIFY", "SELECT", "RECONCILE",
 	"VERIFY", "SYNC", "IDLE_START", "IDLE", "IDLE_DONE", "POLL_WAIT", "STATUS",
-	"LOGOUT", "CLOSING", "BACKOFF", "QUEUED", "DONE" };
+	"DISCOVER", "LOGOUT", "CLOSING", "BACKOFF", "QUEUED", "DONE" };
 
 /* ---- commands ---------------------------------------------------------- */
 
@@ -125,6 +125,17 @@ live_folders(const struct session *s)
 	return n;
 }
 
+/*
+ * Whether NOTIFY tells of the folder. Dovecot 2.3 matches and names
+ * folders in NOTIFY in UTF-8 instead of modified UTF-7, so it never tells
+ * of one whose name is not ASCII: those are asked with STATUS.
+ */
+static bool
+told_of(const struct session *s, const struct mbox *mb)
+{
+	return s->notify && strcmp(mb->wire, mb->name) == 0;
+}
+
 /* Folders other than the one it waits on are asked with STATUS. */
 static bool
 polls_others(const struct session *s)
@@ -132,12 +143,22 @@ polls_others(const struct session *s)
 	size_t n = 0;
 
 	for (size_t i = 0; i < s->nmbs; i++)
-		n += usable_folder(&s->mbs[i]);
-	return !s->notify && n > 1;
+		n += usable_folder(&s->mbs[i]) && !told_of(s, &s->mbs[i]);
+	return s->notify ? n > 0 : n > 1;
 }
 
 /*
- * Milliseconds until the other folders are due to be asked again: new
+ * Rounds every poll_interval: the other folders asked with STATUS, the
+ * subscribed folders listed (folders = *).
+ */
+static bool
+rounds(const struct session *s)
+{
+	return polls_others(s) || s->o.listed != NULL;
+}
+
+/*
+ * Milliseconds until the next round is due: new
  * mail in the selected folder wakes the connection in between, and must
  * not push that round back.
  */
@@ -175,6 +196,7 @@ awaits_answer(enum session_state st)
 	case S_SELECT:
 	case S_VERIFY:
 	case S_STATUS:
+	case S_DISCOVER:
 	case S_SYNC:
 	case S_IDLE_START:
 	case S_IDLE_DONE:
@@ -197,8 +219,13 @@ state_is_up(const struct session *s, enum session_state st)
 	case S_STATUS:
 		return true;
 	case S_SELECT:
+	case S_DISCOVER:
 		/* Between folders the connection stays up. */
 		return s->selected != NULL || s->mb->status->up;
+	case S_PREPARE:
+		/* A folder found on the server is made ready meanwhile. */
+		return s->conn_alive &&
+		    (s->selected != NULL || s->mb->status->up);
 	case S_RECONCILE:
 	case S_VERIFY:
 	case S_LOGOUT:
@@ -251,15 +278,15 @@ session_enter(struct session *s, enum session_state st)
 		arm(s, TIMEOUT_MS(s));
 		break;
 	case S_IDLE:
-		/* The other folders' next STATUS round, if sooner. */
-		if (polls_others(s) && poll_due_ms(s) < s->a->idle_refresh * 1000u)
+		/* The next round, if sooner. */
+		if (rounds(s) && poll_due_ms(s) < s->a->idle_refresh * 1000u)
 			arm(s, poll_due_ms(s));
 		else
 			arm(s, (uint64_t)s->a->idle_refresh * 1000);
 		break;
 	case S_POLL_WAIT:
-		arm(s, polls_others(s) ? poll_due_ms(s) :
-					 (uint64_t)s->a->poll_interval * 1000);
+		arm(s, rounds(s) ? poll_due_ms(s) :
+				   (uint64_t)s->a->poll_interval * 1000);
 		break;
 	case S_LOGOUT:
 		arm(s, LOGOUT_TIMEOUT_MS);
@@ -361,6 +388,9 @@ close_conn(struct session *s)
 	s->status_wait = 0;
 	s->back_to_first = false;
 	s->renotify = false;
+	s->relist = false;
+	s->discover_pass = 0;
+	folders_free(&s->found);
 }
 
 static void
@@ -784,28 +814,100 @@ find_mbox(struct session *s, const char *name)
  * as STATUS with their UIDNEXT, on this one connection.
  */
 static void
-send_notify(struct session *s)
+send_notify(struct session *s, bool again)
 {
 	size_t cap = 128, len;
 	char *line = xmalloc(cap), q[512];
 
+	/*
+	 * Dovecot 2.3 tells nothing more after a second NOTIFY SET on one
+	 * connection, but does after NOTIFY NONE and SET again.
+	 */
+	if (again)
+		session_send_cmd(s, CMD_NOTIFY_NONE, false, "NOTIFY NONE");
+	/*
+	 * Set again (new folders, an overflow): mail that came while the
+	 * server changed over may have gone untold. STATUS has it tell every
+	 * folder's UIDNEXT at once (RFC 5465 3.1); those that moved are synced.
+	 */
 	len = (size_t)snprintf(line, cap,
-	    "NOTIFY SET (selected (MessageNew MessageExpunge)) (mailboxes (");
+	    "NOTIFY SET %s(selected (MessageNew MessageExpunge)) (mailboxes (",
+	    again ? "STATUS " : "");
 	for (size_t i = 0; i < s->nmbs; i++) {
 		if (proto_quote(q, sizeof(q), s->mbs[i].wire) < 0)
 			fatal("folder name '%s' cannot be quoted",
 			    s->mbs[i].wire);
-		if (len + strlen(q) + 64 > cap) {
-			cap = 2 * (len + strlen(q) + 64);
+		if (len + strlen(q) + 128 > cap) {
+			cap = 2 * (len + strlen(q) + 128);
 			line = xrealloc(line, cap);
 		}
 		len += (size_t)snprintf(line + len, cap - len, "%s%s",
 		    i ? " " : "", q);
 	}
-	snprintf(line + len, cap - len, ") (MessageNew MessageExpunge))");
+	/*
+	 * folders = *: news of folders created, removed or (un)subscribed,
+	 * as "* LIST", to list them again at once (RFC 5465 5.4, 5.5).
+	 */
+	snprintf(line + len, cap - len, ") (MessageNew MessageExpunge))%s",
+	    s->o.listed ? " (personal (MailboxName SubscriptionChange))" : "");
 	session_send_cmd(s, CMD_NOTIFY, false, "%s", line);
 	free(line);
 	session_enter(s, S_NOTIFY);
+}
+
+/*
+ * folders = *: LSUB, or LIST (SUBSCRIBED) where LSUB is refused (IMAP4rev2
+ * has no LSUB). login: right after logging in, before any folder is synced.
+ */
+static void
+send_discover(struct session *s, bool login)
+{
+	s->discover_login = login;
+	s->relist = false;
+	s->polled_at = uv_now(s->loop);
+	folders_free(&s->found);
+	folders_init(&s->found, s->a);
+	/*
+	 * LIST (SUBSCRIBED) marks a subscribed folder that no longer exists
+	 * \NonExistent; LSUB goes on naming it as if it did.
+	 */
+	session_send_cmd(s, CMD_DISCOVER, false, "%s",
+	    (s->discover_pass == 0) == !!(s->caps & CAP_LIST_EXTENDED) ?
+		"LIST (SUBSCRIBED) \"\" \"*\"" :
+		"LSUB \"\" \"*\"");
+	session_enter(s, S_DISCOVER);
+}
+
+static void logged_in_go(struct session *s);
+static void poll_status(struct session *s);
+
+static void
+discover_done(struct session *s, const struct proto_resp *r)
+{
+	if (r->status != PROTO_OK && s->discover_pass == 0) {
+		s->discover_pass = 1;
+		send_discover(s, s->discover_login);
+		return;
+	}
+	if (r->status != PROTO_OK)
+		LOG(s, s->discover_login ? LOGL_WARN : LOGL_DEBUG,
+		    "cannot list the subscribed folders (%s); fetching the "
+		    "%zu folder(s) known so far",
+		    r->text, s->nmbs);
+	else
+		s->o.listed(s, s->o.ud, (const char *const *)s->found.names,
+		    s->found.n);
+	folders_free(&s->found);
+	if (s->stopping) {
+		session_enter(s, S_LOGOUT);
+		return;
+	}
+	if (s->discover_login)
+		logged_in_go(s);
+	else if (polls_others(s))
+		poll_status(s);
+	else
+		session_synced(s);
 }
 
 /* Logged in: every folder is synced once, then the connection waits. */
@@ -820,15 +922,25 @@ logged_in(struct session *s)
 		s->mbs[i].sync_ok = true;
 	}
 	s->polled_at = uv_now(s->loop);
+	if (s->o.listed && !s->stopping) {
+		send_discover(s, true);
+		return;
+	}
+	logged_in_go(s);
+}
+
+static void
+logged_in_go(struct session *s)
+{
 	if (s->nmbs > 1 && !s->split_asked && s->o.split && !s->stopping &&
 	    !s->o.once && !(s->caps & CAP_NOTIFY) && s->a->idle &&
 	    (s->caps & CAP_IDLE) && !s->mbs[0].dead) {
 		s->split_asked = true;
 		s->o.split(s, s->o.ud);
 	}
-	if (live_folders(s) > 1 && (s->caps & CAP_NOTIFY) && s->a->idle &&
-	    !s->o.once) {
-		send_notify(s);
+	if ((live_folders(s) > 1 || s->o.listed) && (s->caps & CAP_NOTIFY) &&
+	    s->a->idle && !s->o.once) {
+		send_notify(s, false);
 		return;
 	}
 	session_synced(s);
@@ -845,7 +957,8 @@ poll_status(struct session *s)
 	for (size_t i = 0; i < s->nmbs; i++) {
 		struct mbox *mb = &s->mbs[i];
 
-		if (!usable_folder(mb) || mb == s->selected || mb->pending)
+		if (!usable_folder(mb) || mb == s->selected || mb->pending ||
+		    told_of(s, mb))
 			continue;
 		if (proto_quote(q, sizeof(q), mb->wire) < 0)
 			fatal("folder name '%s' cannot be quoted", mb->wire);
@@ -890,10 +1003,14 @@ woke(struct session *s)
 {
 	if (s->selected && usable_folder(s->selected))
 		s->selected->pending = true;
-	if (polls_others(s) &&
-	    uv_now(s->loop) - s->polled_at + 500 >=
-		(uint64_t)s->a->poll_interval * 1000) {
-		poll_status(s);
+	if (rounds(s) &&
+	    (s->relist ||
+		uv_now(s->loop) - s->polled_at + 500 >=
+		    (uint64_t)s->a->poll_interval * 1000)) {
+		if (s->o.listed)
+			send_discover(s, false);
+		else
+			poll_status(s);
 		return;
 	}
 	session_synced(s);
@@ -914,6 +1031,13 @@ session_synced(struct session *s)
 	for (size_t i = 0; next == NULL && i < s->nmbs; i++)
 		if (s->mbs[i].pending && usable_folder(&s->mbs[i]))
 			next = &s->mbs[i];
+	if (next && !next->prepared) {
+		/* Found on the server since: its Maildir and state first. */
+		session_use(s, next);
+		session_enter(s, S_PREPARE);
+		session_prepare(s);
+		return;
+	}
 	if (next) {
 		next->pending = false;
 		session_use(s, next);
@@ -929,7 +1053,7 @@ session_synced(struct session *s)
 	}
 	if (s->renotify) {
 		s->renotify = false;
-		send_notify(s);
+		send_notify(s, true);
 		return;
 	}
 	/*
@@ -1029,6 +1153,11 @@ on_tagged(struct session *s, const struct proto_resp *r)
 	case CMD_LISTMB:
 		lookup_done(s, r);
 		break;
+	case CMD_DISCOVER:
+		discover_done(s, r);
+		break;
+	case CMD_NOTIFY_NONE:
+		break; /* the SET after it tells */
 	case CMD_NOTIFY:
 		if (r->status == PROTO_OK) {
 			s->notify = true;
@@ -1195,6 +1324,21 @@ on_untagged(struct session *s, const struct proto_resp *r)
 		s->o.sync->list_add(s, r->uid, r->size);
 	if ((r->has & HAS_FETCH) && s->state == S_VERIFY)
 		s->o.sync->verify_fetch(s, r);
+	/* Only the subscribed: NOTIFY may slip in news of any other. */
+	if ((r->has & HAS_LIST) && s->state == S_DISCOVER &&
+	    (r->list_flags & (LISTF_LSUB | LISTF_SUBSCRIBED))) {
+		char why[512];
+
+		if (folders_add(&s->found, s->a, r->mailbox, r->list_delim,
+			r->list_flags, why, sizeof(why)) == FOLDERS_BAD_NAME)
+			LOG(s, s->discover_login ? LOGL_WARN : LOGL_DEBUG,
+			    "not fetching a subscribed folder: %s", why);
+	} else if ((r->has & HAS_LIST) && s->o.listed && s->notify) {
+		/* NOTIFY: a folder was created, removed or (un)subscribed. */
+		s->relist = true;
+		if (s->state == S_IDLE)
+			session_enter(s, S_IDLE_DONE);
+	}
 	if ((r->has & HAS_LIST) && s->state == S_SELECT && s->lookup) {
 		if (strcmp(r->mailbox, s->lookup) == 0)
 			s->lookup_found = true;
@@ -1509,6 +1653,22 @@ static const struct lane_ops lane_ops = {
 
 /* ---- public ---------------------------------------------------------------------- */
 
+/* A folder's paths and names; the configuration or the server checked it. */
+static void
+mbox_init(struct session *s, struct mbox *mb, const char *name,
+    struct status_rec *rec)
+{
+	mb->name = name;
+	mb->wire = mutf7_wire_name(name);
+	if (mb->wire == NULL)
+		fatal("folder name '%s' is not UTF-8", name);
+	mb->maildir = config_folder_maildir(s->a, name);
+	/* Keyed by the server's name: Entwürfe is Entw&APw-rfe. */
+	mb->state_path = state_path(s->o.state_dir, s->a->name, mb->wire);
+	mb->tag_mark = maildir_tag(s->a->name, name);
+	mb->status = rec;
+}
+
 struct session *
 session_new(uv_loop_t *loop, const struct session_opts *o)
 {
@@ -1519,20 +1679,8 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 	s->a = o->acct;
 	s->nmbs = o->nfolders;
 	s->mbs = xcalloc(s->nmbs, sizeof(*s->mbs));
-	for (size_t i = 0; i < s->nmbs; i++) {
-		struct mbox *mb = &s->mbs[i];
-
-		mb->name = o->folders[i];
-		mb->wire = mutf7_wire_name(mb->name);
-		if (mb->wire == NULL) /* the configuration checked it */
-			fatal("folder name '%s' is not UTF-8", mb->name);
-		mb->maildir = config_folder_maildir(s->a, mb->name);
-		/* Keyed by the server's name: Entwürfe is Entw&APw-rfe. */
-		mb->state_path =
-		    state_path(o->state_dir, s->a->name, mb->wire);
-		mb->tag_mark = maildir_tag(s->a->name, mb->name);
-		mb->status = &o->status[i];
-	}
+	for (size_t i = 0; i < s->nmbs; i++)
+		mbox_init(s, &s->mbs[i], o->folders[i], &o->status[i]);
 	if (s->a->move_to) {
 		s->move_wire = mutf7_wire_name(s->a->move_to);
 		if (s->move_wire == NULL)
@@ -1594,6 +1742,75 @@ session_keep(struct session *s, size_t n)
 		session_use(s, &s->mbs[0]);
 }
 
+/* The folder's strings, or kept to the end while the lane may use them. */
+static void
+mbox_drop(struct session *s, struct mbox *mb)
+{
+	if (mb == s->mb && !lane_idle(&s->lane)) {
+		s->graves = xrealloc(s->graves,
+		    (s->ngraves + 1) * sizeof(*s->graves));
+		s->graves[s->ngraves++] = *mb;
+		return;
+	}
+	mbox_free(mb);
+}
+
+void
+session_set_folders(struct session *s, const char *const *names, size_t n,
+    struct status_rec *recs)
+{
+	struct mbox *mbs, *mb = NULL, *sel = NULL;
+	bool added = false;
+
+	if (n == 0 || s->job_busy)
+		fatal("session_set_folders(%zu) with a job in flight", n);
+	mbs = xcalloc(n, sizeof(*mbs));
+	for (size_t i = 0; i < n; i++) {
+		struct mbox *old = NULL;
+
+		for (size_t j = 0; j < s->nmbs && old == NULL; j++)
+			if (s->mbs[j].name && strcmp(s->mbs[j].name, names[i]) == 0)
+				old = &s->mbs[j];
+		if (old == NULL) {
+			mbox_init(s, &mbs[i], names[i], &recs[i]);
+			mbs[i].pending = !s->stopping;
+			mbs[i].sync_ok = true;
+			added = true;
+			LOG(s, LOGL_INFO, "now fetching folder %s too",
+			    names[i]);
+			continue;
+		}
+		mbs[i] = *old;
+		mbs[i].name = names[i];
+		mbs[i].status = &recs[i];
+		if (s->mb == old)
+			mb = &mbs[i];
+		if (s->selected == old)
+			sel = &mbs[i];
+		old->name = NULL; /* moved */
+	}
+	for (size_t j = 0; j < s->nmbs; j++)
+		if (s->mbs[j].name) {
+			LOG(s, LOGL_INFO,
+			    "folder %s is no longer subscribed or no longer "
+			    "exists: not fetching it any more",
+			    s->mbs[j].name);
+			mbox_drop(s, &s->mbs[j]);
+		}
+	free(s->mbs);
+	s->mbs = mbs;
+	s->nmbs = n;
+	s->selected = sel;
+	session_use(s, mb ? mb : &mbs[0]);
+	/* Watching other folders now: NOTIFY SET again, once synced. */
+	if (s->conn_alive && !s->discover_login && (s->caps & CAP_NOTIFY) &&
+	    s->a->idle && !s->o.once && (s->notify || added))
+		s->renotify = live_folders(s) > 1 || s->o.listed;
+	for (size_t i = 0; i < n; i++)
+		status_set_state(s->mbs[i].status, state_names[s->state],
+		    state_is_up(s, s->state));
+}
+
 void
 session_stop(struct session *s)
 {
@@ -1634,6 +1851,8 @@ session_stop(struct session *s)
 		break;
 	case S_IDLE_START:
 	case S_IDLE_DONE:
+	case S_STATUS:
+	case S_DISCOVER:
 	case S_LOGOUT:
 		break; /* the tagged reply leads to LOGOUT */
 	default:
@@ -1651,6 +1870,10 @@ timer_close_cb(uv_handle_t *h)
 	for (size_t i = 0; i < s->nmbs; i++)
 		mbox_free(&s->mbs[i]);
 	free(s->mbs);
+	for (size_t i = 0; i < s->ngraves; i++)
+		mbox_free(&s->graves[i]);
+	free(s->graves);
+	folders_free(&s->found);
 	free(s->move_wire);
 	free(s->list);
 	free(s->sizes);

@@ -18,6 +18,7 @@
 #include <openssl/evp.h>
 
 #include "idlefetch/commit.h"
+#include "idlefetch/folders.h"
 #include "idlefetch/framer.h"
 #include "idlefetch/lane.h"
 #include "idlefetch/log.h"
@@ -64,6 +65,7 @@ enum session_state {
 	S_IDLE_DONE,
 	S_POLL_WAIT,
 	S_STATUS, /* asking the other folders for UIDNEXT */
+	S_DISCOVER, /* folders = *: listing the subscribed folders */
 	S_LOGOUT,
 	S_CLOSING,
 	S_BACKOFF,
@@ -87,7 +89,9 @@ enum cmd_kind {
 	CMD_VERIFY,
 	CMD_LISTMB, /* LIST: does the move target exist? */
 	CMD_NOTIFY,
+	CMD_NOTIFY_NONE, /* before setting it again */
 	CMD_STATUS,
+	CMD_DISCOVER, /* LSUB, or LIST (SUBSCRIBED) */
 };
 
 /*
@@ -103,6 +107,7 @@ struct mbox {
 	uint32_t tag_mark; /* maildir file tag */
 	struct status_rec *status; /* borrowed; kept current */
 	struct state_rec st; /* durable state */
+	bool prepared; /* its Maildir made and its state read */
 	bool reconciled;
 	bool pending; /* to sync: at login, after news of it */
 	bool dead; /* stopped for good (UIDVALIDITY changed) */
@@ -155,6 +160,12 @@ struct session {
 	uint64_t polled_at; /* loop time of the last STATUS round */
 	bool back_to_first; /* selecting the first folder again, to IDLE */
 	unsigned status_wait; /* STATUS replies still to come */
+	struct folder_set found; /* S_DISCOVER: what the server listed */
+	unsigned discover_pass; /* 1: the other of LSUB, LIST (SUBSCRIBED) */
+	bool discover_login; /* listing right after login, not a round */
+	bool relist; /* NOTIFY told of a folder created or removed */
+	struct mbox *graves; /* folders gone while the lane still had work */
+	size_t ngraves;
 
 	/* connection */
 	uint32_t caps;

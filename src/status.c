@@ -230,6 +230,22 @@ status_writer_new(uv_loop_t *loop, const char *state_dir, const char *account,
 }
 
 void
+status_writer_set(struct status_writer *w, struct status_rec *recs, size_t n)
+{
+	int64_t now = (int64_t)time(NULL);
+
+	w->recs = recs;
+	w->n = n;
+	for (size_t i = 0; i < n; i++) {
+		recs[i].w = w;
+		if (recs[i].since == 0)
+			recs[i].since = now;
+	}
+	if (n > 0)
+		status_changed(&recs[0]);
+}
+
+void
 status_writer_hook(struct status_writer *w, status_hook_cb *cb, void *ud)
 {
 	w->hook = cb;
@@ -501,10 +517,13 @@ find_folder(const struct status_file *f, const char *folder)
 	return NULL;
 }
 
-/* Reports one account; returns how many of its folders are unhealthy. */
+/*
+ * Reports one account; returns how many of its folders are unhealthy and
+ * adds those found on the server (folders = *) to total.
+ */
 static size_t
 report_account(FILE *out, const struct config *cfg, const struct account *a,
-    int64_t now)
+    int64_t now, size_t *total)
 {
 	struct status_file f;
 	char mode[16], path[PATH_MAX], d[32];
@@ -562,6 +581,18 @@ report_account(FILE *out, const struct config *cfg, const struct account *a,
 		if (!status_folder_line(out, a->folders[i],
 			find_folder(&f, a->folders[i]), now))
 			bad++;
+	/* folders = *: the subscribed folders the daemon found. */
+	for (size_t i = 0; a->subscribed && i < f.n; i++) {
+		bool named = false;
+
+		for (size_t j = 0; j < a->nfolders; j++)
+			named |= strcmp(a->folders[j], f.recs[i].folder) == 0;
+		if (named)
+			continue;
+		(*total)++;
+		if (!status_folder_line(out, f.recs[i].folder, &f.recs[i], now))
+			bad++;
+	}
 	status_file_free(&f);
 	return bad;
 }
@@ -580,7 +611,7 @@ status_report(const struct config *cfg, const char *account, FILE *out)
 		/* A replica's health is that of the accounts it takes. */
 		if (!shard_has(&cfg->shard, a->name))
 			continue;
-		bad += report_account(out, cfg, a, now);
+		bad += report_account(out, cfg, a, now, &total);
 		total += a->nfolders;
 	}
 	if (bad == 0)

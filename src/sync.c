@@ -243,6 +243,11 @@ sync_after_copy(struct session *s, struct cmd *c)
 static void
 job_done_prepare(struct session *s, struct commit_req *j)
 {
+	/* A folder found while connected: the connection failed meanwhile. */
+	if (s->state != S_PREPARE) {
+		session_settle(s);
+		return;
+	}
 	if (j->result < 0) {
 		if (!session_folder_stop(s, j->result, "%s", j->err))
 			return;
@@ -252,6 +257,11 @@ job_done_prepare(struct session *s, struct commit_req *j)
 			    "removed %u unfinished file(s) from tmp/",
 			    j->removed);
 		s->mb->st = j->st;
+		s->mb->prepared = true;
+	}
+	if (s->conn_alive) {
+		session_synced(s); /* it is pending: SELECT it now */
+		return;
 	}
 	if (s->stopping) {
 		session_finish(s);

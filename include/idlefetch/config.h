@@ -5,6 +5,7 @@
 #ifndef IDLEFETCH_CONFIG_H
 #define IDLEFETCH_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -29,8 +30,12 @@ struct account {
 	char *secret_src; /* file (or variable) and line of the two above */
 	unsigned secret_line;
 	char *ca_file; /* NULL: the system trust store */
-	char **folders;
+	char **folders; /* named ones, INBOX first when it is implied */
 	size_t nfolders;
+	/* folders = *: every subscribed folder too, but those matching exclude */
+	bool subscribed;
+	char **exclude;
+	size_t nexclude;
 	char *maildir;
 	enum after_mode after;
 	char *move_to; /* AFTER_MOVE only */
@@ -102,6 +107,14 @@ void config_print(const struct config *cfg, FILE *fp);
  * Maildir++ subfolder (".A.B") for anything else. Caller frees.
  */
 char *config_folder_maildir(const struct account *a, const char *folder);
+/*
+ * Whether a folder name can be fetched: valid UTF-8 without the characters
+ * a quoted string cannot carry, and short enough for its file names. If
+ * not, why says so.
+ */
+bool config_folder_ok(const char *f, char *why, size_t len);
+/* Whether two names are one mailbox on the server (INBOX, UTF-7). */
+bool config_same_folder(const char *x, const char *y);
 /* File-name-safe, collision-free encoding of a folder name. Caller frees. */
 char *config_folder_key(const char *folder);
 

@@ -36,6 +36,7 @@ enum proto_status {
 #define CAP_MOVE (1u << 7)
 #define CAP_LITERALPLUS (1u << 8)
 #define CAP_NOTIFY (1u << 9) /* RFC 5465 */
+#define CAP_LIST_EXTENDED (1u << 10) /* RFC 5258 */
 
 /* Bits in proto_resp.has. */
 #define HAS_CAPS (1u << 0)
@@ -50,11 +51,18 @@ enum proto_status {
 #define HAS_READONLY (1u << 9)
 #define HAS_ALERT (1u << 10) /* [ALERT]: the text must reach the user */
 #define HAS_MSGID (1u << 11) /* BODY[HEADER.FIELDS (MESSAGE-ID)] had one */
-#define HAS_LIST (1u << 12) /* "* LIST (...) delim name": mailbox */
+/* "* LIST (...) delim name" or LSUB: mailbox, list_delim, list_flags */
+#define HAS_LIST (1u << 12)
 #define HAS_STATUS (1u << 13) /* "* STATUS name (...)": mailbox, status_* */
 #define HAS_STATUS_UIDNEXT (1u << 14) /* ...and it gave UIDNEXT */
 /* [NOTIFICATIONOVERFLOW] (RFC 5465 5.8): NOTIFY has stopped telling */
 #define HAS_OVERFLOW (1u << 15)
+
+/* Bits in proto_resp.list_flags: the LIST flags idlefetch acts on. */
+#define LISTF_NOSELECT (1u << 0)
+#define LISTF_NONEXISTENT (1u << 1) /* RFC 5258 */
+#define LISTF_SUBSCRIBED (1u << 2)
+#define LISTF_LSUB (1u << 3) /* an LSUB reply: subscribed by definition */
 
 struct proto_resp {
 	enum proto_kind kind;
@@ -69,6 +77,7 @@ struct proto_resp {
 	char msgid[200]; /* HAS_MSGID: printable, without spaces */
 	char mailbox[256]; /* HAS_LIST, HAS_STATUS: the name, printable */
 	char list_delim; /* HAS_LIST: hierarchy delimiter, 0 for NIL */
+	unsigned list_flags; /* HAS_LIST: LISTF_* */
 	uint32_t status_uidnext, status_uidvalidity, status_messages;
 };
 

@@ -40,6 +40,13 @@ typedef void session_done_cb(struct session *s, void *ud, bool ok);
  * folders here (session_keep) and watch the rest on other connections.
  */
 typedef void session_split_cb(struct session *s, void *ud);
+/*
+ * folders = *: called after each listing of the subscribed folders with
+ * the account's folders as they now are (names borrowed for the call).
+ * The owner may hand them to the session (session_set_folders) from here.
+ */
+typedef void session_folders_cb(struct session *s, void *ud,
+    const char *const *names, size_t n);
 
 struct session_opts {
 	const struct account *acct; /* borrowed, must outlive the session */
@@ -53,6 +60,11 @@ struct session_opts {
 	struct session_gate *gate; /* borrowed; NULL: no limit */
 	session_done_cb *done;
 	session_split_cb *split; /* NULL: never split */
+	/*
+	 * Lists the subscribed folders at each login and every poll_interval
+	 * (account's folders = *), and tells them here.
+	 */
+	session_folders_cb *listed; /* NULL: never lists */
 	void *ud;
 };
 
@@ -67,5 +79,12 @@ void session_stop(struct session *s);
 void session_free(struct session *s);
 /* From the split callback only: keeps the first n (>= 1) folders. */
 void session_keep(struct session *s, size_t n);
+/*
+ * From the folders callback only: the session's folders become names
+ * (borrowed, n >= 1), with one status record each (borrowed). What it knew
+ * of a folder that stays is kept; a new one is made ready and synced.
+ */
+void session_set_folders(struct session *s, const char *const *names,
+    size_t n, struct status_rec *recs);
 
 #endif

@@ -54,6 +54,12 @@ struct status_rec {
 struct status_writer *status_writer_new(uv_loop_t *loop, const char *state_dir,
     const char *account, struct status_rec *recs, size_t n);
 /*
+ * The account's folders changed (folders = *): the writer reports recs
+ * from now on; the old ones may be freed once this returns.
+ */
+void status_writer_set(struct status_writer *w, struct status_rec *recs,
+    size_t n);
+/*
  * cb runs (with ud) each time the writer is about to write after a change
  * or a heartbeat: at most once a second. The daemon tells the service
  * manager from it.

@@ -466,6 +466,52 @@ test_folder_paths_and_keys(void **state)
 	free(p);
 }
 
+/* folders = *: INBOX and every subscribed folder, exclude only with it. */
+static void
+test_subscribed_folders_and_exclude(void **state)
+{
+	struct config *cfg, *other;
+	char err[1024], *out;
+	size_t len;
+	FILE *fp;
+
+	(void)state;
+	assert_int_equal(load("folders = Work, *\nexclude = Trash, Lists/*\n",
+			     err, sizeof(err), &cfg),
+	    0);
+	assert_true(cfg->accounts[0].subscribed);
+	assert_int_equal(cfg->accounts[0].nfolders, 2);
+	assert_string_equal(cfg->accounts[0].folders[0], "INBOX");
+	assert_string_equal(cfg->accounts[0].folders[1], "Work");
+	assert_int_equal(cfg->accounts[0].nexclude, 2);
+	assert_string_equal(cfg->accounts[0].exclude[1], "Lists/*");
+	fp = open_memstream(&out, &len);
+	config_print(cfg, fp);
+	fclose(fp);
+	assert_non_null(strstr(out, "folders = INBOX, Work, *\n"));
+	assert_non_null(strstr(out, "exclude = Trash, Lists/*\n"));
+	free(out);
+	/* Another pattern: another account, for a reload. */
+	assert_int_equal(load("folders = Work, *\nexclude = Trash\n", err,
+			     sizeof(err), &other),
+	    0);
+	assert_false(config_account_equal(&cfg->accounts[0],
+	    &other->accounts[0]));
+	config_free(other);
+	config_free(cfg);
+	assert_int_equal(load("folders = *\n", err, sizeof(err), &cfg), 0);
+	assert_int_equal(cfg->accounts[0].nfolders, 1);
+	config_free(cfg);
+	expect_error("folders = *, *\n", 9, "key 'folders': '*' listed twice");
+	expect_error("folders = INBOX\nexclude = Trash\n", 4,
+	    "key 'exclude': [account work] lists its folders");
+	expect_error("exclude = Trash\n", 4, "key 'exclude'");
+	expect_error("folders = *\nexclude = ,\n", 10,
+	    "key 'exclude': no pattern given");
+	expect_error("folders = *\nexclude = caf\xe9\n", 10,
+	    "key 'exclude': 'caf\xe9' is not UTF-8");
+}
+
 /*
  * A configuration of several MiB (thousands of accounts) is read whole:
  * cut at 1 MiB, the last accounts were dropped without a word, and one
@@ -519,6 +565,7 @@ main(void)
 		cmocka_unit_test(test_environment_config),
 		cmocka_unit_test(test_print_masks_the_password),
 		cmocka_unit_test(test_folder_paths_and_keys),
+		cmocka_unit_test(test_subscribed_folders_and_exclude),
 		cmocka_unit_test(test_large_files_are_read_whole),
 	};
 	int fd = mkstemp(path), r;

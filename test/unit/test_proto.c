@@ -254,6 +254,39 @@ test_uid_set(void **state)
 }
 
 static void
+test_list_flags(void **state)
+{
+	struct proto_resp r;
+
+	(void)state;
+	assert_int_equal(parse("* LIST (\\Subscribed \\NonExistent) \"/\" "
+			       "Work\r\n",
+			     false, &r),
+	    0);
+	assert_true(r.has & HAS_LIST);
+	assert_string_equal(r.mailbox, "Work");
+	assert_int_equal(r.list_delim, '/');
+	assert_int_equal(r.list_flags, LISTF_SUBSCRIBED | LISTF_NONEXISTENT);
+	assert_int_equal(parse("* LSUB (\\noselect) \".\" \"INBOX.a b\"\r\n",
+			     false, &r),
+	    0);
+	assert_int_equal(r.list_flags, LISTF_LSUB | LISTF_NOSELECT);
+	assert_string_equal(r.mailbox, "INBOX.a b");
+	/* No flags, a flag that is a prefix of one we know, a literal name. */
+	assert_int_equal(parse("* LIST () NIL {3}\r\nabc\r\n", false, &r),
+	    0);
+	assert_int_equal(r.list_flags, 0);
+	assert_string_equal(r.mailbox, "abc");
+	assert_int_equal(parse("* LIST (\\Subscribe) \"/\" x\r\n", false,
+			     &r),
+	    0);
+	assert_int_equal(r.list_flags, 0);
+	assert_int_equal(parse("* LIST (\\Subscribed \"/\" x\r\n", false,
+			     &r),
+	    IDLEFETCH_EPROTO);
+}
+
+static void
 test_status_responses(void **state)
 {
 	struct proto_resp r;
@@ -316,6 +349,7 @@ main(void)
 		cmocka_unit_test(test_quote),
 		cmocka_unit_test(test_uid_set),
 		cmocka_unit_test(test_status_responses),
+		cmocka_unit_test(test_list_flags),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

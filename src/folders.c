@@ -1,0 +1,154 @@
+/*
+ * folders: the folder set of `folders = *` (see folders.h).
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "idlefetch/folders.h"
+#include "idlefetch/mutf7.h"
+#include "idlefetch/proto.h"
+#include "idlefetch/util.h"
+
+static void
+push(struct folder_set *fs, const char *name)
+{
+	if (fs->n == fs->cap) {
+		fs->cap = fs->cap ? 2 * fs->cap : 8;
+		fs->names = xrealloc(fs->names, fs->cap * sizeof(*fs->names));
+	}
+	fs->names[fs->n++] = xstrdup(name);
+}
+
+void
+folders_init(struct folder_set *fs, const struct account *a)
+{
+	memset(fs, 0, sizeof(*fs));
+	for (size_t i = 0; i < a->nfolders; i++)
+		push(fs, a->folders[i]);
+}
+
+void
+folders_free(struct folder_set *fs)
+{
+	for (size_t i = 0; i < fs->n; i++)
+		free(fs->names[i]);
+	free(fs->names);
+	memset(fs, 0, sizeof(*fs));
+}
+
+/* A pattern byte against a name byte: letters without case, separators. */
+static bool
+same_char(char p, char n, char delim)
+{
+	bool psep = p == '/' || (p == '.' && delim == '.'),
+	     nsep = delim != 0 && n == delim;
+
+	if (psep || nsep)
+		return psep && nsep;
+	return tolower((unsigned char)p) == tolower((unsigned char)n);
+}
+
+/*
+ * '*' matches any run. Iterative, with one point to come back to: the
+ * last '*' seen, so a long name and many stars stay linear per star.
+ */
+static bool
+glob(const char *pat, const char *name, char delim)
+{
+	const char *star = NULL, *resume = NULL;
+
+	while (*name) {
+		if (*pat == '*') {
+			star = ++pat;
+			resume = name;
+		} else if (*pat && same_char(*pat, *name, delim)) {
+			pat++;
+			name++;
+		} else if (star) {
+			pat = star;
+			name = ++resume;
+		} else {
+			return false;
+		}
+	}
+	while (*pat == '*')
+		pat++;
+	return *pat == '\0';
+}
+
+bool
+folders_excluded(const struct account *a, const char *name, char delim)
+{
+	const char *below = NULL;
+
+	/* Courier and Cyrus keep every folder below "INBOX.". */
+	if (delim && strncasecmp(name, "INBOX", 5) == 0 && name[5] == delim &&
+	    name[6])
+		below = name + 6;
+	for (size_t i = 0; i < a->nexclude; i++)
+		if (glob(a->exclude[i], name, delim) ||
+		    (below && glob(a->exclude[i], below, delim)))
+			return true;
+	return false;
+}
+
+enum folders_verdict
+folders_add(struct folder_set *fs, const struct account *a, const char *wire,
+    char delim, unsigned flags, char *why, size_t len)
+{
+	enum folders_verdict v = FOLDERS_ADDED;
+	char *name, *back = NULL, buf[512];
+
+	if (why == NULL) {
+		why = buf;
+		len = sizeof(buf);
+	}
+	if (flags & (LISTF_NOSELECT | LISTF_NONEXISTENT))
+		return FOLDERS_UNUSABLE;
+	name = mutf7_decode(wire);
+	if (name == NULL) {
+		snprintf(why, len,
+		    "the server's folder name '%s' is not valid modified "
+		    "UTF-7",
+		    wire);
+		return FOLDERS_BAD_NAME;
+	}
+	/* It must come back as the same wire name, or SELECT would miss. */
+	back = mutf7_wire_name(name);
+	if (back == NULL || strcmp(back, wire) != 0) {
+		snprintf(why, len,
+		    "the server's folder name '%s' is spelt in a way idlefetch "
+		    "would not send back unchanged",
+		    wire);
+		v = FOLDERS_BAD_NAME;
+	} else if (!config_folder_ok(name, why, len)) {
+		v = FOLDERS_BAD_NAME;
+	} else if (a->move_to && config_same_folder(name, a->move_to)) {
+		v = FOLDERS_EXCLUDED; /* fetching it would deliver twice */
+	} else {
+		for (size_t i = 0; i < fs->n && v == FOLDERS_ADDED; i++)
+			if (config_same_folder(fs->names[i], name))
+				v = FOLDERS_KNOWN;
+		if (v == FOLDERS_ADDED && folders_excluded(a, name, delim))
+			v = FOLDERS_EXCLUDED;
+	}
+	if (v == FOLDERS_ADDED)
+		push(fs, name);
+	free(back);
+	free(name);
+	return v;
+}
+
+bool
+folders_equal(const char *const *x, size_t nx, const char *const *y, size_t ny)
+{
+	if (nx != ny)
+		return false;
+	for (size_t i = 0; i < nx; i++)
+		if (strcmp(x[i], y[i]) != 0)
+			return false;
+	return true;
+}
