@@ -21,6 +21,17 @@ static const char *state_names[] = { "PREPARE", "CONNECT", "TLS", "GREETING",
 	"VERIFY", "SYNC", "IDLE_START", "IDLE", "IDLE_DONE", "POLL_WAIT", "STATUS",
 	"DISCOVER", "LOGOUT", "CLOSING", "BACKOFF", "QUEUED", "DONE" };
 
+/*
+ * Words kept from a reply for a later log line (a BYE's reason, a refused
+ * SELECT's): on the heap only while held, not in every idle connection.
+ */
+static void
+set_text(char **dst, const char *src)
+{
+	free(*dst);
+	*dst = src ? xstrdup(src) : NULL;
+}
+
 /* ---- commands ---------------------------------------------------------- */
 
 static struct cmd *
@@ -63,7 +74,7 @@ session_send_cmd(struct session *s, enum cmd_kind kind, bool secret,
 	int r;
 
 	if (s->ncmds == s->capcmds) {
-		s->capcmds = s->capcmds ? s->capcmds * 2 : 16;
+		s->capcmds = s->capcmds ? s->capcmds * 2 : 4;
 		s->cmds = xrealloc(s->cmds, s->capcmds * sizeof(*s->cmds));
 	}
 	va_start(ap, fmt);
@@ -380,7 +391,7 @@ close_conn(struct session *s)
 	s->inflight = 0;
 	s->after_pending = 0;
 	s->nwait = 0; /* redone at the next sync: they are below last_uid */
-	s->select_err[0] = '\0';
+	set_text(&s->select_err, NULL);
 	s->listing = false;
 	s->nlist = s->next_list = s->nstale = 0;
 	s->selected = NULL;
@@ -686,14 +697,14 @@ lookup_done(struct session *s, const struct proto_resp *r)
 		session_fail(s, IDLEFETCH_EPROTO, "LIST failed: %s", r->text);
 		return;
 	}
-	if (s->select_err[0]) {
+	if (s->select_err) {
 		/* A folder SELECT refused: say what the server calls it. */
 		char why[256];
 
 		snprintf(why, sizeof(why), "%s", s->select_err);
-		s->select_err[0] = '\0';
+		set_text(&s->select_err, NULL);
 		s->lookup_pass = 0;
-		if (s->lookup_guess[0])
+		if (s->lookup_guess)
 			folder_skip(s,
 			    "cannot open folder %s: %s; the server has '%s' "
 			    "(write it so in folders =)",
@@ -710,13 +721,13 @@ lookup_done(struct session *s, const struct proto_resp *r)
 	}
 	if (s->lookup_pass == 0) {
 		s->lookup_pass = 1;
-		s->lookup_guess[0] = '\0';
+		set_text(&s->lookup_guess, NULL);
 		send_lookup(s);
 		return;
 	}
 	s->lookup_pass = 0;
 	s->fatal_err = true;
-	if (s->lookup_guess[0])
+	if (s->lookup_guess)
 		session_fail(s, IDLEFETCH_EPROTO,
 		    "after = move:%s: the server has no folder of that name; it "
 		    "has '%s' (write after = move:%s)",
@@ -785,8 +796,6 @@ selected(struct session *s)
 	    s->exists, s->uidvalidity, s->mb->st.last_uid);
 	if (!s->mb->reconciled) {
 		session_enter(s, S_RECONCILE);
-		memset(&s->job, 0, sizeof(s->job));
-		s->job.st = s->mb->st;
 		s->o.sync->start_job(s, COMMIT_RECONCILE);
 		return;
 	}
@@ -1181,11 +1190,11 @@ on_tagged(struct session *s, const struct proto_resp *r)
 	case CMD_SELECT:
 		if (r->status != PROTO_OK) {
 			/* Look for a name ending in it: INBOX.Lists for Lists. */
-			snprintf(s->select_err, sizeof(s->select_err), "%s",
+			set_text(&s->select_err,
 			    r->text[0] ? r->text : "refused");
 			s->lookup = s->mb->wire;
 			s->lookup_pass = 1;
-			s->lookup_guess[0] = '\0';
+			set_text(&s->lookup_guess, NULL);
 			send_lookup(s);
 			break;
 		}
@@ -1276,7 +1285,7 @@ static void
 on_untagged(struct session *s, const struct proto_resp *r)
 {
 	if (r->status == PROTO_BYE) {
-		snprintf(s->bye, sizeof(s->bye), "%s", r->text);
+		set_text(&s->bye, r->text);
 		return;
 	}
 	if (r->has & HAS_CAPS)
@@ -1342,10 +1351,9 @@ on_untagged(struct session *s, const struct proto_resp *r)
 	if ((r->has & HAS_LIST) && s->state == S_SELECT && s->lookup) {
 		if (strcmp(r->mailbox, s->lookup) == 0)
 			s->lookup_found = true;
-		else if (!s->lookup_guess[0] &&
+		else if (s->lookup_guess == NULL &&
 		    names_same_folder(r->mailbox, r->list_delim, s->lookup))
-			snprintf(s->lookup_guess, sizeof(s->lookup_guess), "%s",
-			    r->mailbox);
+			set_text(&s->lookup_guess, r->mailbox);
 	}
 }
 
@@ -1522,7 +1530,7 @@ on_transport(void *ud, enum transport_event ev, const char *data, size_t len,
 			session_finish(s);
 			break;
 		}
-		if (s->bye[0])
+		if (s->bye)
 			session_fail(s, err,
 			    "%s:%u: server closed the connection: %s",
 			    s->a->host, s->a->port, s->bye);
@@ -1562,7 +1570,7 @@ session_connect(struct session *s)
 			break;
 		}
 	s->greeted = false;
-	s->bye[0] = '\0';
+	set_text(&s->bye, NULL);
 	s->caps = 0;
 	framer_reset(s->fr);
 	s->tr = transport_new(s->loop, on_transport, s);
@@ -1717,7 +1725,6 @@ session_prepare(struct session *s)
 {
 	LOG(s, LOGL_DEBUG, "Maildir %s, state %s", s->mb->maildir,
 	    s->mb->state_path);
-	memset(&s->job, 0, sizeof(s->job));
 	s->o.sync->start_job(s, COMMIT_PREPARE);
 }
 
@@ -1875,6 +1882,9 @@ timer_close_cb(uv_handle_t *h)
 	free(s->graves);
 	folders_free(&s->found);
 	free(s->move_wire);
+	free(s->bye);
+	free(s->select_err);
+	free(s->lookup_guess);
 	free(s->list);
 	free(s->sizes);
 	free(s->stale);

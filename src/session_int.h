@@ -173,7 +173,7 @@ struct session {
 	struct cmd *cmds; /* commands awaiting their tagged reply */
 	size_t ncmds, capcmds;
 	bool conn_alive;
-	char bye[256];
+	char *bye; /* the server's BYE, NULL: none */
 	bool greeted;
 
 	/* mailbox */
@@ -184,9 +184,9 @@ struct session {
 	bool move_checked; /* the move: target was found on the server */
 	bool lookup_found; /* a LIST reply named `lookup` exactly */
 	unsigned lookup_pass; /* 0: exact LIST, 1: LIST "*NAME" */
-	char lookup_guess[256]; /* a name the server has that ends in it */
+	char *lookup_guess; /* a name the server has that ends in it */
 	const char *lookup; /* the name LIST looks for: move_to or folder */
-	char select_err[256]; /* SELECT's refusal, while LIST looks for it */
+	char *select_err; /* SELECT's refusal, while LIST looks for it */
 	struct state_fp last_now; /* ... and this is what it says of it */
 	uint64_t progress_at; /* loop time the answer timeout was last armed */
 	bool more; /* new mail announced during a sync */
@@ -209,7 +209,6 @@ struct session {
 	struct batch *bhead, *btail;
 	size_t inflight; /* FETCH batches sent, not complete */
 	unsigned after_pending;
-	struct commit_req job; /* the one commit in flight */
 	struct batch *job_batch; /* COMMIT_DELIVER: owned until it is done */
 	bool job_busy;
 	struct maildir_file cur; /* message being streamed */

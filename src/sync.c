@@ -122,10 +122,7 @@ sync_pump_commits(struct session *s)
 	s->bhead = b->next;
 	if (s->bhead == NULL)
 		s->btail = NULL;
-	memset(&s->job, 0, sizeof(s->job));
 	s->job_batch = b;
-	s->job.st = s->mb->st;
-	plan_commit(s, b, &s->job);
 	sync_start_job(s, COMMIT_DELIVER);
 }
 
@@ -314,12 +311,21 @@ job_done_commit(struct session *s, struct commit_req *j)
 	s->job_batch = NULL;
 }
 
+static void job_done(struct session *s, struct commit_req *j);
+
 static void
 job_after(struct commit_req *j, void *ud)
 {
 	struct session *s = ud;
 
 	s->job_busy = false;
+	job_done(s, j);
+	free(j);
+}
+
+static void
+job_done(struct session *s, struct commit_req *j)
+{
 	switch (j->kind) {
 	case COMMIT_PREPARE:
 		job_done_prepare(s, j);
@@ -353,17 +359,23 @@ job_after(struct commit_req *j, void *ud)
 	}
 }
 
+/*
+ * The one job in flight, on the heap only while it runs: a thousand idle
+ * connections need none.
+ */
 static void
 sync_start_job(struct session *s, enum commit_kind kind)
 {
-	struct commit_req *j = &s->job;
+	struct commit_req *j = xcalloc(1, sizeof(*j));
 
 	j->kind = kind;
+	j->st = s->mb->st;
 	j->maildir = s->mb->maildir;
 	j->state_path = s->mb->state_path;
 	j->tag = s->mb->tag_mark;
 	j->uidvalidity = s->uidvalidity;
 	if (kind == COMMIT_DELIVER) {
+		plan_commit(s, s->job_batch, j);
 		j->files = s->job_batch->files;
 		j->nfiles = s->job_batch->nfiles;
 		j->fps = s->job_batch->fps;
@@ -499,9 +511,33 @@ send_batch(struct session *s)
 	s->inflight++;
 }
 
+/*
+ * A finished sync keeps none of its listing: an idle connection would hold
+ * 2 KiB or more of it (2 MiB at a thousand accounts).
+ */
+static void
+sync_release(struct session *s)
+{
+	free(s->list);
+	free(s->sizes);
+	s->list = s->sizes = NULL;
+	s->nlist = s->next_list = s->caplist = 0;
+	if (s->nstale == 0) {
+		free(s->stale);
+		s->stale = NULL;
+		s->capstale = 0;
+	}
+	if (s->nwait == 0) {
+		free(s->after_wait);
+		s->after_wait = NULL;
+		s->capwait = 0;
+	}
+}
+
 static void
 sync_complete(struct session *s)
 {
+	sync_release(s);
 	if (!s->healthy)
 		s->healthy_at = uv_now(s->loop);
 	s->healthy = true;
