@@ -1,14 +1,16 @@
 /*
  * session: the state machine of one connection (account + its folders).
  *
- *   PREPARE -> CONNECT -> [TLS] -> GREETING -> [STARTTLS -> TLS] ->
- *   CAPABILITY -> AUTH -> [NOTIFY] -> (SELECT -> [RECONCILE] -> SYNC) for
- *   each folder -> IDLE | POLL_WAIT -> [STATUS] -> SELECT ...; any error ->
- *   BACKOFF -> CONNECT; stop -> LOGOUT -> DONE
+ *   PREPARE -> [QUEUED] -> CONNECT -> [TLS] -> GREETING -> [STARTTLS ->
+ *   TLS] -> CAPABILITY -> AUTH -> [DISCOVER] -> [NOTIFY] -> (SELECT ->
+ *   SYNC) for each folder -> IDLE | POLL_WAIT -> [DISCOVER] [STATUS] ->
+ *   SELECT ...; any error -> BACKOFF -> CONNECT; stop -> LOGOUT -> DONE
  *
  * This file drives the connection: commands and their replies, timers,
- * login, IDLE and polling, errors and backoff. SYNC itself (what to fetch,
- * batches, commits) is in sync.c.
+ * login, IDLE and polling, errors and backoff; session_enter() is the one
+ * place that changes its state. SYNC itself (reconcile, verify, what to
+ * fetch, batches, commits) is the mailbox sync's, in sync.c: it has its own
+ * phases and hands the folder back through session_synced().
  */
 #include "session_int.h"
 
@@ -17,8 +19,7 @@
 #include "idlefetch/mutf7.h"
 
 static const char *state_names[] = { "PREPARE", "CONNECT", "TLS", "GREETING",
-	"STARTTLS", "CAPABILITY", "AUTH", "NOTIFY", "SELECT", "RECONCILE",
-	"VERIFY", "SYNC", "IDLE_START", "IDLE", "IDLE_DONE", "POLL_WAIT", "STATUS",
+	"STARTTLS", "CAPABILITY", "AUTH", "NOTIFY", "SELECT", "SYNC", "IDLE_START", "IDLE", "IDLE_DONE", "POLL_WAIT", "STATUS",
 	"DISCOVER", "LOGOUT", "CLOSING", "BACKOFF", "QUEUED", "DONE" };
 
 /*
@@ -205,7 +206,6 @@ awaits_answer(enum session_state st)
 	case S_AUTH:
 	case S_NOTIFY:
 	case S_SELECT:
-	case S_VERIFY:
 	case S_STATUS:
 	case S_DISCOVER:
 	case S_SYNC:
@@ -237,8 +237,6 @@ state_is_up(const struct session *s, enum session_state st)
 		/* A folder found on the server is made ready meanwhile. */
 		return s->conn_alive &&
 		    (s->selected != NULL || s->mb->status->up);
-	case S_RECONCILE:
-	case S_VERIFY:
 	case S_LOGOUT:
 	case S_DONE:
 		return s->mb->status->up; /* passing through: no change */
@@ -794,12 +792,8 @@ selected(struct session *s)
 	    "selected: %u message(s), UIDVALIDITY %u, last "
 	    "delivered UID %u",
 	    s->exists, s->uidvalidity, s->mb->st.last_uid);
-	if (!s->mb->reconciled) {
-		session_enter(s, S_RECONCILE);
-		s->o.sync->start_job(s, COMMIT_RECONCILE);
-		return;
-	}
-	s->o.sync->verify_last(s);
+	session_enter(s, S_SYNC);
+	s->o.sync->begin(s);
 }
 
 /* ---- folders in turn ---------------------------------------------------------- */
@@ -1050,9 +1044,10 @@ session_synced(struct session *s)
 	if (next) {
 		next->pending = false;
 		session_use(s, next);
-		if (next == s->selected)
-			s->o.sync->start(s);
-		else
+		if (next == s->selected) {
+			session_enter(s, S_SYNC);
+			s->o.sync->again(s);
+		} else
 			send_select(s);
 		return;
 	}
@@ -1329,10 +1324,8 @@ on_untagged(struct session *s, const struct proto_resp *r)
 			s->more = true;
 		}
 	}
-	if ((r->has & HAS_FETCH) && s->listing && (r->has & HAS_UID))
-		s->o.sync->list_add(s, r->uid, r->size);
-	if ((r->has & HAS_FETCH) && s->state == S_VERIFY)
-		s->o.sync->verify_fetch(s, r);
+	if ((r->has & HAS_FETCH) && s->state == S_SYNC)
+		s->o.sync->fetch_line(s, r);
 	/* Only the subscribed: NOTIFY may slip in news of any other. */
 	if ((r->has & HAS_LIST) && s->state == S_DISCOVER &&
 	    (r->list_flags & (LISTF_LSUB | LISTF_SUBSCRIBED))) {
@@ -1481,7 +1474,7 @@ on_data(struct session *s, const char *data, size_t len)
 	}
 	/* A graceful stop waits for the message in flight, then stops reading. */
 	if (s->conn_alive && s->stopping && s->state == S_SYNC &&
-	    !s->streaming && (s->inflight > 0 || s->listing)) {
+	    s->o.sync->may_close(s)) {
 		transport_pause(s->tr, true);
 		session_enter(s, S_CLOSING);
 		session_settle(s);
@@ -1826,10 +1819,6 @@ session_stop(struct session *s)
 	s->stopping = true;
 	switch (s->state) {
 	case S_PREPARE:
-	case S_RECONCILE:
-		if (s->state == S_RECONCILE) {
-			session_enter(s, S_CLOSING);
-		}
 		break; /* the job's completion finishes */
 	case S_QUEUED:
 		gate_unqueue(s);
@@ -1851,7 +1840,7 @@ session_stop(struct session *s)
 		 * and commit what is complete. Only commits or after-delivery
 		 * commands left: let them session_finish; the sync then ends in LOGOUT.
 		 */
-		if (!s->streaming && (s->inflight > 0 || s->listing)) {
+		if (s->o.sync->may_close(s)) {
 			session_enter(s, S_CLOSING);
 			session_settle(s);
 		}

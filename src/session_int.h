@@ -57,9 +57,7 @@ enum session_state {
 	S_AUTH,
 	S_NOTIFY,
 	S_SELECT,
-	S_RECONCILE,
-	S_VERIFY,
-	S_SYNC,
+	S_SYNC, /* the mailbox sync has the folder (its phases: sync_phase) */
 	S_IDLE_START,
 	S_IDLE,
 	S_IDLE_DONE,
@@ -72,6 +70,13 @@ enum session_state {
 	S_QUEUED, /* waiting for a slot at the gate */
 	S_DONE,
 };
+
+/*
+ * What the mailbox sync does with the selected folder while the connection
+ * is in S_SYNC: find files delivered before a crash, check that last_uid
+ * still holds what was delivered, then list and fetch.
+ */
+enum sync_phase { PHASE_RECONCILE, PHASE_VERIFY, PHASE_FETCH };
 
 enum cmd_kind {
 	CMD_CAPABILITY,
@@ -180,7 +185,9 @@ struct session {
 	uint32_t uidvalidity; /* from SELECT */
 	uint32_t uidnext; /* from SELECT, 0 when it gave none */
 	uint32_t exists;
-	bool last_found; /* S_VERIFY: the server still has UID last_uid */
+	/* mailbox sync: owned by sync.c; the connection only reads it */
+	enum sync_phase phase;
+	bool last_found; /* PHASE_VERIFY: the server still has UID last_uid */
 	bool move_checked; /* the move: target was found on the server */
 	bool lookup_found; /* a LIST reply named `lookup` exactly */
 	unsigned lookup_pass; /* 0: exact LIST, 1: LIST "*NAME" */
@@ -279,15 +286,21 @@ struct sync_ops {
 	    uint64_t size);
 	int (*literal_data)(void *ud, const char *p, size_t n);
 	int (*literal_end)(void *ud);
-	void (*start)(struct session *s);
+	/*
+	 * The connection entered S_SYNC for the folder it just SELECTed
+	 * (begin: reconcile, verify, list and fetch), or for the one still
+	 * selected (again: list and fetch). Either ends in session_synced().
+	 */
+	void (*begin)(struct session *s);
+	void (*again)(struct session *s);
+	/* Stopping: whether nothing would be lost by closing now. */
+	bool (*may_close)(const struct session *s);
 	void (*pump)(struct session *s);
 	void (*pump_commits)(struct session *s);
 	void (*start_job)(struct session *s, enum commit_kind kind);
-	void (*list_add)(struct session *s, uint32_t uid, uint32_t size);
+	/* An untagged FETCH line: a listing's, or the verify's. */
+	void (*fetch_line)(struct session *s, const struct proto_resp *r);
 	int (*list_finish)(struct session *s);
-	/* After SELECT: checks that last_uid still holds what was delivered. */
-	void (*verify_last)(struct session *s);
-	void (*verify_fetch)(struct session *s, const struct proto_resp *r);
 	void (*verify_done)(struct session *s, const struct proto_resp *r);
 	void (*after_copy)(struct session *s, struct cmd *c);
 	void (*batch_free)(struct batch *b);

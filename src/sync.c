@@ -15,12 +15,13 @@ static void sync_batch_free(struct batch *b);
 static void sync_pump_commits(struct session *s);
 static void sync_after_copy(struct session *s, struct cmd *c);
 static void sync_start_job(struct session *s, enum commit_kind kind);
-static void sync_list_add(struct session *s, uint32_t uid, uint32_t size);
+static void sync_fetch_line(struct session *s, const struct proto_resp *r);
+static bool sync_may_close(const struct session *s);
+static void sync_begin(struct session *s);
 static int sync_list_finish(struct session *s);
 static void sync_pump(struct session *s);
 static void sync_start(struct session *s);
 static void sync_verify_last(struct session *s);
-static void sync_verify_fetch(struct session *s, const struct proto_resp *r);
 static void sync_verify_done(struct session *s, const struct proto_resp *r);
 static void sync_fetch_body(struct session *s, const struct proto_resp *r);
 static int sync_literal_begin(void *ud, const char *prefix, size_t len,
@@ -342,7 +343,8 @@ job_done(struct session *s, struct commit_req *j)
 			    j->removed);
 		s->mb->st = j->st;
 		s->mb->reconciled = true;
-		if (s->conn_alive && s->state == S_RECONCILE)
+		if (s->conn_alive && s->state == S_SYNC &&
+		    s->phase == PHASE_RECONCILE)
 			sync_verify_last(s);
 		else
 			session_settle(s);
@@ -565,7 +567,7 @@ sync_complete(struct session *s)
 static void
 sync_pump(struct session *s)
 {
-	if (s->state != S_SYNC)
+	if (s->state != S_SYNC || s->phase != PHASE_FETCH)
 		return;
 	sync_pump_commits(s);
 	if (s->listing)
@@ -591,7 +593,7 @@ sync_start(struct session *s)
 	if (s->a->after == AFTER_KEEP && s->mb->st.last_uid < UINT32_MAX)
 		from = s->mb->st.last_uid + 1;
 
-	session_enter(s, S_SYNC);
+	s->phase = PHASE_FETCH;
 	s->more = false;
 	s->gap = false;
 	s->nlist = s->next_list = s->nstale = 0;
@@ -619,7 +621,7 @@ sync_verify_last(struct session *s)
 	}
 	s->last_found = false;
 	memset(&s->last_now, 0, sizeof(s->last_now));
-	session_enter(s, S_VERIFY);
+	s->phase = PHASE_VERIFY;
 	session_send_cmd(s, CMD_VERIFY, false,
 	    "UID FETCH %u (UID RFC822.SIZE "
 	    "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
@@ -744,7 +746,7 @@ sync_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 		return IDLEFETCH_EPROTO;
 	}
 	s->streaming = true;
-	if (s->state != S_SYNC || s->bhead == NULL)
+	if (s->state != S_SYNC || s->phase != PHASE_FETCH || s->bhead == NULL)
 		return 1; /* streamed to nowhere */
 	r = maildir_create(s->mb->maildir, s->mb->tag_mark, &s->cur);
 	if (r < 0) {
@@ -815,18 +817,55 @@ sync_literal_end(void *ud)
 	return 0;
 }
 
+/*
+ * The folder was just SELECTed: files a crash left in new/ unrecorded are
+ * found first (once per folder and process), then last_uid is checked,
+ * then new mail is listed and fetched.
+ */
+static void
+sync_begin(struct session *s)
+{
+	if (!s->mb->reconciled) {
+		s->phase = PHASE_RECONCILE;
+		sync_start_job(s, COMMIT_RECONCILE);
+		return;
+	}
+	sync_verify_last(s);
+}
+
+static void
+sync_fetch_line(struct session *s, const struct proto_resp *r)
+{
+	if (s->phase == PHASE_VERIFY)
+		sync_verify_fetch(s, r);
+	else if (s->phase == PHASE_FETCH && s->listing && (r->has & HAS_UID))
+		sync_list_add(s, r->uid, r->size);
+}
+
+/*
+ * Stopping: before the listing, nothing is on its way; during it, close
+ * once no message is halfway in (what is complete is committed).
+ */
+static bool
+sync_may_close(const struct session *s)
+{
+	if (s->phase != PHASE_FETCH)
+		return true;
+	return !s->streaming && (s->inflight > 0 || s->listing);
+}
+
 const struct sync_ops mailbox_sync_ops = {
 	.literal_begin = sync_literal_begin,
 	.literal_data = sync_literal_data,
 	.literal_end = sync_literal_end,
-	.start = sync_start,
+	.begin = sync_begin,
+	.again = sync_start,
+	.may_close = sync_may_close,
 	.pump = sync_pump,
 	.pump_commits = sync_pump_commits,
 	.start_job = sync_start_job,
-	.list_add = sync_list_add,
+	.fetch_line = sync_fetch_line,
 	.list_finish = sync_list_finish,
-	.verify_last = sync_verify_last,
-	.verify_fetch = sync_verify_fetch,
 	.verify_done = sync_verify_done,
 	.after_copy = sync_after_copy,
 	.batch_free = sync_batch_free,
