@@ -377,21 +377,13 @@ close_conn(struct session *s)
 	}
 	s->conn_alive = false;
 	framer_reset(s->fr);
-	if (s->cur_open)
-		lane_discard(&s->lane, &s->cur);
-	s->cur_open = false;
-	s->streaming = false;
+	s->o.sync->reset(s);
 	for (size_t i = 0; i < s->ncmds; i++) {
 		free(s->cmds[i].uids);
 		secret_free(s->cmds[i].secret);
 	}
 	s->ncmds = 0;
-	s->inflight = 0;
-	s->after_pending = 0;
-	s->nwait = 0; /* redone at the next sync: they are below last_uid */
 	set_text(&s->select_err, NULL);
-	s->listing = false;
-	s->nlist = s->next_list = s->nstale = 0;
 	s->selected = NULL;
 	s->notify = false;
 	s->status_wait = 0;
@@ -1152,7 +1144,7 @@ on_tagged(struct session *s, const struct proto_resp *r)
 		}
 		break;
 	case CMD_VERIFY:
-		s->o.sync->verify_done(s, r);
+		s->o.sync->tagged(s, &copy, r);
 		break;
 	case CMD_LISTMB:
 		lookup_done(s, r);
@@ -1196,64 +1188,13 @@ on_tagged(struct session *s, const struct proto_resp *r)
 		selected(s);
 		break;
 	case CMD_LIST:
-		if (r->status != PROTO_OK) {
-			session_fail(s, IDLEFETCH_EPROTO,
-			    "listing new messages failed: %s", r->text);
-			break;
-		}
-		s->listing = false;
-		if (s->o.sync->list_finish(s) < 0) {
-			session_fail(s, IDLEFETCH_EPROTO,
-			    "the server listed over %d messages without a "
-			    "new one; closing the connection", LIST_MAX);
-			break;
-		}
-		if (s->nlist)
-			LOG(s, LOGL_INFO, "%zu new message(s) to fetch",
-			    s->nlist);
-		s->o.sync->pump(s);
-		break;
 	case CMD_FETCH:
-		if (r->status != PROTO_OK) {
-			session_fail(s, IDLEFETCH_EPROTO,
-			    "fetching messages failed: %s", r->text);
-			break;
-		}
-		copy.batch->complete = true;
-		copy.batch->lane_seq = s->lane.enq_seq;
-		s->inflight--;
-		s->o.sync->pump(s);
-		break;
 	case CMD_COPY:
 	case CMD_MOVE:
 	case CMD_STORE:
 	case CMD_EXPUNGE:
-		s->after_pending--;
-		if (r->status != PROTO_OK) {
-			/*
-			 * Delivered and recorded, so nothing is lost; the
-			 * action is tried again at the next sync (the UIDs
-			 * are below last_uid). A failure, not a quiet log
-			 * line: --once exits 1 and status shows it.
-			 */
-			free(copy.uids);
-			session_fail(s, IDLEFETCH_EPROTO,
-			    "after-delivery action failed (messages "
-			    "stay on the server): %s",
-			    r->text);
-			break;
-		} else if (copy.kind == CMD_COPY)
-			s->o.sync->after_copy(s, &copy);
-		else if ((copy.kind == CMD_EXPUNGE || copy.kind == CMD_MOVE) &&
-		    s->expunges < copy.nuids)
-			/*
-			 * Answered OK, yet fewer messages went than were
-			 * asked (Dovecot can drop a STORE \Deleted under
-			 * load): list again, they are still below last_uid.
-			 */
-			s->after_short = true;
-		free(copy.uids);
-		s->o.sync->pump(s);
+		/* The mailbox sync's commands: it takes the reply. */
+		s->o.sync->tagged(s, &copy, r);
 		break;
 	case CMD_IDLE:
 		if (r->status != PROTO_OK) {
@@ -1361,15 +1302,9 @@ on_unit(void *ud, const char *p, size_t n)
 	if (log_enabled(LOGL_DEBUG))
 		LOG(s, LOGL_DEBUG, "S: %.*s", (int)(n > 200 ? 200 : n - 2), p);
 	pr = proto_parse(p, n, greeting, &r);
-	if (s->cur_open) {
-		if (pr < 0 || !(r.has & HAS_BODY)) {
-			session_fail(s, IDLEFETCH_EPROTO,
-			    "cannot parse a FETCH response "
-			    "carrying a message; closing the connection");
-			return 1;
-		}
-		s->o.sync->fetch_body(s, &r);
-	}
+	/* A message's FETCH, a line of the listing: the sync's first. */
+	if (!greeting && !s->o.sync->unit(s, pr, &r, p, n))
+		return 1;
 	/* RFC 3501 7.1: an ALERT must be presented to the user. */
 	if (pr == 0 && (r.has & HAS_ALERT))
 		LOG(s, LOGL_WARN, "server alert: %s", r.text);
@@ -1397,23 +1332,6 @@ on_unit(void *ud, const char *p, size_t n)
 			session_enter(s, S_CAPABILITY);
 		}
 		return s->conn_alive ? 0 : 1;
-	}
-	if (pr < 0 && s->listing && (r.has & HAS_FETCH)) {
-		/*
-		 * A listing line that cannot be read may be a message: skipping
-		 * it would let the last delivered UID pass a message never
-		 * delivered. The folder stops here instead, and says why.
-		 */
-		char line[81];
-		size_t k;
-
-		for (k = 0; k < n && k + 1 < sizeof(line) && p[k] != '\r'; k++)
-			line[k] = (p[k] >= 0x20 && p[k] < 0x7f) ? p[k] : '?';
-		line[k] = '\0';
-		session_fail(s, IDLEFETCH_EPROTO,
-		    "cannot read a line of the message listing ('%s'); "
-		    "stopping so that no message is skipped", line);
-		return 1;
 	}
 	if (pr < 0 && r.kind != PROTO_TAGGED && r.status != PROTO_BYE) {
 		LOG(s, LOGL_DEBUG,
@@ -1445,8 +1363,7 @@ on_unit(void *ud, const char *p, size_t n)
 		break;
 	default:
 		on_untagged(s, &r);
-		if (s->conn_alive && (r.has & HAS_FETCH) &&
-		    (s->listing || (r.has & HAS_BODY)))
+		if (s->conn_alive && s->o.sync->progress(s, &r))
 			session_progress(s);
 		break;
 	}
@@ -1696,6 +1613,7 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 		.unit = on_unit,
 	};
 	s->fr = framer_new(&s->fops, s);
+	o->sync->init(s);
 	s->backoff_ms = BACKOFF_MIN_MS;
 	uv_timer_init(loop, &s->timer);
 	s->timer.data = s;
@@ -1874,10 +1792,6 @@ timer_close_cb(uv_handle_t *h)
 	free(s->bye);
 	free(s->select_err);
 	free(s->lookup_guess);
-	free(s->list);
-	free(s->sizes);
-	free(s->stale);
-	free(s->after_wait);
 	free(s->cmds);
 	framer_free(s->fr);
 	free(s);
@@ -1886,19 +1800,12 @@ timer_close_cb(uv_handle_t *h)
 void
 session_free(struct session *s)
 {
-	struct batch *b, *next;
-
 	if (s == NULL)
 		return;
 	if (s->job_busy || !lane_idle(&s->lane))
 		fatal("session_free with disk work in flight");
 	gate_unqueue(s);
 	close_conn(s);
-	for (b = s->bhead; b; b = next) {
-		next = b->next;
-		for (size_t i = 0; i < b->nfiles; i++)
-			maildir_discard(s->mb->maildir, &b->files[i]);
-		s->o.sync->batch_free(b);
-	}
+	s->o.sync->free(s);
 	uv_close((uv_handle_t *)&s->timer, timer_close_cb);
 }

@@ -71,13 +71,6 @@ enum session_state {
 	S_DONE,
 };
 
-/*
- * What the mailbox sync does with the selected folder while the connection
- * is in S_SYNC: find files delivered before a crash, check that last_uid
- * still holds what was delivered, then list and fetch.
- */
-enum sync_phase { PHASE_RECONCILE, PHASE_VERIFY, PHASE_FETCH };
-
 enum cmd_kind {
 	CMD_CAPABILITY,
 	CMD_STARTTLS,
@@ -124,17 +117,8 @@ struct mbox {
 };
 
 
-struct batch {
-	struct batch *next;
-	uint32_t *uids; /* requested, ascending */
-	size_t n;
-	struct maildir_file *files; /* received, in arrival order */
-	size_t nfiles;
-	struct commit_fp *fps; /* what the server said of each, by UID */
-	bool complete; /* tagged OK seen */
-	uint64_t lane_seq; /* its bodies are on disk once the lane is here */
-	unsigned tag;
-};
+struct batch; /* the mailbox sync's, in sync.c */
+struct msync; /* the mailbox sync's state, in sync.c */
 
 struct cmd {
 	unsigned tag;
@@ -185,45 +169,20 @@ struct session {
 	uint32_t uidvalidity; /* from SELECT */
 	uint32_t uidnext; /* from SELECT, 0 when it gave none */
 	uint32_t exists;
-	/* mailbox sync: owned by sync.c; the connection only reads it */
-	enum sync_phase phase;
-	bool last_found; /* PHASE_VERIFY: the server still has UID last_uid */
 	bool move_checked; /* the move: target was found on the server */
 	bool lookup_found; /* a LIST reply named `lookup` exactly */
 	unsigned lookup_pass; /* 0: exact LIST, 1: LIST "*NAME" */
 	char *lookup_guess; /* a name the server has that ends in it */
 	const char *lookup; /* the name LIST looks for: move_to or folder */
 	char *select_err; /* SELECT's refusal, while LIST looks for it */
-	struct state_fp last_now; /* ... and this is what it says of it */
 	uint64_t progress_at; /* loop time the answer timeout was last armed */
 	bool more; /* new mail announced during a sync */
-	bool gap; /* a batch came back short: commit no further */
 	unsigned expunges; /* "* n EXPUNGE" since the after-action was sent */
-	bool after_short; /* an after-action removed fewer than it was sent */
-	unsigned after_retries; /* syncs started again for that, in a row */
-	uint32_t gap_uid; /* the UID it lacked, to retry only once */
 
-	/* sync */
-	uint32_t *list; /* UIDs to fetch, then sizes */
-	uint32_t *sizes;
-	size_t nlist, caplist, next_list;
-	uint32_t list_cut; /* over LIST_MAX: lowest UID left out; 0: none */
-	uint32_t *stale; /* delivered, still on the server */
-	size_t nstale, capstale;
-	uint32_t *after_wait; /* delivered, their after-action not yet sent */
-	size_t nwait, capwait;
-	bool listing;
-	struct batch *bhead, *btail;
-	size_t inflight; /* FETCH batches sent, not complete */
-	unsigned after_pending;
-	struct batch *job_batch; /* COMMIT_DELIVER: owned until it is done */
-	bool job_busy;
-	struct maildir_file cur; /* message being streamed */
-	bool streaming; /* a body literal is open */
-	bool cur_open; /* ...and it has a tmp/ file */
-	bool cur_cr; /* the body so far ended in CR (CRLF cut apart) */
-	struct lane lane;
-	unsigned next_msgno;
+	/* the mailbox sync */
+	struct msync *ms; /* its own state: sync.c alone reads it */
+	bool job_busy; /* its disk job is on the threadpool */
+	struct lane lane; /* its ordered writes, into s->mb's Maildir */
 	bool finish_when_idle; /* session_finish waits for the lane */
 
 	/* lifecycle */
@@ -300,11 +259,27 @@ struct sync_ops {
 	void (*start_job)(struct session *s, enum commit_kind kind);
 	/* An untagged FETCH line: a listing's, or the verify's. */
 	void (*fetch_line)(struct session *s, const struct proto_resp *r);
-	int (*list_finish)(struct session *s);
-	void (*verify_done)(struct session *s, const struct proto_resp *r);
-	void (*after_copy)(struct session *s, struct cmd *c);
-	void (*batch_free)(struct batch *b);
-	void (*fetch_body)(struct session *s, const struct proto_resp *r);
+	/*
+	 * The tagged reply to one of its commands (UID FETCH listing, batch
+	 * or verify, COPY, MOVE, STORE, EXPUNGE); c is a copy the sync may
+	 * take the uids of.
+	 */
+	void (*tagged)(struct session *s, struct cmd *c,
+	    const struct proto_resp *r);
+	/* The connection closed: what was in flight on it is forgotten. */
+	void (*reset)(struct session *s);
+	/* Its state for a new session (s->ms), and freeing it with the session. */
+	void (*init)(struct session *s);
+	void (*free)(struct session *s);
+	/*
+	 * Each unit after the greeting, parsed (pr < 0: it could not be) or
+	 * not, before the connection acts on it: a message's FETCH goes into
+	 * its file. Returns false when it failed the connection.
+	 */
+	bool (*unit)(struct session *s, int pr, const struct proto_resp *r,
+	    const char *p, size_t n);
+	/* Whether an untagged reply moved its work forward (the timeout). */
+	bool (*progress)(const struct session *s, const struct proto_resp *r);
 };
 
 

@@ -10,6 +10,55 @@
  */
 #include "session_int.h"
 
+struct batch {
+	struct batch *next;
+	uint32_t *uids; /* requested, ascending */
+	size_t n;
+	struct maildir_file *files; /* received, in arrival order */
+	size_t nfiles;
+	struct commit_fp *fps; /* what the server said of each, by UID */
+	bool complete; /* tagged OK seen */
+	uint64_t lane_seq; /* its bodies are on disk once the lane is here */
+	unsigned tag;
+};
+
+/*
+ * What the mailbox sync does with the selected folder while the connection
+ * is in S_SYNC: find files delivered before a crash, check that last_uid
+ * still holds what was delivered, then list and fetch.
+ */
+enum sync_phase { PHASE_RECONCILE, PHASE_VERIFY, PHASE_FETCH };
+
+/* The mailbox sync's own state, one per connection (session.ms). */
+struct msync {
+	enum sync_phase phase;
+	bool last_found; /* PHASE_VERIFY: the server still has UID last_uid */
+	struct state_fp last_now; /* ... and this is what it says of it */
+	bool gap; /* a batch came back short: commit no further */
+	bool after_short; /* an after-action removed fewer than it was sent */
+	unsigned after_retries; /* syncs started again for that, in a row */
+	uint32_t gap_uid; /* the UID it lacked, to retry only once */
+	uint32_t *list; /* UIDs to fetch, then sizes */
+	uint32_t *sizes;
+	size_t nlist, caplist, next_list;
+	uint32_t list_cut; /* over LIST_MAX: lowest UID left out; 0: none */
+	uint32_t *stale; /* delivered, still on the server */
+	size_t nstale, capstale;
+	uint32_t *after_wait; /* delivered, their after-action not yet sent */
+	size_t nwait, capwait;
+	bool listing;
+	struct batch *bhead, *btail;
+	size_t inflight; /* FETCH batches sent, not complete */
+	unsigned after_pending;
+	struct batch *job_batch; /* COMMIT_DELIVER: owned until it is done */
+	struct maildir_file cur; /* message being streamed */
+	bool streaming; /* a body literal is open */
+	bool cur_open; /* ...and it has a tmp/ file */
+	bool cur_cr; /* the body so far ended in CR (CRLF cut apart) */
+	unsigned next_msgno;
+};
+
+
 /* What the connection calls, through mailbox_sync_ops (at the end). */
 static void sync_batch_free(struct batch *b);
 static void sync_pump_commits(struct session *s);
@@ -82,7 +131,7 @@ plan_commit(struct session *s, struct batch *b, struct commit_req *j)
 		qsort(b->files, b->nfiles, sizeof(*b->files), cmp_file_uid);
 	j->commit_uid = s->mb->st.last_uid;
 	j->ncommit = 0;
-	if (s->gap)
+	if (s->ms->gap)
 		return; /* an earlier batch stopped short */
 	for (i = 0; i < b->n; i++) {
 		if (k == b->nfiles || b->files[k].uid != b->uids[i])
@@ -95,15 +144,15 @@ plan_commit(struct session *s, struct batch *b, struct commit_req *j)
 	}
 	j->ncommit = k;
 	if (i < b->n && b->complete) {
-		s->gap = true;
-		if (s->gap_uid != b->uids[i]) {
+		s->ms->gap = true;
+		if (s->ms->gap_uid != b->uids[i]) {
 			LOG(s, LOGL_WARN,
 			    "server did not return UID %u; fetching again "
 			    "from there",
 			    b->uids[i]);
 			s->more = true; /* re-list: it may have been expunged */
 		}
-		s->gap_uid = b->uids[i];
+		s->ms->gap_uid = b->uids[i];
 	}
 }
 
@@ -111,7 +160,7 @@ plan_commit(struct session *s, struct batch *b, struct commit_req *j)
 static void
 sync_pump_commits(struct session *s)
 {
-	struct batch *b = s->bhead;
+	struct batch *b = s->ms->bhead;
 
 	if (s->job_busy || b == NULL)
 		return;
@@ -120,10 +169,10 @@ sync_pump_commits(struct session *s)
 	/* Its bodies must be written out first (all of it, once cut off). */
 	if (s->lane.done_seq < (b->complete ? b->lane_seq : s->lane.enq_seq))
 		return;
-	s->bhead = b->next;
-	if (s->bhead == NULL)
-		s->btail = NULL;
-	s->job_batch = b;
+	s->ms->bhead = b->next;
+	if (s->ms->bhead == NULL)
+		s->ms->btail = NULL;
+	s->ms->job_batch = b;
 	sync_start_job(s, COMMIT_DELIVER);
 }
 
@@ -155,7 +204,7 @@ send_delete(struct session *s, const char *set, size_t n)
 		c = session_send_cmd(s, CMD_EXPUNGE, false, "EXPUNGE");
 	c->nuids = n; /* how many "* n EXPUNGE" to expect at least */
 	s->expunges = 0;
-	s->after_pending += 2;
+	s->ms->after_pending += 2;
 }
 
 static void
@@ -177,7 +226,7 @@ after_send(struct session *s, const uint32_t *uids, size_t n)
 		    mbox);
 		c->nuids = n;
 		s->expunges = 0;
-		s->after_pending++;
+		s->ms->after_pending++;
 	} else {
 		/* No MOVE: copy, and delete the originals once the copy is done. */
 		c = session_send_cmd(s, CMD_COPY, false, "UID COPY %s %s", set,
@@ -185,7 +234,7 @@ after_send(struct session *s, const uint32_t *uids, size_t n)
 		c->uids = xmalloc(n * sizeof(*uids));
 		memcpy(c->uids, uids, n * sizeof(*uids));
 		c->nuids = n;
-		s->after_pending++;
+		s->ms->after_pending++;
 	}
 	free(set);
 }
@@ -201,13 +250,13 @@ after_kick(struct session *s)
 {
 	size_t k;
 
-	if (s->after_pending > 0 || s->nwait == 0 || !s->conn_alive)
+	if (s->ms->after_pending > 0 || s->ms->nwait == 0 || !s->conn_alive)
 		return;
-	k = s->nwait < BATCH_MAX_MSGS ? s->nwait : BATCH_MAX_MSGS;
-	after_send(s, s->after_wait, k);
-	memmove(s->after_wait, s->after_wait + k,
-	    (s->nwait - k) * sizeof(*s->after_wait));
-	s->nwait -= k;
+	k = s->ms->nwait < BATCH_MAX_MSGS ? s->ms->nwait : BATCH_MAX_MSGS;
+	after_send(s, s->ms->after_wait, k);
+	memmove(s->ms->after_wait, s->ms->after_wait + k,
+	    (s->ms->nwait - k) * sizeof(*s->ms->after_wait));
+	s->ms->nwait -= k;
 }
 
 /* Queues the after-action of messages whose delivery is durable. */
@@ -216,13 +265,13 @@ after_delivery(struct session *s, const uint32_t *uids, size_t n)
 {
 	if (n == 0 || s->a->after == AFTER_KEEP || !s->conn_alive)
 		return;
-	if (s->nwait + n > s->capwait) {
-		s->capwait = (s->nwait + n) * 2;
-		s->after_wait = xrealloc(s->after_wait,
-		    s->capwait * sizeof(*s->after_wait));
+	if (s->ms->nwait + n > s->ms->capwait) {
+		s->ms->capwait = (s->ms->nwait + n) * 2;
+		s->ms->after_wait = xrealloc(s->ms->after_wait,
+		    s->ms->capwait * sizeof(*s->ms->after_wait));
 	}
-	memcpy(s->after_wait + s->nwait, uids, n * sizeof(*uids));
-	s->nwait += n;
+	memcpy(s->ms->after_wait + s->ms->nwait, uids, n * sizeof(*uids));
+	s->ms->nwait += n;
 	after_kick(s);
 }
 
@@ -277,7 +326,7 @@ job_done_prepare(struct session *s, struct commit_req *j)
 static void
 job_done_commit(struct session *s, struct commit_req *j)
 {
-	struct batch *b = s->job_batch;
+	struct batch *b = s->ms->job_batch;
 	uint32_t *uids;
 
 	if (j->ncommit > 0) {
@@ -297,7 +346,7 @@ job_done_commit(struct session *s, struct commit_req *j)
 		 */
 		s->mb->reconciled = false;
 		sync_batch_free(b);
-		s->job_batch = NULL;
+		s->ms->job_batch = NULL;
 		session_fail(s, j->result,
 		    "%s; fetching stops until this is fixed", j->err);
 		return;
@@ -309,7 +358,7 @@ job_done_commit(struct session *s, struct commit_req *j)
 	after_delivery(s, uids, j->ncommit);
 	free(uids);
 	sync_batch_free(b);
-	s->job_batch = NULL;
+	s->ms->job_batch = NULL;
 }
 
 static void job_done(struct session *s, struct commit_req *j);
@@ -344,7 +393,7 @@ job_done(struct session *s, struct commit_req *j)
 		s->mb->st = j->st;
 		s->mb->reconciled = true;
 		if (s->conn_alive && s->state == S_SYNC &&
-		    s->phase == PHASE_RECONCILE)
+		    s->ms->phase == PHASE_RECONCILE)
 			sync_verify_last(s);
 		else
 			session_settle(s);
@@ -377,10 +426,10 @@ sync_start_job(struct session *s, enum commit_kind kind)
 	j->tag = s->mb->tag_mark;
 	j->uidvalidity = s->uidvalidity;
 	if (kind == COMMIT_DELIVER) {
-		plan_commit(s, s->job_batch, j);
-		j->files = s->job_batch->files;
-		j->nfiles = s->job_batch->nfiles;
-		j->fps = s->job_batch->fps;
+		plan_commit(s, s->ms->job_batch, j);
+		j->files = s->ms->job_batch->files;
+		j->nfiles = s->ms->job_batch->nfiles;
+		j->fps = s->ms->job_batch->fps;
 	}
 	s->job_busy = true;
 	commit_start(s->loop, j, job_after, s);
@@ -394,37 +443,37 @@ sync_list_add(struct session *s, uint32_t uid, uint32_t size)
 	if (uid <= s->mb->st.last_uid) {
 		/* Delivered already but still on the server. */
 		if (s->a->after == AFTER_KEEP ||
-		    (s->nstale > 0 && s->stale[s->nstale - 1] == uid))
+		    (s->ms->nstale > 0 && s->ms->stale[s->ms->nstale - 1] == uid))
 			return;
-		if (s->nstale == LIST_MAX)
+		if (s->ms->nstale == LIST_MAX)
 			return; /* the rest goes at the next sync */
-		if (s->nstale == s->capstale) {
-			s->capstale = s->capstale ? s->capstale * 2 : 64;
-			s->stale =
-			    xrealloc(s->stale, s->capstale * sizeof(*s->stale));
+		if (s->ms->nstale == s->ms->capstale) {
+			s->ms->capstale = s->ms->capstale ? s->ms->capstale * 2 : 64;
+			s->ms->stale =
+			    xrealloc(s->ms->stale, s->ms->capstale * sizeof(*s->ms->stale));
 		}
-		s->stale[s->nstale++] = uid;
+		s->ms->stale[s->ms->nstale++] = uid;
 		return;
 	}
 	/* Servers list in UID order; a repeated line is dropped at once. */
-	if (s->nlist > 0 && s->list[s->nlist - 1] == uid)
+	if (s->ms->nlist > 0 && s->ms->list[s->ms->nlist - 1] == uid)
 		return;
-	if (s->nlist == LIST_MAX) {
+	if (s->ms->nlist == LIST_MAX) {
 		/*
 		 * Full: this pass delivers only UIDs below every one left out,
 		 * so that the last delivered UID cannot pass one of them.
 		 */
-		if (s->list_cut == 0 || uid < s->list_cut)
-			s->list_cut = uid;
+		if (s->ms->list_cut == 0 || uid < s->ms->list_cut)
+			s->ms->list_cut = uid;
 		return;
 	}
-	if (s->nlist == s->caplist) {
-		s->caplist = s->caplist ? s->caplist * 2 : 256;
-		s->list = xrealloc(s->list, s->caplist * sizeof(*s->list));
-		s->sizes = xrealloc(s->sizes, s->caplist * sizeof(*s->sizes));
+	if (s->ms->nlist == s->ms->caplist) {
+		s->ms->caplist = s->ms->caplist ? s->ms->caplist * 2 : 256;
+		s->ms->list = xrealloc(s->ms->list, s->ms->caplist * sizeof(*s->ms->list));
+		s->ms->sizes = xrealloc(s->ms->sizes, s->ms->caplist * sizeof(*s->ms->sizes));
 	}
-	s->list[s->nlist] = uid;
-	s->sizes[s->nlist++] = size;
+	s->ms->list[s->ms->nlist] = uid;
+	s->ms->sizes[s->ms->nlist++] = size;
 }
 
 static bool
@@ -448,34 +497,34 @@ sync_list_finish(struct session *s)
 	uint64_t *pairs;
 	size_t o = 0;
 
-	if (!ascending(s->list, s->nlist)) {
-		pairs = xmalloc(s->nlist * sizeof(*pairs));
-		for (size_t i = 0; i < s->nlist; i++)
-			pairs[i] = (uint64_t)s->list[i] << 32 | s->sizes[i];
-		qsort(pairs, s->nlist, sizeof(*pairs), cmp_u32_pair);
-		for (size_t i = 0; i < s->nlist; i++) {
+	if (!ascending(s->ms->list, s->ms->nlist)) {
+		pairs = xmalloc(s->ms->nlist * sizeof(*pairs));
+		for (size_t i = 0; i < s->ms->nlist; i++)
+			pairs[i] = (uint64_t)s->ms->list[i] << 32 | s->ms->sizes[i];
+		qsort(pairs, s->ms->nlist, sizeof(*pairs), cmp_u32_pair);
+		for (size_t i = 0; i < s->ms->nlist; i++) {
 			uint32_t uid = (uint32_t)(pairs[i] >> 32);
 
-			if (o > 0 && s->list[o - 1] == uid)
+			if (o > 0 && s->ms->list[o - 1] == uid)
 				continue;
-			s->list[o] = uid;
-			s->sizes[o++] = (uint32_t)pairs[i];
+			s->ms->list[o] = uid;
+			s->ms->sizes[o++] = (uint32_t)pairs[i];
 		}
-		s->nlist = o;
+		s->ms->nlist = o;
 		free(pairs);
 	}
-	if (s->list_cut != 0) {
-		while (s->nlist > 0 && s->list[s->nlist - 1] >= s->list_cut)
-			s->nlist--;
-		s->list_cut = 0;
-		if (s->nlist == 0)
+	if (s->ms->list_cut != 0) {
+		while (s->ms->nlist > 0 && s->ms->list[s->ms->nlist - 1] >= s->ms->list_cut)
+			s->ms->nlist--;
+		s->ms->list_cut = 0;
+		if (s->ms->nlist == 0)
 			return -1;
 		s->more = true; /* the rest in the next pass */
 	}
-	s->next_list = 0;
-	s->mb->status->queued = s->mb->status->delivered + s->nlist;
-	if (s->nstale > 0 && !ascending(s->stale, s->nstale))
-		qsort(s->stale, s->nstale, sizeof(*s->stale), cmp_u32);
+	s->ms->next_list = 0;
+	s->mb->status->queued = s->mb->status->delivered + s->ms->nlist;
+	if (s->ms->nstale > 0 && !ascending(s->ms->stale, s->ms->nstale))
+		qsort(s->ms->stale, s->ms->nstale, sizeof(*s->ms->stale), cmp_u32);
 	return 0;
 }
 
@@ -488,15 +537,15 @@ send_batch(struct session *s)
 	char *set;
 	struct cmd *c;
 
-	while (s->next_list + n < s->nlist && n < BATCH_MAX_MSGS &&
-	    (n == 0 || bytes + s->sizes[s->next_list + n] <= BATCH_MAX_BYTES))
-		bytes += s->sizes[s->next_list + n++];
+	while (s->ms->next_list + n < s->ms->nlist && n < BATCH_MAX_MSGS &&
+	    (n == 0 || bytes + s->ms->sizes[s->ms->next_list + n] <= BATCH_MAX_BYTES))
+		bytes += s->ms->sizes[s->ms->next_list + n++];
 	b->n = n;
 	b->uids = xmalloc(n * sizeof(*b->uids));
-	memcpy(b->uids, s->list + s->next_list, n * sizeof(*b->uids));
+	memcpy(b->uids, s->ms->list + s->ms->next_list, n * sizeof(*b->uids));
 	b->files = xmalloc(n * sizeof(*b->files));
 	b->fps = xcalloc(n, sizeof(*b->fps));
-	s->next_list += n;
+	s->ms->next_list += n;
 	set = uid_set(b->uids, n);
 	c = session_send_cmd(s, CMD_FETCH, false,
 	    "UID FETCH %s (UID RFC822.SIZE "
@@ -505,12 +554,12 @@ send_batch(struct session *s)
 	free(set);
 	c->batch = b;
 	b->tag = c->tag;
-	if (s->btail)
-		s->btail->next = b;
+	if (s->ms->btail)
+		s->ms->btail->next = b;
 	else
-		s->bhead = b;
-	s->btail = b;
-	s->inflight++;
+		s->ms->bhead = b;
+	s->ms->btail = b;
+	s->ms->inflight++;
 }
 
 /*
@@ -520,19 +569,19 @@ send_batch(struct session *s)
 static void
 sync_release(struct session *s)
 {
-	free(s->list);
-	free(s->sizes);
-	s->list = s->sizes = NULL;
-	s->nlist = s->next_list = s->caplist = 0;
-	if (s->nstale == 0) {
-		free(s->stale);
-		s->stale = NULL;
-		s->capstale = 0;
+	free(s->ms->list);
+	free(s->ms->sizes);
+	s->ms->list = s->ms->sizes = NULL;
+	s->ms->nlist = s->ms->next_list = s->ms->caplist = 0;
+	if (s->ms->nstale == 0) {
+		free(s->ms->stale);
+		s->ms->stale = NULL;
+		s->ms->capstale = 0;
 	}
-	if (s->nwait == 0) {
-		free(s->after_wait);
-		s->after_wait = NULL;
-		s->capwait = 0;
+	if (s->ms->nwait == 0) {
+		free(s->ms->after_wait);
+		s->ms->after_wait = NULL;
+		s->ms->capwait = 0;
 	}
 }
 
@@ -546,16 +595,16 @@ sync_complete(struct session *s)
 	s->mb->status->last_sync = (int64_t)time(NULL);
 	status_changed(s->mb->status);
 	/* A UID the server kept skipping is not delivered: not a clean sync. */
-	s->mb->sync_ok = !s->gap;
+	s->mb->sync_ok = !s->ms->gap;
 	s->auth_logged = false;
 	/* Messages an after-action missed: list and act again, a few times. */
-	if (s->after_short && s->after_retries < 3 && !s->stopping) {
-		s->after_retries++;
+	if (s->ms->after_short && s->ms->after_retries < 3 && !s->stopping) {
+		s->ms->after_retries++;
 		s->more = true;
 	} else {
-		s->after_retries = 0;
+		s->ms->after_retries = 0;
 	}
-	s->after_short = false;
+	s->ms->after_short = false;
 	if (s->more && !s->stopping) {
 		sync_start(s);
 		return;
@@ -567,21 +616,21 @@ sync_complete(struct session *s)
 static void
 sync_pump(struct session *s)
 {
-	if (s->state != S_SYNC || s->phase != PHASE_FETCH)
+	if (s->state != S_SYNC || s->ms->phase != PHASE_FETCH)
 		return;
 	sync_pump_commits(s);
-	if (s->listing)
+	if (s->ms->listing)
 		return;
 	/* Chunks keep each command line well under servers' line limits. */
-	after_delivery(s, s->stale, s->nstale);
-	s->nstale = 0;
+	after_delivery(s, s->ms->stale, s->ms->nstale);
+	s->ms->nstale = 0;
 	after_kick(s);
-	while (!s->stopping && !s->gap && s->inflight < PIPELINE_DEPTH &&
-	    s->next_list < s->nlist)
+	while (!s->stopping && !s->ms->gap && s->ms->inflight < PIPELINE_DEPTH &&
+	    s->ms->next_list < s->ms->nlist)
 		send_batch(s);
-	if (s->bhead == NULL && !s->job_busy && s->after_pending == 0 &&
-	    s->nwait == 0 &&
-	    (s->next_list >= s->nlist || s->stopping || s->gap))
+	if (s->ms->bhead == NULL && !s->job_busy && s->ms->after_pending == 0 &&
+	    s->ms->nwait == 0 &&
+	    (s->ms->next_list >= s->ms->nlist || s->stopping || s->ms->gap))
 		sync_complete(s);
 }
 
@@ -593,12 +642,12 @@ sync_start(struct session *s)
 	if (s->a->after == AFTER_KEEP && s->mb->st.last_uid < UINT32_MAX)
 		from = s->mb->st.last_uid + 1;
 
-	s->phase = PHASE_FETCH;
+	s->ms->phase = PHASE_FETCH;
 	s->more = false;
-	s->gap = false;
-	s->nlist = s->next_list = s->nstale = 0;
-	s->list_cut = 0;
-	s->listing = true;
+	s->ms->gap = false;
+	s->ms->nlist = s->ms->next_list = s->ms->nstale = 0;
+	s->ms->list_cut = 0;
+	s->ms->listing = true;
 	session_send_cmd(s, CMD_LIST, false, "UID FETCH %u:* (UID RFC822.SIZE)",
 	    from);
 }
@@ -619,9 +668,9 @@ sync_verify_last(struct session *s)
 		sync_start(s); /* nothing to check against */
 		return;
 	}
-	s->last_found = false;
-	memset(&s->last_now, 0, sizeof(s->last_now));
-	s->phase = PHASE_VERIFY;
+	s->ms->last_found = false;
+	memset(&s->ms->last_now, 0, sizeof(s->ms->last_now));
+	s->ms->phase = PHASE_VERIFY;
 	session_send_cmd(s, CMD_VERIFY, false,
 	    "UID FETCH %u (UID RFC822.SIZE "
 	    "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
@@ -633,17 +682,17 @@ sync_verify_fetch(struct session *s, const struct proto_resp *r)
 {
 	if (!(r->has & HAS_UID) || r->uid != s->mb->st.last_uid)
 		return;
-	s->last_found = true;
-	s->last_now.size = (r->has & HAS_SIZE) ? r->size : 0;
+	s->ms->last_found = true;
+	s->ms->last_now.size = (r->has & HAS_SIZE) ? r->size : 0;
 	if (r->has & HAS_MSGID)
-		snprintf(s->last_now.msgid, sizeof(s->last_now.msgid), "%s",
+		snprintf(s->ms->last_now.msgid, sizeof(s->ms->last_now.msgid), "%s",
 		    r->msgid);
 }
 
 static void
 sync_verify_done(struct session *s, const struct proto_resp *r)
 {
-	const struct state_fp *was = &s->mb->st.last, *now = &s->last_now;
+	const struct state_fp *was = &s->mb->st.last, *now = &s->ms->last_now;
 	bool size_differs, id_differs;
 
 	if (r->status != PROTO_OK) {
@@ -652,9 +701,9 @@ sync_verify_done(struct session *s, const struct proto_resp *r)
 		return;
 	}
 	/* Gone (deleted, moved): nothing to compare, nothing renumbered. */
-	size_differs = s->last_found && was->size && now->size &&
+	size_differs = s->ms->last_found && was->size && now->size &&
 	    was->size != now->size;
-	id_differs = s->last_found && was->msgid[0] && now->msgid[0] &&
+	id_differs = s->ms->last_found && was->msgid[0] && now->msgid[0] &&
 	    strcmp(was->msgid, now->msgid) != 0;
 	if (size_differs || id_differs) {
 		char what[2 * STATE_MSGID_MAX + 64];
@@ -688,32 +737,32 @@ sync_fetch_body(struct session *s, const struct proto_resp *r)
 	 * Servers may interleave the responses of pipelined commands, so the
 	 * UID, not the order, says which batch a body belongs to.
 	 */
-	for (b = s->bhead; b; b = b->next)
+	for (b = s->ms->bhead; b; b = b->next)
 		if (!b->complete && (r->has & HAS_UID) &&
 		    bsearch(&r->uid, b->uids, b->n, sizeof(*b->uids),
 			cmp_u32) != NULL)
 			break;
-	s->cur_open = false;
+	s->ms->cur_open = false;
 	if (b == NULL) {
 		LOG(s, LOGL_WARN,
 		    "ignoring a message body the client did not ask "
 		    "for (UID %u)",
 		    r->uid);
-		lane_discard(&s->lane, &s->cur);
+		lane_discard(&s->lane, &s->ms->cur);
 		return;
 	}
 	for (size_t i = 0; i < b->nfiles; i++)
 		if (b->files[i].uid == r->uid) {
-			lane_discard(&s->lane, &s->cur);
+			lane_discard(&s->lane, &s->ms->cur);
 			return;
 		}
-	s->cur.uid = r->uid;
+	s->ms->cur.uid = r->uid;
 	b->fps[b->nfiles].uid = r->uid;
 	b->fps[b->nfiles].fp.size = (r->has & HAS_SIZE) ? r->size : 0;
 	if (r->has & HAS_MSGID)
 		snprintf(b->fps[b->nfiles].fp.msgid,
 		    sizeof(b->fps[b->nfiles].fp.msgid), "%s", r->msgid);
-	b->files[b->nfiles++] = s->cur;
+	b->files[b->nfiles++] = s->ms->cur;
 }
 
 static int
@@ -734,7 +783,7 @@ sync_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 	    (strncasecmp(end - 6, "BODY[]", 6) != 0 &&
 		(end - prefix < 6 || strncasecmp(end - 6, "RFC822", 6) != 0)))
 		return 0;
-	if (s->cur_open) {
+	if (s->ms->cur_open) {
 		/*
 		 * One FETCH response, one message: a second body would open a
 		 * second file while the first is in flight, and which of the
@@ -745,19 +794,19 @@ sync_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 		    "connection");
 		return IDLEFETCH_EPROTO;
 	}
-	s->streaming = true;
-	if (s->state != S_SYNC || s->phase != PHASE_FETCH || s->bhead == NULL)
+	s->ms->streaming = true;
+	if (s->state != S_SYNC || s->ms->phase != PHASE_FETCH || s->ms->bhead == NULL)
 		return 1; /* streamed to nowhere */
-	r = maildir_create(s->mb->maildir, s->mb->tag_mark, &s->cur);
+	r = maildir_create(s->mb->maildir, s->mb->tag_mark, &s->ms->cur);
 	if (r < 0) {
 		/* Decided and logged here, once; the framer only stops. */
 		session_fail(s, r, "cannot create a file in %s/tmp: %s",
 		    s->mb->maildir, strerror(-r));
 		return r;
 	}
-	s->cur.msgno = ++s->next_msgno;
-	s->cur_open = true;
-	s->cur_cr = false;
+	s->ms->cur.msgno = ++s->ms->next_msgno;
+	s->ms->cur_open = true;
+	s->ms->cur_cr = false;
 	return 1;
 }
 
@@ -770,7 +819,7 @@ lane_sink(void *ud, const char *p, size_t n)
 {
 	struct session *s = ud;
 
-	lane_write(&s->lane, &s->cur, p, n);
+	lane_write(&s->lane, &s->ms->cur, p, n);
 	return 0;
 }
 
@@ -783,19 +832,19 @@ sync_literal_data(void *ud, const char *p, size_t n)
 	int r;
 
 	session_progress(s); /* message bytes: the answer is coming */
-	if (!s->cur_open)
+	if (!s->ms->cur_open)
 		return 0;
 	/*
 	 * One buffer for every connection on the loop: it holds nothing
 	 * between two chunks, only the session's pending CR does.
 	 */
 	w->len = 0;
-	w->cr = s->cur_cr;
+	w->cr = s->ms->cur_cr;
 	r = maildir_feed(w, p, n, lane_sink, s);
 	if (r == 0 && w->len > 0)
-		lane_write(&s->lane, &s->cur, w->buf, w->len);
+		lane_write(&s->lane, &s->ms->cur, w->buf, w->len);
 	w->len = 0;
-	s->cur_cr = w->cr;
+	s->ms->cur_cr = w->cr;
 	return r;
 }
 
@@ -806,13 +855,13 @@ sync_literal_end(void *ud)
 
 	struct maildir_writer *w = &shared_writer;
 
-	s->streaming = false;
-	if (!s->cur_open)
+	s->ms->streaming = false;
+	if (!s->ms->cur_open)
 		return 0;
 	w->len = 0;
-	w->cr = s->cur_cr;
+	w->cr = s->ms->cur_cr;
 	maildir_convert_end(w);
-	lane_write(&s->lane, &s->cur, w->buf, w->len);
+	lane_write(&s->lane, &s->ms->cur, w->buf, w->len);
 	w->len = 0;
 	return 0;
 }
@@ -826,7 +875,7 @@ static void
 sync_begin(struct session *s)
 {
 	if (!s->mb->reconciled) {
-		s->phase = PHASE_RECONCILE;
+		s->ms->phase = PHASE_RECONCILE;
 		sync_start_job(s, COMMIT_RECONCILE);
 		return;
 	}
@@ -836,9 +885,9 @@ sync_begin(struct session *s)
 static void
 sync_fetch_line(struct session *s, const struct proto_resp *r)
 {
-	if (s->phase == PHASE_VERIFY)
+	if (s->ms->phase == PHASE_VERIFY)
 		sync_verify_fetch(s, r);
-	else if (s->phase == PHASE_FETCH && s->listing && (r->has & HAS_UID))
+	else if (s->ms->phase == PHASE_FETCH && s->ms->listing && (r->has & HAS_UID))
 		sync_list_add(s, r->uid, r->size);
 }
 
@@ -849,9 +898,165 @@ sync_fetch_line(struct session *s, const struct proto_resp *r)
 static bool
 sync_may_close(const struct session *s)
 {
-	if (s->phase != PHASE_FETCH)
+	if (s->ms->phase != PHASE_FETCH)
 		return true;
-	return !s->streaming && (s->inflight > 0 || s->listing);
+	return !s->ms->streaming && (s->ms->inflight > 0 || s->ms->listing);
+}
+
+/* The tagged reply to one of the sync's commands. */
+static void
+sync_tagged(struct session *s, struct cmd *c, const struct proto_resp *r)
+{
+	switch (c->kind) {
+	case CMD_VERIFY:
+		sync_verify_done(s, r);
+		break;
+	case CMD_LIST:
+		if (r->status != PROTO_OK) {
+			session_fail(s, IDLEFETCH_EPROTO,
+			    "listing new messages failed: %s", r->text);
+			break;
+		}
+		s->ms->listing = false;
+		if (sync_list_finish(s) < 0) {
+			session_fail(s, IDLEFETCH_EPROTO,
+			    "the server listed over %d messages without a "
+			    "new one; closing the connection", LIST_MAX);
+			break;
+		}
+		if (s->ms->nlist)
+			LOG(s, LOGL_INFO, "%zu new message(s) to fetch",
+			    s->ms->nlist);
+		sync_pump(s);
+		break;
+	case CMD_FETCH:
+		if (r->status != PROTO_OK) {
+			session_fail(s, IDLEFETCH_EPROTO,
+			    "fetching messages failed: %s", r->text);
+			break;
+		}
+		c->batch->complete = true;
+		c->batch->lane_seq = s->lane.enq_seq;
+		s->ms->inflight--;
+		sync_pump(s);
+		break;
+	case CMD_COPY:
+	case CMD_MOVE:
+	case CMD_STORE:
+	case CMD_EXPUNGE:
+		s->ms->after_pending--;
+		if (r->status != PROTO_OK) {
+			/*
+			 * Delivered and recorded, so nothing is lost; the
+			 * action is tried again at the next sync (the UIDs
+			 * are below last_uid). A failure, not a quiet log
+			 * line: --once exits 1 and status shows it.
+			 */
+			free(c->uids);
+			session_fail(s, IDLEFETCH_EPROTO,
+			    "after-delivery action failed (messages "
+			    "stay on the server): %s",
+			    r->text);
+			break;
+		} else if (c->kind == CMD_COPY)
+			sync_after_copy(s, c);
+		else if ((c->kind == CMD_EXPUNGE || c->kind == CMD_MOVE) &&
+		    s->expunges < c->nuids)
+			/*
+			 * Answered OK, yet fewer messages went than were
+			 * asked (Dovecot can drop a STORE \Deleted under
+			 * load): list again, they are still below last_uid.
+			 */
+			s->ms->after_short = true;
+		free(c->uids);
+		sync_pump(s);
+		break;
+	default:
+		fatal("bad sync command kind %d", (int)c->kind);
+	}
+}
+
+/* The connection closed: nothing in flight on it is waited for. */
+static void
+sync_reset(struct session *s)
+{
+	if (s->ms->cur_open)
+		lane_discard(&s->lane, &s->ms->cur);
+	s->ms->cur_open = false;
+	s->ms->streaming = false;
+	s->ms->inflight = 0;
+	s->ms->after_pending = 0;
+	s->ms->nwait = 0; /* redone at the next sync: they are below last_uid */
+	s->ms->listing = false;
+	s->ms->nlist = s->ms->next_list = s->ms->nstale = 0;
+}
+
+static void
+sync_init(struct session *s)
+{
+	s->ms = xcalloc(1, sizeof(*s->ms));
+}
+
+/* With the session: batches never committed, and their files in tmp/. */
+static void
+sync_free(struct session *s)
+{
+	struct msync *ms = s->ms;
+	struct batch *b, *next;
+
+	for (b = ms->bhead; b; b = next) {
+		next = b->next;
+		for (size_t i = 0; i < b->nfiles; i++)
+			maildir_discard(s->mb->maildir, &b->files[i]);
+		sync_batch_free(b);
+	}
+	free(ms->list);
+	free(ms->sizes);
+	free(ms->stale);
+	free(ms->after_wait);
+	free(ms);
+	s->ms = NULL;
+}
+
+static bool
+sync_unit(struct session *s, int pr, const struct proto_resp *r,
+    const char *p, size_t n)
+{
+	struct msync *ms = s->ms;
+
+	if (ms->cur_open) {
+		if (pr < 0 || !(r->has & HAS_BODY)) {
+			session_fail(s, IDLEFETCH_EPROTO,
+			    "cannot parse a FETCH response "
+			    "carrying a message; closing the connection");
+			return false;
+		}
+		sync_fetch_body(s, r);
+	}
+	if (pr < 0 && ms->listing && (r->has & HAS_FETCH)) {
+		/*
+		 * A listing line that cannot be read may be a message: skipping
+		 * it would let the last delivered UID pass a message never
+		 * delivered. The folder stops here instead, and says why.
+		 */
+		char line[81];
+		size_t k;
+
+		for (k = 0; k < n && k + 1 < sizeof(line) && p[k] != '\r'; k++)
+			line[k] = (p[k] >= 0x20 && p[k] < 0x7f) ? p[k] : '?';
+		line[k] = '\0';
+		session_fail(s, IDLEFETCH_EPROTO,
+		    "cannot read a line of the message listing ('%s'); "
+		    "stopping so that no message is skipped", line);
+		return false;
+	}
+	return true;
+}
+
+static bool
+sync_progress(const struct session *s, const struct proto_resp *r)
+{
+	return (r->has & HAS_FETCH) && (s->ms->listing || (r->has & HAS_BODY));
 }
 
 const struct sync_ops mailbox_sync_ops = {
@@ -865,9 +1070,10 @@ const struct sync_ops mailbox_sync_ops = {
 	.pump_commits = sync_pump_commits,
 	.start_job = sync_start_job,
 	.fetch_line = sync_fetch_line,
-	.list_finish = sync_list_finish,
-	.verify_done = sync_verify_done,
-	.after_copy = sync_after_copy,
-	.batch_free = sync_batch_free,
-	.fetch_body = sync_fetch_body,
+	.tagged = sync_tagged,
+	.reset = sync_reset,
+	.init = sync_init,
+	.free = sync_free,
+	.unit = sync_unit,
+	.progress = sync_progress,
 };
