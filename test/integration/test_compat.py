@@ -3,6 +3,7 @@ Courier-IMAP and Cyrus IMAP, run from Debian 12's packages (see
 test/lib/servers.py). Both name folders below INBOX with "." (INBOX.Archive),
 Courier has no MOVE, and Courier numbers messages in an unselected folder
 afresh in every session."""
+import os
 import time
 import unittest
 
@@ -119,12 +120,38 @@ class Compat:
         got = fx.Maildir(f"{f.maildir_path}/.INBOX.Lists").message_ids()
         self.assertEqual(sorted(got), sorted(self.srv.message_ids("Lists")))
 
+    def test_subscribed_folders_below_inbox_but_the_excluded(self):
+        for name in ("Lists", "Trash", "Work"):
+            self.srv.create(name)
+            self.srv.subscribe(name)
+        self.srv.create("Hidden")  # there, but not subscribed
+        self.srv.put([fx.make_message(i) for i in range(2)], folder="Lists")
+        self.srv.put([fx.make_message(10)], folder="Trash")
+        self.srv.put([fx.make_message(20)], folder="Hidden")
+        self.srv.put([fx.make_message(30)])
+        # "Trash" also matches the server's INBOX.Trash.
+        f = self.fetcher(folders="*", extra="exclude = Trash\n")
+        self.assertEqual(f.once("-v"), 0, f.log())
+        self.assertEqual(f.md.count(), 1)
+        lists = fx.Maildir(f"{f.maildir_path}/.INBOX.Lists")
+        self.assertEqual(sorted(lists.message_ids()),
+                         sorted(self.srv.message_ids("Lists")))
+        self.assertEqual(fx.Maildir(f"{f.maildir_path}/.INBOX.Work").count(),
+                         0)
+        self.assertEqual(sorted(n for n in os.listdir(f.maildir_path)
+                                if n.startswith(".")),
+                         [".INBOX.Lists", ".INBOX.Work"])
+        self.assertIn(self.LISTS_WITH, f.log())
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(lists.count(), 2, "a second run adds nothing")
+
 
 @unittest.skipIf(WHY_NOT, WHY_NOT)
 class CourierTest(Compat, unittest.TestCase):
     SERVER = sv.Courier
     # IMAP_ENHANCEDIDLE watches the Maildir through gamin.
     PUSH_WITHIN = 5
+    LISTS_WITH = 'LSUB \\"\\" \\"*\\"'  # no LIST-EXTENDED
 
     def test_keep_survives_courier_renumbering_new_files(self):
         """Courier keeps its UID list only once a client SELECTs; new files
@@ -162,6 +189,7 @@ class CourierTest(Compat, unittest.TestCase):
 class CyrusTest(Compat, unittest.TestCase):
     SERVER = sv.Cyrus
     PUSH_WITHIN = 3
+    LISTS_WITH = 'LIST (SUBSCRIBED) \\"\\" \\"*\\"'  # LIST-EXTENDED
 
     def test_implicit_tls(self):
         self.srv.put([fx.make_message(i) for i in range(5)])

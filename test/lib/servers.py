@@ -228,6 +228,15 @@ mount -t tmpfs tmpfs /run
         finally:
             c.logout()
 
+    def subscribe(self, folder):
+        c = self.client()
+        try:
+            typ, data = c.subscribe(self.mailbox(folder))
+            if typ != "OK":
+                raise RuntimeError(f"SUBSCRIBE {folder}: {data}")
+        finally:
+            c.logout()
+
     def append(self, body, folder="INBOX"):
         c = self.client()
         try:
