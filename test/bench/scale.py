@@ -11,7 +11,9 @@ The fd soft limit of this script (and so of idlefetch) is set with
 --nofile (default: leave it; idlefetch raises its own soft limit to the
 hard limit)."""
 import argparse
+import datetime
 import os
+import re
 import resource
 import smtplib
 import statistics
@@ -44,6 +46,35 @@ service auth {{
 """
 
 
+def notified_delays(log, wall0, k):
+    """From each account's first EXISTS after wall0 (Dovecot notifying
+    over IDLE) to its "delivered" line: what idlefetch itself takes."""
+    pat = re.compile(r'^(\S+)Z \w+ account=a(\d+) folder="INBOX" '
+                     r'msg="(S: \* \d+ EXISTS|delivered )')
+    exists, done = {}, {}
+    for line in log.splitlines():
+        m = pat.match(line)
+        if not m:
+            continue
+        t = datetime.datetime.fromisoformat(m.group(1)).replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+        if t < wall0:
+            continue
+        i = int(m.group(2))
+        if m.group(3).startswith("S:"):
+            exists.setdefault(i, t)
+        elif i in exists:
+            done.setdefault(i, t)
+    ds = sorted(done[i] - exists[i] for i in done)
+    if not ds:
+        print("no EXISTS/delivered pairs in the log")
+        return
+    print(f"from the server's EXISTS to the delivery, {len(ds)}/{k} "
+          f"accounts: p50 {statistics.median(ds) * 1000:.0f} ms, p99 "
+          f"{ds[int(len(ds) * 0.99) - 1] * 1000:.0f} ms, max "
+          f"{ds[-1] * 1000:.0f} ms")
+
+
 def machine_ticks():
     """(busy, total) jiffies of all cores, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -66,6 +97,9 @@ def main():
                     help="seconds of idle CPU measurement")
     ap.add_argument("--nofile", type=int, default=0,
                     help="soft fd limit to start idlefetch with")
+    ap.add_argument("--notified", action="store_true",
+                    help="log at debug level and also print the delay "
+                    "from the server's EXISTS to the delivery")
     args = ap.parse_args()
     k = args.n
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -105,7 +139,7 @@ def main():
             resource.setrlimit(resource.RLIMIT_NOFILE,
                                (soft, max(hard, want)))
         t0 = time.monotonic()
-        f.start()
+        f.start(*(["-v"] if args.notified else []))
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(hard, want),
                                                     max(hard, want)))
         state = f.state_dir
@@ -138,6 +172,7 @@ def main():
         # processes share the cores with idlefetch and this script).
         b0, sys0, bt0 = cpu_ticks(f.proc.pid), machine_ticks(), time.monotonic()
         sent = {}
+        wall0 = time.time()
         with smtplib.LMTP("127.0.0.1", d.lmtp_port) as c:
             for i in range(k):
                 c.sendmail("s@example.org", [f"u{i}"], fx.make_message(i))
@@ -174,6 +209,8 @@ def main():
               f"delay p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms; "
               f"during the burst ({bt1 - bt0:.1f} s) idlefetch used "
               f"{burst_cpu:.1f} CPU s, and all cores were {busy:.0f} % busy")
+        if args.notified:
+            notified_delays(f.log(), wall0, k)
         f.stop()
     finally:
         env.close()
