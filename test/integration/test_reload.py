@@ -99,6 +99,28 @@ class ReloadTest(unittest.TestCase):
             self.assertEqual(len(got), len(set(got)), "nothing twice")
         self.assertEqual(f.md.count(), 3)
 
+    def test_a_new_exclude_pattern_lets_a_subscribed_folder_go(self):
+        d, f = self.env.dovecot, self.f
+        for name in ("Work", "Lists"):
+            d.doveadm("mailbox", "create", "-s", "-u", fx.USER, name)
+        self.rewrite(self.base.replace("folders = INBOX", "folders = *"))
+        f.start()
+        self.assertTrue(fx.wait_until(
+            lambda: selects(f.log(), "a", "Lists") == 1, 15), f.log())
+        self.rewrite(self.base.replace("folders = INBOX", "folders = *\n"
+                                       "exclude = Lists"))
+        self.hup_and_wait("configuration reloaded: 0 account(s) unchanged, "
+                          "1 restarted", 1)
+        self.assertTrue(fx.wait_until(
+            lambda: selects(f.log(), "a", "Work") == 2, 15), f.log())
+        d.save(fx.make_message(1), "Lists")
+        d.save(fx.make_message(2), "Work")
+        work = fx.Maildir(f.maildir_path + "/.Work")
+        self.assertTrue(fx.wait_until(lambda: work.count() == 1, 15),
+                        f.log())
+        self.assertEqual(fx.Maildir(f.maildir_path + "/.Lists").count(), 0)
+        self.assertEqual(selects(f.log(), "a", "Lists"), 1)
+
     def test_reload_in_the_middle_of_a_backlog_loses_and_repeats_nothing(self):
         d, f = self.env.dovecot, self.f
         msgs = [fx.make_message(i, size=150000) for i in range(300)]
