@@ -143,6 +143,20 @@ class SubscribedTest(unittest.TestCase):
         st = self.status(f)
         self.assertNotRegex(st, r"\bWork\b")
 
+    def test_polling_without_idle_lists_them_every_poll(self):
+        f = self.fetcher("idle = off\npoll_interval = 2\n").start("-v")
+        self.assertTrue(fx.wait_until(
+            lambda: all(md(f, n).count() == 1 for n in WANTED), 30),
+            f.log()[-1500:])
+        d = self.env.dovecot
+        d.doveadm("mailbox", "create", "-s", "-u", fx.USER, "Later")
+        d.save(fx.make_message(70), "Later")
+        self.assertTrue(fx.wait_until(
+            lambda: md(f, "Later").count() == 1, 15), f.log()[-1500:])
+        self.assertNotIn("IDLE_START", f.log())
+        self.assertEqual(f.log().count("logged in as"), 1)
+        self.assertEqual(f.stop(), 0)
+
     def test_exclude_without_star_is_refused(self):
         f = self.env.idlefetch(name="bad", folders="INBOX",
                                extra="exclude = Trash\n")
