@@ -12,31 +12,55 @@
 #include "idlefetch/proto.h"
 #include "idlefetch/util.h"
 
+/* Takes wire (the server's spelling) over. */
 static void
-push(struct folder_set *fs, const char *name)
+push(struct folder_set *fs, const char *name, char *wire)
 {
 	if (fs->n == fs->cap) {
 		fs->cap = fs->cap ? 2 * fs->cap : 8;
 		fs->names = xrealloc(fs->names, fs->cap * sizeof(*fs->names));
+		fs->wires = xrealloc(fs->wires, fs->cap * sizeof(*fs->wires));
 	}
-	fs->names[fs->n++] = xstrdup(name);
+	fs->names[fs->n] = xstrdup(name);
+	fs->wires[fs->n++] = wire;
 }
 
 void
 folders_init(struct folder_set *fs, const struct account *a)
 {
 	memset(fs, 0, sizeof(*fs));
-	for (size_t i = 0; i < a->nfolders; i++)
-		push(fs, a->folders[i]);
+	for (size_t i = 0; i < a->nfolders; i++) {
+		char *w = mutf7_wire_name(a->folders[i]);
+
+		if (w == NULL) /* the configuration checked it */
+			fatal("folder name '%s' is not UTF-8", a->folders[i]);
+		push(fs, a->folders[i], w);
+	}
 }
 
 void
 folders_free(struct folder_set *fs)
 {
-	for (size_t i = 0; i < fs->n; i++)
+	for (size_t i = 0; i < fs->n; i++) {
 		free(fs->names[i]);
+		free(fs->wires[i]);
+	}
 	free(fs->names);
+	free(fs->wires);
 	memset(fs, 0, sizeof(*fs));
+}
+
+/* Whether the server's name is one of the set: INBOX in any case. */
+static bool
+known(const struct folder_set *fs, const char *wire)
+{
+	bool inbox = strcasecmp(wire, "INBOX") == 0;
+
+	for (size_t i = 0; i < fs->n; i++)
+		if (strcmp(fs->wires[i], wire) == 0 ||
+		    (inbox && strcasecmp(fs->wires[i], "INBOX") == 0))
+			return true;
+	return false;
 }
 
 /* A pattern byte against a name byte: letters without case, separators. */
@@ -108,6 +132,11 @@ folders_add(struct folder_set *fs, const struct account *a, const char *wire,
 	}
 	if (flags & (LISTF_NOSELECT | LISTF_NONEXISTENT))
 		return FOLDERS_UNUSABLE;
+	if (known(fs, wire))
+		return FOLDERS_KNOWN;
+	/* Before any work: a server may list millions. */
+	if (fs->n >= FOLDERS_MAX)
+		return FOLDERS_TOO_MANY;
 	name = mutf7_decode(wire);
 	if (name == NULL) {
 		snprintf(why, len,
@@ -128,15 +157,13 @@ folders_add(struct folder_set *fs, const struct account *a, const char *wire,
 		v = FOLDERS_BAD_NAME;
 	} else if (a->move_to && config_same_folder(name, a->move_to)) {
 		v = FOLDERS_EXCLUDED; /* fetching it would deliver twice */
-	} else {
-		for (size_t i = 0; i < fs->n && v == FOLDERS_ADDED; i++)
-			if (config_same_folder(fs->names[i], name))
-				v = FOLDERS_KNOWN;
-		if (v == FOLDERS_ADDED && folders_excluded(a, name, delim))
-			v = FOLDERS_EXCLUDED;
+	} else if (folders_excluded(a, name, delim)) {
+		v = FOLDERS_EXCLUDED;
 	}
-	if (v == FOLDERS_ADDED)
-		push(fs, name);
+	if (v == FOLDERS_ADDED) {
+		push(fs, name, back);
+		back = NULL;
+	}
 	free(back);
 	free(name);
 	return v;

@@ -862,6 +862,7 @@ send_discover(struct session *s, bool login)
 	s->polled_at = uv_now(s->loop);
 	folders_free(&s->found);
 	folders_init(&s->found, s->a);
+	s->found_capped = false;
 	/*
 	 * LIST (SUBSCRIBED) marks a subscribed folder that no longer exists
 	 * \NonExistent; LSUB goes on naming it as if it did.
@@ -1272,10 +1273,24 @@ on_untagged(struct session *s, const struct proto_resp *r)
 	    (r->list_flags & (LISTF_LSUB | LISTF_SUBSCRIBED))) {
 		char why[512];
 
-		if (folders_add(&s->found, s->a, r->mailbox, r->list_delim,
-			r->list_flags, why, sizeof(why)) == FOLDERS_BAD_NAME)
+		switch (folders_add(&s->found, s->a, r->mailbox, r->list_delim,
+		    r->list_flags, why, sizeof(why))) {
+		case FOLDERS_BAD_NAME:
 			LOG(s, s->discover_login ? LOGL_WARN : LOGL_DEBUG,
 			    "not fetching a subscribed folder: %s", why);
+			break;
+		case FOLDERS_TOO_MANY:
+			if (!s->found_capped)
+				LOG(s, s->discover_login ? LOGL_WARN :
+							   LOGL_DEBUG,
+				    "the server lists more than %d subscribed "
+				    "folders; fetching the first %d",
+				    FOLDERS_MAX, FOLDERS_MAX);
+			s->found_capped = true;
+			break;
+		default:
+			break;
+		}
 	} else if ((r->has & HAS_LIST) && s->o.listed && s->notify) {
 		/* NOTIFY: a folder was created, removed or (un)subscribed. */
 		s->relist = true;

@@ -13,8 +13,15 @@
 
 #include "idlefetch/config.h"
 
+/*
+ * At most this many folders from folders = *: a server that lists a
+ * million would otherwise have idlefetch make a million Maildirs.
+ */
+#define FOLDERS_MAX 1000
+
 struct folder_set {
 	char **names; /* owned; UTF-8, as `folders =` would name them */
+	char **wires; /* owned; each as the server spells it */
 	size_t n, cap;
 };
 
@@ -28,6 +35,7 @@ enum folders_verdict {
 	FOLDERS_UNUSABLE, /* \Noselect, \NonExistent */
 	FOLDERS_EXCLUDED, /* an exclude pattern, or the move target */
 	FOLDERS_BAD_NAME, /* why says what is wrong with it */
+	FOLDERS_TOO_MANY, /* FOLDERS_MAX reached: left out */
 };
 
 /*

@@ -92,6 +92,41 @@ class Hostile(scripted.ScriptedCase):
                          sorted(b.replace(b"\r\n", b"\n") for b in bodies))
         self.assertIn(b"a bare \r in a line\nand one at the end\r", got[0])
 
+    def test_subscribed_folders_from_a_hostile_listing(self):
+        # folders = *: names that would leave the Maildir, 8-bit or broken
+        # modified UTF-7, \Noselect, repeats and a cut-off line are left
+        # out with a warning; the good ones are fetched.
+        mb = scripted.Mailbox([msg(1)])
+        listing = (b'* LSUB () "." "Good"\r\n'
+                   b'* LSUB (\\Noselect) "." "Parent"\r\n'
+                   b'* LSUB () "." {6}\r\nLit.ok\r\n'
+                   b'* LSUB () "." "caf\xe9"\r\n'
+                   b'* LSUB () "." "..evil"\r\n'
+                   b'* LSUB () "." "a...b"\r\n'
+                   b'* LSUB () "." "Bad&-x&"\r\n'
+                   b'* LSUB () "." "Good"\r\n'
+                   b'* LSUB (\\Noselect "." "Cut"\r\n'
+                   b'* LSUB () NIL INBOX\r\n')
+
+        def cmd(c, tag, rest):
+            if rest.upper().startswith("LSUB "):
+                c.send(listing + f"{tag} OK lsub done\r\n".encode())
+                return True
+            return False
+        srv = self.server(mb, hooks={"command": cmd})
+        f = self.fetcher(srv, folders="*")
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertNotIn("fatal", f.log())
+        subdirs = sorted(n for n in os.listdir(f.maildir_path)
+                         if n.startswith("."))
+        self.assertEqual(subdirs, [".Good", ".Lit.ok"])
+        self.assertEqual(f.md.count(), 1)
+        for n in subdirs:
+            self.assertEqual(fx.Maildir(f"{f.maildir_path}/{n}").count(), 1)
+        self.assertIn("not fetching a subscribed folder: invalid folder "
+                      "name '..evil'", f.log())
+        self.assertIn("'Bad&-x&' is not valid modified UTF-7", f.log())
+
     def test_notify_overflow_syncs_every_folder_and_asks_again(self):
         # RFC 5465 5.8: after [NOTIFICATIONOVERFLOW] the server tells of
         # nothing until NOTIFY is set again. (This server has one mailbox

@@ -137,12 +137,47 @@ test_the_set(void **state)
 	free(a);
 }
 
+/* A server listing a million folders gets FOLDERS_MAX of them. */
+static void
+test_at_most_folders_max(void **state)
+{
+	struct account *a = account(NULL, 0, NULL, 0, NULL);
+	struct folder_set fs;
+	char name[32];
+	size_t added = 0, capped = 0;
+
+	(void)state;
+	folders_init(&fs, a);
+	for (unsigned i = 0; i < FOLDERS_MAX + 50; i++) {
+		snprintf(name, sizeof(name), "F%u", i);
+		switch (folders_add(&fs, a, name, '/', 0, NULL, 0)) {
+		case FOLDERS_ADDED:
+			added++;
+			break;
+		case FOLDERS_TOO_MANY:
+			capped++;
+			break;
+		default:
+			fail();
+		}
+	}
+	assert_int_equal(added, FOLDERS_MAX);
+	assert_int_equal(capped, 50);
+	assert_int_equal(fs.n, FOLDERS_MAX);
+	/* Known ones are still told apart from new ones. */
+	assert_int_equal(folders_add(&fs, a, "F0", '/', 0, NULL, 0),
+	    FOLDERS_KNOWN);
+	folders_free(&fs);
+	free(a);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_exclude_patterns),
 		cmocka_unit_test(test_the_set),
+		cmocka_unit_test(test_at_most_folders_max),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
