@@ -767,6 +767,7 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 	};
 	unsigned npass = !!(ax->seen & K_PASS) + !!(ax->seen & K_PASSFILE) +
 	    !!(ax->seen & K_PASSCMD);
+	bool inbox = false;
 
 	c->line = ax->line;
 	for (size_t i = 0; i < ARRAY_LEN(req); i++)
@@ -793,8 +794,6 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 		return -EINVAL;
 	}
 	/* INBOX is fetched by default, and always with '*'. */
-	bool inbox = false;
-
 	for (size_t i = 0; i < a->nfolders; i++)
 		inbox |= strcasecmp(a->folders[i], "INBOX") == 0;
 	if (a->nfolders == 0 || (a->subscribed && !inbox)) {
@@ -1190,6 +1189,17 @@ str_equal(const char *a, const char *b)
 	return strcmp(a, b) == 0;
 }
 
+static bool
+same_list(char *const *x, size_t nx, char *const *y, size_t ny)
+{
+	if (nx != ny)
+		return false;
+	for (size_t i = 0; i < nx; i++)
+		if (strcmp(x[i], y[i]) != 0)
+			return false;
+	return true;
+}
+
 int
 config_account_equal(const struct account *a, const struct account *b)
 {
@@ -1203,14 +1213,9 @@ config_account_equal(const struct account *a, const struct account *b)
 	    a->poll_interval != b->poll_interval ||
 	    a->idle_refresh != b->idle_refresh || a->timeout != b->timeout ||
 	    a->max_connections != b->max_connections ||
-	    a->nfolders != b->nfolders || a->subscribed != b->subscribed ||
-	    a->nexclude != b->nexclude)
+	    a->subscribed != b->subscribed ||
+	    !same_list(a->folders, a->nfolders, b->folders, b->nfolders) ||
+	    !same_list(a->exclude, a->nexclude, b->exclude, b->nexclude))
 		return 0;
-	for (size_t i = 0; i < a->nfolders; i++)
-		if (strcmp(a->folders[i], b->folders[i]) != 0)
-			return 0;
-	for (size_t i = 0; i < a->nexclude; i++)
-		if (strcmp(a->exclude[i], b->exclude[i]) != 0)
-			return 0;
 	return 1;
 }

@@ -19,8 +19,9 @@
 #include "idlefetch/mutf7.h"
 
 static const char *state_names[] = { "PREPARE", "CONNECT", "TLS", "GREETING",
-	"STARTTLS", "CAPABILITY", "AUTH", "NOTIFY", "SELECT", "SYNC", "IDLE_START", "IDLE", "IDLE_DONE", "POLL_WAIT", "STATUS",
-	"DISCOVER", "LOGOUT", "CLOSING", "BACKOFF", "QUEUED", "DONE" };
+	"STARTTLS", "CAPABILITY", "AUTH", "NOTIFY", "SELECT", "SYNC",
+	"IDLE_START", "IDLE", "IDLE_DONE", "POLL_WAIT", "STATUS", "DISCOVER",
+	"LOGOUT", "CLOSING", "BACKOFF", "QUEUED", "DONE" };
 
 /*
  * Words kept from a reply for a later log line (a BYE's reason, a refused
@@ -1738,7 +1739,7 @@ session_set_folders(struct session *s, const char *const *names, size_t n,
 	/* Watching other folders now: NOTIFY SET again, once synced. */
 	if (s->conn_alive && !s->discover_login && (s->caps & CAP_NOTIFY) &&
 	    s->a->idle && !s->o.once && (s->notify || added))
-		s->renotify = live_folders(s) > 1 || s->o.listed;
+		s->renotify = true;
 	for (size_t i = 0; i < n; i++)
 		status_set_state(s->mbs[i].status, state_names[s->state],
 		    state_is_up(s, s->state));

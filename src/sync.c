@@ -569,19 +569,21 @@ send_batch(struct session *s)
 static void
 sync_release(struct session *s)
 {
-	free(s->ms->list);
-	free(s->ms->sizes);
-	s->ms->list = s->ms->sizes = NULL;
-	s->ms->nlist = s->ms->next_list = s->ms->caplist = 0;
-	if (s->ms->nstale == 0) {
-		free(s->ms->stale);
-		s->ms->stale = NULL;
-		s->ms->capstale = 0;
+	struct msync *ms = s->ms;
+
+	free(ms->list);
+	free(ms->sizes);
+	ms->list = ms->sizes = NULL;
+	ms->nlist = ms->next_list = ms->caplist = 0;
+	if (ms->nstale == 0) {
+		free(ms->stale);
+		ms->stale = NULL;
+		ms->capstale = 0;
 	}
-	if (s->ms->nwait == 0) {
-		free(s->ms->after_wait);
-		s->ms->after_wait = NULL;
-		s->ms->capwait = 0;
+	if (ms->nwait == 0) {
+		free(ms->after_wait);
+		ms->after_wait = NULL;
+		ms->capwait = 0;
 	}
 }
 
@@ -1010,10 +1012,8 @@ sync_free(struct session *s)
 			maildir_discard(s->mb->maildir, &b->files[i]);
 		sync_batch_free(b);
 	}
-	free(ms->list);
-	free(ms->sizes);
-	free(ms->stale);
-	free(ms->after_wait);
+	ms->nstale = ms->nwait = 0; /* nothing is kept for later now */
+	sync_release(s);
 	free(ms);
 	s->ms = NULL;
 }
