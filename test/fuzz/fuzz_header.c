@@ -1,0 +1,32 @@
+/*
+ * libFuzzer target: header_parse(), libetpan's envelope parser behind
+ * idlefetch's guard, on any bytes a message or a server may hold. The
+ * corpus starts with the inputs that crash libetpan's other parsers and
+ * the unguarded envelope parser (../shared/LIBETPAN.md). What it returns
+ * must be a usable key part: a printable Message-ID in angle brackets.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "idlefetch/header.h"
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct header_info h;
+	size_t n;
+
+	if (size > HEADER_MAX + 4096)
+		return 0;
+	(void)header_parse((const char *)data, size, &h);
+	n = strlen(h.msgid);
+	if (n > 0 && (h.msgid[0] != '<' || h.msgid[n - 1] != '>'))
+		abort();
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)h.msgid[i] <= 0x20 ||
+		    (unsigned char)h.msgid[i] >= 0x7f)
+			abort();
+	(void)header_key(&h);
+	return 0;
+}
