@@ -2,10 +2,14 @@
  * commit: Maildir and state work on the threadpool (see idlefetch/commit.h).
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include "idlefetch/commit.h"
+#include "idlefetch/msgindex.h"
 #include "idlefetch/util.h"
 
 /* What dir_is_private() and mkdir found wrong, in words. */
@@ -22,6 +26,78 @@ dir_problem(int r)
 	default:
 		return strerror(-r);
 	}
+}
+
+/*
+ * The delivered files' keys, to the folder's index. Best effort: a lost
+ * line is read back from the file by the recovery that needs it.
+ */
+static void
+index_add(struct commit_req *j, size_t n)
+{
+	struct msgindex_ent *e;
+	char *path;
+
+	if (n == 0)
+		return;
+	e = xcalloc(n, sizeof(*e));
+	for (size_t i = 0; i < n; i++) {
+		e[i].uidvalidity = j->uidvalidity;
+		e[i].uid = j->files[i].uid;
+		for (size_t k = 0; k < j->nfiles; k++)
+			if (j->fps[k].uid == j->files[i].uid) {
+				e[i].key = j->fps[k].key;
+				e[i].size = j->fps[k].fp.size;
+			}
+	}
+	path = msgindex_path(j->state_path);
+	(void)msgindex_append(path, e, n);
+	free(path);
+	free(e);
+}
+
+/* Saves st; the error in words into j->err. */
+static int
+save(struct commit_req *j, const struct state_rec *st)
+{
+	int r = state_save(j->state_path, st);
+
+	if (r < 0)
+		snprintf(j->err, sizeof(j->err), "cannot save state %s: %s",
+		    j->state_path, strerror(-r));
+	return r;
+}
+
+/* The state marked, then the index loaded: see COMMIT_RECOVER. */
+static int
+recover(struct commit_req *j)
+{
+	struct state_rec st = j->st;
+	char *path;
+	int r;
+
+	if (!st.recovering) {
+		struct timeval tv;
+
+		gettimeofday(&tv, NULL);
+		st.recovering = 1;
+		st.recovered_at =
+		    (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+		r = save(j, &st);
+		if (r < 0)
+			return r;
+		j->st = st;
+	}
+	j->index = xcalloc(1, sizeof(*j->index));
+	path = msgindex_path(j->state_path);
+	r = msgindex_load(j->index, path, j->maildir, j->tag, j->err,
+	    sizeof(j->err));
+	free(path);
+	if (r < 0) {
+		free(j->index);
+		j->index = NULL;
+	}
+	return r;
 }
 
 static void
@@ -65,11 +141,22 @@ deliver(struct commit_req *j)
 			return;
 		}
 	}
+	index_add(j, done);
+	if (j->recovering) {
+		/* The next recovery finds these in the index or the Maildir. */
+		j->result = r;
+		return;
+	}
 	if (j->commit_uid > j->st.last_uid ||
 	    j->st.uidvalidity != j->uidvalidity) {
-		struct state_rec st = { j->uidvalidity, j->commit_uid, { 0 } };
+		struct state_rec st = { j->uidvalidity, j->commit_uid, { 0 },
+			0, 0, 0 };
 		int r3;
 
+		if (j->st.uidvalidity == j->uidvalidity) {
+			st.keep_to = j->st.keep_to;
+			st.recovered_at = j->st.recovered_at;
+		}
 		/* The fingerprint of the message the state now ends with. */
 		for (i = 0; i < j->nfiles; i++)
 			if (j->fps[i].uid == j->commit_uid)
@@ -89,11 +176,92 @@ deliver(struct commit_req *j)
 	j->result = r;
 }
 
+struct newest {
+	uint32_t uidvalidity, uid;
+	uint64_t since; /* recovered_at */
+	char path[PATH_MAX];
+};
+
+/* When a delivered file was named, from "SEC.MUSEC..." (0: unknown). */
+static uint64_t
+named_at(const char *path)
+{
+	const char *base = strrchr(path, '/');
+	unsigned long long sec;
+	unsigned long usec;
+
+	if (sscanf(base ? base + 1 : path, "%llu.M%lu", &sec, &usec) != 2)
+		return 0;
+	return (uint64_t)sec * 1000000u + usec;
+}
+
+static int
+newest_one(void *ud, const char *path, uint32_t uidvalidity, uint32_t uid)
+{
+	struct newest *n = ud;
+
+	/* Before a recovery, its UID may be of the old numbering. */
+	if (n->since != 0 && named_at(path) < n->since)
+		return 0;
+	if (uidvalidity == n->uidvalidity && uid > n->uid) {
+		n->uid = uid;
+		snprintf(n->path, sizeof(n->path), "%s", path);
+	}
+	return 0;
+}
+
+/*
+ * Files in new/ or cur/ above last_uid (a crash, a failed save) are
+ * recorded, with the fingerprint of the highest read from its file: the
+ * next check of last_uid then still sees a renumbered folder.
+ */
+static int
+reconcile(struct commit_req *j)
+{
+	struct newest n = { .uidvalidity = j->uidvalidity,
+		.since = j->st.recovered_at };
+	struct state_rec st = j->st;
+	struct msgindex_ent e;
+	int r = maildir_each(j->maildir, j->tag, newest_one, &n);
+
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "cannot scan %s: %s",
+		    j->maildir, strerror(-r));
+		return r;
+	}
+	if (n.uid <= j->st.last_uid && j->st.uidvalidity == j->uidvalidity)
+		return 0;
+	if (j->st.uidvalidity != j->uidvalidity) {
+		/* A folder seen for the first time. */
+		memset(&st, 0, sizeof(st));
+		st.uidvalidity = j->uidvalidity;
+	}
+	if (n.uid > st.last_uid) {
+		st.last_uid = n.uid;
+		memset(&st.last, 0, sizeof(st.last));
+		if (msgindex_read_file(n.path, &e, st.last.msgid) == 0)
+			st.last.size = e.size;
+		/* Record only what is durable: new/ may not be. */
+		r = maildir_sync_new(j->maildir);
+		if (r < 0) {
+			snprintf(j->err, sizeof(j->err),
+			    "cannot fsync new/: %s", strerror(-r));
+			return r;
+		}
+		j->removed = n.uid - (j->st.uidvalidity == j->uidvalidity ?
+						j->st.last_uid :
+						0);
+	}
+	r = save(j, &st);
+	if (r == 0)
+		j->st = st;
+	return r;
+}
+
 static void
 work_cb(uv_work_t *w)
 {
 	struct commit_req *j = w->data;
-	uint32_t max = 0;
 	int r;
 
 	switch (j->kind) {
@@ -129,46 +297,23 @@ work_cb(uv_work_t *w)
 			    r == -EINVAL ? "corrupt file" : strerror(-r));
 		break;
 	case COMMIT_RECONCILE:
-		r = maildir_scan(j->maildir, j->tag, j->uidvalidity, &max);
-		if (r < 0) {
-			snprintf(j->err, sizeof(j->err), "cannot scan %s: %s",
-			    j->maildir, strerror(-r));
-			break;
-		}
-		if (max > j->st.last_uid ||
-		    j->st.uidvalidity != j->uidvalidity) {
-			struct state_rec st = { j->uidvalidity,
-				max > j->st.last_uid ? max : j->st.last_uid,
-				j->st.last };
-
-			/* A UID found in the Maildir: its fingerprint is not known. */
-			if (max > j->st.last_uid ||
-			    j->st.uidvalidity != j->uidvalidity)
-				memset(&st.last, 0, sizeof(st.last));
-
-			/* Record only what is durable: new/ may not be. */
-			r = max > j->st.last_uid ? maildir_sync_new(j->maildir) :
-						   0;
-			if (r < 0) {
-				snprintf(j->err, sizeof(j->err),
-				    "cannot fsync new/: %s", strerror(-r));
-				break;
-			}
-			r = state_save(j->state_path, &st);
-			if (r < 0) {
-				snprintf(j->err, sizeof(j->err),
-				    "cannot save state %s: %s", j->state_path,
-				    strerror(-r));
-				break;
-			}
-			j->removed =
-			    max > j->st.last_uid ? max - j->st.last_uid : 0;
-			j->st = st;
-		}
+		r = reconcile(j);
 		break;
 	case COMMIT_DELIVER:
 		deliver(j);
 		return;
+	case COMMIT_RECOVER:
+		r = recover(j);
+		break;
+	case COMMIT_RECOVERED: {
+		struct state_rec st = { j->uidvalidity, j->commit_uid,
+			j->st.last, j->commit_uid, 0, j->st.recovered_at };
+
+		r = save(j, &st);
+		if (r == 0)
+			j->st = st;
+		break;
+	}
 	default:
 		fatal("bad commit kind");
 	}

@@ -138,8 +138,7 @@ maildir_clean_tmp(const char *dir, uint32_t tag, unsigned *removed)
 }
 
 int
-maildir_scan(const char *dir, uint32_t tag, uint32_t uidvalidity,
-    uint32_t *max_uid)
+maildir_each(const char *dir, uint32_t tag, maildir_each_cb *cb, void *ud)
 {
 	static const char *subs[] = { "new", "cur" };
 	char path[PATH_MAX], mark[16];
@@ -148,26 +147,52 @@ maildir_scan(const char *dir, uint32_t tag, uint32_t uidvalidity,
 
 	int r = 0;
 
-	*max_uid = 0;
 	snprintf(mark, sizeof(mark), "X%08xV", tag);
 	for (size_t i = 0; i < ARRAY_LEN(subs) && r == 0; i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, subs[i]);
 		d = opendir(path);
 		if (d == NULL)
 			return -errno;
-		while ((de = next_entry(d, &r)) != NULL) {
+		while (r == 0 && (de = next_entry(d, &r)) != NULL) {
 			const char *p = strstr(de->d_name, mark);
 			unsigned v, u;
 
 			if (p == NULL ||
 			    sscanf(p + strlen(mark), "%uU%u", &v, &u) != 2)
 				continue;
-			if (v == uidvalidity && u > *max_uid)
-				*max_uid = u;
+			snprintf(path, sizeof(path), "%s/%s/%s", dir, subs[i],
+			    de->d_name);
+			r = cb(ud, path, v, u);
 		}
 		closedir(d);
 	}
 	/* A scan that missed files would let a restart deliver them twice. */
+	return r;
+}
+
+struct scan_max {
+	uint32_t uidvalidity, max;
+};
+
+static int
+scan_one(void *ud, const char *path, uint32_t uidvalidity, uint32_t uid)
+{
+	struct scan_max *m = ud;
+
+	(void)path;
+	if (uidvalidity == m->uidvalidity && uid > m->max)
+		m->max = uid;
+	return 0;
+}
+
+int
+maildir_scan(const char *dir, uint32_t tag, uint32_t uidvalidity,
+    uint32_t *max_uid)
+{
+	struct scan_max m = { uidvalidity, 0 };
+	int r = maildir_each(dir, tag, scan_one, &m);
+
+	*max_uid = m.max;
 	return r;
 }
 

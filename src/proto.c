@@ -302,55 +302,9 @@ string_value(struct cur *c, const char **p, size_t *n)
 }
 
 /*
- * The Message-ID field of a header block (folded lines joined), kept only
- * if it is printable, has no space and fits: a fingerprint, not a parse.
- */
-static void
-find_msgid(const char *p, size_t n, struct proto_resp *out)
-{
-	const char *end = p + n, *line = p;
-	size_t o = 0;
-
-	while (line < end) {
-		const char *eol = memchr(line, '\n', (size_t)(end - line));
-
-		if (eol == NULL)
-			eol = end;
-		if ((size_t)(eol - line) > 11 &&
-		    strncasecmp(line, "Message-ID:", 11) == 0) {
-			const char *v = line + 11;
-
-			/* The value, with the lines folded under it. */
-			for (;;) {
-				for (; v < eol; v++) {
-					if (*v == ' ' || *v == '\t' ||
-					    *v == '\r')
-						continue;
-					if (*v < 0x20 || *v >= 0x7f ||
-					    o + 1 >= sizeof(out->msgid))
-						return;
-					out->msgid[o++] = *v;
-				}
-				if (eol + 1 >= end ||
-				    (eol[1] != ' ' && eol[1] != '\t'))
-					break;
-				v = eol + 1;
-				eol = memchr(v, '\n', (size_t)(end - v));
-				if (eol == NULL)
-					eol = end;
-			}
-			out->msgid[o] = '\0';
-			if (o > 0)
-				out->has |= HAS_MSGID;
-			return;
-		}
-		line = eol + 1;
-	}
-}
-
-/*
- * "* n FETCH (item value ...)": reads UID, RFC822.SIZE and whether a
- * message body (BODY[] or RFC822) came as a literal; skips anything else
+ * "* n FETCH (item value ...)": reads UID, RFC822.SIZE, where the header
+ * fields asked for are, and whether a message body (BODY[] or RFC822) came
+ * as a literal; skips anything else
  * (FLAGS, MODSEQ, INTERNALDATE, X-GM-LABELS, ...) by its syntax.
  */
 static int
@@ -394,7 +348,9 @@ parse_fetch(struct cur *c, struct proto_resp *out)
 
 			if (!string_value(c, &v, &vn))
 				return IDLEFETCH_EPROTO;
-			find_msgid(v, vn, out);
+			out->hdr = v;
+			out->hdr_len = vn;
+			out->has |= HAS_HDR;
 		} else {
 			if ((strcasecmp(name, "BODY[]") == 0 ||
 				strcasecmp(name, "RFC822") == 0) &&

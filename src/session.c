@@ -771,16 +771,7 @@ selected(struct session *s)
 	s->selected = s->mb;
 	s->mb->uidnext = s->uidnext;
 	s->mb->status_uidvalidity = s->uidvalidity;
-	if (s->mb->st.uidvalidity != 0 && s->mb->st.uidvalidity != s->uidvalidity) {
-		if (session_folder_stop(s, IDLEFETCH_EPROTO,
-		    "UIDVALIDITY changed from %u to %u: "
-		    "the server renumbered this folder. Not fetching it, to avoid "
-		    "delivering every message again; after checking the Maildir, "
-		    "remove %s to fetch the folder as new",
-		    s->mb->st.uidvalidity, s->uidvalidity, s->mb->state_path))
-			session_synced(s);
-		return;
-	}
+	/* A changed UIDVALIDITY is the sync's to recover from. */
 	LOG(s, LOGL_INFO,
 	    "selected: %u message(s), UIDVALIDITY %u, last "
 	    "delivered UID %u",

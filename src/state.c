@@ -1,12 +1,14 @@
 /*
  * state: "idlefetch-state 1" followed by uidvalidity and last_uid lines,
  * then optionally last_size and last_msgid (the fingerprint of the message
- * last_uid; readers that predate them read the first three lines only).
+ * last_uid), keep_to, recovering and recovered_at (a recovery's; see
+ * state.h).
  * A reader that finds anything else refuses the file instead of guessing:
  * a wrong last_uid would either skip or re-deliver mail.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <limits.h>
 #include <stdio.h>
@@ -63,8 +65,10 @@ msgid_ok(const char *s)
 
 /* The optional lines after last_uid; -EINVAL for anything unknown. */
 static int
-load_fingerprint(char *p, struct state_fp *fp)
+load_optional(char *p, struct state_rec *st)
 {
+	struct state_fp *fp = &st->last;
+
 	uint64_t v;
 
 	while (*p != '\0') {
@@ -78,6 +82,14 @@ load_fingerprint(char *p, struct state_fp *fp)
 			fp->size = (uint32_t)v;
 		else if (strncmp(p, "last_msgid ", 11) == 0 && msgid_ok(p + 11))
 			strcpy(fp->msgid, p + 11);
+		else if (strncmp(p, "keep_to ", 8) == 0 &&
+		    parse_u64(p + 8, 0, UINT32_MAX, &v) == 0)
+			st->keep_to = (uint32_t)v;
+		else if (strcmp(p, "recovering 1") == 0)
+			st->recovering = 1;
+		else if (strncmp(p, "recovered_at ", 13) == 0 &&
+		    parse_u64(p + 13, 0, UINT64_MAX, &v) == 0)
+			st->recovered_at = v;
 		else
 			return -EINVAL;
 		p = nl + 1;
@@ -114,7 +126,7 @@ state_load(const char *path, struct state_rec *st)
 	    parse_u64(vs, 0, UINT32_MAX, &v) < 0 ||
 	    parse_u64(us, 0, UINT32_MAX, &u) < 0 ||
 	    (size_t)n == sizeof(buf) - 1 ||
-	    load_fingerprint(buf + used, &st->last) < 0) {
+	    load_optional(buf + used, st) < 0) {
 		memset(st, 0, sizeof(*st));
 		return -EINVAL;
 	}
@@ -143,7 +155,7 @@ sync_parent(const char *path)
 int
 state_save(const char *path, const struct state_rec *st)
 {
-	char tmp[PATH_MAX], buf[128 + STATE_MSGID_MAX];
+	char tmp[PATH_MAX], buf[192 + STATE_MSGID_MAX];
 	int fd, n, r = 0;
 
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
@@ -158,6 +170,15 @@ state_save(const char *path, const struct state_rec *st)
 	if (msgid_ok(st->last.msgid))
 		n += snprintf(buf + n, sizeof(buf) - (size_t)n,
 		    "last_msgid %s\n", st->last.msgid);
+	if (st->keep_to > 0)
+		n += snprintf(buf + n, sizeof(buf) - (size_t)n, "keep_to %u\n",
+		    st->keep_to);
+	if (st->recovering)
+		n += snprintf(buf + n, sizeof(buf) - (size_t)n,
+		    "recovering 1\n");
+	if (st->recovered_at)
+		n += snprintf(buf + n, sizeof(buf) - (size_t)n,
+		    "recovered_at %" PRIu64 "\n", st->recovered_at);
 	/*
 	 * A fresh file, never one found there: a symlink planted at the
 	 * temporary name would otherwise have us overwrite its target.

@@ -9,6 +9,8 @@
  * discarded, so last_uid never passes a message that is not in new/.
  */
 #include "session_int.h"
+#include "idlefetch/header.h"
+#include "idlefetch/msgindex.h"
 
 struct batch {
 	struct batch *next;
@@ -27,7 +29,7 @@ struct batch {
  * is in S_SYNC: find files delivered before a crash, check that last_uid
  * still holds what was delivered, then list and fetch.
  */
-enum sync_phase { PHASE_RECONCILE, PHASE_VERIFY, PHASE_FETCH };
+enum sync_phase { PHASE_RECONCILE, PHASE_VERIFY, PHASE_RECOVER, PHASE_FETCH };
 
 /* The mailbox sync's own state, one per connection (session.ms). */
 struct msync {
@@ -56,6 +58,16 @@ struct msync {
 	bool cur_open; /* ...and it has a tmp/ file */
 	bool cur_cr; /* the body so far ended in CR (CRLF cut apart) */
 	unsigned next_msgno;
+	/*
+	 * A recovery (see recover_start): the listing is matched against
+	 * what the Maildir holds, and only the rest is fetched.
+	 */
+	bool recovering;
+	bool r_cut; /* its listing went over LIST_MAX */
+	struct msgindex *index; /* while it lists */
+	unsigned r_matched, r_new, r_noid;
+	uint32_t r_max, r_last; /* highest UID listed; the last line's */
+	struct state_fp r_max_fp; /* ...and what UID r_max holds */
 };
 
 
@@ -70,6 +82,12 @@ static void sync_begin(struct session *s);
 static int sync_list_finish(struct session *s);
 static void sync_pump(struct session *s);
 static void sync_start(struct session *s);
+static void sync_complete(struct session *s);
+static void recover_start(struct session *s);
+static void fingerprint(const struct proto_resp *r, struct state_fp *fp,
+    uint64_t *key);
+static void recover_listed(struct session *s, struct msgindex *ix);
+static void recover_done(struct session *s, struct commit_req *j);
 static void sync_verify_last(struct session *s);
 static void sync_verify_done(struct session *s, const struct proto_resp *r);
 static void sync_fetch_body(struct session *s, const struct proto_resp *r);
@@ -351,7 +369,16 @@ job_done_commit(struct session *s, struct commit_req *j)
 		    "%s; fetching stops until this is fixed", j->err);
 		return;
 	}
-	/* The state that records these messages is durable: act on the server. */
+	/*
+	 * The state that records these messages is durable: act on the
+	 * server. Not during a recovery: its state is saved at its end, and
+	 * leaves on the server what it listed (keep_to).
+	 */
+	if (s->mb->st.recovering) {
+		sync_batch_free(b);
+		s->ms->job_batch = NULL;
+		return;
+	}
 	uids = xmalloc((j->ncommit + 1) * sizeof(*uids));
 	for (size_t i = 0; i < j->ncommit; i++)
 		uids[i] = b->files[i].uid;
@@ -405,6 +432,24 @@ job_done(struct session *s, struct commit_req *j)
 		else
 			session_settle(s);
 		return;
+	case COMMIT_RECOVER:
+		if (j->result < 0) {
+			session_fail(s, j->result, "%s", j->err);
+			return;
+		}
+		s->mb->st = j->st;
+		if (s->conn_alive && s->state == S_SYNC &&
+		    s->ms->phase == PHASE_RECOVER) {
+			recover_listed(s, j->index);
+			return;
+		}
+		msgindex_free(j->index);
+		free(j->index);
+		session_settle(s);
+		return;
+	case COMMIT_RECOVERED:
+		recover_done(s, j);
+		return;
 	default:
 		fatal("bad job kind");
 	}
@@ -425,6 +470,11 @@ sync_start_job(struct session *s, enum commit_kind kind)
 	j->state_path = s->mb->state_path;
 	j->tag = s->mb->tag_mark;
 	j->uidvalidity = s->uidvalidity;
+	j->recovering = s->mb->st.recovering != 0;
+	if (kind == COMMIT_RECOVERED) {
+		j->commit_uid = s->ms->r_max;
+		j->st.last = s->ms->r_max_fp;
+	}
 	if (kind == COMMIT_DELIVER) {
 		plan_commit(s, s->ms->job_batch, j);
 		j->files = s->ms->job_batch->files;
@@ -437,12 +487,17 @@ sync_start_job(struct session *s, enum commit_kind kind)
 
 /* ---- sync ------------------------------------------------------------------ */
 
+static void list_push(struct session *s, uint32_t uid, uint32_t size);
+
 static void
 sync_list_add(struct session *s, uint32_t uid, uint32_t size)
 {
 	if (uid <= s->mb->st.last_uid) {
-		/* Delivered already but still on the server. */
-		if (s->a->after == AFTER_KEEP ||
+		/*
+		 * Delivered already but still on the server; left there if a
+		 * recovery matched it.
+		 */
+		if (s->a->after == AFTER_KEEP || uid <= s->mb->st.keep_to ||
 		    (s->ms->nstale > 0 && s->ms->stale[s->ms->nstale - 1] == uid))
 			return;
 		if (s->ms->nstale == LIST_MAX)
@@ -455,6 +510,13 @@ sync_list_add(struct session *s, uint32_t uid, uint32_t size)
 		s->ms->stale[s->ms->nstale++] = uid;
 		return;
 	}
+	list_push(s, uid, size);
+}
+
+/* One UID to fetch (and its size), up to LIST_MAX of them. */
+static void
+list_push(struct session *s, uint32_t uid, uint32_t size)
+{
 	/* Servers list in UID order; a repeated line is dropped at once. */
 	if (s->ms->nlist > 0 && s->ms->list[s->ms->nlist - 1] == uid)
 		return;
@@ -549,7 +611,7 @@ send_batch(struct session *s)
 	set = uid_set(b->uids, n);
 	c = session_send_cmd(s, CMD_FETCH, false,
 	    "UID FETCH %s (UID RFC822.SIZE "
-	    "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)] BODY.PEEK[])",
+	    "BODY.PEEK[HEADER.FIELDS (" HEADER_FIELDS ")] BODY.PEEK[])",
 	    set);
 	free(set);
 	c->batch = b;
@@ -591,6 +653,14 @@ static void
 sync_complete(struct session *s)
 {
 	sync_release(s);
+	if (s->ms->recovering) {
+		s->ms->recovering = false;
+		/* Not all of it delivered: the next pass recovers again. */
+		if (!s->ms->gap && !s->ms->r_cut && !s->stopping) {
+			sync_start_job(s, COMMIT_RECOVERED);
+			return;
+		}
+	}
 	if (!s->healthy)
 		s->healthy_at = uv_now(s->loop);
 	s->healthy = true;
@@ -636,22 +706,31 @@ sync_pump(struct session *s)
 		sync_complete(s);
 }
 
+/* A listing of the folder from UID from, with these items, starts. */
 static void
-sync_start(struct session *s)
+list_begin(struct session *s, uint32_t from, const char *items)
 {
-	uint32_t from = 1;
-
-	if (s->a->after == AFTER_KEEP && s->mb->st.last_uid < UINT32_MAX)
-		from = s->mb->st.last_uid + 1;
-
 	s->ms->phase = PHASE_FETCH;
 	s->more = false;
 	s->ms->gap = false;
 	s->ms->nlist = s->ms->next_list = s->ms->nstale = 0;
 	s->ms->list_cut = 0;
 	s->ms->listing = true;
-	session_send_cmd(s, CMD_LIST, false, "UID FETCH %u:* (UID RFC822.SIZE)",
-	    from);
+	session_send_cmd(s, CMD_LIST, false, "UID FETCH %u:* (%s)", from, items);
+}
+
+static void
+sync_start(struct session *s)
+{
+	uint32_t from = 1;
+
+	if (s->mb->st.recovering) {
+		recover_start(s); /* one that did not finish */
+		return;
+	}
+	if (s->a->after == AFTER_KEEP && s->mb->st.last_uid < UINT32_MAX)
+		from = s->mb->st.last_uid + 1;
+	list_begin(s, from, "UID RFC822.SIZE");
 }
 
 /*
@@ -665,6 +744,18 @@ sync_verify_last(struct session *s)
 {
 	const struct state_fp *fp = &s->mb->st.last;
 
+	if (s->uidnext != 0 && s->mb->st.last_uid >= s->uidnext &&
+	    s->mb->st.uidvalidity == s->uidvalidity) {
+		/* UIDs only grow: this is another numbering. */
+		LOG(s, LOGL_WARN,
+		    "the server's next UID is %u, yet UID %u was delivered: it "
+		    "renumbered this folder without changing UIDVALIDITY %u. "
+		    "Matching its messages against the Maildir instead of "
+		    "trusting the UIDs",
+		    s->uidnext, s->mb->st.last_uid, s->uidvalidity);
+		recover_start(s);
+		return;
+	}
 	if (s->mb->st.last_uid == 0 || s->mb->st.uidvalidity != s->uidvalidity ||
 	    (fp->size == 0 && fp->msgid[0] == '\0')) {
 		sync_start(s); /* nothing to check against */
@@ -675,7 +766,7 @@ sync_verify_last(struct session *s)
 	s->ms->phase = PHASE_VERIFY;
 	session_send_cmd(s, CMD_VERIFY, false,
 	    "UID FETCH %u (UID RFC822.SIZE "
-	    "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
+	    "BODY.PEEK[HEADER.FIELDS (" HEADER_FIELDS ")])",
 	    s->mb->st.last_uid);
 }
 
@@ -686,9 +777,7 @@ sync_verify_fetch(struct session *s, const struct proto_resp *r)
 		return;
 	s->ms->last_found = true;
 	s->ms->last_now.size = (r->has & HAS_SIZE) ? r->size : 0;
-	if (r->has & HAS_MSGID)
-		snprintf(s->ms->last_now.msgid, sizeof(s->ms->last_now.msgid), "%s",
-		    r->msgid);
+	fingerprint(r, &s->ms->last_now, NULL);
 }
 
 static void
@@ -716,18 +805,133 @@ sync_verify_done(struct session *s, const struct proto_resp *r)
 		else
 			snprintf(what, sizeof(what), "size %u, was %u",
 			    now->size, was->size);
-		if (session_folder_stop(s, IDLEFETCH_EPROTO,
+		LOG(s, LOGL_WARN,
 		    "UID %u no longer holds the message delivered under it "
 		    "(%s): the server renumbered this folder without "
-		    "changing UIDVALIDITY %u. Not fetching it, to avoid "
-		    "losing and duplicating mail; after checking the "
-		    "Maildir, remove %s to fetch the folder as new",
-		    s->mb->st.last_uid, what, s->uidvalidity,
-		    s->mb->state_path))
-			session_synced(s);
+		    "changing UIDVALIDITY %u. Matching its messages against "
+		    "the Maildir instead of trusting the UIDs",
+		    s->mb->st.last_uid, what, s->uidvalidity);
+		recover_start(s);
 		return;
 	}
 	sync_start(s);
+}
+
+/*
+ * What the header fields in r say of a message: its Message-ID into fp,
+ * its key into *key (when asked for).
+ */
+static void
+fingerprint(const struct proto_resp *r, struct state_fp *fp, uint64_t *key)
+{
+	struct header_info h;
+
+	if (!(r->has & HAS_HDR)) {
+		fp->msgid[0] = '\0';
+		if (key)
+			*key = 0;
+		return;
+	}
+	(void)header_parse(r->hdr, r->hdr_len, &h);
+	memcpy(fp->msgid, h.msgid, sizeof(fp->msgid));
+	if (key)
+		*key = header_key(&h);
+}
+
+/* ---- recovery ----------------------------------------------------------------- */
+
+/*
+ * The folder's UIDs no longer name what was delivered (a new UIDVALIDITY,
+ * or last_uid holds another message): its messages are matched against
+ * the Maildir's by Message-ID and size (without a Message-ID: by Date,
+ * From, Subject and size), and only those without a match are fetched.
+ * Nothing is deleted or moved on the server meanwhile. The state is marked
+ * first, so a recovery cut short by a crash or a lost connection is done
+ * again, and what it delivered is found then in the index or the Maildir.
+ */
+static void
+recover_start(struct session *s)
+{
+	s->ms->phase = PHASE_RECOVER;
+	sync_start_job(s, COMMIT_RECOVER);
+}
+
+/* The index is loaded: list every message with its header fields. */
+static void
+recover_listed(struct session *s, struct msgindex *ix)
+{
+	if (ix->from_maildir)
+		LOG(s, LOGL_INFO,
+		    "read %u message(s) of the Maildir missing from its index",
+		    ix->from_maildir);
+	s->ms->index = ix;
+	s->ms->recovering = true;
+	s->ms->r_cut = false;
+	s->ms->r_matched = s->ms->r_noid = 0;
+	s->ms->r_max = s->ms->r_last = 0;
+	memset(&s->ms->r_max_fp, 0, sizeof(s->ms->r_max_fp));
+	list_begin(s, 1,
+	    "UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (" HEADER_FIELDS ")]");
+}
+
+static void
+recover_line(struct session *s, const struct proto_resp *r)
+{
+	struct state_fp fp;
+	uint64_t key;
+
+	if (r->uid == s->ms->r_last)
+		return; /* a repeated line */
+	s->ms->r_last = r->uid;
+	fingerprint(r, &fp, &key);
+	if (r->uid > s->ms->r_max) {
+		s->ms->r_max = r->uid;
+		s->ms->r_max_fp = fp;
+		s->ms->r_max_fp.size = (r->has & HAS_SIZE) ? r->size : 0;
+	}
+	if (fp.msgid[0] == '\0')
+		s->ms->r_noid++;
+	if (msgindex_match(s->ms->index, key, (r->has & HAS_SIZE) ? r->size : 0))
+		s->ms->r_matched++;
+	else
+		list_push(s, r->uid, r->size);
+}
+
+static void
+recover_free_index(struct session *s)
+{
+	if (s->ms->index == NULL)
+		return;
+	msgindex_free(s->ms->index);
+	free(s->ms->index);
+	s->ms->index = NULL;
+}
+
+/*
+ * Every message the recovery listed is delivered or matched: the state
+ * takes the folder's UIDVALIDITY and its highest UID.
+ */
+static void
+recover_done(struct session *s, struct commit_req *j)
+{
+	if (j->result < 0) {
+		session_fail(s, j->result, "%s", j->err);
+		return;
+	}
+	s->mb->st = j->st;
+	LOG(s, LOGL_WARN,
+	    "recovered the renumbered folder: %u message(s) matched the "
+	    "Maildir, %u new delivered, %u without a Message-ID (matched by "
+	    "Date, From, Subject and size); nothing was deleted or moved on "
+	    "the server. UIDVALIDITY %u, last UID %u",
+	    s->ms->r_matched, s->ms->r_new, s->ms->r_noid, j->st.uidvalidity,
+	    j->st.last_uid);
+	if (!s->conn_alive || s->state != S_SYNC) {
+		session_settle(s);
+		return;
+	}
+	s->more = true; /* what came after its listing */
+	sync_complete(s);
 }
 
 static void
@@ -761,9 +965,7 @@ sync_fetch_body(struct session *s, const struct proto_resp *r)
 	s->ms->cur.uid = r->uid;
 	b->fps[b->nfiles].uid = r->uid;
 	b->fps[b->nfiles].fp.size = (r->has & HAS_SIZE) ? r->size : 0;
-	if (r->has & HAS_MSGID)
-		snprintf(b->fps[b->nfiles].fp.msgid,
-		    sizeof(b->fps[b->nfiles].fp.msgid), "%s", r->msgid);
+	fingerprint(r, &b->fps[b->nfiles].fp, &b->fps[b->nfiles].key);
 	b->files[b->nfiles++] = s->ms->cur;
 }
 
@@ -876,6 +1078,23 @@ sync_literal_end(void *ud)
 static void
 sync_begin(struct session *s)
 {
+	const struct state_rec *st = &s->mb->st;
+
+	if (st->recovering) {
+		LOG(s, LOGL_WARN,
+		    "a recovery of this folder was cut short; doing it again");
+		recover_start(s);
+		return;
+	}
+	if (st->uidvalidity != 0 && st->uidvalidity != s->uidvalidity) {
+		LOG(s, LOGL_WARN,
+		    "UIDVALIDITY changed from %u to %u: the server renumbered "
+		    "this folder. Matching its messages against the Maildir "
+		    "instead of fetching them all again",
+		    st->uidvalidity, s->uidvalidity);
+		recover_start(s);
+		return;
+	}
 	if (!s->mb->reconciled) {
 		s->ms->phase = PHASE_RECONCILE;
 		sync_start_job(s, COMMIT_RECONCILE);
@@ -889,6 +1108,9 @@ sync_fetch_line(struct session *s, const struct proto_resp *r)
 {
 	if (s->ms->phase == PHASE_VERIFY)
 		sync_verify_fetch(s, r);
+	else if (s->ms->phase == PHASE_FETCH && s->ms->listing &&
+	    (r->has & HAS_UID) && s->ms->recovering)
+		recover_line(s, r);
 	else if (s->ms->phase == PHASE_FETCH && s->ms->listing && (r->has & HAS_UID))
 		sync_list_add(s, r->uid, r->size);
 }
@@ -920,12 +1142,18 @@ sync_tagged(struct session *s, struct cmd *c, const struct proto_resp *r)
 			break;
 		}
 		s->ms->listing = false;
+		if (s->ms->recovering) {
+			recover_free_index(s);
+			s->ms->r_cut = s->ms->list_cut != 0;
+		}
 		if (sync_list_finish(s) < 0) {
 			session_fail(s, IDLEFETCH_EPROTO,
 			    "the server listed over %d messages without a "
 			    "new one; closing the connection", LIST_MAX);
 			break;
 		}
+		if (s->ms->recovering)
+			s->ms->r_new = (unsigned)s->ms->nlist;
 		if (s->ms->nlist)
 			LOG(s, LOGL_INFO, "%zu new message(s) to fetch",
 			    s->ms->nlist);
@@ -991,6 +1219,8 @@ sync_reset(struct session *s)
 	s->ms->nwait = 0; /* redone at the next sync: they are below last_uid */
 	s->ms->listing = false;
 	s->ms->nlist = s->ms->next_list = s->ms->nstale = 0;
+	s->ms->recovering = false; /* its state says to do it again */
+	recover_free_index(s);
 }
 
 static void
@@ -1013,6 +1243,7 @@ sync_free(struct session *s)
 		sync_batch_free(b);
 	}
 	ms->nstale = ms->nwait = 0; /* nothing is kept for later now */
+	recover_free_index(s);
 	sync_release(s);
 	free(ms);
 	s->ms = NULL;

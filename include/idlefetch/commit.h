@@ -9,27 +9,41 @@
  *   COMMIT_RECONCILE  find UIDs delivered to new/ or cur/ but not recorded
  *                     (a crash, a failed save), fsync new/, record them
  *   COMMIT_DELIVER    make files[0..ncommit) durable, rename them into new/
- *                     in order, fsync new/, save the state that records
- *                     them; remove the files after the first failure and
- *                     the rest of files[]
+ *                     in order, fsync new/, add them to the folder's index
+ *                     (msgindex.h), save the state that records them
+ *                     (not during a recovery); remove the files after the
+ *                     first failure and the rest of files[]
+ *   COMMIT_RECOVER    save the state marked as recovering, then load the
+ *                     folder's index, completed from the Maildir
+ *   COMMIT_RECOVERED  save the state a finished recovery leaves: the new
+ *                     UIDVALIDITY, last_uid and keep_to commit_uid
  */
 #ifndef IDLEFETCH_COMMIT_H
 #define IDLEFETCH_COMMIT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <uv.h>
 
 #include "idlefetch/maildir.h"
+#include "idlefetch/msgindex.h"
 #include "idlefetch/state.h"
 
-enum commit_kind { COMMIT_PREPARE, COMMIT_RECONCILE, COMMIT_DELIVER };
+enum commit_kind {
+	COMMIT_PREPARE,
+	COMMIT_RECONCILE,
+	COMMIT_DELIVER,
+	COMMIT_RECOVER,
+	COMMIT_RECOVERED
+};
 
 /* What the server said of a message: its fingerprint, by UID. */
 struct commit_fp {
 	uint32_t uid;
 	struct state_fp fp;
+	uint64_t key; /* header_key() of its header fields */
 };
 
 struct commit_req;
@@ -46,6 +60,7 @@ struct commit_req {
 	struct maildir_file *files; /* COMMIT_DELIVER, sorted by UID */
 	size_t nfiles;
 	const struct commit_fp *fps; /* nfiles of them */
+	bool recovering; /* DELIVER: part of a recovery, no state saved */
 	/* in and out */
 	size_t ncommit; /* DELIVER: to commit; out: committed */
 	uint32_t commit_uid; /* DELIVER: last_uid once they are in */
@@ -54,6 +69,7 @@ struct commit_req {
 	int result; /* 0 or a negative errno */
 	unsigned removed; /* PREPARE: tmp/ files; RECONCILE: UIDs found */
 	char err[160]; /* what failed, in words */
+	struct msgindex *index; /* RECOVER: the caller's to free */
 	commit_done_cb *done;
 	void *ud;
 };

@@ -53,6 +53,13 @@ int maildir_clean_tmp(const char *dir, uint32_t tag, unsigned *removed);
  */
 int maildir_scan(const char *dir, uint32_t tag, uint32_t uidvalidity,
     uint32_t *max_uid);
+/*
+ * Calls cb with the path, UIDVALIDITY and UID of every file of tag in new/
+ * and cur/; a non-zero return from cb stops and is returned.
+ */
+typedef int maildir_each_cb(void *ud, const char *path, uint32_t uidvalidity,
+    uint32_t uid);
+int maildir_each(const char *dir, uint32_t tag, maildir_each_cb *cb, void *ud);
 /* Opens a new file in tmp/. */
 int maildir_create(const char *dir, uint32_t tag, struct maildir_file *f);
 /*

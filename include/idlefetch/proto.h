@@ -50,7 +50,7 @@ enum proto_status {
 #define HAS_BODY (1u << 8)
 #define HAS_READONLY (1u << 9)
 #define HAS_ALERT (1u << 10) /* [ALERT]: the text must reach the user */
-#define HAS_MSGID (1u << 11) /* BODY[HEADER.FIELDS (MESSAGE-ID)] had one */
+#define HAS_HDR (1u << 11) /* BODY[HEADER.FIELDS (...)]: hdr, hdr_len */
 /* "* LIST (...) delim name" or LSUB: mailbox, list_delim, list_flags */
 #define HAS_LIST (1u << 12)
 #define HAS_STATUS (1u << 13) /* "* STATUS name (...)": mailbox, status_* */
@@ -74,7 +74,8 @@ struct proto_resp {
 	uint32_t uidvalidity, uidnext, exists;
 	uint32_t seq; /* FETCH or EXPUNGE message number */
 	uint32_t uid, size;
-	char msgid[200]; /* HAS_MSGID: printable, without spaces */
+	const char *hdr; /* HAS_HDR: the fields, inside the parsed unit */
+	size_t hdr_len;
 	char mailbox[256]; /* HAS_LIST, HAS_STATUS: the name, printable */
 	char list_delim; /* HAS_LIST: hierarchy delimiter, 0 for NIL */
 	unsigned list_flags; /* HAS_LIST: LISTF_* */

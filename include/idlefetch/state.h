@@ -25,6 +25,20 @@ struct state_rec {
 	uint32_t uidvalidity; /* 0: never synced */
 	uint32_t last_uid; /* every UID <= this is delivered */
 	struct state_fp last; /* of the message last_uid; zero: unknown */
+	/*
+	 * A recovery (the folder renumbered) matched the server's messages
+	 * up to this UID against the Maildir: after = delete or move leaves
+	 * them on the server, since a match is not a delivery.
+	 */
+	uint32_t keep_to;
+	/* A recovery began and did not finish: the next sync does it again. */
+	uint32_t recovering;
+	/*
+	 * When the last recovery began (microseconds since the epoch): files
+	 * named as delivered before it may carry the old numbering of this
+	 * UIDVALIDITY, and say nothing of what the UIDs hold now.
+	 */
+	uint64_t recovered_at;
 };
 
 /* STATE_DIR/ACCOUNT/FOLDER-KEY.state; the caller frees it. */

@@ -330,18 +330,21 @@ class PasswordCommandTest(unittest.TestCase):
 class RenumberedTest(ScriptedCase):
     """A server that renumbers its UIDs under the same UIDVALIDITY
     (Courier-IMAP after a restart) is caught by the fingerprint of the last
-    delivered message, instead of losing the new message and delivering an
-    old one again."""
+    delivered message and recovered from: its messages are matched against
+    the Maildir, only the new one is fetched, nothing is lost or doubled."""
 
-    def test_renumbered_folder_stops_instead_of_losing_and_duplicating(self):
-        a, b, c, new = (fx.make_message(i) for i in (1, 2, 3, 4))
+    def state(self, f):
+        with open(os.path.join(f.state_dir, "d", "INBOX.state")) as st:
+            return st.read()
+
+    def test_renumbered_folder_is_matched_against_the_maildir(self):
+        a, b, c, new, later = (fx.make_message(i) for i in (1, 2, 3, 4, 5))
         mb = scripted.Mailbox([a, b, c], uidvalidity=77)
         srv = self.server(mb)
         f = self.fetcher(srv)
         self.assertEqual(f.once(), 0, f.log())
         self.assertEqual(f.md.count(), 3)
-        with open(os.path.join(f.state_dir, "d", "INBOX.state")) as st:
-            state = st.read()
+        state = self.state(f)
         self.assertIn("last_uid 3\n", state)
         self.assertRegex(state, r"last_msgid <m3\.\d+@test>")
         # The restart: a new message sorts first and takes UID 1, the old
@@ -350,12 +353,44 @@ class RenumberedTest(ScriptedCase):
         mb.next_uid = 1
         for m in (new, a, b, c):
             mb.add(m)
-        self.assertEqual(f.once(), 1, f.log())
+        self.assertEqual(f.once(), 0, f.log())
         self.assertIn("UID 3 no longer holds the message delivered under "
                       "it (Message-ID", f.log())
-        self.assertEqual(f.md.count(), 3, "nothing delivered twice")
-        with open(os.path.join(f.state_dir, "d", "INBOX.state")) as st:
-            self.assertEqual(st.read(), state, "the state is left alone")
+        self.assertIn("recovered the renumbered folder: 3 message(s) "
+                      "matched the Maildir, 1 new delivered", f.log())
+        self.assertEqual(sorted(f.md.contents()), sorted([a, b, c, new]),
+                         "0 lost, 0 delivered twice")
+        self.assertIn("last_uid 4\n", self.state(f))
+        self.assertNotIn("recovering", self.state(f))
+        mb.add(later)
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(sorted(f.md.contents()),
+                         sorted([a, b, c, new, later]))
+
+    def test_old_numbering_above_the_new_does_not_skip_later_mail(self):
+        """Delivered as UIDs 5..7, renumbered to 1..3: the old files'
+        higher UIDs must not pass for delivered ones later."""
+        a, b, c, new, x, y = (fx.make_message(i) for i in range(1, 7))
+        mb = scripted.Mailbox([], uidvalidity=9)
+        mb.next_uid = 5
+        for m in (a, b, c):
+            mb.add(m)
+        srv = self.server(mb)
+        f = self.fetcher(srv)
+        self.assertEqual(f.once(), 0, f.log())
+        mb.msgs = {}
+        mb.next_uid = 1
+        for m in (a, b, c, new):
+            mb.add(m)
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertIn("1 new delivered", f.log())
+        # A later run reconciles the Maildir (files named U5..U7 of the
+        # old numbering), then UIDs 5 and 6 arrive.
+        mb.add(x)
+        mb.add(y)
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(sorted(f.md.contents()),
+                         sorted([a, b, c, new, x, y]))
 
     def test_unchanged_folder_and_expunged_last_message_pass_the_check(self):
         mb = scripted.Mailbox([fx.make_message(i) for i in (1, 2)])

@@ -1,5 +1,6 @@
-"""A folder whose UIDVALIDITY changes is neither re-delivered silently nor
-skipped silently."""
+"""A folder whose UIDVALIDITY changes is recovered by itself: its messages
+are matched against the Maildir, only the new ones are fetched, nothing is
+deleted or moved on the server meanwhile."""
 import glob
 import os
 import unittest
@@ -15,6 +16,7 @@ class UidValidityTest(unittest.TestCase):
         self.env.close()
 
     def renumber(self):
+        """Dovecot forgets its UIDs: the same messages, a new UIDVALIDITY."""
         d = self.env.dovecot
         d.stop()
         md = d.maildir()
@@ -22,22 +24,62 @@ class UidValidityTest(unittest.TestCase):
             os.unlink(p)
         d.start()
 
-    def test_uidvalidity_change_stops_the_folder_until_the_user_decides(self):
+    def uidvalidity(self, f):
+        with open(glob.glob(f.state_dir + "/*/INBOX.state")[0]) as st:
+            return st.read().split("\n")[1]
+
+    def test_recreated_folder_delivers_only_the_new_messages(self):
         d = self.env.dovecot
-        d.put([fx.make_message(i) for i in range(5)])
+        old = [fx.make_message(i) for i in range(5)]
+        d.put(old)
         f = self.env.idlefetch(tls="implicit", name="uidv")
         self.assertEqual(f.once(), 0, f.log())
-        self.renumber()
-        d.put([fx.make_message(10)])
-        self.assertEqual(f.once(), 1)
-        self.assertIn("UIDVALIDITY changed from", f.log())
-        self.assertIn("remove " + f.state_dir, f.log())
-        self.assertEqual(f.md.count(), 5, "nothing delivered a second time")
-        # The user chose to fetch the renumbered folder as new.
-        for p in glob.glob(f.state_dir + "/*/*.state"):
+        was = self.uidvalidity(f)
+        # Without its index the Maildir itself is read.
+        for p in glob.glob(f.state_dir + "/*/*.index"):
             os.unlink(p)
+        self.renumber()
+        new = [fx.make_message(i) for i in range(10, 13)]
+        d.put(new)
         self.assertEqual(f.once(), 0, f.log())
-        self.assertEqual(f.md.count(), 5 + 6)
+        log = f.log()
+        self.assertIn("UIDVALIDITY changed from", log)
+        self.assertIn("read 5 message(s) of the Maildir missing from its "
+                      "index", log)
+        self.assertIn("recovered the renumbered folder: 5 message(s) matched "
+                      "the Maildir, 3 new delivered", log)
+        self.assertEqual(sorted(f.md.contents()), sorted(old + new),
+                         "exactly the 3 new ones delivered")
+        self.assertNotEqual(self.uidvalidity(f), was, "the new one adopted")
+        self.assertEqual(d.count(), 8, "the server keeps every message")
+        # And on from there, as usual.
+        d.put([fx.make_message(20)])
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(f.md.count(), 9)
+
+    def test_after_delete_loses_nothing_and_deletes_nothing_it_matched(self):
+        d = self.env.dovecot
+        old = [fx.make_message(i) for i in range(5)]
+        d.put(old)
+        f = self.env.idlefetch(tls="implicit", name="uidvd", after="delete")
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(d.count(), 0)
+        # The folder restored from a backup, with 3 new messages, under a
+        # new UIDVALIDITY.
+        new = [fx.make_message(i) for i in range(10, 13)]
+        d.put(old + new)
+        self.renumber()
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertIn("5 message(s) matched the Maildir, 3 new delivered",
+                      f.log())
+        self.assertEqual(sorted(f.md.contents()), sorted(old + new),
+                         "nothing lost, nothing twice")
+        self.assertEqual(d.count(), 8, "nothing deleted by the recovery")
+        # Mail after it is fetched and deleted as configured.
+        d.put([fx.make_message(20)])
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(f.md.count(), 9)
+        self.assertEqual(d.count(), 8)
 
 
 if __name__ == "__main__":

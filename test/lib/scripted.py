@@ -31,6 +31,24 @@ class Mailbox:
         return sorted(self.msgs)
 
 
+def header_fields(msg, names):
+    """The header lines of msg (CRLF) whose names are in names, folded
+    lines with them, in the message's order, then the empty line: what
+    BODY[HEADER.FIELDS (...)] returns."""
+    head = msg.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+    out, keep = [], False
+    for line in head.split(b"\r\n")[:-1]:
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                out.append(line + b"\r\n")
+            continue
+        keep = line.split(b":", 1)[0].strip().upper().decode(
+            "latin-1") in names
+        if keep:
+            out.append(line + b"\r\n")
+    return b"".join(out) + b"\r\n"
+
+
 def parse_set(s, maxuid):
     out = set()
     for part in s.split(","):
@@ -209,17 +227,17 @@ class Conn:
         wanted = [u for u in sorted(parse_set(m.group(1), uids[-1] if uids else 0))
                   if u in mb.msgs]
         body = "BODY.PEEK[]" in m.group(2).upper()
-        header = "HEADER.FIELDS (MESSAGE-ID)" in m.group(2).upper()
+        fields = re.search(r"HEADER\.FIELDS \(([^)]*)\)", m.group(2), re.I)
+        names = fields.group(1).upper().split() if fields else []
         out = []
         for u in wanted:
             seq = uids.index(u) + 1
             msg = mb.msgs[u]
             hdr = b""
-            if header:
-                mid = re.search(rb"(?im)^Message-ID:.*\r\n", msg)
-                h = (mid.group(0) if mid else b"") + b"\r\n"
-                hdr = (f" BODY[HEADER.FIELDS (MESSAGE-ID)] {{{len(h)}}}\r\n"
-                       .encode() + h)
+            if fields:
+                h = header_fields(msg, names)
+                hdr = (f" BODY[HEADER.FIELDS ({' '.join(names)})] "
+                       f"{{{len(h)}}}\r\n".encode() + h)
             if body:
                 r = self.hook("body", u, msg)
                 if r is not None:

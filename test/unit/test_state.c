@@ -30,7 +30,7 @@ test_path_encodes_the_folder(void **state)
 static void
 test_missing_file_is_enoent_and_zero(void **state)
 {
-	struct state_rec st = { 5, 6, { 0 } };
+	struct state_rec st = { 5, 6, { 0 }, 0, 0, 0 };
 	char *p = state_path(root, "none", "INBOX");
 
 	assert_int_equal(state_load(p, &st), -ENOENT);
@@ -42,7 +42,7 @@ test_missing_file_is_enoent_and_zero(void **state)
 static void
 test_save_then_load_round_trips(void **state)
 {
-	struct state_rec in = { 4294967295u, 123456, { 0 } }, out;
+	struct state_rec in = { 4294967295u, 123456, { 0 }, 0, 0, 0 }, out;
 	char *p = state_path(root, "acct", "INBOX");
 	char tmp[600];
 
@@ -67,7 +67,7 @@ test_save_then_load_round_trips(void **state)
 static void
 test_fingerprint_round_trips_and_old_files_load(void **state)
 {
-	struct state_rec in = { 7, 42, { 5123, "<a.b@example.org>" } }, out;
+	struct state_rec in = { 7, 42, { 5123, "<a.b@example.org>" }, 0, 0, 0 }, out;
 	char *p = state_path(root, "acct", "Fp");
 	FILE *fp;
 
@@ -76,6 +76,17 @@ test_fingerprint_round_trips_and_old_files_load(void **state)
 	assert_int_equal(state_load(p, &out), 0);
 	assert_int_equal(out.last.size, 5123);
 	assert_string_equal(out.last.msgid, "<a.b@example.org>");
+	assert_int_equal(out.keep_to, 0);
+	assert_int_equal(out.recovering, 0);
+	/* A recovery's marks round-trip too. */
+	in.keep_to = 40;
+	in.recovering = 1;
+	in.recovered_at = 1795683600123456ULL;
+	assert_int_equal(state_save(p, &in), 0);
+	assert_int_equal(state_load(p, &out), 0);
+	assert_int_equal(out.keep_to, 40);
+	assert_int_equal(out.recovering, 1);
+	assert_true(out.recovered_at == 1795683600123456ULL);
 	fp = fopen(p, "w");
 	fputs("idlefetch-state 1\nuidvalidity 7\nlast_uid 42\n", fp);
 	fclose(fp);
@@ -131,7 +142,7 @@ test_corrupt_files_are_refused(void **state)
 static void
 test_largest_uids_load(void **state)
 {
-	struct state_rec st = { UINT32_MAX, UINT32_MAX, { 0 } }, got;
+	struct state_rec st = { UINT32_MAX, UINT32_MAX, { 0 }, 0, 0, 0 }, got;
 	char *p = state_path(root, "acct", "Max");
 
 	assert_int_equal(state_prepare(p), 0);
@@ -149,7 +160,7 @@ test_largest_uids_load(void **state)
 static void
 test_symlinks_in_state_dir_are_not_followed(void **state)
 {
-	struct state_rec st = { 3, 9, { 0 } }, got;
+	struct state_rec st = { 3, 9, { 0 }, 0, 0, 0 }, got;
 	char *p = state_path(root, "links", "INBOX");
 	char tmp[600], target[600], lock[600], dir[600];
 	long holder;
@@ -191,7 +202,7 @@ test_symlinks_in_state_dir_are_not_followed(void **state)
 static void
 test_save_into_a_missing_directory_fails(void **state)
 {
-	struct state_rec st = { 1, 1, { 0 } };
+	struct state_rec st = { 1, 1, { 0 }, 0, 0, 0 };
 
 	assert_true(state_save("/nonexistent/dir/x.state", &st) < 0);
 }
