@@ -44,6 +44,7 @@ index_add(struct commit_req *j, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		e[i].uidvalidity = j->uidvalidity;
 		e[i].uid = j->files[i].uid;
+		e[i].file = j->files[i].base;
 		for (size_t k = 0; k < j->nfiles; k++)
 			if (j->fps[k].uid == j->files[i].uid) {
 				e[i].key = j->fps[k].key;

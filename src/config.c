@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/wait.h>
 
 #include <grp.h>
@@ -46,6 +47,8 @@ enum key_bit {
 	K_TIMEOUT = 1 << 14,
 	K_MAXCONN = 1 << 15,
 	K_EXCLUDE = 1 << 16,
+	K_READONLY = 1 << 17,
+	K_PIN = 1 << 18,
 };
 
 struct account_ctx {
@@ -357,6 +360,43 @@ set_uint(struct parse_ctx *c, const char *key, const char *v, unsigned min,
 	return 0;
 }
 
+/*
+ * tls_fingerprint = sha256:HEX: 64 hex digits, in pairs that may be
+ * separated by colons (as `openssl x509 -fingerprint` prints them).
+ */
+static int
+set_pin(struct parse_ctx *c, struct account *a, const char *key,
+    const char *v)
+{
+	const char *p = v + 7;
+	size_t n = 0;
+
+	if (strncasecmp(v, "sha256:", 7) != 0)
+		goto bad;
+	while (*p != '\0' && n < sizeof(a->pin)) {
+		unsigned byte;
+
+		if (!isxdigit((unsigned char)p[0]) ||
+		    !isxdigit((unsigned char)p[1]) ||
+		    sscanf(p, "%2x", &byte) != 1)
+			goto bad;
+		a->pin[n++] = (unsigned char)byte;
+		p += 2;
+		if (*p == ':' && n < sizeof(a->pin))
+			p++;
+	}
+	if (n != sizeof(a->pin) || *p != '\0')
+		goto bad;
+	a->pinned = true;
+	return 0;
+bad:
+	seterr(c, key,
+	    "'%s' is not sha256: and the 64 hex digits of a certificate's "
+	    "or public key's SHA-256 digest",
+	    v);
+	return -EINVAL;
+}
+
 static int
 set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
     const char *key, const char *v)
@@ -382,6 +422,8 @@ set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
 		{ "timeout", K_TIMEOUT },
 		{ "max_connections", K_MAXCONN },
 		{ "exclude", K_EXCLUDE },
+		{ "read_only", K_READONLY },
+		{ "tls_fingerprint", K_PIN },
 	};
 	unsigned bit = 0;
 
@@ -485,6 +527,15 @@ set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
 		return set_uint(c, key, v, 1, 100, &a->max_connections);
 	case K_TIMEOUT:
 		return set_uint(c, key, v, 2, 3600, &a->timeout);
+	case K_READONLY:
+		if (strcmp(v, "yes") == 0 || strcmp(v, "no") == 0) {
+			a->read_only = strcmp(v, "yes") == 0;
+			return 0;
+		}
+		seterr(c, key, "'%s' is not one of yes, no", v);
+		return -EINVAL;
+	case K_PIN:
+		return set_pin(c, a, key, v);
 	default:
 		fatal("bad key bit %u", bit);
 	}
@@ -786,6 +837,20 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 	c->line = ax->line;
 	if (!(ax->seen & K_PORT))
 		a->port = a->tls == TLS_MODE_IMPLICIT ? 993 : 143;
+	if (a->read_only && a->after != AFTER_KEEP) {
+		seterr(c, "read_only",
+		    "[account %s] opens its folders read-only: after must be "
+		    "keep",
+		    a->name);
+		return -EINVAL;
+	}
+	if (a->pinned && a->tls == TLS_MODE_NONE) {
+		seterr(c, "tls_fingerprint",
+		    "[account %s] has tls = none: there is no certificate to "
+		    "check",
+		    a->name);
+		return -EINVAL;
+	}
 	if ((ax->seen & K_EXCLUDE) && !a->subscribed) {
 		seterr(c, "exclude",
 		    "[account %s] lists its folders: exclude applies only to "
@@ -1036,6 +1101,8 @@ config_parse_env(struct config **out, char *err, size_t errlen)
 		{ "IDLEFETCH_CA_FILE", "ca_file" },
 		{ "IDLEFETCH_TIMEOUT", "timeout" },
 		{ "IDLEFETCH_MAX_CONNECTIONS", "max_connections" },
+		{ "IDLEFETCH_READ_ONLY", "read_only" },
+		{ "IDLEFETCH_TLS_FINGERPRINT", "tls_fingerprint" },
 	};
 	enum { NGLOBAL = 6 }; /* the first entries are [global] keys */
 	struct parse_ctx c = { .err = err, .errlen = errlen };
@@ -1128,6 +1195,14 @@ config_print(const struct config *cfg, FILE *fp)
 		    a->username);
 		if (a->ca_file)
 			fprintf(fp, "ca_file = %s\n", a->ca_file);
+		if (a->pinned) {
+			fprintf(fp, "tls_fingerprint = sha256:");
+			for (size_t j = 0; j < sizeof(a->pin); j++)
+				fprintf(fp, "%s%02x", j ? ":" : "", a->pin[j]);
+			fprintf(fp, "\n");
+		}
+		if (a->read_only)
+			fprintf(fp, "read_only = yes\n");
 		fprintf(fp, "folders = ");
 		for (size_t j = 0; j < a->nfolders; j++)
 			fprintf(fp, "%s%s", j ? ", " : "", a->folders[j]);
@@ -1213,7 +1288,8 @@ config_account_equal(const struct account *a, const struct account *b)
 	    a->poll_interval != b->poll_interval ||
 	    a->idle_refresh != b->idle_refresh || a->timeout != b->timeout ||
 	    a->max_connections != b->max_connections ||
-	    a->subscribed != b->subscribed ||
+	    a->subscribed != b->subscribed || a->read_only != b->read_only ||
+	    a->pinned != b->pinned || memcmp(a->pin, b->pin, sizeof(a->pin)) ||
 	    !same_list(a->folders, a->nfolders, b->folders, b->nfolders) ||
 	    !same_list(a->exclude, a->nexclude, b->exclude, b->nexclude))
 		return 0;

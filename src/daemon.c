@@ -207,6 +207,9 @@ shared_ctx(struct daemon *d, const struct account *a)
 
 		if (u->ctx == NULL || u->cref != d->cur || u->a == a)
 			continue;
+		if (u->a->pinned != a->pinned ||
+		    memcmp(u->a->pin, a->pin, sizeof(a->pin)) != 0)
+			continue;
 		if ((ca == NULL) != (a->ca_file == NULL))
 			continue;
 		if (ca != NULL && strcmp(ca, a->ca_file) != 0)
@@ -365,7 +368,8 @@ unit_begin(struct unit *u)
 	if (u->lock >= 0 && a->tls != TLS_MODE_NONE) {
 		u->ctx = shared_ctx(d, a);
 		if (u->ctx == NULL)
-			u->ctx = tls_ctx_new(a->ca_file, err, sizeof(err));
+			u->ctx = tls_ctx_new(a->ca_file,
+			    a->pinned ? a->pin : NULL, err, sizeof(err));
 		if (u->ctx == NULL)
 			log_msg(LOGL_ERROR, a->name, NULL, "%s", err);
 	}

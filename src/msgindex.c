@@ -30,7 +30,7 @@ int
 msgindex_append(const char *path, const struct msgindex_ent *e, size_t n)
 {
 	char *buf;
-	size_t len = 0, cap = n * 64 + 1;
+	size_t len = 0, cap = n * 192 + 1;
 	int fd, r = 0;
 
 	if (n == 0)
@@ -38,8 +38,9 @@ msgindex_append(const char *path, const struct msgindex_ent *e, size_t n)
 	buf = xmalloc(cap);
 	for (size_t i = 0; i < n; i++)
 		len += (size_t)snprintf(buf + len, cap - len,
-		    "%" PRIu32 " %" PRIu32 " %" PRIu32 " %016" PRIx64 "\n",
-		    e[i].uidvalidity, e[i].uid, e[i].size, e[i].key);
+		    "%" PRIu32 " %" PRIu32 " %" PRIu32 " %016" PRIx64 " %.96s\n",
+		    e[i].uidvalidity, e[i].uid, e[i].size, e[i].key,
+		    e[i].file ? e[i].file : "-");
 	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
 	    0600);
 	if (fd < 0) {
@@ -64,21 +65,34 @@ add(struct msgindex *ix, const struct msgindex_ent *e)
 	ix->v[ix->n++] = *e;
 }
 
-/* Reads "V U SIZE KEY" lines; a line that is not one is skipped. */
+static uint64_t
+hash_name(const char *p, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
+	return h;
+}
+
+/* Reads "V U SIZE KEY FILE" lines; a line that is not one is skipped. */
 static int
 read_index(struct msgindex *ix, const char *path)
 {
 	FILE *fp = fopen(path, "re");
-	char line[128];
+	char line[256], file[128];
 
 	if (fp == NULL)
 		return errno == ENOENT ? 0 : -errno;
 	while (fgets(line, sizeof(line), fp) != NULL) {
 		struct msgindex_ent e = { 0 };
 
-		if (sscanf(line, "%" SCNu32 " %" SCNu32 " %" SCNu32 " %" SCNx64,
-			&e.uidvalidity, &e.uid, &e.size, &e.key) == 4)
-			add(ix, &e);
+		if (sscanf(line,
+			"%" SCNu32 " %" SCNu32 " %" SCNu32 " %" SCNx64 " %127s",
+			&e.uidvalidity, &e.uid, &e.size, &e.key, file) != 5)
+			continue;
+		e.file_hash = hash_name(file, strlen(file));
+		add(ix, &e);
 	}
 	if (ferror(fp)) {
 		fclose(fp);
@@ -88,14 +102,18 @@ read_index(struct msgindex *ix, const char *path)
 	return 0;
 }
 
+/*
+ * By file, then by what it holds: one file is one message, whatever UID
+ * (a renumbered folder reuses them under the same UIDVALIDITY).
+ */
 static int
 cmp_file(const void *x, const void *y)
 {
 	const struct msgindex_ent *a = x, *b = y;
 
-	if (a->uidvalidity != b->uidvalidity)
-		return a->uidvalidity < b->uidvalidity ? -1 : 1;
-	return a->uid < b->uid ? -1 : a->uid > b->uid;
+	if (a->file_hash != b->file_hash)
+		return a->file_hash < b->file_hash ? -1 : 1;
+	return 0;
 }
 
 static int
@@ -158,18 +176,38 @@ struct complete {
 	size_t nfresh, capfresh;
 };
 
+/* The FILE part of a delivered file's path: its name up to the tag. */
+static void
+file_part(const char *path, const char **p, size_t *n)
+{
+	const char *base = strrchr(path, '/'), *v;
+
+	base = base ? base + 1 : path;
+	/* "...X<8 hex>V<uidvalidity>U<uid>...": the tag ends 9 bytes on. */
+	v = strstr(base, "V");
+	while (v && (v - base < 9 || v[-9] != 'X'))
+		v = strstr(v + 1, "V");
+	*p = base;
+	*n = v ? (size_t)(v - base) : strlen(base);
+}
+
 static int
 complete_one(void *ud, const char *path, uint32_t uidvalidity, uint32_t uid)
 {
 	struct complete *c = ud;
 	struct msgindex_ent e = { .uidvalidity = uidvalidity, .uid = uid };
+	const char *fp;
+	size_t fn;
 	int r;
 
+	file_part(path, &fp, &fn);
+	e.file_hash = hash_name(fp, fn);
 	if (bsearch(&e, c->ix->v, c->nknown, sizeof(e), cmp_file) != NULL)
 		return 0;
 	r = msgindex_read_file(path, &e, NULL);
 	if (r != 0)
 		return r < 0 ? r : 0;
+	e.file = xstrndup(fp, fn);
 	if (c->nfresh == c->capfresh) {
 		c->capfresh = c->capfresh ? c->capfresh * 2 : 64;
 		c->fresh = xrealloc(c->fresh, c->capfresh * sizeof(*c->fresh));
@@ -202,13 +240,18 @@ msgindex_load(struct msgindex *ix, const char *path, const char *maildir,
 	if (r < 0) {
 		snprintf(err, errlen, "cannot read the Maildir %s: %s", maildir,
 		    strerror(-r));
+		for (size_t i = 0; i < c.nfresh; i++)
+			free((char *)c.fresh[i].file);
 		free(c.fresh);
 		goto fail;
 	}
-	for (size_t i = 0; i < c.nfresh; i++)
-		add(ix, &c.fresh[i]);
-	ix->from_maildir = (unsigned)c.nfresh;
 	(void)msgindex_append(path, c.fresh, c.nfresh);
+	for (size_t i = 0; i < c.nfresh; i++) {
+		free((char *)c.fresh[i].file);
+		c.fresh[i].file = NULL;
+		add(ix, &c.fresh[i]);
+	}
+	ix->from_maildir = (unsigned)c.nfresh;
 	free(c.fresh);
 	if (ix->n > 0)
 		qsort(ix->v, ix->n, sizeof(*ix->v), cmp_key);

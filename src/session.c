@@ -754,9 +754,12 @@ send_select(struct session *s)
 	 * SELECTs it; with EXAMINE alone its UIDs shift after a restart
 	 * (the same UIDVALIDITY, other messages) and mail is lost and
 	 * duplicated. SELECT may clear \Recent, which no flag-based reader
-	 * of the Maildir relies on.
+	 * of the Maildir relies on. read_only (after = keep) asks for
+	 * EXAMINE: Courier's UIDs may then shift, which the sync recovers
+	 * from by itself.
 	 */
-	session_send_cmd(s, CMD_SELECT, false, "SELECT %s", mbox);
+	session_send_cmd(s, CMD_SELECT, false, "%s %s",
+	    s->a->read_only ? "EXAMINE" : "SELECT", mbox);
 	session_enter(s, S_SELECT);
 }
 

@@ -84,8 +84,20 @@ shrink_drained(struct tls *t, bool rbio)
 	}
 }
 
+/* The context's pin (TLS_PIN_LEN bytes), freed with the context. */
+static int pin_index = -1;
+
+static void
+pin_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+    void *argp)
+{
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	OPENSSL_free(ptr);
+}
+
 SSL_CTX *
-tls_ctx_new(const char *ca_file, char *err, size_t errlen)
+tls_ctx_new(const char *ca_file, const unsigned char *pin, char *err,
+    size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 
@@ -94,8 +106,25 @@ tls_ctx_new(const char *ca_file, char *err, size_t errlen)
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	if (pin) {
+		/*
+		 * The pin names the one certificate (or key) to accept, as a
+		 * self-signed server needs: no chain, no name to check.
+		 * tls_handshake() compares it before anything is sent.
+		 */
+		unsigned char *copy = OPENSSL_memdup(pin, TLS_PIN_LEN);
+
+		if (pin_index < 0)
+			pin_index = SSL_CTX_get_ex_new_index(0, NULL, NULL,
+			    NULL, pin_free);
+		if (copy == NULL || pin_index < 0 ||
+		    SSL_CTX_set_ex_data(ctx, pin_index, copy) != 1)
+			fatal("cannot keep the TLS pin");
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+		return ctx;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	if (ca_file) {
 		if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
 			openssl_err(err, errlen, "cannot load ca_file");
@@ -145,14 +174,61 @@ tls_free(struct tls *t)
 	free(t);
 }
 
+static void
+hex(char *out, const unsigned char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		sprintf(out + 3 * i, "%s%02x", i ? ":" : "", p[i]);
+}
+
+/*
+ * The pinned context's check: the server's certificate, or its public
+ * key, must have the configured SHA-256 digest.
+ */
+static int
+check_pin(struct tls *t, char *err, size_t errlen)
+{
+	const unsigned char *pin =
+	    SSL_CTX_get_ex_data(SSL_get_SSL_CTX(t->ssl), pin_index);
+	X509 *cert = SSL_get0_peer_certificate(t->ssl);
+	unsigned char dc[EVP_MAX_MD_SIZE], dk[EVP_MAX_MD_SIZE];
+	unsigned nc = 0, nk = 0;
+	char hc[3 * TLS_PIN_LEN], hk[3 * TLS_PIN_LEN];
+
+	if (cert == NULL) {
+		snprintf(err, errlen, "the server sent no certificate");
+		return IDLEFETCH_ETLS;
+	}
+	if (X509_digest(cert, EVP_sha256(), dc, &nc) != 1 ||
+	    X509_pubkey_digest(cert, EVP_sha256(), dk, &nk) != 1 ||
+	    nc != TLS_PIN_LEN || nk != TLS_PIN_LEN) {
+		openssl_err(err, errlen, "cannot digest the certificate");
+		return IDLEFETCH_ETLS;
+	}
+	if (CRYPTO_memcmp(dc, pin, TLS_PIN_LEN) == 0 ||
+	    CRYPTO_memcmp(dk, pin, TLS_PIN_LEN) == 0)
+		return 0;
+	hex(hc, dc, nc);
+	hex(hk, dk, nk);
+	snprintf(err, errlen,
+	    "the server's certificate does not match tls_fingerprint: it is "
+	    "sha256:%s (public key sha256:%s)",
+	    hc, hk);
+	return IDLEFETCH_ETLS;
+}
+
 int
 tls_handshake(struct tls *t, char *err, size_t errlen)
 {
 	long vr;
 	int r = SSL_do_handshake(t->ssl), kind;
 
-	if (r == 1)
+	if (r == 1) {
+		if (pin_index >= 0 &&
+		    SSL_CTX_get_ex_data(SSL_get_SSL_CTX(t->ssl), pin_index))
+			return check_pin(t, err, errlen);
 		return 0;
+	}
 	kind = SSL_get_error(t->ssl, r);
 	switch (kind) {
 	case SSL_ERROR_WANT_READ:

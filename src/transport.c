@@ -204,7 +204,7 @@ alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 static bool
 read_tls(struct transport *t)
 {
-	char why[300], *pbuf;
+	char why[400], *pbuf;
 	bool nested, done = false;
 	ssize_t n;
 	int r;
@@ -285,7 +285,7 @@ static void
 connect_cb(uv_connect_t *req, int status)
 {
 	struct transport *t = req->data;
-	char why[300];
+	char why[400];
 
 	if (t->freed || status == UV_ECANCELED) {
 		release(t);
@@ -391,7 +391,7 @@ transport_connect(struct transport *t, const char *host, unsigned port)
 int
 transport_start_tls(struct transport *t, SSL_CTX *ctx, const char *host)
 {
-	char why[300];
+	char why[400];
 	int r;
 
 	t->tls = tls_new(ctx, host);

@@ -48,6 +48,10 @@ struct account {
 	 */
 	unsigned max_connections;
 	unsigned timeout; /* seconds to wait for any answer */
+	bool read_only; /* EXAMINE instead of SELECT (after = keep only) */
+	/* tls_fingerprint: the SHA-256 of the certificate or its public key */
+	bool pinned;
+	unsigned char pin[32];
 };
 
 struct config {

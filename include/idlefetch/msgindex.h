@@ -3,7 +3,8 @@
  * and the server's size for each message, so that a folder the server
  * renumbered can be matched against it without fetching it all again.
  *
- * One line per delivered message, "UIDVALIDITY UID SIZE KEY", appended to
+ * One line per delivered message, "UIDVALIDITY UID SIZE KEY FILE" (FILE:
+ * the unique start of its Maildir name, up to its tag), appended to
  * STATE_DIR/ACCOUNT/FOLDER-KEY.index by each delivery; it is not fsynced
  * (it costs no flush per message): msgindex_load() completes it from the
  * Maildir's files of this folder that it lacks. A message the user deleted
@@ -21,6 +22,8 @@ struct msgindex_ent {
 	uint32_t size; /* RFC822.SIZE: with CRLF line ends */
 	uint32_t uidvalidity, uid;
 	uint32_t used; /* msgindex_match() paired it with a server message */
+	const char *file; /* msgindex_append(): the FILE part */
+	uint64_t file_hash; /* ...as read back: which file it is */
 };
 
 struct msgindex {

@@ -13,11 +13,17 @@
 
 struct tls;
 
+#define TLS_PIN_LEN 32 /* a SHA-256 digest */
+
 /*
  * A client context: TLS >= 1.2, peer verification on, trust from ca_file
- * or (NULL) the system store. The caller owns the result (SSL_CTX_free).
+ * or (NULL) the system store. With a pin (TLS_PIN_LEN bytes, copied), the
+ * server's certificate or public key must have that SHA-256 digest
+ * instead, whoever signed it and whatever name it carries. The caller owns
+ * the result (SSL_CTX_free).
  */
-SSL_CTX *tls_ctx_new(const char *ca_file, char *err, size_t errlen);
+SSL_CTX *tls_ctx_new(const char *ca_file, const unsigned char *pin,
+    char *err, size_t errlen);
 
 /* host is used for SNI and the certificate name check. ctx is borrowed. */
 struct tls *tls_new(SSL_CTX *ctx, const char *host);

@@ -173,6 +173,29 @@ class CourierTest(Compat, unittest.TestCase):
             self.assertEqual(sorted(ids), sorted(self.srv.message_ids()),
                              "none lost")
 
+    def test_examine_only_renumbering_is_recovered_without_a_person(self):
+        """With read_only (EXAMINE), Courier never saves its UID list: each
+        restart renumbers the folder (a new UIDVALIDITY, or the same one
+        with other messages under its UIDs). idlefetch recovers each time
+        by matching against the Maildir: every message arrives once."""
+        self.srv.put([fx.make_message(i) for i in range(6)])
+        f = self.fetcher(extra="read_only = yes\n")
+        self.assertEqual(f.once(), 0, f.log())
+        n = 6
+        for round_ in range(3):
+            self.srv.put([fx.make_message(100 + round_)], first=True)
+            self.srv.restart()
+            self.srv.put([fx.make_message(200 + round_)])
+            self.assertEqual(f.once(), 0, f.log())
+            n += 2
+            ids = f.md.message_ids()
+            self.assertEqual(len(ids), n, f"round {round_}: {f.log()}")
+            self.assertEqual(len(set(ids)), n, "0 duplicated")
+            self.assertEqual(sorted(ids), sorted(self.srv.message_ids()),
+                             "0 lost")
+        self.assertIn("recovered the renumbered folder", f.log())
+        self.assertNotIn("error", f.log())
+
     def test_never_selected_folder_is_fetched_on_every_run(self):
         """Courier gives a folder nobody SELECTed a new UIDVALIDITY in each
         EXAMINE session; idlefetch SELECTs, so runs agree."""
