@@ -177,8 +177,9 @@ tls_free(struct tls *t)
 static void
 hex(char *out, const unsigned char *p, size_t n)
 {
+	/* "ab:cd:...": each byte after the first takes 3 characters. */
 	for (size_t i = 0; i < n; i++)
-		sprintf(out + 3 * i, "%s%02x", i ? ":" : "", p[i]);
+		sprintf(out + (i ? 3 * i - 1 : 0), "%s%02x", i ? ":" : "", p[i]);
 }
 
 /*
@@ -194,17 +195,24 @@ check_pin(struct tls *t, char *err, size_t errlen)
 	unsigned char dc[EVP_MAX_MD_SIZE], dk[EVP_MAX_MD_SIZE];
 	unsigned nc = 0, nk = 0;
 	char hc[3 * TLS_PIN_LEN], hk[3 * TLS_PIN_LEN];
+	unsigned char *spki = NULL;
+	int spki_len;
 
 	if (cert == NULL) {
 		snprintf(err, errlen, "the server sent no certificate");
 		return IDLEFETCH_ETLS;
 	}
-	if (X509_digest(cert, EVP_sha256(), dc, &nc) != 1 ||
-	    X509_pubkey_digest(cert, EVP_sha256(), dk, &nk) != 1 ||
+	/* The key as its DER SubjectPublicKeyInfo, as HPKP and curl pin it. */
+	spki_len = i2d_PUBKEY(X509_get0_pubkey(cert), &spki);
+	if (X509_digest(cert, EVP_sha256(), dc, &nc) != 1 || spki_len <= 0 ||
+	    EVP_Digest(spki, (size_t)spki_len, dk, &nk, EVP_sha256(), NULL) !=
+		1 ||
 	    nc != TLS_PIN_LEN || nk != TLS_PIN_LEN) {
+		OPENSSL_free(spki);
 		openssl_err(err, errlen, "cannot digest the certificate");
 		return IDLEFETCH_ETLS;
 	}
+	OPENSSL_free(spki);
 	if (CRYPTO_memcmp(dc, pin, TLS_PIN_LEN) == 0 ||
 	    CRYPTO_memcmp(dk, pin, TLS_PIN_LEN) == 0)
 		return 0;

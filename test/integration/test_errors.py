@@ -1,7 +1,9 @@
 """Failures a user must see clearly: wrong password, a certificate for
 another host, an untrusted CA. Each is one clear error line, no credentials
 go out on an unverified connection, and --once exits 1."""
+import hashlib
 import re
+import subprocess
 import unittest
 
 import fixture as fx
@@ -98,6 +100,48 @@ class ErrorTest(unittest.TestCase):
         self.assertEqual(f.once("-v"), 1)
         self.assertIn("certificate verification failed", f.log())
         self.assert_no_login_attempt(f)
+
+    def pins(self, crt):
+        """sha256: pins of a certificate and of its public key."""
+        der = subprocess.run(["openssl", "x509", "-in", crt, "-outform",
+                              "der"], capture_output=True, check=True).stdout
+        pub = subprocess.run(["openssl", "x509", "-in", crt, "-pubkey",
+                              "-noout"], capture_output=True,
+                             check=True).stdout
+        spki = subprocess.run(["openssl", "pkey", "-pubin", "-outform",
+                               "der"], input=pub, capture_output=True,
+                              check=True).stdout
+        return ("sha256:" + hashlib.sha256(der).hexdigest(),
+                "sha256:" + ":".join(f"{b:02X}" for b in
+                                     hashlib.sha256(spki).digest()))
+
+    def test_pinned_self_signed_server_is_accepted_and_a_wrong_pin_refused(self):
+        """The test CA is in no trust store (ca=False): the pin alone, of
+        the certificate or of its key, makes it trusted, for a name the
+        certificate does not carry either. A wrong pin is refused before
+        any credential goes out."""
+        self.use_cert("wrong_host")
+        cert_pin, key_pin = self.pins(self.env.dovecot.certs.wrong_host[0])
+        wrong = cert_pin[:-2] + ("00" if cert_pin[-2:] != "00" else "11")
+        hexes = cert_pin[7:]
+        shown = "sha256:" + ":".join(hexes[i:i + 2] for i in range(0, 64, 2))
+        for tls in ("implicit", "starttls"):
+            f = self.env.idlefetch(tls=tls, name=f"wrongpin-{tls}", ca=False,
+                                   extra=f"tls_fingerprint = {wrong}\n")
+            self.assertEqual(f.once(), 1)
+            errs = error_lines(f.log())
+            self.assertEqual(len(errs), 1, f.log())
+            self.assertIn("does not match tls_fingerprint: it is " + shown,
+                          errs[0])
+            self.assert_no_login_attempt(f)
+            self.assertEqual(f.md.count(), 0)
+        for i, pin in enumerate((cert_pin, key_pin)):
+            f = self.env.idlefetch(tls="implicit", name=f"pinned{i}",
+                                   ca=False,
+                                   extra=f"tls_fingerprint = {pin}\n")
+            self.assertEqual(f.once(), 0, f.log())
+            self.assertEqual(f.md.count(), self.env.dovecot.count())
+            self.assertGreater(f.md.count(), 0)
 
     def test_one_failing_account_does_not_stop_the_others(self):
         good = self.env.idlefetch(tls="implicit", name="good")

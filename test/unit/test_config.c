@@ -110,7 +110,41 @@ test_all_keys_are_read(void **state)
 	assert_int_equal(a->poll_interval, 30);
 	assert_int_equal(a->idle_refresh, 300);
 	assert_string_equal(a->ca_file, "/etc/ca.pem");
+	assert_false(a->pinned);
+	assert_false(a->read_only);
 	config_free(cfg);
+	/* A pin as openssl prints it, colons and capitals, or plain. */
+	assert_int_equal(load("tls_fingerprint = sha256:"
+			      "00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:"
+			      "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff\n"
+			      "read_only = yes\n",
+			     err, sizeof(err), &cfg),
+	    0);
+	a = &cfg->accounts[0];
+	assert_true(a->pinned);
+	assert_int_equal(a->pin[10], 0xaa);
+	assert_int_equal(a->pin[31], 0xff);
+	assert_true(a->read_only);
+	config_free(cfg);
+	assert_int_equal(load("tls_fingerprint = sha256:"
+			      "00112233445566778899aabbccddeeff"
+			      "00112233445566778899aabbccddeeff\n",
+			     err, sizeof(err), &cfg),
+	    0);
+	config_free(cfg);
+}
+
+/* Settings that contradict each other name the key that cannot hold. */
+static void
+test_read_only_and_pin_need_their_conditions(void **state)
+{
+	(void)state;
+	expect_error("read_only = yes\nafter = delete\n", 4,
+	    "key 'read_only': [account work] opens its folders read-only");
+	expect_error("tls = none\ntls_fingerprint = sha256:"
+		     "00112233445566778899aabbccddeeff"
+		     "00112233445566778899aabbccddeeff\n",
+	    4, "key 'tls_fingerprint': [account work] has tls = none");
 }
 
 static void
@@ -130,6 +164,10 @@ test_value_errors_name_file_line_and_key(void **state)
 	expect_error("idle_refresh = 3600\n", 9, "key 'idle_refresh'");
 	expect_error("host = a b\n", 9, "key 'host'");
 	expect_error("\n\nca_file =\n", 11, "key 'ca_file': empty value");
+	expect_error("tls_fingerprint = md5:00\n", 9, "key 'tls_fingerprint'");
+	expect_error("tls_fingerprint = sha256:0011\n", 9,
+	    "key 'tls_fingerprint'");
+	expect_error("read_only = maybe\n", 9, "key 'read_only'");
 }
 
 static void
@@ -548,6 +586,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults_are_filled_in),
 		cmocka_unit_test(test_all_keys_are_read),
+		cmocka_unit_test(test_read_only_and_pin_need_their_conditions),
 		cmocka_unit_test(test_value_errors_name_file_line_and_key),
 		cmocka_unit_test(test_unknown_and_duplicate_keys_are_errors),
 		cmocka_unit_test(
