@@ -107,6 +107,18 @@ deliver(struct commit_req *j)
 	size_t i, done = 0;
 	int r = 0;
 	bool unlinked = false; /* maildir_commit removed the failed file */
+	char *marker = state_marker_path(j->root, j->account);
+
+	r = state_bind_check(marker, j->id, j->err, sizeof(j->err));
+	free(marker);
+	if (r < 0) {
+		for (i = 0; i < j->nfiles; i++)
+			maildir_discard(j->maildir, &j->files[i]);
+		j->ncommit = 0;
+		j->commit_uid = j->st.last_uid;
+		j->result = r;
+		return;
+	}
 
 	r = maildir_sync_files(j->files, j->ncommit);
 	if (r < 0) {
@@ -175,6 +187,61 @@ deliver(struct commit_req *j)
 		}
 	}
 	j->result = r;
+}
+
+/*
+ * A bound Maildir is checked before anything is made in it: an unmounted
+ * one's empty mount point must not become a Maildir. The first time, the
+ * Maildir is made, then bound.
+ */
+static int
+bind_maildir(struct commit_req *j)
+{
+	char *marker = state_marker_path(j->root, j->account);
+	int r = state_bind(j->state_path, marker, j->id, j->err,
+	    sizeof(j->err));
+
+	free(marker);
+	return r;
+}
+
+static int
+prepare(struct commit_req *j)
+{
+	bool bound;
+	int r = state_prepare(j->state_path);
+
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err),
+		    "cannot use the state directory for %s: %s", j->state_path,
+		    dir_problem(r));
+		return r;
+	}
+	bound = state_bound(j->state_path);
+	if (bound && (r = bind_maildir(j)) < 0)
+		return r;
+	r = maildir_prepare(j->maildir);
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "cannot use Maildir %s: %s",
+		    j->maildir, dir_problem(r));
+		return r;
+	}
+	if (!bound && (r = bind_maildir(j)) < 0)
+		return r;
+	r = maildir_clean_tmp(j->maildir, j->tag, &j->removed);
+	if (r < 0) {
+		snprintf(j->err, sizeof(j->err), "cannot clean %s/tmp: %s",
+		    j->maildir, strerror(-r));
+		return r;
+	}
+	r = state_load(j->state_path, &j->st);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		snprintf(j->err, sizeof(j->err), "cannot read state %s: %s",
+		    j->state_path,
+		    r == -EINVAL ? "corrupt file" : strerror(-r));
+	return r;
 }
 
 struct newest {
@@ -267,35 +334,7 @@ work_cb(uv_work_t *w)
 
 	switch (j->kind) {
 	case COMMIT_PREPARE:
-		r = maildir_prepare(j->maildir);
-		if (r < 0) {
-			snprintf(j->err, sizeof(j->err),
-			    "cannot use Maildir %s: %s", j->maildir,
-			    dir_problem(r));
-			break;
-		}
-		r = maildir_clean_tmp(j->maildir, j->tag, &j->removed);
-		if (r < 0) {
-			snprintf(j->err, sizeof(j->err),
-			    "cannot clean %s/tmp: %s", j->maildir,
-			    strerror(-r));
-			break;
-		}
-		r = state_prepare(j->state_path);
-		if (r < 0) {
-			snprintf(j->err, sizeof(j->err),
-			    "cannot use the state "
-			    "directory for %s: %s",
-			    j->state_path, dir_problem(r));
-			break;
-		}
-		r = state_load(j->state_path, &j->st);
-		if (r == -ENOENT)
-			r = 0;
-		else if (r < 0)
-			snprintf(j->err, sizeof(j->err),
-			    "cannot read state %s: %s", j->state_path,
-			    r == -EINVAL ? "corrupt file" : strerror(-r));
+		r = prepare(j);
 		break;
 	case COMMIT_RECONCILE:
 		r = reconcile(j);

@@ -131,6 +131,7 @@ struct cmd {
 
 struct session {
 	uv_loop_t *loop;
+	char maildir_id[STATE_ID_LEN + 1]; /* the Maildir's binding (state.h) */
 	struct session_opts o;
 	const struct account *a;
 	enum session_state state;

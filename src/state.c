@@ -6,6 +6,7 @@
  * A reader that finds anything else refuses the file instead of guessing:
  * a wrong last_uid would either skip or re-deliver mail.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -298,4 +300,203 @@ state_lock_holder(const char *state_dir, const char *account, long *pid,
 	}
 	close(fd);
 	return r;
+}
+
+/* ---- the Maildir this state belongs to ----------------------------------- */
+
+/*
+ * Reads a binding file: "ID\n" (done) or "ID new\n" (being made). 0, or
+ * -ENOENT, or -EINVAL for anything else.
+ */
+static int
+read_binding(const char *path, char *id, bool *fresh)
+{
+	char buf[64];
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), r = 0;
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	if (n < 0)
+		r = -errno;
+	close(fd);
+	if (n < 0)
+		return r;
+	buf[n] = '\0';
+	*fresh = false;
+	if (n == STATE_ID_LEN + 1 && buf[STATE_ID_LEN] == '\n') {
+		buf[STATE_ID_LEN] = '\0';
+	} else if (n == STATE_ID_LEN + 5 &&
+	    strcmp(buf + STATE_ID_LEN, " new\n") == 0) {
+		buf[STATE_ID_LEN] = '\0';
+		*fresh = true;
+	} else {
+		return -EINVAL;
+	}
+	for (int i = 0; i < STATE_ID_LEN; i++)
+		if (!isxdigit((unsigned char)buf[i]))
+			return -EINVAL;
+	memcpy(id, buf, STATE_ID_LEN + 1);
+	return 0;
+}
+
+/*
+ * Writes a binding file whole under its name: link() from a temporary
+ * file, so a reader sees all of it or nothing, and a second writer racing
+ * for a new one finds the first (-EEXIST). replace: rename over it.
+ */
+static int
+write_binding(const char *path, const char *id, bool fresh, bool replace)
+{
+	char tmp[PATH_MAX], buf[64];
+	int fd, n, r = 0;
+
+	n = snprintf(buf, sizeof(buf), "%s%s\n", id, fresh ? " new" : "");
+	if (snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid()) >=
+	    (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	(void)unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    0600);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, buf, (size_t)n) != n)
+		r = errno ? -errno : -EIO;
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && replace && rename(tmp, path) < 0)
+		r = -errno;
+	if (r == 0 && !replace && link(tmp, path) < 0)
+		r = -errno;
+	(void)unlink(tmp);
+	return r == 0 ? sync_parent(path) : r;
+}
+
+char *
+state_marker_path(const char *maildir, const char *account)
+{
+	return xasprintf("%s/.idlefetch-%s", maildir, account);
+}
+
+static char *
+binding_path(const char *state_path)
+{
+	const char *slash = strrchr(state_path, '/');
+	int n = slash ? (int)(slash - state_path) : 0;
+
+	return xasprintf("%.*s/maildir-id", n, slash ? state_path : ".");
+}
+
+/* A new random id, as hex. */
+static int
+new_id(char *id)
+{
+	unsigned char raw[STATE_ID_LEN / 2];
+
+	if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+		return -EIO;
+	for (size_t i = 0; i < sizeof(raw); i++)
+		sprintf(id + 2 * i, "%02x", raw[i]);
+	return 0;
+}
+
+bool
+state_bound(const char *state_path)
+{
+	char *sp = binding_path(state_path), id[STATE_ID_LEN + 1];
+	bool fresh = true;
+	int r = read_binding(sp, id, &fresh);
+
+	free(sp);
+	return r == 0 && !fresh;
+}
+
+int
+state_bind(const char *state_path, const char *marker, char *id, char *err,
+    size_t errlen)
+{
+	char *sp = binding_path(state_path), mid[STATE_ID_LEN + 1];
+	bool fresh = false, mfresh;
+	int r, rm;
+
+	r = read_binding(sp, id, &fresh);
+	if (r == -ENOENT) {
+		/* Never bound: the state's side first, marked as being made. */
+		r = new_id(id);
+		if (r == 0)
+			r = write_binding(sp, id, true, false);
+		if (r == -EEXIST) /* another connection made it meanwhile */
+			r = read_binding(sp, id, &fresh);
+		else
+			fresh = true;
+	}
+	if (r < 0) {
+		snprintf(err, errlen, "cannot use %s: %s", sp,
+		    r == -EINVAL ? "not an idlefetch binding file" :
+				   strerror(-r));
+		goto out;
+	}
+	rm = read_binding(marker, mid, &mfresh);
+	if (rm == -ENOENT && fresh) {
+		rm = write_binding(marker, id, false, false);
+		if (rm == -EEXIST)
+			rm = read_binding(marker, mid, &mfresh);
+		else if (rm == 0)
+			strcpy(mid, id);
+	}
+	if (rm == -ENOENT) {
+		snprintf(err, errlen,
+		    "the Maildir has lost %s, which idlefetch put there when it "
+		    "first delivered into it (the state in %s says so): is it "
+		    "unmounted, or replaced? Not fetching, and deleting or "
+		    "moving nothing on the server, until it is back (if the "
+		    "Maildir moved on purpose, move that file with it)",
+		    marker, sp);
+		r = IDLEFETCH_ELOST;
+		goto out;
+	}
+	if (rm < 0) {
+		snprintf(err, errlen, "cannot use %s: %s", marker,
+		    rm == -EINVAL ? "not an idlefetch marker" : strerror(-rm));
+		r = rm;
+		goto out;
+	}
+	if (strcmp(mid, id) != 0) {
+		snprintf(err, errlen,
+		    "%s belongs to another state than %s: is the state "
+		    "directory lost or replaced, or the Maildir another "
+		    "one? Not fetching, and deleting or moving nothing on "
+		    "the server; if the state was lost for good, remove %s to "
+		    "start over (files already delivered are found by name)",
+		    marker, sp, marker);
+		r = IDLEFETCH_ELOST;
+		goto out;
+	}
+	r = fresh ? write_binding(sp, id, false, true) : 0;
+	if (r < 0)
+		snprintf(err, errlen, "cannot write %s: %s", sp, strerror(-r));
+out:
+	free(sp);
+	return r;
+}
+
+int
+state_bind_check(const char *marker, const char *id, char *err,
+    size_t errlen)
+{
+	char mid[STATE_ID_LEN + 1];
+	bool fresh;
+	int r = read_binding(marker, mid, &fresh);
+
+	if (r == 0 && strcmp(mid, id) == 0)
+		return 0;
+	snprintf(err, errlen,
+	    "%s is %s: the Maildir was unmounted or replaced since idlefetch "
+	    "started; not delivering, and deleting or moving nothing on the "
+	    "server, until it is back",
+	    marker, r == -ENOENT ? "gone" : r < 0 ? "unreadable" : "another one");
+	return IDLEFETCH_ELOST;
 }

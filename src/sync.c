@@ -323,6 +323,7 @@ job_done_prepare(struct session *s, struct commit_req *j)
 			    j->removed);
 		s->mb->st = j->st;
 		s->mb->prepared = true;
+		memcpy(s->maildir_id, j->id, sizeof(s->maildir_id));
 	}
 	if (s->conn_alive) {
 		session_synced(s); /* it is pending: SELECT it now */
@@ -468,6 +469,9 @@ sync_start_job(struct session *s, enum commit_kind kind)
 	j->st = s->mb->st;
 	j->maildir = s->mb->maildir;
 	j->state_path = s->mb->state_path;
+	j->root = s->a->maildir;
+	j->account = s->a->name;
+	memcpy(j->id, s->maildir_id, sizeof(j->id));
 	j->tag = s->mb->tag_mark;
 	j->uidvalidity = s->uidvalidity;
 	j->recovering = s->mb->st.recovering != 0;

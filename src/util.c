@@ -142,6 +142,8 @@ err_str(int err)
 		return "TLS error";
 	case IDLEFETCH_ECAPA:
 		return "missing server capability";
+	case IDLEFETCH_ELOST:
+		return "not the Maildir or state it was";
 	default:
 		break;
 	}

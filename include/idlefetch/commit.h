@@ -4,11 +4,12 @@
  * file and nothing of connections: a request says where and what, and the
  * result comes back through the callback on the loop.
  *
- *   COMMIT_PREPARE    create the Maildir, remove this tag's unfinished tmp/
- *                     files, check the state directory, load the state
+ *   COMMIT_PREPARE    check the state directory and its binding to the
+ *                     Maildir (state.h), create the Maildir, remove this
+ *                     tag's unfinished tmp/ files, load the state
  *   COMMIT_RECONCILE  find UIDs delivered to new/ or cur/ but not recorded
  *                     (a crash, a failed save), fsync new/, record them
- *   COMMIT_DELIVER    make files[0..ncommit) durable, rename them into new/
+ *   COMMIT_DELIVER    check the Maildir's marker, make files[0..ncommit) durable, rename them into new/
  *                     in order, fsync new/, add them to the folder's index
  *                     (msgindex.h), save the state that records them
  *                     (not during a recovery); remove the files after the
@@ -55,6 +56,9 @@ struct commit_req {
 	/* in: borrowed, unchanged until the callback */
 	const char *maildir;
 	const char *state_path;
+	const char *root; /* the account's Maildir, which holds the marker */
+	const char *account;
+	char id[STATE_ID_LEN + 1]; /* the binding: PREPARE out, DELIVER in */
 	uint32_t tag; /* of this account+folder's files */
 	uint32_t uidvalidity;
 	struct maildir_file *files; /* COMMIT_DELIVER, sorted by UID */

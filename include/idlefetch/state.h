@@ -6,6 +6,7 @@
 #ifndef IDLEFETCH_STATE_H
 #define IDLEFETCH_STATE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Message-IDs longer than this are not kept (no fingerprint by ID). */
@@ -67,5 +68,31 @@ int state_lock(const char *state_dir, const char *account, const char *mode,
  */
 int state_lock_holder(const char *state_dir, const char *account, long *pid,
     char *mode, size_t modelen);
+
+/*
+ * The state and the Maildir it describes know each other: a random id in
+ * STATE_DIR/ACCOUNT/maildir-id and in a marker file at the Maildir's root
+ * (MAILDIR/.idlefetch-ACCOUNT). A Maildir unmounted (its empty mount
+ * point), replaced or moved, or a state directory lost or replaced, no
+ * longer match, and the account stops instead of delivering elsewhere or
+ * deleting on the server what a lost state no longer knows.
+ */
+#define STATE_ID_LEN 32
+
+/* MAILDIR/.idlefetch-ACCOUNT; the caller frees it. */
+char *state_marker_path(const char *maildir, const char *account);
+/*
+ * Checks (or, the first time, makes) the binding of the state that holds
+ * state_path to the marker. id (STATE_ID_LEN + 1 bytes) gets the id.
+ * Returns 0, IDLEFETCH_ELOST (err says which side is lost and what to do)
+ * or -errno. Blocking.
+ */
+int state_bind(const char *state_path, const char *marker, char *id,
+    char *err, size_t errlen);
+/* Whether a binding was made (and finished) for this state. */
+bool state_bound(const char *state_path);
+/* Whether the marker still holds id: 0, or IDLEFETCH_ELOST with err. */
+int state_bind_check(const char *marker, const char *id, char *err,
+    size_t errlen);
 
 #endif

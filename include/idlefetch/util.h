@@ -15,6 +15,7 @@
 #define IDLEFETCH_EAUTH (-20002) /* login rejected */
 #define IDLEFETCH_ETLS (-20003) /* TLS handshake or verification failed */
 #define IDLEFETCH_ECAPA (-20004) /* server lacks a required capability */
+#define IDLEFETCH_ELOST (-20005) /* the Maildir or state is not the bound one */
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -18,9 +18,11 @@
 #include <cmocka.h>
 
 #include "idlefetch/commit.h"
+#include "idlefetch/util.h"
 
 static char root[] = "/tmp/idlefetch-commit-test-XXXXXX";
 static char dir[512], statefile[600];
+static char bound_id[STATE_ID_LEN + 1]; /* from the last PREPARE */
 
 static int
 count(const char *sub)
@@ -56,11 +58,85 @@ run(struct commit_req *req)
 	uv_loop_init(&loop);
 	req->maildir = dir;
 	req->state_path = statefile;
+	req->root = dir;
+	req->account = "a";
 	req->tag = 0x1234;
+	if (req->kind != COMMIT_PREPARE)
+		memcpy(req->id, bound_id, sizeof(bound_id));
 	commit_start(&loop, req, done, &calls);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	assert_int_equal(calls, 1);
 	assert_int_equal(uv_loop_close(&loop), 0);
+	if (req->kind == COMMIT_PREPARE && req->result == 0)
+		memcpy(bound_id, req->id, sizeof(bound_id));
+}
+
+static void
+test_lost_maildir_or_state_is_refused(void **state)
+{
+	struct commit_req req;
+	struct maildir_file f;
+	char marker[600], moved[620], binding[600];
+	int in_new = count("new");
+
+	(void)state;
+	memset(&req, 0, sizeof(req));
+	req.kind = COMMIT_PREPARE;
+	run(&req);
+	assert_int_equal(req.result, 0);
+	snprintf(marker, sizeof(marker), "%s/.idlefetch-a", dir);
+	snprintf(moved, sizeof(moved), "%s.away", marker);
+	snprintf(binding, sizeof(binding), "%s/state/a/maildir-id", root);
+	assert_int_equal(access(marker, F_OK), 0);
+	assert_int_equal(access(binding, F_OK), 0);
+
+	/* The Maildir unmounted while running: nothing is delivered. */
+	assert_int_equal(rename(marker, moved), 0);
+	assert_int_equal(maildir_create(dir, 0x1234, &f), 0);
+	assert_int_equal(maildir_append(&f, "x\n", 2), 0);
+	f.uid = 5;
+	memset(&req, 0, sizeof(req));
+	req.kind = COMMIT_DELIVER;
+	req.uidvalidity = 7;
+	req.files = &f;
+	req.nfiles = 1;
+	req.fps = &(struct commit_fp){ .uid = 5 };
+	req.ncommit = 1;
+	req.commit_uid = 5;
+	run(&req);
+	assert_int_equal(req.result, IDLEFETCH_ELOST);
+	assert_int_equal(req.ncommit, 0);
+	assert_non_null(strstr(req.err, "unmounted or replaced"));
+	assert_int_equal(count("new"), in_new);
+	assert_int_equal(count("tmp"), 0);
+
+	/* ... and at the next start, before anything is made in it. */
+	memset(&req, 0, sizeof(req));
+	req.kind = COMMIT_PREPARE;
+	run(&req);
+	assert_int_equal(req.result, IDLEFETCH_ELOST);
+	assert_non_null(strstr(req.err, "has lost"));
+
+	/* Back: it goes on. */
+	assert_int_equal(rename(moved, marker), 0);
+	memset(&req, 0, sizeof(req));
+	req.kind = COMMIT_PREPARE;
+	run(&req);
+	assert_int_equal(req.result, 0);
+
+	/* The state directory lost: the Maildir's marker says so. */
+	assert_int_equal(unlink(binding), 0);
+	memset(&req, 0, sizeof(req));
+	req.kind = COMMIT_PREPARE;
+	run(&req);
+	assert_int_equal(req.result, IDLEFETCH_ELOST);
+	assert_non_null(strstr(req.err, "belongs to another state"));
+	/* The way out it names: remove the marker to start over. */
+	assert_int_equal(unlink(marker), 0);
+	memset(&req, 0, sizeof(req));
+	req.kind = COMMIT_PREPARE;
+	run(&req);
+	assert_int_equal(req.result, 0);
 }
 
 static int
@@ -150,6 +226,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_prepare_deliver_reconcile),
+		cmocka_unit_test(test_lost_maildir_or_state_is_refused),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
