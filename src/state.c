@@ -378,7 +378,7 @@ write_binding(const char *path, const char *id, bool fresh, bool replace)
 char *
 state_marker_path(const char *maildir, const char *account)
 {
-	return xasprintf("%s/.idlefetch-%s", maildir, account);
+	return xasprintf("%s/idlefetch-%s.id", maildir, account);
 }
 
 static char *

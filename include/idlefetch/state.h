@@ -72,14 +72,14 @@ int state_lock_holder(const char *state_dir, const char *account, long *pid,
 /*
  * The state and the Maildir it describes know each other: a random id in
  * STATE_DIR/ACCOUNT/maildir-id and in a marker file at the Maildir's root
- * (MAILDIR/.idlefetch-ACCOUNT). A Maildir unmounted (its empty mount
+ * (MAILDIR/idlefetch-ACCOUNT.id). A Maildir unmounted (its empty mount
  * point), replaced or moved, or a state directory lost or replaced, no
  * longer match, and the account stops instead of delivering elsewhere or
  * deleting on the server what a lost state no longer knows.
  */
 #define STATE_ID_LEN 32
 
-/* MAILDIR/.idlefetch-ACCOUNT; the caller frees it. */
+/* MAILDIR/idlefetch-ACCOUNT.id; the caller frees it. */
 char *state_marker_path(const char *maildir, const char *account);
 /*
  * Checks (or, the first time, makes) the binding of the state that holds

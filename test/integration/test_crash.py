@@ -1,10 +1,12 @@
 """kill -9 in the middle of a backlog: nothing lost, nothing twice, no
 partial file in new/."""
+import os
 import random
 import signal
 import time
 import unittest
 
+import faultproxy
 import fixture as fx
 
 
@@ -15,39 +17,71 @@ class CrashTest(unittest.TestCase):
     def tearDown(self):
         self.env.close()
 
-    def test_kill9_during_backlog_loses_nothing(self):
-        rnd = random.Random(7)
-        msgs = [fx.make_message(i, size=rnd.choice((0, 20000, 150000)))
-                for i in range(500)]
-        self.env.dovecot.put(msgs)
+    def soak(self, after):
+        """SOAK_KILLS (default 10) kill -9 at random instants while a
+        1,000-message backlog (sizes up to 5 MB, 56 MB) is fetched over a
+        link of SOAK_RATE bytes a second, a restart after each. The soak:
+        SOAK_KILLS=100 SOAK_RATE=1500000 SOAK_SHORT=0.8. After every kill each message is in the Maildir or
+        still on the server, never neither, and every file in new/ is a
+        whole message; at the end all 1,000 are there once."""
+        kills = int(os.environ.get("SOAK_KILLS", "10"))
+        rnd = random.Random(int(os.environ.get("SOAK_SEED", "9")))
+        sizes = [rnd.choice((0, 2000, 20000, 60000)) for _ in range(1000)]
+        for i in rnd.sample(range(1000), 12):
+            sizes[i] = rnd.randint(1, 5) * 1024 * 1024
+        msgs = [fx.make_message(i, size=sz) for i, sz in enumerate(sizes)]
+        ids = {fx.message_id(m) for m in msgs}
         originals = set(msgs)
-        f = self.env.idlefetch(tls="implicit", name="crash")
-        kills = 0
-        counts = []
-        for delay in (0.15, 0.3, 0.45, 0.6):
+        d = self.env.dovecot
+        d.put(msgs)
+        # A slower link: the 56 MB backlog lasts long enough for the kills.
+        rate = int(os.environ.get("SOAK_RATE", str(4 * 1024 * 1024)))
+        short = float(os.environ.get("SOAK_SHORT", "0.5"))
+        proxy = faultproxy.FaultProxy(d.imaps_port)
+        self.addCleanup(proxy.stop)
+        proxy.throttle(rate, sticky=True)
+        f = self.env.idlefetch(tls="implicit", name=f"soak-{after}",
+                               after=after, port=proxy.port)
+        counts, t0 = [], time.monotonic()
+        for k in range(kills):
             f.start()
-            # Wait for the first delivery, then kill at a later moment.
-            fx.wait_until(lambda: f.md.count() > 0 or f.proc.poll() is not None,
-                          20, step=0.005)
-            time.sleep(delay * rnd.random())
-            before = f.md.count()
+            # At a random instant: login, listing, streaming, committing
+            # or deleting, whatever it is doing then. A share of the runs
+            # (SOAK_SHORT) is short, the rest may be long enough for a
+            # whole batch (100 messages or 16 MiB) to arrive.
+            if rnd.random() < short:
+                time.sleep(rnd.uniform(0.02, 0.4))
+            else:
+                time.sleep(rnd.uniform(0.4, 0.4 + 18 * 2**20 / rate))
             f.stop(signal.SIGKILL)
-            kills += 1
-            counts.append(f.md.count())
-            got = f.md.contents()
+            got = f.md.contents() + f.md.contents("cur")
             for body in got:
-                self.assertIn(body, originals, "a file in new/ is complete")
-            self.assertEqual(len(got), len(set(got)), "no duplicate")
-            if f.md.count() >= 500:
+                self.assertIn(body, originals, "a whole message in new/")
+            self.assertEqual(len(got), len(set(got)), f"kill {k}: no duplicate")
+            held = {fx.message_id(b) for b in got} | set(d.message_ids())
+            self.assertEqual(held, ids, f"kill {k}: in the Maildir or on "
+                             "the server, never neither")
+            counts.append(len(got))
+            if len(got) == len(msgs):
                 break
-            self.assertGreaterEqual(f.md.count(), before)
-        print(f"\nkilled {kills} time(s) with {counts} delivered")
-        self.assertLess(counts[0], 500, "the first kill hit the backlog")
+        took = time.monotonic() - t0
+        proxy.clear()  # the rest at full speed
         self.assertEqual(f.once(), 0, f.log())
         got = f.md.contents()
-        self.assertEqual(len(got), 500, "0 lost, 0 duplicated")
+        self.assertEqual(len(got), len(msgs), "0 lost, 0 duplicated")
         self.assertEqual(set(got), originals)
-        self.assertEqual(f.md.files("tmp"), [], "stale tmp/ files removed")
+        self.assertEqual(f.md.files("tmp"), [], "no partial file in tmp/")
+        if after == "delete":
+            self.assertEqual(d.count(), 0)
+        print(f"\n{after}: {len(counts)} kill(s) in {took:.0f} s, "
+              f"delivered after each: {counts}")
+        self.assertLess(counts[0], len(msgs), "the first kill hit the backlog")
+
+    def test_kill9_soak_keep(self):
+        self.soak("keep")
+
+    def test_kill9_soak_delete(self):
+        self.soak("delete")
 
     def test_state_lost_after_delivery_is_reconciled_from_file_names(self):
         self.env.dovecot.put([fx.make_message(i) for i in range(10)])

@@ -1,4 +1,6 @@
-"""A full disk stops fetching without losing or half-writing a message."""
+"""A full disk, a read-only one, a failing rename: fetching stops without
+losing or half-writing a message, nothing is deleted on the server, and the
+daemon goes on by itself once the cause is gone."""
 import os
 import subprocess
 import unittest
@@ -44,6 +46,58 @@ class DiskFullTest(unittest.TestCase):
         got = f.md.contents()
         self.assertEqual(len(got), 20)
         self.assertEqual(sorted(got), sorted(msgs))
+
+    def test_daemon_resumes_by_itself_after_full_and_read_only(self):
+        d = self.env.dovecot
+        msgs = [fx.make_message(i, size=150000) for i in range(12)]
+        d.put(msgs)
+        f = self.env.idlefetch(tls="implicit", name="fullro", after="delete",
+                               maildir=os.path.join(self.mnt, "Maildir"))
+        f.start()
+        self.assertTrue(fx.wait_until(
+            lambda: "No space left on device" in f.log(), 30), f.log())
+        got = f.md.contents()
+        self.assertLess(len(got), 12)
+        self.assertGreaterEqual(d.count(), 12 - len(got),
+                                "only what is in the Maildir left the server")
+        # Room again, but the file system turns read-only.
+        subprocess.run(["mount", "-o", "remount,size=20m,ro", self.mnt],
+                       check=True)
+        self.assertTrue(fx.wait_until(
+            lambda: "Read-only file system" in f.log(), 60), f.log())
+        self.assertGreaterEqual(d.count(), 12 - f.md.count())
+        subprocess.run(["mount", "-o", "remount,rw", self.mnt], check=True)
+        self.assertTrue(fx.wait_until(lambda: f.md.count() == 12, 120),
+                        f.log())
+        self.assertTrue(fx.wait_until(lambda: d.count() == 0, 30))
+        self.assertEqual(sorted(f.md.contents()), sorted(msgs))
+        self.assertEqual(f.md.files("tmp"), [])
+        self.assertEqual(f.stop(), 0)
+
+
+SLOWDISK = os.environ.get("SLOWDISK_LIB")
+
+
+@unittest.skipUnless(SLOWDISK, "SLOWDISK_LIB (built by CMake) is not set")
+class FailedRenameTest(unittest.TestCase):
+    def test_failed_rename_keeps_the_message_on_the_server_and_retries(self):
+        env = fx.Env()
+        self.addCleanup(env.close)
+        msgs = [fx.make_message(i) for i in range(3)]
+        env.dovecot.put(msgs)
+        f = env.idlefetch(tls="implicit", name="rename", after="delete")
+        asan = os.environ.get("ASAN_OPTIONS", "")
+        f.start(env={"LD_PRELOAD": SLOWDISK,
+                     "BADDISK_RENAME_MATCH": "/Maildir/new/",
+                     "BADDISK_RENAME_FAILS": "2",
+                     "ASAN_OPTIONS": asan + ":verify_asan_link_order=0"})
+        self.assertTrue(fx.wait_until(
+            lambda: f.log().count("cannot deliver UID") >= 2, 60), f.log())
+        self.assertTrue(fx.wait_until(lambda: f.md.count() == 3, 60), f.log())
+        self.assertTrue(fx.wait_until(lambda: env.dovecot.count() == 0, 30))
+        self.assertEqual(sorted(f.md.contents()), sorted(msgs))
+        self.assertEqual(f.md.files("tmp"), [])
+        self.assertEqual(f.stop(), 0)
 
 
 if __name__ == "__main__":

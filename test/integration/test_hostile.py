@@ -275,16 +275,18 @@ class Hostile(scripted.ScriptedCase):
                       [c for c in srv.commands if "LOGIN" in c])
         self.assertNotIn('p"a', f.log())
 
-    def test_uidvalidity_change_stops_the_folder_and_says_why(self):
+    def test_uidvalidity_change_is_recovered_and_says_why(self):
         mb = scripted.Mailbox([msg(i) for i in range(3)], uidvalidity=100)
         srv = self.server(mb)
         f = self.fetcher(srv)
         self.assertEqual(f.once(), 0, f.log())
         mb.uidvalidity = 200
         mb.add(msg(10))
-        self.assertEqual(f.once(), 1)
+        self.assertEqual(f.once(), 0, f.log())
         self.assertIn("UIDVALIDITY changed from 100 to 200", f.log())
-        self.assertEqual(f.md.count(), 3, "nothing re-delivered, nothing new "
+        self.assertIn("3 message(s) matched the Maildir, 1 new delivered",
+                      f.log())
+        self.assertEqual(f.md.count(), 4, "nothing re-delivered, the new one "
                          "fetched under the new numbering")
 
     def test_exists_during_idle_is_fetched_at_once(self):

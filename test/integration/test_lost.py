@@ -49,7 +49,7 @@ class LostTest(unittest.TestCase):
         self.assertEqual(d.count(), 1, "nothing deleted on the server")
         self.assertEqual(f.md.count(), 3)
         # The way out the error names.
-        os.unlink(os.path.join(f.maildir_path, ".idlefetch-nostate"))
+        os.unlink(os.path.join(f.maildir_path, "idlefetch-nostate.id"))
         self.assertEqual(f.once(), 0, f.log())
         self.assertEqual(f.md.count(), 4)
 

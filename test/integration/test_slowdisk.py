@@ -36,7 +36,7 @@ class SlowDiskTest(unittest.TestCase):
         with open(f.conf, "a") as c:
             c.write(fx.account_section("fast", d, "Archive", fast_md))
         asan = os.environ.get("ASAN_OPTIONS", "")
-        f.start(env={"LD_PRELOAD": SLOWDISK, "SLOWDISK_MATCH": "/slowdisk/",
+        f.start(env={"LD_PRELOAD": SLOWDISK, "SLOWDISK_MATCH": "/slowdisk/Maildir/tmp/",
                      "SLOWDISK_SECS": "6",
                      # The preloaded library comes before a sanitizer runtime.
                      "ASAN_OPTIONS": asan + ":verify_asan_link_order=0"})

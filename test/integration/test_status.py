@@ -95,20 +95,15 @@ class StatusTest(unittest.TestCase):
         f = self.env.idlefetch(tls="implicit", name="gone",
                                folders="INBOX, Archive")
         self.assertEqual(f.once(), 0, f.log())
-        # Renumber INBOX: the daemon must stop it, not re-deliver; Archive
-        # goes on.
-        d.stop()
-        md = d.maildir()
-        for n in os.listdir(md):
-            if n == "dovecot-uidlist" or n.startswith("dovecot.index"):
-                os.unlink(os.path.join(md, n))
-        d.start()
+        # INBOX's Maildir becomes writable by anyone: the daemon must stop
+        # that folder, not deliver into it; Archive goes on.
+        os.chmod(os.path.join(f.maildir_path, "new"), 0o777)
         f.start()
         self.assertTrue(fx.wait_until(lambda: status(f)[0] == 1 and
                                       " stopped " in status(f)[1], 15),
                         status(f))
         rc, out = status(f)
-        self.assertIn("UIDVALIDITY changed", folder_line(out, "INBOX"))
+        self.assertIn("writable by other users", folder_line(out, "INBOX"))
         self.assertRegex(folder_line(out, "Archive"), r"up +IDLE ")
         self.assertIn("unhealthy: 1 of 2 folder(s)", out)
         self.assertEqual(f.md.count(), 2)

@@ -3,7 +3,7 @@
  * first write() to a file whose path contains $SLOWDISK_MATCH wait
  * $SLOWDISK_SECS seconds, as a disk does when it hiccups (an SD card
  * erasing, a NAS failing over). Every other write goes straight through.
- * It can also make fsync() fail (below).
+ * It can also make fsync() or rename() fail (below).
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -72,4 +72,27 @@ fsync(int fd)
 		}
 	}
 	return real_fsync(fd);
+}
+
+/*
+ * A disk whose rename() fails: the first $BADDISK_RENAME_FAILS (default 1)
+ * renames to a path containing $BADDISK_RENAME_MATCH fail with EIO.
+ */
+int
+rename(const char *from, const char *to)
+{
+	static int (*real_rename)(const char *, const char *);
+	static int failed;
+	const char *match = getenv("BADDISK_RENAME_MATCH");
+	const char *fails = getenv("BADDISK_RENAME_FAILS");
+
+	if (real_rename == NULL)
+		*(void **)&real_rename = dlsym(RTLD_NEXT, "rename");
+	if (match != NULL && strstr(to, match) != NULL &&
+	    __atomic_add_fetch(&failed, 1, __ATOMIC_SEQ_CST) <=
+		(fails ? atoi(fails) : 1)) {
+		errno = EIO;
+		return -1;
+	}
+	return real_rename(from, to);
 }

@@ -84,7 +84,7 @@ test_lost_maildir_or_state_is_refused(void **state)
 	req.kind = COMMIT_PREPARE;
 	run(&req);
 	assert_int_equal(req.result, 0);
-	snprintf(marker, sizeof(marker), "%s/.idlefetch-a", dir);
+	snprintf(marker, sizeof(marker), "%s/idlefetch-a.id", dir);
 	snprintf(moved, sizeof(moved), "%s.away", marker);
 	snprintf(binding, sizeof(binding), "%s/state/a/maildir-id", root);
 	assert_int_equal(access(marker, F_OK), 0);
