@@ -84,3 +84,46 @@ class UidValidityTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RecoveryCrashTest(unittest.TestCase):
+    """kill -9 in the middle of a recovery: the state says so, the next
+    run recovers again, and what the first delivered is matched, not
+    fetched twice."""
+
+    def test_kill9_during_recovery_then_recover_again(self):
+        import faultproxy
+        import signal
+        env = fx.Env()
+        self.addCleanup(env.close)
+        d = env.dovecot
+        old = [fx.make_message(i) for i in range(100)]
+        d.put(old)
+        f = env.idlefetch(tls="implicit", name="rcrash")
+        self.assertEqual(f.once(), 0, f.log())
+        d.stop()
+        md = d.maildir()
+        for p in glob.glob(md + "/dovecot-uidlist") + glob.glob(md + "/dovecot.index*"):
+            os.unlink(p)
+        d.start()
+        new = [fx.make_message(i, size=20000) for i in range(200, 450)]
+        d.put(new)
+        # Through a 1 MB/s link each batch of 100 (2 MB) takes 2 s.
+        proxy = faultproxy.FaultProxy(d.imaps_port)
+        self.addCleanup(proxy.stop)
+        proxy.throttle(1024 * 1024, sticky=True)
+        g = env.idlefetch(tls="implicit", name="rcrash", port=proxy.port)
+        g.start()
+        self.assertTrue(fx.wait_until(lambda: f.md.count() > 100, 30),
+                        g.log())
+        g.stop(signal.SIGKILL)
+        got = f.md.count()
+        self.assertLess(got, 350, "killed in the middle of it")
+        with open(glob.glob(f.state_dir + "/*/INBOX.state")[0]) as st:
+            self.assertIn("recovering 1", st.read())
+        proxy.clear()
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertIn("a recovery of this folder was cut short", f.log())
+        self.assertIn(f"{got} message(s) matched the Maildir, {350 - got} "
+                      "new delivered", f.log())
+        self.assertEqual(sorted(f.md.contents()), sorted(old + new))
