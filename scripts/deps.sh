@@ -12,7 +12,7 @@ libcom-err2 libical3 libicu72 libjansson4 libkrb5-3 libldap-2.5-0 libpq5
 libsasl2-2 libsasl2-modules libsqlite3-0 libwrap0 libxapian30 libxml2
 libzephyr4"
 PKGS="build-essential cmake pkg-config libuv1-dev libssl-dev
-libinih-dev libcmocka-dev libetpan-dev dovecot-imapd dovecot-lmtpd python3 openssl
+libinih-dev libcmocka-dev libetpan-dev libjson-c-dev dovecot-imapd dovecot-lmtpd python3 openssl
 ca-certificates procps iproute2 ${EXTRA:-}"
 [ "${1:-}" = "--test" ] && PKGS="$PKGS $SERVER_LIBS"
 missing=""

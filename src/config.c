@@ -49,6 +49,8 @@ enum key_bit {
 	K_EXCLUDE = 1 << 16,
 	K_READONLY = 1 << 17,
 	K_PIN = 1 << 18,
+	K_AUTH = 1 << 19,
+	K_OAUTHCMD = 1 << 20,
 };
 
 struct account_ctx {
@@ -424,6 +426,8 @@ set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
 		{ "exclude", K_EXCLUDE },
 		{ "read_only", K_READONLY },
 		{ "tls_fingerprint", K_PIN },
+		{ "auth", K_AUTH },
+		{ "oauth_token_command", K_OAUTHCMD },
 	};
 	unsigned bit = 0;
 
@@ -536,6 +540,23 @@ set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
 		return -EINVAL;
 	case K_PIN:
 		return set_pin(c, a, key, v);
+	case K_AUTH:
+		if (strcmp(v, "password") == 0)
+			a->auth = AUTH_PASSWORD;
+		else if (strcmp(v, "xoauth2") == 0)
+			a->auth = AUTH_XOAUTH2;
+		else if (strcmp(v, "oauthbearer") == 0)
+			a->auth = AUTH_OAUTHBEARER;
+		else {
+			seterr(c, key,
+			    "'%s' is not one of password, xoauth2, oauthbearer",
+			    v);
+			return -EINVAL;
+		}
+		return 0;
+	case K_OAUTHCMD:
+		a->oauth_token_command = xstrdup(v);
+		return 0;
 	default:
 		fatal("bad key bit %u", bit);
 	}
@@ -827,7 +848,21 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 			    a->name);
 			return -EINVAL;
 		}
-	if (npass != 1) {
+	if (a->auth != AUTH_PASSWORD) {
+		if (npass != 0 || !(ax->seen & K_OAUTHCMD)) {
+			seterr(c, "auth",
+			    "[account %s] logs in with OAuth2: it needs "
+			    "oauth_token_command and no password, "
+			    "password_file or password_command",
+			    a->name);
+			return -EINVAL;
+		}
+	} else if (ax->seen & K_OAUTHCMD) {
+		seterr(c, "oauth_token_command",
+		    "[account %s] has no auth = xoauth2 or oauthbearer",
+		    a->name);
+		return -EINVAL;
+	} else if (npass != 1) {
 		seterr(c, "password",
 		    "[account %s] needs exactly one of password, "
 		    "password_file, password_command",
@@ -1103,6 +1138,8 @@ config_parse_env(struct config **out, char *err, size_t errlen)
 		{ "IDLEFETCH_MAX_CONNECTIONS", "max_connections" },
 		{ "IDLEFETCH_READ_ONLY", "read_only" },
 		{ "IDLEFETCH_TLS_FINGERPRINT", "tls_fingerprint" },
+		{ "IDLEFETCH_AUTH", "auth" },
+		{ "IDLEFETCH_OAUTH_TOKEN_COMMAND", "oauth_token_command" },
 	};
 	enum { NGLOBAL = 6 }; /* the first entries are [global] keys */
 	struct parse_ctx c = { .err = err, .errlen = errlen };
@@ -1150,6 +1187,7 @@ config_free(struct config *cfg)
 		free(a->exclude);
 		free(a->maildir);
 		free(a->move_to);
+		free(a->oauth_token_command);
 	}
 	free(cfg->accounts);
 	free(cfg->state_dir);
@@ -1191,8 +1229,16 @@ config_print(const struct config *cfg, FILE *fp)
 
 		fprintf(fp, "\n[account %s]\nhost = %s\nport = %u\ntls = %s\n",
 		    a->name, a->host, a->port, tls[a->tls]);
-		fprintf(fp, "username = %s\npassword = ********\n",
-		    a->username);
+		if (a->auth == AUTH_PASSWORD)
+			fprintf(fp, "username = %s\npassword = ********\n",
+			    a->username);
+		else
+			fprintf(fp,
+			    "username = %s\nauth = %s\n"
+			    "oauth_token_command = %s\n",
+			    a->username,
+			    a->auth == AUTH_XOAUTH2 ? "xoauth2" : "oauthbearer",
+			    a->oauth_token_command);
 		if (a->ca_file)
 			fprintf(fp, "ca_file = %s\n", a->ca_file);
 		if (a->pinned) {
@@ -1290,6 +1336,8 @@ config_account_equal(const struct account *a, const struct account *b)
 	    a->max_connections != b->max_connections ||
 	    a->subscribed != b->subscribed || a->read_only != b->read_only ||
 	    a->pinned != b->pinned || memcmp(a->pin, b->pin, sizeof(a->pin)) ||
+	    a->auth != b->auth ||
+	    !str_equal(a->oauth_token_command, b->oauth_token_command) ||
 	    !same_list(a->folders, a->nfolders, b->folders, b->nfolders) ||
 	    !same_list(a->exclude, a->nexclude, b->exclude, b->nexclude))
 		return 0;

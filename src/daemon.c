@@ -36,6 +36,7 @@
 #include "idlefetch/folders.h"
 #include "idlefetch/log.h"
 #include "idlefetch/notify.h"
+#include "idlefetch/oauth.h"
 #include "idlefetch/session.h"
 #include "idlefetch/spawn.h"
 #include "idlefetch/state.h"
@@ -66,6 +67,7 @@ struct unit {
 	struct status_rec *recs; /* one per folder */
 	size_t nrecs;
 	struct status_writer *w;
+	struct oauth *oauth; /* auth = xoauth2 | oauthbearer: the token */
 	struct session **sessions; /* one per connection */
 	size_t n, running;
 	bool gave_up; /* a session ended on its own: it needs the user */
@@ -248,6 +250,7 @@ add_session(struct unit *u, size_t first, size_t n)
 		.split = n == u->nrecs ? on_split : NULL,
 		/* The first connection lists the subscribed folders. */
 		.listed = first == 0 && u->a->subscribed ? on_folders : NULL,
+		.oauth = u->oauth,
 		.ud = u,
 	};
 	struct session *s = session_new(u->d->loop, &o);
@@ -378,6 +381,9 @@ unit_begin(struct unit *u)
 		u->gave_up = true;
 		return;
 	}
+	if (a->auth != AUTH_PASSWORD)
+		u->oauth = oauth_new(d->loop, a->name, a->oauth_token_command,
+		    cfg->command_timeout);
 	u->names = xcalloc(a->nfolders, sizeof(*u->names));
 	u->recs = xcalloc(a->nfolders, sizeof(*u->recs));
 	for (size_t j = 0; j < a->nfolders; j++) {
@@ -445,6 +451,7 @@ unit_free(struct unit *u, bool last)
 	for (size_t j = 0; j < u->nrecs; j++)
 		free(u->names[j]);
 	free(u->names);
+	oauth_free(u->oauth);
 	SSL_CTX_free(u->ctx);
 	if (u->lock >= 0)
 		close(u->lock);

@@ -106,6 +106,8 @@ cap_bit(const char *name)
 		{ "NOTIFY", CAP_NOTIFY },
 		{ "LIST-EXTENDED", CAP_LIST_EXTENDED },
 		{ "AUTH=PLAIN", CAP_AUTH_PLAIN },
+		{ "AUTH=XOAUTH2", CAP_AUTH_XOAUTH2 },
+		{ "AUTH=OAUTHBEARER", CAP_AUTH_OAUTHBEARER },
 	};
 
 	for (size_t i = 0; i < ARRAY_LEN(names); i++)

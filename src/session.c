@@ -17,9 +17,10 @@
 #include <ctype.h>
 
 #include "idlefetch/mutf7.h"
+#include "idlefetch/oauth.h"
 
 static const char *state_names[] = { "PREPARE", "CONNECT", "TLS", "GREETING",
-	"STARTTLS", "CAPABILITY", "AUTH", "NOTIFY", "SELECT", "SYNC",
+	"STARTTLS", "CAPABILITY", "TOKEN", "AUTH", "NOTIFY", "SELECT", "SYNC",
 	"IDLE_START", "IDLE", "IDLE_DONE", "POLL_WAIT", "STATUS", "DISCOVER",
 	"LOGOUT", "CLOSING", "BACKOFF", "QUEUED", "DONE" };
 
@@ -385,6 +386,9 @@ close_conn(struct session *s)
 	}
 	s->ncmds = 0;
 	set_text(&s->select_err, NULL);
+	set_text(&s->why, NULL);
+	if (s->o.oauth)
+		oauth_cancel(s->o.oauth, s); /* it may wait for a token */
 	s->selected = NULL;
 	s->notify = false;
 	s->status_wait = 0;
@@ -522,15 +526,91 @@ session_folder_stop(struct session *s, int err, const char *fmt, ...)
 
 /* ---- connection setup -------------------------------------------------------- */
 
+/*
+ * AUTHENTICATE XOAUTH2 or OAUTHBEARER with the token. A refusal comes as
+ * a "+" with the server's reasons (base64 JSON), answered with an empty
+ * response (XOAUTH2) or %x01 (OAUTHBEARER, RFC 7628 3.2.3), then NO.
+ */
+static void
+send_oauth(struct session *s, const char *token)
+{
+	bool x = s->a->auth == AUTH_XOAUTH2;
+	const char *mech = x ? "XOAUTH2" : "OAUTHBEARER";
+	char *b64;
+
+	if (!(s->caps & (x ? CAP_AUTH_XOAUTH2 : CAP_AUTH_OAUTHBEARER))) {
+		session_fail(s, IDLEFETCH_ECAPA,
+		    "auth = %s but the server does not offer AUTH=%s; not "
+		    "logging in",
+		    x ? "xoauth2" : "oauthbearer", mech);
+		return;
+	}
+	b64 = oauth_response(s->a->auth, s->a->username, token, s->a->host,
+	    s->a->port);
+	s->oauth_gen = oauth_generation(s->o.oauth);
+	set_text(&s->why, NULL);
+	if (s->caps & CAP_SASL_IR) {
+		session_send_cmd(s, CMD_AUTH, true, "AUTHENTICATE %s %s", mech,
+		    b64);
+	} else {
+		session_send_cmd(s, CMD_AUTH, false, "AUTHENTICATE %s", mech);
+		s->cmds[s->ncmds - 1].secret = xstrdup(b64);
+	}
+	OPENSSL_cleanse(b64, strlen(b64));
+	free(b64);
+	session_enter(s, S_AUTH);
+}
+
+static void
+token_cb(void *ud, const char *token, const char *err)
+{
+	struct session *s = ud;
+
+	if (s->state != S_TOKEN)
+		return;
+	if (token == NULL) {
+		session_fail(s, IDLEFETCH_EAUTH, "%s", err);
+		return;
+	}
+	s->oauth_fresh = true;
+	send_oauth(s, token);
+}
+
+/* The server refused the token: its reasons, decoded, for the log. */
+static void
+oauth_challenge(struct session *s, const char *text)
+{
+	char why[256];
+
+	oauth_describe_challenge(text, why, sizeof(why));
+	set_text(&s->why, why);
+	session_send_raw(s, s->a->auth == AUTH_XOAUTH2 ? "" : "AQ==", false);
+}
+
 static void
 send_auth(struct session *s)
 {
 	const struct account *a = s->a;
-	size_t ul = strlen(a->username), pl = strlen(a->password);
+	size_t ul, pl;
 	char qu[1024], qp[1024];
 
 	if (s->o.ssl_ctx && !transport_is_tls(s->tr))
 		fatal("credentials about to be sent without TLS");
+	if (a->auth != AUTH_PASSWORD) {
+		const char *token = oauth_token(s->o.oauth);
+
+		s->oauth_fresh = false;
+		if (token) {
+			send_oauth(s, token);
+			return;
+		}
+		/* Nothing fresh: the command runs, the connection waits. */
+		session_enter(s, S_TOKEN);
+		oauth_fetch(s->o.oauth, token_cb, s);
+		return;
+	}
+	ul = strlen(a->username);
+	pl = strlen(a->password);
 	if (s->caps & CAP_AUTH_PLAIN) {
 		size_t rawlen = ul + pl + 2;
 		unsigned char *raw = xmalloc(rawlen);
@@ -574,6 +654,34 @@ send_auth(struct session *s)
 	session_send_cmd(s, CMD_AUTH, true, "LOGIN %s %s", qu, qp);
 	OPENSSL_cleanse(qp, sizeof(qp));
 	session_enter(s, S_AUTH);
+}
+
+/*
+ * A refused token is not used again. One the command had just printed
+ * means the account itself is refused (retried slowly); one that was kept
+ * from before has merely expired early: a new one, at once.
+ */
+static void
+oauth_rejected(struct session *s, const struct proto_resp *r)
+{
+	char reason[300];
+
+	oauth_refused(s->o.oauth, s->oauth_gen);
+	snprintf(reason, sizeof(reason), "%s%s%s", r->text,
+	    s->why ? "; the server says: " : "", s->why ? s->why : "");
+	set_text(&s->why, NULL);
+	if (s->oauth_fresh) {
+		session_fail(s, IDLEFETCH_EAUTH,
+		    "login rejected for user %s with a new token: %s",
+		    s->a->username, reason);
+		return;
+	}
+	LOG(s, LOGL_WARN,
+	    "the server refused the kept token for user %s (%s); running "
+	    "oauth_token_command again",
+	    s->a->username, reason);
+	s->backoff_ms = BACKOFF_MIN_MS;
+	session_fail(s, -EKEYEXPIRED, "reconnecting with a new token");
 }
 
 /* Capabilities known: STARTTLS if asked for, else log in. */
@@ -1123,6 +1231,10 @@ on_tagged(struct session *s, const struct proto_resp *r)
 		break;
 	case CMD_AUTH:
 		secret_free(copy.secret);
+		if (r->status != PROTO_OK && s->a->auth != AUTH_PASSWORD) {
+			oauth_rejected(s, r);
+			break;
+		}
 		if (r->status != PROTO_OK) {
 			session_fail(s, IDLEFETCH_EAUTH,
 			    "login rejected for user %s: %s", s->a->username,
@@ -1361,6 +1473,9 @@ on_unit(void *ud, const char *p, size_t n)
 			session_send_raw(s, c->secret, true);
 			secret_free(c->secret);
 			c->secret = NULL;
+		} else if (s->state == S_AUTH && s->a->auth != AUTH_PASSWORD &&
+		    s->why == NULL) {
+			oauth_challenge(s, r.text);
 		} else {
 			session_fail(s, IDLEFETCH_EPROTO,
 			    "unexpected continuation");
@@ -1801,6 +1916,7 @@ timer_close_cb(uv_handle_t *h)
 	free(s->move_wire);
 	free(s->bye);
 	free(s->select_err);
+	free(s->why);
 	free(s->lookup_guess);
 	free(s->cmds);
 	framer_free(s->fr);

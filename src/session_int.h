@@ -54,6 +54,7 @@ enum session_state {
 	S_GREETING,
 	S_STARTTLS,
 	S_CAPABILITY,
+	S_TOKEN, /* waiting for oauth_token_command */
 	S_AUTH,
 	S_NOTIFY,
 	S_SELECT,
@@ -177,6 +178,9 @@ struct session {
 	char *lookup_guess; /* a name the server has that ends in it */
 	const char *lookup; /* the name LIST looks for: move_to or folder */
 	char *select_err; /* SELECT's refusal, while LIST looks for it */
+	char *why; /* an OAuth2 refusal's reasons, decoded, until its NO */
+	unsigned oauth_gen; /* the token this login sent */
+	bool oauth_fresh; /* ...printed by the command for this login */
 	uint64_t progress_at; /* loop time the answer timeout was last armed */
 	bool more; /* new mail announced during a sync */
 	unsigned expunges; /* "* n EXPUNGE" since the after-action was sent */

@@ -18,6 +18,13 @@ enum after_mode { AFTER_KEEP, AFTER_DELETE, AFTER_MOVE };
 #define CONFIG_DEFAULT_PATH "/etc/idlefetch/idlefetch.conf"
 #define CONFIG_DEFAULT_STATE "/var/lib/idlefetch"
 
+/* How an account logs in. */
+enum auth_mode {
+	AUTH_PASSWORD, /* AUTHENTICATE PLAIN, else LOGIN */
+	AUTH_XOAUTH2, /* Google's and Microsoft's SASL XOAUTH2 */
+	AUTH_OAUTHBEARER /* RFC 7628 */
+};
+
 struct account {
 	char *name;
 	char *host;
@@ -49,6 +56,8 @@ struct account {
 	unsigned max_connections;
 	unsigned timeout; /* seconds to wait for any answer */
 	bool read_only; /* EXAMINE instead of SELECT (after = keep only) */
+	enum auth_mode auth;
+	char *oauth_token_command; /* AUTH_XOAUTH2, AUTH_OAUTHBEARER */
 	/* tls_fingerprint: the SHA-256 of the certificate or its public key */
 	bool pinned;
 	unsigned char pin[32];

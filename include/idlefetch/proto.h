@@ -37,6 +37,8 @@ enum proto_status {
 #define CAP_LITERALPLUS (1u << 8)
 #define CAP_NOTIFY (1u << 9) /* RFC 5465 */
 #define CAP_LIST_EXTENDED (1u << 10) /* RFC 5258 */
+#define CAP_AUTH_XOAUTH2 (1u << 11)
+#define CAP_AUTH_OAUTHBEARER (1u << 12) /* RFC 7628 */
 
 /* Bits in proto_resp.has. */
 #define HAS_CAPS (1u << 0)

@@ -65,6 +65,7 @@ struct session_opts {
 	 * (account's folders = *), and tells them here.
 	 */
 	session_folders_cb *listed; /* NULL: never lists */
+	struct oauth *oauth; /* borrowed; the account's, for auth = *oauth* */
 	void *ud;
 };
 

@@ -53,7 +53,9 @@ class StatusTest(unittest.TestCase):
         # the grace period (a restart of the server is no reason to alarm).
         d.stop()
         self.assertTrue(fx.wait_until(
-            lambda: "connection refused" in status(f)[1], 15), status(f))
+            lambda: "connection refused" in folder_line(status(f)[1],
+                                                        "INBOX"), 15),
+            status(f))
         rc, out = status(f)
         self.assertEqual(rc, 0, out)
         self.assertRegex(folder_line(out, "INBOX"),

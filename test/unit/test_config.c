@@ -139,6 +139,12 @@ static void
 test_read_only_and_pin_need_their_conditions(void **state)
 {
 	(void)state;
+	expect_error("auth = xoauth2\noauth_token_command = oama access a\n", 4,
+	    "key 'auth': [account work] logs in with OAuth2: it needs "
+	    "oauth_token_command and no password");
+	expect_error("oauth_token_command = x\n", 4,
+	    "key 'oauth_token_command': [account work] has no auth = xoauth2");
+	expect_error("auth = kerberos\n", 9, "key 'auth': 'kerberos' is not one");
 	expect_error("read_only = yes\nafter = delete\n", 4,
 	    "key 'read_only': [account work] opens its folders read-only");
 	expect_error("tls = none\ntls_fingerprint = sha256:"
