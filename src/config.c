@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <grp.h>
 #include <pwd.h>
@@ -71,6 +73,7 @@ struct parse_ctx {
 	char *err;
 	size_t errlen;
 	bool failed;
+	unsigned secret_line; /* the first password written in the file */
 };
 
 static void
@@ -698,6 +701,10 @@ handle_kv(struct parse_ctx *c, const char *section, const char *key,
 	v = expand(c, key, raw);
 	if (v == NULL)
 		return -EINVAL;
+	/* A password written in the file itself, not taken from a variable. */
+	if (strcmp(key, "password") == 0 && *raw != '\0' &&
+	    strstr(raw, "${") == NULL && c->secret_line == 0)
+		c->secret_line = c->line;
 	if (strcmp(key, "password_command") == 0) {
 		/*
 		 * The shell expands ${NAME} itself, from the environment: a
@@ -773,17 +780,51 @@ ini_reader_cb(char *str, int num, void *stream)
 	return str;
 }
 
+/*
+ * A file that holds a secret must not be readable by others: not by
+ * everyone, and by its group only when that is this process's own group
+ * (root:idlefetch 0640 for a daemon that runs as idlefetch). why names
+ * the file, its mode and the chmod that fixes it.
+ */
+static int
+secret_mode_ok(FILE *fp, const char *path, const char *what, char *why,
+    size_t whylen)
+{
+	struct stat st;
+
+	if (fstat(fileno(fp), &st) < 0) {
+		snprintf(why, whylen, "cannot stat %s: %s", path,
+		    strerror(errno));
+		return -errno;
+	}
+	if ((st.st_mode & S_IROTH) ||
+	    ((st.st_mode & S_IRGRP) && st.st_gid != getegid())) {
+		snprintf(why, whylen,
+		    "%s %s is readable by %s (mode %04o): run chmod 600 %s",
+		    what, path, (st.st_mode & S_IROTH) ? "every user" :
+		    "its group", (unsigned)(st.st_mode & 07777), path);
+		return -EPERM;
+	}
+	return 0;
+}
+
 static int
 read_secret_file(const char *path, char **out, char *why, size_t whylen)
 {
 	char buf[4096];
 	size_t n;
 	FILE *fp = fopen(path, "re");
+	int r;
 
 	if (fp == NULL) {
 		snprintf(why, whylen, "cannot read %s: %s", path,
 		    strerror(errno));
 		return -errno;
+	}
+	r = secret_mode_ok(fp, path, "password_file", why, whylen);
+	if (r < 0) {
+		fclose(fp);
+		return r;
 	}
 	n = fread(buf, 1, sizeof(buf) - 1, fp);
 	fclose(fp);
@@ -1087,7 +1128,6 @@ config_parse_file(const char *path, struct config **out, char *err,
 		free(buf);
 		return r;
 	}
-	fclose(fp);
 	c.buf = buf;
 	c.cfg = config_new(path);
 	ini_allow_multiline = false;
@@ -1102,6 +1142,16 @@ config_parse_file(const char *path, struct config **out, char *err,
 	} else if (r < 0 && !c.failed) {
 		seterr(&c, NULL, "cannot parse file");
 	}
+	if (!c.failed && c.secret_line > 0) {
+		char why[512];
+
+		c.line = c.secret_line;
+		if (secret_mode_ok(fp, path, "the configuration file", why,
+			sizeof(why)) < 0)
+			seterr(&c, "password", "%s, or move the password to a "
+			    "password_file", why);
+	}
+	fclose(fp);
 	OPENSSL_cleanse(buf, c.len);
 	free(buf);
 	return finish(&c, out);

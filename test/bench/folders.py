@@ -98,6 +98,7 @@ def start_idlefetch(d, dovecot, port, ca, poll):
         f.write(fx.account_section("bench", dovecot, ", ".join(FOLDERS),
                                    os.path.join(d, "Maildir")))
         f.write(f"poll_interval = {poll}\n")
+    os.chmod(conf, 0o600)
     return [subprocess.Popen([fx.IDLEFETCH, "--config", conf],
                              stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)]

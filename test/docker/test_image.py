@@ -175,7 +175,11 @@ class ImageTest(unittest.TestCase):
         os.makedirs(secrets)
         with open(os.path.join(secrets, "password"), "w") as f:
             f.write(fx.PASSWORD + "\n")
-        os.chmod(os.path.join(secrets, "password"), 0o444)
+        # Readable by the image's user (10001) through its group only, as
+        # Kubernetes' fsGroup gives it: idlefetch refuses a password file
+        # every user can read.
+        os.chown(os.path.join(secrets, "password"), 0, 10001)
+        os.chmod(os.path.join(secrets, "password"), 0o440)
         shutil.copy(d.certs.ca, os.path.join(secrets, "ca.crt"))
         env = {"IDLEFETCH_ACCOUNT": "alice", "IDLEFETCH_HOST": "127.0.0.1",
                "IDLEFETCH_PORT": str(d.imaps_port),
@@ -294,6 +298,7 @@ class ManifestTest(unittest.TestCase):
             for name in ("alice", "bob"):
                 with open(root + f"/run/secrets/mail/{name}", "w") as fp:
                     fp.write("secret\n")
+                os.chmod(root + f"/run/secrets/mail/{name}", 0o600)
             taken = []
             for i in range(sts["spec"]["replicas"]):
                 p = cmd("unshare", "-u", "sh", "-c",

@@ -24,6 +24,7 @@ class CliTest(unittest.TestCase):
     def write(self, text):
         with open(self.conf, "w") as f:
             f.write(text)
+        os.chmod(self.conf, 0o600)
 
     def test_check_config_prints_effective_config_with_password_masked(self):
         self.write("[account a]\nhost = h.example\nusername = u\n"

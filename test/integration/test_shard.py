@@ -60,6 +60,7 @@ class ShardTest(unittest.TestCase):
             for a in ACCOUNTS:
                 f.write(fx.account_section(a, d, "INBOX", self.md(a).path))
                 f.write("poll_interval = 600\n")
+        os.chmod(self.conf, 0o600)
 
     def md(self, account):
         return fx.Maildir(os.path.join(self.dir, "mail", account))

@@ -127,6 +127,7 @@ class VerdictTest(unittest.TestCase):
                     "host = 127.0.0.1\ntls = none\nusername = u\n"
                     "password = p\nmaildir = /tmp/unused\n"
                     "folders = INBOX, Lists\n")
+        os.chmod(self.conf, 0o600)
         self.lock = open(self.state + "/acct/lock", "w+")
         lk = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
         fcntl.fcntl(self.lock, fcntl.F_OFD_SETLK, lk)

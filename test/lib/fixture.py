@@ -396,6 +396,8 @@ maildir = {self.maildir_path}
 after = {after}
 {ca_line}{extra}
 """)
+        # It may hold a password: idlefetch refuses it readable by others.
+        os.chmod(self.conf, 0o600)
         self.proc = None
         self.logfile = os.path.join(self.dir, "idlefetch.log")
         self.md = Maildir(self.maildir_path)

@@ -150,6 +150,7 @@ class InstalledPackageTest(unittest.TestCase):
                     "ca_file = /etc/idlefetch/test-ca.crt\n"
                     f"username = {fx.USER}\npassword = {fx.PASSWORD}\n"
                     "maildir = /srv/mail/alice/Maildir\n")
+        os.chmod(self.path("/etc/idlefetch/live.conf"), 0o600)
         p = self.sh("idlefetch --once --config /etc/idlefetch/live.conf")
         self.assertIn("running as user idlefetch", p.stderr)
         new = self.path("/srv/mail/alice/Maildir/new")

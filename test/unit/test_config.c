@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "idlefetch/config.h"
 
@@ -132,6 +134,62 @@ test_all_keys_are_read(void **state)
 			     err, sizeof(err), &cfg),
 	    0);
 	config_free(cfg);
+}
+
+/* A password in a file others can read is refused, with the fix. */
+static void
+test_secrets_readable_by_others_are_refused(void **state)
+{
+	struct config *cfg;
+	char err[1024], want[2400], pw[600];
+	FILE *fp;
+
+	(void)state;
+	write_conf(base);
+	assert_int_equal(chmod(path, 0644), 0);
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)),
+	    -EINVAL);
+	snprintf(want, sizeof(want),
+	    "%s:7: key 'password': the configuration file %s is readable by "
+	    "every user (mode 0644): run chmod 600 %s, or move the password",
+	    path, path, path);
+	if (strstr(err, want) == NULL)
+		fail_msg("error '%s' lacks '%s'", err, want);
+	/* Its own group may read it (root:idlefetch 0640). */
+	assert_int_equal(chmod(path, 0640), 0);
+	assert_int_equal(chown(path, (uid_t)-1, getegid()), 0);
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	config_free(cfg);
+	/* A password from the environment is not on disk. */
+	setenv("TEST_PW", "x", 1);
+	write_conf("[account a]\nhost = h\nusername = u\n"
+		   "password = ${TEST_PW}\nmaildir = /m\n");
+	assert_int_equal(chmod(path, 0644), 0);
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	config_free(cfg);
+	/* A password_file readable by all. */
+	snprintf(pw, sizeof(pw), "%s.pw", path);
+	fp = fopen(pw, "w");
+	assert_non_null(fp);
+	fputs("s3cret\n", fp);
+	fclose(fp);
+	assert_int_equal(chmod(pw, 0604), 0);
+	snprintf(want, sizeof(want),
+	    "[account a]\nhost = h\nusername = u\npassword_file = %s\n"
+	    "maildir = /m\n", pw);
+	write_conf(want);
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)),
+	    -EINVAL);
+	snprintf(want, sizeof(want),
+	    "key 'password_file': password_file %s is readable by every user "
+	    "(mode 0604): run chmod 600 %s", pw, pw);
+	if (strstr(err, want) == NULL)
+		fail_msg("error '%s' lacks '%s'", err, want);
+	assert_int_equal(chmod(pw, 0600), 0);
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	config_free(cfg);
+	unlink(pw);
+	assert_int_equal(chmod(path, 0600), 0);
 }
 
 /* Settings that contradict each other name the key that cannot hold. */
@@ -593,6 +651,7 @@ main(void)
 		cmocka_unit_test(test_defaults_are_filled_in),
 		cmocka_unit_test(test_all_keys_are_read),
 		cmocka_unit_test(test_read_only_and_pin_need_their_conditions),
+		cmocka_unit_test(test_secrets_readable_by_others_are_refused),
 		cmocka_unit_test(test_value_errors_name_file_line_and_key),
 		cmocka_unit_test(test_unknown_and_duplicate_keys_are_errors),
 		cmocka_unit_test(
