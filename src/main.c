@@ -2,6 +2,7 @@
  * main: command line, configuration lookup and exit codes
  * (0 fine, 1 some account failed, 2 configuration or usage error).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -9,13 +10,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "idlefetch/config.h"
 #include "idlefetch/daemon.h"
 #include "idlefetch/log.h"
 #include "idlefetch/notify.h"
 #include "idlefetch/privdrop.h"
+#include "idlefetch/rcimport.h"
 #include "idlefetch/shard.h"
 #include "idlefetch/status.h"
+#include "idlefetch/util.h"
 
 /* --shard I/N: overrides the configuration's shard, also on SIGHUP. */
 static struct shard cli_shard;
@@ -30,6 +35,9 @@ usage(FILE *fp)
 	    "                 [--check-config] [-v]\n"
 	    "       idlefetch status [--config FILE] [--account NAME] "
 	    "[--shard I/N]\n"
+	    "       idlefetch import-fetchmailrc [FILE] [--maildir DIR] "
+	    "[--secrets-dir DIR]\n"
+	    "                 [--keep-passwords]\n"
 	    "       idlefetch --version | --help\n\n"
 	    "Keeps an IMAP IDLE connection per account (NOTIFY watches every "
 	    "folder on it)\nand delivers every new message into a local "
@@ -54,8 +62,88 @@ usage(FILE *fp)
 	    "status: print each folder's state as the running daemon last "
 	    "recorded it;\nexit 0 when healthy, 1 when not (no daemon, a "
 	    "folder down for more than\n%d s or stopped), 2 for a "
-	    "configuration error.\n",
+	    "configuration error.\n\n"
+	    "import-fetchmailrc: print an idlefetch.conf for a fetchmailrc "
+	    "(default\n~/.fetchmailrc), with a comment on each option that "
+	    "has no counterpart.\nMail goes to --maildir (default "
+	    "~/Maildir); each password to a password_file\nin --secrets-dir "
+	    "(default /etc/idlefetch), or stays in the file with\n"
+	    "--keep-passwords.\n",
 	    STATUS_GRACE_SECS);
+}
+
+/* idlefetch import-fetchmailrc [FILE] [options]: 0, or 2 on an error. */
+static int
+import_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "maildir", required_argument, NULL, 'm' },
+		{ "secrets-dir", required_argument, NULL, 'd' },
+		{ "keep-passwords", no_argument, NULL, 'k' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *home = getenv("HOME");
+	struct rcimport_opts o = { .secrets_dir = "/etc/idlefetch" };
+	char *text = NULL, *def_md = NULL, *def_rc = NULL, err[1024];
+	size_t len = 0, cap = 0, n;
+	FILE *fp;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "m:d:kh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'm':
+			o.maildir = optarg;
+			break;
+		case 'd':
+			o.secrets_dir = optarg;
+			break;
+		case 'k':
+			o.keep_passwords = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind + 1 < argc) {
+		usage(stderr);
+		return 2;
+	}
+	if (o.maildir == NULL)
+		o.maildir = def_md = xasprintf("%s/Maildir", home ? home : "");
+	o.source = optind < argc ? argv[optind] :
+				   (def_rc = xasprintf("%s/.fetchmailrc",
+					home ? home : ""));
+	fp = fopen(o.source, "re");
+	if (fp == NULL) {
+		fprintf(stderr, "idlefetch: %s: %s\n", o.source,
+		    strerror(errno));
+		free(def_md);
+		free(def_rc);
+		return 2;
+	}
+	do {
+		if (cap - len < 4096) {
+			cap = cap ? cap * 2 : 65536;
+			text = xrealloc(text, cap);
+		}
+		n = fread(text + len, 1, cap - len - 1, fp);
+		len += n;
+	} while (n > 0 && len < (1u << 24));
+	fclose(fp);
+	text[len] = '\0';
+	r = rcimport(text, &o, stdout, err, sizeof(err));
+	OPENSSL_cleanse(text, len);
+	free(text);
+	if (r < 0)
+		fprintf(stderr, "idlefetch: %s\n", err);
+	free(def_md);
+	free(def_rc);
+	return r < 0 ? 2 : 0;
 }
 
 /*
@@ -161,6 +249,8 @@ main(int argc, char **argv)
 	char err[1024];
 	int c, code;
 
+	if (argc > 1 && strcmp(argv[1], "import-fetchmailrc") == 0)
+		return import_main(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "status") == 0) {
 		status = true;
 		argv[1] = argv[0];
