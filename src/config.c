@@ -781,14 +781,27 @@ ini_reader_cb(char *str, int num, void *stream)
 }
 
 /*
+ * The group idlefetch runs as once it drops its privileges (group =, or
+ * user ='s own), which rereads the file on SIGHUP; else its own.
+ */
+static gid_t
+run_gid(const struct config *cfg)
+{
+	struct group *gr = cfg->group ? getgrnam(cfg->group) : NULL;
+	struct passwd *pw = cfg->user ? getpwnam(cfg->user) : NULL;
+
+	return gr ? gr->gr_gid : pw ? pw->pw_gid : getegid();
+}
+
+/*
  * A file that holds a secret must not be readable by others: not by
- * everyone, and by its group only when that is this process's own group
- * (root:idlefetch 0640 for a daemon that runs as idlefetch). why names
+ * everyone, and by its group only when that is the group idlefetch runs
+ * as (root:idlefetch 0640 for a daemon that runs as idlefetch). why names
  * the file, its mode and the chmod that fixes it.
  */
 static int
-secret_mode_ok(FILE *fp, const char *path, const char *what, char *why,
-    size_t whylen)
+secret_mode_ok(FILE *fp, const char *path, const char *what, gid_t own,
+    char *why, size_t whylen)
 {
 	struct stat st;
 
@@ -798,7 +811,8 @@ secret_mode_ok(FILE *fp, const char *path, const char *what, char *why,
 		return -errno;
 	}
 	if ((st.st_mode & S_IROTH) ||
-	    ((st.st_mode & S_IRGRP) && st.st_gid != getegid())) {
+	    ((st.st_mode & S_IRGRP) && st.st_gid != getegid() &&
+		st.st_gid != own)) {
 		snprintf(why, whylen,
 		    "%s %s is readable by %s (mode %04o): run chmod 600 %s",
 		    what, path, (st.st_mode & S_IROTH) ? "every user" :
@@ -821,7 +835,7 @@ read_secret_file(const char *path, char **out, char *why, size_t whylen)
 		    strerror(errno));
 		return -errno;
 	}
-	r = secret_mode_ok(fp, path, "password_file", why, whylen);
+	r = secret_mode_ok(fp, path, "password_file", getegid(), why, whylen);
 	if (r < 0) {
 		fclose(fp);
 		return r;
@@ -1146,8 +1160,8 @@ config_parse_file(const char *path, struct config **out, char *err,
 		char why[512];
 
 		c.line = c.secret_line;
-		if (secret_mode_ok(fp, path, "the configuration file", why,
-			sizeof(why)) < 0)
+		if (secret_mode_ok(fp, path, "the configuration file",
+			run_gid(c.cfg), why, sizeof(why)) < 0)
 			seterr(&c, "password", "%s, or move the password to a "
 			    "password_file", why);
 	}

@@ -72,7 +72,7 @@ struct commit_req {
 	/* out */
 	int result; /* 0 or a negative errno */
 	unsigned removed; /* PREPARE: tmp/ files; RECONCILE: UIDs found */
-	char err[160]; /* what failed, in words */
+	char err[512]; /* what failed, in words */
 	struct msgindex *index; /* RECOVER: the caller's to free */
 	commit_done_cb *done;
 	void *ud;

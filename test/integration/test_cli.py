@@ -49,7 +49,7 @@ class CliTest(unittest.TestCase):
         import json
         self.write(f"[global]\nlog = json\nstate_dir = {self.d}/state\n"
                    f"[account a]\nhost = 127.0.0.1\nport = {fx.free_port()}\n"
-                   "username = u\npassword = p\nmaildir = /tmp/unused-md\n"
+                   f"username = u\npassword = p\nmaildir = {self.d}/unused-md\n"
                    "tls = none\n")
         rc, _, err = run("--config", self.conf, "--once")
         self.assertEqual(rc, 1)

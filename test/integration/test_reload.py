@@ -148,6 +148,7 @@ class ReloadTest(unittest.TestCase):
         pw = os.path.join(self.env.root, "pw")
         with open(pw, "w") as p:
             p.write("wrong\n")
+        os.chmod(pw, 0o600)
         self.rewrite(self.base.replace(f"password = {fx.PASSWORD}",
                                        f"password_file = {pw}"))
         f = self.f

@@ -183,6 +183,9 @@ class PrivdropTest(unittest.TestCase):
                             "[global]\nuser = nobody\ngroup = nogroup\n")
         with open(f.conf, "w") as c:
             c.write(text)
+        # Read again as nobody on SIGHUP: root:nogroup 0640.
+        os.chown(f.conf, 0, NOGROUP.gr_gid)
+        os.chmod(f.conf, 0o640)
         # The probe's directory must be writable by nobody.
         os.chmod(self.env.root, 0o1777)
         f.start()
@@ -236,6 +239,9 @@ class PrivdropTest(unittest.TestCase):
         with open(f.conf, "w") as c:
             c.write(text)
         os.chmod(f.dir, 0o777)
+        # It holds a password: readable by nobody through its group only.
+        os.chown(f.conf, 0, NOGROUP.gr_gid)
+        os.chmod(f.conf, 0o640)
         p = subprocess.run(["setpriv", f"--reuid={NOBODY.pw_uid}",
                             f"--regid={NOGROUP.gr_gid}", "--clear-groups",
                             fx.IDLEFETCH, "--config", f.conf, "--once"],
