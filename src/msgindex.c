@@ -202,7 +202,8 @@ complete_one(void *ud, const char *path, uint32_t uidvalidity, uint32_t uid)
 
 	file_part(path, &fp, &fn);
 	e.file_hash = hash_name(fp, fn);
-	if (bsearch(&e, c->ix->v, c->nknown, sizeof(e), cmp_file) != NULL)
+	if (c->nknown > 0 &&
+	    bsearch(&e, c->ix->v, c->nknown, sizeof(e), cmp_file) != NULL)
 		return 0;
 	r = msgindex_read_file(path, &e, NULL);
 	if (r != 0)
@@ -231,7 +232,8 @@ msgindex_load(struct msgindex *ix, const char *path, const char *maildir,
 		goto fail;
 	}
 	/* One entry per file: a line appended twice counts once. */
-	qsort(ix->v, ix->n, sizeof(*ix->v), cmp_file);
+	if (ix->n > 0)
+		qsort(ix->v, ix->n, sizeof(*ix->v), cmp_file);
 	for (size_t i = 0; i < ix->n; i++)
 		if (o == 0 || cmp_file(&ix->v[o - 1], &ix->v[i]) != 0)
 			ix->v[o++] = ix->v[i];
