@@ -133,6 +133,8 @@ class InstalledPackageTest(unittest.TestCase):
         with open(self.path("/run/credentials/idlefetch.service/work"),
                   "w") as f:
             f.write("s3cret\n")
+        # As systemd makes a credential: readable by the service only.
+        os.chmod(self.path("/run/credentials/idlefetch.service/work"), 0o400)
         p = self.sh("CREDENTIALS_DIRECTORY=/run/credentials/idlefetch.service "
                     "idlefetch --check-config --config /etc/idlefetch/test.conf")
         self.assertIn("host = imap.example.org", p.stdout)
