@@ -238,6 +238,8 @@ class ManifestTest(unittest.TestCase):
             os.makedirs(root + os.path.dirname(secret_path), exist_ok=True)
             with open(root + secret_path, "w") as f:
                 f.write("secret\n")
+            # As the manifests ask: readable by idlefetch alone.
+            os.chmod(root + secret_path, 0o600)
             p = cmd("chroot", root, "env", "-i",
                     *[f"{k}={v}" for k, v in env.items()],
                     "idlefetch", "--check-config", check=False)
