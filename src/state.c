@@ -154,11 +154,36 @@ sync_parent(const char *path)
 	return fsync_dir(dir);
 }
 
+/*
+ * Writes buf into a fresh file at tmp, fsynced: never one found there, so
+ * a symlink planted at the temporary name cannot have us overwrite its
+ * target. 0 or -errno; the caller removes tmp on failure.
+ */
+static int
+write_fresh(const char *tmp, const char *buf, size_t n)
+{
+	int fd, r = 0;
+
+	if (unlink(tmp) < 0 && errno != ENOENT)
+		return -errno;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    0600);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, buf, n) != (ssize_t)n)
+		r = errno ? -errno : -EIO;
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	return r;
+}
+
 int
 state_save(const char *path, const struct state_rec *st)
 {
 	char tmp[PATH_MAX], buf[192 + STATE_MSGID_MAX];
-	int fd, n, r = 0;
+	int n, r = 0;
 
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
 		return -ENAMETOOLONG;
@@ -181,22 +206,7 @@ state_save(const char *path, const struct state_rec *st)
 	if (st->recovered_at)
 		n += snprintf(buf + n, sizeof(buf) - (size_t)n,
 		    "recovered_at %" PRIu64 "\n", st->recovered_at);
-	/*
-	 * A fresh file, never one found there: a symlink planted at the
-	 * temporary name would otherwise have us overwrite its target.
-	 */
-	if (unlink(tmp) < 0 && errno != ENOENT)
-		return -errno;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-	    0600);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, buf, (size_t)n) != n)
-		r = errno ? -errno : -EIO;
-	if (r == 0 && fsync(fd) < 0)
-		r = -errno;
-	if (close(fd) < 0 && r == 0)
-		r = -errno;
+	r = write_fresh(tmp, buf, (size_t)n);
 	if (r == 0 && rename(tmp, path) < 0)
 		r = -errno;
 	if (r < 0) {
@@ -350,23 +360,13 @@ static int
 write_binding(const char *path, const char *id, bool fresh, bool replace)
 {
 	char tmp[PATH_MAX], buf[64];
-	int fd, n, r = 0;
+	int n, r = 0;
 
 	n = snprintf(buf, sizeof(buf), "%s%s\n", id, fresh ? " new" : "");
 	if (snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid()) >=
 	    (int)sizeof(tmp))
 		return -ENAMETOOLONG;
-	(void)unlink(tmp);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-	    0600);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, buf, (size_t)n) != n)
-		r = errno ? -errno : -EIO;
-	if (r == 0 && fsync(fd) < 0)
-		r = -errno;
-	if (close(fd) < 0 && r == 0)
-		r = -errno;
+	r = write_fresh(tmp, buf, (size_t)n);
 	if (r == 0 && replace && rename(tmp, path) < 0)
 		r = -errno;
 	if (r == 0 && !replace && link(tmp, path) < 0)

@@ -153,33 +153,11 @@ class CourierTest(Compat, unittest.TestCase):
     PUSH_WITHIN = 5
     LISTS_WITH = 'LSUB \\"\\" \\"*\\"'  # no LIST-EXTENDED
 
-    def test_keep_survives_courier_renumbering_new_files(self):
-        """Courier keeps its UID list only once a client SELECTs; new files
-        whose names sort first then take low UIDs in later sessions. Every
-        message arrives once across three restarts."""
+    def three_restarts(self, f):
+        """Six messages, then three Courier restarts, each with a new file
+        that sorts first (it takes a low UID) and one that sorts last:
+        every message arrives once."""
         self.srv.put([fx.make_message(i) for i in range(6)])
-        f = self.fetcher()
-        self.assertEqual(f.once(), 0, f.log())
-        n = 6
-        for round_ in range(3):
-            self.srv.put([fx.make_message(100 + round_)], first=True)
-            self.srv.restart()
-            self.srv.put([fx.make_message(200 + round_)])
-            self.assertEqual(f.once(), 0, f.log())
-            n += 2
-            ids = f.md.message_ids()
-            self.assertEqual(len(ids), n, f"round {round_}: {f.log()}")
-            self.assertEqual(len(set(ids)), n, "no duplicate")
-            self.assertEqual(sorted(ids), sorted(self.srv.message_ids()),
-                             "none lost")
-
-    def test_examine_only_renumbering_is_recovered_without_a_person(self):
-        """With read_only (EXAMINE), Courier never saves its UID list: each
-        restart renumbers the folder (a new UIDVALIDITY, or the same one
-        with other messages under its UIDs). idlefetch recovers each time
-        by matching against the Maildir: every message arrives once."""
-        self.srv.put([fx.make_message(i) for i in range(6)])
-        f = self.fetcher(extra="read_only = yes\n")
         self.assertEqual(f.once(), 0, f.log())
         n = 6
         for round_ in range(3):
@@ -193,6 +171,21 @@ class CourierTest(Compat, unittest.TestCase):
             self.assertEqual(len(set(ids)), n, "0 duplicated")
             self.assertEqual(sorted(ids), sorted(self.srv.message_ids()),
                              "0 lost")
+
+    def test_keep_survives_courier_renumbering_new_files(self):
+        """Courier keeps its UID list only once a client SELECTs; new files
+        whose names sort first then take low UIDs in later sessions. Every
+        message arrives once across three restarts."""
+        f = self.fetcher()
+        self.three_restarts(f)
+
+    def test_examine_only_renumbering_is_recovered_without_a_person(self):
+        """With read_only (EXAMINE), Courier never saves its UID list: each
+        restart renumbers the folder (a new UIDVALIDITY, or the same one
+        with other messages under its UIDs). idlefetch recovers each time
+        by matching against the Maildir: every message arrives once."""
+        f = self.fetcher(extra="read_only = yes\n")
+        self.three_restarts(f)
         self.assertIn("recovered the renumbered folder", f.log())
         self.assertNotIn("error", f.log())
 
