@@ -705,7 +705,8 @@ handle_kv(struct parse_ctx *c, const char *section, const char *key,
 	if (strcmp(key, "password") == 0 && *raw != '\0' &&
 	    strstr(raw, "${") == NULL && c->secret_line == 0)
 		c->secret_line = c->line;
-	if (strcmp(key, "password_command") == 0) {
+	if (strcmp(key, "password_command") == 0 ||
+	    strcmp(key, "oauth_token_command") == 0) {
 		/*
 		 * The shell expands ${NAME} itself, from the environment: a
 		 * value pasted into the command line would be run as shell

@@ -171,6 +171,18 @@ maildir = {f.maildir_path}-other
         self.assertEqual(self.issued(), 1, "one run for both connections")
         self.assertEqual(f.stop(), 0)
 
+    def test_variable_in_the_command_is_data_not_shell_code(self):
+        ts, mb, srv = self.oauth_server()
+        mark = os.path.join(self.root, "pasted")
+        f = self.fetcher(srv, name="evil", password=None,
+                         extra="auth = xoauth2\noauth_token_command = "
+                               "echo ${EVIL} >/dev/null; " + self.cmd + "\n")
+        f.start(env={"EVIL": f"; touch {mark}"})
+        self.assertTrue(fx.wait_until(lambda: f.md.count() == 1, 15),
+                        f.log())
+        self.assertFalse(os.path.exists(mark), "the value ran as code")
+        self.assertEqual(f.stop(), 0)
+
     def test_refused_new_token_is_one_error_and_a_slow_retry(self):
         ts, mb, srv = self.oauth_server()
         ts.current = 99  # nothing the helper prints is accepted
