@@ -109,7 +109,7 @@ struct mbox {
 	bool prepared; /* its Maildir made and its state read */
 	bool reconciled;
 	bool pending; /* to sync: at login, after news of it */
-	bool dead; /* stopped for good (UIDVALIDITY changed) */
+	bool dead; /* stopped for good (its Maildir or state unusable) */
 	bool skipped; /* the server would not open it, this connection */
 	bool sync_ok; /* its last sync on this connection lacked nothing */
 	uint32_t uidnext; /* the last UIDNEXT seen, 0: unknown */
@@ -224,10 +224,10 @@ void session_use(struct session *s, struct mbox *mb);
 /* The selected folder is synced (or stopped): the next, or wait. */
 void session_synced(struct session *s);
 /*
- * The selected folder cannot go on (UIDVALIDITY changed, its Maildir
- * failed): it stops for good and the connection goes on with the others;
- * when it was the last, the session fails as session_fail does. Returns
- * whether the connection goes on.
+ * The selected folder cannot go on (its Maildir failed): it stops for
+ * good and the connection goes on with the others; when it was the last,
+ * the session fails as session_fail does. Returns whether the connection
+ * goes on.
  */
 bool session_folder_stop(struct session *s, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
