@@ -4,6 +4,7 @@ CA and certificates, an idlefetch runner, and Maildir helpers.
 Everything lives in one temporary directory; nothing system-wide is touched
 beyond the installed packages."""
 import os
+import random
 import shutil
 import signal
 import smtplib
@@ -23,9 +24,18 @@ DEFAULT_CAPS = ("IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT "
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range: a port
+    from that range can be taken as the source port of any outgoing
+    connection (idlefetch's, a proxy's) before the server binds it."""
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    while True:
+        port = random.randrange(10000, max(10001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 def wait_until(pred, timeout, step=0.05):
