@@ -1375,17 +1375,6 @@ str_equal(const char *a, const char *b)
 	return strcmp(a, b) == 0;
 }
 
-static bool
-same_list(char *const *x, size_t nx, char *const *y, size_t ny)
-{
-	if (nx != ny)
-		return false;
-	for (size_t i = 0; i < nx; i++)
-		if (strcmp(x[i], y[i]) != 0)
-			return false;
-	return true;
-}
-
 int
 config_account_equal(const struct account *a, const struct account *b)
 {
@@ -1403,8 +1392,10 @@ config_account_equal(const struct account *a, const struct account *b)
 	    a->pinned != b->pinned || memcmp(a->pin, b->pin, sizeof(a->pin)) ||
 	    a->auth != b->auth ||
 	    !str_equal(a->oauth_token_command, b->oauth_token_command) ||
-	    !same_list(a->folders, a->nfolders, b->folders, b->nfolders) ||
-	    !same_list(a->exclude, a->nexclude, b->exclude, b->nexclude))
+	    !strv_equal((const char *const *)a->folders, a->nfolders,
+		(const char *const *)b->folders, b->nfolders) ||
+	    !strv_equal((const char *const *)a->exclude, a->nexclude,
+		(const char *const *)b->exclude, b->nexclude))
 		return 0;
 	return 1;
 }

@@ -299,7 +299,7 @@ on_folders(struct session *s, void *ud, const char *const *names, size_t n)
 	struct status_rec *recs;
 	char **own;
 
-	if (folders_equal(names, n, (const char *const *)u->names, u->nrecs) ||
+	if (strv_equal(names, n, (const char *const *)u->names, u->nrecs) ||
 	    u->retiring || u->d->stopping)
 		return;
 	if (u->n > 1) {

@@ -169,13 +169,3 @@ folders_add(struct folder_set *fs, const struct account *a, const char *wire,
 	return v;
 }
 
-bool
-folders_equal(const char *const *x, size_t nx, const char *const *y, size_t ny)
-{
-	if (nx != ny)
-		return false;
-	for (size_t i = 0; i < nx; i++)
-		if (strcmp(x[i], y[i]) != 0)
-			return false;
-	return true;
-}

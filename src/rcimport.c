@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,41 +154,36 @@ set_str(char **dst, const char *v)
 	*dst = v ? xstrdup(v) : NULL;
 }
 
+/* The account's strings, for copying and freeing them all. */
+static const size_t racct_strs[] = { offsetof(struct racct, host),
+	offsetof(struct racct, via), offsetof(struct racct, proto),
+	offsetof(struct racct, user), offsetof(struct racct, pass),
+	offsetof(struct racct, local), offsetof(struct racct, folders),
+	offsetof(struct racct, mda), offsetof(struct racct, sslproto),
+	offsetof(struct racct, sslcertfile), offsetof(struct racct, sslfp),
+	offsetof(struct racct, auth), offsetof(struct racct, notes) };
+
+static char **
+racct_str(struct racct *a, size_t i)
+{
+	return (char **)((char *)a + racct_strs[i]);
+}
+
+/* A deep copy: each string of s duplicated into d. */
 static void
 racct_copy(struct racct *d, const struct racct *s)
 {
 	*d = *s;
-	d->host = s->host ? xstrdup(s->host) : NULL;
-	d->via = s->via ? xstrdup(s->via) : NULL;
-	d->proto = s->proto ? xstrdup(s->proto) : NULL;
-	d->user = s->user ? xstrdup(s->user) : NULL;
-	d->pass = s->pass ? xstrdup(s->pass) : NULL;
-	d->local = s->local ? xstrdup(s->local) : NULL;
-	d->folders = s->folders ? xstrdup(s->folders) : NULL;
-	d->mda = s->mda ? xstrdup(s->mda) : NULL;
-	d->sslproto = s->sslproto ? xstrdup(s->sslproto) : NULL;
-	d->sslcertfile = s->sslcertfile ? xstrdup(s->sslcertfile) : NULL;
-	d->sslfp = s->sslfp ? xstrdup(s->sslfp) : NULL;
-	d->auth = s->auth ? xstrdup(s->auth) : NULL;
-	d->notes = s->notes ? xstrdup(s->notes) : NULL;
+	for (size_t i = 0; i < ARRAY_LEN(racct_strs); i++)
+		if (*racct_str(d, i))
+			*racct_str(d, i) = xstrdup(*racct_str(d, i));
 }
 
 static void
 racct_free(struct racct *a)
 {
-	free(a->host);
-	free(a->via);
-	free(a->proto);
-	free(a->user);
-	free(a->pass);
-	free(a->local);
-	free(a->folders);
-	free(a->mda);
-	free(a->sslproto);
-	free(a->sslcertfile);
-	free(a->sslfp);
-	free(a->auth);
-	free(a->notes);
+	for (size_t i = 0; i < ARRAY_LEN(racct_strs); i++)
+		free(*racct_str(a, i));
 }
 
 /* A keyword's value: the next token, which must exist. */

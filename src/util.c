@@ -118,6 +118,17 @@ parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 	return 0;
 }
 
+bool
+strv_equal(const char *const *x, size_t nx, const char *const *y, size_t ny)
+{
+	if (nx != ny)
+		return false;
+	for (size_t i = 0; i < nx; i++)
+		if (strcmp(x[i], y[i]) != 0)
+			return false;
+	return true;
+}
+
 uint32_t
 fnv1a(uint32_t h, const void *p, size_t n)
 {

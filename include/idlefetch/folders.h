@@ -54,8 +54,4 @@ enum folders_verdict folders_add(struct folder_set *fs, const struct account *a,
  */
 bool folders_excluded(const struct account *a, const char *name, char delim);
 
-/* Whether two name lists are the same set in the same order. */
-bool
-folders_equal(const char *const *x, size_t nx, const char *const *y, size_t ny);
-
 #endif

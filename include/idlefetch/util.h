@@ -6,6 +6,7 @@
 #define IDLEFETCH_UTIL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -52,6 +53,9 @@ int fsync_dir(const char *dir);
 
 /* 32-bit FNV-1a over n bytes, continuing from h (start with 2166136261). */
 uint32_t fnv1a(uint32_t h, const void *p, size_t n);
+/* Whether two string lists hold the same strings in the same order. */
+bool strv_equal(const char *const *x, size_t nx, const char *const *y,
+    size_t ny);
 
 /* Returns a readable message for our codes, libuv's and errno values. */
 const char *err_str(int err);

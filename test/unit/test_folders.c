@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "idlefetch/folders.h"
+#include "idlefetch/util.h"
 #include "idlefetch/proto.h"
 
 /* An account that says folders = <named>, * and exclude = <patterns>. */
@@ -127,10 +128,10 @@ test_the_set(void **state)
 	{
 		const char *const want[] = { "INBOX", "Work", "Entwürfe" };
 
-		assert_true(folders_equal((const char *const *)fs.names, fs.n,
+		assert_true(strv_equal((const char *const *)fs.names, fs.n,
 		    want, 3));
 		assert_false(
-		    folders_equal((const char *const *)fs.names, 2, want, 3));
+		    strv_equal((const char *const *)fs.names, 2, want, 3));
 	}
 	folders_free(&fs);
 	assert_int_equal(fs.n, 0);
