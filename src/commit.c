@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "idlefetch/commit.h"
+#include "idlefetch/header.h"
 #include "idlefetch/msgindex.h"
 #include "idlefetch/util.h"
 
@@ -33,7 +35,7 @@ dir_problem(int r)
  * line is read back from the file by the recovery that needs it.
  */
 static void
-index_add(struct commit_req *j, size_t n)
+index_add(struct commit_req *j, size_t from, size_t n)
 {
 	struct msgindex_ent *e;
 	char *path;
@@ -42,11 +44,13 @@ index_add(struct commit_req *j, size_t n)
 		return;
 	e = xcalloc(n, sizeof(*e));
 	for (size_t i = 0; i < n; i++) {
+		const struct maildir_file *f = &j->files[from + i];
+
 		e[i].uidvalidity = j->uidvalidity;
-		e[i].uid = j->files[i].uid;
-		e[i].file = j->files[i].base;
+		e[i].uid = f->uid;
+		e[i].file = f->base;
 		for (size_t k = 0; k < j->nfiles; k++)
-			if (j->fps[k].uid == j->files[i].uid) {
+			if (j->fps[k].uid == f->uid) {
 				e[i].key = j->fps[k].key;
 				e[i].size = j->fps[k].fp.size;
 			}
@@ -99,6 +103,143 @@ recover(struct commit_req *j)
 		j->index = NULL;
 	}
 	return r;
+}
+
+/* The server's fingerprint of uid, or an empty one. */
+static struct state_fp
+fp_of(const struct commit_req *j, uint32_t uid)
+{
+	struct state_fp none = { 0 };
+
+	for (size_t i = 0; i < j->nfiles; i++)
+		if (j->fps[i].uid == uid)
+			return j->fps[i].fp;
+	return none;
+}
+
+/* The envelope sender: the Return-Path of the file's header block. */
+static void
+read_sender(int fd, char sender[HEADER_SENDER_MAX])
+{
+	char *buf = xmalloc(HEADER_MAX + 1);
+	ssize_t n = pread(fd, buf, HEADER_MAX + 1, 0);
+
+	if (n <= 0 || header_return_path(buf, (size_t)n, sender) < 0)
+		sender[0] = '\0';
+	free(buf);
+}
+
+/*
+ * Hands files[i] to the target: the state first says it is pending, so
+ * that a crash before its answer is saved is known at the next start.
+ */
+static enum target_answer
+hand_over(struct commit_req *j, struct target_conn *tc, size_t i,
+    struct state_rec *st)
+{
+	struct maildir_file *f = &j->files[i];
+	char sender[HEADER_SENDER_MAX];
+	struct target_msg m = { .sender = sender, .account = j->account,
+		.folder = j->folder };
+	enum target_answer a;
+	int r;
+
+	if (!j->recovering) {
+		st->pending = f->uid;
+		r = save(j, st);
+		if (r < 0)
+			return j->result = r, TARGET_DEFERRED;
+	}
+	m.fd = maildir_open_tmp(j->maildir, f);
+	if (m.fd < 0) {
+		snprintf(j->err, sizeof(j->err), "cannot read UID %u: %s",
+		    f->uid, strerror(-m.fd));
+		j->result = m.fd;
+		return TARGET_DEFERRED;
+	}
+	read_sender(m.fd, sender);
+	a = target_send(tc, &m, j->err, sizeof(j->err));
+	close(m.fd);
+	if (a == TARGET_DEFERRED)
+		j->result = -EAGAIN;
+	return a;
+}
+
+/* Records files[i]'s answer in *st, saved (not during a recovery). */
+static int
+record(struct commit_req *j, size_t i, enum target_answer a,
+    struct state_rec *st)
+{
+	uint32_t uid = j->files[i].uid;
+	int r;
+
+	if (a == TARGET_REFUSED) {
+		if (j->nrefused++ == 0) {
+			j->refused_uid = uid;
+			snprintf(j->refused_why, sizeof(j->refused_why), "%.*s",
+			    (int)sizeof(j->refused_why) - 1, j->err);
+		}
+		j->err[0] = '\0';
+		if (j->keep_refused)
+			st->refused[st->nrefused++] = uid;
+	} else {
+		index_add(j, i, 1);
+	}
+	st->pending = 0;
+	st->last_uid = uid;
+	st->last = fp_of(j, uid);
+	j->commit_uid = uid;
+	if (j->recovering)
+		return 0;
+	r = save(j, st);
+	if (r == 0)
+		j->st = *st;
+	return r;
+}
+
+/*
+ * COMMIT_DELIVER to an MDA or LMTP target, one file at a time in UID
+ * order; stops at the first deferral or error.
+ */
+static void
+deliver_target(struct commit_req *j)
+{
+	struct target_conn *tc = NULL;
+	struct state_rec st = j->st;
+	size_t i, done = 0;
+
+	j->result = 0;
+	if (st.uidvalidity != j->uidvalidity) {
+		memset(&st, 0, sizeof(st));
+		st.uidvalidity = j->uidvalidity;
+	}
+	j->commit_uid = st.last_uid;
+	if (j->ncommit > 0 &&
+	    target_open(j->target, &tc, j->err, sizeof(j->err)) !=
+		TARGET_ACCEPTED)
+		j->result = -EAGAIN;
+	for (i = 0; j->result == 0 && i < j->ncommit; i++) {
+		enum target_answer a;
+
+		if (j->keep_refused && st.nrefused == STATE_REFUSED_MAX) {
+			snprintf(j->err, sizeof(j->err),
+			    "the target refused %d messages, which stay on "
+			    "the server; see to them (or to the target)",
+			    STATE_REFUSED_MAX);
+			j->result = -ENOSPC;
+			break;
+		}
+		a = hand_over(j, tc, i, &st);
+		if (a == TARGET_DEFERRED)
+			break;
+		maildir_discard(j->maildir, &j->files[i]);
+		j->result = record(j, i, a, &st);
+		done++;
+	}
+	target_close(tc);
+	for (i = done; i < j->nfiles; i++)
+		maildir_discard(j->maildir, &j->files[i]);
+	j->ncommit = done;
 }
 
 static void
@@ -154,7 +295,7 @@ deliver(struct commit_req *j)
 			return;
 		}
 	}
-	index_add(j, done);
+	index_add(j, 0, done);
 	if (j->recovering) {
 		/* The next recovery finds these in the index or the Maildir. */
 		j->result = r;
@@ -162,8 +303,8 @@ deliver(struct commit_req *j)
 	}
 	if (j->commit_uid > j->st.last_uid ||
 	    j->st.uidvalidity != j->uidvalidity) {
-		struct state_rec st = { j->uidvalidity, j->commit_uid, { 0 },
-			0, 0, 0 };
+		struct state_rec st = { .uidvalidity = j->uidvalidity,
+			.last_uid = j->commit_uid };
 		int r3;
 
 		if (j->st.uidvalidity == j->uidvalidity) {
@@ -171,9 +312,7 @@ deliver(struct commit_req *j)
 			st.recovered_at = j->st.recovered_at;
 		}
 		/* The fingerprint of the message the state now ends with. */
-		for (i = 0; i < j->nfiles; i++)
-			if (j->fps[i].uid == j->commit_uid)
-				st.last = j->fps[i].fp;
+		st.last = fp_of(j, j->commit_uid);
 		r3 = state_save(j->state_path, &st);
 
 		if (r3 < 0) {
@@ -217,8 +356,9 @@ prepare(struct commit_req *j)
 		    dir_problem(r));
 		return r;
 	}
-	bound = state_bound(j->state_path);
-	if (bound && (r = bind_maildir(j)) < 0)
+	/* An MDA or LMTP target's spool: no Maildir to bind. */
+	bound = j->root == NULL || state_bound(j->state_path);
+	if (j->root != NULL && bound && (r = bind_maildir(j)) < 0)
 		return r;
 	r = maildir_prepare(j->maildir);
 	if (r < 0) {
@@ -340,14 +480,20 @@ work_cb(uv_work_t *w)
 		r = reconcile(j);
 		break;
 	case COMMIT_DELIVER:
-		deliver(j);
+		if (j->target != NULL && j->target->kind != TARGET_MAILDIR)
+			deliver_target(j);
+		else
+			deliver(j);
 		return;
 	case COMMIT_RECOVER:
 		r = recover(j);
 		break;
 	case COMMIT_RECOVERED: {
-		struct state_rec st = { j->uidvalidity, j->commit_uid,
-			j->st.last, j->commit_uid, 0, j->st.recovered_at };
+		/* Refused UIDs were of the numbering it replaced. */
+		struct state_rec st = { .uidvalidity = j->uidvalidity,
+			.last_uid = j->commit_uid, .last = j->st.last,
+			.keep_to = j->commit_uid,
+			.recovered_at = j->st.recovered_at };
 
 		r = save(j, &st);
 		if (r == 0)

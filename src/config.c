@@ -53,6 +53,8 @@ enum key_bit {
 	K_PIN = 1 << 18,
 	K_AUTH = 1 << 19,
 	K_OAUTHCMD = 1 << 20,
+	K_DELIVER = 1 << 21,
+	K_RCPT = 1 << 22,
 };
 
 struct account_ctx {
@@ -403,6 +405,42 @@ bad:
 }
 
 static int
+set_target(struct parse_ctx *c, struct account *a, const char *key,
+    const char *v)
+{
+	char why[256];
+	char *rcpt = a->target.recipient;
+
+	a->target.recipient = NULL;
+	if (target_parse(&a->target, v, why, sizeof(why)) < 0) {
+		a->target.recipient = rcpt;
+		seterr(c, key, "%s", why);
+		return -EINVAL;
+	}
+	a->target.recipient = rcpt;
+	return 0;
+}
+
+/* An address for RCPT TO: plain ASCII, no spaces or angle brackets. */
+static int
+set_recipient(struct parse_ctx *c, struct account *a, const char *key,
+    const char *v)
+{
+	if (strlen(v) > 254 || strchr(v, '@') == v) {
+		seterr(c, key, "'%s' is not a mail address", v);
+		return -EINVAL;
+	}
+	for (const char *p = v; *p; p++)
+		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f ||
+		    *p == '<' || *p == '>') {
+			seterr(c, key, "'%s' is not a mail address", v);
+			return -EINVAL;
+		}
+	a->target.recipient = xstrdup(v);
+	return 0;
+}
+
+static int
 set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
     const char *key, const char *v)
 {
@@ -431,6 +469,8 @@ set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
 		{ "tls_fingerprint", K_PIN },
 		{ "auth", K_AUTH },
 		{ "oauth_token_command", K_OAUTHCMD },
+		{ "deliver", K_DELIVER },
+		{ "lmtp_recipient", K_RCPT },
 	};
 	unsigned bit = 0;
 
@@ -560,6 +600,10 @@ set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
 	case K_OAUTHCMD:
 		a->oauth_token_command = xstrdup(v);
 		return 0;
+	case K_DELIVER:
+		return set_target(c, a, key, v);
+	case K_RCPT:
+		return set_recipient(c, a, key, v);
 	default:
 		fatal("bad key bit %u", bit);
 	}
@@ -881,6 +925,36 @@ run_secret_command(const char *cmd, char **out, char *why, size_t whylen)
 	return 0;
 }
 
+/* maildir, deliver and lmtp_recipient go together. */
+static int
+finish_target(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
+{
+	c->line = ax->line;
+	a->target.timeout = a->target.kind == TARGET_MDA ?
+	    c->cfg->command_timeout :
+	    a->timeout;
+	if (a->target.kind == TARGET_MAILDIR && !(ax->seen & K_MAILDIR)) {
+		seterr(c, "maildir", "missing in [account %s]", a->name);
+		return -EINVAL;
+	}
+	if (a->target.kind != TARGET_MAILDIR && (ax->seen & K_MAILDIR)) {
+		seterr(c, "maildir",
+		    "[account %s] delivers with deliver = %s: it has no "
+		    "Maildir of its own",
+		    a->name, a->target.kind == TARGET_MDA ? "mda:" : "lmtp:");
+		return -EINVAL;
+	}
+	if ((a->target.kind == TARGET_LMTP) != (a->target.recipient != NULL)) {
+		seterr(c, "lmtp_recipient",
+		    a->target.recipient ?
+			"[account %s] has no deliver = lmtp:" :
+			"missing in [account %s]: deliver = lmtp: needs it",
+		    a->name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* Checks the keys that depend on each other and fills in defaults. */
 static int
 finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
@@ -891,7 +965,6 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 	} req[] = {
 		{ K_HOST, "host" },
 		{ K_USER, "username" },
-		{ K_MAILDIR, "maildir" },
 	};
 	unsigned npass = !!(ax->seen & K_PASS) + !!(ax->seen & K_PASSFILE) +
 	    !!(ax->seen & K_PASSCMD);
@@ -925,6 +998,8 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 		    a->name);
 		return -EINVAL;
 	}
+	if (finish_target(c, a, ax) < 0)
+		return -EINVAL;
 	c->line = ax->line;
 	if (!(ax->seen & K_PORT))
 		a->port = a->tls == TLS_MODE_IMPLICIT ? 993 : 143;
@@ -1253,6 +1328,7 @@ config_free(struct config *cfg)
 		free(a->maildir);
 		free(a->move_to);
 		free(a->oauth_token_command);
+		target_free(&a->target);
 	}
 	free(cfg->accounts);
 	free(cfg->state_dir);
@@ -1322,7 +1398,17 @@ config_print(const struct config *cfg, FILE *fp)
 		for (size_t j = 0; j < a->nexclude; j++)
 			fprintf(fp, "%s%s", j ? ", " : "\nexclude = ",
 			    a->exclude[j]);
-		fprintf(fp, "\nmaildir = %s\n", a->maildir);
+		if (a->target.kind == TARGET_MAILDIR) {
+			fprintf(fp, "\nmaildir = %s\n", a->maildir);
+		} else {
+			char t[1024];
+
+			target_print(&a->target, t, sizeof(t));
+			fprintf(fp, "\ndeliver = %s\n", t);
+			if (a->target.recipient)
+				fprintf(fp, "lmtp_recipient = %s\n",
+				    a->target.recipient);
+		}
 		if (a->after == AFTER_MOVE)
 			fprintf(fp, "after = move:%s\n", a->move_to);
 		else
@@ -1390,7 +1476,7 @@ config_account_equal(const struct account *a, const struct account *b)
 	    a->max_connections != b->max_connections ||
 	    a->subscribed != b->subscribed || a->read_only != b->read_only ||
 	    a->pinned != b->pinned || memcmp(a->pin, b->pin, sizeof(a->pin)) ||
-	    a->auth != b->auth ||
+	    a->auth != b->auth || !target_equal(&a->target, &b->target) ||
 	    !str_equal(a->oauth_token_command, b->oauth_token_command) ||
 	    !strv_equal((const char *const *)a->folders, a->nfolders,
 		(const char *const *)b->folders, b->nfolders) ||

@@ -183,24 +183,41 @@ keep_msgid(const char *id, struct header_info *out)
 	snprintf(out->msgid, sizeof(out->msgid), "<%s>", id);
 }
 
-int
-header_parse(const char *p, size_t n, struct header_info *out)
+/*
+ * libetpan's envelope parser on a header block of len bytes, behind the
+ * guard: not too long, no NUL, not nested too deep. *f is the caller's
+ * to free (mailimf_fields_free) when 0 is returned.
+ */
+static int
+guarded_parse(const char *p, size_t len, struct mailimf_fields **f)
 {
-	struct mailimf_fields *f = NULL;
-	size_t len = header_block_len(p, n), idx = 0;
-	clistiter *it;
+	size_t idx = 0;
 
-	memset(out, 0, sizeof(*out));
-	out->lines = hash_lines(p, len);
 	if (len > HEADER_MAX)
 		return -E2BIG;
 	if (memchr(p, '\0', len) != NULL)
 		return -EINVAL;
 	if (!nesting_ok(p, len))
 		return -ELOOP;
-	if (mailimf_envelope_and_optional_fields_parse(p, len, &idx, &f) !=
+	if (mailimf_envelope_and_optional_fields_parse(p, len, &idx, f) !=
 	    MAILIMF_NO_ERROR)
 		return -EINVAL;
+	return 0;
+}
+
+int
+header_parse(const char *p, size_t n, struct header_info *out)
+{
+	struct mailimf_fields *f = NULL;
+	size_t len = header_block_len(p, n);
+	clistiter *it;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	out->lines = hash_lines(p, len);
+	r = guarded_parse(p, len, &f);
+	if (r < 0)
+		return r;
 	for (it = clist_begin(f->fld_list); it; it = clist_next(it)) {
 		struct mailimf_field *fl = clist_content(it);
 
@@ -216,6 +233,60 @@ header_parse(const char *p, size_t n, struct header_info *out)
 	}
 	mailimf_fields_free(f);
 	return 0;
+}
+
+/* "<addr>" with folding white space around it; addr plain ASCII. */
+static int
+path_addr(const char *v, char out[HEADER_SENDER_MAX])
+{
+	size_t n = strlen(v), i = 0, k;
+
+	while (i < n && strchr(" \t\r\n", v[i]) != NULL)
+		i++;
+	while (n > i && strchr(" \t\r\n", v[n - 1]) != NULL)
+		n--;
+	if (n - i < 2 || v[i] != '<' || v[n - 1] != '>')
+		return -EINVAL;
+	i++;
+	n--;
+	if (n - i >= HEADER_SENDER_MAX)
+		return -EINVAL;
+	for (k = i; k < n; k++)
+		if ((unsigned char)v[k] <= 0x20 || (unsigned char)v[k] >= 0x7f ||
+		    v[k] == '<' || v[k] == '>')
+			return -EINVAL;
+	memcpy(out, v + i, n - i);
+	out[n - i] = '\0';
+	return 0;
+}
+
+int
+header_return_path(const char *p, size_t n, char out[HEADER_SENDER_MAX])
+{
+	struct mailimf_fields *f = NULL;
+	clistiter *it;
+	int r;
+
+	out[0] = '\0';
+	r = guarded_parse(p, header_block_len(p, n), &f);
+	if (r < 0)
+		return r;
+	r = -ENOENT;
+	for (it = clist_begin(f->fld_list); it; it = clist_next(it)) {
+		struct mailimf_field *fl = clist_content(it);
+		struct mailimf_optional_field *o = fl->fld_data.fld_optional_field;
+
+		if (fl->fld_type == MAILIMF_FIELD_OPTIONAL_FIELD && o &&
+		    o->fld_name && o->fld_value &&
+		    strcasecmp(o->fld_name, "Return-Path") == 0) {
+			r = path_addr(o->fld_value, out);
+			break;
+		}
+	}
+	mailimf_fields_free(f);
+	if (r < 0)
+		out[0] = '\0';
+	return r;
 }
 
 uint64_t

@@ -378,3 +378,14 @@ maildir_discard(const char *dir, struct maildir_file *f)
 	snprintf(path, sizeof(path), "%s/tmp/%s.%s", dir, f->base, host_part());
 	unlink(path);
 }
+
+int
+maildir_open_tmp(const char *dir, const struct maildir_file *f)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/tmp/%s.%s", dir, f->base, host_part());
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}

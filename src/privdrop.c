@@ -34,6 +34,9 @@ prepare_dirs(const struct config *cfg, uid_t uid, gid_t gid, char *err,
 	for (size_t i = 0; i < cfg->naccounts; i++) {
 		const struct account *a = &cfg->accounts[i];
 
+		/* An MDA or LMTP target spools under state_dir. */
+		if (a->target.kind != TARGET_MAILDIR)
+			continue;
 		for (size_t j = 0; j < a->nfolders; j++) {
 			char *dir = config_folder_maildir(a, a->folders[j]);
 
@@ -64,6 +67,9 @@ check_dirs(const struct config *cfg, const char *user, char *err,
 	for (size_t i = 0; i < cfg->naccounts; i++) {
 		const struct account *a = &cfg->accounts[i];
 
+		/* An MDA or LMTP target spools under state_dir. */
+		if (a->target.kind != TARGET_MAILDIR)
+			continue;
 		for (size_t j = 0; j < a->nfolders; j++) {
 			char *dir = config_folder_maildir(a, a->folders[j]);
 			int r = access(dir, W_OK | X_OK) < 0 ? -errno : 0;

@@ -1705,7 +1705,12 @@ mbox_init(struct session *s, struct mbox *mb, const char *name,
 	mb->wire = mutf7_wire_name(name);
 	if (mb->wire == NULL)
 		fatal("folder name '%s' is not UTF-8", name);
-	mb->maildir = config_folder_maildir(s->a, name);
+	/* An MDA or LMTP target: the bodies wait in a spool of the state. */
+	if (s->a->target.kind == TARGET_MAILDIR)
+		mb->maildir = config_folder_maildir(s->a, name);
+	else
+		mb->maildir = xasprintf("%s/%s/spool", s->o.state_dir,
+		    s->a->name);
 	/* Keyed by the server's name: Entwürfe is Entw&APw-rfe. */
 	mb->state_path = state_path(s->o.state_dir, s->a->name, mb->wire);
 	mb->tag_mark = maildir_tag(s->a->name, name);

@@ -1,8 +1,8 @@
 /*
  * state: "idlefetch-state 1" followed by uidvalidity and last_uid lines,
  * then optionally last_size and last_msgid (the fingerprint of the message
- * last_uid), keep_to, recovering and recovered_at (a recovery's; see
- * state.h).
+ * last_uid), keep_to, recovering and recovered_at (a recovery's), and
+ * pending and refused lines (an MDA or LMTP target's); see state.h.
  * A reader that finds anything else refuses the file instead of guessing:
  * a wrong last_uid would either skip or re-deliver mail.
  */
@@ -92,6 +92,13 @@ load_optional(char *p, struct state_rec *st)
 		else if (strncmp(p, "recovered_at ", 13) == 0 &&
 		    parse_u64(p + 13, 0, UINT64_MAX, &v) == 0)
 			st->recovered_at = v;
+		else if (strncmp(p, "pending ", 8) == 0 &&
+		    parse_u64(p + 8, 1, UINT32_MAX, &v) == 0)
+			st->pending = (uint32_t)v;
+		else if (strncmp(p, "refused ", 8) == 0 &&
+		    st->nrefused < STATE_REFUSED_MAX &&
+		    parse_u64(p + 8, 1, UINT32_MAX, &v) == 0)
+			st->refused[st->nrefused++] = (uint32_t)v;
 		else
 			return -EINVAL;
 		p = nl + 1;
@@ -102,7 +109,7 @@ load_optional(char *p, struct state_rec *st)
 int
 state_load(const char *path, struct state_rec *st)
 {
-	char buf[512], vs[24], us[24];
+	char buf[1024 + 20 * STATE_REFUSED_MAX], vs[24], us[24];
 	uint64_t v, u;
 	ssize_t n;
 	int fd, r, used = 0;
@@ -182,7 +189,7 @@ write_fresh(const char *tmp, const char *buf, size_t n)
 int
 state_save(const char *path, const struct state_rec *st)
 {
-	char tmp[PATH_MAX], buf[192 + STATE_MSGID_MAX];
+	char tmp[PATH_MAX], buf[192 + STATE_MSGID_MAX + 20 * STATE_REFUSED_MAX];
 	int n, r = 0;
 
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
@@ -206,6 +213,12 @@ state_save(const char *path, const struct state_rec *st)
 	if (st->recovered_at)
 		n += snprintf(buf + n, sizeof(buf) - (size_t)n,
 		    "recovered_at %" PRIu64 "\n", st->recovered_at);
+	if (st->pending)
+		n += snprintf(buf + n, sizeof(buf) - (size_t)n, "pending %u\n",
+		    st->pending);
+	for (uint32_t i = 0; i < st->nrefused && i < STATE_REFUSED_MAX; i++)
+		n += snprintf(buf + n, sizeof(buf) - (size_t)n, "refused %u\n",
+		    st->refused[i]);
 	r = write_fresh(tmp, buf, (size_t)n);
 	if (r == 0 && rename(tmp, path) < 0)
 		r = -errno;
@@ -214,6 +227,15 @@ state_save(const char *path, const struct state_rec *st)
 		return r;
 	}
 	return sync_parent(path);
+}
+
+bool
+state_refused(const struct state_rec *st, uint32_t uid)
+{
+	for (uint32_t i = 0; i < st->nrefused && i < STATE_REFUSED_MAX; i++)
+		if (st->refused[i] == uid)
+			return true;
+	return false;
 }
 
 /* ---- one fetcher per account ---------------------------------------------- */

@@ -323,6 +323,13 @@ job_done_prepare(struct session *s, struct commit_req *j)
 			    j->removed);
 		s->mb->st = j->st;
 		s->mb->prepared = true;
+		if (s->mb->st.pending > s->mb->st.last_uid)
+			LOG(s, LOGL_WARN,
+			    "UID %u was handed to the delivery target when "
+			    "idlefetch stopped, before its answer was recorded: "
+			    "it is handed over again and may arrive twice",
+			    s->mb->st.pending);
+		s->mb->st.pending = 0;
 		memcpy(s->maildir_id, j->id, sizeof(s->maildir_id));
 	}
 	if (s->conn_alive) {
@@ -347,14 +354,22 @@ job_done_commit(struct session *s, struct commit_req *j)
 {
 	struct batch *b = s->ms->job_batch;
 	uint32_t *uids;
+	size_t n = 0;
 
-	if (j->ncommit > 0) {
-		s->mb->delivered += (unsigned)j->ncommit;
-		s->conn_delivered += (unsigned)j->ncommit;
+	if (j->ncommit > j->nrefused) {
+		unsigned ok = (unsigned)j->ncommit - j->nrefused;
+
+		s->mb->delivered += ok;
+		s->conn_delivered += ok;
 		s->mb->status->delivered = s->mb->delivered;
-		LOG(s, LOGL_INFO, "delivered %zu message(s), UIDs %u..%u",
-		    j->ncommit, b->files[0].uid, b->files[j->ncommit - 1].uid);
+		LOG(s, LOGL_INFO, "delivered %u message(s), UIDs %u..%u", ok,
+		    b->files[0].uid, b->files[j->ncommit - 1].uid);
 	}
+	if (j->nrefused > 0)
+		LOG(s, LOGL_ERROR,
+		    "the target refused %u message(s), UID %u first (%s); "
+		    "they stay on the server, and later mail goes on",
+		    j->nrefused, j->refused_uid, j->refused_why);
 	if (j->result == 0 || j->st.last_uid > s->mb->st.last_uid)
 		s->mb->st = j->st;
 	if (j->result < 0) {
@@ -366,8 +381,14 @@ job_done_commit(struct session *s, struct commit_req *j)
 		s->mb->reconciled = false;
 		sync_batch_free(b);
 		s->ms->job_batch = NULL;
-		session_fail(s, j->result,
-		    "%s; fetching stops until this is fixed", j->err);
+		if (j->result == -EAGAIN)
+			session_fail(s, j->result,
+			    "delivery deferred: %s; the message stays on the "
+			    "server and is tried again",
+			    j->err);
+		else
+			session_fail(s, j->result,
+			    "%s; fetching stops until this is fixed", j->err);
 		return;
 	}
 	/*
@@ -382,8 +403,9 @@ job_done_commit(struct session *s, struct commit_req *j)
 	}
 	uids = xmalloc((j->ncommit + 1) * sizeof(*uids));
 	for (size_t i = 0; i < j->ncommit; i++)
-		uids[i] = b->files[i].uid;
-	after_delivery(s, uids, j->ncommit);
+		if (!state_refused(&s->mb->st, b->files[i].uid))
+			uids[n++] = b->files[i].uid;
+	after_delivery(s, uids, n);
 	free(uids);
 	sync_batch_free(b);
 	s->ms->job_batch = NULL;
@@ -469,7 +491,10 @@ sync_start_job(struct session *s, enum commit_kind kind)
 	j->st = s->mb->st;
 	j->maildir = s->mb->maildir;
 	j->state_path = s->mb->state_path;
-	j->root = s->a->maildir;
+	j->root = s->a->maildir; /* NULL with another target: no marker */
+	j->target = &s->a->target;
+	j->folder = s->mb->name;
+	j->keep_refused = s->a->after != AFTER_KEEP;
 	j->account = s->a->name;
 	memcpy(j->id, s->maildir_id, sizeof(j->id));
 	j->tag = s->mb->tag_mark;
@@ -502,6 +527,7 @@ sync_list_add(struct session *s, uint32_t uid, uint32_t size)
 		 * recovery matched it.
 		 */
 		if (s->a->after == AFTER_KEEP || uid <= s->mb->st.keep_to ||
+		    state_refused(&s->mb->st, uid) ||
 		    (s->ms->nstale > 0 && s->ms->stale[s->ms->nstale - 1] == uid))
 			return;
 		if (s->ms->nstale == LIST_MAX)

@@ -13,7 +13,12 @@
  *                     in order, fsync new/, add them to the folder's index
  *                     (msgindex.h), save the state that records them
  *                     (not during a recovery); remove the files after the
- *                     first failure and the rest of files[]
+ *                     first failure and the rest of files[].
+ *                     With an MDA or LMTP target (target.h), each file in
+ *                     turn: the state saved with the UID pending, the
+ *                     file handed over, the answer saved (passed, or
+ *                     passed and refused), the file removed; a deferral
+ *                     or an error stops there (result < 0)
  *   COMMIT_RECOVER    save the state marked as recovering, then load the
  *                     folder's index, completed from the Maildir
  *   COMMIT_RECOVERED  save the state a finished recovery leaves: the new
@@ -31,6 +36,7 @@
 #include "idlefetch/maildir.h"
 #include "idlefetch/msgindex.h"
 #include "idlefetch/state.h"
+#include "idlefetch/target.h"
 
 enum commit_kind {
 	COMMIT_PREPARE,
@@ -65,6 +71,10 @@ struct commit_req {
 	size_t nfiles;
 	const struct commit_fp *fps; /* nfiles of them */
 	bool recovering; /* DELIVER: part of a recovery, no state saved */
+	/* DELIVER: an MDA or LMTP target, or NULL for the Maildir */
+	const struct target *target;
+	const char *folder; /* ...the folder's name, for it */
+	bool keep_refused; /* after = delete or move: record refusals */
 	/* in and out */
 	size_t ncommit; /* DELIVER: to commit; out: committed */
 	uint32_t commit_uid; /* DELIVER: last_uid once they are in */
@@ -73,6 +83,10 @@ struct commit_req {
 	int result; /* 0 or a negative errno */
 	unsigned removed; /* PREPARE: tmp/ files; RECONCILE: UIDs found */
 	char err[512]; /* what failed, in words */
+	/* DELIVER to a target: refused ones among those committed */
+	unsigned nrefused;
+	uint32_t refused_uid; /* the first of them */
+	char refused_why[256]; /* ...and the target's answer */
 	struct msgindex *index; /* RECOVER: the caller's to free */
 	commit_done_cb *done;
 	void *ud;

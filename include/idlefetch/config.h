@@ -11,6 +11,7 @@
 
 #include "idlefetch/log.h"
 #include "idlefetch/shard.h"
+#include "idlefetch/target.h"
 
 enum tls_mode { TLS_MODE_IMPLICIT, TLS_MODE_STARTTLS, TLS_MODE_NONE };
 enum after_mode { AFTER_KEEP, AFTER_DELETE, AFTER_MOVE };
@@ -43,7 +44,8 @@ struct account {
 	bool subscribed;
 	char **exclude;
 	size_t nexclude;
-	char *maildir;
+	char *maildir; /* NULL unless target.kind is TARGET_MAILDIR */
+	struct target target; /* deliver =, lmtp_recipient = */
 	enum after_mode after;
 	char *move_to; /* AFTER_MOVE only */
 	int idle; /* 1: IDLE when offered, 0: always poll */

@@ -40,6 +40,18 @@ int header_parse(const char *p, size_t n, struct header_info *out);
  */
 uint64_t header_key(const struct header_info *h);
 
+/* Envelope senders longer than this are not used. */
+#define HEADER_SENDER_MAX 256
+
+/*
+ * The address of the first Return-Path field of the header block at the
+ * start of p[0..n), read with the same guarded parser, into out (without
+ * its angle brackets; "" for the null path "<>"). Returns 0, -ENOENT (no
+ * Return-Path), or -EINVAL (not one plain ASCII address in "<...>"), or
+ * header_parse()'s errors; out is "" unless 0.
+ */
+int header_return_path(const char *p, size_t n, char out[HEADER_SENDER_MAX]);
+
 /* Where the header block of p[0..n) ends (after its empty line, or n). */
 size_t header_block_len(const char *p, size_t n);
 

@@ -97,6 +97,11 @@ int maildir_commit(const char *dir, struct maildir_file *f,
     uint32_t uidvalidity, uint32_t uid);
 /* fsync dir/new so the renames are durable. */
 int maildir_sync_new(const char *dir);
+/*
+ * Opens f's tmp/ file again for reading from its start (a delivery target
+ * reads it); returns the descriptor or a negative errno.
+ */
+int maildir_open_tmp(const char *dir, const struct maildir_file *f);
 /* Closes and removes an uncommitted file. */
 void maildir_discard(const char *dir, struct maildir_file *f);
 

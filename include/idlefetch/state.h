@@ -9,6 +9,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Refused UIDs a folder's state keeps at most. */
+#define STATE_REFUSED_MAX 32
+
 /* Message-IDs longer than this are not kept (no fingerprint by ID). */
 #define STATE_MSGID_MAX 200
 
@@ -40,7 +43,23 @@ struct state_rec {
 	 * UIDVALIDITY, and say nothing of what the UIDs hold now.
 	 */
 	uint64_t recovered_at;
+	/*
+	 * An MDA or LMTP target was handed this UID and its answer is not
+	 * recorded: a crash then may have delivered it, and it is fetched
+	 * and handed over again (the one duplicate such a target allows).
+	 */
+	uint32_t pending;
+	/*
+	 * UIDs the target refused (5xx, an MDA's failure): passed, but left
+	 * on the server by after = delete or move. At most
+	 * STATE_REFUSED_MAX; a folder with more stops.
+	 */
+	uint32_t nrefused;
+	uint32_t refused[STATE_REFUSED_MAX];
 };
+
+/* Whether uid is among st's refused UIDs. */
+bool state_refused(const struct state_rec *st, uint32_t uid);
 
 /* STATE_DIR/ACCOUNT/FOLDER-KEY.state; the caller frees it. */
 char *

@@ -379,8 +379,9 @@ class Idlefetch:
     def __init__(self, root, dovecot, tls="implicit", name="acct",
                  folders="INBOX", after="keep", extra="", certs=None,
                  ca=True, password=PASSWORD, maildir=None, port=None,
-                 host="127.0.0.1", wrap=()):
-        """wrap: a command prefix idlefetch runs under (ip netns exec NS)."""
+                 host="127.0.0.1", wrap=(), deliver=None):
+        """wrap: a command prefix idlefetch runs under (ip netns exec NS).
+        deliver: lines that replace the maildir line (deliver = ...)."""
         self.root = root
         self.wrap = list(wrap)
         self.dir = os.path.join(root, f"idlefetch-{name}")
@@ -402,7 +403,7 @@ tls = {tls}
 username = {USER}
 {"" if password is None else f"password = {password}"}
 folders = {folders}
-maildir = {self.maildir_path}
+{deliver or f"maildir = {self.maildir_path}"}
 after = {after}
 {ca_line}{extra}
 """)

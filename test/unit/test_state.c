@@ -30,7 +30,7 @@ test_path_encodes_the_folder(void **state)
 static void
 test_missing_file_is_enoent_and_zero(void **state)
 {
-	struct state_rec st = { 5, 6, { 0 }, 0, 0, 0 };
+	struct state_rec st = { .uidvalidity = 5, .last_uid = 6, .last = { 0 } };
 	char *p = state_path(root, "none", "INBOX");
 
 	assert_int_equal(state_load(p, &st), -ENOENT);
@@ -42,7 +42,7 @@ test_missing_file_is_enoent_and_zero(void **state)
 static void
 test_save_then_load_round_trips(void **state)
 {
-	struct state_rec in = { 4294967295u, 123456, { 0 }, 0, 0, 0 }, out;
+	struct state_rec in = { .uidvalidity = 4294967295u, .last_uid = 123456, .last = { 0 } }, out;
 	char *p = state_path(root, "acct", "INBOX");
 	char tmp[600];
 
@@ -67,7 +67,7 @@ test_save_then_load_round_trips(void **state)
 static void
 test_fingerprint_round_trips_and_old_files_load(void **state)
 {
-	struct state_rec in = { 7, 42, { 5123, "<a.b@example.org>" }, 0, 0, 0 }, out;
+	struct state_rec in = { .uidvalidity = 7, .last_uid = 42, .last = { 5123, "<a.b@example.org>" } }, out;
 	char *p = state_path(root, "acct", "Fp");
 	FILE *fp;
 
@@ -142,7 +142,7 @@ test_corrupt_files_are_refused(void **state)
 static void
 test_largest_uids_load(void **state)
 {
-	struct state_rec st = { UINT32_MAX, UINT32_MAX, { 0 }, 0, 0, 0 }, got;
+	struct state_rec st = { .uidvalidity = UINT32_MAX, .last_uid = UINT32_MAX, .last = { 0 } }, got;
 	char *p = state_path(root, "acct", "Max");
 
 	assert_int_equal(state_prepare(p), 0);
@@ -160,7 +160,7 @@ test_largest_uids_load(void **state)
 static void
 test_symlinks_in_state_dir_are_not_followed(void **state)
 {
-	struct state_rec st = { 3, 9, { 0 }, 0, 0, 0 }, got;
+	struct state_rec st = { .uidvalidity = 3, .last_uid = 9, .last = { 0 } }, got;
 	char *p = state_path(root, "links", "INBOX");
 	char tmp[600], target[600], lock[600], dir[600];
 	long holder;
@@ -202,7 +202,7 @@ test_symlinks_in_state_dir_are_not_followed(void **state)
 static void
 test_save_into_a_missing_directory_fails(void **state)
 {
-	struct state_rec st = { 1, 1, { 0 }, 0, 0, 0 };
+	struct state_rec st = { .uidvalidity = 1, .last_uid = 1, .last = { 0 } };
 
 	assert_true(state_save("/nonexistent/dir/x.state", &st) < 0);
 }

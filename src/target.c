@@ -1,0 +1,785 @@
+/*
+ * target: an MDA program or an LMTP server as the place a message goes
+ * (see idlefetch/target.h). Blocking; runs on the threadpool.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "idlefetch/target.h"
+#include "idlefetch/util.h"
+
+extern char **environ;
+
+/* EX_TEMPFAIL of sysexits.h: the MDA asks to be tried again later. */
+#define EXIT_TEMPFAIL 75
+/* An LMTP reply line longer than this is cut (its code still counts). */
+#define REPLY_MAX 512
+/* Room for an address in a command line (config and header bound them). */
+#define ADDR_MAX 320
+
+/* Characters that only a shell would make sense of. */
+#define SHELL_CHARS "|&;<>()$`\\\"'*?[]#~{}\n"
+
+struct target_conn {
+	const struct target *t;
+	int fd; /* LMTP: the socket; -1 when broken */
+	bool pipelining, eightbit;
+	char rbuf[4096];
+	size_t rlen;
+};
+
+/* ---- the value of deliver = ------------------------------------------------ */
+
+static int
+parse_mda(struct target *t, const char *cmd, char *why, size_t whylen)
+{
+	char *copy, *w, *save = NULL;
+	size_t n = 0;
+
+	if (strpbrk(cmd, SHELL_CHARS) != NULL) {
+		snprintf(why, whylen,
+		    "mda: runs its program without a shell, and '%c' needs "
+		    "one: put the command in a script and name the script",
+		    *strpbrk(cmd, SHELL_CHARS));
+		return -EINVAL;
+	}
+	copy = xstrdup(cmd);
+	for (w = strtok_r(copy, " \t", &save); w;
+	     w = strtok_r(NULL, " \t", &save)) {
+		for (const char *p = strchr(w, '%'); p; p = strchr(p + 2, '%'))
+			if (p[1] == '\0' || strchr("Faf%", p[1]) == NULL) {
+				snprintf(why, whylen,
+				    "'%%%c' in mda: is not one of %%F (sender), "
+				    "%%a (account), %%f (folder), %%%%",
+				    p[1] ? p[1] : ' ');
+				free(copy);
+				return -EINVAL;
+			}
+		t->argv = xrealloc(t->argv, (n + 2) * sizeof(*t->argv));
+		t->argv[n++] = xstrdup(w);
+		t->argv[n] = NULL;
+	}
+	free(copy);
+	if (n == 0) {
+		snprintf(why, whylen, "mda: names no program");
+		return -EINVAL;
+	}
+	if (strchr(t->argv[0], '%') != NULL) {
+		snprintf(why, whylen, "mda: the program's name cannot hold %%");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int
+parse_lmtp(struct target *t, const char *v, char *why, size_t whylen)
+{
+	const char *colon = strrchr(v, ':');
+	char *end;
+	unsigned long port;
+
+	if (v[0] == '/') {
+		if (strlen(v) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+			snprintf(why, whylen, "the socket path is too long");
+			return -EINVAL;
+		}
+		t->path = xstrdup(v);
+		return 0;
+	}
+	if (colon == NULL || colon == v) {
+		snprintf(why, whylen, "lmtp: needs HOST:PORT or /PATH");
+		return -EINVAL;
+	}
+	port = strtoul(colon + 1, &end, 10);
+	if (*end != '\0' || colon[1] == '\0' || port < 1 || port > 65535) {
+		snprintf(why, whylen, "'%s' is not a port number", colon + 1);
+		return -EINVAL;
+	}
+	/* [::1]:24 */
+	if (v[0] == '[' && colon[-1] == ']')
+		t->host = xstrndup(v + 1, (size_t)(colon - v) - 2);
+	else
+		t->host = xstrndup(v, (size_t)(colon - v));
+	t->port = xstrdup(colon + 1);
+	return 0;
+}
+
+int
+target_parse(struct target *t, const char *value, char *why, size_t whylen)
+{
+	int r;
+
+	memset(t, 0, sizeof(*t));
+	if (strcmp(value, "maildir") == 0)
+		return 0;
+	if (strncmp(value, "mda:", 4) == 0) {
+		t->kind = TARGET_MDA;
+		r = parse_mda(t, value + 4, why, whylen);
+	} else if (strncmp(value, "lmtp:", 5) == 0) {
+		t->kind = TARGET_LMTP;
+		r = parse_lmtp(t, value + 5, why, whylen);
+	} else {
+		snprintf(why, whylen,
+		    "'%s' is not one of maildir, mda:PROGRAM ARGS, "
+		    "lmtp:HOST:PORT, lmtp:/PATH",
+		    value);
+		r = -EINVAL;
+	}
+	if (r < 0)
+		target_free(t);
+	return r;
+}
+
+void
+target_free(struct target *t)
+{
+	for (size_t i = 0; t->argv && t->argv[i]; i++)
+		free(t->argv[i]);
+	free(t->argv);
+	free(t->host);
+	free(t->port);
+	free(t->path);
+	free(t->recipient);
+	memset(t, 0, sizeof(*t));
+}
+
+static bool
+same(const char *a, const char *b)
+{
+	return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
+}
+
+int
+target_equal(const struct target *a, const struct target *b)
+{
+	size_t i = 0;
+
+	if (a->kind != b->kind || !same(a->host, b->host) ||
+	    !same(a->port, b->port) || !same(a->path, b->path) ||
+	    !same(a->recipient, b->recipient) || a->timeout != b->timeout)
+		return 0;
+	for (; a->argv && b->argv && a->argv[i] && b->argv[i]; i++)
+		if (strcmp(a->argv[i], b->argv[i]) != 0)
+			return 0;
+	return (a->argv ? a->argv[i] : NULL) == (b->argv ? b->argv[i] : NULL);
+}
+
+void
+target_print(const struct target *t, char *buf, size_t len)
+{
+	size_t n;
+
+	switch (t->kind) {
+	case TARGET_MAILDIR:
+		snprintf(buf, len, "maildir");
+		return;
+	case TARGET_MDA:
+		n = (size_t)snprintf(buf, len, "mda:");
+		for (size_t i = 0; t->argv[i] && n < len; i++)
+			n += (size_t)snprintf(buf + n, len - n, "%s%s",
+			    i ? " " : "", t->argv[i]);
+		return;
+	case TARGET_LMTP:
+		if (t->path)
+			snprintf(buf, len, "lmtp:%s", t->path);
+		else
+			snprintf(buf, len, strchr(t->host, ':') ?
+				"lmtp:[%s]:%s" : "lmtp:%s:%s",
+			    t->host, t->port);
+		return;
+	default:
+		fatal("bad target kind");
+	}
+}
+
+/* ---- MDA ------------------------------------------------------------------- */
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* One word of the template with %F, %a, %f and %% replaced. */
+static char *
+expand(const char *w, const struct target_msg *m)
+{
+	size_t cap = strlen(w) + 1, n = 0;
+	char *out = xmalloc(cap);
+
+	for (; *w; w++) {
+		const char *add = NULL;
+		size_t k;
+
+		if (*w == '%') {
+			w++;
+			add = *w == 'F' ? m->sender :
+			    *w == 'a'   ? m->account :
+			    *w == 'f'   ? m->folder :
+					  "%";
+		}
+		k = add ? strlen(add) : 1;
+		if (n + k + 1 > cap) {
+			cap = (n + k + 1) * 2;
+			out = xrealloc(out, cap);
+		}
+		memcpy(out + n, add ? add : w, k);
+		n += k;
+	}
+	out[n] = '\0';
+	return out;
+}
+
+/*
+ * The environment a program gets: a few of ours that programs look for,
+ * and the message's, never the rest (a ${VAR} may hold a password).
+ */
+static char **
+mda_env(const struct target_msg *m)
+{
+	static const char *keep[] = { "PATH", "HOME", "USER", "LOGNAME",
+		"LANG", "TZ" };
+	char **env = xcalloc(ARRAY_LEN(keep) + 4, sizeof(*env));
+	size_t n = 0;
+
+	for (size_t i = 0; i < ARRAY_LEN(keep); i++) {
+		const char *v = getenv(keep[i]);
+
+		if (v != NULL)
+			env[n++] = xasprintf("%s=%s", keep[i], v);
+		else if (i == 0)
+			env[n++] = xstrdup("PATH=/usr/local/bin:/usr/bin:/bin");
+	}
+	env[n++] = xasprintf("IDLEFETCH_ACCOUNT=%s", m->account);
+	env[n++] = xasprintf("IDLEFETCH_FOLDER=%s", m->folder);
+	env[n++] = xasprintf("IDLEFETCH_SENDER=%s", m->sender);
+	return env;
+}
+
+static void
+strv_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+/*
+ * Reads the program's standard error until it closes it or the deadline
+ * passes; keeps its first line, printable, in line. False: timed out.
+ */
+static bool
+read_stderr(int fd, uint64_t deadline, char *line, size_t len)
+{
+	size_t n = strlen(line);
+	bool first = n == 0, done = false;
+	char buf[1024];
+
+	for (;;) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		uint64_t now = now_ms();
+		ssize_t got;
+
+		if (now >= deadline)
+			return false;
+		if (poll(&p, 1, (int)(deadline - now)) < 0 && errno != EINTR)
+			return false;
+		got = read(fd, buf, sizeof(buf));
+		if (got == 0)
+			return true;
+		if (got < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			return true;
+		}
+		for (ssize_t i = 0; i < got && first && !done; i++) {
+			if (buf[i] == '\n') {
+				done = n > 0;
+				continue;
+			}
+			if (n + 1 < len)
+				line[n++] = (unsigned char)buf[i] < 0x20 ||
+					(unsigned char)buf[i] == 0x7f ?
+				    '?' :
+				    buf[i];
+			line[n] = '\0';
+		}
+	}
+}
+
+/* Waits for pid until the deadline; -1 when it is still running. */
+static int
+wait_until(pid_t pid, uint64_t deadline, int *status)
+{
+	for (;;) {
+		pid_t r = waitpid(pid, status, WNOHANG);
+
+		if (r == pid)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return -1;
+		if (now_ms() >= deadline)
+			return -1;
+		usleep(2000);
+	}
+}
+
+/* posix_spawnp with stdin on the message, stderr on a pipe. */
+static int
+mda_spawn(char **argv, char **env, int in, int err_w, pid_t *pid)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	sigset_t none, all;
+	int r;
+
+	sigemptyset(&none);
+	sigfillset(&all);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&at);
+	posix_spawn_file_actions_adddup2(&fa, in, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, err_w, 2);
+	/* Its own process group, so that a time limit ends its children. */
+	posix_spawnattr_setpgroup(&at, 0);
+	posix_spawnattr_setsigmask(&at, &none);
+	posix_spawnattr_setsigdefault(&at, &all);
+	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP |
+		POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	r = posix_spawnp(pid, argv[0], &fa, &at, argv, env);
+	posix_spawnattr_destroy(&at);
+	posix_spawn_file_actions_destroy(&fa);
+	return -r;
+}
+
+static enum target_answer
+mda_send(struct target_conn *c, const struct target_msg *m, char *why,
+    size_t whylen)
+{
+	char **argv, **env, line[200] = "";
+	size_t n = 0;
+	int pipefd[2], status = 0, r;
+	pid_t pid;
+	uint64_t deadline;
+	bool in_time;
+
+	while (c->t->argv[n])
+		n++;
+	argv = xcalloc(n + 1, sizeof(*argv));
+	for (size_t i = 0; i < n; i++)
+		argv[i] = expand(c->t->argv[i], m);
+	env = mda_env(m);
+	r = pipe2(pipefd, O_CLOEXEC) < 0 ? -errno : 0;
+	if (r == 0) {
+		r = mda_spawn(argv, env, m->fd, pipefd[1], &pid);
+		close(pipefd[1]);
+		if (r < 0)
+			close(pipefd[0]);
+	}
+	strv_free(argv);
+	strv_free(env);
+	if (r < 0) {
+		snprintf(why, whylen, "cannot run %s: %s", c->t->argv[0],
+		    strerror(-r));
+		return TARGET_DEFERRED;
+	}
+	deadline = now_ms() + (uint64_t)c->t->timeout * 1000u;
+	in_time = read_stderr(pipefd[0], deadline, line, sizeof(line));
+	close(pipefd[0]);
+	if (!in_time || wait_until(pid, deadline, &status) < 0) {
+		kill(-pid, SIGKILL);
+		kill(pid, SIGKILL);
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+		snprintf(why, whylen, "%s took longer than %u s and was killed",
+		    c->t->argv[0], c->t->timeout);
+		return TARGET_DEFERRED;
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return TARGET_ACCEPTED;
+	if (WIFSIGNALED(status)) {
+		snprintf(why, whylen, "%s was ended by signal %d%s%s",
+		    c->t->argv[0], WTERMSIG(status), line[0] ? ": " : "", line);
+		return TARGET_DEFERRED;
+	}
+	snprintf(why, whylen, "%s exited with status %d%s%s", c->t->argv[0],
+	    WEXITSTATUS(status), line[0] ? ": " : "", line);
+	return WEXITSTATUS(status) == EXIT_TEMPFAIL ? TARGET_DEFERRED :
+						      TARGET_REFUSED;
+}
+
+/* ---- LMTP ------------------------------------------------------------------ */
+
+static int
+set_timeouts(int fd, unsigned seconds)
+{
+	struct timeval tv = { (time_t)seconds, 0 };
+
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+		return -errno;
+	return 0;
+}
+
+/* A connected socket, or a negative errno. */
+static int
+lmtp_connect(const struct target *t)
+{
+	struct addrinfo hints = { 0 }, *res = NULL, *ai;
+	int fd = -1, r;
+
+	if (t->path) {
+		struct sockaddr_un sun = { .sun_family = AF_UNIX };
+
+		snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", t->path);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return -errno;
+		if (set_timeouts(fd, t->timeout) < 0 ||
+		    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+			r = -errno;
+			close(fd);
+			return r;
+		}
+		return fd;
+	}
+	hints.ai_socktype = SOCK_STREAM;
+	r = getaddrinfo(t->host, t->port, &hints, &res);
+	if (r != 0)
+		return r == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+	r = -ECONNREFUSED;
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+		    ai->ai_protocol);
+		if (fd < 0) {
+			r = -errno;
+			continue;
+		}
+		if (set_timeouts(fd, t->timeout) == 0 &&
+		    connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+			break;
+		r = -errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return fd >= 0 ? fd : r;
+}
+
+static int
+lmtp_write(struct target_conn *c, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return errno == EAGAIN ? -ETIMEDOUT : -errno;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* One line (without CRLF, cut to len) from the socket. */
+static int
+lmtp_line(struct target_conn *c, char *line, size_t len)
+{
+	for (;;) {
+		char *nl = memchr(c->rbuf, '\n', c->rlen);
+		ssize_t got;
+
+		if (nl != NULL) {
+			size_t k = (size_t)(nl - c->rbuf), m = k;
+
+			if (m > 0 && c->rbuf[m - 1] == '\r')
+				m--;
+			if (m >= len)
+				m = len - 1;
+			memcpy(line, c->rbuf, m);
+			line[m] = '\0';
+			memmove(c->rbuf, nl + 1, c->rlen - k - 1);
+			c->rlen -= k + 1;
+			return 0;
+		}
+		if (c->rlen == sizeof(c->rbuf))
+			c->rlen = 0; /* an overlong line: keep its end */
+		got = recv(c->fd, c->rbuf + c->rlen, sizeof(c->rbuf) - c->rlen,
+		    0);
+		if (got == 0)
+			return -ECONNRESET;
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return errno == EAGAIN ? -ETIMEDOUT : -errno;
+		c->rlen += (size_t)got;
+	}
+}
+
+/*
+ * One reply, multi-line ones whole: its code (200..599), or a negative
+ * errno. text gets the last line, printable; on_line sees every line.
+ */
+static int
+lmtp_reply(struct target_conn *c, char *text, size_t len,
+    void (*on_line)(struct target_conn *, const char *))
+{
+	char line[REPLY_MAX];
+	int r, code;
+
+	for (;;) {
+		r = lmtp_line(c, line, sizeof(line));
+		if (r < 0)
+			return r;
+		if (strlen(line) < 3 || line[0] < '2' || line[0] > '5' ||
+		    line[1] < '0' || line[1] > '9' || line[2] < '0' ||
+		    line[2] > '9' || (line[3] != '\0' && line[3] != ' ' &&
+					 line[3] != '-'))
+			return -EPROTO;
+		code = (line[0] - '0') * 100 + (line[1] - '0') * 10 +
+		    (line[2] - '0');
+		if (on_line)
+			on_line(c, line + 4 - (line[3] == '\0'));
+		if (line[3] != '-')
+			break;
+	}
+	for (char *p = line; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
+			*p = '?';
+	snprintf(text, len, "%s", line);
+	return code;
+}
+
+static void
+lhlo_line(struct target_conn *c, const char *ext)
+{
+	if (strncasecmp(ext, "PIPELINING", 10) == 0)
+		c->pipelining = true;
+	if (strncasecmp(ext, "8BITMIME", 8) == 0)
+		c->eightbit = true;
+}
+
+static enum target_answer
+lmtp_broken(struct target_conn *c, int r, const char *doing, char *why,
+    size_t whylen)
+{
+	snprintf(why, whylen, "LMTP %s: %s", doing,
+	    r == -EPROTO ? "the server's reply is not LMTP" : strerror(-r));
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	return TARGET_DEFERRED;
+}
+
+static enum target_answer
+lmtp_open(struct target_conn *c, char *why, size_t whylen)
+{
+	char text[REPLY_MAX], host[256] = "localhost";
+	int r;
+
+	c->fd = lmtp_connect(c->t);
+	if (c->fd < 0) {
+		r = c->fd;
+		c->fd = -1;
+		return lmtp_broken(c, r, "cannot connect", why, whylen);
+	}
+	r = lmtp_reply(c, text, sizeof(text), NULL);
+	if (r != 220)
+		return r < 0 ? lmtp_broken(c, r, "greeting", why, whylen) :
+			       lmtp_broken(c, -EPROTO, "greeting", why, whylen);
+	gethostname(host, sizeof(host) - 1);
+	snprintf(text, sizeof(text), "LHLO %s\r\n", host);
+	r = lmtp_write(c, text, strlen(text));
+	if (r == 0)
+		r = lmtp_reply(c, text, sizeof(text), lhlo_line);
+	if (r < 0)
+		return lmtp_broken(c, r, "LHLO", why, whylen);
+	if (r / 100 != 2) {
+		snprintf(why, whylen, "LMTP server refused LHLO: %s", text);
+		close(c->fd);
+		c->fd = -1;
+		return TARGET_DEFERRED;
+	}
+	return TARGET_ACCEPTED;
+}
+
+/*
+ * Writes the message as LMTP DATA: LF line ends become CRLF, a leading
+ * dot is doubled, and the ending dot line follows.
+ */
+static int
+lmtp_data(struct target_conn *c, int fd)
+{
+	char in[16384], out[2 * sizeof(in) + 8];
+	bool bol = true, cr = false;
+	ssize_t got;
+	size_t n;
+	int r;
+
+	while ((got = read(fd, in, sizeof(in))) != 0) {
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return -errno;
+		n = 0;
+		for (ssize_t i = 0; i < got; i++) {
+			char ch = in[i];
+
+			if (bol && ch == '.')
+				out[n++] = '.';
+			if (ch == '\n' && !cr)
+				out[n++] = '\r';
+			out[n++] = ch;
+			bol = ch == '\n';
+			cr = ch == '\r';
+		}
+		r = lmtp_write(c, out, n);
+		if (r < 0)
+			return r;
+	}
+	return bol ? lmtp_write(c, ".\r\n", 3) : lmtp_write(c, "\r\n.\r\n", 5);
+}
+
+/* The three commands before the data; the first refusal decides. */
+static int
+lmtp_envelope(struct target_conn *c, const struct target_msg *m,
+    char *text, size_t len, int *step)
+{
+	char cmd[3][ADDR_MAX + 64];
+	int r = 0, code = 0;
+	bool failed = false;
+
+	snprintf(cmd[0], sizeof(cmd[0]), "MAIL FROM:<%s>%s\r\n", m->sender,
+	    c->eightbit ? " BODY=8BITMIME" : "");
+	snprintf(cmd[1], sizeof(cmd[1]), "RCPT TO:<%s>\r\n", c->t->recipient);
+	snprintf(cmd[2], sizeof(cmd[2]), "DATA\r\n");
+	if (c->pipelining) {
+		char all[sizeof(cmd)];
+
+		snprintf(all, sizeof(all), "%s%s%s", cmd[0], cmd[1], cmd[2]);
+		r = lmtp_write(c, all, strlen(all));
+	}
+	for (int i = 0; i < 3 && r == 0; i++) {
+		char t[REPLY_MAX];
+
+		if (!c->pipelining && failed)
+			break;
+		if (!c->pipelining)
+			r = lmtp_write(c, cmd[i], strlen(cmd[i]));
+		if (r == 0)
+			r = lmtp_reply(c, t, sizeof(t), NULL);
+		if (r < 0)
+			break;
+		if (!failed && (i == 2 ? r != 354 : r / 100 != 2)) {
+			failed = true;
+			code = r;
+			*step = i;
+			snprintf(text, len, "%s", t);
+		}
+		r = 0;
+	}
+	if (r < 0)
+		return r;
+	return failed ? code : 354;
+}
+
+static enum target_answer
+lmtp_send(struct target_conn *c, const struct target_msg *m, char *why,
+    size_t whylen)
+{
+	static const char *steps[] = { "MAIL FROM", "RCPT TO", "DATA" };
+	char text[REPLY_MAX];
+	int r, step = 0;
+
+	if (c->fd < 0 && lmtp_open(c, why, whylen) != TARGET_ACCEPTED)
+		return TARGET_DEFERRED;
+	r = lmtp_envelope(c, m, text, sizeof(text), &step);
+	if (r < 0)
+		return lmtp_broken(c, r, "envelope", why, whylen);
+	if (r != 354) {
+		bool permanent = r / 100 == 5;
+
+		snprintf(why, whylen, "LMTP server refused %s: %s",
+		    steps[step], text);
+		r = lmtp_write(c, "RSET\r\n", 6);
+		if (r == 0)
+			r = lmtp_reply(c, text, sizeof(text), NULL);
+		if (r < 0) {
+			close(c->fd);
+			c->fd = -1;
+		}
+		return permanent ? TARGET_REFUSED : TARGET_DEFERRED;
+	}
+	r = lmtp_data(c, m->fd);
+	if (r == 0)
+		r = lmtp_reply(c, text, sizeof(text), NULL);
+	if (r < 0)
+		return lmtp_broken(c, r, "message data", why, whylen);
+	if (r / 100 == 2)
+		return TARGET_ACCEPTED;
+	snprintf(why, whylen, "LMTP server refused the message: %s", text);
+	return r / 100 == 5 ? TARGET_REFUSED : TARGET_DEFERRED;
+}
+
+/* ---- sessions -------------------------------------------------------------- */
+
+enum target_answer
+target_open(const struct target *t, struct target_conn **out, char *why,
+    size_t whylen)
+{
+	struct target_conn *c = xcalloc(1, sizeof(*c));
+
+	c->t = t;
+	c->fd = -1;
+	*out = c;
+	if (t->kind == TARGET_LMTP)
+		return lmtp_open(c, why, whylen);
+	return TARGET_ACCEPTED;
+}
+
+enum target_answer
+target_send(struct target_conn *c, const struct target_msg *m, char *why,
+    size_t whylen)
+{
+	why[0] = '\0';
+	switch (c->t->kind) {
+	case TARGET_MDA:
+		return mda_send(c, m, why, whylen);
+	case TARGET_LMTP:
+		return lmtp_send(c, m, why, whylen);
+	default:
+		fatal("bad target kind");
+	}
+}
+
+void
+target_close(struct target_conn *c)
+{
+	if (c == NULL)
+		return;
+	if (c->fd >= 0) {
+		char text[REPLY_MAX];
+
+		if (lmtp_write(c, "QUIT\r\n", 6) == 0)
+			(void)lmtp_reply(c, text, sizeof(text), NULL);
+		close(c->fd);
+	}
+	free(c);
+}
