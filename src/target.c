@@ -295,11 +295,15 @@ read_stderr(int fd, uint64_t deadline, char *line, size_t len)
 		struct pollfd p = { fd, POLLIN, 0 };
 		uint64_t now = now_ms();
 		ssize_t got;
+		int r;
 
 		if (now >= deadline)
 			return false;
-		if (poll(&p, 1, (int)(deadline - now)) < 0 && errno != EINTR)
+		r = poll(&p, 1, (int)(deadline - now));
+		if (r < 0 && errno != EINTR)
 			return false;
+		if (r <= 0)
+			continue; /* the deadline is checked above */
 		got = read(fd, buf, sizeof(buf));
 		if (got == 0)
 			return true;

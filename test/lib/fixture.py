@@ -27,7 +27,8 @@ def free_port():
     """A free loopback port below the kernel's ephemeral range: a port
     from that range can be taken as the source port of any outgoing
     connection (idlefetch's, a proxy's) before the server binds it."""
-    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
     while True:
         port = random.randrange(10000, max(10001, low))
         with socket.socket() as s:
@@ -379,9 +380,10 @@ class Idlefetch:
     def __init__(self, root, dovecot, tls="implicit", name="acct",
                  folders="INBOX", after="keep", extra="", certs=None,
                  ca=True, password=PASSWORD, maildir=None, port=None,
-                 host="127.0.0.1", wrap=(), deliver=None):
+                 host="127.0.0.1", wrap=(), deliver=None, glob=""):
         """wrap: a command prefix idlefetch runs under (ip netns exec NS).
-        deliver: lines that replace the maildir line (deliver = ...)."""
+        deliver: lines that replace the maildir line (deliver = ...);
+        glob: more lines for [global]."""
         self.root = root
         self.wrap = list(wrap)
         self.dir = os.path.join(root, f"idlefetch-{name}")
@@ -395,7 +397,7 @@ class Idlefetch:
         with open(self.conf, "w") as f:
             f.write(f"""[global]
 state_dir = {self.state_dir}
-
+{glob}
 [account {name}]
 host = {host}
 port = {port}

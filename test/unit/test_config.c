@@ -192,6 +192,90 @@ test_secrets_readable_by_others_are_refused(void **state)
 	assert_int_equal(chmod(path, 0600), 0);
 }
 
+/* deliver = : a program without a shell, or LMTP; each error named. */
+static void
+test_delivery_targets(void **state)
+{
+	static const char *acct = "[global]\nstate_dir = /var/lib/x\n"
+				  "command_timeout = 7\n\n"
+				  "[account work]\nhost = h\nusername = u\n"
+				  "password = p\n";
+	struct config *cfg;
+	char err[512], text[1024], t[256];
+	const struct account *a;
+
+	(void)state;
+	snprintf(text, sizeof(text), "%sdeliver = mda:/usr/lib/dovecot/deliver"
+	    " -d bob  -f %%F -m %%f.%%a 100%%%%\n", acct);
+	write_conf(text);
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	a = &cfg->accounts[0];
+	assert_int_equal(a->target.kind, TARGET_MDA);
+	assert_null(a->maildir);
+	assert_string_equal(a->target.argv[0], "/usr/lib/dovecot/deliver");
+	assert_string_equal(a->target.argv[4], "%F");
+	assert_string_equal(a->target.argv[6], "%f.%a");
+	assert_string_equal(a->target.argv[7], "100%%");
+	assert_null(a->target.argv[8]);
+	assert_int_equal(a->target.timeout, 7);
+	target_print(&a->target, t, sizeof(t));
+	assert_string_equal(t, "mda:/usr/lib/dovecot/deliver -d bob -f %F "
+			       "-m %f.%a 100%%");
+	config_free(cfg);
+
+	snprintf(text, sizeof(text), "%sdeliver = lmtp:[::1]:24\n"
+	    "lmtp_recipient = bob@example.org\ntimeout = 9\n", acct);
+	write_conf(text);
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	a = &cfg->accounts[0];
+	assert_int_equal(a->target.kind, TARGET_LMTP);
+	assert_string_equal(a->target.host, "::1");
+	assert_string_equal(a->target.port, "24");
+	assert_string_equal(a->target.recipient, "bob@example.org");
+	assert_int_equal(a->target.timeout, 9);
+	target_print(&a->target, t, sizeof(t));
+	assert_string_equal(t, "lmtp:[::1]:24");
+	config_free(cfg);
+
+	snprintf(text, sizeof(text),
+	    "%sdeliver = lmtp:/run/dovecot/lmtp\nlmtp_recipient = bob\n", acct);
+	write_conf(text);
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg->accounts[0].target.path, "/run/dovecot/lmtp");
+	config_free(cfg);
+
+	expect_error("deliver = mda:procmail -d $USER\n", 9,
+	    "key 'deliver': mda: runs its program without a shell, and '$' "
+	    "needs one");
+	expect_error("deliver = mda:deliver | tee x\n", 9,
+	    "key 'deliver': mda: runs its program without a shell, and '|'");
+	expect_error("deliver = mda:deliver -d %T\n", 9,
+	    "key 'deliver': '%T' in mda: is not one of %F (sender)");
+	expect_error("deliver = mda:%F\n", 9,
+	    "key 'deliver': mda: the program's name cannot");
+	expect_error("deliver = lmtp:host\n", 9,
+	    "key 'deliver': lmtp: needs HOST:PORT or /PATH");
+	expect_error("deliver = lmtp:host:0\n", 9,
+	    "key 'deliver': '0' is not a port number");
+	expect_error("deliver = smtp:host:25\n", 9,
+	    "key 'deliver': 'smtp:host:25' is not one of maildir, mda:");
+	expect_error("deliver = mda:/bin/true\n", 4,
+	    "key 'maildir': [account work] delivers with deliver = mda:");
+	expect_error("lmtp_recipient = bob\n", 4,
+	    "key 'lmtp_recipient': [account work] has no deliver = lmtp:");
+	expect_error("lmtp_recipient = <bob>\n", 9,
+	    "key 'lmtp_recipient': '<bob>' is not a mail address");
+	snprintf(text, sizeof(text), "%sdeliver = lmtp:h:24\n", acct);
+	write_conf(text);
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, ":5: key 'lmtp_recipient': missing in "
+				    "[account work]: deliver = lmtp: needs it"));
+	snprintf(text, sizeof(text), "%sdeliver = maildir\n", acct);
+	write_conf(text);
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, ":5: key 'maildir': missing"));
+}
+
 /* Settings that contradict each other name the key that cannot hold. */
 static void
 test_read_only_and_pin_need_their_conditions(void **state)
@@ -671,6 +755,7 @@ main(void)
 		cmocka_unit_test(test_folder_paths_and_keys),
 		cmocka_unit_test(test_subscribed_folders_and_exclude),
 		cmocka_unit_test(test_large_files_are_read_whole),
+		cmocka_unit_test(test_delivery_targets),
 	};
 	int fd = mkstemp(path), r;
 

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -113,6 +114,47 @@ test_guard_refuses_what_libetpan_cannot_take(void **state)
 	assert_null(strchr(h.msgid, ' '));
 }
 
+/* The envelope sender an MDA or LMTP target gets. */
+static void
+test_return_path(void **state)
+{
+	static const struct {
+		const char *hdr;
+		int r;
+		const char *want;
+	} cases[] = {
+		{ "Return-Path: <a@b.example>\r\nFrom: x\r\n\r\nbody", 0,
+		    "a@b.example" },
+		{ "return-path:\n  <a@b.example> \nFrom: x\n\n", 0,
+		    "a@b.example" },
+		{ "Return-Path: <>\n\n", 0, "" },
+		{ "From: x\nSubject: y\n\nReturn-Path: <late@x>\n", -ENOENT,
+		    "" },
+		{ "Return-Path: <first@x>\nReturn-Path: <second@x>\n\n", 0,
+		    "first@x" },
+		{ "Return-Path: a@b.example\n\n", -EINVAL, "" },
+		{ "Return-Path: <a b@c>\n\n", -EINVAL, "" },
+		{ "Return-Path: <a@b>\nX: \xc3\xa4\n\n", 0, "a@b" },
+		{ "Return-Path: <\xc3\xa4@b>\n\n", -EINVAL, "" },
+		{ "Return-Path: <a<b@c>\n\n", -EINVAL, "" },
+		{ "Return-Path:<o", -ENOENT, "" }, /* not a whole field */
+	};
+	char out[HEADER_SENDER_MAX], big[600];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int r = header_return_path(cases[i].hdr, strlen(cases[i].hdr),
+		    out);
+
+		if (r != cases[i].r || strcmp(out, cases[i].want) != 0)
+			fail_msg("case %zu: %d '%s'", i, r, out);
+	}
+	/* Too long for a command line: not used. */
+	snprintf(big, sizeof(big), "Return-Path: <%0300d@x>\n\n", 0);
+	assert_int_equal(header_return_path(big, strlen(big), out), -EINVAL);
+	assert_string_equal(out, "");
+}
+
 static void
 test_block_length(void **state)
 {
@@ -131,6 +173,7 @@ main(void)
 		cmocka_unit_test(test_same_key_from_server_and_maildir),
 		cmocka_unit_test(test_guard_refuses_what_libetpan_cannot_take),
 		cmocka_unit_test(test_block_length),
+		cmocka_unit_test(test_return_path),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

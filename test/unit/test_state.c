@@ -108,6 +108,35 @@ test_fingerprint_round_trips_and_old_files_load(void **state)
 	free(p);
 }
 
+/* An MDA or LMTP target's lines: the UID pending, the refused ones. */
+static void
+test_pending_and_refused_round_trip(void **state)
+{
+	struct state_rec in = { .uidvalidity = 3, .last_uid = 40,
+		.pending = 41, .nrefused = STATE_REFUSED_MAX },
+			 out;
+	char *file = state_path(root, "acct", "Targeted");
+
+	(void)state;
+	assert_int_equal(state_prepare(file), 0);
+	for (uint32_t i = 0; i < STATE_REFUSED_MAX; i++)
+		in.refused[i] = 4000000000u + i;
+	assert_int_equal(state_save(file, &in), 0);
+	assert_int_equal(state_load(file, &out), 0);
+	assert_int_equal(out.pending, 41);
+	assert_int_equal(out.nrefused, STATE_REFUSED_MAX);
+	assert_memory_equal(out.refused, in.refused, sizeof(in.refused));
+	assert_true(state_refused(&out, 4000000000u + STATE_REFUSED_MAX - 1));
+	assert_false(state_refused(&out, 40));
+	in.pending = 0;
+	in.nrefused = 0;
+	assert_int_equal(state_save(file, &in), 0);
+	assert_int_equal(state_load(file, &out), 0);
+	assert_int_equal(out.pending, 0);
+	assert_int_equal(out.nrefused, 0);
+	free(file);
+}
+
 static void
 test_corrupt_files_are_refused(void **state)
 {
@@ -287,6 +316,7 @@ main(void)
 		cmocka_unit_test(test_missing_file_is_enoent_and_zero),
 		cmocka_unit_test(test_save_then_load_round_trips),
 		cmocka_unit_test(test_corrupt_files_are_refused),
+		cmocka_unit_test(test_pending_and_refused_round_trip),
 		cmocka_unit_test(test_largest_uids_load),
 		cmocka_unit_test(test_symlinks_in_state_dir_are_not_followed),
 		cmocka_unit_test(test_fingerprint_round_trips_and_old_files_load),
