@@ -1280,6 +1280,8 @@ config_parse_env(struct config **out, char *err, size_t errlen)
 		{ "IDLEFETCH_TLS_FINGERPRINT", "tls_fingerprint" },
 		{ "IDLEFETCH_AUTH", "auth" },
 		{ "IDLEFETCH_OAUTH_TOKEN_COMMAND", "oauth_token_command" },
+		{ "IDLEFETCH_DELIVER", "deliver" },
+		{ "IDLEFETCH_LMTP_RECIPIENT", "lmtp_recipient" },
 	};
 	enum { NGLOBAL = 6 }; /* the first entries are [global] keys */
 	struct parse_ctx c = { .err = err, .errlen = errlen };

@@ -159,6 +159,14 @@ folders_add(struct folder_set *fs, const struct account *a, const char *wire,
 		v = FOLDERS_EXCLUDED; /* fetching it would deliver twice */
 	} else if (folders_excluded(a, name, delim)) {
 		v = FOLDERS_EXCLUDED;
+	} else if (flags & LISTF_VIRTUAL) {
+		/* Gmail's All Mail: each message again, from INBOX too. */
+		snprintf(why, len,
+		    "'%s' shows messages kept in other folders (\\All, "
+		    "\\Flagged or \\Important): fetching it would deliver "
+		    "them twice; name it in folders = to fetch it anyway",
+		    name);
+		v = FOLDERS_VIRTUAL;
 	}
 	if (v == FOLDERS_ADDED) {
 		push(fs, name, back);

@@ -104,6 +104,7 @@ cap_bit(const char *name)
 		{ "MOVE", CAP_MOVE },
 		{ "LITERAL+", CAP_LITERALPLUS },
 		{ "NOTIFY", CAP_NOTIFY },
+		{ "SPECIAL-USE", CAP_SPECIAL_USE },
 		{ "LIST-EXTENDED", CAP_LIST_EXTENDED },
 		{ "AUTH=PLAIN", CAP_AUTH_PLAIN },
 		{ "AUTH=XOAUTH2", CAP_AUTH_XOAUTH2 },
@@ -160,6 +161,10 @@ resp_code(struct cur *c, struct proto_resp *out)
 		out->has |= HAS_ALERT;
 	} else if (strcasecmp(name, "NOTIFICATIONOVERFLOW") == 0) {
 		out->has |= HAS_OVERFLOW;
+	} else if (strcasecmp(name, "UNAVAILABLE") == 0 ||
+	    strcasecmp(name, "INUSE") == 0 ||
+	    strcasecmp(name, "THROTTLED") == 0) {
+		out->has |= HAS_BUSY;
 	}
 	while (c->p < c->end && *c->p != ']' && *c->p != '\r')
 		c->p++;
@@ -168,6 +173,33 @@ resp_code(struct cur *c, struct proto_resp *out)
 	c->p++;
 	sp(c);
 	return 0;
+}
+
+/*
+ * "throttled" in the text; "Backoff Time: N milliseconds" (or seconds)
+ * gives retry_ms, at most 10 minutes.
+ */
+static void
+busy_text(struct proto_resp *out)
+{
+	const char *b;
+	unsigned long long n = 0;
+
+	if (strcasestr(out->text, "throttled") == NULL)
+		return;
+	out->has |= HAS_BUSY;
+	b = strcasestr(out->text, "backoff time:");
+	if (b == NULL)
+		return;
+	for (b += 13; *b == ' '; b++)
+		;
+	for (; *b >= '0' && *b <= '9' && n < 1000000000ull; b++)
+		n = n * 10 + (unsigned long long)(*b - '0');
+	while (*b == ' ')
+		b++;
+	if (strncasecmp(b, "ms", 2) != 0 && strncasecmp(b, "milli", 5) != 0)
+		n *= 1000;
+	out->retry_ms = (uint32_t)(n > 600000 ? 600000 : n);
 }
 
 /* After "OK"/"NO"/...: optional SP, optional [code], text. */
@@ -180,6 +212,7 @@ resp_text(struct cur *c, struct proto_resp *out)
 	if (c->p < c->end && *c->p == '[')
 		r = resp_code(c, out);
 	copy_text(out->text, sizeof(out->text), c->p, c->end);
+	busy_text(out);
 	return r;
 }
 
@@ -464,6 +497,9 @@ parse_list(struct cur *c, struct proto_resp *out)
 		{ "\\Noselect", LISTF_NOSELECT },
 		{ "\\NonExistent", LISTF_NONEXISTENT },
 		{ "\\Subscribed", LISTF_SUBSCRIBED },
+		{ "\\All", LISTF_VIRTUAL },
+		{ "\\Flagged", LISTF_VIRTUAL },
+		{ "\\Important", LISTF_VIRTUAL },
 	};
 	const char *start;
 

@@ -439,7 +439,10 @@ write_account(FILE *out, const struct racct *a, const char *name,
 	fprintf(out, "%smaildir = %s\n", c, o->maildir);
 	if (a->mda)
 		fprintf(out, "; mda \"%s\": idlefetch writes the Maildir "
-			     "itself; check that the MDA delivered to %s\n",
+			     "itself; check that the MDA delivered to %s\n"
+			     "; (to keep the MDA, replace maildir = with "
+			     "deliver = mda:PROGRAM ARGS: no shell, %%F is "
+			     "the sender)\n",
 		    a->mda, o->maildir);
 	if (a->local)
 		fprintf(out, "; is %s here: the Maildir above is that user's\n",

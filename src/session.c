@@ -419,6 +419,10 @@ backoff(struct session *s)
 	/* Full jitter on the upper half spreads many accounts apart. */
 	delay =
 	    s->backoff_ms / 2 + (unsigned)(random() % (s->backoff_ms / 2 + 1));
+	/* A throttling server's suggested wait, at the least. */
+	if (s->retry_ms > delay)
+		delay = s->retry_ms;
+	s->retry_ms = 0;
 	s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS :
 							     s->backoff_ms * 2;
 	LOG(s, LOGL_INFO, "reconnecting in %.1f s", delay / 1000.0);
@@ -971,9 +975,11 @@ send_discover(struct session *s, bool login)
 	 * \NonExistent; LSUB goes on naming it as if it did.
 	 */
 	session_send_cmd(s, CMD_DISCOVER, false, "%s",
-	    (s->discover_pass == 0) == !!(s->caps & CAP_LIST_EXTENDED) ?
-		"LIST (SUBSCRIBED) \"\" \"*\"" :
-		"LSUB \"\" \"*\"");
+	    (s->discover_pass == 0) != !!(s->caps & CAP_LIST_EXTENDED) ?
+		"LSUB \"\" \"*\"" :
+		(s->caps & CAP_SPECIAL_USE) ?
+		"LIST (SUBSCRIBED) \"\" \"*\" RETURN (SPECIAL-USE)" :
+		"LIST (SUBSCRIBED) \"\" \"*\"");
 	session_enter(s, S_DISCOVER);
 }
 
@@ -1192,6 +1198,14 @@ session_synced(struct session *s)
 
 /* ---- responses --------------------------------------------------------------- */
 
+/* A busy server's suggested wait, kept for the next backoff. */
+static void
+server_busy(struct session *s, const struct proto_resp *r)
+{
+	if ((r->has & HAS_BUSY) && r->retry_ms > s->retry_ms)
+		s->retry_ms = r->retry_ms;
+}
+
 static void
 on_tagged(struct session *s, const struct proto_resp *r)
 {
@@ -1209,6 +1223,15 @@ on_tagged(struct session *s, const struct proto_resp *r)
 	drop_cmd(s, c);
 	if (r->has & HAS_CAPS)
 		s->caps = r->caps;
+	if (r->status != PROTO_OK && (r->has & HAS_BUSY)) {
+		/* Not a refusal: not a bad password, not a missing folder. */
+		free(copy.uids);
+		secret_free(copy.secret);
+		server_busy(s, r);
+		session_fail(s, -EAGAIN,
+		    "the server is busy (%s); trying again later", r->text);
+		return;
+	}
 	switch (copy.kind) {
 	case CMD_CAPABILITY:
 		if (r->status != PROTO_OK)
@@ -1330,6 +1353,7 @@ on_untagged(struct session *s, const struct proto_resp *r)
 {
 	if (r->status == PROTO_BYE) {
 		set_text(&s->bye, r->text);
+		server_busy(s, r);
 		return;
 	}
 	if (r->has & HAS_CAPS)
@@ -1384,6 +1408,10 @@ on_untagged(struct session *s, const struct proto_resp *r)
 		    r->list_flags, why, sizeof(why))) {
 		case FOLDERS_BAD_NAME:
 			LOG(s, s->discover_login ? LOGL_WARN : LOGL_DEBUG,
+			    "not fetching a subscribed folder: %s", why);
+			break;
+		case FOLDERS_VIRTUAL:
+			LOG(s, s->discover_login ? LOGL_INFO : LOGL_DEBUG,
 			    "not fetching a subscribed folder: %s", why);
 			break;
 		case FOLDERS_TOO_MANY:

@@ -166,6 +166,8 @@ struct session {
 	size_t ncmds, capcmds;
 	bool conn_alive;
 	char *bye; /* the server's BYE, NULL: none */
+	/* The server said it is busy and asked to wait this long (ms). */
+	uint32_t retry_ms;
 	bool greeted;
 
 	/* mailbox */

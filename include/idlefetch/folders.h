@@ -34,6 +34,8 @@ enum folders_verdict {
 	FOLDERS_KNOWN, /* named already, or listed twice */
 	FOLDERS_UNUSABLE, /* \Noselect, \NonExistent */
 	FOLDERS_EXCLUDED, /* an exclude pattern, or the move target */
+	/* \All, \Flagged, \Important: copies of other folders' mail */
+	FOLDERS_VIRTUAL,
 	FOLDERS_BAD_NAME, /* why says what is wrong with it */
 	FOLDERS_TOO_MANY, /* FOLDERS_MAX reached: left out */
 };

@@ -39,6 +39,7 @@ enum proto_status {
 #define CAP_LIST_EXTENDED (1u << 10) /* RFC 5258 */
 #define CAP_AUTH_XOAUTH2 (1u << 11)
 #define CAP_AUTH_OAUTHBEARER (1u << 12) /* RFC 7628 */
+#define CAP_SPECIAL_USE (1u << 13) /* RFC 6154 */
 
 /* Bits in proto_resp.has. */
 #define HAS_CAPS (1u << 0)
@@ -59,12 +60,24 @@ enum proto_status {
 #define HAS_STATUS_UIDNEXT (1u << 14) /* ...and it gave UIDNEXT */
 /* [NOTIFICATIONOVERFLOW] (RFC 5465 5.8): NOTIFY has stopped telling */
 #define HAS_OVERFLOW (1u << 15)
+/*
+ * The server is busy, not refusing: [UNAVAILABLE] or [INUSE] (RFC 5530),
+ * [THROTTLED], or a text that says it is throttled (Microsoft 365's
+ * "Request is throttled. Suggested Backoff Time: N milliseconds", whose
+ * N is retry_ms).
+ */
+#define HAS_BUSY (1u << 16)
 
 /* Bits in proto_resp.list_flags: the LIST flags idlefetch acts on. */
 #define LISTF_NOSELECT (1u << 0)
 #define LISTF_NONEXISTENT (1u << 1) /* RFC 5258 */
 #define LISTF_SUBSCRIBED (1u << 2)
 #define LISTF_LSUB (1u << 3) /* an LSUB reply: subscribed by definition */
+/*
+ * \All, \Flagged, \Important (RFC 6154, 8457): a view of messages kept
+ * in other folders (Gmail's All Mail, Starred, Important)
+ */
+#define LISTF_VIRTUAL (1u << 4)
 
 struct proto_resp {
 	enum proto_kind kind;
@@ -82,6 +95,7 @@ struct proto_resp {
 	char list_delim; /* HAS_LIST: hierarchy delimiter, 0 for NIL */
 	unsigned list_flags; /* HAS_LIST: LISTF_* */
 	uint32_t status_uidnext, status_uidvalidity, status_messages;
+	uint32_t retry_ms; /* HAS_BUSY: how long the server asks to wait; 0 */
 };
 
 /*

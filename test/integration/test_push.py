@@ -39,7 +39,7 @@ class IdleTest(unittest.TestCase):
         f = self.env.idlefetch(tls="implicit", name="restart").start()
         self.env.dovecot.lmtp(fx.make_message(1))
         self.assertTrue(fx.wait_until(lambda: f.md.count() == 1, 10), f.log())
-        self.env.dovecot.stop()
+        self.env.dovecot.stop(graceful=True)
         time.sleep(1.5)
         self.env.dovecot.start()
         # Mail arrives while idlefetch is (probably) still backing off.

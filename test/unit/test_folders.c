@@ -99,6 +99,12 @@ test_the_set(void **state)
 	/* The move target would be fetched back: never. */
 	assert_int_equal(folders_add(&fs, a, "Archive", '/', 0, NULL, 0),
 	    FOLDERS_EXCLUDED);
+	/* Gmail's All Mail: every message of INBOX again. */
+	assert_int_equal(folders_add(&fs, a, "[Gmail]/All Mail", '/',
+			     LISTF_SUBSCRIBED | LISTF_VIRTUAL, why,
+			     sizeof(why)),
+	    FOLDERS_VIRTUAL);
+	assert_non_null(strstr(why, "'[Gmail]/All Mail' shows messages kept"));
 	assert_int_equal(folders_add(&fs, a, "Gone", '/', LISTF_NONEXISTENT,
 			     NULL, 0),
 	    FOLDERS_UNUSABLE);

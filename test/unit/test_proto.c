@@ -115,6 +115,52 @@ test_tagged_results(void **state)
 	    0);
 	assert_int_equal(r.caps,
 	    CAP_IMAP4REV1 | CAP_IDLE | CAP_MOVE | CAP_UIDPLUS);
+	assert_false(r.has & HAS_BUSY);
+}
+
+/* A busy server is told from a refusing one, and its wait is read. */
+static void
+test_busy_servers(void **state)
+{
+	struct proto_resp r;
+
+	(void)state;
+	assert_int_equal(parse("a3 NO Request is throttled. Suggested Backoff "
+			       "Time: 1500 milliseconds\r\n",
+			     false, &r),
+	    0);
+	assert_true(r.has & HAS_BUSY);
+	assert_int_equal(r.retry_ms, 1500);
+	assert_int_equal(parse("a4 NO [THROTTLED] slow down\r\n", false, &r),
+	    0);
+	assert_true(r.has & HAS_BUSY);
+	assert_int_equal(r.retry_ms, 0);
+	assert_int_equal(parse("a5 NO [UNAVAILABLE] try later\r\n", false, &r),
+	    0);
+	assert_true(r.has & HAS_BUSY);
+	assert_int_equal(parse("* BYE [INUSE] mailbox locked\r\n", false, &r),
+	    0);
+	assert_true(r.has & HAS_BUSY);
+	assert_int_equal(parse("* BYE throttled, backoff time: 9999999999 "
+			       "seconds\r\n",
+			     false, &r),
+	    0);
+	assert_int_equal(r.retry_ms, 600000);
+	assert_int_equal(parse("a6 NO [AUTHENTICATIONFAILED] no\r\n", false,
+			     &r),
+	    0);
+	assert_false(r.has & HAS_BUSY);
+	assert_int_equal(parse("* LIST (\\HasNoChildren \\All) \"/\" "
+			       "\"[Gmail]/All Mail\"\r\n",
+			     false, &r),
+	    0);
+	assert_true(r.list_flags & LISTF_VIRTUAL);
+	assert_string_equal(r.mailbox, "[Gmail]/All Mail");
+	assert_int_equal(parse("* LIST (\\HasNoChildren \\Sent) \"/\" "
+			       "\"[Gmail]/Sent Mail\"\r\n",
+			     false, &r),
+	    0);
+	assert_false(r.list_flags & LISTF_VIRTUAL);
 }
 
 static void
@@ -338,6 +384,7 @@ main(void)
 		cmocka_unit_test(test_select_responses),
 		cmocka_unit_test(test_fetch_with_streamed_body),
 		cmocka_unit_test(test_tagged_results),
+		cmocka_unit_test(test_busy_servers),
 		cmocka_unit_test(
 		    test_malformed_status_lines_keep_tag_and_status),
 		cmocka_unit_test(
