@@ -66,6 +66,7 @@ struct parse_ctx {
 	const char *file;
 	struct config *cfg;
 	struct account_ctx *actx; /* parallel to cfg->accounts */
+	size_t cap_accounts; /* room in both */
 	unsigned global_seen;
 	/* reader state */
 	const char *buf;
@@ -698,14 +699,21 @@ find_account(struct parse_ctx *c, const char *name, struct account_ctx **ax)
 	struct config *cfg = c->cfg;
 	struct account *a;
 
-	for (size_t i = 0; i < cfg->naccounts; i++)
+	/* A section's keys come one after another: its account is the last. */
+	for (size_t k = 0; k < cfg->naccounts; k++) {
+		size_t i = cfg->naccounts - 1 - k;
+
 		if (strcmp(cfg->accounts[i].name, name) == 0) {
 			*ax = &c->actx[i];
 			return &cfg->accounts[i];
 		}
-	cfg->accounts = xrealloc(cfg->accounts,
-	    (cfg->naccounts + 1) * sizeof(*cfg->accounts));
-	c->actx = xrealloc(c->actx, (cfg->naccounts + 1) * sizeof(*c->actx));
+	}
+	if (cfg->naccounts == c->cap_accounts) {
+		c->cap_accounts = c->cap_accounts ? c->cap_accounts * 2 : 4;
+		cfg->accounts = xrealloc(cfg->accounts,
+		    c->cap_accounts * sizeof(*cfg->accounts));
+		c->actx = xrealloc(c->actx, c->cap_accounts * sizeof(*c->actx));
+	}
 	a = &cfg->accounts[cfg->naccounts];
 	memset(a, 0, sizeof(*a));
 	*ax = &c->actx[cfg->naccounts];
