@@ -6,6 +6,8 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -22,10 +24,13 @@
 #include <ini.h>
 #include <openssl/crypto.h>
 
+#include "idlefetch/cmdline.h"
 #include "idlefetch/config.h"
 #include "idlefetch/mutf7.h"
 #include "idlefetch/shard.h"
 #include "idlefetch/util.h"
+
+extern char **environ;
 
 /* A configuration file larger than this is refused, never cut short. */
 #define CONFIG_MAX_BYTES (64u << 20)
@@ -902,6 +907,55 @@ read_secret_file(const char *path, char **out, char *why, size_t whylen)
 	return 0;
 }
 
+/*
+ * The command's standard output to read: run without a shell when it
+ * needs none (*pid set), else by popen (*pid -1), which also runs what is
+ * no program on PATH (a shell builtin).
+ */
+static FILE *
+open_command(const char *cmd, pid_t *pid)
+{
+	char **argv = cmdline_shell_free(cmd);
+	posix_spawn_file_actions_t fa;
+	int fd[2], r;
+	FILE *fp;
+
+	*pid = -1;
+	if (argv == NULL)
+		return popen(cmd, "re");
+	if (pipe2(fd, O_CLOEXEC) < 0) {
+		cmdline_free(argv);
+		return NULL;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, fd[1], 1);
+	r = posix_spawnp(pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	cmdline_free(argv);
+	close(fd[1]);
+	if (r != 0 || (fp = fdopen(fd[0], "r")) == NULL) {
+		close(fd[0]);
+		errno = r ? r : errno;
+		return NULL;
+	}
+	return fp;
+}
+
+/* pclose() for both kinds: the wait status. */
+static int
+close_command(FILE *fp, pid_t pid)
+{
+	int st;
+
+	if (pid < 0)
+		return pclose(fp);
+	fclose(fp);
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return st;
+}
+
 static int
 run_secret_command(const char *cmd, char **out, char *why, size_t whylen)
 {
@@ -909,9 +963,10 @@ run_secret_command(const char *cmd, char **out, char *why, size_t whylen)
 	size_t n;
 	int st;
 	FILE *fp;
+	pid_t pid;
 
 	fflush(NULL);
-	fp = popen(cmd, "re");
+	fp = open_command(cmd, &pid);
 	if (fp == NULL) {
 		snprintf(why, whylen, "cannot run: %s", strerror(errno));
 		return -errno;
@@ -919,7 +974,7 @@ run_secret_command(const char *cmd, char **out, char *why, size_t whylen)
 	n = fread(buf, 1, sizeof(buf) - 1, fp);
 	while (fgetc(fp) != EOF)
 		;
-	st = pclose(fp);
+	st = close_command(fp, pid);
 	buf[n] = '\0';
 	buf[strcspn(buf, "\r\n")] = '\0';
 	if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {

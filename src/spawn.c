@@ -13,6 +13,7 @@
 
 #include <openssl/crypto.h>
 
+#include "idlefetch/cmdline.h"
 #include "idlefetch/spawn.h"
 #include "idlefetch/util.h"
 
@@ -198,7 +199,9 @@ spawn_shell(uv_loop_t *loop, const char *cmd, uint64_t timeout_ms,
     spawn_done_cb *done, void *ud)
 {
 	struct spawn *sp = xcalloc(1, sizeof(*sp));
-	char *args[] = { "/bin/sh", "-c", (char *)cmd, NULL };
+	char *shell[] = { "/bin/sh", "-c", (char *)cmd, NULL };
+	/* No shell unless the command needs one (cmdline.h). */
+	char **argv = cmdline_shell_free(cmd), **args = argv ? argv : shell;
 	uv_stdio_container_t stdio[3];
 	uv_process_options_t o = { 0 };
 	int r;
@@ -224,6 +227,7 @@ spawn_shell(uv_loop_t *loop, const char *cmd, uint64_t timeout_ms,
 	/* Its own session and process group, so that a kill reaches all. */
 	o.flags = UV_PROCESS_DETACHED;
 	r = uv_spawn(loop, &sp->proc, &o);
+	cmdline_free(argv);
 	if (r < 0) {
 		/* The process handle must be closed even when spawn failed. */
 		sp->status = r;

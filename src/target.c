@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "idlefetch/cmdline.h"
 #include "idlefetch/target.h"
 #include "idlefetch/util.h"
 
@@ -29,9 +30,6 @@ extern char **environ;
 #define REPLY_MAX 512
 /* Room for an address in a command line (config and header bound them). */
 #define ADDR_MAX 320
-
-/* Characters that only a shell would make sense of. */
-#define SHELL_CHARS "|&;<>()$`\\\"'*?[]#~{}\n"
 
 struct target_conn {
 	const struct target *t;
@@ -46,37 +44,30 @@ struct target_conn {
 static int
 parse_mda(struct target *t, const char *cmd, char *why, size_t whylen)
 {
-	char *copy, *w, *save = NULL;
-	size_t n = 0;
+	char bad;
 
-	if (strpbrk(cmd, SHELL_CHARS) != NULL) {
+	t->argv = cmdline_split(cmd, false, &bad);
+	if (bad != 0) {
 		snprintf(why, whylen,
 		    "mda: runs its program without a shell, and '%c' needs "
 		    "one: put the command in a script and name the script",
-		    *strpbrk(cmd, SHELL_CHARS));
+		    bad == '\n' ? ' ' : bad);
 		return -EINVAL;
 	}
-	copy = xstrdup(cmd);
-	for (w = strtok_r(copy, " \t", &save); w;
-	     w = strtok_r(NULL, " \t", &save)) {
-		for (const char *p = strchr(w, '%'); p; p = strchr(p + 2, '%'))
+	if (t->argv == NULL) {
+		snprintf(why, whylen, "mda: names no program");
+		return -EINVAL;
+	}
+	for (size_t i = 0; t->argv[i]; i++)
+		for (const char *p = strchr(t->argv[i], '%'); p;
+		     p = strchr(p + 2, '%'))
 			if (p[1] == '\0' || strchr("Faf%", p[1]) == NULL) {
 				snprintf(why, whylen,
 				    "'%%%c' in mda: is not one of %%F (sender), "
 				    "%%a (account), %%f (folder), %%%%",
 				    p[1] ? p[1] : ' ');
-				free(copy);
 				return -EINVAL;
 			}
-		t->argv = xrealloc(t->argv, (n + 2) * sizeof(*t->argv));
-		t->argv[n++] = xstrdup(w);
-		t->argv[n] = NULL;
-	}
-	free(copy);
-	if (n == 0) {
-		snprintf(why, whylen, "mda: names no program");
-		return -EINVAL;
-	}
 	if (strchr(t->argv[0], '%') != NULL) {
 		snprintf(why, whylen, "mda: the program's name cannot hold %%");
 		return -EINVAL;
@@ -146,9 +137,7 @@ target_parse(struct target *t, const char *value, char *why, size_t whylen)
 void
 target_free(struct target *t)
 {
-	for (size_t i = 0; t->argv && t->argv[i]; i++)
-		free(t->argv[i]);
-	free(t->argv);
+	cmdline_free(t->argv);
 	free(t->host);
 	free(t->port);
 	free(t->path);
@@ -272,14 +261,6 @@ mda_env(const struct target_msg *m)
 	return env;
 }
 
-static void
-strv_free(char **v)
-{
-	for (size_t i = 0; v && v[i]; i++)
-		free(v[i]);
-	free(v);
-}
-
 /*
  * Reads the program's standard error until it closes it or the deadline
  * passes; keeps its first line, printable, in line. False: timed out.
@@ -396,8 +377,8 @@ mda_send(struct target_conn *c, const struct target_msg *m, char *why,
 		if (r < 0)
 			close(pipefd[0]);
 	}
-	strv_free(argv);
-	strv_free(env);
+	cmdline_free(argv);
+	cmdline_free(env);
 	if (r < 0) {
 		snprintf(why, whylen, "cannot run %s: %s", c->t->argv[0],
 		    strerror(-r));

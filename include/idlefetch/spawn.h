@@ -1,7 +1,8 @@
 /*
  * spawn: runs a short command (password_command) off the event loop and
- * hands back the first line of its output. The command runs with
- * `/bin/sh -c`, stdin on /dev/null, no descriptor of ours (they are all
+ * hands back the first line of its output. The command runs without a
+ * shell unless it needs one (cmdline.h), else with `/bin/sh -c`; stdin
+ * on /dev/null, no descriptor of ours (they are all
  * close-on-exec), and a time limit after which it is killed. Its standard
  * error is read too, so that the caller can log one line of it; the
  * output is a secret and never logged.

@@ -183,6 +183,26 @@ maildir = {f.maildir_path}-other
         self.assertFalse(os.path.exists(mark), "the value ran as code")
         self.assertEqual(f.stop(), 0)
 
+    def test_command_that_needs_no_shell_runs_without_one(self):
+        """No shell character: the program runs directly, and ${ARG} is
+        one argument whatever it holds (a shell would split it)."""
+        ts, mb, srv = self.oauth_server()
+        seen = os.path.join(self.root, "argv")
+        wrap = os.path.join(self.root, "wrap.sh")
+        with open(wrap, "w") as w:
+            w.write(f'#!/bin/sh\nprintf "%s|" "$#" "$@" > {seen}\n'
+                    f'exec {self.cmd}\n')
+        os.chmod(wrap, 0o755)
+        f = self.fetcher(srv, name="direct", password=None,
+                         extra="auth = xoauth2\noauth_token_command = "
+                               f"{wrap} --for ${{ARG}}\n")
+        f.start(env={"ARG": "one two; *"})
+        self.assertTrue(fx.wait_until(lambda: f.md.count() == 1, 15),
+                        f.log())
+        self.assertEqual(f.stop(), 0)
+        with open(seen) as s:
+            self.assertEqual(s.read(), "2|--for|one two; *|")
+
     def test_refused_new_token_is_one_error_and_a_slow_retry(self):
         ts, mb, srv = self.oauth_server()
         ts.current = 99  # nothing the helper prints is accepted
