@@ -144,7 +144,8 @@ hand_over(struct commit_req *j, struct target_conn *tc, size_t i,
 	enum target_answer a;
 	int r;
 
-	if (!j->recovering) {
+	/* The save of the previous answer may have said so already. */
+	if (!j->recovering && st->pending != f->uid) {
 		st->pending = f->uid;
 		r = save(j, st);
 		if (r < 0)
@@ -185,7 +186,8 @@ record(struct commit_req *j, size_t i, enum target_answer a,
 	} else {
 		index_add(j, i, 1);
 	}
-	st->pending = 0;
+	/* One save records this answer and says the next one is pending. */
+	st->pending = i + 1 < j->ncommit ? j->files[i + 1].uid : 0;
 	st->last_uid = uid;
 	st->last = fp_of(j, uid);
 	j->commit_uid = uid;

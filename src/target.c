@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -456,7 +458,13 @@ lmtp_connect(const struct target *t)
 			r = -errno;
 			continue;
 		}
+		/*
+		 * No Nagle delay: a command or the final dot would wait for
+		 * the server's delayed ACK of the last write (40 ms each).
+		 */
 		if (set_timeouts(fd, t->timeout) == 0 &&
+		    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 },
+			sizeof(int)) == 0 &&
 		    connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
 			break;
 		r = -errno;
