@@ -218,7 +218,7 @@ expand(const char *w, const struct target_msg *m)
 		const char *add = NULL;
 		size_t k;
 
-		if (*w == '%') {
+		if (*w == '%' && w[1] != '\0' && strchr("Faf%", w[1])) {
 			w++;
 			add = *w == 'F' ? m->sender :
 			    *w == 'a'   ? m->account :

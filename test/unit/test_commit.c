@@ -6,6 +6,7 @@
  * state does not hold.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -221,12 +222,82 @@ test_prepare_deliver_reconcile(void **state)
 	assert_int_equal(st.last_uid, 11);
 }
 
+/* A tmp/ file holding text, as the lane leaves it, with its UID. */
+static void
+spool(struct maildir_file *f, uint32_t uid, const char *text)
+{
+	assert_int_equal(maildir_create(dir, 0x1234, f), 0);
+	assert_int_equal(maildir_append(f, text, strlen(text)), 0);
+	f->uid = uid;
+}
+
+/*
+ * An MDA target, one file at a time: the state records each answer and
+ * the UID pending; a refusal is passed and kept; a deferral stops there,
+ * its UID still pending; every tmp/ file is gone after.
+ */
+static void
+test_deliver_to_a_program(void **state)
+{
+	static char *argv[] = { "/bin/sh", "-c",
+		"m=$(cat); case $m in *refuse*) echo no >&2; exit 1;; "
+		"*defer*) exit 75;; esac; printf '%s|%s\\n' \"$m\" "
+		"\"$IDLEFETCH_SENDER\" >> \"$0\"",
+		NULL, NULL };
+	struct target t = { .kind = TARGET_MDA, .argv = argv, .timeout = 5 };
+	struct commit_fp fps[4] = { { .uid = 21 }, { .uid = 22 },
+		{ .uid = 23 }, { .uid = 24 } };
+	struct maildir_file f[4];
+	struct commit_req req;
+	struct state_rec st;
+	char out[600], got[256] = "";
+	FILE *fp;
+
+	(void)state;
+	snprintf(out, sizeof(out), "%s/mda.out", root);
+	argv[3] = out;
+	spool(&f[0], 21, "Return-Path: <b@x>\n\nok one\n");
+	spool(&f[1], 22, "refuse\n");
+	spool(&f[2], 23, "ok two\n");
+	spool(&f[3], 24, "defer\n");
+	memset(&req, 0, sizeof(req));
+	req.kind = COMMIT_DELIVER;
+	req.target = &t;
+	req.folder = "INBOX";
+	req.keep_refused = true;
+	req.uidvalidity = 9;
+	req.files = f;
+	req.nfiles = 4;
+	req.fps = fps;
+	req.ncommit = 4;
+	run(&req);
+	assert_int_equal(req.result, -EAGAIN);
+	assert_non_null(strstr(req.err, "exited with status 75"));
+	assert_int_equal(req.ncommit, 3);
+	assert_int_equal(req.nrefused, 1);
+	assert_int_equal(req.refused_uid, 22);
+	assert_non_null(strstr(req.refused_why, "exited with status 1: no"));
+	assert_int_equal(state_load(statefile, &st), 0);
+	assert_int_equal(st.uidvalidity, 9);
+	assert_int_equal(st.last_uid, 23);
+	assert_int_equal(st.pending, 24);
+	assert_int_equal(st.nrefused, 1);
+	assert_int_equal(st.refused[0], 22);
+	assert_int_equal(count("tmp"), 0);
+	fp = fopen(out, "r");
+	assert_non_null(fp);
+	assert_int_equal(fread(got, 1, sizeof(got) - 1, fp) > 0, 1);
+	fclose(fp);
+	assert_string_equal(got, "Return-Path: <b@x>\n\nok one|b@x\nok two|\n");
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_prepare_deliver_reconcile),
 		cmocka_unit_test(test_lost_maildir_or_state_is_refused),
+		cmocka_unit_test(test_deliver_to_a_program),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
