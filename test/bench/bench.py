@@ -1,5 +1,6 @@
-"""Side-by-side benchmark: idlefetch, fetchmail (+ procmail as MDA),
-getmail6 and mbsync each fetch the same mailbox from the same throwaway
+"""Side-by-side benchmark: idlefetch (into its Maildir, and through
+procmail as its deliver = mda:), fetchmail (+ procmail as MDA), getmail6
+and mbsync each fetch the same mailbox from the same throwaway
 Dovecot over implicit TLS into an empty Maildir, in the same run.
 Prints wall time, messages/s, MB/s and peak RSS for each.
 
@@ -44,13 +45,27 @@ def run_idlefetch(env, d, port, ca):
     return timed([fx.IDLEFETCH, "--config", f.conf, "--once"]), f.maildir_path
 
 
-def run_fetchmail(env, d, port, ca):
+def procmail_maildir(d):
+    """A Maildir and a procmailrc that delivers into it."""
     md = os.path.join(d, "Maildir")
     for sub in ("tmp", "new", "cur"):
         os.makedirs(os.path.join(md, sub), exist_ok=True)
     procrc = os.path.join(d, "procmailrc")
     with open(procrc, "w") as f:
         f.write(f"MAILDIR={md}/\nDEFAULT={md}/\n")
+    return md, procrc
+
+
+def run_idlefetch_mda(env, d, port, ca):
+    """The same MDA as fetchmail's row: procmail, one process a message."""
+    md, procrc = procmail_maildir(d)
+    f = env.idlefetch(tls="implicit", name="bench-mda",
+                      deliver=f"deliver = mda:/usr/bin/procmail -m {procrc}")
+    return timed([fx.IDLEFETCH, "--config", f.conf, "--once"]), md
+
+
+def run_fetchmail(env, d, port, ca):
+    md, procrc = procmail_maildir(d)
     rc = os.path.join(d, "fetchmailrc")
     with open(rc, "w") as f:
         f.write(f"""set no bouncemail
@@ -125,7 +140,9 @@ SyncState *
     return timed(["mbsync", "-c", rc, "-a", "-q"]), md
 
 
-TOOLS = [("idlefetch", run_idlefetch, None), ("fetchmail+procmail",
+TOOLS = [("idlefetch", run_idlefetch, None),
+         ("idlefetch+procmail", run_idlefetch_mda, "procmail"),
+         ("fetchmail+procmail",
          run_fetchmail, "fetchmail"), ("getmail6", run_getmail, "getmail"),
          ("mbsync", run_mbsync, "mbsync")]
 
@@ -154,7 +171,7 @@ def main():
             if binary and shutil.which(binary) is None:
                 print(f"{name:<20} {'(not installed)':>8}")
                 continue
-            work = os.path.join(env.root, "bench-" + name.split("+")[0])
+            work = os.path.join(env.root, "bench-" + name.replace("+", "-"))
             os.makedirs(work, exist_ok=True)
             (secs, rss, rc, out), md = fn(env, work, d.imaps_port,
                                           env.certs.ca)
