@@ -161,8 +161,16 @@ hand_over(struct commit_req *j, struct target_conn *tc, size_t i,
 	read_sender(m.fd, sender);
 	a = target_send(tc, &m, j->err, sizeof(j->err));
 	close(m.fd);
-	if (a == TARGET_DEFERRED)
-		j->result = -EAGAIN;
+	if (a != TARGET_DEFERRED)
+		return a;
+	j->result = -EAGAIN;
+	/* Surely not delivered: nothing to warn of at the next start. */
+	if (target_answered(tc) && !j->recovering) {
+		st->pending = 0;
+		/* Best effort: a stale pending UID only warns for nothing. */
+		if (state_save(j->state_path, st) == 0)
+			j->st = *st;
+	}
 	return a;
 }
 

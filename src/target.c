@@ -37,6 +37,7 @@ struct target_conn {
 	const struct target *t;
 	int fd; /* LMTP: the socket; -1 when broken */
 	bool pipelining, eightbit;
+	bool answered; /* the last deferral was the target's own answer */
 	char rbuf[4096];
 	size_t rlen;
 };
@@ -384,6 +385,7 @@ mda_send(struct target_conn *c, const struct target_msg *m, char *why,
 	if (r < 0) {
 		snprintf(why, whylen, "cannot run %s: %s", c->t->argv[0],
 		    strerror(-r));
+		c->answered = true;
 		return TARGET_DEFERRED;
 	}
 	deadline = now_ms() + (uint64_t)c->t->timeout * 1000u;
@@ -407,6 +409,7 @@ mda_send(struct target_conn *c, const struct target_msg *m, char *why,
 	}
 	snprintf(why, whylen, "%s exited with status %d%s%s", c->t->argv[0],
 	    WEXITSTATUS(status), line[0] ? ": " : "", line);
+	c->answered = true;
 	return WEXITSTATUS(status) == EXIT_TEMPFAIL ? TARGET_DEFERRED :
 						      TARGET_REFUSED;
 }
@@ -701,8 +704,10 @@ lmtp_send(struct target_conn *c, const struct target_msg *m, char *why,
 	char text[REPLY_MAX];
 	int r, step = 0;
 
-	if (c->fd < 0 && lmtp_open(c, why, whylen) != TARGET_ACCEPTED)
+	if (c->fd < 0 && lmtp_open(c, why, whylen) != TARGET_ACCEPTED) {
+		c->answered = true; /* nothing was sent */
 		return TARGET_DEFERRED;
+	}
 	r = lmtp_envelope(c, m, text, sizeof(text), &step);
 	if (r < 0)
 		return lmtp_broken(c, r, "envelope", why, whylen);
@@ -718,6 +723,7 @@ lmtp_send(struct target_conn *c, const struct target_msg *m, char *why,
 			close(c->fd);
 			c->fd = -1;
 		}
+		c->answered = true; /* no data was sent */
 		return permanent ? TARGET_REFUSED : TARGET_DEFERRED;
 	}
 	r = lmtp_data(c, m->fd);
@@ -728,6 +734,7 @@ lmtp_send(struct target_conn *c, const struct target_msg *m, char *why,
 	if (r / 100 == 2)
 		return TARGET_ACCEPTED;
 	snprintf(why, whylen, "LMTP server refused the message: %s", text);
+	c->answered = true;
 	return r / 100 == 5 ? TARGET_REFUSED : TARGET_DEFERRED;
 }
 
@@ -752,6 +759,7 @@ target_send(struct target_conn *c, const struct target_msg *m, char *why,
     size_t whylen)
 {
 	why[0] = '\0';
+	c->answered = false;
 	switch (c->t->kind) {
 	case TARGET_MDA:
 		return mda_send(c, m, why, whylen);
@@ -760,6 +768,12 @@ target_send(struct target_conn *c, const struct target_msg *m, char *why,
 	default:
 		fatal("bad target kind");
 	}
+}
+
+bool
+target_answered(const struct target_conn *c)
+{
+	return c->answered;
 }
 
 void

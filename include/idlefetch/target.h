@@ -22,6 +22,7 @@
 #ifndef IDLEFETCH_TARGET_H
 #define IDLEFETCH_TARGET_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 enum target_kind { TARGET_MAILDIR, TARGET_MDA, TARGET_LMTP };
@@ -76,6 +77,13 @@ enum target_answer target_open(const struct target *t,
 /* Hands one message over; why says what a refusal or deferral was. */
 enum target_answer target_send(struct target_conn *c,
     const struct target_msg *m, char *why, size_t whylen);
+/*
+ * After TARGET_DEFERRED: whether the target said so (a 4xx, exit 75, a
+ * program that could not start), so that it surely does not have the
+ * message; false when its answer was lost (a connection cut after the
+ * data, a program killed), and it may.
+ */
+bool target_answered(const struct target_conn *c);
 /* Ends the session (LMTP QUIT) and frees it. NULL is ignored. */
 void target_close(struct target_conn *c);
 
