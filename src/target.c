@@ -443,7 +443,7 @@ lmtp_connect(const struct target *t)
 			return -errno;
 		if (set_timeouts(fd, t->timeout) < 0 ||
 		    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-			r = -errno;
+			r = errno == EINPROGRESS ? -ETIMEDOUT : -errno;
 			close(fd);
 			return r;
 		}
@@ -470,7 +470,8 @@ lmtp_connect(const struct target *t)
 			sizeof(int)) == 0 &&
 		    connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
 			break;
-		r = -errno;
+		/* A connect cut short by SO_SNDTIMEO says EINPROGRESS. */
+		r = errno == EINPROGRESS ? -ETIMEDOUT : -errno;
 		close(fd);
 		fd = -1;
 	}
