@@ -201,8 +201,21 @@ namespace inbox {{
 
     def start(self):
         # Dovecot daemonises and its children keep inherited pipes open.
-        subprocess.run(["dovecot", "-c", self.conf], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for attempt in range(3):
+            p = subprocess.run(["dovecot", "-c", self.conf],
+                               stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+            if p.returncode == 0:
+                break
+            # A port taken meanwhile (by another suite's server): the
+            # first start may move to others; a restart must keep them.
+            if getattr(self, "started", False) or attempt == 2:
+                raise RuntimeError(f"dovecot did not start (exit "
+                                   f"{p.returncode}): " + self.log())
+            self.imap_port, self.imaps_port, self.lmtp_port = (
+                free_port(), free_port(), free_port())
+            self.write_conf()
+        self.started = True
         for port in (self.imap_port, self.imaps_port, self.lmtp_port):
             ok = wait_until(lambda: self._accepts(port), 15)
             if not ok:
