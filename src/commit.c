@@ -117,16 +117,17 @@ fp_of(const struct commit_req *j, uint32_t uid)
 	return none;
 }
 
-/* The envelope sender: the Return-Path of the file's header block. */
+/*
+ * The envelope sender: the Return-Path of the file's header block, read
+ * into buf (HEADER_MAX + 1 bytes, one for the whole batch).
+ */
 static void
-read_sender(int fd, char sender[HEADER_SENDER_MAX])
+read_sender(int fd, char *buf, char sender[HEADER_SENDER_MAX])
 {
-	char *buf = xmalloc(HEADER_MAX + 1);
 	ssize_t n = pread(fd, buf, HEADER_MAX + 1, 0);
 
 	if (n <= 0 || header_return_path(buf, (size_t)n, sender) < 0)
 		sender[0] = '\0';
-	free(buf);
 }
 
 /*
@@ -135,7 +136,7 @@ read_sender(int fd, char sender[HEADER_SENDER_MAX])
  */
 static enum target_answer
 hand_over(struct commit_req *j, struct target_conn *tc, size_t i,
-    struct state_rec *st)
+    struct state_rec *st, char *hdr)
 {
 	struct maildir_file *f = &j->files[i];
 	char sender[HEADER_SENDER_MAX];
@@ -158,7 +159,7 @@ hand_over(struct commit_req *j, struct target_conn *tc, size_t i,
 		j->result = m.fd;
 		return TARGET_DEFERRED;
 	}
-	read_sender(m.fd, sender);
+	read_sender(m.fd, hdr, sender);
 	a = target_send(tc, &m, j->err, sizeof(j->err));
 	close(m.fd);
 	if (a != TARGET_DEFERRED)
@@ -217,6 +218,7 @@ deliver_target(struct commit_req *j)
 	struct target_conn *tc = NULL;
 	struct state_rec st = j->st;
 	size_t i, done = 0;
+	char *hdr = NULL;
 
 	j->result = 0;
 	if (st.uidvalidity != j->uidvalidity) {
@@ -224,10 +226,12 @@ deliver_target(struct commit_req *j)
 		st.uidvalidity = j->uidvalidity;
 	}
 	j->commit_uid = st.last_uid;
-	if (j->ncommit > 0 &&
-	    target_open(j->target, &tc, j->err, sizeof(j->err)) !=
-		TARGET_ACCEPTED)
-		j->result = -EAGAIN;
+	if (j->ncommit > 0) {
+		hdr = xmalloc(HEADER_MAX + 1);
+		if (target_open(j->target, &tc, j->err, sizeof(j->err)) !=
+		    TARGET_ACCEPTED)
+			j->result = -EAGAIN;
+	}
 	for (i = 0; j->result == 0 && i < j->ncommit; i++) {
 		enum target_answer a;
 
@@ -239,7 +243,7 @@ deliver_target(struct commit_req *j)
 			j->result = -ENOSPC;
 			break;
 		}
-		a = hand_over(j, tc, i, &st);
+		a = hand_over(j, tc, i, &st, hdr);
 		if (a == TARGET_DEFERRED)
 			break;
 		maildir_discard(j->maildir, &j->files[i]);
@@ -247,6 +251,7 @@ deliver_target(struct commit_req *j)
 		done++;
 	}
 	target_close(tc);
+	free(hdr);
 	for (i = done; i < j->nfiles; i++)
 		maildir_discard(j->maildir, &j->files[i]);
 	j->ncommit = done;

@@ -415,15 +415,15 @@ set_target(struct parse_ctx *c, struct account *a, const char *key,
     const char *v)
 {
 	char why[256];
-	char *rcpt = a->target.recipient;
+	struct target t;
 
-	a->target.recipient = NULL;
-	if (target_parse(&a->target, v, why, sizeof(why)) < 0) {
-		a->target.recipient = rcpt;
+	if (target_parse(&t, v, why, sizeof(why)) < 0) {
 		seterr(c, key, "%s", why);
 		return -EINVAL;
 	}
-	a->target.recipient = rcpt;
+	/* lmtp_recipient may have come first. */
+	t.recipient = a->target.recipient;
+	a->target = t;
 	return 0;
 }
 

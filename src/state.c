@@ -161,31 +161,6 @@ sync_parent(const char *path)
 	return fsync_dir(dir);
 }
 
-/*
- * Writes buf into a fresh file at tmp, fsynced: never one found there, so
- * a symlink planted at the temporary name cannot have us overwrite its
- * target. 0 or -errno; the caller removes tmp on failure.
- */
-static int
-write_fresh(const char *tmp, const char *buf, size_t n)
-{
-	int fd, r = 0;
-
-	if (unlink(tmp) < 0 && errno != ENOENT)
-		return -errno;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-	    0600);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, buf, n) != (ssize_t)n)
-		r = errno ? -errno : -EIO;
-	if (r == 0 && fsync(fd) < 0)
-		r = -errno;
-	if (close(fd) < 0 && r == 0)
-		r = -errno;
-	return r;
-}
-
 int
 state_save(const char *path, const struct state_rec *st)
 {
@@ -219,7 +194,7 @@ state_save(const char *path, const struct state_rec *st)
 	for (uint32_t i = 0; i < st->nrefused && i < STATE_REFUSED_MAX; i++)
 		n += snprintf(buf + n, sizeof(buf) - (size_t)n, "refused %u\n",
 		    st->refused[i]);
-	r = write_fresh(tmp, buf, (size_t)n);
+	r = write_fresh(tmp, buf, (size_t)n, 0600, true);
 	if (r == 0 && rename(tmp, path) < 0)
 		r = -errno;
 	if (r < 0) {
@@ -388,7 +363,7 @@ write_binding(const char *path, const char *id, bool fresh, bool replace)
 	if (snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid()) >=
 	    (int)sizeof(tmp))
 		return -ENAMETOOLONG;
-	r = write_fresh(tmp, buf, (size_t)n);
+	r = write_fresh(tmp, buf, (size_t)n, 0600, true);
 	if (r == 0 && replace && rename(tmp, path) < 0)
 		r = -errno;
 	if (r == 0 && !replace && link(tmp, path) < 0)

@@ -99,26 +99,9 @@ render(const struct status_writer *w, bool stopped)
 static int
 replace_file(const char *path, const char *tmp, const char *text)
 {
-	size_t len = strlen(text), off = 0;
-	int fd, r = 0;
+	/* Rewritten often and only informative: no fsync. */
+	int r = write_fresh(tmp, text, strlen(text), 0644, false);
 
-	/* Never through a symlink planted at the temporary name. */
-	if (unlink(tmp) < 0 && errno != ENOENT)
-		return -errno;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-	    0644);
-	if (fd < 0)
-		return -errno;
-	while (r == 0 && off < len) {
-		ssize_t n = write(fd, text + off, len - off);
-
-		if (n < 0 && errno != EINTR)
-			r = -errno;
-		else if (n > 0)
-			off += (size_t)n;
-	}
-	if (close(fd) < 0 && r == 0)
-		r = -errno;
 	if (r == 0 && rename(tmp, path) < 0)
 		r = -errno;
 	if (r < 0)

@@ -154,19 +154,25 @@ same(const char *a, const char *b)
 	return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
 }
 
+/* How many words a NULL-terminated argv (or NULL) holds. */
+static size_t
+words(char *const *argv)
+{
+	size_t n = 0;
+
+	while (argv && argv[n])
+		n++;
+	return n;
+}
+
 int
 target_equal(const struct target *a, const struct target *b)
 {
-	size_t i = 0;
-
-	if (a->kind != b->kind || !same(a->host, b->host) ||
-	    !same(a->port, b->port) || !same(a->path, b->path) ||
-	    !same(a->recipient, b->recipient) || a->timeout != b->timeout)
-		return 0;
-	for (; a->argv && b->argv && a->argv[i] && b->argv[i]; i++)
-		if (strcmp(a->argv[i], b->argv[i]) != 0)
-			return 0;
-	return (a->argv ? a->argv[i] : NULL) == (b->argv ? b->argv[i] : NULL);
+	return a->kind == b->kind && same(a->host, b->host) &&
+	    same(a->port, b->port) && same(a->path, b->path) &&
+	    same(a->recipient, b->recipient) && a->timeout == b->timeout &&
+	    strv_equal((const char *const *)a->argv, words(a->argv),
+		(const char *const *)b->argv, words(b->argv));
 }
 
 void
@@ -361,14 +367,12 @@ mda_send(struct target_conn *c, const struct target_msg *m, char *why,
     size_t whylen)
 {
 	char **argv, **env, line[200] = "";
-	size_t n = 0;
+	size_t n = words(c->t->argv);
 	int pipefd[2], status = 0, r;
 	pid_t pid;
 	uint64_t deadline;
 	bool in_time;
 
-	while (c->t->argv[n])
-		n++;
 	argv = xcalloc(n + 1, sizeof(*argv));
 	for (size_t i = 0; i < n; i++)
 		argv[i] = expand(c->t->argv[i], m);

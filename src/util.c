@@ -242,3 +242,31 @@ fsync_dir(const char *dir)
 		r = -errno;
 	return r;
 }
+
+int
+write_fresh(const char *tmp, const void *p, size_t n, mode_t mode, bool sync)
+{
+	const char *b = p;
+	size_t off = 0;
+	int fd, r = 0;
+
+	if (unlink(tmp) < 0 && errno != ENOENT)
+		return -errno;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    mode);
+	if (fd < 0)
+		return -errno;
+	while (r == 0 && off < n) {
+		ssize_t w = write(fd, b + off, n - off);
+
+		if (w < 0 && errno != EINTR)
+			r = -errno;
+		else if (w > 0)
+			off += (size_t)w;
+	}
+	if (r == 0 && sync && fsync(fd) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	return r;
+}

@@ -48,6 +48,15 @@ int mkdir_p_owned(const char *path, uid_t uid, gid_t gid);
  */
 int dir_is_private(const char *dir);
 
+/*
+ * Writes p[0..n) into a fresh file at tmp (mode), fsynced when sync: any
+ * file already there is removed first and none is opened through a
+ * symlink, so one planted at the temporary name cannot have us write its
+ * target. 0 or -errno; the caller renames tmp, or removes it on failure.
+ */
+int write_fresh(const char *tmp, const void *p, size_t n, mode_t mode,
+    bool sync);
+
 /* fsync()s a directory so that renames in it are durable; 0 or -errno. */
 int fsync_dir(const char *dir);
 
