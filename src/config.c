@@ -6,8 +6,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <spawn.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -15,7 +14,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <grp.h>
@@ -23,14 +21,13 @@
 
 #include <ini.h>
 #include <openssl/crypto.h>
+#include <uv.h>
 
-#include "idlefetch/cmdline.h"
 #include "idlefetch/config.h"
 #include "idlefetch/mutf7.h"
 #include "idlefetch/shard.h"
+#include "idlefetch/spawn.h"
 #include "idlefetch/util.h"
-
-extern char **environ;
 
 /* A configuration file larger than this is refused, never cut short. */
 #define CONFIG_MAX_BYTES (64u << 20)
@@ -160,6 +157,16 @@ valid_account_name(const char *s)
 		if (!isalnum((unsigned char)*s) && !strchr("._-", *s))
 			return false;
 	return true;
+}
+
+/* The first control character in s (C0 or DEL), or 0 when it has none. */
+static unsigned char
+control_char(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return (unsigned char)*s;
+	return 0;
 }
 
 /*
@@ -447,6 +454,45 @@ set_recipient(struct parse_ctx *c, struct account *a, const char *key,
 }
 
 static int
+set_host(struct parse_ctx *c, struct account *a, const char *key, const char *v)
+{
+	if (control_char(v) != 0) {
+		seterr(c, key,
+		    "a control character (byte 0x%02x) is in no "
+		    "host name or address",
+		    control_char(v));
+		return -EINVAL;
+	}
+	if (strpbrk(v, " /") != NULL) {
+		seterr(c, key, "'%s' is not a host name or address", v);
+		return -EINVAL;
+	}
+	a->host = xstrdup(v);
+	return 0;
+}
+
+/*
+ * IMAP LOGIN's quoted string cannot carry CR or LF, nor XOAUTH2 and
+ * OAUTHBEARER a \x01 (their separator; oauth.h): a control character is
+ * refused here, with the file and line, not at the first login. The
+ * environment's IDLEFETCH_USERNAME comes here too.
+ */
+static int
+set_username(struct parse_ctx *c, struct account *a, const char *key,
+    const char *v)
+{
+	if (control_char(v) != 0) {
+		seterr(c, key,
+		    "a control character (byte 0x%02x) cannot be "
+		    "sent in a login",
+		    control_char(v));
+		return -EINVAL;
+	}
+	a->username = xstrdup(v);
+	return 0;
+}
+
+static int
 set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
     const char *key, const char *v)
 {
@@ -498,12 +544,7 @@ set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
 	}
 	switch (bit) {
 	case K_HOST:
-		if (strpbrk(v, " \t/") != NULL) {
-			seterr(c, key, "'%s' is not a host name or address", v);
-			return -EINVAL;
-		}
-		a->host = xstrdup(v);
-		return 0;
+		return set_host(c, a, key, v);
 	case K_PORT:
 		return set_uint(c, key, v, 1, 65535, &a->port);
 	case K_TLS:
@@ -520,8 +561,7 @@ set_account_key(struct parse_ctx *c, struct account *a, struct account_ctx *ax,
 		}
 		return 0;
 	case K_USER:
-		a->username = xstrdup(v);
-		return 0;
+		return set_username(c, a, key, v);
 	case K_PASS:
 		a->password = xstrdup(v);
 		return 0;
@@ -907,87 +947,6 @@ read_secret_file(const char *path, char **out, char *why, size_t whylen)
 	return 0;
 }
 
-/*
- * The command's standard output to read: run without a shell when it
- * needs none (*pid set), else by popen (*pid -1), which also runs what is
- * no program on PATH (a shell builtin).
- */
-static FILE *
-open_command(const char *cmd, pid_t *pid)
-{
-	char **argv = cmdline_shell_free(cmd);
-	posix_spawn_file_actions_t fa;
-	int fd[2], r;
-	FILE *fp;
-
-	*pid = -1;
-	if (argv == NULL)
-		return popen(cmd, "re");
-	if (pipe2(fd, O_CLOEXEC) < 0) {
-		cmdline_free(argv);
-		return NULL;
-	}
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, fd[1], 1);
-	r = posix_spawnp(pid, argv[0], &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	cmdline_free(argv);
-	close(fd[1]);
-	if (r != 0 || (fp = fdopen(fd[0], "r")) == NULL) {
-		close(fd[0]);
-		errno = r ? r : errno;
-		return NULL;
-	}
-	return fp;
-}
-
-/* pclose() for both kinds: the wait status. */
-static int
-close_command(FILE *fp, pid_t pid)
-{
-	int st;
-
-	if (pid < 0)
-		return pclose(fp);
-	fclose(fp);
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			return -1;
-	return st;
-}
-
-static int
-run_secret_command(const char *cmd, char **out, char *why, size_t whylen)
-{
-	char buf[4096];
-	size_t n;
-	int st;
-	FILE *fp;
-	pid_t pid;
-
-	fflush(NULL);
-	fp = open_command(cmd, &pid);
-	if (fp == NULL) {
-		snprintf(why, whylen, "cannot run: %s", strerror(errno));
-		return -errno;
-	}
-	n = fread(buf, 1, sizeof(buf) - 1, fp);
-	while (fgetc(fp) != EOF)
-		;
-	st = close_command(fp, pid);
-	buf[n] = '\0';
-	buf[strcspn(buf, "\r\n")] = '\0';
-	if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-		OPENSSL_cleanse(buf, sizeof(buf));
-		snprintf(why, whylen, "command failed (exit status %d)",
-		    WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-		return -EIO;
-	}
-	*out = xstrdup(buf);
-	OPENSSL_cleanse(buf, sizeof(buf));
-	return 0;
-}
-
 /* maildir, deliver and lmtp_recipient go together. */
 static int
 finish_target(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
@@ -1150,32 +1109,9 @@ config_new(const char *source)
 	return cfg;
 }
 
-/* Reads one account's password_file or runs its password_command. */
-static int
-read_account_secret(struct account *a, char *err, size_t errlen)
-{
-	struct parse_ctx c = { .file = a->secret_src, .line = a->secret_line,
-		.err = err, .errlen = errlen };
-	char why[512];
-
-	if (a->password_file &&
-	    read_secret_file(a->password_file, &a->password, why,
-		sizeof(why)) < 0) {
-		seterr(&c, "password_file", "%s", why);
-		return -EINVAL;
-	}
-	if (a->password_command &&
-	    run_secret_command(a->password_command, &a->password, why,
-		sizeof(why)) < 0) {
-		seterr(&c, "password_command", "%s", why);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-void
-config_secret_error(const struct account *a, const char *why, char *err,
-    size_t errlen)
+/* The error of a secret: the file, the line and the key it came from. */
+static void
+secret_error(const struct account *a, const char *why, char *err, size_t errlen)
 {
 	struct parse_ctx c = { .file = a->secret_src, .line = a->secret_line,
 		.err = err, .errlen = errlen };
@@ -1189,31 +1125,156 @@ config_read_secret_files(struct config *cfg, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < cfg->naccounts; i++) {
 		struct account *a = &cfg->accounts[i];
-		int r;
+		char why[512];
 
 		if (a->password != NULL || a->password_file == NULL)
 			continue;
-		r = read_account_secret(a, err, errlen);
-		if (r < 0)
-			return r;
+		if (read_secret_file(a->password_file, &a->password, why,
+			sizeof(why)) < 0) {
+			secret_error(a, why, err, errlen);
+			return -EINVAL;
+		}
 	}
 	return 0;
 }
 
 int
-config_read_secrets(struct config *cfg, char *err, size_t errlen)
+config_secret_result(const struct config *cfg, struct account *a, int status,
+    const char *out, char *err, size_t errlen)
 {
+	char why[300];
+
+	if (status == 0) {
+		a->password = xstrdup(out);
+		return 0;
+	}
+	if (status == -ETIMEDOUT)
+		snprintf(why, sizeof(why),
+		    "command did not finish within %u s; killed",
+		    cfg->command_timeout);
+	else if (status == -ECANCELED)
+		snprintf(why, sizeof(why), "command stopped");
+	else if (status == -EINTR)
+		snprintf(why, sizeof(why), "command killed by a signal");
+	else if (status < 0)
+		snprintf(why, sizeof(why), "cannot run: %s", err_str(status));
+	else
+		snprintf(why, sizeof(why), "command failed (exit status %d)",
+		    status);
+	secret_error(a, why, err, errlen);
+	return -EIO;
+}
+
+/*
+ * config_read_secrets() runs the password_commands the daemon's way
+ * (spawn.h), all at once, on a loop of its own that ends with the last
+ * of them. In a session of their own the commands no longer get the
+ * terminal's ^C, so a stop signal meanwhile kills them.
+ */
+struct cmd_batch;
+
+struct cmd_run {
+	struct cmd_batch *b;
+	struct account *a;
+	struct spawn *sp; /* NULL once done */
+};
+
+struct cmd_batch {
+	const struct config *cfg;
+	struct cmd_run *runs;
+	size_t n, pending;
+	uv_signal_t sig[3];
+	bool failed;
+	char *err;
+	size_t errlen;
+};
+
+static void
+batch_signal_cb(uv_signal_t *h, int signum)
+{
+	struct cmd_batch *b = h->data;
+
+	(void)signum;
+	for (size_t i = 0; i < b->n; i++)
+		if (b->runs[i].sp != NULL)
+			spawn_cancel(b->runs[i].sp);
+}
+
+static void
+batch_done_cb(void *ud, int status, const char *out, const char *err_line)
+{
+	struct cmd_run *q = ud;
+	struct cmd_batch *b = q->b;
+
+	q->sp = NULL;
+	/* The first failure is the one reported, with what it said. */
+	if ((status == 0 || !b->failed) &&
+	    config_secret_result(b->cfg, q->a, status, out, b->err,
+		b->errlen) < 0) {
+		size_t n = strlen(b->err);
+
+		b->failed = true;
+		if (err_line[0] != '\0')
+			snprintf(b->err + n, b->errlen - n, " (it said: %s)",
+			    err_line);
+	}
+	if (--b->pending > 0)
+		return;
+	for (size_t i = 0; i < ARRAY_LEN(b->sig); i++)
+		uv_close((uv_handle_t *)&b->sig[i], NULL);
+}
+
+/* Runs every password_command not yet run; waits for all of them. */
+static int
+run_secret_commands(struct config *cfg, char *err, size_t errlen)
+{
+	static const int signums[] = { SIGINT, SIGTERM, SIGHUP };
+	struct cmd_batch b = { .cfg = cfg, .err = err, .errlen = errlen };
+	uv_loop_t loop;
+	int r;
+
+	for (size_t i = 0; i < cfg->naccounts; i++)
+		b.pending += cfg->accounts[i].password == NULL &&
+		    cfg->accounts[i].password_command != NULL;
+	if (b.pending == 0)
+		return 0;
+	r = uv_loop_init(&loop);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot run password_command: %s",
+		    uv_strerror(r));
+		return r;
+	}
+	for (size_t i = 0; i < ARRAY_LEN(signums); i++) {
+		uv_signal_init(&loop, &b.sig[i]);
+		b.sig[i].data = &b;
+		uv_signal_start(&b.sig[i], batch_signal_cb, signums[i]);
+	}
+	b.runs = xcalloc(b.pending, sizeof(*b.runs));
 	for (size_t i = 0; i < cfg->naccounts; i++) {
 		struct account *a = &cfg->accounts[i];
-		int r;
+		struct cmd_run *q = &b.runs[b.n];
 
-		if (a->password != NULL)
+		if (a->password != NULL || a->password_command == NULL)
 			continue;
-		r = read_account_secret(a, err, errlen);
-		if (r < 0)
-			return r;
+		b.n++;
+		q->b = &b;
+		q->a = a;
+		q->sp = spawn_shell(&loop, a->password_command,
+		    (uint64_t)cfg->command_timeout * 1000, batch_done_cb, q);
 	}
-	return 0;
+	uv_run(&loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&loop) < 0)
+		fatal("password_command loop still busy");
+	free(b.runs);
+	return b.failed ? -EINVAL : 0;
+}
+
+int
+config_read_secrets(struct config *cfg, char *err, size_t errlen)
+{
+	int r = config_read_secret_files(cfg, err, errlen);
+
+	return r < 0 ? r : run_secret_commands(cfg, err, errlen);
 }
 
 /* Parses, then reads the secrets; on error nothing is left allocated. */

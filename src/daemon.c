@@ -841,30 +841,16 @@ secret_done(void *ud, int status, const char *out, const char *err_line)
 {
 	struct secret_req *q = ud;
 	struct secrets *set = q->set;
-	char why[300];
 
 	q->sp = NULL;
 	if (err_line[0] != '\0')
 		log_msg(status == 0 ? LOGL_INFO : LOGL_WARN, q->a->name, NULL,
 		    "password_command said: %s", err_line);
-	if (status == 0) {
-		q->a->password = xstrdup(out);
-	} else if (!set->failed) {
-		if (status == -ETIMEDOUT)
-			snprintf(why, sizeof(why),
-			    "command did not finish within %u s; killed",
-			    set->cfg->command_timeout);
-		else if (status == -ECANCELED)
-			snprintf(why, sizeof(why), "command stopped");
-		else if (status < 0)
-			snprintf(why, sizeof(why), "cannot run: %s",
-			    err_str(status));
-		else
-			snprintf(why, sizeof(why),
-			    "command failed (exit status %d)", status);
-		config_secret_error(q->a, why, set->err, sizeof(set->err));
+	/* The first failure is the one reported. */
+	if ((status == 0 || !set->failed) &&
+	    config_secret_result(set->cfg, q->a, status, out, set->err,
+		sizeof(set->err)) < 0)
 		set->failed = true;
-	}
 	if (--set->pending == 0)
 		secrets_finish(set);
 }

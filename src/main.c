@@ -52,7 +52,9 @@ usage(FILE *fp)
 	    "(or auto: I from\n"
 	    "                      the host name's -NUMBER, N from "
 	    "$IDLEFETCH_SHARDS)\n"
-	    "  -n, --check-config  validate, print the effective configuration, exit\n"
+	    "  -n, --check-config  validate, read the passwords as the daemon does "
+	    "(as user =),\n"
+	    "                      print the effective configuration, exit\n"
 	    "  -v, --verbose       debug logging (protocol trace, credentials hidden)\n"
 	    "  -V, --version       print the version\n"
 	    "  -h, --help          this text\n\n"
@@ -147,13 +149,13 @@ import_main(int argc, char **argv)
 }
 
 /*
- * Finds and loads the configuration: 0 and *cfg, or -1 with the reason in
- * err (without the "idlefetch: " prefix). secrets: read password_file and
- * run password_command too.
+ * Finds and parses the configuration without its secrets: at start still
+ * as the user idlefetch was started as (root may be the only one who can
+ * read the file), on SIGHUP as the user it became. 0 and *cfg, or -1 with
+ * the reason in err (without the "idlefetch: " prefix).
  */
 static int
-find_config(const char *path, struct config **cfg, bool secrets, char *err,
-    size_t errlen)
+find_config(const char *path, struct config **cfg, char *err, size_t errlen)
 {
 	if (path == NULL)
 		path = getenv("IDLEFETCH_CONFIG");
@@ -162,8 +164,7 @@ find_config(const char *path, struct config **cfg, bool secrets, char *err,
 	if (path == NULL && access(CONFIG_DEFAULT_PATH, F_OK) == 0)
 		path = CONFIG_DEFAULT_PATH;
 	if (path == NULL && getenv("IDLEFETCH_HOST") != NULL) {
-		if ((secrets ? config_load_env : config_parse_env)(cfg, err,
-			errlen) < 0)
+		if (config_parse_env(cfg, err, errlen) < 0)
 			return -1;
 		if (have_cli_shard)
 			(*cfg)->shard = cli_shard;
@@ -176,8 +177,7 @@ find_config(const char *path, struct config **cfg, bool secrets, char *err,
 		    CONFIG_DEFAULT_PATH);
 		return -1;
 	}
-	if ((secrets ? config_load_file : config_parse_file)(path, cfg, err,
-		errlen) < 0)
+	if (config_parse_file(path, cfg, err, errlen) < 0)
 		return -1;
 	if (have_cli_shard)
 		(*cfg)->shard = cli_shard;
@@ -191,7 +191,33 @@ find_config(const char *path, struct config **cfg, bool secrets, char *err,
 static int
 reload_config(void *ud, struct config **cfg, char *err, size_t errlen)
 {
-	return find_config(ud, cfg, false, err, errlen);
+	return find_config(ud, cfg, err, errlen);
+}
+
+/*
+ * --check-config: what the daemon does before it connects, in its order.
+ * Parsed as the user it was started as (find_config); then, with `user =`,
+ * the directories are prepared and that user is become (privdrop.h), and
+ * only then is every password_file read and every password_command run,
+ * the way the daemon runs them (config_read_secrets). A password_command
+ * never runs as root when `user` is set. Returns the exit code.
+ */
+static int
+check_config(struct config *cfg)
+{
+	char err[1024];
+	int r = privdrop_apply(cfg, err, sizeof(err));
+
+	if (r >= 0)
+		r = config_read_secrets(cfg, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "idlefetch: %s\n", err);
+		config_free(cfg);
+		return 2;
+	}
+	config_print(cfg, stdout);
+	config_free(cfg);
+	return 0;
 }
 
 /*
@@ -306,10 +332,10 @@ main(int argc, char **argv)
 		return 2;
 	}
 	/*
-	 * The daemon reads its secrets once it is the user it runs as;
-	 * status needs none.
+	 * The daemon and --check-config read the secrets once they are the
+	 * user the daemon runs as; status needs none.
 	 */
-	if (find_config(path, &cfg, check, err, sizeof(err)) < 0) {
+	if (find_config(path, &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "idlefetch: %s\n", err);
 		return 2;
 	}
@@ -331,10 +357,7 @@ main(int argc, char **argv)
 		config_free(cfg);
 		return code;
 	}
-	if (check) {
-		config_print(cfg, stdout);
-		config_free(cfg);
-		return 0;
-	}
+	if (check)
+		return check_config(cfg);
 	return run(cfg, account, once, verbose, path);
 }

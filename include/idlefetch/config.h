@@ -78,7 +78,8 @@ struct config {
 };
 
 /*
- * Loads and validates path. On error returns a negative errno and writes
+ * Loads and validates path, then reads its secrets as the calling user
+ * (config_read_secrets). On error returns a negative errno and writes
  * "FILE:LINE: key 'K': problem" into err. On success *out is owned by the
  * caller (config_free).
  */
@@ -89,25 +90,37 @@ int config_load_env(struct config **out, char *err, size_t errlen);
 /*
  * The same two without reading password_file or running
  * password_command: a daemon started as root parses, drops its
- * privileges, then reads the secrets as the user it became.
+ * privileges, then reads the secrets as the user it became; so does
+ * --check-config.
  */
 int config_parse_file(const char *path, struct config **out, char *err,
     size_t errlen);
 int config_parse_env(struct config **out, char *err, size_t errlen);
 /*
- * Reads every account's password_file or runs its password_command where
- * no password is known yet; the error names the file, line and key.
+ * Reads every account's password_file and runs its password_command where
+ * no password is known yet, and waits for them: the commands as the daemon
+ * runs them (spawn.h: stdin on /dev/null, a process group of their own,
+ * killed after command_timeout), all at once, on an event loop of their
+ * own; a SIGINT, SIGTERM or SIGHUP meanwhile kills them. Run it as the
+ * user the daemon runs as (privdrop.h). The error names the file, line
+ * and key, and what a failed command wrote on stderr first.
  */
 int config_read_secrets(struct config *cfg, char *err, size_t errlen);
 /*
  * The daemon's way: only the password_file ones here; it runs each
- * password_command itself, off the loop (spawn.h), with the command string
- * as written (the shell expands its ${NAME}s), and reports a failure with
- * config_secret_error(), which names the file, the line and the key.
+ * password_command itself, off its loop (spawn.h), with the command string
+ * as written (the shell expands its ${NAME}s), and hands each result to
+ * config_secret_result().
  */
 int config_read_secret_files(struct config *cfg, char *err, size_t errlen);
-void config_secret_error(const struct account *a, const char *why, char *err,
-    size_t errlen);
+/*
+ * What the end of a's password_command means (spawn.h's status and out):
+ * 0 with a->password set from out, or -EIO with the reason (the time
+ * limit, the exit status...) in err, naming the file, the line and the
+ * key. The one place both the daemon and config_read_secrets() judge it.
+ */
+int config_secret_result(const struct config *cfg, struct account *a,
+    int status, const char *out, char *err, size_t errlen);
 void config_free(struct config *cfg);
 /*
  * Whether two accounts fetch the same way: every setting equal, the

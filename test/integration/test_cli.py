@@ -1,8 +1,11 @@
 """The command line: configuration errors, --check-config, environment
 configuration, exit codes."""
 import os
+import pwd
+import signal
 import subprocess
 import tempfile
+import time
 import unittest
 
 import fixture as fx
@@ -98,6 +101,130 @@ class CliTest(unittest.TestCase):
         rc, _, err = run("--config", self.conf, "--account", "zzz", "--once")
         self.assertEqual(rc, 2)
         self.assertIn("no [account zzz]", err)
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to become a user")
+    def test_check_config_runs_password_command_as_user_like_the_daemon(self):
+        """--check-config with `user = nobody`, started as root: the
+        configuration (root's alone) is read as root, the password_command
+        runs as nobody, with stdin on /dev/null instead of the caller's,
+        in a process group of its own, and is killed after
+        command_timeout, which is a configuration error naming the file,
+        the line and the key."""
+        nobody = pwd.getpwnam("nobody")
+        os.chmod(self.d, 0o755)  # nobody reaches its directories
+        out = os.path.join(self.d, "out")
+        os.mkdir(out)
+        os.chmod(out, 0o777)
+        cmd = os.path.join(self.d, "pw-cmd")
+        with open(cmd, "w") as f:
+            f.write("#!/bin/sh\n"
+                    f"id -u > {out}/uid\n"
+                    f"readlink /proc/$$/fd/0 > {out}/stdin\n"
+                    f"cat /proc/$$/stat > {out}/stat\n"
+                    "echo asking the keyring >&2\n"
+                    "exec sleep 20\n")
+        os.chmod(cmd, 0o755)
+        self.write("[global]\nuser = nobody\ncommand_timeout = 2\n"
+                   f"state_dir = {self.d}/state\n"
+                   "[account a]\nhost = h.example\nusername = u\n"
+                   f"password_command = {cmd}\n"
+                   f"maildir = {self.d}/md\n")
+        e = {k: v for k, v in os.environ.items()
+             if not k.startswith("IDLEFETCH_")}
+        t0 = time.monotonic()
+        # The caller's stdin is a pipe the command must not get; its output
+        # goes to files, which a command left running cannot hold open.
+        with open(os.path.join(self.d, "stdout"), "w+") as outf, \
+             open(os.path.join(self.d, "stderr"), "w+") as errf:
+            p = subprocess.Popen([fx.IDLEFETCH, "--config", self.conf,
+                                  "--check-config"], stdin=subprocess.PIPE,
+                                 stdout=outf, stderr=errf, env=e)
+            try:
+                p.wait(timeout=12)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            took = time.monotonic() - t0
+            p.stdin.close()
+            outf.seek(0)
+            errf.seek(0)
+            stdout, err = outf.read(), errf.read()
+        with open(os.path.join(out, "stat")) as f:
+            stat = f.read()
+        pid = int(stat.split()[0])
+        pgid = int(stat.rsplit(")", 1)[1].split()[2])
+        try:
+            os.kill(pid, signal.SIGKILL)  # the old way left it running
+        except ProcessLookupError:
+            pass
+        with open(os.path.join(out, "uid")) as f:
+            self.assertEqual(int(f.read()), nobody.pw_uid, err)
+        with open(os.path.join(out, "stdin")) as f:
+            self.assertEqual(f.read().strip(), "/dev/null", err)
+        self.assertEqual(pgid, pid, "not in a process group of its own")
+        self.assertLess(took, 10, err)
+        self.assertEqual(p.returncode, 2, err)
+        self.assertEqual(err.strip(),
+                         f"idlefetch: {self.conf}:8: key 'password_command': "
+                         "command did not finish within 2 s; killed "
+                         "(it said: asking the keyring)")
+        self.assertEqual(stdout, "")
+
+    def test_check_config_stopped_by_a_signal_kills_its_password_command(self):
+        """In a process group of its own, the command no longer gets the
+        terminal's ^C: a SIGTERM or SIGINT to --check-config kills it, and
+        nothing is left running."""
+        pidfile = os.path.join(self.d, "pid")
+        self.write("[account a]\nhost = h.example\nusername = u\n"
+                   f"password_command = echo $$ > {pidfile}; exec sleep 30\n"
+                   "maildir = /m\n")
+        e = {k: v for k, v in os.environ.items()
+             if not k.startswith("IDLEFETCH_")}
+        # Files, not pipes: a command left running would hold a pipe open.
+        with open(os.path.join(self.d, "stderr"), "w+") as errf:
+            p = subprocess.Popen([fx.IDLEFETCH, "--config", self.conf,
+                                  "--check-config"], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=errf, env=e)
+            self.assertTrue(fx.wait_until(
+                lambda: os.path.exists(pidfile)
+                and os.path.getsize(pidfile) > 0, 10))
+            with open(pidfile) as f:
+                pid = int(f.read())
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=10)
+            gone = fx.wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 5)
+            if not gone:
+                os.kill(pid, signal.SIGKILL)
+            errf.seek(0)
+            stderr = errf.read()
+        self.assertTrue(gone, "the password_command outlived --check-config")
+        self.assertEqual(p.returncode, 2, stderr)
+        self.assertEqual(stderr.strip(),
+                         f"idlefetch: {self.conf}:4: key 'password_command': "
+                         "command stopped")
+
+    def test_username_with_control_character_is_refused(self):
+        """\\x01 separates XOAUTH2's fields and CR LF ends an IMAP LOGIN: a
+        user name with a control character is a configuration error with
+        the file, the line and the key (or the variable)."""
+        self.write("[account a]\nhost = h.example\nusername = u\x01x\n"
+                   "auth = xoauth2\noauth_token_command = echo t\n"
+                   "maildir = /m\n")
+        rc, out, err = run("--config", self.conf, "--check-config")
+        self.assertEqual(rc, 2, out)
+        self.assertEqual(err.strip(),
+                         f"idlefetch: {self.conf}:3: key 'username': a control "
+                         "character (byte 0x01) cannot be sent in a login")
+        rc, out, err = run("--check-config", env={
+            "IDLEFETCH_HOST": "imap.example.org",
+            "IDLEFETCH_USERNAME": "bob\r\nA1 LOGOUT",
+            "IDLEFETCH_PASSWORD": "pw", "IDLEFETCH_MAILDIR": "/mail",
+            "IDLEFETCH_CONFIG": ""})
+        self.assertEqual(rc, 2, out)
+        self.assertEqual(err.strip(),
+                         "idlefetch: IDLEFETCH_USERNAME: key 'username': a "
+                         "control character (byte 0x0d) cannot be sent in a "
+                         "login")
 
 
 if __name__ == "__main__":

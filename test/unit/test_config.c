@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -728,6 +729,123 @@ test_large_files_are_read_whole(void **state)
 	config_free(cfg);
 }
 
+/* Loads text, expects it refused with exactly want, from any source. */
+static void
+expect_load_error(const char *text, const char *want)
+{
+	struct config *cfg = NULL;
+	char err[1024] = "";
+
+	write_conf(text);
+	if (config_load_file(path, &cfg, err, sizeof(err)) == 0)
+		fail_msg("'%s' was accepted", text);
+	assert_null(cfg);
+	assert_string_equal(err, want);
+}
+
+/*
+ * A control character in the user name would break what carries it:
+ * \x01 separates XOAUTH2's and OAUTHBEARER's fields, CR LF ends an IMAP
+ * LOGIN. It is refused with the file, the line and the key, whether it
+ * was written in the file, came from a ${VAR} or from the environment.
+ */
+static void
+test_username_with_control_character_is_refused(void **state)
+{
+	struct config *cfg;
+	char want[1024], err[1024];
+
+	(void)state;
+	snprintf(want, sizeof(want),
+	    "%s:3: key 'username': a control character (byte 0x01) cannot "
+	    "be sent in a login",
+	    path);
+	expect_load_error("[account a]\nhost = h\nusername = bob\x01"
+			  "auth=Bearer x\npassword = p\nmaildir = /m\n",
+	    want);
+	setenv("IDLEFETCH_TEST_USER", "bob\r\nA1 DELETE INBOX", 1);
+	snprintf(want, sizeof(want),
+	    "%s:3: key 'username': a control character (byte 0x0d) cannot "
+	    "be sent in a login",
+	    path);
+	expect_load_error("[account a]\nhost = h\n"
+			  "username = ${IDLEFETCH_TEST_USER}\npassword = p\n"
+			  "maildir = /m\n",
+	    want);
+	unsetenv("IDLEFETCH_TEST_USER");
+	snprintf(want, sizeof(want),
+	    "%s:2: key 'host': a control character (byte 0x7f) is in no "
+	    "host name or address",
+	    path);
+	expect_load_error("[account a]\nhost = h\x7f\nusername = u\n"
+			  "password = p\nmaildir = /m\n",
+	    want);
+	/* UTF-8 is a user name (RFC 6855), and so are spaces. */
+	write_conf("[account a]\nhost = h\nusername = J\xc3\xbcrgen M\n"
+		   "password = p\nmaildir = /m\n");
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg->accounts[0].username, "J\xc3\xbcrgen M");
+	config_free(cfg);
+	/* The environment's account: the variable and the key. */
+	setenv("IDLEFETCH_HOST", "imap.example.org", 1);
+	setenv("IDLEFETCH_USERNAME", "bob\x01", 1);
+	setenv("IDLEFETCH_PASSWORD", "pw", 1);
+	setenv("IDLEFETCH_MAILDIR", "/mail", 1);
+	assert_int_not_equal(config_load_env(&cfg, err, sizeof(err)), 0);
+	assert_string_equal(err,
+	    "IDLEFETCH_USERNAME: key 'username': a control character (byte "
+	    "0x01) cannot be sent in a login");
+	unsetenv("IDLEFETCH_HOST");
+	unsetenv("IDLEFETCH_USERNAME");
+	unsetenv("IDLEFETCH_PASSWORD");
+	unsetenv("IDLEFETCH_MAILDIR");
+}
+
+/*
+ * password_command runs as the daemon runs it: stdin on /dev/null, not
+ * the caller's; a command that outlives command_timeout is killed and is
+ * an error naming the file, the line and the key; what it wrote on
+ * stderr is in the error.
+ */
+static void
+test_password_command_has_no_stdin_and_a_time_limit(void **state)
+{
+	struct config *cfg = NULL;
+	char err[1024];
+	struct timespec t0, t1;
+	int fds[2], saved, r;
+
+	(void)state;
+	/* Our stdin is a pipe: the command must not see it. */
+	assert_int_equal(pipe(fds), 0);
+	saved = dup(0);
+	assert_true(saved >= 0);
+	assert_int_equal(dup2(fds[0], 0), 0);
+	write_conf("[account a]\nhost = h\nusername = u\nmaildir = /m\n"
+		   "password_command = readlink /proc/self/fd/0\n");
+	r = config_load_file(path, &cfg, err, sizeof(err));
+	assert_int_equal(dup2(saved, 0), 0);
+	close(saved);
+	close(fds[0]);
+	close(fds[1]);
+	assert_int_equal(r, 0);
+	assert_string_equal(cfg->accounts[0].password, "/dev/null");
+	config_free(cfg);
+
+	write_conf("[global]\ncommand_timeout = 1\n[account a]\nhost = h\n"
+		   "username = u\nmaildir = /m\n"
+		   "password_command = echo starting >&2; sleep 20\n");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_not_equal(config_load_file(path, &cfg, err, sizeof(err)),
+	    0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_null(cfg);
+	assert_true(t1.tv_sec - t0.tv_sec < 10);
+	assert_non_null(strstr(err, ":7: key 'password_command': command did "
+				    "not finish within 1 s; killed (it said: "
+				    "starting)"));
+}
+
 int
 main(void)
 {
@@ -756,6 +874,10 @@ main(void)
 		cmocka_unit_test(test_subscribed_folders_and_exclude),
 		cmocka_unit_test(test_large_files_are_read_whole),
 		cmocka_unit_test(test_delivery_targets),
+		cmocka_unit_test(
+		    test_username_with_control_character_is_refused),
+		cmocka_unit_test(
+		    test_password_command_has_no_stdin_and_a_time_limit),
 	};
 	int fd = mkstemp(path), r;
 
