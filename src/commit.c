@@ -73,36 +73,54 @@ save(struct commit_req *j, const struct state_rec *st)
 	return r;
 }
 
-/* The state marked, then the index loaded: see COMMIT_RECOVER. */
+/* The state marked: see COMMIT_RECOVER. */
 static int
 recover(struct commit_req *j)
 {
 	struct state_rec st = j->st;
-	char *path;
+	struct timeval tv;
 	int r;
 
-	if (!st.recovering) {
-		struct timeval tv;
-
-		gettimeofday(&tv, NULL);
-		st.recovering = 1;
-		st.recovered_at =
-		    (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
-		r = save(j, &st);
-		if (r < 0)
-			return r;
+	if (st.recovering)
+		return 0;
+	gettimeofday(&tv, NULL);
+	st.recovering = 1;
+	st.recovered_at = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+	r = save(j, &st);
+	if (r == 0)
 		j->st = st;
-	}
-	j->index = xcalloc(1, sizeof(*j->index));
-	path = msgindex_path(j->state_path);
-	r = msgindex_load(j->index, path, j->maildir, j->tag, j->err,
-	    sizeof(j->err));
-	free(path);
-	if (r < 0) {
-		free(j->index);
-		j->index = NULL;
-	}
 	return r;
+}
+
+/*
+ * The index's work of COMMIT_MATCH and COMMIT_COMPACT, then its size for
+ * the caller's next decision.
+ */
+static int
+index_work(struct commit_req *j)
+{
+	char *path = msgindex_path(j->state_path);
+	int r;
+
+	if (j->kind == COMMIT_MATCH)
+		r = msgindex_recover(j->set, path, j->maildir, j->tag,
+		    j->uidvalidity, j->err, sizeof(j->err));
+	else
+		r = msgindex_compact(path, j->maildir, j->tag, j->uidvalidity,
+		    j->uids, j->nuids, &j->counts, j->err, sizeof(j->err));
+	j->index_bytes = msgindex_bytes(path);
+	free(path);
+	return r;
+}
+
+/* The index's size after a delivery or a reconcile. */
+static void
+index_size(struct commit_req *j)
+{
+	char *path = msgindex_path(j->state_path);
+
+	j->index_bytes = msgindex_bytes(path);
+	free(path);
 }
 
 /* The server's fingerprint of uid, or an empty one. */
@@ -493,15 +511,21 @@ work_cb(uv_work_t *w)
 		break;
 	case COMMIT_RECONCILE:
 		r = reconcile(j);
+		index_size(j);
 		break;
 	case COMMIT_DELIVER:
 		if (j->target != NULL && j->target->kind != TARGET_MAILDIR)
 			deliver_target(j);
 		else
 			deliver(j);
+		index_size(j);
 		return;
 	case COMMIT_RECOVER:
 		r = recover(j);
+		break;
+	case COMMIT_MATCH:
+	case COMMIT_COMPACT:
+		r = index_work(j);
 		break;
 	case COMMIT_RECOVERED: {
 		/* Refused UIDs were of the numbering it replaced. */

@@ -8,6 +8,8 @@
  * longest run of received messages in UID order is committed and the rest
  * discarded, so last_uid never passes a message that is not in new/.
  */
+#include <inttypes.h>
+
 #include "session_int.h"
 #include "idlefetch/header.h"
 #include "idlefetch/msgindex.h"
@@ -27,9 +29,24 @@ struct batch {
 /*
  * What the mailbox sync does with the selected folder while the connection
  * is in S_SYNC: find files delivered before a crash, check that last_uid
- * still holds what was delivered, then list and fetch.
+ * still holds what was delivered, then list and fetch; at the end, drop
+ * from the folder's index what the server no longer holds.
  */
-enum sync_phase { PHASE_RECONCILE, PHASE_VERIFY, PHASE_RECOVER, PHASE_FETCH };
+enum sync_phase {
+	PHASE_RECONCILE,
+	PHASE_VERIFY,
+	PHASE_RECOVER,
+	PHASE_FETCH,
+	PHASE_COMPACT
+};
+
+/*
+ * The index is compacted once it may hold twice what the server does and
+ * some more: a line is about 75 bytes, never under 60, so counting 60
+ * each errs toward compacting early.
+ */
+#define INDEX_LINE_MIN 60
+#define INDEX_SLACK 64
 
 /* The mailbox sync's own state, one per connection (session.ms). */
 struct msync {
@@ -64,10 +81,15 @@ struct msync {
 	 */
 	bool recovering;
 	bool r_cut; /* its listing went over LIST_MAX */
-	struct msgindex *index; /* while it lists */
+	struct msgindex_set *rset; /* what it listed, until it is matched */
 	unsigned r_matched, r_new, r_noid;
 	uint32_t r_max, r_last; /* highest UID listed; the last line's */
 	struct state_fp r_max_fp; /* ...and what UID r_max holds */
+	/* The folder's index: its size after this sync's last job (0: none). */
+	uint64_t index_bytes;
+	uint32_t *cuids; /* PHASE_COMPACT: the server's UIDs */
+	size_t ncuids, capcuids;
+	bool c_over; /* ...over MSGINDEX_SET_MAX of them */
 };
 
 
@@ -86,9 +108,17 @@ static void sync_complete(struct session *s);
 static void recover_start(struct session *s);
 static void fingerprint(const struct proto_resp *r, struct state_fp *fp,
     uint64_t *key);
-static void recover_listed(struct session *s, struct msgindex *ix);
+static void recover_listed(struct session *s);
+static void recover_matched(struct session *s, struct commit_req *j);
 static void recover_done(struct session *s, struct commit_req *j);
+static void compact_done(struct session *s, struct commit_req *j);
 static void sync_verify_last(struct session *s);
+static void recover_free_set(struct session *s);
+static void list_done(struct session *s);
+static bool compact_due(const struct session *s);
+static void compact_start(struct session *s);
+static void compact_add(struct session *s, uint32_t uid);
+static void compact_listed(struct session *s, const struct proto_resp *r);
 static void sync_verify_done(struct session *s, const struct proto_resp *r);
 static void sync_fetch_body(struct session *s, const struct proto_resp *r);
 static int sync_literal_begin(void *ud, const char *prefix, size_t len,
@@ -419,6 +449,8 @@ job_after(struct commit_req *j, void *ud)
 	struct session *s = ud;
 
 	s->job_busy = false;
+	if (j->index_bytes != 0 && j->kind != COMMIT_COMPACT)
+		s->ms->index_bytes = j->index_bytes;
 	job_done(s, j);
 	free(j);
 }
@@ -463,15 +495,19 @@ job_done(struct session *s, struct commit_req *j)
 		s->mb->st = j->st;
 		if (s->conn_alive && s->state == S_SYNC &&
 		    s->ms->phase == PHASE_RECOVER) {
-			recover_listed(s, j->index);
+			recover_listed(s);
 			return;
 		}
-		msgindex_free(j->index);
-		free(j->index);
 		session_settle(s);
+		return;
+	case COMMIT_MATCH:
+		recover_matched(s, j);
 		return;
 	case COMMIT_RECOVERED:
 		recover_done(s, j);
+		return;
+	case COMMIT_COMPACT:
+		compact_done(s, j);
 		return;
 	default:
 		fatal("bad job kind");
@@ -503,6 +539,17 @@ sync_start_job(struct session *s, enum commit_kind kind)
 	if (kind == COMMIT_RECOVERED) {
 		j->commit_uid = s->ms->r_max;
 		j->st.last = s->ms->r_max_fp;
+	}
+	/* The job owns these until it is done (job_done frees them). */
+	if (kind == COMMIT_MATCH) {
+		j->set = s->ms->rset;
+		s->ms->rset = NULL;
+	}
+	if (kind == COMMIT_COMPACT) {
+		j->uids = s->ms->cuids;
+		j->nuids = s->ms->ncuids;
+		s->ms->cuids = NULL;
+		s->ms->ncuids = s->ms->capcuids = 0;
 	}
 	if (kind == COMMIT_DELIVER) {
 		plan_commit(s, s->ms->job_batch, j);
@@ -690,6 +737,10 @@ sync_complete(struct session *s)
 			sync_start_job(s, COMMIT_RECOVERED);
 			return;
 		}
+	}
+	if (compact_due(s)) {
+		compact_start(s); /* comes back here when it is done */
+		return;
 	}
 	if (!s->healthy)
 		s->healthy_at = uv_now(s->loop);
@@ -886,15 +937,17 @@ recover_start(struct session *s)
 	sync_start_job(s, COMMIT_RECOVER);
 }
 
-/* The index is loaded: list every message with its header fields. */
+/*
+ * The state says "recovering": list every message with its header fields.
+ * The listing is kept (24 bytes a message) and matched against the index
+ * on the threadpool once it is complete, so that the index, which may be
+ * far larger than the folder, is never held in memory.
+ */
 static void
-recover_listed(struct session *s, struct msgindex *ix)
+recover_listed(struct session *s)
 {
-	if (ix->from_maildir)
-		LOG(s, LOGL_INFO,
-		    "read %u message(s) of the Maildir missing from its index",
-		    ix->from_maildir);
-	s->ms->index = ix;
+	recover_free_set(s);
+	s->ms->rset = xcalloc(1, sizeof(*s->ms->rset));
 	s->ms->recovering = true;
 	s->ms->r_cut = false;
 	s->ms->r_matched = s->ms->r_noid = 0;
@@ -910,8 +963,8 @@ recover_line(struct session *s, const struct proto_resp *r)
 	struct state_fp fp;
 	uint64_t key;
 
-	if (r->uid == s->ms->r_last)
-		return; /* a repeated line */
+	if (r->uid == s->ms->r_last || s->ms->rset == NULL)
+		return; /* a repeated line, or a failed listing */
 	s->ms->r_last = r->uid;
 	fingerprint(r, &fp, &key);
 	if (r->uid > s->ms->r_max) {
@@ -921,20 +974,67 @@ recover_line(struct session *s, const struct proto_resp *r)
 	}
 	if (fp.msgid[0] == '\0')
 		s->ms->r_noid++;
-	if (msgindex_match(s->ms->index, key, (r->has & HAS_SIZE) ? r->size : 0))
-		s->ms->r_matched++;
-	else
-		list_push(s, r->uid, r->size);
+	if (msgindex_set_add(s->ms->rset, r->uid, key,
+		(r->has & HAS_SIZE) ? r->size : 0) < 0) {
+		recover_free_set(s);
+		session_fail(s, IDLEFETCH_EPROTO,
+		    "the server listed over %d messages for a recovery; "
+		    "closing the connection", MSGINDEX_SET_MAX);
+	}
 }
 
 static void
-recover_free_index(struct session *s)
+free_set(struct msgindex_set *m)
 {
-	if (s->ms->index == NULL)
+	if (m == NULL)
 		return;
-	msgindex_free(s->ms->index);
-	free(s->ms->index);
-	s->ms->index = NULL;
+	msgindex_set_free(m);
+	free(m);
+}
+
+static void
+recover_free_set(struct session *s)
+{
+	free_set(s->ms->rset);
+	s->ms->rset = NULL;
+}
+
+/* The listing is complete: match it against the index, off the loop. */
+static void
+recover_match(struct session *s)
+{
+	s->ms->phase = PHASE_RECOVER;
+	sync_start_job(s, COMMIT_MATCH);
+}
+
+/* Only the messages without a delivered file are fetched. */
+static void
+recover_matched(struct session *s, struct commit_req *j)
+{
+	struct msgindex_set *m = j->set;
+
+	if (j->result < 0) {
+		free_set(m);
+		session_fail(s, j->result, "%s", j->err);
+		return;
+	}
+	if (!s->conn_alive || s->state != S_SYNC ||
+	    s->ms->phase != PHASE_RECOVER || !s->ms->recovering) {
+		free_set(m);
+		session_settle(s);
+		return;
+	}
+	if (m->from_maildir)
+		LOG(s, LOGL_INFO,
+		    "read %u message(s) of the Maildir missing from its index",
+		    m->from_maildir);
+	s->ms->r_matched = m->matched;
+	for (size_t i = 0; i < m->n; i++)
+		if (m->v[i].by == 0)
+			list_push(s, m->v[i].uid, m->v[i].size);
+	free_set(m);
+	s->ms->phase = PHASE_FETCH;
+	list_done(s);
 }
 
 /*
@@ -962,6 +1062,106 @@ recover_done(struct session *s, struct commit_req *j)
 	}
 	s->more = true; /* what came after its listing */
 	sync_complete(s);
+}
+
+/* ---- index compaction -------------------------------------------------------- */
+
+/*
+ * Lines of messages deleted or moved on the server (by us, after = delete
+ * or move:, or by another client) serve no recovery: once the index may
+ * hold far more than the folder, it is rewritten with the lines of the
+ * UIDs the server still holds. Once per sync at most, after a sync that
+ * trusted the folder's UIDs (not during a recovery).
+ */
+static bool
+compact_due(const struct session *s)
+{
+	const struct msync *ms = s->ms;
+
+	if (ms->index_bytes == 0 || s->stopping || !s->conn_alive ||
+	    s->state != S_SYNC || ms->gap || s->mb->st.recovering ||
+	    s->mb->st.uidvalidity != s->uidvalidity)
+		return false;
+	return ms->index_bytes / INDEX_LINE_MIN >
+	    2 * (uint64_t)s->exists + INDEX_SLACK;
+}
+
+static void
+compact_start(struct session *s)
+{
+	LOG(s, LOGL_DEBUG,
+	    "the folder's index (%" PRIu64 " bytes) may hold far more than "
+	    "its %u message(s): listing their UIDs to compact it",
+	    s->ms->index_bytes, s->exists);
+	s->ms->index_bytes = 0; /* once per sync, whatever comes of it */
+	s->ms->phase = PHASE_COMPACT;
+	s->ms->ncuids = 0;
+	s->ms->c_over = false;
+	s->ms->listing = true;
+	session_send_cmd(s, CMD_LIST, false, "UID FETCH 1:* (UID)");
+}
+
+static void
+compact_add(struct session *s, uint32_t uid)
+{
+	struct msync *ms = s->ms;
+
+	if (ms->ncuids == MSGINDEX_SET_MAX) {
+		ms->c_over = true;
+		return;
+	}
+	if (ms->ncuids == ms->capcuids) {
+		ms->capcuids = ms->capcuids ? ms->capcuids * 2 : 256;
+		ms->cuids = xrealloc(ms->cuids, ms->capcuids * sizeof(*ms->cuids));
+	}
+	ms->cuids[ms->ncuids++] = uid;
+}
+
+/* The sync ends as it would have without the compaction. */
+static void
+compact_end(struct session *s)
+{
+	free(s->ms->cuids);
+	s->ms->cuids = NULL;
+	s->ms->ncuids = s->ms->capcuids = 0;
+	s->ms->phase = PHASE_FETCH;
+	sync_complete(s);
+}
+
+/* An index not compacted is only larger: it is not worth failing for. */
+static void
+compact_listed(struct session *s, const struct proto_resp *r)
+{
+	s->ms->listing = false;
+	if (r->status != PROTO_OK || s->ms->c_over) {
+		LOG(s, LOGL_WARN, "cannot compact the folder's index: %s",
+		    s->ms->c_over ? "the folder holds too many messages" :
+				    r->text);
+		compact_end(s);
+		return;
+	}
+	sync_start_job(s, COMMIT_COMPACT);
+}
+
+static void
+compact_done(struct session *s, struct commit_req *j)
+{
+	free(j->uids);
+	if (j->result < 0)
+		LOG(s, LOGL_WARN, "cannot compact the folder's index: %s",
+		    j->err);
+	else
+		LOG(s, LOGL_INFO,
+		    "compacted the folder's index: %u line(s) kept, %u of "
+		    "messages no longer on the server dropped",
+		    j->counts.kept, j->counts.dropped);
+	if (!s->conn_alive || s->state != S_SYNC ||
+	    s->ms->phase != PHASE_COMPACT) {
+		s->ms->phase = PHASE_FETCH;
+		session_settle(s);
+		return;
+	}
+	compact_end(s);
 }
 
 static void
@@ -1110,6 +1310,7 @@ sync_begin(struct session *s)
 {
 	const struct state_rec *st = &s->mb->st;
 
+	s->ms->index_bytes = 0; /* another folder's, or an older one */
 	if (st->recovering) {
 		LOG(s, LOGL_WARN,
 		    "a recovery of this folder was cut short; doing it again");
@@ -1133,11 +1334,33 @@ sync_begin(struct session *s)
 	sync_verify_last(s);
 }
 
+/* The listing is complete (and matched, in a recovery): fetch. */
+static void
+list_done(struct session *s)
+{
+	if (s->ms->recovering)
+		s->ms->r_cut = s->ms->list_cut != 0;
+	if (sync_list_finish(s) < 0) {
+		session_fail(s, IDLEFETCH_EPROTO,
+		    "the server listed over %d messages without a "
+		    "new one; closing the connection", LIST_MAX);
+		return;
+	}
+	if (s->ms->recovering)
+		s->ms->r_new = (unsigned)s->ms->nlist;
+	if (s->ms->nlist)
+		LOG(s, LOGL_INFO, "%zu new message(s) to fetch", s->ms->nlist);
+	sync_pump(s);
+}
+
 static void
 sync_fetch_line(struct session *s, const struct proto_resp *r)
 {
 	if (s->ms->phase == PHASE_VERIFY)
 		sync_verify_fetch(s, r);
+	else if (s->ms->phase == PHASE_COMPACT && s->ms->listing &&
+	    (r->has & HAS_UID))
+		compact_add(s, r->uid);
 	else if (s->ms->phase == PHASE_FETCH && s->ms->listing &&
 	    (r->has & HAS_UID) && s->ms->recovering)
 		recover_line(s, r);
@@ -1166,28 +1389,20 @@ sync_tagged(struct session *s, struct cmd *c, const struct proto_resp *r)
 		sync_verify_done(s, r);
 		break;
 	case CMD_LIST:
+		if (s->ms->phase == PHASE_COMPACT) {
+			compact_listed(s, r);
+			break;
+		}
 		if (r->status != PROTO_OK) {
 			session_fail(s, IDLEFETCH_EPROTO,
 			    "listing new messages failed: %s", r->text);
 			break;
 		}
 		s->ms->listing = false;
-		if (s->ms->recovering) {
-			recover_free_index(s);
-			s->ms->r_cut = s->ms->list_cut != 0;
-		}
-		if (sync_list_finish(s) < 0) {
-			session_fail(s, IDLEFETCH_EPROTO,
-			    "the server listed over %d messages without a "
-			    "new one; closing the connection", LIST_MAX);
-			break;
-		}
 		if (s->ms->recovering)
-			s->ms->r_new = (unsigned)s->ms->nlist;
-		if (s->ms->nlist)
-			LOG(s, LOGL_INFO, "%zu new message(s) to fetch",
-			    s->ms->nlist);
-		sync_pump(s);
+			recover_match(s);
+		else
+			list_done(s);
 		break;
 	case CMD_FETCH:
 		if (r->status != PROTO_OK) {
@@ -1250,7 +1465,10 @@ sync_reset(struct session *s)
 	s->ms->listing = false;
 	s->ms->nlist = s->ms->next_list = s->ms->nstale = 0;
 	s->ms->recovering = false; /* its state says to do it again */
-	recover_free_index(s);
+	recover_free_set(s);
+	free(s->ms->cuids);
+	s->ms->cuids = NULL;
+	s->ms->ncuids = s->ms->capcuids = 0;
 }
 
 static void
@@ -1273,7 +1491,8 @@ sync_free(struct session *s)
 		sync_batch_free(b);
 	}
 	ms->nstale = ms->nwait = 0; /* nothing is kept for later now */
-	recover_free_index(s);
+	recover_free_set(s);
+	free(ms->cuids);
 	sync_release(s);
 	free(ms);
 	s->ms = NULL;

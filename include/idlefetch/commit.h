@@ -19,10 +19,17 @@
  *                     file handed over, the answer saved (passed, or
  *                     passed and refused), the file removed; a deferral
  *                     or an error stops there (result < 0)
- *   COMMIT_RECOVER    save the state marked as recovering, then load the
- *                     folder's index, completed from the Maildir
+ *   COMMIT_RECOVER    save the state marked as recovering
+ *   COMMIT_MATCH      match a recovery's listing (set) against the
+ *                     folder's index and the Maildir's files it lacks, and
+ *                     rewrite the index with what matched (msgindex.h)
  *   COMMIT_RECOVERED  save the state a finished recovery leaves: the new
  *                     UIDVALIDITY, last_uid and keep_to commit_uid
+ *   COMMIT_COMPACT    rewrite the folder's index with the lines of the
+ *                     UIDs the server still holds (uids)
+ *
+ * DELIVER, RECONCILE, MATCH and COMPACT report the index's size after
+ * them (index_bytes), so that the caller knows when to compact it.
  */
 #ifndef IDLEFETCH_COMMIT_H
 #define IDLEFETCH_COMMIT_H
@@ -43,7 +50,9 @@ enum commit_kind {
 	COMMIT_RECONCILE,
 	COMMIT_DELIVER,
 	COMMIT_RECOVER,
-	COMMIT_RECOVERED
+	COMMIT_MATCH,
+	COMMIT_RECOVERED,
+	COMMIT_COMPACT
 };
 
 /* What the server said of a message: its fingerprint, by UID. */
@@ -87,7 +96,12 @@ struct commit_req {
 	unsigned nrefused;
 	uint32_t refused_uid; /* the first of them */
 	char refused_why[256]; /* ...and the target's answer */
-	struct msgindex *index; /* RECOVER: the caller's to free */
+	/* MATCH: the listing, borrowed; matched in place (msgindex.h) */
+	struct msgindex_set *set;
+	uint32_t *uids; /* COMPACT: the server's UIDs, borrowed; sorted */
+	size_t nuids;
+	struct msgindex_counts counts; /* COMPACT: kept and dropped */
+	uint64_t index_bytes; /* the index's size after the job; 0: unknown */
 	commit_done_cb *done;
 	void *ud;
 };

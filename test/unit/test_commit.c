@@ -3,7 +3,7 @@
  * PREPARE loads the state and removes unfinished files; DELIVER renames
  * what it is given into new/ in order and saves the state with the last
  * message's fingerprint; RECONCILE records UIDs found in new/ that the
- * state does not hold.
+ * state does not hold; COMPACT and MATCH rewrite the folder's index.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -291,6 +291,80 @@ test_deliver_to_a_program(void **state)
 	assert_string_equal(got, "Return-Path: <b@x>\n\nok one|b@x\nok two|\n");
 }
 
+/*
+ * The folder's index on the threadpool: a delivery reports its size, a
+ * compaction keeps only the UIDs the server holds, a recovery marks its
+ * state, then matches its listing and keeps what matched.
+ */
+static void
+test_index_compacted_and_matched(void **state)
+{
+	struct maildir_file files[3];
+	struct commit_fp fps[3];
+	struct msgindex_set set = { 0 };
+	struct commit_req req;
+	struct state_rec st;
+	uint32_t *uids = malloc(sizeof(*uids));
+	uint64_t before;
+
+	(void)state;
+	memset(fps, 0, sizeof(fps));
+	for (int i = 0; i < 3; i++) {
+		spool(&files[i], (uint32_t)(30 + i), "Subject: s\n\nbody\n");
+		fps[i].uid = files[i].uid;
+		fps[i].fp.size = 17;
+		fps[i].key = 0xabc0u + (uint64_t)i;
+	}
+	memset(&req, 0, sizeof(req));
+	req.kind = COMMIT_DELIVER;
+	req.uidvalidity = 8;
+	req.files = files;
+	req.nfiles = req.ncommit = 3;
+	req.fps = fps;
+	req.commit_uid = 32;
+	run(&req);
+	assert_int_equal(req.result, 0);
+	before = req.index_bytes;
+	assert_true(before > 3 * 60);
+
+	/* The server holds only UID 31 now. */
+	uids[0] = 31;
+	memset(&req, 0, sizeof(req));
+	req.kind = COMMIT_COMPACT;
+	req.uidvalidity = 8;
+	req.uids = uids;
+	req.nuids = 1;
+	run(&req);
+	assert_int_equal(req.result, 0);
+	assert_int_equal(req.counts.kept, 1);
+	assert_true(req.counts.dropped >= 2);
+	assert_true(req.index_bytes > 0 && req.index_bytes < before / 2);
+	free(uids);
+
+	/* Renumbered: the recovery's state first, then the match. */
+	assert_int_equal(state_load(statefile, &st), 0);
+	memset(&req, 0, sizeof(req));
+	req.kind = COMMIT_RECOVER;
+	req.uidvalidity = 9;
+	req.st = st;
+	run(&req);
+	assert_int_equal(req.result, 0);
+	assert_int_equal(state_load(statefile, &st), 0);
+	assert_int_equal(st.recovering, 1);
+	assert_int_equal(msgindex_set_add(&set, 5, 0xabc1u, 17), 0);
+	assert_int_equal(msgindex_set_add(&set, 6, 0xabc2u, 17), 0);
+	memset(&req, 0, sizeof(req));
+	req.kind = COMMIT_MATCH;
+	req.uidvalidity = 9;
+	req.set = &set;
+	run(&req);
+	assert_int_equal(req.result, 0);
+	assert_int_equal(set.matched, 1);
+	assert_true(set.v[0].uid == 5 && set.v[0].by != 0);
+	assert_true(set.v[1].uid == 6 && set.v[1].by == 0);
+	msgindex_set_free(&set);
+}
+
 int
 main(void)
 {
@@ -298,6 +372,7 @@ main(void)
 		cmocka_unit_test(test_prepare_deliver_reconcile),
 		cmocka_unit_test(test_lost_maildir_or_state_is_refused),
 		cmocka_unit_test(test_deliver_to_a_program),
+		cmocka_unit_test(test_index_compacted_and_matched),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

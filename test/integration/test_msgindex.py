@@ -1,0 +1,154 @@
+"""The Message-ID index (state_dir/ACCOUNT/FOLDER.index) that a recovery
+matches a renumbered folder against stays proportional to what the server
+holds: lines of messages deleted on the server (by another client, or by
+after = delete) are dropped. A recovery reads it as a stream: its memory
+does not grow with the index, and it still delivers nothing twice."""
+import glob
+import os
+import random
+import shutil
+import unittest
+
+import fixture as fx
+
+# A recovery may take this much private writable memory (RLIMIT_DATA)
+# beyond what the idle daemon holds: far less than 500,000 index lines take
+# to hold (48 bytes each, plus the array's growth).
+HEADROOM = 8 * 1024 * 1024
+
+
+def vm_data(pid):
+    """What RLIMIT_DATA counts of a process, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def sanitized():
+    """An ASan build maps terabytes of shadow memory at its start: no
+    RLIMIT_DATA fits it, so its runs go without the limit."""
+    if "ASAN_OPTIONS" in os.environ:
+        return True
+    with open(shutil.which(fx.IDLEFETCH) or fx.IDLEFETCH, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+class IndexCase(unittest.TestCase):
+    def setUp(self):
+        self.env = fx.Env()
+        self.d = self.env.dovecot
+
+    def tearDown(self):
+        self.env.close()
+
+    def index(self, f):
+        return glob.glob(f.state_dir + "/*/INBOX.index")[0]
+
+    def lines(self, f):
+        """The index's entry lines: "UIDVALIDITY UID SIZE KEY FILE"."""
+        with open(self.index(f)) as fh:
+            return [l.split() for l in fh if not l.startswith("#")]
+
+    def expunge(self, uids):
+        self.d.doveadm("expunge", "-u", fx.USER, "mailbox", "INBOX", "uid",
+                       uids)
+
+    def renumber(self):
+        """Dovecot forgets its UIDs: the same messages, a new UIDVALIDITY."""
+        self.d.stop()
+        md = self.d.maildir()
+        for p in (glob.glob(md + "/dovecot-uidlist") +
+                  glob.glob(md + "/dovecot.index*")):
+            os.unlink(p)
+        self.d.start()
+
+
+class CompactionTest(IndexCase):
+    def test_keep_index_shrinks_to_what_the_server_holds(self):
+        msgs = [fx.make_message(i) for i in range(100)]
+        self.d.put(msgs)
+        f = self.env.idlefetch(name="idxkeep", after="keep")
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(f.md.count(), 100)
+        self.assertEqual(len(self.lines(f)), 100)
+        # Another client deletes 90 of them on the server.
+        self.expunge("1:90")
+        self.assertEqual(self.d.count(), 10)
+        self.assertEqual(f.once(), 0, f.log())
+        got = self.lines(f)
+        self.assertEqual(sorted(int(l[1]) for l in got), list(range(91, 101)),
+                         "one line for each message the server holds")
+        self.assertIn("compacted the folder's index: 10 line(s) kept, 90",
+                      f.log())
+        self.assertEqual(f.md.count(), 100, "the Maildir keeps every one")
+        # The compacted index still serves a recovery: nothing twice.
+        self.renumber()
+        new = [fx.make_message(i) for i in range(200, 203)]
+        self.d.put(new)
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertIn("recovered the renumbered folder: 10 message(s) "
+                      "matched the Maildir, 3 new delivered", f.log())
+        self.assertEqual(sorted(f.md.contents()), sorted(msgs + new))
+
+    def test_after_delete_index_does_not_keep_growing(self):
+        f = self.env.idlefetch(name="idxdel", after="delete")
+        sent = []
+        for r in range(3):
+            batch = [fx.make_message(r * 100 + i) for i in range(80)]
+            sent += batch
+            self.d.put(batch)
+            self.assertEqual(f.once(), 0, f.log())
+            self.assertEqual(self.d.count(), 0, "deleted after delivery")
+            self.assertLess(len(self.lines(f)), 80,
+                            f"round {r}: no line of a message the server "
+                            "deleted stays")
+        self.assertEqual(sorted(f.md.contents()), sorted(sent))
+        size = os.path.getsize(self.index(f))
+        self.assertLess(size, 80 * 100, "240 deliveries leave a small index")
+
+
+class RecoveryMemoryTest(IndexCase):
+    def test_recovery_over_a_huge_index_runs_in_little_memory(self):
+        old = [fx.make_message(i) for i in range(5)]
+        self.d.put(old)
+        f = self.env.idlefetch(name="idxmem")
+        # What the daemon holds once it has synced and waits (its
+        # threadpool's stacks among it), whatever the index.
+        f.start("-v")
+        self.assertTrue(fx.wait_until(lambda: f.md.count() == 5 and
+                                      "state IDLE_START -> IDLE" in f.log(),
+                                      30), f.log())
+        idle = vm_data(f.proc.pid)
+        self.assertEqual(f.stop(), 0, f.log())
+        self.assertGreater(idle, 0)
+        # Years of mail since deleted on the server, as an index that was
+        # never compacted holds them: 500,000 lines (37 MB).
+        rnd = random.Random(7)
+        with open(self.index(f), "a") as fh:
+            for i in range(500000):
+                fh.write(f"1 {i + 1} {1000 + i % 5000} "
+                         f"{rnd.getrandbits(64):016x} "
+                         f"1600000000.M{i:06d}P1Q{i}X0000abcd\n")
+        self.renumber()
+        new = [fx.make_message(i) for i in range(10, 12)]
+        self.d.put(new)
+        if not sanitized():
+            f.wrap = ["prlimit", f"--data={idle + HEADROOM}"]
+        self.assertEqual(f.once(), 0, f.log())
+        f.wrap = []
+        self.assertIn("recovered the renumbered folder: 5 message(s) matched "
+                      "the Maildir, 2 new delivered", f.log())
+        self.assertEqual(sorted(f.md.contents()), sorted(old + new),
+                         "nothing delivered twice, nothing lost")
+        self.assertEqual(len(self.lines(f)), 7,
+                         "the index holds what the server holds")
+        # And on from there, as usual.
+        self.d.put([fx.make_message(20)])
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(f.md.count(), 8)
+
+
+if __name__ == "__main__":
+    unittest.main()
