@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "idlefetch/config.h"
+#include "idlefetch/config_keys.h"
 
 static char path[] = "/tmp/idlefetch-config-test-XXXXXX";
 
@@ -699,6 +700,136 @@ test_subscribed_folders_and_exclude(void **state)
 	    "key 'exclude': 'caf\xe9' is not UTF-8");
 }
 
+/* config_print into a string the caller frees. */
+static char *
+printed(const struct config *cfg)
+{
+	char *out = NULL;
+	size_t len;
+	FILE *fp = open_memstream(&out, &len);
+
+	assert_non_null(fp);
+	config_print(cfg, fp);
+	fclose(fp);
+	return out;
+}
+
+/*
+ * What --check-config prints is a configuration that reads back the
+ * same: every key printed is parsed by its own row, values and all.
+ */
+static void
+test_printed_configuration_reads_back_the_same(void **state)
+{
+	static const char *text =
+	    "[global]\nstate_dir = /var/lib/x\nlog = json\n"
+	    "command_timeout = 12\nshard = 1/3\n\n"
+	    "[account work]\nhost = imap.example.org\nport = 1993\n"
+	    "tls = starttls\nca_file = /etc/ca.pem\n"
+	    "tls_fingerprint = sha256:"
+	    "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF\n"
+	    "username = alice\npassword = ********\n"
+	    "folders = Lists/dev, Entw\xc3\xbcrfe, *\nexclude = Trash, L/*\n"
+	    "maildir = /srv/mail\nafter = move:Archive\nidle = off\n"
+	    "poll_interval = 30\nidle_refresh = 300\ntimeout = 20\n"
+	    "max_connections = 3\n\n"
+	    "[account ro]\nhost = h2\nusername = bob\npassword = ********\n"
+	    "read_only = yes\ndeliver = lmtp:[::1]:24\n"
+	    "lmtp_recipient = bob@example.org\n\n"
+	    "[account oa]\nhost = h3\ntls = none\nusername = carol\n"
+	    "auth = xoauth2\noauth_token_command = echo ${HOME}\n"
+	    "deliver = mda:/usr/bin/procmail -d %a 100%%\nafter = delete\n";
+	struct config *cfg, *again;
+	char err[1024], *out, *out2;
+
+	(void)state;
+	write_conf(text);
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	out = printed(cfg);
+	write_conf(out);
+	assert_int_equal(config_load_file(path, &again, err, sizeof(err)), 0);
+	out2 = printed(again);
+	/* Only the source line differs: both are the same file. */
+	assert_string_equal(out, out2);
+	assert_int_equal(again->naccounts, 3);
+	for (size_t i = 0; i < again->naccounts; i++)
+		assert_true(config_account_equal(&cfg->accounts[i],
+		    &again->accounts[i]));
+	assert_non_null(strstr(out, "oauth_token_command = echo ${HOME}\n"));
+	assert_non_null(strstr(out, "; this replica takes:"));
+	free(out);
+	free(out2);
+	config_free(again);
+	config_free(cfg);
+}
+
+/* A default written out changes nothing: defaults come from the rows. */
+static void
+test_written_defaults_change_nothing(void **state)
+{
+	struct config *cfg, *with;
+	char err[1024], extra[256], *out, *out2;
+
+	(void)state;
+	assert_int_equal(load("", err, sizeof(err), &cfg), 0);
+	out = printed(cfg);
+	for (size_t i = 0; i < config_nkeys; i++) {
+		const struct config_key *k = &config_keys[i];
+
+		/* state_dir and maildir are in the base configuration. */
+		if (k->def == NULL || strcmp(k->name, "state_dir") == 0)
+			continue;
+		snprintf(extra, sizeof(extra), "%s%s = %s\n",
+		    k->section == CONFIG_GLOBAL ? "[global]\n" : "", k->name,
+		    k->def);
+		if (load(extra, err, sizeof(err), &with) != 0)
+			fail_msg("'%s': %s", extra, err);
+		out2 = printed(with);
+		assert_string_equal(out, out2);
+		assert_true(config_account_equal(&cfg->accounts[0],
+		    &with->accounts[0]));
+		free(out2);
+		config_free(with);
+	}
+	free(out);
+	config_free(cfg);
+}
+
+/* Every key of the table, given twice in its section, is refused. */
+static void
+test_every_key_given_twice_is_refused(void **state)
+{
+	char extra[256], want[256], first[256], err[1024];
+	struct config *cfg;
+
+	(void)state;
+	for (size_t i = 0; i < config_nkeys; i++) {
+		const struct config_key *k = &config_keys[i];
+		bool global = k->section == CONFIG_GLOBAL;
+
+		if (strcmp(k->name, "state_dir") == 0) {
+			expect_error("[global]\nstate_dir = /a\n", 10,
+			    "key 'state_dir': given twice in [global]");
+			continue;
+		}
+		/* The first is refused for its value, or the second twice. */
+		snprintf(extra, sizeof(extra), "%s%s = x\n%s = x\n",
+		    global ? "[global]\n" : "", k->name, k->name);
+		assert_int_not_equal(load(extra, err, sizeof(err), &cfg), 0);
+		snprintf(want, sizeof(want), ":%u: key '%s': given twice in [%s]",
+		    global ? 11 : 10, k->name, global ? "global" : "account work");
+		snprintf(first, sizeof(first), ":%u: key '%s': ",
+		    global ? 10 : 9, k->name);
+		if (strstr(err, want) == NULL && strstr(err, first) == NULL)
+			fail_msg("error '%s' lacks '%s'", err, want);
+		snprintf(extra, sizeof(extra), "%s%s = x\n",
+		    global ? "" : "[global]\n", k->name);
+		snprintf(want, sizeof(want), "key '%s': unknown key in [%s]",
+		    k->name, global ? "account work" : "global");
+		expect_error(extra, global ? 9 : 10, want);
+	}
+}
+
 /*
  * A configuration of several MiB (thousands of accounts) is read whole:
  * cut at 1 MiB, the last accounts were dropped without a word, and one
@@ -870,6 +1001,9 @@ main(void)
 		cmocka_unit_test(test_parse_leaves_secrets_for_later),
 		cmocka_unit_test(test_environment_config),
 		cmocka_unit_test(test_print_masks_the_password),
+		cmocka_unit_test(test_printed_configuration_reads_back_the_same),
+		cmocka_unit_test(test_written_defaults_change_nothing),
+		cmocka_unit_test(test_every_key_given_twice_is_refused),
 		cmocka_unit_test(test_folder_paths_and_keys),
 		cmocka_unit_test(test_subscribed_folders_and_exclude),
 		cmocka_unit_test(test_large_files_are_read_whole),

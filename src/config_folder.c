@@ -1,0 +1,363 @@
+/*
+ * config_folder: the folder keys (folders, exclude, after's move:) and
+ * what a folder name may be. A name from the configuration becomes a
+ * Maildir++ directory and a state file name, so whatever could climb out
+ * of a directory, or would not fit in a file name, is refused before the
+ * first connection.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "idlefetch/config.h"
+#include "idlefetch/config_keys.h"
+#include "idlefetch/mutf7.h"
+#include "idlefetch/util.h"
+
+/*
+ * Folder names become Maildir++ directory names and state file names, so
+ * anything that could climb out of a directory is refused here.
+ */
+static bool
+valid_folder(const char *s)
+{
+	const char *p;
+
+	if (*s == '\0' || strlen(s) > 200 || *s == '/' || *s == '.')
+		return false;
+	/* UTF-8 goes to the server as modified UTF-7 (RFC 3501 5.1.3). */
+	if (!utf8_valid(s))
+		return false;
+	for (p = s; *p; p++) {
+		unsigned char ch = (unsigned char)*p;
+
+		if (ch == '"' || ch == '\\')
+			return false;
+		if ((ch == '/' || ch == '.') &&
+		    (p[1] == '\0' || p[1] == '/' || p[1] == '.'))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Whether two folder names name the same mailbox: exactly equal, except
+ * that INBOX is case-insensitive in IMAP (RFC 3501 5.1), so "inbox" and
+ * "INBOX" would be fetched, and delivered, twice.
+ */
+bool
+config_same_folder(const char *x, const char *y)
+{
+	char *wx, *wy;
+	bool same;
+
+	if (strcasecmp(x, "INBOX") == 0 && strcasecmp(y, "INBOX") == 0)
+		return true;
+	/* Entwürfe and Entw&APw-rfe are one folder on the server. */
+	wx = mutf7_wire_name(x);
+	wy = mutf7_wire_name(y);
+	same = wx && wy && strcmp(wx, wy) == 0;
+	free(wx);
+	free(wy);
+	return same;
+}
+
+/*
+ * A folder becomes two file names: its state file (percent-encoded, plus
+ * ".state.tmp" while it is replaced) and its Maildir++ directory (".A.B").
+ * Each must fit in a file name (255 bytes), or the folder would pass
+ * --check-config and fail when it is first fetched.
+ */
+bool
+config_folder_ok(const char *f, char *why, size_t len)
+{
+	char *w, *k;
+	size_t state;
+
+	if (!valid_folder(f)) {
+		snprintf(why, len,
+		    "invalid folder name '%s' (UTF-8 without control "
+		    "characters, '\"' or '\\', no leading '/' or '.', "
+		    "no empty or '..' parts)",
+		    f);
+		return false;
+	}
+	w = mutf7_wire_name(f);
+	k = config_folder_key(w);
+	state = strlen(k) + strlen(".state.tmp");
+	free(k);
+	free(w);
+	if (state > 255 || strlen(f) + 1 > 255) {
+		snprintf(why, len,
+		    "folder name '%.40s...' is too long: its state file name "
+		    "would be %zu bytes (at most 255; characters other than "
+		    "letters, digits, '_' and '-' take 3 each)",
+		    f, state);
+		return false;
+	}
+	return true;
+}
+
+char *
+config_folder_maildir(const struct account *a, const char *folder)
+{
+	char *sub, *p;
+
+	if (strcasecmp(folder, "INBOX") == 0)
+		return xstrdup(a->maildir);
+	sub = xasprintf("%s/.%s", a->maildir, folder);
+	for (p = sub + strlen(a->maildir) + 2; *p; p++)
+		if (*p == '/')
+			*p = '.';
+	return sub;
+}
+
+char *
+config_folder_key(const char *folder)
+{
+	char *out = xmalloc(strlen(folder) * 3 + 1), *o = out;
+
+	for (; *folder; folder++) {
+		unsigned char ch = (unsigned char)*folder;
+
+		if (isalnum(ch) || ch == '_' || ch == '-')
+			*o++ = (char)ch;
+		else
+			o += sprintf(o, "%%%02X", ch);
+	}
+	*o = '\0';
+	return out;
+}
+
+static char *
+trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+/* A comma-separated list of names, trimmed; empty entries are errors. */
+static int
+split_list(const char *v, const char *what, char ***out, size_t *n,
+    char *why, size_t len)
+{
+	char *copy = xstrdup(v), *save = NULL, *tok;
+
+	for (tok = strtok_r(copy, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		char *f = trim(tok);
+
+		if (*f == '\0') {
+			snprintf(why, len, "empty entry in '%s'", v);
+			free(copy);
+			return -EINVAL;
+		}
+		*out = xrealloc(*out, (*n + 1) * sizeof(**out));
+		(*out)[(*n)++] = xstrdup(f);
+	}
+	free(copy);
+	if (*n == 0) {
+		snprintf(why, len, "no %s given", what);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void
+list_print(const char *name, char *const *v, size_t n, FILE *fp)
+{
+	fprintf(fp, "%s = ", name);
+	for (size_t i = 0; i < n; i++)
+		fprintf(fp, "%s%s", i ? ", " : "", v[i]);
+}
+
+static void
+list_free(char ***v, size_t *n)
+{
+	for (size_t i = 0; i < *n; i++)
+		free((*v)[i]);
+	free(*v);
+	*v = NULL;
+	*n = 0;
+}
+
+/* Why f cannot join a's folders, or 0 when it can. */
+static int
+folder_addable(const struct account *a, const char *f, char *why, size_t len)
+{
+	if (!config_folder_ok(f, why, len))
+		return -EINVAL;
+	for (size_t i = 0; i < a->nfolders; i++) {
+		if (!config_same_folder(a->folders[i], f))
+			continue;
+		if (strcmp(a->folders[i], f) == 0)
+			snprintf(why, len, "folder '%s' listed twice", f);
+		else
+			snprintf(why, len,
+			    "folder '%s' listed twice (as '%s'; %s)", f,
+			    a->folders[i],
+			    strcasecmp(f, "INBOX") == 0 ?
+				"INBOX is case-insensitive" :
+				"the server spells both the same way");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* folders = names, and '*' for every subscribed folder. */
+static int
+folders_set(const struct config_key *k, void *obj, const char *v, char *why,
+    size_t len)
+{
+	struct account *a = obj;
+	char **names = NULL;
+	size_t n = 0;
+	int r = split_list(v, "folder", &names, &n, why, len);
+
+	for (size_t j = 0; r == 0 && j < n; j++) {
+		const char *f = names[j];
+
+		/* Every subscribed folder, looked up at each connection. */
+		if (strcmp(f, "*") == 0) {
+			if (a->subscribed) {
+				snprintf(why, len, "'*' listed twice");
+				r = -EINVAL;
+			}
+			a->subscribed = true;
+			continue;
+		}
+		r = folder_addable(a, f, why, len);
+		if (r < 0)
+			break;
+		a->folders = xrealloc(a->folders,
+		    (a->nfolders + 1) * sizeof(*a->folders));
+		a->folders[a->nfolders++] = xstrdup(f);
+	}
+	list_free(&names, &n);
+	return r;
+}
+
+static void
+folders_print(const struct config_key *k, const void *obj, FILE *fp)
+{
+	const struct account *a = obj;
+
+	list_print(k->name, a->folders, a->nfolders, fp);
+	fprintf(fp, "%s\n", a->subscribed ? ", *" : "");
+	if (a->nexclude > 0) {
+		list_print("exclude", a->exclude, a->nexclude, fp);
+		fprintf(fp, "\n");
+	}
+}
+
+static bool
+folders_equal(const struct config_key *k, const void *x, const void *y)
+{
+	const struct account *a = x, *b = y;
+
+	return a->subscribed == b->subscribed &&
+	    strv_equal((const char *const *)a->folders, a->nfolders,
+		(const char *const *)b->folders, b->nfolders) &&
+	    strv_equal((const char *const *)a->exclude, a->nexclude,
+		(const char *const *)b->exclude, b->nexclude);
+}
+
+static void
+folders_free(const struct config_key *k, void *obj)
+{
+	struct account *a = obj;
+
+	list_free(&a->folders, &a->nfolders);
+	list_free(&a->exclude, &a->nexclude);
+}
+
+const struct config_key_type config_type_folders = {
+	folders_set, folders_print, folders_equal, folders_free };
+
+/*
+ * exclude = patterns of subscribed folders not to fetch: '*' stands for
+ * any run of characters; no other character is special.
+ */
+static int
+exclude_set(const struct config_key *k, void *obj, const char *v, char *why,
+    size_t len)
+{
+	struct account *a = obj;
+	int r = split_list(v, "pattern", &a->exclude, &a->nexclude, why, len);
+
+	for (size_t i = 0; r == 0 && i < a->nexclude; i++)
+		if (!utf8_valid(a->exclude[i])) {
+			snprintf(why, len, "'%s' is not UTF-8", a->exclude[i]);
+			r = -EINVAL;
+		}
+	return r;
+}
+
+/* folders prints, compares and frees the exclude list with its own. */
+const struct config_key_type config_type_exclude = { exclude_set, NULL, NULL,
+	NULL };
+
+/* after = keep | delete | move:FOLDER */
+static int
+after_set(const struct config_key *k, void *obj, const char *v, char *why,
+    size_t len)
+{
+	struct account *a = obj;
+
+	if (strcmp(v, "keep") == 0) {
+		a->after = AFTER_KEEP;
+	} else if (strcmp(v, "delete") == 0) {
+		a->after = AFTER_DELETE;
+	} else if (strncmp(v, "move:", 5) == 0 && valid_folder(v + 5)) {
+		a->after = AFTER_MOVE;
+		free(a->move_to);
+		a->move_to = xstrdup(v + 5);
+	} else {
+		snprintf(why, len, "'%s' is not one of keep, delete, "
+		    "move:FOLDER", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void
+after_print(const struct config_key *k, const void *obj, FILE *fp)
+{
+	const struct account *a = obj;
+
+	if (a->after == AFTER_MOVE)
+		fprintf(fp, "%s = move:%s\n", k->name, a->move_to);
+	else
+		fprintf(fp, "%s = %s\n", k->name,
+		    a->after == AFTER_KEEP ? "keep" : "delete");
+}
+
+static bool
+after_equal(const struct config_key *k, const void *x, const void *y)
+{
+	const struct account *a = x, *b = y;
+
+	return a->after == b->after &&
+	    (a->after != AFTER_MOVE || strcmp(a->move_to, b->move_to) == 0);
+}
+
+static void
+after_free(const struct config_key *k, void *obj)
+{
+	struct account *a = obj;
+
+	free(a->move_to);
+	a->move_to = NULL;
+}
+
+const struct config_key_type config_type_after = {
+	after_set, after_print, after_equal, after_free };
