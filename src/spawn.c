@@ -1,13 +1,17 @@
 /*
  * spawn: one uv_process and two pipes. The spawn is finished when the
  * process has exited (or was killed at the time limit) and both pipes are
- * closed; only then does the callback run, and the struct is freed after
- * every handle's close callback. Output beyond the first 4 KiB is read and
- * dropped, so a chatty command cannot block on a full pipe.
+ * closed, or 200 ms after it exited, whichever comes first; only then does
+ * the callback run, and the struct is freed after every handle's close
+ * callback. Output beyond the first 4 KiB is read and dropped, so a chatty
+ * command cannot block on a full pipe. spawn_run is the same machinery on
+ * a loop of its own, for a caller that may block (a threadpool thread), so
+ * that every command idlefetch starts is started, timed and judged alike.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +34,7 @@ struct spawn {
 	char obuf[SPAWN_KEEP], ebuf[512];
 	size_t olen, elen;
 	int status;
+	int *signal_out; /* spawn_run: where the ending signal goes */
 	unsigned open; /* handles not yet closed */
 	unsigned busy; /* exit and the two EOFs still to come */
 	bool timed_out, cancelled, exited;
@@ -160,6 +165,8 @@ exit_cb(uv_process_t *p, int64_t exit_status, int term_signal)
 
 	sp->exited = true;
 	sp->status = term_signal ? -EINTR : (int)exit_status;
+	if (sp->signal_out != NULL)
+		*sp->signal_out = term_signal;
 	if (sp->busy > 1)
 		uv_timer_start(&sp->timer, drain_cb, SPAWN_DRAIN_MS, 0);
 	finish(sp);
@@ -194,40 +201,50 @@ failed_cb(uv_timer_t *t)
 	finish(sp);
 }
 
-struct spawn *
-spawn_shell(uv_loop_t *loop, const char *cmd, uint64_t timeout_ms,
+/* How a command starts: its words, environment and standard input. */
+struct spawn_how {
+	char **args;
+	char **env; /* NULL: ours */
+	int in_fd; /* -1: /dev/null */
+	bool out; /* read standard output (else it goes to /dev/null) */
+	int *signal_out;
+};
+
+/* Starts how's command on loop; done runs from the loop (spawn_shell). */
+static struct spawn *
+spawn_start(uv_loop_t *loop, const struct spawn_how *how, uint64_t timeout_ms,
     spawn_done_cb *done, void *ud)
 {
 	struct spawn *sp = xcalloc(1, sizeof(*sp));
-	char *shell[] = { "/bin/sh", "-c", (char *)cmd, NULL };
-	/* No shell unless the command needs one (cmdline.h). */
-	char **argv = cmdline_shell_free(cmd), **args = argv ? argv : shell;
 	uv_stdio_container_t stdio[3];
 	uv_process_options_t o = { 0 };
 	int r;
 
 	sp->done = done;
 	sp->ud = ud;
+	sp->signal_out = how->signal_out;
 	uv_timer_init(loop, &sp->timer);
 	sp->timer.data = sp;
 	uv_pipe_init(loop, &sp->out, 0);
 	uv_pipe_init(loop, &sp->err, 0);
 	sp->out.data = sp->err.data = sp->proc.data = sp;
 	sp->open = 4;
-	stdio[0].flags = UV_IGNORE; /* /dev/null */
-	stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+	stdio[0].flags = how->in_fd >= 0 ? UV_INHERIT_FD : UV_IGNORE;
+	stdio[0].data.fd = how->in_fd;
+	stdio[1].flags = how->out ? UV_CREATE_PIPE | UV_WRITABLE_PIPE :
+				    UV_IGNORE; /* /dev/null */
 	stdio[1].data.stream = (uv_stream_t *)&sp->out;
 	stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
 	stdio[2].data.stream = (uv_stream_t *)&sp->err;
-	o.file = args[0];
-	o.args = args;
+	o.file = how->args[0];
+	o.args = how->args;
+	o.env = how->env;
 	o.exit_cb = exit_cb;
 	o.stdio = stdio;
 	o.stdio_count = 3;
 	/* Its own session and process group, so that a kill reaches all. */
 	o.flags = UV_PROCESS_DETACHED;
 	r = uv_spawn(loop, &sp->proc, &o);
-	cmdline_free(argv);
 	if (r < 0) {
 		/* The process handle must be closed even when spawn failed. */
 		sp->status = r;
@@ -237,12 +254,60 @@ spawn_shell(uv_loop_t *loop, const char *cmd, uint64_t timeout_ms,
 		return sp;
 	}
 	sp->busy = 3;
-	if (uv_read_start((uv_stream_t *)&sp->out, alloc_cb, read_cb) < 0)
-		read_cb((uv_stream_t *)&sp->out, UV_EOF, NULL);
+	if (!how->out ||
+	    uv_read_start((uv_stream_t *)&sp->out, alloc_cb, read_cb) < 0)
+		end_pipe(sp, &sp->out);
 	if (uv_read_start((uv_stream_t *)&sp->err, alloc_cb, read_cb) < 0)
-		read_cb((uv_stream_t *)&sp->err, UV_EOF, NULL);
+		end_pipe(sp, &sp->err);
 	uv_timer_start(&sp->timer, timer_cb, timeout_ms, 0);
 	return sp;
+}
+
+struct spawn *
+spawn_shell(uv_loop_t *loop, const char *cmd, uint64_t timeout_ms,
+    spawn_done_cb *done, void *ud)
+{
+	char *shell[] = { "/bin/sh", "-c", (char *)cmd, NULL };
+	/* No shell unless the command needs one (cmdline.h). */
+	char **argv = cmdline_shell_free(cmd);
+	struct spawn_how how = { .args = argv ? argv : shell, .in_fd = -1,
+		.out = true };
+	struct spawn *sp = spawn_start(loop, &how, timeout_ms, done, ud);
+
+	cmdline_free(argv);
+	return sp;
+}
+
+static void
+run_done(void *ud, int status, const char *out, const char *err_line)
+{
+	struct spawn_end *end = ud;
+
+	(void)out;
+	end->status = status;
+	snprintf(end->err_line, sizeof(end->err_line), "%s", err_line);
+}
+
+void
+spawn_run(char **argv, char **env, int in_fd, uint64_t timeout_ms,
+    struct spawn_end *end)
+{
+	struct spawn_how how = { .args = argv, .env = env, .in_fd = in_fd,
+		.signal_out = &end->signal };
+	uv_loop_t loop;
+	int r;
+
+	memset(end, 0, sizeof(*end));
+	r = uv_loop_init(&loop);
+	if (r < 0) {
+		end->status = r;
+		return;
+	}
+	(void)spawn_start(&loop, &how, timeout_ms, run_done, end);
+	/* It ends when the spawn has closed its last handle. */
+	uv_run(&loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&loop) != 0)
+		fatal("spawn_run: a handle outlived its spawn");
 }
 
 void

@@ -3,33 +3,37 @@
  * (see idlefetch/target.h). Blocking; runs on the threadpool.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "idlefetch/cmdline.h"
+#include "idlefetch/spawn.h"
 #include "idlefetch/target.h"
 #include "idlefetch/util.h"
 
-extern char **environ;
-
 /* EX_TEMPFAIL of sysexits.h: the MDA asks to be tried again later. */
 #define EXIT_TEMPFAIL 75
-/* An LMTP reply line longer than this is cut (its code still counts). */
+/*
+ * An LMTP reply line longer than this is cut: its start, with the code,
+ * counts, and the rest up to its LF is read and dropped.
+ */
 #define REPLY_MAX 512
+/*
+ * The most lines one reply may have (an LHLO reply has about ten): with
+ * the reply's deadline, what keeps a server that never ends a reply from
+ * holding the delivery.
+ */
+#define REPLY_LINES_MAX 100
 /* Room for an address in a command line (config and header bound them). */
 #define ADDR_MAX 320
 
@@ -205,15 +209,6 @@ target_print(const struct target *t, char *buf, size_t len)
 
 /* ---- MDA ------------------------------------------------------------------- */
 
-static uint64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* One word of the template with %F, %a, %f and %% replaced. */
 static char *
 expand(const char *w, const struct target_msg *m)
@@ -271,154 +266,61 @@ mda_env(const struct target_msg *m)
 }
 
 /*
- * Reads the program's standard error until it closes it or the deadline
- * passes; keeps its first line, printable, in line. False: timed out.
+ * Runs the program through spawn, so that it starts and ends as every
+ * command does: its own process group, killed whole at the time limit,
+ * and judged by its exit status once it has exited (a child it left in
+ * the background holding standard error open does not make a delivered
+ * message look hung, which would hand it over again).
  */
-static bool
-read_stderr(int fd, uint64_t deadline, char *line, size_t len)
-{
-	size_t n = strlen(line);
-	bool first = n == 0, done = false;
-	char buf[1024];
-
-	for (;;) {
-		struct pollfd p = { fd, POLLIN, 0 };
-		uint64_t now = now_ms();
-		ssize_t got;
-		int r;
-
-		if (now >= deadline)
-			return false;
-		r = poll(&p, 1, (int)(deadline - now));
-		if (r < 0 && errno != EINTR)
-			return false;
-		if (r <= 0)
-			continue; /* the deadline is checked above */
-		got = read(fd, buf, sizeof(buf));
-		if (got == 0)
-			return true;
-		if (got < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			return true;
-		}
-		for (ssize_t i = 0; i < got && first && !done; i++) {
-			if (buf[i] == '\n') {
-				done = n > 0;
-				continue;
-			}
-			if (n + 1 < len)
-				line[n++] = (unsigned char)buf[i] < 0x20 ||
-					(unsigned char)buf[i] == 0x7f ?
-				    '?' :
-				    buf[i];
-			line[n] = '\0';
-		}
-	}
-}
-
-/* Waits for pid until the deadline; -1 when it is still running. */
-static int
-wait_until(pid_t pid, uint64_t deadline, int *status)
-{
-	for (;;) {
-		pid_t r = waitpid(pid, status, WNOHANG);
-
-		if (r == pid)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -1;
-		if (now_ms() >= deadline)
-			return -1;
-		usleep(2000);
-	}
-}
-
-/* posix_spawnp with stdin on the message, stderr on a pipe. */
-static int
-mda_spawn(char **argv, char **env, int in, int err_w, pid_t *pid)
-{
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t at;
-	sigset_t none, all;
-	int r;
-
-	sigemptyset(&none);
-	sigfillset(&all);
-	posix_spawn_file_actions_init(&fa);
-	posix_spawnattr_init(&at);
-	posix_spawn_file_actions_adddup2(&fa, in, 0);
-	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-	posix_spawn_file_actions_adddup2(&fa, err_w, 2);
-	/* Its own process group, so that a time limit ends its children. */
-	posix_spawnattr_setpgroup(&at, 0);
-	posix_spawnattr_setsigmask(&at, &none);
-	posix_spawnattr_setsigdefault(&at, &all);
-	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP |
-		POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	r = posix_spawnp(pid, argv[0], &fa, &at, argv, env);
-	posix_spawnattr_destroy(&at);
-	posix_spawn_file_actions_destroy(&fa);
-	return -r;
-}
-
 static enum target_answer
 mda_send(struct target_conn *c, const struct target_msg *m, char *why,
     size_t whylen)
 {
-	char **argv, **env, line[200] = "";
+	const char *prog = c->t->argv[0];
 	size_t n = words(c->t->argv);
-	int pipefd[2], status = 0, r;
-	pid_t pid;
-	uint64_t deadline;
-	bool in_time;
+	struct spawn_end end;
+	char **argv, **env;
 
 	argv = xcalloc(n + 1, sizeof(*argv));
 	for (size_t i = 0; i < n; i++)
 		argv[i] = expand(c->t->argv[i], m);
 	env = mda_env(m);
-	r = pipe2(pipefd, O_CLOEXEC) < 0 ? -errno : 0;
-	if (r == 0) {
-		r = mda_spawn(argv, env, m->fd, pipefd[1], &pid);
-		close(pipefd[1]);
-		if (r < 0)
-			close(pipefd[0]);
-	}
+	spawn_run(argv, env, m->fd, (uint64_t)c->t->timeout * 1000u, &end);
 	cmdline_free(argv);
 	cmdline_free(env);
-	if (r < 0) {
-		snprintf(why, whylen, "cannot run %s: %s", c->t->argv[0],
-		    strerror(-r));
-		c->answered = true;
-		return TARGET_DEFERRED;
-	}
-	deadline = now_ms() + (uint64_t)c->t->timeout * 1000u;
-	in_time = read_stderr(pipefd[0], deadline, line, sizeof(line));
-	close(pipefd[0]);
-	if (!in_time || wait_until(pid, deadline, &status) < 0) {
-		kill(-pid, SIGKILL);
-		kill(pid, SIGKILL);
-		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-			;
-		snprintf(why, whylen, "%s took longer than %u s and was killed",
-		    c->t->argv[0], c->t->timeout);
-		return TARGET_DEFERRED;
-	}
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+	if (end.status == 0)
 		return TARGET_ACCEPTED;
-	if (WIFSIGNALED(status)) {
-		snprintf(why, whylen, "%s was ended by signal %d%s%s",
-		    c->t->argv[0], WTERMSIG(status), line[0] ? ": " : "", line);
+	if (end.status == -ETIMEDOUT) {
+		snprintf(why, whylen, "%s took longer than %u s and was killed",
+		    prog, c->t->timeout);
 		return TARGET_DEFERRED;
 	}
-	snprintf(why, whylen, "%s exited with status %d%s%s", c->t->argv[0],
-	    WEXITSTATUS(status), line[0] ? ": " : "", line);
-	c->answered = true;
-	return WEXITSTATUS(status) == EXIT_TEMPFAIL ? TARGET_DEFERRED :
-						      TARGET_REFUSED;
+	if (end.signal != 0) {
+		snprintf(why, whylen, "%s was ended by signal %d%s%s", prog,
+		    end.signal, end.err_line[0] ? ": " : "", end.err_line);
+		return TARGET_DEFERRED;
+	}
+	c->answered = true; /* its own exit status, or it never started */
+	if (end.status < 0) {
+		snprintf(why, whylen, "cannot run %s: %s", prog,
+		    strerror(-end.status));
+		return TARGET_DEFERRED;
+	}
+	snprintf(why, whylen, "%s exited with status %d%s%s", prog, end.status,
+	    end.err_line[0] ? ": " : "", end.err_line);
+	return end.status == EXIT_TEMPFAIL ? TARGET_DEFERRED : TARGET_REFUSED;
 }
 
 /* ---- LMTP ------------------------------------------------------------------ */
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 static int
 set_timeouts(int fd, unsigned seconds)
@@ -499,54 +401,101 @@ lmtp_write(struct target_conn *c, const char *p, size_t n)
 	return 0;
 }
 
-/* One line (without CRLF, cut to len) from the socket. */
+/* Waits for the socket to be readable until the deadline. */
 static int
-lmtp_line(struct target_conn *c, char *line, size_t len)
+lmtp_wait(int fd, uint64_t deadline)
 {
+	for (;;) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		uint64_t now = now_ms();
+		int r;
+
+		if (now >= deadline)
+			return -ETIME;
+		r = poll(&p, 1, (int)(deadline - now));
+		if (r > 0)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
+/* Copies the first k bytes of a line to line (len bytes), cut to fit. */
+static void
+keep_head(char *line, size_t len, const char *p, size_t k)
+{
+	if (k >= len)
+		k = len - 1;
+	memcpy(line, p, k);
+	line[k] = '\0';
+}
+
+/*
+ * One line (without CRLF, cut to len) from the socket, by the deadline.
+ * A line longer than the buffer keeps its start and drops the rest up to
+ * its LF: the start holds the code, and a line taken by its end would be
+ * no reply at all.
+ */
+static int
+lmtp_line(struct target_conn *c, char *line, size_t len, uint64_t deadline)
+{
+	bool cut = false;
+
 	for (;;) {
 		char *nl = memchr(c->rbuf, '\n', c->rlen);
 		ssize_t got;
+		int r;
 
 		if (nl != NULL) {
-			size_t k = (size_t)(nl - c->rbuf), m = k;
+			size_t k = (size_t)(nl - c->rbuf);
+			bool crlf = k > 0 && c->rbuf[k - 1] == '\r';
 
-			if (m > 0 && c->rbuf[m - 1] == '\r')
-				m--;
-			if (m >= len)
-				m = len - 1;
-			memcpy(line, c->rbuf, m);
-			line[m] = '\0';
+			if (!cut)
+				keep_head(line, len, c->rbuf, crlf ? k - 1 : k);
 			memmove(c->rbuf, nl + 1, c->rlen - k - 1);
 			c->rlen -= k + 1;
 			return 0;
 		}
-		if (c->rlen == sizeof(c->rbuf))
-			c->rlen = 0; /* an overlong line: keep its end */
+		if (c->rlen == sizeof(c->rbuf)) {
+			if (!cut)
+				keep_head(line, len, c->rbuf, c->rlen);
+			cut = true;
+			c->rlen = 0;
+		}
+		r = lmtp_wait(c->fd, deadline);
+		if (r < 0)
+			return r;
 		got = recv(c->fd, c->rbuf + c->rlen, sizeof(c->rbuf) - c->rlen,
 		    0);
 		if (got == 0)
 			return -ECONNRESET;
-		if (got < 0 && errno == EINTR)
+		if (got < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (got < 0)
-			return errno == EAGAIN ? -ETIMEDOUT : -errno;
+			return -errno;
 		c->rlen += (size_t)got;
 	}
 }
 
 /*
  * One reply, multi-line ones whole: its code (200..599), or a negative
- * errno. text gets the last line, printable; on_line sees every line.
+ * errno: -ETIME when the whole reply did not come within the timeout
+ * (one deadline for all its lines, so that a server trickling lines
+ * cannot hold the delivery), -EMSGSIZE past REPLY_LINES_MAX lines.
+ * text gets the last line, printable; on_line sees every line.
  */
 static int
 lmtp_reply(struct target_conn *c, char *text, size_t len,
     void (*on_line)(struct target_conn *, const char *))
 {
+	uint64_t deadline = now_ms() + (uint64_t)c->t->timeout * 1000u;
 	char line[REPLY_MAX];
-	int r, code;
+	int r, code, lines = 0;
 
 	for (;;) {
-		r = lmtp_line(c, line, sizeof(line));
+		if (++lines > REPLY_LINES_MAX)
+			return -EMSGSIZE;
+		r = lmtp_line(c, line, sizeof(line), deadline);
 		if (r < 0)
 			return r;
 		if (strlen(line) < 3 || line[0] < '2' || line[0] > '5' ||
@@ -581,8 +530,18 @@ static enum target_answer
 lmtp_broken(struct target_conn *c, int r, const char *doing, char *why,
     size_t whylen)
 {
-	snprintf(why, whylen, "LMTP %s: %s", doing,
-	    r == -EPROTO ? "the server's reply is not LMTP" : strerror(-r));
+	if (r == -EPROTO)
+		snprintf(why, whylen, "LMTP %s: the server's reply is not LMTP",
+		    doing);
+	else if (r == -ETIME)
+		snprintf(why, whylen, "LMTP %s: no whole reply within %u s",
+		    doing, c->t->timeout);
+	else if (r == -EMSGSIZE)
+		snprintf(why, whylen,
+		    "LMTP %s: the server's reply runs over %d lines", doing,
+		    REPLY_LINES_MAX);
+	else
+		snprintf(why, whylen, "LMTP %s: %s", doing, strerror(-r));
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
@@ -622,8 +581,12 @@ lmtp_open(struct target_conn *c, char *why, size_t whylen)
 }
 
 /*
- * Writes the message as LMTP DATA: LF line ends become CRLF, a leading
- * dot is doubled, and the ending dot line follows.
+ * Writes the message as LMTP DATA: every line end becomes CRLF, a
+ * leading dot is doubled, and the ending dot line follows. A CR not
+ * followed by LF is a line end too (RFC 5321 2.3.8 forbids sending it
+ * bare): a receiver that takes it as one would otherwise see a line the
+ * dot-stuffing never saw, and "\r.\r\n" could end the data early. A CR
+ * is held back until the next byte, which may come in the next read.
  */
 static int
 lmtp_data(struct target_conn *c, int fd)
@@ -643,18 +606,32 @@ lmtp_data(struct target_conn *c, int fd)
 		for (ssize_t i = 0; i < got; i++) {
 			char ch = in[i];
 
+			if (cr) {
+				/* CR LF, or a bare CR: a line end either way. */
+				out[n++] = '\r';
+				out[n++] = '\n';
+				bol = true;
+				cr = false;
+				if (ch == '\n')
+					continue;
+			}
+			if (ch == '\r') {
+				cr = true;
+				continue;
+			}
 			if (bol && ch == '.')
 				out[n++] = '.';
-			if (ch == '\n' && !cr)
+			if (ch == '\n')
 				out[n++] = '\r';
 			out[n++] = ch;
 			bol = ch == '\n';
-			cr = ch == '\r';
 		}
 		r = lmtp_write(c, out, n);
 		if (r < 0)
 			return r;
 	}
+	if (cr)
+		return lmtp_write(c, "\r\n.\r\n", 5);
 	return bol ? lmtp_write(c, ".\r\n", 3) : lmtp_write(c, "\r\n.\r\n", 5);
 }
 

@@ -1,11 +1,14 @@
 /*
- * spawn: runs a short command (password_command) off the event loop and
- * hands back the first line of its output. The command runs without a
- * shell unless it needs one (cmdline.h), else with `/bin/sh -c`; stdin
- * on /dev/null, no descriptor of ours (they are all
+ * spawn: runs a command (password_command, oauth_token_command, an MDA)
+ * off the event loop and hands back the first line of its output. The
+ * command runs without a shell unless it needs one (cmdline.h), else with
+ * `/bin/sh -c`; stdin on /dev/null, no descriptor of ours (they are all
  * close-on-exec), and a time limit after which it is killed. Its standard
  * error is read too, so that the caller can log one line of it; the
- * output is a secret and never logged.
+ * output is a secret and never logged. A command is judged by its exit:
+ * once it has exited, its output is awaited 200 ms more, no longer, so
+ * that a child left running in the background with the pipes open (an
+ * agent, `sleep &`) cannot hold the caller until the time limit.
  */
 #ifndef IDLEFETCH_SPAWN_H
 #define IDLEFETCH_SPAWN_H
@@ -34,5 +37,22 @@ struct spawn *spawn_shell(uv_loop_t *loop, const char *cmd,
     uint64_t timeout_ms, spawn_done_cb *done, void *ud);
 /* Kills the command; done still runs, with -ECANCELED. */
 void spawn_cancel(struct spawn *sp);
+
+/* How a command run by spawn_run ended. */
+struct spawn_end {
+	int status; /* as spawn_done_cb's; -EINTR when a signal ended it */
+	int signal; /* that signal (SIGKILL after a time limit), else 0 */
+	char err_line[200]; /* as spawn_done_cb's */
+};
+
+/*
+ * Runs argv (no shell; argv[0] looked up in PATH) to its end and fills
+ * *end, blocking: for a thread that may block, never the loop's. env:
+ * its whole environment (NULL: ours). Standard input is in_fd (read from
+ * where it stands; -1: /dev/null), output goes to /dev/null, standard
+ * error is read as by spawn_shell. The caller keeps argv, env and in_fd.
+ */
+void spawn_run(char **argv, char **env, int in_fd, uint64_t timeout_ms,
+    struct spawn_end *end);
 
 #endif

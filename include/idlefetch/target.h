@@ -8,11 +8,17 @@
  *       anything else: refused, the message stays on the server. In each
  *       word %F becomes the envelope sender (the message's Return-Path,
  *       "" when it has none), %a the account, %f the folder, %% a "%".
+ *       It is started by spawn (spawn.h) and judged by its exit status;
+ *       a child it leaves running does not hold the delivery.
  *   deliver = lmtp:HOST:PORT | lmtp:/PATH
  *       LMTP (RFC 2033) over TCP or a Unix socket, MAIL FROM the
  *       Return-Path (<> when none), RCPT TO lmtp_recipient, commands
  *       pipelined where the server offers PIPELINING. 2xx: delivered;
- *       4xx: try again later; 5xx: refused.
+ *       4xx: try again later; 5xx: refused. Every line end of the
+ *       message, a bare CR included, goes as CRLF. Each reply must come
+ *       whole, all its lines, within the timeout and in at most 100
+ *       lines, or the delivery is tried again later; a reply line's
+ *       first 511 bytes count, the rest of a longer one is dropped.
  *
  * The calls block (connect, write, wait for the program): the commit
  * side runs them on the libuv threadpool, one message at a time, in UID
@@ -41,7 +47,7 @@ struct target {
 	char *port;
 	char *path; /* LMTP over a Unix socket */
 	char *recipient; /* LMTP: RCPT TO */
-	unsigned timeout; /* seconds for a program, or for each reply */
+	unsigned timeout; /* seconds for a program, or for each whole reply */
 };
 
 /*

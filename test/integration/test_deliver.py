@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import socket
+import subprocess
 import threading
 import time
 import unittest
@@ -278,13 +279,194 @@ class TargetAnswers(unittest.TestCase):
         self.assertNotIn(b"PIPELINING", srv.commands)
 
 
-class ScriptedLmtp:
-    """An LMTP server of a few rules, without PIPELINING, on loopback."""
+MDA_BACKGROUND = r"""#!/bin/sh
+# Stores the message, then leaves a child running that holds standard
+# error open (as a program that starts an agent does), and exits 0.
+n=$(ls "$1" | wc -l)
+cat > "$1/$n" || exit 75
+sleep 20 &
+echo $! >> "$2"
+exit 0
+"""
 
-    def __init__(self):
+
+class MisbehavingTargets(unittest.TestCase):
+    """What a target that misbehaves cannot make idlefetch do: hand a
+    message over again and again, hang past its timeout, or send a bare
+    CR where the receiver may take it for a line end."""
+
+    def setUp(self):
+        self.env = fx.Env()
+        self.d = self.env.dovecot
+
+    def tearDown(self):
+        self.env.close()
+
+    def lmtp(self, srv, extra=""):
+        srv.start()
+        self.addCleanup(srv.stop)
+        return self.env.idlefetch(extra=extra, deliver=(
+            f"deliver = lmtp:127.0.0.1:{srv.port}\nlmtp_recipient = bob"))
+
+    def timed_once(self, f, limit):
+        """--once's exit code and seconds; a run past limit fails."""
+        t0 = time.monotonic()
+        try:
+            rc = f.once(timeout=limit)
+        except subprocess.TimeoutExpired:
+            self.fail(f"--once still running after {limit} s\n" + f.log())
+        return rc, time.monotonic() - t0
+
+    def test_lmtp_long_reply_line_delivers_once(self):
+        """A 250 answer to the data with 5,000 bytes of text after its
+        code: the code counts, so three --once runs hand the message
+        over once, and each says it was delivered."""
+        srv = ScriptedLmtp(reply=lambda say, body: (
+            srv.got.append(body), say(b"250 2.0.0 " + b"x" * 5000)))
+        msg = fx.make_message(0)
+        self.d.put([msg])
+        f = self.lmtp(srv)
+        rcs = [f.once() for run in range(3)]
+        self.assertEqual(len(srv.got), 1, "stored exactly once\n" + f.log())
+        self.assertEqual(srv.got, [msg])
+        self.assertEqual(rcs, [0, 0, 0], f.log())
+        self.assertNotIn("not LMTP", f.log())
+
+    def test_lmtp_long_greeting_and_lhlo_lines(self):
+        """A 5,000-byte greeting and LHLO line: their codes count, and the
+        line after the long one is read whole (8BITMIME is seen)."""
+        srv = ScriptedLmtp(greeting=b"220 " + b"g" * 5000,
+                           lhlo=(b"250-" + b"h" * 5000, b"250 8BITMIME"))
+        msg = fx.make_message(0)
+        self.d.put([msg])
+        f = self.lmtp(srv)
+        rcs = [f.once() for run in range(3)]
+        self.assertEqual(len(srv.got), 1, "stored exactly once\n" + f.log())
+        self.assertEqual(srv.got, [msg])
+        self.assertEqual(rcs, [0, 0, 0], f.log())
+        self.assertIn(b"BODY=8BITMIME", srv.commands)
+
+    def test_mda_child_holding_stderr_delivers_once(self):
+        """An MDA that stores the message and exits 0 but leaves a child
+        holding its standard error: judged by its exit, the message is
+        stored once over three --once runs, none killed at
+        command_timeout = 3."""
+        mdadir = os.path.join(self.env.root, "mda")
+        out, pids = os.path.join(mdadir, "out"), os.path.join(mdadir, "pids")
+        os.makedirs(out)
+        script = os.path.join(mdadir, "deliver.sh")
+        with open(script, "w") as s:
+            s.write(MDA_BACKGROUND)
+        os.chmod(script, 0o755)
+        self.addCleanup(kill_listed, pids)
+        msg = fx.make_message(0)
+        self.d.put([msg])
+        f = self.env.idlefetch(glob="command_timeout = 3",
+                               deliver=f"deliver = mda:{script} {out} {pids}")
+        runs = [self.timed_once(f, 60) for run in range(3)]
+        stored = sorted(os.listdir(out))
+        self.assertEqual(len(stored), 1, "stored exactly once\n" + f.log())
+        self.assertEqual([rc for rc, _ in runs], [0, 0, 0], f.log())
+        for rc, took in runs:
+            self.assertLess(took, 3, "a run waited for the child")
+        with open(os.path.join(out, stored[0]), "rb") as m:
+            self.assertEqual(m.read(), msg)
+        self.assertNotIn("was killed", f.log())
+
+    def test_lmtp_trickling_reply_ends_within_timeout(self):
+        """timeout = 5 and a server that answers the data with a line a
+        second for 30 s: the whole reply has 5 s, so --once ends within
+        twice the timeout, the delivery deferred and the message still
+        on the server."""
+        def trickle(say, body):
+            for i in range(30):
+                if srv.stopping:
+                    return
+                say(b"250-still going %d" % i)
+                time.sleep(1)
+            srv.got.append(body)
+            say(b"250 2.0.0 delivered at last")
+        srv = ScriptedLmtp(reply=trickle)
+        self.d.put([fx.make_message(0)])
+        f = self.lmtp(srv, extra="timeout = 5\n")
+        rc, took = self.timed_once(f, 25)
+        self.assertNotEqual(rc, 0, f.log())
+        self.assertLess(took, 10, f.log())
+        self.assertIn("LMTP message data: no whole reply within 5 s", f.log())
+        self.assertEqual(self.d.count(), 1, "the message stays on the server")
+
+    def test_lmtp_endless_reply_is_cut_at_line_cap(self):
+        """A server that answers the data with continuation lines as fast
+        as it can, for 12 s: after 100 lines the reply is no LMTP reply,
+        long before timeout = 30 (or the flood's end)."""
+        def flood(say, body):
+            end = time.monotonic() + 12
+            i = 0
+            while time.monotonic() < end and not srv.stopping:
+                say(b"250-flood %d" % i)
+                i += 1
+            srv.got.append(body)
+            say(b"250 2.0.0 delivered at last")
+        srv = ScriptedLmtp(reply=flood)
+        self.d.put([fx.make_message(0)])
+        f = self.lmtp(srv, extra="timeout = 30\n")
+        rc, took = self.timed_once(f, 60)
+        self.assertNotEqual(rc, 0, f.log())
+        self.assertLess(took, 10, f.log())
+        self.assertIn("LMTP message data: the server's reply runs over "
+                      "100 lines", f.log())
+        self.assertEqual(srv.got, [])
+
+    def test_lmtp_bare_cr_goes_as_line_end(self):
+        """A bare CR in a message goes on the wire as CRLF, so that the
+        dot after it is doubled; a CR LF that straddles two reads of the
+        spooled message stays one line end."""
+        head = fx.make_message(0) + b"line1\r.\nline2\r\rline3\n"
+        # The spool keeps the message with LF line ends; the first CR of
+        # "\r\r\n" stays as a lone CR before the LF, which lands on the
+        # first byte of lmtp's second 16 KiB read.
+        pad = 16383 - len(head) - len(b"AAAA")
+        msg = head + b"p" * (pad - 1) + b"\nAAAA\r\r\nBBBB\n"
+        self.d.put([msg])
+        srv = ScriptedLmtp()
+        f = self.lmtp(srv)
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(len(srv.raw), 1, f.log())
+        raw = srv.raw[0]
+        self.assertIn(b"line1\r\n..\r\nline2\r\n\r\nline3\r\n", raw)
+        self.assertIn(b"\r\nAAAA\r\nBBBB\r\n", raw)
+        self.assertEqual(raw.count(b"\r"), raw.count(b"\r\n"), "no bare CR")
+        self.assertEqual(raw.count(b"\n"), raw.count(b"\r\n"), "no bare LF")
+
+
+def kill_listed(path):
+    """Ends the processes whose ids a test's script wrote to path."""
+    try:
+        with open(path) as f:
+            pids = [int(l) for l in f if l.strip()]
+    except FileNotFoundError:
+        return
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class ScriptedLmtp:
+    """An LMTP server of a few rules, without PIPELINING, on loopback.
+    greeting and lhlo: the lines it says first and to LHLO; reply(say,
+    body): what it answers to a message's data instead of its rules.
+    raw keeps each message's data as it came on the wire."""
+
+    def __init__(self, greeting=b"220 scripted LMTP",
+                 lhlo=(b"250-scripted", b"250 8BITMIME"), reply=None):
         self.port = fx.free_port()
         self.got, self.commands, self.deferred = [], b"", False
+        self.raw = []
+        self.greeting, self.lhlo, self.reply = greeting, lhlo, reply
         self.sock = None
+        self.stopping = False
 
     def start(self):
         self.sock = socket.socket()
@@ -295,6 +477,7 @@ class ScriptedLmtp:
         self.stopping = False
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
+        return self
 
     def stop(self):
         if self.sock is not None:
@@ -315,11 +498,21 @@ class ScriptedLmtp:
                 pass
             c.close()
 
+    def answer(self, say, body):
+        if b"X-Mood: refuse" in body:
+            say(b"550 5.2.0 no")
+        elif b"X-Mood: defer" in body and not self.deferred:
+            self.deferred = True
+            say(b"451 4.3.0 later")
+        else:
+            self.got.append(body)
+            say(b"250 2.0.0 delivered")
+
     def session(self, io):
         def say(line):
             io.write(line + b"\r\n")
             io.flush()
-        say(b"220 scripted LMTP")
+        say(self.greeting)
         while True:
             line = io.readline()
             if not line:
@@ -327,27 +520,22 @@ class ScriptedLmtp:
             self.commands += line
             verb = line[:4].upper()
             if verb == b"LHLO":
-                say(b"250-scripted")
-                say(b"250 8BITMIME")
+                for l in self.lhlo:
+                    say(l)
             elif verb in (b"MAIL", b"RCPT", b"RSET"):
                 say(b"250 2.0.0 ok")
             elif verb == b"DATA":
                 say(b"354 go on")
-                body = b""
+                body, raw = b"", b""
                 while True:
                     l = io.readline()
                     if l in (b".\r\n", b""):
                         break
+                    raw += l
                     body += (l[1:] if l.startswith(b".") else l)
+                self.raw.append(raw)
                 body = body.replace(b"\r\n", b"\n")
-                if b"X-Mood: refuse" in body:
-                    say(b"550 5.2.0 no")
-                elif b"X-Mood: defer" in body and not self.deferred:
-                    self.deferred = True
-                    say(b"451 4.3.0 later")
-                else:
-                    self.got.append(body)
-                    say(b"250 2.0.0 delivered")
+                (self.reply or self.answer)(say, body)
             elif verb == b"QUIT":
                 say(b"221 bye")
                 return
