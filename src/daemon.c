@@ -1060,6 +1060,9 @@ warmup_done(uv_work_t *w, int status)
  * Starts libuv's threadpool with the stop signals blocked, so that its
  * threads, which inherit the mask, never take one: they all go to the
  * loop's thread, which can hold them back while it exits (close_handles).
+ * SIGCHLD too (libuv's handler, there once a command has run): on a pool
+ * thread it would cut an LMTP connect() or recv() that has a socket
+ * timeout short with EINTR, which SA_RESTART does not restart.
  */
 static void
 start_threadpool(uv_loop_t *loop)
@@ -1072,6 +1075,7 @@ start_threadpool(uv_loop_t *loop)
 	sigaddset(&stop, SIGTERM);
 	sigaddset(&stop, SIGINT);
 	sigaddset(&stop, SIGHUP);
+	sigaddset(&stop, SIGCHLD);
 	pthread_sigmask(SIG_BLOCK, &stop, &was);
 	r = uv_queue_work(loop, w, warmup_work, warmup_done);
 	pthread_sigmask(SIG_SETMASK, &was, NULL);

@@ -1,5 +1,7 @@
 /*
- * folders: the folder set of `folders = *` (see folders.h).
+ * folders: the folder set of `folders = *` (see folders.h). Pure: what
+ * it needs of the disk (whose state claims a Maildir folder) it asks the
+ * caller through a callback.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -45,8 +47,14 @@ folders_free(struct folder_set *fs)
 		free(fs->names[i]);
 		free(fs->wires[i]);
 	}
+	for (size_t i = 0; i < fs->nclashes; i++) {
+		free(fs->clashes[i].name);
+		free(fs->clashes[i].owner);
+		free(fs->clashes[i].dir);
+	}
 	free(fs->names);
 	free(fs->wires);
+	free(fs->clashes);
 	memset(fs, 0, sizeof(*fs));
 }
 
@@ -177,3 +185,133 @@ folders_add(struct folder_set *fs, const struct account *a, const char *wire,
 	return v;
 }
 
+/* A folder of the set and the Maildir folder it would be delivered to. */
+struct slot {
+	char *dir;
+	size_t i;
+};
+
+/* By Maildir folder, then by place in the set: qsort is not stable. */
+static int
+by_dir(const void *x, const void *y)
+{
+	const struct slot *p = x, *q = y;
+	int c = strcmp(p->dir, q->dir);
+
+	if (c != 0)
+		return c;
+	return p->i < q->i ? -1 : p->i > q->i;
+}
+
+/* Of the n folders in g that share one Maildir folder, the owner's index. */
+static size_t
+owner_of(const struct folder_set *fs, const struct slot *g, size_t n,
+    folders_claim_fn *claim, void *ud, bool *by_state)
+{
+	size_t best = g[0].i;
+	int64_t top = claim(ud, fs->wires[best]);
+
+	for (size_t k = 1; k < n; k++) {
+		size_t i = g[k].i;
+		int64_t c = claim(ud, fs->wires[i]);
+
+		if (c > top ||
+		    (c == top && strcmp(fs->wires[i], fs->wires[best]) < 0)) {
+			best = i;
+			top = c;
+		}
+	}
+	*by_state = top >= 0;
+	return best;
+}
+
+/* Records the folder at i as left out for owner, and takes it out of fs. */
+static void
+leave_out(struct folder_set *fs, size_t i, size_t owner, const char *dir,
+    bool by_state, bool *gone)
+{
+	struct folders_clash *c;
+
+	fs->clashes =
+	    xrealloc(fs->clashes, (fs->nclashes + 1) * sizeof(*fs->clashes));
+	c = &fs->clashes[fs->nclashes++];
+	c->name = xstrdup(fs->names[i]);
+	c->owner = xstrdup(fs->names[owner]);
+	c->dir = xstrdup(dir);
+	c->by_state = by_state;
+	gone[i] = true;
+}
+
+/* Drops the folders marked gone, keeping the others in their order. */
+static void
+compact(struct folder_set *fs, const bool *gone)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; i < fs->n; i++) {
+		if (gone[i]) {
+			free(fs->names[i]);
+			free(fs->wires[i]);
+			continue;
+		}
+		fs->names[j] = fs->names[i];
+		fs->wires[j++] = fs->wires[i];
+	}
+	fs->n = j;
+}
+
+size_t
+folders_settle(struct folder_set *fs, const struct account *a,
+    folders_claim_fn *claim, void *ud)
+{
+	struct slot *s;
+	bool *gone;
+	size_t lo, hi, n = fs->n, left = fs->nclashes;
+
+	/* An MDA or LMTP target keeps every folder apart by its state. */
+	if (a->maildir == NULL || n < 2)
+		return 0;
+	s = xcalloc(n, sizeof(*s));
+	gone = xcalloc(n, sizeof(*gone));
+	for (size_t i = 0; i < n; i++) {
+		s[i].dir = config_folder_maildir(a, fs->names[i]);
+		s[i].i = i;
+	}
+	qsort(s, n, sizeof(*s), by_dir);
+	for (lo = 0; lo < n; lo = hi) {
+		size_t owner;
+		bool by_state;
+
+		for (hi = lo + 1; hi < n && strcmp(s[hi].dir, s[lo].dir) == 0;
+		     hi++)
+			;
+		if (hi - lo < 2)
+			continue;
+		owner = owner_of(fs, s + lo, hi - lo, claim, ud, &by_state);
+		for (size_t k = lo; k < hi; k++)
+			if (s[k].i != owner)
+				leave_out(fs, s[k].i, owner, s[k].dir, by_state,
+				    gone);
+	}
+	compact(fs, gone);
+	for (size_t i = 0; i < n; i++)
+		free(s[i].dir);
+	free(s);
+	free(gone);
+	return fs->nclashes - left;
+}
+
+uint32_t
+folders_clash_mark(const struct folder_set *fs)
+{
+	uint32_t m = 0;
+
+	/* XOR: the same clashes listed in another order give the same mark. */
+	for (size_t i = 0; i < fs->nclashes; i++) {
+		const struct folders_clash *c = &fs->clashes[i];
+		uint32_t h = fnv1a(2166136261u, c->name, strlen(c->name) + 1);
+
+		m ^= fnv1a(h, c->owner, strlen(c->owner));
+	}
+	return fs->nclashes > 0 && m == 0 ? 1 : m;
+}

@@ -1,8 +1,13 @@
 /*
- * rcimport: a fetchmailrc read the way fetchmail's own grammar reads it
- * (keywords, quoted strings, "noise" words such as `with` and `and`, and
- * `,` `:` `;` as spaces), and written out as idlefetch.conf sections (see
- * idlefetch/rcimport.h).
+ * rcimport: a fetchmailrc's entries, read from its words (rclex) the way
+ * fetchmail's grammar reads them, written out as idlefetch.conf sections.
+ *
+ * idlefetch.conf has no quoting: a value reaches it as it is or not at
+ * all. A control character is refused (rclex), and so is a value that
+ * inih would cut at " ;" or trim, or that would be expanded ("${"), but a
+ * password, which then goes to a password_file. Any such problem stops the
+ * import, naming the line and keyword: a configuration with an account
+ * quietly left out would stop that account's mail when fetchmail goes.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -14,18 +19,15 @@
 #include <strings.h>
 
 #include "idlefetch/rcimport.h"
+#include "idlefetch/rclex.h"
+#include "idlefetch/secretfile.h"
 #include "idlefetch/util.h"
 
-struct tok {
-	char *s;
-	unsigned line;
-	bool quoted;
-};
-
-struct lexer {
-	struct tok *v;
-	size_t n, cap, pos;
-};
+/* inih reads lines of at most 4096 bytes (config.c); the key needs room. */
+#define VALUE_MAX 4000
+/* Comment bytes per account; what is beyond is counted, not kept. */
+#define NOTES_MAX 4096
+#define ACCOUNTS_MAX 10000
 
 /* One account: a poll entry's server options with one user's options. */
 struct racct {
@@ -34,123 +36,56 @@ struct racct {
 	unsigned port, timeout, line;
 	int keep; /* -1: not said (fetchmail then deletes) */
 	bool ssl, skip, fetchall, idle, sslcertck;
+	/* Why idlefetch.conf cannot hold the password as it is, or NULL. */
+	const char *pass_why;
+	unsigned pass_line;
 	char *notes; /* "; ..." lines */
+	size_t notes_len, notes_cap;
+	unsigned notes_more; /* notes past NOTES_MAX */
 };
 
-static void
-push(struct lexer *lx, char *s, unsigned line, bool quoted)
-{
-	if (lx->n == lx->cap) {
-		lx->cap = lx->cap ? lx->cap * 2 : 64;
-		lx->v = xrealloc(lx->v, lx->cap * sizeof(*lx->v));
-	}
-	lx->v[lx->n++] = (struct tok){ s, line, quoted };
-}
-
-static int
-lex(struct lexer *lx, const char *p, const struct rcimport_opts *o,
-    char *err, size_t errlen)
-{
-	unsigned line = 1;
-
-	while (*p) {
-		if (*p == '\n')
-			line++;
-		if (isspace((unsigned char)*p) || *p == ',' || *p == ':' ||
-		    *p == ';') {
-			p++;
-		} else if (*p == '#') {
-			while (*p && *p != '\n')
-				p++;
-		} else if (*p == '"' || *p == '\'') {
-			char q = *p++, *s = xmalloc(strlen(p) + 1);
-			size_t k = 0;
-			unsigned at = line;
-
-			while (*p && *p != q) {
-				if (*p == '\\' && p[1])
-					p++;
-				if (*p == '\n')
-					line++;
-				s[k++] = *p++;
-			}
-			if (*p != q) {
-				free(s);
-				snprintf(err, errlen, "%s:%u: a quoted string "
-				    "is not closed", o->source, at);
-				return -EINVAL;
-			}
-			p++;
-			s[k] = '\0';
-			push(lx, s, at, true);
-		} else {
-			size_t k = strcspn(p, " \t\r\n,:;#\"'");
-
-			/* "=" stands alone as noise, or ends a word. */
-			push(lx, xstrndup(p, k), line, false);
-			p += k;
-		}
-	}
-	return 0;
-}
-
-static const char *const noise[] = { "and", "with", "has", "wants",
-	"options", "=", "here", "there", "to", "is" };
-
 static bool
-is_noise(const struct tok *t)
+has_ctl(const char *s)
 {
-	if (t->quoted)
-		return false;
-	for (size_t i = 0; i < ARRAY_LEN(noise); i++)
-		if (strcasecmp(t->s, noise[i]) == 0)
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
 			return true;
 	return false;
 }
 
-/* The next token that is not noise, or NULL. */
-static struct tok *
-next(struct lexer *lx)
-{
-	while (lx->pos < lx->n && is_noise(&lx->v[lx->pos]))
-		lx->pos++;
-	return lx->pos < lx->n ? &lx->v[lx->pos++] : NULL;
-}
-
-static struct tok *
-peek(struct lexer *lx)
-{
-	size_t at = lx->pos;
-	struct tok *t = next(lx);
-
-	lx->pos = t ? lx->pos - 1 : at;
-	return t;
-}
-
-static bool
-kw(const struct tok *t, const char *word)
-{
-	return t && !t->quoted && strcasecmp(t->s, word) == 0;
-}
-
+/*
+ * A comment line for the account. Past NOTES_MAX bytes they are only
+ * counted: a file of a million unknown words must not give every account
+ * a million comment lines.
+ */
 static void
 note(struct racct *a, const char *fmt, ...)
 {
 	char buf[512];
-	size_t n = a->notes ? strlen(a->notes) : 0;
+	size_t n;
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	a->notes = xrealloc(a->notes, n + strlen(buf) + 4);
-	sprintf(a->notes + n, "; %s\n", buf);
+	n = strlen(buf) + 3;
+	if (a->notes_len + n > NOTES_MAX) {
+		a->notes_more++;
+		return;
+	}
+	if (a->notes_len + n + 1 > a->notes_cap) {
+		a->notes_cap = 2 * (a->notes_len + n + 1);
+		a->notes = xrealloc(a->notes, a->notes_cap);
+	}
+	sprintf(a->notes + a->notes_len, "; %s\n", buf);
+	a->notes_len += n;
 }
 
+/* Strings are wiped when they go: any of them may be the password. */
 static void
 set_str(char **dst, const char *v)
 {
-	free(*dst);
+	secret_free(*dst);
 	*dst = v ? xstrdup(v) : NULL;
 }
 
@@ -177,54 +112,117 @@ racct_copy(struct racct *d, const struct racct *s)
 	for (size_t i = 0; i < ARRAY_LEN(racct_strs); i++)
 		if (*racct_str(d, i))
 			*racct_str(d, i) = xstrdup(*racct_str(d, i));
+	d->notes_cap = d->notes ? d->notes_len + 1 : 0;
 }
 
 static void
 racct_free(struct racct *a)
 {
 	for (size_t i = 0; i < ARRAY_LEN(racct_strs); i++)
-		free(*racct_str(a, i));
+		secret_free(*racct_str(a, i));
 }
 
-/* A keyword's value: the next token, which must exist. */
+/*
+ * Why idlefetch.conf cannot hold v as it is in `key = v`, or NULL. It has
+ * no quoting: inih ends a value at a ';' that starts it or follows a
+ * space, and drops the spaces around it; "${" names a variable (vars:
+ * that is meant, as in a --maildir given as ${HOME}/Maildir).
+ */
 static const char *
-value(struct lexer *lx, const struct tok *k, const struct rcimport_opts *o,
-    char *err, size_t errlen)
+unholdable(const char *v, bool vars)
 {
-	struct tok *v = next(lx);
+	size_t n = strlen(v);
 
-	if (v == NULL) {
-		snprintf(err, errlen, "%s:%u: '%s' needs a value", o->source,
-		    k->line, k->s);
-		return NULL;
+	if (has_ctl(v))
+		return "it holds a control character";
+	for (size_t i = 0; i < n; i++) {
+		if (v[i] == ';' && (i == 0 || isspace((unsigned char)v[i - 1])))
+			return "a ';' after a space or at its start begins "
+			       "a comment";
+		if (!vars && v[i] == '$' && v[i + 1] == '{')
+			return "'${' would be read as an environment variable";
 	}
-	return v->s;
+	if (n > 0 && (isspace((unsigned char)v[0]) ||
+			 isspace((unsigned char)v[n - 1])))
+		return "the spaces at its start or end would be dropped";
+	if (n > VALUE_MAX)
+		return "it is longer than a line of idlefetch.conf may be";
+	return NULL;
 }
 
-/* Words with a meaning here: a folder list ends before one. */
-static bool
-is_keyword(const struct tok *t)
+/*
+ * v, the value of keyword k, goes into a `key = value` line: 0 if the
+ * configuration holds it as it is, else -EINVAL and why in err. list: v
+ * is one name of a comma-separated list.
+ */
+static int
+plain(const struct rctok *k, const struct rctok *v, bool list,
+    const struct rcimport_opts *o, char *err, size_t errlen)
 {
-	static const char *const words[] = { "via", "protocol", "proto",
-		"port", "service", "timeout", "auth", "authenticate", "pass",
-		"password", "keep", "nokeep", "no", "fetchall", "idle", "ssl",
-		"sslcertck", "sslproto", "sslcertfile", "sslfingerprint",
-		"folder", "folders", "mda", "user", "username", "limit",
-		"fetchlimit", "poll", "skip", "server", "defaults", "set" };
+	const char *why = unholdable(v->s, false);
 
-	if (t == NULL || t->quoted)
-		return false;
-	for (size_t i = 0; i < ARRAY_LEN(words); i++)
-		if (strcasecmp(t->s, words[i]) == 0)
-			return true;
-	return false;
+	if (why == NULL && list && strchr(v->s, ',') != NULL)
+		why = "its ',' would split it in two";
+	if (why == NULL)
+		return 0;
+	snprintf(err, errlen, "%s:%u: %s '%.200s': idlefetch.conf cannot hold "
+	    "this value as it is: %s", o->source, v->line, k->s, v->s, why);
+	return -EINVAL;
 }
 
-static bool
-starts_entry(const struct tok *t)
+/*
+ * The folder list: one or more names after t, up to the next keyword.
+ * Returns the list, or NULL with err set.
+ */
+static char *
+folder_list(struct rclex *lx, const struct rctok *t,
+    const struct rcimport_opts *o, char *err, size_t errlen)
 {
-	return kw(t, "poll") || kw(t, "skip") || kw(t, "server") ||
-	    kw(t, "defaults") || kw(t, "set");
+	const struct rctok *v = rclex_value(lx, t, o->source, err, errlen);
+	char *list, *l;
+
+	if (v == NULL || plain(t, v, true, o, err, errlen) < 0)
+		return NULL;
+	list = xstrdup(v->s);
+	while (rclex_peek(lx) && !rclex_is_keyword(rclex_peek(lx))) {
+		v = rclex_next(lx);
+		if (plain(t, v, true, o, err, errlen) < 0) {
+			free(list);
+			return NULL;
+		}
+		if (strlen(list) + strlen(v->s) + 2 > VALUE_MAX) {
+			snprintf(err, errlen, "%s:%u: %s: the list is longer "
+			    "than a line of idlefetch.conf may be",
+			    o->source, v->line, t->s);
+			free(list);
+			return NULL;
+		}
+		l = xasprintf("%s, %s", list, v->s);
+		free(list);
+		list = l;
+	}
+	return list;
+}
+
+/*
+ * The password, kept with why the configuration cannot hold it as it is
+ * (it then goes to a password_file).
+ */
+static int
+password(struct rclex *lx, const struct rctok *t, struct racct *a,
+    const struct rcimport_opts *o, char *err, size_t errlen)
+{
+	const struct rctok *v = rclex_value(lx, t, o->source, err, errlen);
+
+	if (v != NULL && strlen(v->s) > VALUE_MAX)
+		snprintf(err, errlen, "%s:%u: %s: longer than idlefetch takes "
+		    "(%d bytes)", o->source, v->line, t->s, VALUE_MAX);
+	if (v == NULL || strlen(v->s) > VALUE_MAX)
+		return -EINVAL;
+	set_str(&a->pass, v->s);
+	a->pass_line = v->line;
+	a->pass_why = unholdable(v->s, false);
+	return 0;
 }
 
 /*
@@ -232,89 +230,95 @@ starts_entry(const struct tok *t)
  * if t is no option this importer knows (noted and skipped), -EINVAL.
  */
 static int
-option(struct lexer *lx, struct tok *t, struct racct *a,
+option(struct rclex *lx, const struct rctok *t, struct racct *a,
     const struct rcimport_opts *o, char *err, size_t errlen)
 {
+	const struct rctok *vt;
 	const char *v;
 
-#define VALUE()                                              \
-	do {                                                 \
-		v = value(lx, t, o, err, errlen);            \
-		if (v == NULL)                               \
-			return -EINVAL;                      \
+#define VALUE()                                                  \
+	do {                                                     \
+		vt = rclex_value(lx, t, o->source, err, errlen); \
+		if (vt == NULL)                                  \
+			return -EINVAL;                          \
+		v = vt->s;                                       \
 	} while (0)
-	if (kw(t, "via")) {
-		VALUE();
+#define PLAIN()                                                  \
+	do {                                                     \
+		VALUE();                                         \
+		if (plain(t, vt, false, o, err, errlen) < 0)     \
+			return -EINVAL;                          \
+	} while (0)
+	if (rclex_kw(t, "via")) {
+		PLAIN();
 		set_str(&a->via, v);
-	} else if (kw(t, "protocol") || kw(t, "proto")) {
+	} else if (rclex_kw(t, "protocol") || rclex_kw(t, "proto")) {
 		VALUE();
 		set_str(&a->proto, v);
-	} else if (kw(t, "port") || kw(t, "service")) {
+	} else if (rclex_kw(t, "port") || rclex_kw(t, "service")) {
 		VALUE();
 		a->port = (unsigned)strtoul(v, NULL, 10);
-	} else if (kw(t, "timeout")) {
+	} else if (rclex_kw(t, "timeout")) {
 		VALUE();
 		a->timeout = (unsigned)strtoul(v, NULL, 10);
-	} else if (kw(t, "auth") || kw(t, "authenticate")) {
+	} else if (rclex_kw(t, "auth") || rclex_kw(t, "authenticate")) {
 		VALUE();
 		set_str(&a->auth, v);
-	} else if (kw(t, "pass") || kw(t, "password")) {
-		VALUE();
-		set_str(&a->pass, v);
-	} else if (kw(t, "keep")) {
+	} else if (rclex_kw(t, "pass") || rclex_kw(t, "password")) {
+		if (password(lx, t, a, o, err, errlen) < 0)
+			return -EINVAL;
+	} else if (rclex_kw(t, "keep")) {
 		a->keep = 1;
-	} else if (kw(t, "nokeep")) {
+	} else if (rclex_kw(t, "nokeep")) {
 		a->keep = 0;
-	} else if (kw(t, "no")) {
-		struct tok *w = next(lx);
+	} else if (rclex_kw(t, "no")) {
+		const struct rctok *w = rclex_next(lx);
 
-		if (kw(w, "keep"))
+		if (rclex_kw(w, "keep"))
 			a->keep = 0;
-		else if (kw(w, "idle"))
+		else if (rclex_kw(w, "idle"))
 			a->idle = false;
-		else if (kw(w, "fetchall"))
+		else if (rclex_kw(w, "fetchall"))
 			a->fetchall = false;
 		else if (w)
 			note(a, "no %s: idlefetch has no such setting", w->s);
-	} else if (kw(t, "fetchall")) {
+	} else if (rclex_kw(t, "fetchall")) {
 		a->fetchall = true;
-	} else if (kw(t, "idle")) {
+	} else if (rclex_kw(t, "idle")) {
 		a->idle = true;
-	} else if (kw(t, "ssl")) {
+	} else if (rclex_kw(t, "ssl")) {
 		a->ssl = true;
-	} else if (kw(t, "sslcertck")) {
+	} else if (rclex_kw(t, "sslcertck")) {
 		a->sslcertck = true;
-	} else if (kw(t, "sslproto")) {
+	} else if (rclex_kw(t, "sslproto")) {
 		VALUE();
 		set_str(&a->sslproto, v);
-	} else if (kw(t, "sslcertfile")) {
-		VALUE();
+	} else if (rclex_kw(t, "sslcertfile")) {
+		PLAIN();
 		set_str(&a->sslcertfile, v);
-	} else if (kw(t, "sslfingerprint")) {
+	} else if (rclex_kw(t, "sslfingerprint")) {
 		VALUE();
 		set_str(&a->sslfp, v);
-	} else if (kw(t, "folder") || kw(t, "folders")) {
-		/* One or more names, up to the next keyword. */
-		char buf[1024] = "";
+	} else if (rclex_kw(t, "folder") || rclex_kw(t, "folders")) {
+		char *list = folder_list(lx, t, o, err, errlen);
 
-		VALUE();
-		snprintf(buf, sizeof(buf), "%s", v);
-		while (peek(lx) && !is_keyword(peek(lx))) {
-			size_t n = strlen(buf);
-
-			snprintf(buf + n, sizeof(buf) - n, ", %s", next(lx)->s);
-		}
-		set_str(&a->folders, buf);
-	} else if (kw(t, "mda")) {
+		if (list == NULL)
+			return -EINVAL;
+		secret_free(a->folders);
+		a->folders = list;
+	} else if (rclex_kw(t, "mda")) {
 		VALUE();
 		set_str(&a->mda, v);
-	} else if (kw(t, "limit") || kw(t, "fetchlimit") ||
-	    kw(t, "batchlimit") || kw(t, "expunge") || kw(t, "smtphost") ||
-	    kw(t, "smtpname") || kw(t, "interval") || kw(t, "tracepolls") ||
-	    kw(t, "principal") || kw(t, "envelope") || kw(t, "qvirtual") ||
-	    kw(t, "preconnect") || kw(t, "postconnect") || kw(t, "plugin") ||
-	    kw(t, "plugout") || kw(t, "localdomains") || kw(t, "bsmtp") ||
-	    kw(t, "lmtp") || kw(t, "antispam") || kw(t, "warnings")) {
+	} else if (rclex_kw(t, "limit") || rclex_kw(t, "fetchlimit") ||
+	    rclex_kw(t, "batchlimit") || rclex_kw(t, "expunge") ||
+	    rclex_kw(t, "smtphost") || rclex_kw(t, "smtpname") ||
+	    rclex_kw(t, "interval") || rclex_kw(t, "tracepolls") ||
+	    rclex_kw(t, "principal") || rclex_kw(t, "envelope") ||
+	    rclex_kw(t, "qvirtual") || rclex_kw(t, "preconnect") ||
+	    rclex_kw(t, "postconnect") || rclex_kw(t, "plugin") ||
+	    rclex_kw(t, "plugout") || rclex_kw(t, "localdomains") ||
+	    rclex_kw(t, "bsmtp") || rclex_kw(t, "lmtp") ||
+	    rclex_kw(t, "antispam") || rclex_kw(t, "warnings")) {
 		VALUE();
 		note(a, "%s %s: no counterpart in idlefetch", t->s, v);
 	} else {
@@ -322,32 +326,65 @@ option(struct lexer *lx, struct tok *t, struct racct *a,
 		return 0;
 	}
 	return 1;
+#undef PLAIN
 #undef VALUE
 }
 
-/* Account names: letters, digits, '.', '_', '-'. */
+/* An account's name from its user: letters, digits, '.', '_', '-'. */
 static char *
-account_name(const struct racct *a, char **used, size_t nused)
+base_name(const struct racct *a)
 {
-	const char *u = a->user ? a->user : "account";
-	char base[64], *name;
+	const char *u = a->user ? a->user : "";
+	char base[64];
 	size_t k = 0;
 
 	for (; *u && *u != '@' && k + 1 < sizeof(base); u++)
 		base[k++] = (isalnum((unsigned char)*u) || *u == '.' ||
 				*u == '_' || *u == '-') ? *u : '_';
 	base[k] = '\0';
-	name = xstrdup(k ? base : "account");
-	for (unsigned i = 2;; i++) {
-		bool dup = false;
+	return xstrdup(k ? base : "account");
+}
 
-		for (size_t j = 0; j < nused; j++)
-			dup |= strcmp(used[j], name) == 0;
-		if (!dup)
-			return name;
-		free(name);
-		name = xasprintf("%s-%u", base, i);
+static bool
+taken(const char *name, char **names, size_t n)
+{
+	while (n > 0 && strcmp(names[n - 1], name) != 0)
+		n--;
+	return n > 0;
+}
+
+/*
+ * Each account's name, unique: a second "alice" is alice-2. last[j] is the
+ * number last given to the base of names[j], so that a thousand "alice"
+ * do not each count up from 2. The caller frees the array and each name.
+ */
+static char **
+account_names(const struct racct *accts, size_t n)
+{
+	char **names = xcalloc(n, sizeof(*names));
+	char **bases = xcalloc(n, sizeof(*bases));
+	unsigned *last = xcalloc(n, sizeof(*last));
+
+	for (size_t i = 0; i < n; i++) {
+		size_t j = 0;
+		unsigned k;
+
+		bases[i] = base_name(&accts[i]);
+		while (j < i && strcmp(bases[j], bases[i]) != 0)
+			j++;
+		k = last[j];
+		do {
+			free(names[i]);
+			names[i] = k++ == 0 ? xstrdup(bases[i]) :
+					      xasprintf("%s-%u", bases[i], k);
+		} while (taken(names[i], names, i));
+		last[j] = k;
 	}
+	for (size_t i = 0; i < n; i++)
+		free(bases[i]);
+	free(bases);
+	free(last);
+	return names;
 }
 
 static bool
@@ -355,6 +392,48 @@ is_imap(const struct racct *a)
 {
 	return a->proto == NULL || strcasecmp(a->proto, "IMAP") == 0 ||
 	    strcasecmp(a->proto, "auto") == 0;
+}
+
+/* The account's comments, and how many did not fit. */
+static void
+write_notes(FILE *out, const struct racct *a, const struct rcimport_opts *o)
+{
+	if (a->notes)
+		fputs(a->notes, out);
+	if (a->notes_more)
+		fprintf(out, "; and %u more options with no counterpart in "
+			     "idlefetch: see %s\n",
+		    a->notes_more, o->source);
+}
+
+/*
+ * The password: with --keep-passwords in the configuration, or in the
+ * password_file that save_passwords() wrote when the configuration cannot
+ * hold it as it is; otherwise a password_file to make, and how.
+ */
+static void
+write_password(FILE *out, const struct racct *a, const char *name,
+    const char *c, const struct rcimport_opts *o)
+{
+	if (a->pass && o->keep_passwords && a->pass_why == NULL) {
+		fprintf(out, "%spassword = %s\n", c, a->pass);
+	} else if (a->pass && o->keep_passwords) {
+		fprintf(out, "%spassword_file = %s/%s.password\n", c,
+		    o->secrets_dir, name);
+		fprintf(out, "; the password from the fetchmailrc is in that "
+			     "file (mode 0600): idlefetch.conf cannot hold it "
+			     "as it is (%s)\n",
+		    a->pass_why);
+	} else {
+		fprintf(out, "%spassword_file = %s/%s.password\n", c,
+		    o->secrets_dir, name);
+		fprintf(out, "; create it with the password%s:\n;   ( umask 077; "
+			     "printf '%%s\\n' 'PASSWORD' > %s/%s.password )\n",
+		    a->pass ? " from the fetchmailrc" :
+			      " (the fetchmailrc has none: fetchmail asked "
+			      "or read ~/.netrc)",
+		    o->secrets_dir, name);
+	}
 }
 
 /* The account's lines; a skipped or non-IMAP one goes out commented. */
@@ -373,12 +452,10 @@ write_account(FILE *out, const struct racct *a, const char *name,
 	if (a->skip)
 		fprintf(out, "; `skip` in the fetchmailrc: written out but not "
 			     "enabled\n");
-	if (!imap) {
+	if (!imap)
 		fprintf(out, "; protocol %s: idlefetch speaks IMAP only; this "
 			     "account is left out\n",
 		    a->proto);
-		c = "; ";
-	}
 	if (a->sslproto && *a->sslproto == '\0') {
 		tls = "none";
 		fprintf(out, "; sslproto '': fetchmail used no TLS. idlefetch "
@@ -423,18 +500,7 @@ write_account(FILE *out, const struct racct *a, const char *name,
 			     "with OAuth2 (auth = xoauth2 and "
 			     "oauth_token_command)\n",
 		    a->auth);
-	if (a->pass && o->keep_passwords) {
-		fprintf(out, "%spassword = %s\n", c, a->pass);
-	} else {
-		fprintf(out, "%spassword_file = %s/%s.password\n", c,
-		    o->secrets_dir, name);
-		fprintf(out, "; create it with the password%s:\n;   ( umask 077; "
-			     "printf '%%s\\n' 'PASSWORD' > %s/%s.password )\n",
-		    a->pass ? " from the fetchmailrc" :
-			      " (the fetchmailrc has none: fetchmail asked "
-			      "or read ~/.netrc)",
-		    o->secrets_dir, name);
-	}
+	write_password(out, a, name, c, o);
 	fprintf(out, "%sfolders = %s\n", c, a->folders ? a->folders : "INBOX");
 	fprintf(out, "%smaildir = %s\n", c, o->maildir);
 	if (a->mda)
@@ -470,175 +536,264 @@ write_account(FILE *out, const struct racct *a, const char *name,
 		fprintf(out, "%stimeout = %u\n", c, a->timeout);
 	if (daemon)
 		fprintf(out, "%spoll_interval = %u\n", c, daemon);
-	if (a->notes)
-		fputs(a->notes, out);
+	write_notes(out, a, o);
 }
+
+/* What the whole file gives, as it is read. */
+struct import {
+	struct rclex *lx;
+	struct racct g, defaults, *accts;
+	size_t nacct, acap;
+	unsigned daemon;
+	bool syslog;
+	char *logfile;
+};
 
 /* `set ...`: what of it is global. */
 static int
-set_stmt(struct lexer *lx, struct racct *g, unsigned *daemon, bool *syslog,
-    char **logfile, const struct rcimport_opts *o, char *err, size_t errlen)
+set_stmt(struct import *im, const struct rcimport_opts *o, char *err,
+    size_t errlen)
 {
-	struct tok *t = next(lx);
-	const char *v;
+	struct rclex *lx = im->lx;
+	const struct rctok *t = rclex_next(lx), *v;
 
-	if (kw(t, "daemon")) {
-		if ((v = value(lx, t, o, err, errlen)) == NULL)
+	if (rclex_kw(t, "daemon") || rclex_kw(t, "logfile")) {
+		if ((v = rclex_value(lx, t, o->source, err, errlen)) == NULL)
 			return -EINVAL;
-		*daemon = (unsigned)strtoul(v, NULL, 10);
-	} else if (kw(t, "syslog")) {
-		*syslog = true;
-	} else if (kw(t, "logfile")) {
-		if ((v = value(lx, t, o, err, errlen)) == NULL)
-			return -EINVAL;
-		set_str(logfile, v);
-	} else if (kw(t, "no") || kw(t, "invisible") || kw(t, "showdots")) {
-		struct tok *w = kw(t, "no") ? next(lx) : NULL;
+		if (rclex_kw(t, "daemon"))
+			im->daemon = (unsigned)strtoul(v->s, NULL, 10);
+		else
+			set_str(&im->logfile, v->s);
+	} else if (rclex_kw(t, "syslog")) {
+		im->syslog = true;
+	} else if (rclex_kw(t, "no") || rclex_kw(t, "invisible") ||
+	    rclex_kw(t, "showdots")) {
+		const struct rctok *w = rclex_kw(t, "no") ? rclex_next(lx) :
+							    NULL;
 
-		note(g, "set %s%s%s: no counterpart in idlefetch", t->s,
+		note(&im->g, "set %s%s%s: no counterpart in idlefetch", t->s,
 		    w ? " " : "", w ? w->s : "");
 	} else if (t) {
-		struct tok *w = peek(lx);
+		const struct rctok *w = rclex_peek(lx);
 
 		/* set postmaster "x", set idfile "x", ...: a value follows. */
-		if (w && !starts_entry(w))
-			next(lx);
-		note(g, "set %s%s%s: no counterpart in idlefetch", t->s,
-		    w && !starts_entry(w) ? " " : "",
-		    w && !starts_entry(w) ? w->s : "");
+		if (w && !rclex_starts_entry(w))
+			rclex_next(lx);
+		note(&im->g, "set %s%s%s: no counterpart in idlefetch", t->s,
+		    w && !rclex_starts_entry(w) ? " " : "",
+		    w && !rclex_starts_entry(w) ? w->s : "");
 	}
 	return 0;
+}
+
+/* `user NAME` and its options: one account, from the server's srv. */
+static int
+user(struct import *im, const struct rctok *u, const struct racct *srv,
+    const struct rcimport_opts *o, char *err, size_t errlen)
+{
+	struct rclex *lx = im->lx;
+	const struct rctok *v = rclex_value(lx, u, o->source, err, errlen);
+	struct racct a;
+	int r = 0;
+
+	if (v == NULL || plain(u, v, false, o, err, errlen) < 0)
+		return -EINVAL;
+	if (im->nacct == ACCOUNTS_MAX) {
+		snprintf(err, errlen, "%s:%u: more than %d accounts: split the "
+		    "file", o->source, u->line, ACCOUNTS_MAX);
+		return -EINVAL;
+	}
+	racct_copy(&a, srv);
+	set_str(&a.user, v->s);
+	while (r == 0 && rclex_peek(lx) &&
+	    !rclex_starts_entry(rclex_peek(lx)) &&
+	    !rclex_kw(rclex_peek(lx), "user") &&
+	    !rclex_kw(rclex_peek(lx), "username")) {
+		const struct rctok *w = rclex_next(lx);
+
+		/* "is LOCAL here" names a local user. */
+		if (rclex_after(lx, "is"))
+			set_str(&a.local, w->s);
+		else if (option(lx, w, &a, o, err, errlen) < 0)
+			r = -EINVAL;
+	}
+	if (im->nacct == im->acap) {
+		im->acap = im->acap ? im->acap * 2 : 8;
+		im->accts = xrealloc(im->accts, im->acap * sizeof(*im->accts));
+	}
+	im->accts[im->nacct++] = a;
+	return r;
+}
+
+/* A `poll`, `skip`, `server` or `defaults` entry, t its first word. */
+static int
+entry(struct import *im, const struct rctok *t, const struct rcimport_opts *o,
+    char *err, size_t errlen)
+{
+	struct rclex *lx = im->lx;
+	struct racct srv;
+	int r = 0;
+
+	racct_copy(&srv, &im->defaults);
+	srv.line = t->line;
+	srv.skip = rclex_kw(t, "skip");
+	if (!rclex_kw(t, "defaults")) {
+		const struct rctok *h = rclex_next(lx);
+
+		if (h == NULL) {
+			snprintf(err, errlen, "%s:%u: '%s' needs a host",
+			    o->source, t->line, t->s);
+			r = -EINVAL;
+		} else if (plain(t, h, false, o, err, errlen) < 0) {
+			r = -EINVAL;
+		} else {
+			set_str(&srv.host, h->s);
+		}
+	}
+	/* Server options, then one block per user. */
+	while (r == 0 && rclex_peek(lx) &&
+	    !rclex_starts_entry(rclex_peek(lx))) {
+		const struct rctok *u = rclex_next(lx);
+
+		if (rclex_kw(u, "user") || rclex_kw(u, "username"))
+			r = user(im, u, &srv, o, err, errlen);
+		else if (option(lx, u, &srv, o, err, errlen) < 0)
+			r = -EINVAL;
+	}
+	if (rclex_kw(t, "defaults")) {
+		racct_free(&im->defaults);
+		im->defaults = srv;
+	} else {
+		racct_free(&srv);
+	}
+	return r;
+}
+
+/* The options' paths go into the configuration as they are. */
+static int
+check_opts(const struct rcimport_opts *o, char *err, size_t errlen)
+{
+	const char *m = unholdable(o->maildir, true);
+	const char *d = unholdable(o->secrets_dir, true);
+
+	if (m != NULL || d != NULL)
+		snprintf(err, errlen, "%s: idlefetch.conf cannot hold it as it "
+		    "is: %s", m ? "--maildir" : "--secrets-dir", m ? m : d);
+	else if (has_ctl(o->source))
+		snprintf(err, errlen, "the fetchmailrc's name holds a control "
+		    "character");
+	else
+		return 0;
+	return -EINVAL;
+}
+
+/*
+ * With --keep-passwords, each password that the configuration cannot hold
+ * as it is goes to SECRETS_DIR/NAME.password, before anything is printed.
+ */
+static int
+save_passwords(const struct import *im, char **names,
+    const struct rcimport_opts *o, char *err, size_t errlen)
+{
+	int r = 0;
+
+	for (size_t i = 0; r == 0 && i < im->nacct; i++) {
+		const struct racct *a = &im->accts[i];
+		char why[512], *name;
+
+		if (!o->keep_passwords || !a->pass || !a->pass_why)
+			continue;
+		name = xasprintf("%s.password", names[i]);
+		if (strstr(o->secrets_dir, "${") != NULL) {
+			snprintf(why, sizeof(why), "--secrets-dir names a "
+			    "variable, not a directory to write it to");
+			r = -EINVAL;
+		} else {
+			r = secretfile_create(o->secrets_dir, name, a->pass,
+			    why, sizeof(why));
+		}
+		if (r < 0)
+			snprintf(err, errlen, "%s:%u: password of '%.100s': "
+			    "idlefetch.conf cannot hold it as it is (%s), and "
+			    "its password_file cannot be made: %s%s",
+			    o->source, a->pass_line, a->user, a->pass_why, why,
+			    r == -EEXIST ? " (remove it, or give another "
+					   "--secrets-dir)" : "");
+		free(name);
+	}
+	return r;
+}
+
+static void
+write_conf(FILE *out, const struct import *im, char **names,
+    const struct rcimport_opts *o)
+{
+	fprintf(out,
+	    "; idlefetch.conf made by `idlefetch import-fetchmailrc` "
+	    "from %s.\n; Read the comments, then check it with: "
+	    "idlefetch --check-config --config FILE\n\n[global]\n"
+	    "state_dir = /var/lib/idlefetch\n",
+	    o->source);
+	if (im->syslog)
+		fprintf(out, "log = syslog\n");
+	if (im->logfile)
+		fprintf(out, "; set logfile %s: idlefetch logs to stderr "
+			     "(the journal under systemd), syslog or "
+			     "JSON lines (log =)\n",
+		    im->logfile);
+	if (im->daemon)
+		fprintf(out, "; set daemon %u: idlefetch waits with IDLE "
+			     "and needs no polling; poll_interval = %u "
+			     "below is for servers without IDLE\n",
+		    im->daemon, im->daemon);
+	write_notes(out, &im->g, o);
+	for (size_t i = 0; i < im->nacct; i++)
+		write_account(out, &im->accts[i], names[i], o, im->daemon);
 }
 
 int
 rcimport(const char *text, const struct rcimport_opts *o, FILE *out,
     char *err, size_t errlen)
 {
-	struct lexer lx = { 0 };
-	struct racct g = { .keep = -1 }, defaults = { .keep = -1 }, srv, *accts = NULL;
-	size_t nacct = 0;
-	unsigned daemon = 0;
-	bool syslog = false;
-	char *logfile = NULL, **names;
-	struct tok *t;
-	int r = lex(&lx, text, o, err, errlen);
+	struct import im = { .g = { .keep = -1 }, .defaults = { .keep = -1 } };
+	char **names = NULL;
+	const struct rctok *t;
+	int r = check_opts(o, err, errlen);
 
-	while (r == 0 && (t = next(&lx)) != NULL) {
-		if (kw(t, "set")) {
-			r = set_stmt(&lx, &g, &daemon, &syslog, &logfile, o, err,
-			    errlen);
-			continue;
-		}
-		if (!kw(t, "poll") && !kw(t, "skip") && !kw(t, "server") &&
-		    !kw(t, "defaults")) {
-			snprintf(err, errlen,
-			    "%s:%u: '%s' where poll, skip, defaults or set "
-			    "was expected",
-			    o->source, t->line, t->s);
-			r = -EINVAL;
-			break;
-		}
-		racct_copy(&srv, &defaults);
-		srv.line = t->line;
-		srv.skip = kw(t, "skip");
-		if (!kw(t, "defaults")) {
-			struct tok *h = next(&lx);
-
-			if (h == NULL) {
-				snprintf(err, errlen, "%s:%u: '%s' needs a host",
-				    o->source, t->line, t->s);
-				racct_free(&srv);
-				r = -EINVAL;
-				break;
-			}
-			set_str(&srv.host, h->s);
-		}
-		/* Server options, then one block per user. */
-		while (r >= 0 && peek(&lx) && !starts_entry(peek(&lx))) {
-			struct tok *u = next(&lx);
-
-			if (kw(u, "user") || kw(u, "username")) {
-				struct racct a;
-				const char *v = value(&lx, u, o, err, errlen);
-
-				if (v == NULL) {
-					r = -EINVAL;
-					break;
-				}
-				racct_copy(&a, &srv);
-				set_str(&a.user, v);
-				while (r >= 0 && peek(&lx) &&
-				    !starts_entry(peek(&lx)) &&
-				    !kw(peek(&lx), "user") &&
-				    !kw(peek(&lx), "username")) {
-					struct tok *w = next(&lx);
-
-					/* "is LOCAL here" names a local user. */
-					if (lx.pos >= 2 &&
-					    kw(&lx.v[lx.pos - 2], "is")) {
-						set_str(&a.local, w->s);
-						continue;
-					}
-					if (option(&lx, w, &a, o, err, errlen) < 0)
-						r = -EINVAL;
-				}
-				accts = xrealloc(accts,
-				    (nacct + 1) * sizeof(*accts));
-				accts[nacct++] = a;
-				continue;
-			}
-			if (option(&lx, u, &srv, o, err, errlen) < 0)
-				r = -EINVAL;
-		}
-		if (kw(t, "defaults")) {
-			racct_free(&defaults);
-			defaults = srv;
+	if (r == 0)
+		r = rclex_new(text, o->source, &im.lx, err, errlen);
+	while (r == 0 && (t = rclex_next(im.lx)) != NULL) {
+		if (rclex_kw(t, "set")) {
+			r = set_stmt(&im, o, err, errlen);
+		} else if (rclex_starts_entry(t)) {
+			r = entry(&im, t, o, err, errlen);
 		} else {
-			racct_free(&srv);
+			snprintf(err, errlen, "%s:%u: '%s' where poll, skip, "
+			    "defaults or set was expected", o->source, t->line,
+			    t->s);
+			r = -EINVAL;
 		}
 	}
-	if (r >= 0 && nacct == 0) {
-		snprintf(err, errlen, "%s: no poll entry with a user", o->source);
+	if (r == 0 && im.nacct == 0) {
+		snprintf(err, errlen, "%s: no poll entry with a user",
+		    o->source);
 		r = -EINVAL;
 	}
-	if (r >= 0) {
-		fprintf(out,
-		    "; idlefetch.conf made by `idlefetch import-fetchmailrc` "
-		    "from %s.\n; Read the comments, then check it with: "
-		    "idlefetch --check-config --config FILE\n\n[global]\n"
-		    "state_dir = /var/lib/idlefetch\n",
-		    o->source);
-		if (syslog)
-			fprintf(out, "log = syslog\n");
-		if (logfile)
-			fprintf(out, "; set logfile %s: idlefetch logs to stderr "
-				     "(the journal under systemd), syslog or "
-				     "JSON lines (log =)\n",
-			    logfile);
-		if (daemon)
-			fprintf(out, "; set daemon %u: idlefetch waits with IDLE "
-				     "and needs no polling; poll_interval = %u "
-				     "below is for servers without IDLE\n",
-			    daemon, daemon);
-		if (g.notes)
-			fputs(g.notes, out);
-		names = xcalloc(nacct, sizeof(*names));
-		for (size_t i = 0; i < nacct; i++) {
-			names[i] = account_name(&accts[i], names, i);
-			write_account(out, &accts[i], names[i], o, daemon);
-		}
-		for (size_t i = 0; i < nacct; i++)
-			free(names[i]);
-		free(names);
+	if (r == 0) {
+		names = account_names(im.accts, im.nacct);
+		r = save_passwords(&im, names, o, err, errlen);
 	}
-	for (size_t i = 0; i < nacct; i++)
-		racct_free(&accts[i]);
-	free(accts);
-	racct_free(&defaults);
-	racct_free(&g);
-	free(logfile);
-	for (size_t i = 0; i < lx.n; i++)
-		free(lx.v[i].s);
-	free(lx.v);
-	return r < 0 ? r : 0;
+	if (r == 0)
+		write_conf(out, &im, names, o);
+	for (size_t i = 0; i < im.nacct; i++) {
+		racct_free(&im.accts[i]);
+		free(names ? names[i] : NULL);
+	}
+	free(names);
+	free(im.accts);
+	racct_free(&im.defaults);
+	racct_free(&im.g);
+	free(im.logfile);
+	rclex_free(im.lx);
+	return r;
 }

@@ -732,6 +732,58 @@ static void logged_in_go(struct session *s);
 static void poll_status(struct session *s);
 static void folder_news(struct session *s, const struct proto_resp *r);
 
+/*
+ * How strongly a folder's state claims its Maildir++ folder: when the
+ * state was last saved (-1: never), since the folder that delivered there
+ * last is the one whose mail it holds. Asked only of folders whose names
+ * share one, so this stat on the loop is as rare as such names (the
+ * account's lock is taken on the loop too).
+ */
+static int64_t
+state_claim(void *ud, const char *wire)
+{
+	struct session *s = ud;
+	char *path = state_path(s->o.state_dir, s->a->name, wire);
+	int64_t t = -1;
+	uv_fs_t req;
+
+	if (uv_fs_stat(s->loop, &req, path, NULL) == 0)
+		t = (int64_t)req.statbuf.st_mtim.tv_sec * 1000000000 +
+		    req.statbuf.st_mtim.tv_nsec;
+	uv_fs_req_cleanup(&req);
+	free(path);
+	return t;
+}
+
+/*
+ * Folders whose mail would go into one Maildir++ folder: only its owner
+ * is fetched. Warned of after logging in and when the clashes change,
+ * not at every round that lists the same ones again.
+ */
+static void
+settle_found(struct session *s)
+{
+	uint32_t mark;
+	enum log_level lvl;
+
+	folders_settle(&s->found, s->a, state_claim, s);
+	mark = folders_clash_mark(&s->found);
+	lvl =
+	    s->discover_login || mark != s->clash_mark ? LOGL_WARN : LOGL_DEBUG;
+	s->clash_mark = mark;
+	for (size_t i = 0; i < s->found.nclashes; i++) {
+		const struct folders_clash *c = &s->found.clashes[i];
+
+		LOG(s, lvl,
+		    "not fetching '%s': its mail would go into %s with "
+		    "that of '%s', %s; rename '%s' on the server to fetch it",
+		    c->name, c->dir, c->owner,
+		    c->by_state ? "whose Maildir folder it is" :
+				  "which sorts first and keeps it",
+		    c->name);
+	}
+}
+
 static void
 discover_done(void *ud, const struct proto_resp *r)
 {
@@ -744,14 +796,16 @@ discover_done(void *ud, const struct proto_resp *r)
 		send_discover(s, s->discover_login);
 		return;
 	}
-	if (r->status != PROTO_OK)
+	if (r->status != PROTO_OK) {
 		LOG(s, s->discover_login ? LOGL_WARN : LOGL_DEBUG,
 		    "cannot list the subscribed folders (%s); fetching the "
 		    "%zu folder(s) known so far",
 		    r->text, s->nmbs);
-	else
+	} else {
+		settle_found(s);
 		s->o.listed(s, s->o.ud, (const char *const *)s->found.names,
 		    s->found.n);
+	}
 	folders_free(&s->found);
 	if (s->stopping) {
 		session_enter(s, S_LOGOUT);

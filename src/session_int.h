@@ -112,6 +112,7 @@ struct session {
 	unsigned status_wait; /* STATUS replies still to come */
 	struct folder_set found; /* S_DISCOVER: what the server listed */
 	bool found_capped; /* ...and it listed over FOLDERS_MAX */
+	uint32_t clash_mark; /* folders_clash_mark() last warned of */
 	unsigned discover_pass; /* 1: the other of LSUB, LIST (SUBSCRIBED) */
 	bool discover_login; /* listing right after login, not a round */
 	bool relist; /* NOTIFY told of a folder created or removed */

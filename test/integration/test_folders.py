@@ -1,6 +1,7 @@
 """Many folders of one account: NOTIFY watches them all on one connection;
 without it, at most max_connections, the last polling with STATUS. Dovecot
 is limited to 10 connections per user and address, as it is by default."""
+import imaplib
 import os
 import re
 import subprocess
@@ -172,6 +173,143 @@ class FoldersTest(unittest.TestCase):
             lambda: folder_md(f, "F02").count() == 3 and
             folder_md(f, "F01").count() == 3, 20), f.log())
         self.assertEqual(f.stop(), 0)
+
+
+# Dovecot's Maildir++ layout refuses a '.' in a name when its separator is
+# '/'; its fs layout holds both a.b and a/b, as many servers do.
+FS_LAYOUT = "mail_location = maildir:%h/Maildir:LAYOUT=fs\n"
+CLASH = ["a.b", "a/b"]
+
+
+class MaildirClashTest(unittest.TestCase):
+    """folders = * where the server has both a.b and a/b: Maildir++ spells
+    both .a.b. One owner keeps it (the folder whose state has delivered
+    there; with no state, the name that sorts first, "a.b"), whatever the
+    order the server lists them in; the other is not fetched, and a
+    warning names both."""
+
+    def setUp(self):
+        self.env = fx.Env(extra=FS_LAYOUT)
+        self.d = self.env.dovecot
+        for name in CLASH:
+            self.d.doveadm("mailbox", "create", "-u", fx.USER, name)
+        self.sent = {name: [] for name in CLASH}
+
+    def tearDown(self):
+        self.env.close()
+
+    def subscribe(self, *names):
+        """Subscribes to names alone, in that order: Dovecot lists the
+        subscribed folders in the order of its subscriptions file."""
+        for name in CLASH:
+            self.d.doveadm("mailbox", "unsubscribe", "-u", fx.USER, name)
+        for name in names:
+            self.d.doveadm("mailbox", "subscribe", "-u", fx.USER, name)
+        self.assertEqual(self.listed(), list(names))
+
+    def listed(self):
+        """What LIST (SUBSCRIBED) says, in the server's order."""
+        m = imaplib.IMAP4("127.0.0.1", self.d.imap_port)
+        try:
+            m.login(fx.USER, fx.PASSWORD)
+            typ, _ = m._simple_command("LIST", "(SUBSCRIBED)", '""', '"*"')
+            self.assertEqual(typ, "OK")
+            lines = m.untagged_responses.get("LIST", [])
+            return [l.decode().rsplit(" ", 1)[1].strip('"') for l in lines
+                    if b"\\NonExistent" not in l and
+                    l.decode().rsplit(" ", 1)[1].strip('"') in CLASH]
+        finally:
+            m.logout()
+
+    def mail(self, name, i):
+        msg = fx.make_message(i)
+        self.d.save(msg, name)
+        self.sent[name].append(fx.message_id(msg))
+
+    def once(self, f):
+        """One --once pass; its exit code and the warnings it logged."""
+        start = len(f.log()) if os.path.exists(f.logfile) else 0
+        rc = f.once()
+        return rc, [l for l in f.log()[start:].splitlines()
+                    if " warn " in l]
+
+    def clash_warnings(self, warns, left_out, owner):
+        return [l for l in warns if f"not fetching '{left_out}'" in l and
+                f"that of '{owner}'" in l and "/.a.b" in l]
+
+    def assertHolds(self, f, owner):
+        ab = fx.Maildir(f"{f.maildir_path}/.a.b")
+        self.assertEqual(sorted(ab.message_ids()), sorted(self.sent[owner]),
+                         f.log()[-3000:])
+        self.assertEqual(f.md.count(), 0)
+        self.assertEqual(sorted(n for n in os.listdir(f.maildir_path)
+                                if n.startswith(".")), [".a.b"])
+
+    def test_the_folder_whose_state_owns_the_maildir_folder_keeps_it(self):
+        # a/b alone first: it delivers into .a.b, and its state says so.
+        self.subscribe("a/b")
+        self.mail("a/b", 1)
+        self.mail("a/b", 2)
+        self.mail("a.b", 3)
+        f = self.env.idlefetch(name="clash", folders="*")
+        rc, warns = self.once(f)
+        self.assertEqual(rc, 0, f.log()[-3000:])
+        self.assertEqual([l for l in warns if "not fetching" in l], [])
+        self.assertHolds(f, "a/b")
+        # a.b subscribed too, listed first, sorting first: a/b keeps .a.b.
+        for i, order in enumerate((["a.b", "a/b"], ["a/b", "a.b"])):
+            self.subscribe(*order)
+            self.mail("a/b", 10 + i)
+            self.mail("a.b", 20 + i)
+            rc, warns = self.once(f)
+            self.assertEqual(rc, 0, f.log()[-3000:])
+            self.assertHolds(f, "a/b")
+            self.assertEqual(len(self.clash_warnings(warns, "a.b", "a/b")),
+                             1, warns)
+        self.assertEqual(len(self.sent["a/b"]), 4)
+
+    def test_without_state_the_name_that_sorts_first_keeps_it(self):
+        # Listed first: a/b; "a.b" sorts first ('.' before '/').
+        self.subscribe("a/b", "a.b")
+        self.mail("a.b", 1)
+        self.mail("a/b", 2)
+        f = self.env.idlefetch(name="clash", folders="*")
+        rc, warns = self.once(f)
+        self.assertEqual(rc, 0, f.log()[-3000:])
+        self.assertHolds(f, "a.b")
+        self.assertEqual(len(self.clash_warnings(warns, "a/b", "a.b")), 1,
+                         warns)
+        # The opposite order next time: the same owner.
+        self.subscribe("a.b", "a/b")
+        self.mail("a.b", 3)
+        self.mail("a/b", 4)
+        rc, warns = self.once(f)
+        self.assertEqual(rc, 0, f.log()[-3000:])
+        self.assertHolds(f, "a.b")
+        self.assertEqual(len(self.clash_warnings(warns, "a/b", "a.b")), 1,
+                         warns)
+
+    def test_the_daemon_warns_once_not_at_every_round(self):
+        self.subscribe("a/b", "a.b")
+        self.mail("a.b", 1)
+        self.mail("a/b", 2)
+        f = self.env.idlefetch(name="clash", folders="*",
+                               extra="poll_interval = 1\n").start("-v")
+        # Without NOTIFY (not in the test Dovecot's capabilities), the
+        # subscribed folders are listed again every poll_interval.
+        self.assertTrue(fx.wait_until(
+            lambda: f.log().count("LIST (SUBSCRIBED)") >= 4, 30),
+            f.log()[-3000:])
+        self.mail("a.b", 3)
+        self.mail("a/b", 4)
+        self.assertTrue(fx.wait_until(
+            lambda: fx.Maildir(f"{f.maildir_path}/.a.b").count() == 2, 20),
+            f.log()[-3000:])
+        self.assertEqual(f.stop(), 0)
+        self.assertHolds(f, "a.b")
+        warns = [l for l in f.log().splitlines() if " warn " in l]
+        self.assertEqual(len(self.clash_warnings(warns, "a/b", "a.b")), 1,
+                         warns)
 
 
 class ManyAccountsTest(unittest.TestCase):
