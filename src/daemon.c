@@ -41,7 +41,6 @@
 #include "idlefetch/spawn.h"
 #include "idlefetch/state.h"
 #include "idlefetch/status.h"
-#include "idlefetch/sync.h"
 #include "idlefetch/tls.h"
 #include "idlefetch/util.h"
 
@@ -243,7 +242,6 @@ add_session(struct unit *u, size_t first, size_t n)
 		.ssl_ctx = u->ctx,
 		.once = u->d->once,
 		.status = &u->recs[first],
-		.sync = &mailbox_sync_ops,
 		.gate = &u->d->gate,
 		.done = on_session_done,
 		/* Only the account's first connection holds every folder. */

@@ -1,14 +1,17 @@
 /*
- * session: the state machine of one connection (account + its folders).
+ * session: the scheduler of one account's connection and its folders.
  *
- *   PREPARE -> [QUEUED] -> CONNECT -> [TLS] -> GREETING -> [STARTTLS ->
- *   TLS] -> CAPABILITY -> AUTH -> [DISCOVER] -> [NOTIFY] -> (SELECT ->
- *   SYNC) for each folder -> IDLE | POLL_WAIT -> [DISCOVER] [STATUS] ->
- *   SELECT ...; any error -> BACKOFF -> CONNECT; stop -> LOGOUT -> DONE
+ *   PREPARE -> [QUEUED] -> CONNECT (the connection logs in) -> [DISCOVER]
+ *   -> [NOTIFY] -> (SELECT -> SYNC) for each folder -> IDLE | POLL_WAIT ->
+ *   [DISCOVER] [STATUS] -> SELECT ...; any error -> BACKOFF -> CONNECT;
+ *   stop -> LOGOUT -> DONE
  *
- * This file drives the connection: commands and their replies, timers,
- * login, IDLE and polling, errors and backoff; session_enter() is the one
- * place that changes its state. SYNC itself (reconcile, verify, what to
+ * This file decides which folder is worked on and when: it selects them in
+ * turn, waits (IDLE through the connection, or a poll timer), asks the
+ * other folders with STATUS or NOTIFY, lists the subscribed folders, and
+ * backs off after errors; session_enter() is the one place that changes
+ * its state. The IMAP connection itself (login, tags, IDLE, timeouts) is
+ * conn.c's, reached through conn.h; SYNC (reconcile, verify, what to
  * fetch, batches, commits) is the mailbox sync's, in sync.c: it has its own
  * phases and hands the folder back through session_synced().
  */
@@ -17,104 +20,20 @@
 #include <ctype.h>
 
 #include "idlefetch/mutf7.h"
-#include "idlefetch/oauth.h"
 
-static const char *state_names[] = { "PREPARE", "CONNECT", "TLS", "GREETING",
-	"STARTTLS", "CAPABILITY", "TOKEN", "AUTH", "NOTIFY", "SELECT", "SYNC",
-	"IDLE_START", "IDLE", "IDLE_DONE", "POLL_WAIT", "STATUS", "DISCOVER",
-	"LOGOUT", "CLOSING", "BACKOFF", "QUEUED", "DONE" };
+static const char *state_names[] = { "PREPARE", "CONNECT", "NOTIFY",
+	"SELECT", "SYNC", "IDLE", "POLL_WAIT", "STATUS", "DISCOVER", "LOGOUT",
+	"CLOSING", "BACKOFF", "QUEUED", "DONE" };
 
 /*
- * Words kept from a reply for a later log line (a BYE's reason, a refused
- * SELECT's): on the heap only while held, not in every idle connection.
+ * Words kept from a reply for a later log line (a refused SELECT's): on
+ * the heap only while held, not in every idle connection.
  */
 static void
 set_text(char **dst, const char *src)
 {
 	free(*dst);
 	*dst = src ? xstrdup(src) : NULL;
-}
-
-/* ---- commands ---------------------------------------------------------- */
-
-static struct cmd *
-find_cmd(struct session *s, const char *tag)
-{
-	unsigned n;
-	char *end;
-
-	if (tag[0] != 'a')
-		return NULL;
-	n = (unsigned)strtoul(tag + 1, &end, 10);
-	if (*end != '\0')
-		return NULL;
-	for (size_t i = 0; i < s->ncmds; i++)
-		if (s->cmds[i].tag == n)
-			return &s->cmds[i];
-	return NULL;
-}
-
-static void
-drop_cmd(struct session *s, struct cmd *c)
-{
-	free(c->uids);
-	if (c->secret)
-		secret_free(c->secret);
-	*c = s->cmds[--s->ncmds];
-}
-
-/*
- * Sends "aN <text>\r\n" and records it. secret: the text holds credentials
- * and is not logged.
- */
-struct cmd *
-session_send_cmd(struct session *s, enum cmd_kind kind, bool secret,
-    const char *fmt, ...)
-{
-	struct cmd *c;
-	char *text, *line;
-	va_list ap;
-	int r;
-
-	if (s->ncmds == s->capcmds) {
-		s->capcmds = s->capcmds ? s->capcmds * 2 : 4;
-		s->cmds = xrealloc(s->cmds, s->capcmds * sizeof(*s->cmds));
-	}
-	va_start(ap, fmt);
-	if (vasprintf(&text, fmt, ap) < 0)
-		fatal("out of memory");
-	va_end(ap);
-	c = &s->cmds[s->ncmds++];
-	memset(c, 0, sizeof(*c));
-	c->tag = ++s->next_tag;
-	c->kind = kind;
-	line = xasprintf("a%u %s\r\n", c->tag, text);
-	if (log_enabled(LOGL_DEBUG)) {
-		if (secret)
-			LOG(s, LOGL_DEBUG, "C: a%u %.*s <credentials hidden>",
-			    c->tag, (int)strcspn(text, " "), text);
-		else
-			LOG(s, LOGL_DEBUG, "C: a%u %s", c->tag, text);
-	}
-	r = transport_write(s->tr, line, strlen(line));
-	OPENSSL_cleanse(line, strlen(line));
-	OPENSSL_cleanse(text, strlen(text));
-	free(line);
-	free(text);
-	if (r < 0)
-		LOG(s, LOGL_DEBUG, "write failed: %s", err_str(r));
-	return c;
-}
-
-void
-session_send_raw(struct session *s, const char *text, bool secret)
-{
-	char *line = xasprintf("%s\r\n", text);
-
-	LOG(s, LOGL_DEBUG, "C: %s", secret ? "<credentials hidden>" : text);
-	transport_write(s->tr, line, strlen(line));
-	OPENSSL_cleanse(line, strlen(line));
-	free(line);
 }
 
 /* ---- timers and states ------------------------------------------------- */
@@ -190,6 +109,7 @@ session_use(struct session *s, struct mbox *mb)
 {
 	s->mb = mb;
 	s->lane.maildir = mb->maildir;
+	conn_set_folder(s->conn, mb->name);
 }
 
 static void
@@ -198,36 +118,13 @@ arm(struct session *s, uint64_t ms)
 	uv_timer_start(&s->timer, timer_cb, ms, 0);
 }
 
-/* States that wait for the answer to a command: `timeout` bounds them. */
-static bool
-awaits_answer(enum session_state st)
-{
-	switch (st) {
-	case S_STARTTLS:
-	case S_CAPABILITY:
-	case S_AUTH:
-	case S_NOTIFY:
-	case S_SELECT:
-	case S_STATUS:
-	case S_DISCOVER:
-	case S_SYNC:
-	case S_IDLE_START:
-	case S_IDLE_DONE:
-		return true;
-	default:
-		return false;
-	}
-}
-
 /* Logged in and synced, for `idlefetch status`. */
 static bool
 state_is_up(const struct session *s, enum session_state st)
 {
 	switch (st) {
 	case S_SYNC:
-	case S_IDLE_START:
 	case S_IDLE:
-	case S_IDLE_DONE:
 	case S_POLL_WAIT:
 	case S_STATUS:
 		return true;
@@ -237,7 +134,7 @@ state_is_up(const struct session *s, enum session_state st)
 		return s->selected != NULL || s->mb->status->up;
 	case S_PREPARE:
 		/* A folder found on the server is made ready meanwhile. */
-		return s->conn_alive &&
+		return conn_alive(s->conn) &&
 		    (s->selected != NULL || s->mb->status->up);
 	case S_LOGOUT:
 	case S_DONE:
@@ -247,21 +144,63 @@ state_is_up(const struct session *s, enum session_state st)
 	}
 }
 
+/*
+ * What `idlefetch status` shows: while the connection logs in or IDLEs,
+ * its own state (GREETING, AUTH, IDLE ...), as the daemon counts them.
+ */
+static const char *
+shown_state(const struct session *s)
+{
+	enum conn_state cs = conn_state(s->conn);
+
+	if (s->state == S_CONNECT && cs != CONN_CLOSED)
+		return conn_state_name(cs);
+	if (s->state == S_IDLE && cs != CONN_READY && cs != CONN_CLOSED)
+		return conn_state_name(cs);
+	return state_names[s->state];
+}
+
+static void
+show_state(struct session *s)
+{
+	for (size_t i = 0; i < s->nmbs; i++)
+		status_set_state(s->mbs[i].status, shown_state(s),
+		    state_is_up(s, s->state));
+}
+
 static void close_conn(struct session *s);
+static void idle_over(void *ud, const struct proto_resp *r);
+static void logged_out(void *ud, const struct proto_resp *r);
+
+/* IDLE until the next round, if sooner than idle_refresh. */
+static uint64_t
+idle_wait_ms(const struct session *s)
+{
+	if (rounds(s) && poll_due_ms(s) < s->a->idle_refresh * 1000u)
+		return poll_due_ms(s);
+	return (uint64_t)s->a->idle_refresh * 1000;
+}
 
 void
 session_enter(struct session *s, enum session_state st)
 {
-	/* The entry action: what entering st says to the server. */
+	if (s->state != st)
+		LOG(s, LOGL_DEBUG, "state %s -> %s", state_names[s->state],
+		    state_names[st]);
+	s->state = st;
+	uv_timer_stop(&s->timer);
+	show_state(s);
+	/* The entry action, last: it may call back into the session. */
 	switch (st) {
-	case S_IDLE_START:
-		session_send_cmd(s, CMD_IDLE, false, "IDLE");
+	case S_IDLE:
+		conn_idle(s->conn, idle_wait_ms(s), idle_over, s);
 		break;
-	case S_IDLE_DONE:
-		session_send_raw(s, "DONE", false);
+	case S_POLL_WAIT:
+		arm(s, rounds(s) ? poll_due_ms(s) :
+				   (uint64_t)s->a->poll_interval * 1000);
 		break;
 	case S_LOGOUT:
-		session_send_cmd(s, CMD_LOGOUT, false, "LOGOUT");
+		conn_logout(s->conn, logged_out, s);
 		break;
 	case S_CLOSING:
 		close_conn(s);
@@ -269,62 +208,6 @@ session_enter(struct session *s, enum session_state st)
 	default:
 		break;
 	}
-	if (s->state != st)
-		LOG(s, LOGL_DEBUG, "state %s -> %s", state_names[s->state],
-		    state_names[st]);
-	s->state = st;
-	for (size_t i = 0; i < s->nmbs; i++)
-		status_set_state(s->mbs[i].status, state_names[st],
-		    state_is_up(s, st));
-	uv_timer_stop(&s->timer);
-	if (awaits_answer(st)) {
-		s->progress_at = uv_now(s->loop);
-		arm(s, TIMEOUT_MS(s));
-		return;
-	}
-	switch (st) {
-	case S_CONNECT:
-	case S_TLS:
-	case S_GREETING:
-		arm(s, TIMEOUT_MS(s));
-		break;
-	case S_IDLE:
-		/* The next round, if sooner. */
-		if (rounds(s) && poll_due_ms(s) < s->a->idle_refresh * 1000u)
-			arm(s, poll_due_ms(s));
-		else
-			arm(s, (uint64_t)s->a->idle_refresh * 1000);
-		break;
-	case S_POLL_WAIT:
-		arm(s, rounds(s) ? poll_due_ms(s) :
-				   (uint64_t)s->a->poll_interval * 1000);
-		break;
-	case S_LOGOUT:
-		arm(s, LOGOUT_TIMEOUT_MS);
-		break;
-	default:
-		break;
-	}
-}
-
-/*
- * The server moved an answer forward: a tagged reply, a line of the
- * listing, bytes of a message. Only these restart the timeout; an
- * untagged "* OK still here" or a greeting trickled byte by byte does not,
- * so `timeout` bounds the time to each answer, as promised.
- */
-void
-session_progress(struct session *s)
-{
-	/*
-	 * Message bytes call this for every chunk; the timeout has whole
-	 * seconds, so re-arming it once a second is as good and cheaper.
-	 */
-	if (!awaits_answer(s->state) ||
-	    uv_now(s->loop) - s->progress_at < 1000)
-		return;
-	s->progress_at = uv_now(s->loop);
-	arm(s, TIMEOUT_MS(s));
 }
 
 /* ---- the gate: a few connections set up at a time ------------------------- */
@@ -373,22 +256,9 @@ static void
 close_conn(struct session *s)
 {
 	gate_release(s);
-	if (s->tr) {
-		transport_free(s->tr);
-		s->tr = NULL;
-	}
-	s->conn_alive = false;
-	framer_reset(s->fr);
-	s->o.sync->reset(s);
-	for (size_t i = 0; i < s->ncmds; i++) {
-		free(s->cmds[i].uids);
-		secret_free(s->cmds[i].secret);
-	}
-	s->ncmds = 0;
+	conn_close(s->conn);
+	mailbox_reset(s);
 	set_text(&s->select_err, NULL);
-	set_text(&s->why, NULL);
-	if (s->o.oauth)
-		oauth_cancel(s->o.oauth, s); /* it may wait for a token */
 	s->selected = NULL;
 	s->notify = false;
 	s->status_wait = 0;
@@ -402,7 +272,7 @@ close_conn(struct session *s)
 static void
 backoff(struct session *s)
 {
-	unsigned delay;
+	unsigned delay, retry_ms;
 
 	/*
 	 * A connection that stayed up or brought mail was healthy: start over
@@ -420,9 +290,9 @@ backoff(struct session *s)
 	delay =
 	    s->backoff_ms / 2 + (unsigned)(random() % (s->backoff_ms / 2 + 1));
 	/* A throttling server's suggested wait, at the least. */
-	if (s->retry_ms > delay)
-		delay = s->retry_ms;
-	s->retry_ms = 0;
+	retry_ms = conn_take_retry_ms(s->conn);
+	if (retry_ms > delay)
+		delay = retry_ms;
 	s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS :
 							     s->backoff_ms * 2;
 	LOG(s, LOGL_INFO, "reconnecting in %.1f s", delay / 1000.0);
@@ -462,9 +332,9 @@ session_finish(struct session *s)
 void
 session_settle(struct session *s)
 {
-	if (s->conn_alive)
+	if (conn_alive(s->conn))
 		return;
-	s->o.sync->pump_commits(s);
+	mailbox_pump_commits(s);
 	if (s->job_busy || !lane_idle(&s->lane))
 		return;
 	if (s->state == S_DONE)
@@ -528,184 +398,6 @@ session_folder_stop(struct session *s, int err, const char *fmt, ...)
 	return true;
 }
 
-/* ---- connection setup -------------------------------------------------------- */
-
-/*
- * AUTHENTICATE XOAUTH2 or OAUTHBEARER with the token. A refusal comes as
- * a "+" with the server's reasons (base64 JSON), answered with an empty
- * response (XOAUTH2) or %x01 (OAUTHBEARER, RFC 7628 3.2.3), then NO.
- */
-static void
-send_oauth(struct session *s, const char *token)
-{
-	bool x = s->a->auth == AUTH_XOAUTH2;
-	const char *mech = x ? "XOAUTH2" : "OAUTHBEARER";
-	char *b64;
-
-	if (!(s->caps & (x ? CAP_AUTH_XOAUTH2 : CAP_AUTH_OAUTHBEARER))) {
-		session_fail(s, IDLEFETCH_ECAPA,
-		    "auth = %s but the server does not offer AUTH=%s; not "
-		    "logging in",
-		    x ? "xoauth2" : "oauthbearer", mech);
-		return;
-	}
-	b64 = oauth_response(s->a->auth, s->a->username, token, s->a->host,
-	    s->a->port);
-	s->oauth_gen = oauth_generation(s->o.oauth);
-	set_text(&s->why, NULL);
-	if (s->caps & CAP_SASL_IR) {
-		session_send_cmd(s, CMD_AUTH, true, "AUTHENTICATE %s %s", mech,
-		    b64);
-	} else {
-		session_send_cmd(s, CMD_AUTH, false, "AUTHENTICATE %s", mech);
-		s->cmds[s->ncmds - 1].secret = xstrdup(b64);
-	}
-	OPENSSL_cleanse(b64, strlen(b64));
-	free(b64);
-	session_enter(s, S_AUTH);
-}
-
-static void
-token_cb(void *ud, const char *token, const char *err)
-{
-	struct session *s = ud;
-
-	if (s->state != S_TOKEN)
-		return;
-	if (token == NULL) {
-		session_fail(s, IDLEFETCH_EAUTH, "%s", err);
-		return;
-	}
-	s->oauth_fresh = true;
-	send_oauth(s, token);
-}
-
-/* The server refused the token: its reasons, decoded, for the log. */
-static void
-oauth_challenge(struct session *s, const char *text)
-{
-	char why[256];
-
-	oauth_describe_challenge(text, why, sizeof(why));
-	set_text(&s->why, why);
-	session_send_raw(s, s->a->auth == AUTH_XOAUTH2 ? "" : "AQ==", false);
-}
-
-static void
-send_auth(struct session *s)
-{
-	const struct account *a = s->a;
-	size_t ul, pl;
-	char qu[1024], qp[1024];
-
-	if (s->o.ssl_ctx && !transport_is_tls(s->tr))
-		fatal("credentials about to be sent without TLS");
-	if (a->auth != AUTH_PASSWORD) {
-		const char *token = oauth_token(s->o.oauth);
-
-		s->oauth_fresh = false;
-		if (token) {
-			send_oauth(s, token);
-			return;
-		}
-		/* Nothing fresh: the command runs, the connection waits. */
-		session_enter(s, S_TOKEN);
-		oauth_fetch(s->o.oauth, token_cb, s);
-		return;
-	}
-	ul = strlen(a->username);
-	pl = strlen(a->password);
-	if (s->caps & CAP_AUTH_PLAIN) {
-		size_t rawlen = ul + pl + 2;
-		unsigned char *raw = xmalloc(rawlen);
-		char *b64 = xmalloc(4 * ((rawlen + 2) / 3) + 1);
-
-		raw[0] = '\0';
-		memcpy(raw + 1, a->username, ul);
-		raw[ul + 1] = '\0';
-		memcpy(raw + ul + 2, a->password, pl);
-		EVP_EncodeBlock((unsigned char *)b64, raw, (int)rawlen);
-		OPENSSL_cleanse(raw, rawlen);
-		free(raw);
-		if (s->caps & CAP_SASL_IR) {
-			session_send_cmd(s, CMD_AUTH, true,
-			    "AUTHENTICATE PLAIN %s", b64);
-		} else {
-			session_send_cmd(s, CMD_AUTH, false,
-			    "AUTHENTICATE PLAIN");
-			/* The response goes out after the server's "+". */
-			s->cmds[s->ncmds - 1].secret = xstrdup(b64);
-		}
-		OPENSSL_cleanse(b64, strlen(b64));
-		free(b64);
-		session_enter(s, S_AUTH);
-		return;
-	}
-	if (s->caps & CAP_LOGINDISABLED) {
-		session_fail(s, IDLEFETCH_ECAPA,
-		    "server refuses LOGIN "
-		    "(LOGINDISABLED) and offers no AUTH=PLAIN; not logging in");
-		return;
-	}
-	if (proto_quote(qu, sizeof(qu), a->username) < 0 ||
-	    proto_quote(qp, sizeof(qp), a->password) < 0) {
-		s->fatal_err = true;
-		session_fail(s, -EINVAL,
-		    "username or password has bytes LOGIN "
-		    "cannot carry and the server offers no AUTH=PLAIN");
-		return;
-	}
-	session_send_cmd(s, CMD_AUTH, true, "LOGIN %s %s", qu, qp);
-	OPENSSL_cleanse(qp, sizeof(qp));
-	session_enter(s, S_AUTH);
-}
-
-/*
- * A refused token is not used again. One the command had just printed
- * means the account itself is refused (retried slowly); one that was kept
- * from before has merely expired early: a new one, at once.
- */
-static void
-oauth_rejected(struct session *s, const struct proto_resp *r)
-{
-	char reason[300];
-
-	oauth_refused(s->o.oauth, s->oauth_gen);
-	snprintf(reason, sizeof(reason), "%s%s%s", r->text,
-	    s->why ? "; the server says: " : "", s->why ? s->why : "");
-	set_text(&s->why, NULL);
-	if (s->oauth_fresh) {
-		session_fail(s, IDLEFETCH_EAUTH,
-		    "login rejected for user %s with a new token: %s",
-		    s->a->username, reason);
-		return;
-	}
-	LOG(s, LOGL_WARN,
-	    "the server refused the kept token for user %s (%s); running "
-	    "oauth_token_command again",
-	    s->a->username, reason);
-	s->backoff_ms = BACKOFF_MIN_MS;
-	session_fail(s, -EKEYEXPIRED, "reconnecting with a new token");
-}
-
-/* Capabilities known: STARTTLS if asked for, else log in. */
-static void
-after_caps(struct session *s)
-{
-	if (s->a->tls == TLS_MODE_STARTTLS && !transport_is_tls(s->tr)) {
-		if (!(s->caps & CAP_STARTTLS)) {
-			session_fail(s, IDLEFETCH_ECAPA,
-			    "tls = starttls but the server "
-			    "does not offer STARTTLS; not logging in");
-			return;
-		}
-		session_send_cmd(s, CMD_STARTTLS, false, "STARTTLS");
-		session_enter(s, S_STARTTLS);
-		return;
-	}
-	send_auth(s);
-}
-
 /*
  * Whether a name the server listed, with its hierarchy delimiter, is the
  * configured name below some prefix: the configured levels, separated by
@@ -743,6 +435,9 @@ names_same_folder(const char *listed, char delim, const char *want)
  * INBOX.Lists.dev for Lists/dev on Courier and Cyrus, whose personal
  * namespace is "INBOX." with "." between levels.
  */
+static void lookup_done(void *ud, const struct proto_resp *r);
+static void lookup_line(void *ud, const struct proto_resp *r);
+
 static void
 send_lookup(struct session *s)
 {
@@ -757,7 +452,8 @@ send_lookup(struct session *s)
 	if (proto_quote(mbox, sizeof(mbox), pattern) < 0)
 		fatal("folder name '%s' cannot be quoted", s->lookup);
 	s->lookup_found = false;
-	session_send_cmd(s, CMD_LISTMB, false, "LIST \"\" %s", mbox);
+	conn_cmd(s->conn, HAS_LIST, lookup_done, lookup_line, s,
+	    "LIST \"\" %s", mbox);
 	session_enter(s, S_SELECT);
 }
 
@@ -794,8 +490,12 @@ folder_skip(struct session *s, const char *fmt, ...)
 }
 
 static void
-lookup_done(struct session *s, const struct proto_resp *r)
+lookup_done(void *ud, const struct proto_resp *r)
 {
+	struct session *s = ud;
+
+	if (r == NULL)
+		return;
 	if (r->status != PROTO_OK) {
 		session_fail(s, IDLEFETCH_EPROTO, "LIST failed: %s", r->text);
 		return;
@@ -842,6 +542,8 @@ lookup_done(struct session *s, const struct proto_resp *r)
 		    s->a->move_to);
 }
 
+static void select_done(void *ud, const struct proto_resp *r);
+
 static void
 send_select(struct session *s)
 {
@@ -870,7 +572,7 @@ send_select(struct session *s)
 	 * EXAMINE: Courier's UIDs may then shift, which the sync recovers
 	 * from by itself.
 	 */
-	session_send_cmd(s, CMD_SELECT, false, "%s %s",
+	conn_cmd(s->conn, 0, select_done, NULL, s, "%s %s",
 	    s->a->read_only ? "EXAMINE" : "SELECT", mbox);
 	session_enter(s, S_SELECT);
 }
@@ -892,7 +594,26 @@ selected(struct session *s)
 	    "delivered UID %u",
 	    s->exists, s->uidvalidity, s->mb->st.last_uid);
 	session_enter(s, S_SYNC);
-	s->o.sync->begin(s);
+	mailbox_begin(s);
+}
+
+static void
+select_done(void *ud, const struct proto_resp *r)
+{
+	struct session *s = ud;
+
+	if (r == NULL)
+		return;
+	if (r->status != PROTO_OK) {
+		/* Look for a name ending in it: INBOX.Lists for Lists. */
+		set_text(&s->select_err, r->text[0] ? r->text : "refused");
+		s->lookup = s->mb->wire;
+		s->lookup_pass = 1;
+		set_text(&s->lookup_guess, NULL);
+		send_lookup(s);
+		return;
+	}
+	selected(s);
 }
 
 /* ---- folders in turn ---------------------------------------------------------- */
@@ -911,6 +632,27 @@ find_mbox(struct session *s, const char *name)
 	return NULL;
 }
 
+static void
+notify_done(void *ud, const struct proto_resp *r)
+{
+	struct session *s = ud;
+
+	if (r == NULL)
+		return;
+	if (r->status == PROTO_OK) {
+		s->notify = true;
+		LOG(s, LOGL_INFO,
+		    "watching %zu folders on one connection (NOTIFY)",
+		    live_folders(s));
+	} else {
+		LOG(s, LOGL_WARN,
+		    "NOTIFY refused (%s); polling the other folders "
+		    "with STATUS every %u s",
+		    r->text, s->a->poll_interval);
+	}
+	session_synced(s);
+}
+
 /*
  * NOTIFY (RFC 5465): news of the selected folder as EXISTS, of the others
  * as STATUS with their UIDNEXT, on this one connection.
@@ -926,7 +668,7 @@ send_notify(struct session *s, bool again)
 	 * connection, but does after NOTIFY NONE and SET again.
 	 */
 	if (again)
-		session_send_cmd(s, CMD_NOTIFY_NONE, false, "NOTIFY NONE");
+		conn_cmd(s->conn, 0, NULL, NULL, NULL, "NOTIFY NONE");
 	/*
 	 * Set again (new folders, an overflow): mail that came while the
 	 * server changed over may have gone untold. STATUS has it tell every
@@ -952,7 +694,7 @@ send_notify(struct session *s, bool again)
 	 */
 	snprintf(line + len, cap - len, ") (MessageNew MessageExpunge))%s",
 	    s->o.listed ? " (personal (MailboxName SubscriptionChange))" : "");
-	session_send_cmd(s, CMD_NOTIFY, false, "%s", line);
+	conn_cmd(s->conn, 0, notify_done, NULL, s, "%s", line);
 	free(line);
 	session_enter(s, S_NOTIFY);
 }
@@ -961,6 +703,9 @@ send_notify(struct session *s, bool again)
  * folders = *: LSUB, or LIST (SUBSCRIBED) where LSUB is refused (IMAP4rev2
  * has no LSUB). login: right after logging in, before any folder is synced.
  */
+static void discover_done(void *ud, const struct proto_resp *r);
+static void discover_line(void *ud, const struct proto_resp *r);
+
 static void
 send_discover(struct session *s, bool login)
 {
@@ -974,10 +719,10 @@ send_discover(struct session *s, bool login)
 	 * LIST (SUBSCRIBED) marks a subscribed folder that no longer exists
 	 * \NonExistent; LSUB goes on naming it as if it did.
 	 */
-	session_send_cmd(s, CMD_DISCOVER, false, "%s",
-	    (s->discover_pass == 0) != !!(s->caps & CAP_LIST_EXTENDED) ?
+	conn_cmd(s->conn, HAS_LIST, discover_done, discover_line, s, "%s",
+	    (s->discover_pass == 0) != !!(conn_caps(s->conn) & CAP_LIST_EXTENDED) ?
 		"LSUB \"\" \"*\"" :
-		(s->caps & CAP_SPECIAL_USE) ?
+		(conn_caps(s->conn) & CAP_SPECIAL_USE) ?
 		"LIST (SUBSCRIBED) \"\" \"*\" RETURN (SPECIAL-USE)" :
 		"LIST (SUBSCRIBED) \"\" \"*\"");
 	session_enter(s, S_DISCOVER);
@@ -985,6 +730,7 @@ send_discover(struct session *s, bool login)
 
 static void logged_in_go(struct session *s);
 static void poll_status(struct session *s);
+static void folder_news(struct session *s, const struct proto_resp *r);
 
 /*
  * How strongly a folder's state claims its Maildir++ folder: when the
@@ -1039,8 +785,12 @@ settle_found(struct session *s)
 }
 
 static void
-discover_done(struct session *s, const struct proto_resp *r)
+discover_done(void *ud, const struct proto_resp *r)
 {
+	struct session *s = ud;
+
+	if (r == NULL)
+		return;
 	if (r->status != PROTO_OK && s->discover_pass == 0) {
 		s->discover_pass = 1;
 		send_discover(s, s->discover_login);
@@ -1092,17 +842,36 @@ static void
 logged_in_go(struct session *s)
 {
 	if (s->nmbs > 1 && !s->split_asked && s->o.split && !s->stopping &&
-	    !s->o.once && !(s->caps & CAP_NOTIFY) && s->a->idle &&
-	    (s->caps & CAP_IDLE) && !s->mbs[0].dead) {
+	    !s->o.once && !(conn_caps(s->conn) & CAP_NOTIFY) && s->a->idle &&
+	    (conn_caps(s->conn) & CAP_IDLE) && !s->mbs[0].dead) {
 		s->split_asked = true;
 		s->o.split(s, s->o.ud);
 	}
-	if ((live_folders(s) > 1 || s->o.listed) && (s->caps & CAP_NOTIFY) &&
+	if ((live_folders(s) > 1 || s->o.listed) && (conn_caps(s->conn) & CAP_NOTIFY) &&
 	    s->a->idle && !s->o.once) {
 		send_notify(s, false);
 		return;
 	}
 	session_synced(s);
+}
+
+static void
+status_done(void *ud, const struct proto_resp *r)
+{
+	struct session *s = ud;
+
+	if (r == NULL)
+		return;
+	if (r->status != PROTO_OK)
+		LOG(s, LOGL_DEBUG, "STATUS refused: %s", r->text);
+	if (s->status_wait > 0 && --s->status_wait == 0)
+		session_synced(s);
+}
+
+static void
+status_line(void *ud, const struct proto_resp *r)
+{
+	folder_news(ud, r);
 }
 
 /* Asks every folder but the selected one for its UIDNEXT. */
@@ -1121,7 +890,7 @@ poll_status(struct session *s)
 			continue;
 		if (proto_quote(q, sizeof(q), mb->wire) < 0)
 			fatal("folder name '%s' cannot be quoted", mb->wire);
-		session_send_cmd(s, CMD_STATUS, false,
+		conn_cmd(s->conn, HAS_STATUS, status_done, status_line, s,
 		    "STATUS %s (UIDNEXT UIDVALIDITY)", q);
 		s->status_wait++;
 	}
@@ -1147,9 +916,8 @@ folder_news(struct session *s, const struct proto_resp *r)
 			LOG(s, LOGL_DEBUG, "%s has news (UIDNEXT %u)",
 			    mb->name, r->status_uidnext);
 		mb->pending = true;
-		if (s->state == S_IDLE) {
-			session_enter(s, S_IDLE_DONE);
-		}
+		if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
+			conn_idle_done(s->conn);
 	}
 }
 
@@ -1202,7 +970,7 @@ session_synced(struct session *s)
 		session_use(s, next);
 		if (next == s->selected) {
 			session_enter(s, S_SYNC);
-			s->o.sync->again(s);
+			mailbox_again(s);
 		} else
 			send_select(s);
 		return;
@@ -1224,7 +992,7 @@ session_synced(struct session *s)
 	 */
 	for (size_t i = 0; i < s->nmbs; i++) {
 		struct mbox *first = &s->mbs[i];
-		bool idles = !s->notify && s->a->idle && (s->caps & CAP_IDLE);
+		bool idles = !s->notify && s->a->idle && (conn_caps(s->conn) & CAP_IDLE);
 
 		if (!usable_folder(first))
 			continue;
@@ -1243,8 +1011,8 @@ session_synced(struct session *s)
 	}
 	s->back_to_first = false;
 	session_use(s, s->selected);
-	if (s->a->idle && (s->caps & CAP_IDLE)) {
-		session_enter(s, S_IDLE_START);
+	if (s->a->idle && (conn_caps(s->conn) & CAP_IDLE)) {
+		session_enter(s, S_IDLE);
 		return;
 	}
 	session_enter(s, S_POLL_WAIT);
@@ -1252,413 +1020,216 @@ session_synced(struct session *s)
 
 /* ---- responses --------------------------------------------------------------- */
 
-/* A busy server's suggested wait, kept for the next backoff. */
+/* NOTIFY: a folder was created, removed or (un)subscribed. */
 static void
-server_busy(struct session *s, const struct proto_resp *r)
+list_news(struct session *s, const struct proto_resp *r)
 {
-	if ((r->has & HAS_BUSY) && r->retry_ms > s->retry_ms)
-		s->retry_ms = r->retry_ms;
+	if (!s->o.listed || !s->notify)
+		return;
+	s->relist = true;
+	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
+		conn_idle_done(s->conn);
 }
 
+/* A line of the subscribed folders' listing (or NOTIFY's news). */
 static void
-on_tagged(struct session *s, const struct proto_resp *r)
+discover_line(void *ud, const struct proto_resp *r)
 {
-	struct cmd *c = find_cmd(s, r->tag);
-	struct cmd copy;
+	struct session *s = ud;
+	enum log_level quiet = s->discover_login ? LOGL_WARN : LOGL_DEBUG;
+	char why[512];
 
-	if (c == NULL) {
-		session_fail(s, IDLEFETCH_EPROTO,
-		    "server answered unknown tag %s", r->tag);
+	/* Only the subscribed: NOTIFY may slip in news of any other. */
+	if (!(r->list_flags & (LISTF_LSUB | LISTF_SUBSCRIBED))) {
+		list_news(s, r);
 		return;
 	}
-	copy = *c;
-	c->uids = NULL;
-	c->secret = NULL;
-	drop_cmd(s, c);
-	if (r->has & HAS_CAPS)
-		s->caps = r->caps;
-	if (r->status != PROTO_OK && (r->has & HAS_BUSY)) {
-		/* Not a refusal: not a bad password, not a missing folder. */
-		free(copy.uids);
-		secret_free(copy.secret);
-		server_busy(s, r);
-		session_fail(s, -EAGAIN,
-		    "the server is busy (%s); trying again later", r->text);
-		return;
-	}
-	switch (copy.kind) {
-	case CMD_CAPABILITY:
-		if (r->status != PROTO_OK)
-			session_fail(s, IDLEFETCH_EPROTO,
-			    "CAPABILITY failed: %s", r->text);
-		else if (s->state == S_CAPABILITY)
-			after_caps(s);
-		else
-			logged_in(s);
+	switch (folders_add(&s->found, s->a, r->mailbox, r->list_delim,
+	    r->list_flags, why, sizeof(why))) {
+	case FOLDERS_BAD_NAME:
+		LOG(s, quiet, "not fetching a subscribed folder: %s", why);
 		break;
-	case CMD_STARTTLS:
-		if (r->status != PROTO_OK) {
-			session_fail(s, IDLEFETCH_ETLS, "STARTTLS refused: %s",
-			    r->text);
-			break;
-		}
-		session_enter(s, S_TLS);
-		if (transport_start_tls(s->tr, s->o.ssl_ctx, s->a->host) < 0)
-			session_fail(s, IDLEFETCH_ETLS, "cannot start TLS");
+	case FOLDERS_VIRTUAL:
+		LOG(s, s->discover_login ? LOGL_INFO : LOGL_DEBUG,
+		    "not fetching a subscribed folder: %s", why);
 		break;
-	case CMD_AUTH:
-		secret_free(copy.secret);
-		if (r->status != PROTO_OK && s->a->auth != AUTH_PASSWORD) {
-			oauth_rejected(s, r);
-			break;
-		}
-		if (r->status != PROTO_OK) {
-			session_fail(s, IDLEFETCH_EAUTH,
-			    "login rejected for user %s: %s", s->a->username,
-			    r->text);
-			break;
-		}
-		LOG(s, LOGL_INFO, "logged in as %s%s", s->a->username,
-		    transport_is_tls(s->tr) ? " over TLS" : " without TLS");
-		if (r->has & HAS_CAPS) {
-			logged_in(s);
-		} else {
-			session_send_cmd(s, CMD_CAPABILITY, false,
-			    "CAPABILITY");
-			session_enter(s, S_SELECT);
-		}
-		break;
-	case CMD_VERIFY:
-		s->o.sync->tagged(s, &copy, r);
-		break;
-	case CMD_LISTMB:
-		lookup_done(s, r);
-		break;
-	case CMD_DISCOVER:
-		discover_done(s, r);
-		break;
-	case CMD_NOTIFY_NONE:
-		break; /* the SET after it tells */
-	case CMD_NOTIFY:
-		if (r->status == PROTO_OK) {
-			s->notify = true;
-			LOG(s, LOGL_INFO,
-			    "watching %zu folders on one connection (NOTIFY)",
-			    live_folders(s));
-		} else {
-			LOG(s, LOGL_WARN,
-			    "NOTIFY refused (%s); polling the other folders "
-			    "with STATUS every %u s",
-			    r->text, s->a->poll_interval);
-		}
-		session_synced(s);
-		break;
-	case CMD_STATUS:
-		if (r->status != PROTO_OK)
-			LOG(s, LOGL_DEBUG, "STATUS refused: %s", r->text);
-		if (s->status_wait > 0 && --s->status_wait == 0)
-			session_synced(s);
-		break;
-	case CMD_SELECT:
-		if (r->status != PROTO_OK) {
-			/* Look for a name ending in it: INBOX.Lists for Lists. */
-			set_text(&s->select_err,
-			    r->text[0] ? r->text : "refused");
-			s->lookup = s->mb->wire;
-			s->lookup_pass = 1;
-			set_text(&s->lookup_guess, NULL);
-			send_lookup(s);
-			break;
-		}
-		selected(s);
-		break;
-	case CMD_LIST:
-	case CMD_FETCH:
-	case CMD_COPY:
-	case CMD_MOVE:
-	case CMD_STORE:
-	case CMD_EXPUNGE:
-		/* The mailbox sync's commands: it takes the reply. */
-		s->o.sync->tagged(s, &copy, r);
-		break;
-	case CMD_IDLE:
-		if (r->status != PROTO_OK) {
-			session_fail(s, IDLEFETCH_EPROTO, "IDLE failed: %s",
-			    r->text);
-			break;
-		}
-		if (s->stopping) {
-			session_enter(s, S_LOGOUT);
-			break;
-		}
-		woke(s);
-		break;
-	case CMD_LOGOUT:
-		close_conn(s);
-		session_finish(s);
+	case FOLDERS_TOO_MANY:
+		if (!s->found_capped)
+			LOG(s, quiet,
+			    "the server lists more than %d subscribed "
+			    "folders; fetching the first %d",
+			    FOLDERS_MAX, FOLDERS_MAX);
+		s->found_capped = true;
 		break;
 	default:
-		fatal("bad command kind");
+		break;
 	}
 }
 
+/* A line of LIST looking for a folder by name. */
 static void
-on_untagged(struct session *s, const struct proto_resp *r)
+lookup_line(void *ud, const struct proto_resp *r)
 {
-	if (r->status == PROTO_BYE) {
-		set_text(&s->bye, r->text);
-		server_busy(s, r);
+	struct session *s = ud;
+
+	list_news(s, r);
+	if (strcmp(r->mailbox, s->lookup) == 0)
+		s->lookup_found = true;
+	else if (s->lookup_guess == NULL &&
+	    names_same_folder(r->mailbox, r->list_delim, s->lookup))
+		set_text(&s->lookup_guess, r->mailbox);
+}
+
+/*
+ * RFC 5465 5.8: the server tells of nothing more until NOTIFY is set
+ * again. Sync every folder, as news may have been lost, then set it again.
+ */
+static void
+notify_overflow(struct session *s)
+{
+	LOG(s, LOGL_WARN,
+	    "the server stopped notifying (NOTIFICATIONOVERFLOW); "
+	    "syncing every folder and asking again");
+	s->notify = false;
+	s->renotify = true;
+	for (size_t i = 0; i < s->nmbs; i++)
+		if (usable_folder(&s->mbs[i]))
+			s->mbs[i].pending = true;
+	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
+		conn_idle_done(s->conn);
+}
+
+/* The selected folder has more messages: fetch them, now or after. */
+static void
+exists(struct session *s, uint32_t n)
+{
+	bool grew = n > s->exists;
+
+	s->exists = n;
+	if (!grew)
+		return;
+	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE) {
+		conn_idle_done(s->conn);
 		return;
 	}
-	if (r->has & HAS_CAPS)
-		s->caps = r->caps;
+	if (s->state == S_POLL_WAIT) {
+		woke(s);
+		return;
+	}
+	s->more = true;
+	/* IDLE not yet accepted: it ends as soon as it is. */
+	if (s->state == S_IDLE)
+		conn_idle_done(s->conn);
+}
+
+/* Untagged responses no command asked for (conn_ops.untagged). */
+static void
+on_untagged(void *ud, const struct proto_resp *r)
+{
+	struct session *s = ud;
+
 	if (r->has & HAS_UIDVALIDITY)
 		s->uidvalidity = r->uidvalidity;
 	if (r->has & HAS_UIDNEXT)
 		s->uidnext = r->uidnext;
 	if (r->has & HAS_STATUS)
 		folder_news(s, r);
-	if ((r->has & HAS_OVERFLOW) && s->notify) {
-		/*
-		 * RFC 5465 5.8: the server tells of nothing more until NOTIFY
-		 * is set again. Sync every folder, as news may have been lost,
-		 * then set it again.
-		 */
-		LOG(s, LOGL_WARN,
-		    "the server stopped notifying (NOTIFICATIONOVERFLOW); "
-		    "syncing every folder and asking again");
-		s->notify = false;
-		s->renotify = true;
-		for (size_t i = 0; i < s->nmbs; i++)
-			if (usable_folder(&s->mbs[i]))
-				s->mbs[i].pending = true;
-		if (s->state == S_IDLE)
-			session_enter(s, S_IDLE_DONE);
-	}
+	if ((r->has & HAS_OVERFLOW) && s->notify)
+		notify_overflow(s);
 	if (r->has & HAS_EXPUNGE)
 		s->expunges++;
 	if (r->has & HAS_EXPUNGE && s->exists > 0)
 		s->exists--;
-	if (r->has & HAS_EXISTS) {
-		bool grew = r->exists > s->exists;
-
-		s->exists = r->exists;
-		if (grew && s->state == S_IDLE) {
-			session_enter(s, S_IDLE_DONE);
-		} else if (grew && s->state == S_POLL_WAIT) {
-			woke(s);
-		} else if (grew) {
-			s->more = true;
-		}
-	}
-	if ((r->has & HAS_FETCH) && s->state == S_SYNC)
-		s->o.sync->fetch_line(s, r);
-	/* Only the subscribed: NOTIFY may slip in news of any other. */
-	if ((r->has & HAS_LIST) && s->state == S_DISCOVER &&
-	    (r->list_flags & (LISTF_LSUB | LISTF_SUBSCRIBED))) {
-		char why[512];
-
-		switch (folders_add(&s->found, s->a, r->mailbox, r->list_delim,
-		    r->list_flags, why, sizeof(why))) {
-		case FOLDERS_BAD_NAME:
-			LOG(s, s->discover_login ? LOGL_WARN : LOGL_DEBUG,
-			    "not fetching a subscribed folder: %s", why);
-			break;
-		case FOLDERS_VIRTUAL:
-			LOG(s, s->discover_login ? LOGL_INFO : LOGL_DEBUG,
-			    "not fetching a subscribed folder: %s", why);
-			break;
-		case FOLDERS_TOO_MANY:
-			if (!s->found_capped)
-				LOG(s, s->discover_login ? LOGL_WARN :
-							   LOGL_DEBUG,
-				    "the server lists more than %d subscribed "
-				    "folders; fetching the first %d",
-				    FOLDERS_MAX, FOLDERS_MAX);
-			s->found_capped = true;
-			break;
-		default:
-			break;
-		}
-	} else if ((r->has & HAS_LIST) && s->o.listed && s->notify) {
-		/* NOTIFY: a folder was created, removed or (un)subscribed. */
-		s->relist = true;
-		if (s->state == S_IDLE)
-			session_enter(s, S_IDLE_DONE);
-	}
-	if ((r->has & HAS_LIST) && s->state == S_SELECT && s->lookup) {
-		if (strcmp(r->mailbox, s->lookup) == 0)
-			s->lookup_found = true;
-		else if (s->lookup_guess == NULL &&
-		    names_same_folder(r->mailbox, r->list_delim, s->lookup))
-			set_text(&s->lookup_guess, r->mailbox);
-	}
+	if (r->has & HAS_EXISTS)
+		exists(s, r->exists);
+	if (r->has & HAS_LIST)
+		list_news(s, r);
 }
 
-static int
-on_unit(void *ud, const char *p, size_t n)
+/* IDLE's tagged reply: the wait is over. */
+static void
+idle_over(void *ud, const struct proto_resp *r)
 {
 	struct session *s = ud;
-	struct proto_resp r;
-	bool greeting = !s->greeted;
-	int pr;
 
-	if (log_enabled(LOGL_DEBUG))
-		LOG(s, LOGL_DEBUG, "S: %.*s", (int)(n > 200 ? 200 : n - 2), p);
-	pr = proto_parse(p, n, greeting, &r);
-	/* A message's FETCH, a line of the listing: the sync's first. */
-	if (!greeting && !s->o.sync->unit(s, pr, &r, p, n))
-		return 1;
-	/* RFC 3501 7.1: an ALERT must be presented to the user. */
-	if (pr == 0 && (r.has & HAS_ALERT))
-		LOG(s, LOGL_WARN, "server alert: %s", r.text);
-	if (greeting) {
-		s->greeted = true;
-		if (pr < 0 || r.status == PROTO_BYE) {
-			session_fail(s, IDLEFETCH_EPROTO,
-			    "server refused the "
-			    "connection: %s",
-			    pr < 0 ? "bad greeting" : r.text);
-			return 1;
-		}
-		if (r.status == PROTO_PREAUTH) {
-			session_fail(s, IDLEFETCH_EPROTO,
-			    "server sent PREAUTH; refusing "
-			    "a connection that skips authentication");
-			return 1;
-		}
-		if (r.has & HAS_CAPS) {
-			s->caps = r.caps;
-			after_caps(s);
-		} else {
-			session_send_cmd(s, CMD_CAPABILITY, false,
-			    "CAPABILITY");
-			session_enter(s, S_CAPABILITY);
-		}
-		return s->conn_alive ? 0 : 1;
-	}
-	if (pr < 0 && r.kind != PROTO_TAGGED && r.status != PROTO_BYE) {
-		LOG(s, LOGL_DEBUG,
-		    "skipping a response the parser does not know");
-		return 0;
-	}
-	switch (r.kind) {
-	case PROTO_CONTINUE:
-		if (s->state == S_IDLE_START && (s->more || s->stopping)) {
-			session_enter(s, S_IDLE_DONE);
-		} else if (s->state == S_IDLE_START) {
-			session_enter(s, S_IDLE);
-		} else if (s->state == S_AUTH && s->ncmds > 0 &&
-		    s->cmds[s->ncmds - 1].secret != NULL) {
-			struct cmd *c = &s->cmds[s->ncmds - 1];
-
-			session_send_raw(s, c->secret, true);
-			secret_free(c->secret);
-			c->secret = NULL;
-		} else if (s->state == S_AUTH && s->a->auth != AUTH_PASSWORD &&
-		    s->why == NULL) {
-			oauth_challenge(s, r.text);
-		} else {
-			session_fail(s, IDLEFETCH_EPROTO,
-			    "unexpected continuation");
-		}
-		break;
-	case PROTO_TAGGED:
-		on_tagged(s, &r);
-		if (s->conn_alive)
-			session_progress(s);
-		break;
-	default:
-		on_untagged(s, &r);
-		if (s->conn_alive && s->o.sync->progress(s, &r))
-			session_progress(s);
-		break;
-	}
-	if (!s->conn_alive)
-		return 1;
-	/* STARTTLS: whatever followed the OK in plaintext must be dropped. */
-	return s->state == S_TLS ? 1 : 0;
-}
-
-
-/* ---- transport events ------------------------------------------------------------ */
-
-static void
-on_data(struct session *s, const char *data, size_t len)
-{
-	int r;
-
-	r = framer_push(s->fr, data, len);
-	if (r < 0 && s->conn_alive) {
-		session_fail(s, r, "connection closed: %s",
-		    r == -EMSGSIZE ?
-			"server sent an over-long line or literal" :
-			err_str(r));
+	if (r == NULL)
+		return;
+	if (s->stopping) {
+		session_enter(s, S_LOGOUT);
 		return;
 	}
-	/* A graceful stop waits for the message in flight, then stops reading. */
-	if (s->conn_alive && s->stopping && s->state == S_SYNC &&
-	    s->o.sync->may_close(s)) {
-		transport_pause(s->tr, true);
+	woke(s);
+}
+
+/* LOGOUT answered (or not in time): the connection is closed. */
+static void
+logged_out(void *ud, const struct proto_resp *r)
+{
+	struct session *s = ud;
+
+	(void)r;
+	close_conn(s);
+	session_finish(s);
+}
+
+/* ---- the connection's callbacks ------------------------------------------------ */
+
+static void
+on_ready(void *ud)
+{
+	logged_in(ud);
+}
+
+static void
+on_failed(void *ud, int err, bool final, const char *why)
+{
+	struct session *s = ud;
+
+	if (final)
+		s->fatal_err = true;
+	/* A kept token refused: a new one, at once. */
+	if (err == -EKEYEXPIRED)
+		s->backoff_ms = BACKOFF_MIN_MS;
+	session_fail(s, err, "%s", why);
+}
+
+static bool
+on_unit(void *ud, int pr, const struct proto_resp *r, const char *p,
+    size_t n)
+{
+	return mailbox_unit(ud, pr, r, p, n);
+}
+
+/* A graceful stop waits for the message in flight, then stops reading. */
+static void
+on_read(void *ud)
+{
+	struct session *s = ud;
+
+	if (s->stopping && s->state == S_SYNC && mailbox_may_close(s)) {
+		conn_pause(s->conn, true);
 		session_enter(s, S_CLOSING);
 		session_settle(s);
 	}
 }
 
 static void
-on_transport(void *ud, enum transport_event ev, const char *data, size_t len,
-    int err, const char *why)
+on_changed(void *ud)
 {
-	struct session *s = ud;
-
-	switch (ev) {
-	case TRANSPORT_CONNECTED:
-		s->conn_alive = true;
-		LOG(s, LOGL_DEBUG, "connected to %s:%u", s->a->host,
-		    s->a->port);
-		if (s->a->tls == TLS_MODE_IMPLICIT) {
-			session_enter(s, S_TLS);
-			if (transport_start_tls(s->tr, s->o.ssl_ctx,
-				s->a->host) < 0)
-				session_fail(s, IDLEFETCH_ETLS,
-				    "cannot start TLS");
-		} else {
-			session_enter(s, S_GREETING);
-		}
-		break;
-	case TRANSPORT_TLS_READY:
-		LOG(s, LOGL_DEBUG, "TLS established, certificate verified");
-		if (s->a->tls == TLS_MODE_IMPLICIT) {
-			session_enter(s, S_GREETING);
-		} else {
-			/* RFC 3501: capabilities must be asked for again after TLS. */
-			s->caps = 0;
-			session_send_cmd(s, CMD_CAPABILITY, false,
-			    "CAPABILITY");
-			session_enter(s, S_CAPABILITY);
-		}
-		break;
-	case TRANSPORT_DATA:
-		on_data(s, data, len);
-		break;
-	case TRANSPORT_ERROR:
-		if (s->state == S_LOGOUT) {
-			close_conn(s);
-			session_finish(s);
-			break;
-		}
-		if (s->bye)
-			session_fail(s, err,
-			    "%s:%u: server closed the connection: %s",
-			    s->a->host, s->a->port, s->bye);
-		else
-			session_fail(s, err, "%s:%u: %s", s->a->host,
-			    s->a->port, why);
-		break;
-	default:
-		fatal("bad transport event %d", ev);
-	}
+	show_state(ud);
 }
+
+static const struct conn_ops conn_ops = {
+	.ready = on_ready,
+	.failed = on_failed,
+	.untagged = on_untagged,
+	.unit = on_unit,
+	.read = on_read,
+	.changed = on_changed,
+	.literal_begin = mailbox_literal_begin,
+	.literal_data = mailbox_literal_data,
+	.literal_end = mailbox_literal_end,
+};
 
 void
 session_connect(struct session *s)
@@ -1686,13 +1257,8 @@ session_connect(struct session *s)
 			session_use(s, &s->mbs[i]);
 			break;
 		}
-	s->greeted = false;
-	set_text(&s->bye, NULL);
-	s->caps = 0;
-	framer_reset(s->fr);
-	s->tr = transport_new(s->loop, on_transport, s);
 	session_enter(s, S_CONNECT);
-	r = transport_connect(s->tr, s->a->host, s->a->port);
+	r = conn_open(s->conn);
 	if (r < 0)
 		session_fail(s, r, "cannot resolve %s: %s", s->a->host,
 		    err_str(r));
@@ -1711,30 +1277,11 @@ timer_cb(uv_timer_t *t)
 		}
 		session_connect(s);
 		break;
-	case S_IDLE:
-		/* Re-issue IDLE: keeps NAT state alive and proves the peer is. */
-		session_enter(s, S_IDLE_DONE);
-		break;
 	case S_POLL_WAIT:
 		woke(s);
 		break;
-	case S_SYNC:
-		if (s->ncmds == 0 ||
-		    s->lane.paused) { /* waiting for the disk */
-			arm(s, TIMEOUT_MS(s));
-			break;
-		}
-		session_fail(s, -ETIMEDOUT,
-		    "no answer from the server for %d s", s->a->timeout);
-		break;
-	case S_LOGOUT:
-		close_conn(s);
-		session_finish(s);
-		break;
 	default:
-		session_fail(s, -ETIMEDOUT, "%s:%u: timed out in %s",
-		    s->a->host, s->a->port, state_names[s->state]);
-		break;
+		fatal("session timer in %s", state_names[s->state]);
 	}
 }
 
@@ -1745,8 +1292,7 @@ on_lane_pause(void *ud, bool pause)
 {
 	struct session *s = ud;
 
-	if (s->tr)
-		transport_pause(s->tr, pause);
+	conn_pause(s->conn, pause);
 }
 
 static void
@@ -1759,14 +1305,14 @@ on_lane_drained(void *ud, int err)
 			session_finish(s);
 		return;
 	}
-	if (err < 0 && s->conn_alive) {
+	if (err < 0 && conn_alive(s->conn)) {
 		session_fail(s, err, "cannot write to %s/tmp: %s", s->mb->maildir,
 		    strerror(-err));
 		return;
 	}
 	/* A batch may have been waiting for these writes. */
-	if (s->conn_alive && s->state == S_SYNC)
-		s->o.sync->pump(s);
+	if (conn_alive(s->conn) && s->state == S_SYNC)
+		mailbox_pump(s);
 	else
 		session_settle(s);
 }
@@ -1818,14 +1364,13 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 	}
 	s->mb = &s->mbs[0];
 	lane_init(&s->lane, loop, s->mb->maildir, &lane_ops, s);
-	s->fops = (struct framer_ops){
-		.literal_begin = o->sync->literal_begin,
-		.literal_data = o->sync->literal_data,
-		.literal_end = o->sync->literal_end,
-		.unit = on_unit,
-	};
-	s->fr = framer_new(&s->fops, s);
-	o->sync->init(s);
+	s->conn = conn_new(loop, &(struct conn_opts){ .acct = s->a,
+		.ssl_ctx = o->ssl_ctx,
+		.oauth = o->oauth,
+		.ops = &conn_ops,
+		.ud = s });
+	conn_set_folder(s->conn, s->mb->name);
+	mailbox_init(s);
 	s->backoff_ms = BACKOFF_MIN_MS;
 	uv_timer_init(loop, &s->timer);
 	s->timer.data = s;
@@ -1848,7 +1393,7 @@ session_prepare(struct session *s)
 {
 	LOG(s, LOGL_DEBUG, "Maildir %s, state %s", s->mb->maildir,
 	    s->mb->state_path);
-	s->o.sync->start_job(s, COMMIT_PREPARE);
+	mailbox_start_job(s, COMMIT_PREPARE);
 }
 
 /* What a folder owns: its paths and the name the server sees. */
@@ -1933,12 +1478,10 @@ session_set_folders(struct session *s, const char *const *names, size_t n,
 	s->selected = sel;
 	session_use(s, mb ? mb : &mbs[0]);
 	/* Watching other folders now: NOTIFY SET again, once synced. */
-	if (s->conn_alive && !s->discover_login && (s->caps & CAP_NOTIFY) &&
+	if (conn_alive(s->conn) && !s->discover_login && (conn_caps(s->conn) & CAP_NOTIFY) &&
 	    s->a->idle && !s->o.once && (s->notify || added))
 		s->renotify = true;
-	for (size_t i = 0; i < n; i++)
-		status_set_state(s->mbs[i].status, state_names[s->state],
-		    state_is_up(s, s->state));
+	show_state(s);
 }
 
 void
@@ -1959,7 +1502,7 @@ session_stop(struct session *s)
 			session_finish(s);
 		break;
 	case S_IDLE:
-		session_enter(s, S_IDLE_DONE);
+		conn_idle_done(s->conn); /* its reply leads to LOGOUT */
 		break;
 	case S_POLL_WAIT:
 		session_enter(s, S_LOGOUT);
@@ -1970,13 +1513,11 @@ session_stop(struct session *s)
 		 * and commit what is complete. Only commits or after-delivery
 		 * commands left: let them session_finish; the sync then ends in LOGOUT.
 		 */
-		if (s->o.sync->may_close(s)) {
+		if (mailbox_may_close(s)) {
 			session_enter(s, S_CLOSING);
 			session_settle(s);
 		}
 		break;
-	case S_IDLE_START:
-	case S_IDLE_DONE:
 	case S_STATUS:
 	case S_DISCOVER:
 	case S_LOGOUT:
@@ -2001,12 +1542,8 @@ timer_close_cb(uv_handle_t *h)
 	free(s->graves);
 	folders_free(&s->found);
 	free(s->move_wire);
-	free(s->bye);
 	free(s->select_err);
-	free(s->why);
 	free(s->lookup_guess);
-	free(s->cmds);
-	framer_free(s->fr);
 	free(s);
 }
 
@@ -2019,6 +1556,7 @@ session_free(struct session *s)
 		fatal("session_free with disk work in flight");
 	gate_unqueue(s);
 	close_conn(s);
-	s->o.sync->free(s);
+	mailbox_free(s);
+	conn_free(s->conn);
 	uv_close((uv_handle_t *)&s->timer, timer_close_cb);
 }

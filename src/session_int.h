@@ -18,20 +18,16 @@
 #include <openssl/evp.h>
 
 #include "idlefetch/commit.h"
+#include "idlefetch/conn.h"
 #include "idlefetch/folders.h"
-#include "idlefetch/framer.h"
 #include "idlefetch/lane.h"
 #include "idlefetch/log.h"
 #include "idlefetch/maildir.h"
 #include "idlefetch/proto.h"
 #include "idlefetch/session.h"
 #include "idlefetch/state.h"
-#include "idlefetch/transport.h"
-#include "idlefetch/sync.h"
 #include "idlefetch/util.h"
 
-#define LOGOUT_TIMEOUT_MS 3000
-#define TIMEOUT_MS(s) ((uint64_t)(s)->a->timeout * 1000)
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 300000
 /* A connection up this long after its first sync counts as healthy. */
@@ -47,21 +43,17 @@
  */
 #define LIST_MAX 50000
 
+/*
+ * The scheduler's states. CONNECT and IDLE are the connection's (conn.h)
+ * phases: `idlefetch status` shows the connection's state name there.
+ */
 enum session_state {
 	S_PREPARE,
-	S_CONNECT,
-	S_TLS,
-	S_GREETING,
-	S_STARTTLS,
-	S_CAPABILITY,
-	S_TOKEN, /* waiting for oauth_token_command */
-	S_AUTH,
+	S_CONNECT, /* the connection logs in */
 	S_NOTIFY,
 	S_SELECT,
 	S_SYNC, /* the mailbox sync has the folder (its phases: sync_phase) */
-	S_IDLE_START,
-	S_IDLE,
-	S_IDLE_DONE,
+	S_IDLE, /* the connection IDLEs */
 	S_POLL_WAIT,
 	S_STATUS, /* asking the other folders for UIDNEXT */
 	S_DISCOVER, /* folders = *: listing the subscribed folders */
@@ -70,27 +62,6 @@ enum session_state {
 	S_BACKOFF,
 	S_QUEUED, /* waiting for a slot at the gate */
 	S_DONE,
-};
-
-enum cmd_kind {
-	CMD_CAPABILITY,
-	CMD_STARTTLS,
-	CMD_AUTH,
-	CMD_SELECT,
-	CMD_LIST,
-	CMD_FETCH,
-	CMD_COPY,
-	CMD_STORE,
-	CMD_EXPUNGE,
-	CMD_MOVE,
-	CMD_IDLE,
-	CMD_LOGOUT,
-	CMD_VERIFY,
-	CMD_LISTMB, /* LIST: does the move target exist? */
-	CMD_NOTIFY,
-	CMD_NOTIFY_NONE, /* before setting it again */
-	CMD_STATUS,
-	CMD_DISCOVER, /* LSUB, or LIST (SUBSCRIBED) */
 };
 
 /*
@@ -118,17 +89,7 @@ struct mbox {
 };
 
 
-struct batch; /* the mailbox sync's, in sync.c */
 struct msync; /* the mailbox sync's state, in sync.c */
-
-struct cmd {
-	unsigned tag;
-	enum cmd_kind kind;
-	struct batch *batch; /* CMD_FETCH */
-	uint32_t *uids; /* CMD_COPY: the set to delete after */
-	size_t nuids;
-	char *secret; /* CMD_AUTH: response sent after "+" */
-};
 
 struct session {
 	uv_loop_t *loop;
@@ -136,10 +97,8 @@ struct session {
 	struct session_opts o;
 	const struct account *a;
 	enum session_state state;
-	uv_timer_t timer;
-	struct transport *tr;
-	struct framer *fr;
-	struct framer_ops fops; /* on_unit here, literals to the sync */
+	uv_timer_t timer; /* POLL_WAIT, BACKOFF */
+	struct conn *conn;
 	struct mbox *mbs; /* the folders, in configuration order */
 	size_t nmbs;
 	struct mbox *mb; /* the one selected, or being prepared */
@@ -160,17 +119,6 @@ struct session {
 	struct mbox *graves; /* folders gone while the lane still had work */
 	size_t ngraves;
 
-	/* connection */
-	uint32_t caps;
-	unsigned next_tag;
-	struct cmd *cmds; /* commands awaiting their tagged reply */
-	size_t ncmds, capcmds;
-	bool conn_alive;
-	char *bye; /* the server's BYE, NULL: none */
-	/* The server said it is busy and asked to wait this long (ms). */
-	uint32_t retry_ms;
-	bool greeted;
-
 	/* mailbox */
 	uint32_t uidvalidity; /* from SELECT */
 	uint32_t uidnext; /* from SELECT, 0 when it gave none */
@@ -181,10 +129,6 @@ struct session {
 	char *lookup_guess; /* a name the server has that ends in it */
 	const char *lookup; /* the name LIST looks for: move_to or folder */
 	char *select_err; /* SELECT's refusal, while LIST looks for it */
-	char *why; /* an OAuth2 refusal's reasons, decoded, until its NO */
-	unsigned oauth_gen; /* the token this login sent */
-	bool oauth_fresh; /* ...printed by the command for this login */
-	uint64_t progress_at; /* loop time the answer timeout was last armed */
 	bool more; /* new mail announced during a sync */
 	unsigned expunges; /* "* n EXPUNGE" since the after-action was sent */
 
@@ -234,63 +178,40 @@ void session_synced(struct session *s);
  */
 bool session_folder_stop(struct session *s, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-struct cmd *session_send_cmd(struct session *s, enum cmd_kind kind, bool secret,
-    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-void session_send_raw(struct session *s, const char *text, bool secret);
-
-/* The server answered a step further: the timeout starts over. */
-void session_progress(struct session *s);
 
 /*
- * sync.c: listing, batches, commits and after-delivery actions. The
- * connection (session.c) reaches the mailbox sync only through this table,
- * which comes in session_opts (mailbox_sync_ops), as libuv handles take
- * their callbacks: sync.c calls down into the connection, the connection
- * calls back up, and neither file names the other's functions.
+ * sync.c: the mailbox sync of the selected folder, called by session.c
+ * directly; it answers through session_synced(), session_fail() and
+ * session_settle().
  */
-struct sync_ops {
-	/* BODY[] literals into the Maildir, as struct framer_ops has them. */
-	int (*literal_begin)(void *ud, const char *prefix, size_t len,
-	    uint64_t size);
-	int (*literal_data)(void *ud, const char *p, size_t n);
-	int (*literal_end)(void *ud);
-	/*
-	 * The connection entered S_SYNC for the folder it just SELECTed
-	 * (begin: reconcile, verify, list and fetch), or for the one still
-	 * selected (again: list and fetch). Either ends in session_synced().
-	 */
-	void (*begin)(struct session *s);
-	void (*again)(struct session *s);
-	/* Stopping: whether nothing would be lost by closing now. */
-	bool (*may_close)(const struct session *s);
-	void (*pump)(struct session *s);
-	void (*pump_commits)(struct session *s);
-	void (*start_job)(struct session *s, enum commit_kind kind);
-	/* An untagged FETCH line: a listing's, or the verify's. */
-	void (*fetch_line)(struct session *s, const struct proto_resp *r);
-	/*
-	 * The tagged reply to one of its commands (UID FETCH listing, batch
-	 * or verify, COPY, MOVE, STORE, EXPUNGE); c is a copy the sync may
-	 * take the uids of.
-	 */
-	void (*tagged)(struct session *s, struct cmd *c,
-	    const struct proto_resp *r);
-	/* The connection closed: what was in flight on it is forgotten. */
-	void (*reset)(struct session *s);
-	/* Its state for a new session (s->ms), and freeing it with the session. */
-	void (*init)(struct session *s);
-	void (*free)(struct session *s);
-	/*
-	 * Each unit after the greeting, parsed (pr < 0: it could not be) or
-	 * not, before the connection acts on it: a message's FETCH goes into
-	 * its file. Returns false when it failed the connection.
-	 */
-	bool (*unit)(struct session *s, int pr, const struct proto_resp *r,
-	    const char *p, size_t n);
-	/* Whether an untagged reply moved its work forward (the timeout). */
-	bool (*progress)(const struct session *s, const struct proto_resp *r);
-};
-
+/* BODY[] literals into the Maildir (the connection's literal ops). */
+int mailbox_literal_begin(void *ud, const char *prefix, size_t len,
+    uint64_t size);
+int mailbox_literal_data(void *ud, const char *p, size_t n);
+int mailbox_literal_end(void *ud);
+/*
+ * The folder just SELECTed (begin: reconcile, verify, list and fetch), or
+ * the one still selected (again: list and fetch). Either ends in
+ * session_synced().
+ */
+void mailbox_begin(struct session *s);
+void mailbox_again(struct session *s);
+/* Stopping: whether nothing would be lost by closing now. */
+bool mailbox_may_close(const struct session *s);
+void mailbox_pump(struct session *s);
+void mailbox_pump_commits(struct session *s);
+void mailbox_start_job(struct session *s, enum commit_kind kind);
+/* The connection closed: what was in flight on it is forgotten. */
+void mailbox_reset(struct session *s);
+void mailbox_init(struct session *s);
+void mailbox_free(struct session *s);
+/*
+ * Each response after the greeting, before the connection acts on it: a
+ * message's FETCH goes into its file. Returns false when it failed the
+ * connection.
+ */
+bool mailbox_unit(struct session *s, int pr, const struct proto_resp *r,
+    const char *p, size_t n);
 
 #define LOG(s, lvl, ...)                                                       \
 	log_msg((lvl), (s)->a->name, (s)->mb->name, __VA_ARGS__)

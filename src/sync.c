@@ -16,6 +16,7 @@
 
 struct batch {
 	struct batch *next;
+	struct session *s;
 	uint32_t *uids; /* requested, ascending */
 	size_t n;
 	struct maildir_file *files; /* received, in arrival order */
@@ -23,7 +24,6 @@ struct batch {
 	struct commit_fp *fps; /* what the server said of each, by UID */
 	bool complete; /* tagged OK seen */
 	uint64_t lane_seq; /* its bodies are on disk once the lane is here */
-	unsigned tag;
 };
 
 /*
@@ -95,14 +95,13 @@ struct msync {
 
 /* What the connection calls, through mailbox_sync_ops (at the end). */
 static void sync_batch_free(struct batch *b);
-static void sync_pump_commits(struct session *s);
-static void sync_after_copy(struct session *s, struct cmd *c);
-static void sync_start_job(struct session *s, enum commit_kind kind);
-static void sync_fetch_line(struct session *s, const struct proto_resp *r);
-static bool sync_may_close(const struct session *s);
-static void sync_begin(struct session *s);
+static void fetch_line(void *ud, const struct proto_resp *r);
+static void listed(void *ud, const struct proto_resp *r);
+static void verify_done(void *ud, const struct proto_resp *r);
+static void batch_done(void *ud, const struct proto_resp *r);
+static void batch_line(void *ud, const struct proto_resp *r);
+static void recover_match(struct session *s);
 static int sync_list_finish(struct session *s);
-static void sync_pump(struct session *s);
 static void sync_start(struct session *s);
 static void sync_complete(struct session *s);
 static void recover_start(struct session *s);
@@ -121,10 +120,6 @@ static void compact_add(struct session *s, uint32_t uid);
 static void compact_listed(struct session *s, const struct proto_resp *r);
 static void sync_verify_done(struct session *s, const struct proto_resp *r);
 static void sync_fetch_body(struct session *s, const struct proto_resp *r);
-static int sync_literal_begin(void *ud, const char *prefix, size_t len,
-    uint64_t size);
-static int sync_literal_data(void *ud, const char *p, size_t n);
-static int sync_literal_end(void *ud);
 
 /* ---- batches ------------------------------------------------------------ */
 
@@ -205,14 +200,14 @@ plan_commit(struct session *s, struct batch *b, struct commit_req *j)
 }
 
 /* Starts the next commit if the head batch is ready for one. */
-static void
-sync_pump_commits(struct session *s)
+void
+mailbox_pump_commits(struct session *s)
 {
 	struct batch *b = s->ms->bhead;
 
 	if (s->job_busy || b == NULL)
 		return;
-	if (!b->complete && s->conn_alive)
+	if (!b->complete && conn_alive(s->conn))
 		return;
 	/* Its bodies must be written out first (all of it, once cut off). */
 	if (s->lane.done_seq < (b->complete ? b->lane_seq : s->lane.enq_seq))
@@ -221,7 +216,7 @@ sync_pump_commits(struct session *s)
 	if (s->ms->bhead == NULL)
 		s->ms->btail = NULL;
 	s->ms->job_batch = b;
-	sync_start_job(s, COMMIT_DELIVER);
+	mailbox_start_job(s, COMMIT_DELIVER);
 }
 
 /* ---- after-delivery actions ---------------------------------------------- */
@@ -237,29 +232,57 @@ uid_set(const uint32_t *uids, size_t n)
 	return set;
 }
 
+/*
+ * An after-action command in flight: the UIDs it acts on (a COPY's, to
+ * delete once copied) and how many "* n EXPUNGE" it should bring.
+ */
+struct after_cmd {
+	struct session *s;
+	uint32_t *uids; /* COPY only */
+	size_t n;
+};
+
+static void after_copied(void *ud, const struct proto_resp *r);
+static void after_expunged(void *ud, const struct proto_resp *r);
+static void after_stored(void *ud, const struct proto_resp *r);
+
+static struct after_cmd *
+after_cmd_new(struct session *s, const uint32_t *uids, size_t n)
+{
+	struct after_cmd *ac = xcalloc(1, sizeof(*ac));
+
+	ac->s = s;
+	ac->n = n;
+	if (uids) {
+		ac->uids = xmalloc(n * sizeof(*uids));
+		memcpy(ac->uids, uids, n * sizeof(*uids));
+	}
+	s->ms->after_pending++;
+	return ac;
+}
+
 /* \Deleted, then expunge just those UIDs where UIDPLUS allows. */
 static void
 send_delete(struct session *s, const char *set, size_t n)
 {
-	struct cmd *c;
+	struct after_cmd *ac = after_cmd_new(s, NULL, n);
 
-	session_send_cmd(s, CMD_STORE, false,
+	s->ms->after_pending++;
+	conn_cmd(s->conn, 0, after_stored, NULL, s,
 	    "UID STORE %s +FLAGS.SILENT (\\Deleted)", set);
-	if (s->caps & CAP_UIDPLUS)
-		c = session_send_cmd(s, CMD_EXPUNGE, false, "UID EXPUNGE %s",
-		    set);
+	/* ac->n: how many "* n EXPUNGE" to expect at least */
+	if (conn_caps(s->conn) & CAP_UIDPLUS)
+		conn_cmd(s->conn, 0, after_expunged, NULL, ac,
+		    "UID EXPUNGE %s", set);
 	else
-		c = session_send_cmd(s, CMD_EXPUNGE, false, "EXPUNGE");
-	c->nuids = n; /* how many "* n EXPUNGE" to expect at least */
+		conn_cmd(s->conn, 0, after_expunged, NULL, ac, "EXPUNGE");
 	s->expunges = 0;
-	s->ms->after_pending += 2;
 }
 
 static void
 after_send(struct session *s, const uint32_t *uids, size_t n)
 {
 	char mbox[512];
-	struct cmd *c;
 	char *set;
 
 	set = uid_set(uids, n);
@@ -269,20 +292,14 @@ after_send(struct session *s, const uint32_t *uids, size_t n)
 		fatal("folder name '%s' cannot be quoted", s->move_wire);
 	if (s->a->after == AFTER_DELETE) {
 		send_delete(s, set, n);
-	} else if (s->caps & CAP_MOVE) {
-		c = session_send_cmd(s, CMD_MOVE, false, "UID MOVE %s %s", set,
-		    mbox);
-		c->nuids = n;
+	} else if (conn_caps(s->conn) & CAP_MOVE) {
+		conn_cmd(s->conn, 0, after_expunged, NULL,
+		    after_cmd_new(s, NULL, n), "UID MOVE %s %s", set, mbox);
 		s->expunges = 0;
-		s->ms->after_pending++;
 	} else {
 		/* No MOVE: copy, and delete the originals once the copy is done. */
-		c = session_send_cmd(s, CMD_COPY, false, "UID COPY %s %s", set,
-		    mbox);
-		c->uids = xmalloc(n * sizeof(*uids));
-		memcpy(c->uids, uids, n * sizeof(*uids));
-		c->nuids = n;
-		s->ms->after_pending++;
+		conn_cmd(s->conn, 0, after_copied, NULL,
+		    after_cmd_new(s, uids, n), "UID COPY %s %s", set, mbox);
 	}
 	free(set);
 }
@@ -298,7 +315,7 @@ after_kick(struct session *s)
 {
 	size_t k;
 
-	if (s->ms->after_pending > 0 || s->ms->nwait == 0 || !s->conn_alive)
+	if (s->ms->after_pending > 0 || s->ms->nwait == 0 || !conn_alive(s->conn))
 		return;
 	k = s->ms->nwait < BATCH_MAX_MSGS ? s->ms->nwait : BATCH_MAX_MSGS;
 	after_send(s, s->ms->after_wait, k);
@@ -311,7 +328,7 @@ after_kick(struct session *s)
 static void
 after_delivery(struct session *s, const uint32_t *uids, size_t n)
 {
-	if (n == 0 || s->a->after == AFTER_KEEP || !s->conn_alive)
+	if (n == 0 || s->a->after == AFTER_KEEP || !conn_alive(s->conn))
 		return;
 	if (s->ms->nwait + n > s->ms->capwait) {
 		s->ms->capwait = (s->ms->nwait + n) * 2;
@@ -323,14 +340,71 @@ after_delivery(struct session *s, const uint32_t *uids, size_t n)
 	after_kick(s);
 }
 
+/*
+ * The reply to an after-action command. A refusal: the messages are
+ * delivered and recorded, so nothing is lost; the action is tried again
+ * at the next sync (the UIDs are below last_uid). A failure, not a quiet
+ * log line: --once exits 1 and status shows it. Returns whether it went.
+ */
+static bool
+after_reply(struct session *s, const struct proto_resp *r)
+{
+	s->ms->after_pending--;
+	if (r->status != PROTO_OK) {
+		session_fail(s, IDLEFETCH_EPROTO,
+		    "after-delivery action failed (messages "
+		    "stay on the server): %s",
+		    r->text);
+		return false;
+	}
+	return true;
+}
+
+static void
+after_stored(void *ud, const struct proto_resp *r)
+{
+	struct session *s = ud;
+
+	if (r && after_reply(s, r))
+		mailbox_pump(s);
+}
+
+/* EXPUNGE or MOVE: answered OK, yet did the messages go? */
+static void
+after_expunged(void *ud, const struct proto_resp *r)
+{
+	struct after_cmd *ac = ud;
+	struct session *s = ac->s;
+	size_t n = ac->n;
+
+	free(ac);
+	if (r == NULL || !after_reply(s, r))
+		return;
+	/*
+	 * Fewer messages went than were asked (Dovecot can drop a STORE
+	 * \Deleted under load): list again, they are still below last_uid.
+	 */
+	if (s->expunges < n)
+		s->ms->after_short = true;
+	mailbox_pump(s);
+}
+
 /* COPY succeeded: now the originals may go. */
 static void
-sync_after_copy(struct session *s, struct cmd *c)
+after_copied(void *ud, const struct proto_resp *r)
 {
-	char *set = uid_set(c->uids, c->nuids);
+	struct after_cmd *ac = ud;
+	struct session *s = ac->s;
 
-	send_delete(s, set, c->nuids);
-	free(set);
+	if (r != NULL && after_reply(s, r)) {
+		char *set = uid_set(ac->uids, ac->n);
+
+		send_delete(s, set, ac->n);
+		free(set);
+		mailbox_pump(s);
+	}
+	free(ac->uids);
+	free(ac);
 }
 
 /* ---- commit results -------------------------------------------------------- */
@@ -362,7 +436,7 @@ job_done_prepare(struct session *s, struct commit_req *j)
 		s->mb->st.pending = 0;
 		memcpy(s->maildir_id, j->id, sizeof(s->maildir_id));
 	}
-	if (s->conn_alive) {
+	if (conn_alive(s->conn)) {
 		session_synced(s); /* it is pending: SELECT it now */
 		return;
 	}
@@ -474,7 +548,7 @@ job_done(struct session *s, struct commit_req *j)
 			    j->removed);
 		s->mb->st = j->st;
 		s->mb->reconciled = true;
-		if (s->conn_alive && s->state == S_SYNC &&
+		if (conn_alive(s->conn) && s->state == S_SYNC &&
 		    s->ms->phase == PHASE_RECONCILE)
 			sync_verify_last(s);
 		else
@@ -482,8 +556,8 @@ job_done(struct session *s, struct commit_req *j)
 		return;
 	case COMMIT_DELIVER:
 		job_done_commit(s, j);
-		if (s->conn_alive && s->state == S_SYNC)
-			sync_pump(s);
+		if (conn_alive(s->conn) && s->state == S_SYNC)
+			mailbox_pump(s);
 		else
 			session_settle(s);
 		return;
@@ -493,7 +567,7 @@ job_done(struct session *s, struct commit_req *j)
 			return;
 		}
 		s->mb->st = j->st;
-		if (s->conn_alive && s->state == S_SYNC &&
+		if (conn_alive(s->conn) && s->state == S_SYNC &&
 		    s->ms->phase == PHASE_RECOVER) {
 			recover_listed(s);
 			return;
@@ -518,8 +592,8 @@ job_done(struct session *s, struct commit_req *j)
  * The one job in flight, on the heap only while it runs: a thousand idle
  * connections need none.
  */
-static void
-sync_start_job(struct session *s, enum commit_kind kind)
+void
+mailbox_start_job(struct session *s, enum commit_kind kind)
 {
 	struct commit_req *j = xcalloc(1, sizeof(*j));
 
@@ -674,7 +748,6 @@ send_batch(struct session *s)
 	uint64_t bytes = 0;
 	size_t n = 0;
 	char *set;
-	struct cmd *c;
 
 	while (s->ms->next_list + n < s->ms->nlist && n < BATCH_MAX_MSGS &&
 	    (n == 0 || bytes + s->ms->sizes[s->ms->next_list + n] <= BATCH_MAX_BYTES))
@@ -685,14 +758,13 @@ send_batch(struct session *s)
 	b->files = xmalloc(n * sizeof(*b->files));
 	b->fps = xcalloc(n, sizeof(*b->fps));
 	s->ms->next_list += n;
+	b->s = s;
 	set = uid_set(b->uids, n);
-	c = session_send_cmd(s, CMD_FETCH, false,
+	conn_cmd(s->conn, HAS_FETCH, batch_done, batch_line, b,
 	    "UID FETCH %s (UID RFC822.SIZE "
 	    "BODY.PEEK[HEADER.FIELDS (" HEADER_FIELDS ")] BODY.PEEK[])",
 	    set);
 	free(set);
-	c->batch = b;
-	b->tag = c->tag;
 	if (s->ms->btail)
 		s->ms->btail->next = b;
 	else
@@ -734,7 +806,7 @@ sync_complete(struct session *s)
 		s->ms->recovering = false;
 		/* Not all of it delivered: the next pass recovers again. */
 		if (!s->ms->gap && !s->ms->r_cut && !s->stopping) {
-			sync_start_job(s, COMMIT_RECOVERED);
+			mailbox_start_job(s, COMMIT_RECOVERED);
 			return;
 		}
 	}
@@ -766,12 +838,12 @@ sync_complete(struct session *s)
 }
 
 /* Moves the sync forward: more batches, commits, or done. */
-static void
-sync_pump(struct session *s)
+void
+mailbox_pump(struct session *s)
 {
 	if (s->state != S_SYNC || s->ms->phase != PHASE_FETCH)
 		return;
-	sync_pump_commits(s);
+	mailbox_pump_commits(s);
 	if (s->ms->listing)
 		return;
 	/* Chunks keep each command line well under servers' line limits. */
@@ -797,7 +869,8 @@ list_begin(struct session *s, uint32_t from, const char *items)
 	s->ms->nlist = s->ms->next_list = s->ms->nstale = 0;
 	s->ms->list_cut = 0;
 	s->ms->listing = true;
-	session_send_cmd(s, CMD_LIST, false, "UID FETCH %u:* (%s)", from, items);
+	conn_cmd(s->conn, HAS_FETCH, listed, fetch_line, s, "UID FETCH %u:* (%s)",
+	    from, items);
 }
 
 static void
@@ -845,7 +918,7 @@ sync_verify_last(struct session *s)
 	s->ms->last_found = false;
 	memset(&s->ms->last_now, 0, sizeof(s->ms->last_now));
 	s->ms->phase = PHASE_VERIFY;
-	session_send_cmd(s, CMD_VERIFY, false,
+	conn_cmd(s->conn, HAS_FETCH, verify_done, fetch_line, s,
 	    "UID FETCH %u (UID RFC822.SIZE "
 	    "BODY.PEEK[HEADER.FIELDS (" HEADER_FIELDS ")])",
 	    s->mb->st.last_uid);
@@ -934,7 +1007,7 @@ static void
 recover_start(struct session *s)
 {
 	s->ms->phase = PHASE_RECOVER;
-	sync_start_job(s, COMMIT_RECOVER);
+	mailbox_start_job(s, COMMIT_RECOVER);
 }
 
 /*
@@ -1004,7 +1077,7 @@ static void
 recover_match(struct session *s)
 {
 	s->ms->phase = PHASE_RECOVER;
-	sync_start_job(s, COMMIT_MATCH);
+	mailbox_start_job(s, COMMIT_MATCH);
 }
 
 /* Only the messages without a delivered file are fetched. */
@@ -1018,7 +1091,7 @@ recover_matched(struct session *s, struct commit_req *j)
 		session_fail(s, j->result, "%s", j->err);
 		return;
 	}
-	if (!s->conn_alive || s->state != S_SYNC ||
+	if (!conn_alive(s->conn) || s->state != S_SYNC ||
 	    s->ms->phase != PHASE_RECOVER || !s->ms->recovering) {
 		free_set(m);
 		session_settle(s);
@@ -1056,7 +1129,7 @@ recover_done(struct session *s, struct commit_req *j)
 	    "the server. UIDVALIDITY %u, last UID %u",
 	    s->ms->r_matched, s->ms->r_new, s->ms->r_noid, j->st.uidvalidity,
 	    j->st.last_uid);
-	if (!s->conn_alive || s->state != S_SYNC) {
+	if (!conn_alive(s->conn) || s->state != S_SYNC) {
 		session_settle(s);
 		return;
 	}
@@ -1078,7 +1151,7 @@ compact_due(const struct session *s)
 {
 	const struct msync *ms = s->ms;
 
-	if (ms->index_bytes == 0 || s->stopping || !s->conn_alive ||
+	if (ms->index_bytes == 0 || s->stopping || !conn_alive(s->conn) ||
 	    s->state != S_SYNC || ms->gap || s->mb->st.recovering ||
 	    s->mb->st.uidvalidity != s->uidvalidity)
 		return false;
@@ -1098,7 +1171,8 @@ compact_start(struct session *s)
 	s->ms->ncuids = 0;
 	s->ms->c_over = false;
 	s->ms->listing = true;
-	session_send_cmd(s, CMD_LIST, false, "UID FETCH 1:* (UID)");
+	conn_cmd(s->conn, HAS_FETCH, listed, fetch_line, s,
+	    "UID FETCH 1:* (UID)");
 }
 
 static void
@@ -1140,7 +1214,7 @@ compact_listed(struct session *s, const struct proto_resp *r)
 		compact_end(s);
 		return;
 	}
-	sync_start_job(s, COMMIT_COMPACT);
+	mailbox_start_job(s, COMMIT_COMPACT);
 }
 
 static void
@@ -1155,7 +1229,7 @@ compact_done(struct session *s, struct commit_req *j)
 		    "compacted the folder's index: %u line(s) kept, %u of "
 		    "messages no longer on the server dropped",
 		    j->counts.kept, j->counts.dropped);
-	if (!s->conn_alive || s->state != S_SYNC ||
+	if (!conn_alive(s->conn) || s->state != S_SYNC ||
 	    s->ms->phase != PHASE_COMPACT) {
 		s->ms->phase = PHASE_FETCH;
 		session_settle(s);
@@ -1199,8 +1273,8 @@ sync_fetch_body(struct session *s, const struct proto_resp *r)
 	b->files[b->nfiles++] = s->ms->cur;
 }
 
-static int
-sync_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size)
+int
+mailbox_literal_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 {
 	struct session *s = ud;
 	const char *end = prefix + len;
@@ -1257,15 +1331,14 @@ lane_sink(void *ud, const char *p, size_t n)
 	return 0;
 }
 
-static int
-sync_literal_data(void *ud, const char *p, size_t n)
+int
+mailbox_literal_data(void *ud, const char *p, size_t n)
 {
 	struct session *s = ud;
 
 	struct maildir_writer *w = &shared_writer;
 	int r;
 
-	session_progress(s); /* message bytes: the answer is coming */
 	if (!s->ms->cur_open)
 		return 0;
 	/*
@@ -1282,8 +1355,8 @@ sync_literal_data(void *ud, const char *p, size_t n)
 	return r;
 }
 
-static int
-sync_literal_end(void *ud)
+int
+mailbox_literal_end(void *ud)
 {
 	struct session *s = ud;
 
@@ -1305,8 +1378,8 @@ sync_literal_end(void *ud)
  * found first (once per folder and process), then last_uid is checked,
  * then new mail is listed and fetched.
  */
-static void
-sync_begin(struct session *s)
+void
+mailbox_begin(struct session *s)
 {
 	const struct state_rec *st = &s->mb->st;
 
@@ -1328,7 +1401,7 @@ sync_begin(struct session *s)
 	}
 	if (!s->mb->reconciled) {
 		s->ms->phase = PHASE_RECONCILE;
-		sync_start_job(s, COMMIT_RECONCILE);
+		mailbox_start_job(s, COMMIT_RECONCILE);
 		return;
 	}
 	sync_verify_last(s);
@@ -1350,12 +1423,15 @@ list_done(struct session *s)
 		s->ms->r_new = (unsigned)s->ms->nlist;
 	if (s->ms->nlist)
 		LOG(s, LOGL_INFO, "%zu new message(s) to fetch", s->ms->nlist);
-	sync_pump(s);
+	mailbox_pump(s);
 }
 
+/* An untagged FETCH of the sync's commands: a listing's, or the verify's. */
 static void
-sync_fetch_line(struct session *s, const struct proto_resp *r)
+fetch_line(void *ud, const struct proto_resp *r)
 {
+	struct session *s = ud;
+
 	if (s->ms->phase == PHASE_VERIFY)
 		sync_verify_fetch(s, r);
 	else if (s->ms->phase == PHASE_COMPACT && s->ms->listing &&
@@ -1372,88 +1448,76 @@ sync_fetch_line(struct session *s, const struct proto_resp *r)
  * Stopping: before the listing, nothing is on its way; during it, close
  * once no message is halfway in (what is complete is committed).
  */
-static bool
-sync_may_close(const struct session *s)
+bool
+mailbox_may_close(const struct session *s)
 {
 	if (s->ms->phase != PHASE_FETCH)
 		return true;
 	return !s->ms->streaming && (s->ms->inflight > 0 || s->ms->listing);
 }
 
-/* The tagged reply to one of the sync's commands. */
+/* The listing's tagged reply (of new mail, a recovery's or compaction's). */
 static void
-sync_tagged(struct session *s, struct cmd *c, const struct proto_resp *r)
+listed(void *ud, const struct proto_resp *r)
 {
-	switch (c->kind) {
-	case CMD_VERIFY:
-		sync_verify_done(s, r);
-		break;
-	case CMD_LIST:
-		if (s->ms->phase == PHASE_COMPACT) {
-			compact_listed(s, r);
-			break;
-		}
-		if (r->status != PROTO_OK) {
-			session_fail(s, IDLEFETCH_EPROTO,
-			    "listing new messages failed: %s", r->text);
-			break;
-		}
-		s->ms->listing = false;
-		if (s->ms->recovering)
-			recover_match(s);
-		else
-			list_done(s);
-		break;
-	case CMD_FETCH:
-		if (r->status != PROTO_OK) {
-			session_fail(s, IDLEFETCH_EPROTO,
-			    "fetching messages failed: %s", r->text);
-			break;
-		}
-		c->batch->complete = true;
-		c->batch->lane_seq = s->lane.enq_seq;
-		s->ms->inflight--;
-		sync_pump(s);
-		break;
-	case CMD_COPY:
-	case CMD_MOVE:
-	case CMD_STORE:
-	case CMD_EXPUNGE:
-		s->ms->after_pending--;
-		if (r->status != PROTO_OK) {
-			/*
-			 * Delivered and recorded, so nothing is lost; the
-			 * action is tried again at the next sync (the UIDs
-			 * are below last_uid). A failure, not a quiet log
-			 * line: --once exits 1 and status shows it.
-			 */
-			free(c->uids);
-			session_fail(s, IDLEFETCH_EPROTO,
-			    "after-delivery action failed (messages "
-			    "stay on the server): %s",
-			    r->text);
-			break;
-		} else if (c->kind == CMD_COPY)
-			sync_after_copy(s, c);
-		else if ((c->kind == CMD_EXPUNGE || c->kind == CMD_MOVE) &&
-		    s->expunges < c->nuids)
-			/*
-			 * Answered OK, yet fewer messages went than were
-			 * asked (Dovecot can drop a STORE \Deleted under
-			 * load): list again, they are still below last_uid.
-			 */
-			s->ms->after_short = true;
-		free(c->uids);
-		sync_pump(s);
-		break;
-	default:
-		fatal("bad sync command kind %d", (int)c->kind);
+	struct session *s = ud;
+
+	if (r == NULL)
+		return;
+	if (s->ms->phase == PHASE_COMPACT) {
+		compact_listed(s, r);
+		return;
 	}
+	if (r->status != PROTO_OK) {
+		session_fail(s, IDLEFETCH_EPROTO,
+		    "listing new messages failed: %s", r->text);
+		return;
+	}
+	s->ms->listing = false;
+	if (s->ms->recovering)
+		recover_match(s);
+	else
+		list_done(s);
+}
+
+static void
+verify_done(void *ud, const struct proto_resp *r)
+{
+	if (r != NULL)
+		sync_verify_done(ud, r);
+}
+
+/* A batch's tagged reply: its bodies are all in (or never will be). */
+static void
+batch_done(void *ud, const struct proto_resp *r)
+{
+	struct batch *b = ud;
+	struct session *s = b->s;
+
+	if (r == NULL)
+		return; /* the batch is the sync's, freed with it */
+	if (r->status != PROTO_OK) {
+		session_fail(s, IDLEFETCH_EPROTO,
+		    "fetching messages failed: %s", r->text);
+		return;
+	}
+	b->complete = true;
+	b->lane_seq = s->lane.enq_seq;
+	s->ms->inflight--;
+	mailbox_pump(s);
+}
+
+static void
+batch_line(void *ud, const struct proto_resp *r)
+{
+	struct batch *b = ud;
+
+	fetch_line(b->s, r);
 }
 
 /* The connection closed: nothing in flight on it is waited for. */
-static void
-sync_reset(struct session *s)
+void
+mailbox_reset(struct session *s)
 {
 	if (s->ms->cur_open)
 		lane_discard(&s->lane, &s->ms->cur);
@@ -1471,15 +1535,15 @@ sync_reset(struct session *s)
 	s->ms->ncuids = s->ms->capcuids = 0;
 }
 
-static void
-sync_init(struct session *s)
+void
+mailbox_init(struct session *s)
 {
 	s->ms = xcalloc(1, sizeof(*s->ms));
 }
 
 /* With the session: batches never committed, and their files in tmp/. */
-static void
-sync_free(struct session *s)
+void
+mailbox_free(struct session *s)
 {
 	struct msync *ms = s->ms;
 	struct batch *b, *next;
@@ -1498,8 +1562,8 @@ sync_free(struct session *s)
 	s->ms = NULL;
 }
 
-static bool
-sync_unit(struct session *s, int pr, const struct proto_resp *r,
+bool
+mailbox_unit(struct session *s, int pr, const struct proto_resp *r,
     const char *p, size_t n)
 {
 	struct msync *ms = s->ms;
@@ -1533,27 +1597,8 @@ sync_unit(struct session *s, int pr, const struct proto_resp *r,
 	return true;
 }
 
-static bool
-sync_progress(const struct session *s, const struct proto_resp *r)
+void
+mailbox_again(struct session *s)
 {
-	return (r->has & HAS_FETCH) && (s->ms->listing || (r->has & HAS_BODY));
+	sync_start(s);
 }
-
-const struct sync_ops mailbox_sync_ops = {
-	.literal_begin = sync_literal_begin,
-	.literal_data = sync_literal_data,
-	.literal_end = sync_literal_end,
-	.begin = sync_begin,
-	.again = sync_start,
-	.may_close = sync_may_close,
-	.pump = sync_pump,
-	.pump_commits = sync_pump_commits,
-	.start_job = sync_start_job,
-	.fetch_line = sync_fetch_line,
-	.tagged = sync_tagged,
-	.reset = sync_reset,
-	.init = sync_init,
-	.free = sync_free,
-	.unit = sync_unit,
-	.progress = sync_progress,
-};

@@ -1,8 +1,7 @@
 /*
- * session: one IMAP connection for one account and one or more of its
- * folders, from resolving the host to IDLE, with its own reconnect/backoff
- * loop. It owns its transport, framer and the batches of messages being
- * delivered. With several folders it syncs them in turn, then waits: with
+ * session: the scheduler of one account's IMAP connection (conn.h) and
+ * one or more of its folders, with its own reconnect/backoff loop. It owns
+ * the connection and the mailbox sync of the folder it works on. With several folders it syncs them in turn, then waits: with
  * NOTIFY (RFC 5465) the server tells it of every folder; without, it
  * IDLEs on one and polls the others with STATUS.
  */
@@ -18,7 +17,6 @@
 #include "idlefetch/status.h"
 
 struct session;
-struct sync_ops;
 
 /*
  * Connections being set up at once (connect, TLS, login), shared by the
@@ -56,7 +54,6 @@ struct session_opts {
 	SSL_CTX *ssl_ctx; /* borrowed; NULL when tls = none */
 	bool once; /* sync once, then LOGOUT and finish */
 	struct status_rec *status; /* borrowed, one per folder; kept current */
-	const struct sync_ops *sync; /* the folder's sync: &mailbox_sync_ops */
 	struct session_gate *gate; /* borrowed; NULL: no limit */
 	session_done_cb *done;
 	session_split_cb *split; /* NULL: never split */

@@ -46,7 +46,7 @@ class SignalTest(unittest.TestCase):
     def start_idling(self, name):
         f = self.env.idlefetch(name=name).start("-v")
         self.assertTrue(fx.wait_until(
-            lambda: "state IDLE_START -> IDLE" in f.log(), 15), f.log())
+            lambda: "conn IDLE_START -> IDLE" in f.log(), 15), f.log())
         return f
 
     def test_two_sigterms_at_once_still_log_out_cleanly(self):

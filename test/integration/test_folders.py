@@ -39,7 +39,7 @@ class FoldersTest(unittest.TestCase):
         f = self.env.idlefetch(name="many", folders=", ".join(FOLDERS),
                                extra=extra, **kw).start("-v")
         self.assertTrue(fx.wait_until(
-            lambda: "state IDLE_START -> IDLE" in f.log(), 30), f.log())
+            lambda: "conn IDLE_START -> IDLE" in f.log(), 30), f.log())
         return f
 
     def deliver_to_every_folder(self, f, within):
@@ -115,7 +115,7 @@ class FoldersTest(unittest.TestCase):
         # tells nothing of non-ASCII names: the others are polled).
         f.start("-v")
         self.assertTrue(fx.wait_until(
-            lambda: "state IDLE_START -> IDLE" in f.log(), 20), f.log())
+            lambda: "conn IDLE_START -> IDLE" in f.log(), 20), f.log())
         d.save(fx.make_message(3), "日本語")
         self.assertTrue(fx.wait_until(
             lambda: folder_md(f, "日本語").count() == 2, 15), f.log())
@@ -127,7 +127,7 @@ class FoldersTest(unittest.TestCase):
         f = self.env.idlefetch(name="gap", folders=", ".join(names),
                                extra="poll_interval = 600\n").start("-v")
         self.assertTrue(fx.wait_until(
-            lambda: "state IDLE_START -> IDLE" in f.log(), 20), f.log()[-3000:])
+            lambda: "conn IDLE_START -> IDLE" in f.log(), 20), f.log()[-3000:])
         self.env.dovecot.save(fx.make_message(1), "F01")
         self.env.dovecot.lmtp(fx.make_message(2))
         self.assertTrue(fx.wait_until(
@@ -325,7 +325,7 @@ class ManyAccountsTest(unittest.TestCase):
                 for i in range(1, 60))
             f = env.idlefetch(name="acct0", extra=extra).start("-v")
             self.assertTrue(fx.wait_until(
-                lambda: f.log().count("state IDLE_START -> IDLE") == 60, 60),
+                lambda: f.log().count("conn IDLE_START -> IDLE") == 60, 60),
                 f.log()[-3000:])
             queued = f.log().count("-> QUEUED")
             self.assertGreaterEqual(queued, 28, "at most 32 set up at once")
@@ -352,7 +352,7 @@ class WithoutNotifyTest(FoldersTest):
                       "folder(s)", f.log())
         port = self.env.dovecot.imaps_port
         self.assertTrue(fx.wait_until(
-            lambda: f.log().count("state IDLE_START -> IDLE") >= 5, 30),
+            lambda: f.log().count("conn IDLE_START -> IDLE") >= 5, 30),
             f.log()[-3000:])
         self.assertEqual(f.connections(port), 5)
         # The first 4 folders IDLE: INBOX's message comes at once.

@@ -145,7 +145,7 @@ class Hostile(scripted.ScriptedCase):
         f = self.fetcher(srv, folders="INBOX, Lists",
                          extra="poll_interval = 600\n").start("-v")
         self.assertTrue(fx.wait_until(
-            lambda: "state IDLE_START -> IDLE" in f.log(), 10), f.log())
+            lambda: "conn IDLE_START -> IDLE" in f.log(), 10), f.log())
         self.assertEqual(len(notifies), 1)
         lists = fx.Maildir(f.maildir_path + "/.Lists")
         self.assertEqual((f.md.count(), lists.count()), (1, 1))
@@ -165,7 +165,7 @@ class Hostile(scripted.ScriptedCase):
                         notifies)
         self.assertIn("NOTIFICATIONOVERFLOW", f.log())
         self.assertTrue(fx.wait_until(
-            lambda: f.log().count("state IDLE_START -> IDLE") >= 2, 10))
+            lambda: f.log().count("conn IDLE_START -> IDLE") >= 2, 10))
         self.assertEqual(f.stop(), 0)
 
     def test_interleaved_pipelined_responses_are_matched_by_uid(self):

@@ -118,7 +118,7 @@ class RecoveryMemoryTest(IndexCase):
         # threadpool's stacks among it), whatever the index.
         f.start("-v")
         self.assertTrue(fx.wait_until(lambda: f.md.count() == 5 and
-                                      "state IDLE_START -> IDLE" in f.log(),
+                                      "conn IDLE_START -> IDLE" in f.log(),
                                       30), f.log())
         idle = vm_data(f.proc.pid)
         self.assertEqual(f.stop(), 0, f.log())

@@ -19,7 +19,7 @@ class IdleTest(unittest.TestCase):
     def test_idle_delivers_each_lmtp_message_within_2s(self):
         f = self.env.idlefetch(tls="implicit", name="idle").start("-v")
         self.assertTrue(fx.wait_until(lambda: " IDLE" in f.log() and
-                                      "state IDLE_START -> IDLE" in f.log(),
+                                      "conn IDLE_START -> IDLE" in f.log(),
                                       15), f.log())
         delays = []
         for i in range(20):
@@ -63,7 +63,7 @@ class ManyFoldersTest(unittest.TestCase):
         f = self.env.idlefetch(tls="implicit", name="folders",
                                folders="INBOX, Lists/dev, Archive").start("-v")
         self.assertTrue(fx.wait_until(
-            lambda: f.log().count("state IDLE_START -> IDLE") >= 3, 15), f.log())
+            lambda: f.log().count("conn IDLE_START -> IDLE") >= 3, 15), f.log())
         sub = fx.Maildir(f.maildir_path + "/.Lists.dev")
         arch = fx.Maildir(f.maildir_path + "/.Archive")
         for i in range(3):

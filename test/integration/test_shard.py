@@ -110,7 +110,7 @@ class ShardTest(unittest.TestCase):
     def test_an_account_moves_only_when_the_other_replica_lets_go(self):
         one = self.start("-v", name="one")              # every account
         self.assertTrue(fx.wait_until(
-            lambda: self.log("one").count("state IDLE_START -> IDLE") == 8,
+            lambda: self.log("one").count("conn IDLE_START -> IDLE") == 8,
             30), self.log("one"))
         # Scaling out: replica 0 of 2 starts while the old one still runs.
         two = self.start("--shard", "0/2", name="two")

@@ -77,7 +77,7 @@ class SubscribedTest(unittest.TestCase):
             lambda: all(md(f, n).count() == 1 for n in WANTED), 30),
             f.log()[-1500:])
         self.assertTrue(fx.wait_until(
-            lambda: "state IDLE_START -> IDLE" in f.log(), 20), f.log())
+            lambda: "conn IDLE_START -> IDLE" in f.log(), 20), f.log())
         d = self.env.dovecot
         pid = f.proc.pid
         t0 = time.monotonic()

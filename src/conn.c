@@ -1,0 +1,1051 @@
+/*
+ * conn: the state machine of one IMAP connection.
+ *
+ *   CLOSED -> CONNECT -> [TLS] -> GREETING -> [STARTTLS -> TLS] ->
+ *   [CAPABILITY] -> [TOKEN] -> AUTH -> [CAPS_AGAIN] -> READY;
+ *   READY -> IDLE_START -> [IDLE_CANCEL] -> IDLE -> IDLE_DONE -> READY;
+ *   READY | IDLE -> LOGOUT -> CLOSED; any failure -> CLOSED
+ *
+ * conn_enter() is the one place that changes the state: it logs the change
+ * with its reason, arms the state's timer and performs its entry action
+ * (sends the command the state waits for). Each command carries its own
+ * completion, so a reply needs no switch on what the command was: the tag
+ * finds the callback. The answer timeout bounds the wait for each answer
+ * (not for the whole of a long one): a tagged reply, a response routed to
+ * a command and message bytes restart it; "* OK still here" does not.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "idlefetch/conn.h"
+#include "idlefetch/framer.h"
+#include "idlefetch/log.h"
+#include "idlefetch/oauth.h"
+#include "idlefetch/transport.h"
+#include "idlefetch/util.h"
+
+#define LOGOUT_TIMEOUT_MS 3000
+
+/* A command sent and not yet answered. */
+struct pending {
+	unsigned tag;
+	unsigned want; /* HAS_* its untagged callback takes */
+	conn_done_cb *done;
+	conn_untagged_cb *untagged;
+	void *ud;
+	char *secret; /* AUTHENTICATE's response, sent after "+" */
+};
+
+struct conn {
+	uv_loop_t *loop;
+	struct conn_opts o;
+	const struct account *a;
+	const char *folder; /* for the log */
+	enum conn_state state;
+	uv_timer_t timer;
+	struct transport *tr;
+	struct framer *fr;
+	struct framer_ops fops;
+	uint32_t caps;
+	unsigned next_tag;
+	struct pending *cmds;
+	size_t ncmds, capcmds;
+	char *bye; /* the server's BYE, NULL: none */
+	uint32_t retry_ms; /* a busy server asked to wait this long */
+	uint64_t progress_at; /* loop time the answer timeout was armed */
+	bool paused; /* the owner's disk is behind: not reading */
+	/* Login */
+	const char *token; /* CONN_AUTH's entry: the OAuth2 token, borrowed */
+	char *why; /* an OAuth2 refusal's reasons, decoded, until its NO */
+	unsigned oauth_gen; /* the token this login sent */
+	bool oauth_fresh; /* ...printed by the command for this login */
+	/* IDLE and LOGOUT: what the owner asked to be told */
+	uint64_t idle_ms;
+	conn_done_cb *idle_cb, *logout_cb;
+	void *idle_ud, *logout_ud;
+};
+
+static const char *state_names[] = { "CLOSED", "CONNECT", "TLS", "GREETING",
+	"STARTTLS", "CAPABILITY", "TOKEN", "AUTH", "CAPS_AGAIN", "READY",
+	"IDLE_START", "IDLE_CANCEL", "IDLE", "IDLE_DONE", "LOGOUT" };
+
+#define LOG(c, lvl, ...) log_msg((lvl), (c)->a->name, (c)->folder, __VA_ARGS__)
+
+static void conn_enter(struct conn *c, enum conn_state st, const char *why);
+static void timer_cb(uv_timer_t *t);
+
+static void
+set_text(char **dst, const char *src)
+{
+	free(*dst);
+	*dst = src ? xstrdup(src) : NULL;
+}
+
+/* ---- failing ----------------------------------------------------------- */
+
+/* Closes, then tells the owner why: the owner decides what comes next. */
+static void __attribute__((format(printf, 4, 5)))
+fail(struct conn *c, int err, bool final, const char *fmt, ...)
+{
+	char why[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	conn_close(c);
+	c->o.ops->failed(c->o.ud, err, final, why);
+}
+
+/* ---- commands ---------------------------------------------------------- */
+
+static struct pending *
+find_cmd(struct conn *c, const char *tag)
+{
+	unsigned n;
+	char *end;
+
+	if (tag[0] != 'a')
+		return NULL;
+	n = (unsigned)strtoul(tag + 1, &end, 10);
+	if (*end != '\0')
+		return NULL;
+	for (size_t i = 0; i < c->ncmds; i++)
+		if (c->cmds[i].tag == n)
+			return &c->cmds[i];
+	return NULL;
+}
+
+static void
+arm(struct conn *c, uint64_t ms)
+{
+	uv_timer_start(&c->timer, timer_cb, ms, 0);
+}
+
+static uint64_t
+timeout_ms(const struct conn *c)
+{
+	return (uint64_t)c->a->timeout * 1000;
+}
+
+/* States whose timer is the answer timeout. */
+static bool
+awaits_answer(const struct conn *c)
+{
+	switch (c->state) {
+	case CONN_CONNECT:
+	case CONN_TLS:
+	case CONN_GREETING:
+	case CONN_STARTTLS:
+	case CONN_CAPABILITY:
+	case CONN_AUTH:
+	case CONN_CAPS_AGAIN:
+	case CONN_IDLE_START:
+	case CONN_IDLE_CANCEL:
+	case CONN_IDLE_DONE:
+		return true;
+	case CONN_READY:
+		return c->ncmds > 0;
+	default:
+		return false;
+	}
+}
+
+static void
+answer_timer(struct conn *c)
+{
+	c->progress_at = uv_now(c->loop);
+	arm(c, timeout_ms(c));
+}
+
+/*
+ * The server moved an answer forward. Message bytes call this for every
+ * chunk; the timeout has whole seconds, so re-arming it once a second is
+ * as good and cheaper.
+ */
+static void
+progress(struct conn *c)
+{
+	if (!awaits_answer(c) || uv_now(c->loop) - c->progress_at < 1000)
+		return;
+	answer_timer(c);
+}
+
+/* Writes one line; secret: it holds credentials and is not logged. */
+static void
+send_line(struct conn *c, unsigned tag, const char *text, bool secret)
+{
+	char *line = tag ? xasprintf("a%u %s\r\n", tag, text) :
+			   xasprintf("%s\r\n", text);
+	int r;
+
+	if (log_enabled(LOGL_DEBUG)) {
+		if (secret && tag)
+			LOG(c, LOGL_DEBUG, "C: a%u %.*s <credentials hidden>",
+			    tag, (int)strcspn(text, " "), text);
+		else if (secret)
+			LOG(c, LOGL_DEBUG, "C: <credentials hidden>");
+		else if (tag)
+			LOG(c, LOGL_DEBUG, "C: a%u %s", tag, text);
+		else
+			LOG(c, LOGL_DEBUG, "C: %s", text);
+	}
+	r = transport_write(c->tr, line, strlen(line));
+	OPENSSL_cleanse(line, strlen(line));
+	free(line);
+	if (r < 0)
+		LOG(c, LOGL_DEBUG, "write failed: %s", err_str(r));
+}
+
+static struct pending *
+vsend(struct conn *c, bool secret, unsigned want, conn_done_cb *done,
+    conn_untagged_cb *untagged, void *ud, const char *fmt, va_list ap)
+{
+	struct pending *p;
+	char *text;
+
+	if (c->ncmds == c->capcmds) {
+		c->capcmds = c->capcmds ? c->capcmds * 2 : 4;
+		c->cmds = xrealloc(c->cmds, c->capcmds * sizeof(*c->cmds));
+	}
+	if (vasprintf(&text, fmt, ap) < 0)
+		fatal("out of memory");
+	p = &c->cmds[c->ncmds++];
+	*p = (struct pending){ .tag = ++c->next_tag, .want = want,
+		.done = done, .untagged = untagged, .ud = ud };
+	/* In READY the first command waiting starts the answer timeout. */
+	if (c->state == CONN_READY && c->ncmds == 1)
+		answer_timer(c);
+	send_line(c, p->tag, text, secret);
+	OPENSSL_cleanse(text, strlen(text));
+	free(text);
+	return p;
+}
+
+/* A command of the connection's own, in a login state. */
+static struct pending * __attribute__((format(printf, 4, 5)))
+own_cmd(struct conn *c, bool secret, conn_done_cb *done, const char *fmt,
+    ...)
+{
+	struct pending *p;
+	va_list ap;
+
+	va_start(ap, fmt);
+	p = vsend(c, secret, 0, done, NULL, c, fmt, ap);
+	va_end(ap);
+	return p;
+}
+
+unsigned
+conn_cmd(struct conn *c, unsigned want, conn_done_cb *done,
+    conn_untagged_cb *untagged, void *ud, const char *fmt, ...)
+{
+	struct pending *p;
+	va_list ap;
+
+	if (c->state != CONN_READY)
+		fatal("conn_cmd in %s", state_names[c->state]);
+	va_start(ap, fmt);
+	p = vsend(c, false, want, done, untagged, ud, fmt, ap);
+	va_end(ap);
+	return p->tag;
+}
+
+/* ---- login ------------------------------------------------------------- */
+
+static void caps_done(void *ud, const struct proto_resp *r);
+static void caps_again_done(void *ud, const struct proto_resp *r);
+static void starttls_done(void *ud, const struct proto_resp *r);
+static void auth_done(void *ud, const struct proto_resp *r);
+static void idle_done(void *ud, const struct proto_resp *r);
+static void logout_done(void *ud, const struct proto_resp *r);
+
+/* An AUTHENTICATE with its response at once (SASL-IR) or after "+". */
+static void
+authenticate(struct conn *c, const char *mech, const char *b64)
+{
+	struct pending *p;
+
+	if (c->caps & CAP_SASL_IR) {
+		own_cmd(c, true, auth_done, "AUTHENTICATE %s %s", mech, b64);
+		return;
+	}
+	p = own_cmd(c, false, auth_done, "AUTHENTICATE %s", mech);
+	p->secret = xstrdup(b64);
+}
+
+/*
+ * AUTHENTICATE XOAUTH2 or OAUTHBEARER with the token. A refusal comes as
+ * a "+" with the server's reasons (base64 JSON), answered with an empty
+ * response (XOAUTH2) or %x01 (OAUTHBEARER, RFC 7628 3.2.3), then NO.
+ */
+static void
+send_oauth(struct conn *c, const char *token)
+{
+	bool x = c->a->auth == AUTH_XOAUTH2;
+	const char *mech = x ? "XOAUTH2" : "OAUTHBEARER";
+	char *b64;
+
+	if (!(c->caps & (x ? CAP_AUTH_XOAUTH2 : CAP_AUTH_OAUTHBEARER))) {
+		fail(c, IDLEFETCH_ECAPA, false,
+		    "auth = %s but the server does not offer AUTH=%s; not "
+		    "logging in",
+		    x ? "xoauth2" : "oauthbearer", mech);
+		return;
+	}
+	b64 = oauth_response(c->a->auth, c->a->username, token, c->a->host,
+	    c->a->port);
+	c->oauth_gen = oauth_generation(c->o.oauth);
+	set_text(&c->why, NULL);
+	authenticate(c, mech, b64);
+	OPENSSL_cleanse(b64, strlen(b64));
+	free(b64);
+}
+
+static void
+send_plain(struct conn *c)
+{
+	const struct account *a = c->a;
+	size_t ul = strlen(a->username), pl = strlen(a->password);
+	size_t rawlen = ul + pl + 2;
+	unsigned char *raw = xmalloc(rawlen);
+	char *b64 = xmalloc(4 * ((rawlen + 2) / 3) + 1);
+
+	raw[0] = '\0';
+	memcpy(raw + 1, a->username, ul);
+	raw[ul + 1] = '\0';
+	memcpy(raw + ul + 2, a->password, pl);
+	EVP_EncodeBlock((unsigned char *)b64, raw, (int)rawlen);
+	OPENSSL_cleanse(raw, rawlen);
+	free(raw);
+	authenticate(c, "PLAIN", b64);
+	OPENSSL_cleanse(b64, strlen(b64));
+	free(b64);
+}
+
+/* CONN_AUTH's entry action: the login command the server takes. */
+static void
+send_auth(struct conn *c)
+{
+	const struct account *a = c->a;
+	char qu[1024], qp[1024];
+
+	if (c->o.ssl_ctx && !transport_is_tls(c->tr))
+		fatal("credentials about to be sent without TLS");
+	if (a->auth != AUTH_PASSWORD) {
+		send_oauth(c, c->token);
+		c->token = NULL;
+		return;
+	}
+	if (c->caps & CAP_AUTH_PLAIN) {
+		send_plain(c);
+		return;
+	}
+	if (c->caps & CAP_LOGINDISABLED) {
+		fail(c, IDLEFETCH_ECAPA, false,
+		    "server refuses LOGIN "
+		    "(LOGINDISABLED) and offers no AUTH=PLAIN; not logging in");
+		return;
+	}
+	if (proto_quote(qu, sizeof(qu), a->username) < 0 ||
+	    proto_quote(qp, sizeof(qp), a->password) < 0) {
+		fail(c, -EINVAL, true,
+		    "username or password has bytes LOGIN "
+		    "cannot carry and the server offers no AUTH=PLAIN");
+		return;
+	}
+	own_cmd(c, true, auth_done, "LOGIN %s %s", qu, qp);
+	OPENSSL_cleanse(qp, sizeof(qp));
+}
+
+static void
+token_cb(void *ud, const char *token, const char *err)
+{
+	struct conn *c = ud;
+
+	if (c->state != CONN_TOKEN)
+		return;
+	if (token == NULL) {
+		fail(c, IDLEFETCH_EAUTH, false, "%s", err);
+		return;
+	}
+	c->oauth_fresh = true;
+	c->token = token;
+	conn_enter(c, CONN_AUTH, "token printed");
+}
+
+/* Capabilities known: STARTTLS if asked for, else log in. */
+static void
+after_caps(struct conn *c)
+{
+	if (c->a->tls == TLS_MODE_STARTTLS && !transport_is_tls(c->tr)) {
+		if (!(c->caps & CAP_STARTTLS)) {
+			fail(c, IDLEFETCH_ECAPA, false,
+			    "tls = starttls but the server "
+			    "does not offer STARTTLS; not logging in");
+			return;
+		}
+		conn_enter(c, CONN_STARTTLS, "tls = starttls");
+		return;
+	}
+	if (c->a->auth == AUTH_PASSWORD) {
+		conn_enter(c, CONN_AUTH, "capabilities known");
+		return;
+	}
+	c->oauth_fresh = false;
+	c->token = oauth_token(c->o.oauth);
+	/* Nothing fresh: the command runs, the connection waits. */
+	conn_enter(c, c->token ? CONN_AUTH : CONN_TOKEN,
+	    c->token ? "token kept" : "no fresh token");
+}
+
+static void
+caps_done(void *ud, const struct proto_resp *r)
+{
+	struct conn *c = ud;
+
+	if (r == NULL)
+		return;
+	if (r->status != PROTO_OK)
+		fail(c, IDLEFETCH_EPROTO, false, "CAPABILITY failed: %s",
+		    r->text);
+	else
+		after_caps(c);
+}
+
+static void
+caps_again_done(void *ud, const struct proto_resp *r)
+{
+	struct conn *c = ud;
+
+	if (r == NULL)
+		return;
+	if (r->status != PROTO_OK)
+		fail(c, IDLEFETCH_EPROTO, false, "CAPABILITY failed: %s",
+		    r->text);
+	else
+		conn_enter(c, CONN_READY, "capabilities known");
+}
+
+static void
+starttls_done(void *ud, const struct proto_resp *r)
+{
+	struct conn *c = ud;
+
+	if (r == NULL)
+		return;
+	if (r->status != PROTO_OK) {
+		fail(c, IDLEFETCH_ETLS, false, "STARTTLS refused: %s",
+		    r->text);
+		return;
+	}
+	conn_enter(c, CONN_TLS, "STARTTLS accepted");
+}
+
+/*
+ * A refused token is not used again. One the command had just printed
+ * means the account itself is refused (retried slowly); one that was kept
+ * from before has merely expired early: a new one, at once (-EKEYEXPIRED).
+ */
+static void
+oauth_rejected(struct conn *c, const struct proto_resp *r)
+{
+	char reason[300];
+
+	oauth_refused(c->o.oauth, c->oauth_gen);
+	snprintf(reason, sizeof(reason), "%s%s%s", r->text,
+	    c->why ? "; the server says: " : "", c->why ? c->why : "");
+	set_text(&c->why, NULL);
+	if (c->oauth_fresh) {
+		fail(c, IDLEFETCH_EAUTH, false,
+		    "login rejected for user %s with a new token: %s",
+		    c->a->username, reason);
+		return;
+	}
+	LOG(c, LOGL_WARN,
+	    "the server refused the kept token for user %s (%s); running "
+	    "oauth_token_command again",
+	    c->a->username, reason);
+	fail(c, -EKEYEXPIRED, false, "reconnecting with a new token");
+}
+
+static void
+auth_done(void *ud, const struct proto_resp *r)
+{
+	struct conn *c = ud;
+
+	if (r == NULL)
+		return;
+	if (r->status != PROTO_OK && c->a->auth != AUTH_PASSWORD) {
+		oauth_rejected(c, r);
+		return;
+	}
+	if (r->status != PROTO_OK) {
+		fail(c, IDLEFETCH_EAUTH, false,
+		    "login rejected for user %s: %s", c->a->username, r->text);
+		return;
+	}
+	LOG(c, LOGL_INFO, "logged in as %s%s", c->a->username,
+	    transport_is_tls(c->tr) ? " over TLS" : " without TLS");
+	if (r->has & HAS_CAPS)
+		conn_enter(c, CONN_READY, "logged in");
+	else
+		conn_enter(c, CONN_CAPS_AGAIN, "logged in, no capabilities");
+}
+
+/* The server refused the token: its reasons, decoded, for the log. */
+static void
+oauth_challenge(struct conn *c, const char *text)
+{
+	char why[256];
+
+	oauth_describe_challenge(text, why, sizeof(why));
+	set_text(&c->why, why);
+	send_line(c, 0, c->a->auth == AUTH_XOAUTH2 ? "" : "AQ==", false);
+}
+
+/* ---- states -------------------------------------------------------------- */
+
+/* Logged in (READY, IDLE...) or on the way there: entry actions. */
+static void
+enter_action(struct conn *c, enum conn_state st)
+{
+	switch (st) {
+	case CONN_TLS:
+		if (transport_start_tls(c->tr, c->o.ssl_ctx, c->a->host) < 0)
+			fail(c, IDLEFETCH_ETLS, false, "cannot start TLS");
+		break;
+	case CONN_STARTTLS:
+		own_cmd(c, false, starttls_done, "STARTTLS");
+		break;
+	case CONN_CAPABILITY:
+		own_cmd(c, false, caps_done, "CAPABILITY");
+		break;
+	case CONN_CAPS_AGAIN:
+		own_cmd(c, false, caps_again_done, "CAPABILITY");
+		break;
+	case CONN_TOKEN:
+		oauth_fetch(c->o.oauth, token_cb, c);
+		break;
+	case CONN_AUTH:
+		send_auth(c);
+		break;
+	case CONN_READY:
+		if (c->ncmds > 0)
+			answer_timer(c);
+		break;
+	case CONN_IDLE_START:
+		own_cmd(c, false, idle_done, "IDLE");
+		break;
+	case CONN_IDLE:
+		arm(c, c->idle_ms);
+		break;
+	case CONN_IDLE_DONE:
+		send_line(c, 0, "DONE", false);
+		break;
+	case CONN_LOGOUT:
+		arm(c, LOGOUT_TIMEOUT_MS);
+		own_cmd(c, false, logout_done, "LOGOUT");
+		break;
+	default:
+		break;
+	}
+}
+
+/*
+ * The one way to change state: logs the change and its reason, stops the
+ * old state's timer, arms the answer timeout where an answer is awaited
+ * and performs the new state's entry action, last (it may fail, and
+ * close).
+ */
+static void
+conn_enter(struct conn *c, enum conn_state st, const char *why)
+{
+	enum conn_state was = c->state;
+
+	uv_timer_stop(&c->timer);
+	if (was != st)
+		LOG(c, LOGL_DEBUG, "conn %s -> %s (%s)", state_names[was],
+		    state_names[st], why);
+	c->state = st;
+	if (awaits_answer(c))
+		answer_timer(c);
+	enter_action(c, st);
+	if (c->state != st)
+		return; /* the entry action failed */
+	c->o.ops->changed(c->o.ud);
+	if (st == CONN_READY && (was == CONN_AUTH || was == CONN_CAPS_AGAIN))
+		c->o.ops->ready(c->o.ud);
+}
+
+static void
+timer_cb(uv_timer_t *t)
+{
+	struct conn *c = t->data;
+
+	switch (c->state) {
+	case CONN_IDLE:
+		/* Re-issue IDLE: keeps NAT state alive and proves the peer is. */
+		conn_enter(c, CONN_IDLE_DONE, "refresh");
+		break;
+	case CONN_READY:
+		if (c->ncmds == 0 || c->paused) { /* waiting for the disk */
+			answer_timer(c);
+			break;
+		}
+		fail(c, -ETIMEDOUT, false, "no answer from the server for %u s",
+		    c->a->timeout);
+		break;
+	case CONN_LOGOUT:
+		logout_done(c, NULL);
+		break;
+	default:
+		fail(c, -ETIMEDOUT, false, "%s:%u: timed out in %s",
+		    c->a->host, c->a->port, state_names[c->state]);
+		break;
+	}
+}
+
+static void
+idle_done(void *ud, const struct proto_resp *r)
+{
+	struct conn *c = ud;
+	conn_done_cb *cb = c->idle_cb;
+
+	if (r == NULL)
+		return;
+	if (r->status != PROTO_OK) {
+		fail(c, IDLEFETCH_EPROTO, false, "IDLE failed: %s", r->text);
+		return;
+	}
+	c->idle_cb = NULL;
+	conn_enter(c, CONN_READY, "IDLE over");
+	if (c->state == CONN_READY && cb)
+		cb(c->idle_ud, r);
+}
+
+/* LOGOUT answered, timed out or cut: closed either way, and said so. */
+static void
+logout_done(void *ud, const struct proto_resp *r)
+{
+	struct conn *c = ud;
+	conn_done_cb *cb = c->logout_cb;
+
+	if (cb == NULL)
+		return; /* its own close cancelling it */
+	c->logout_cb = NULL;
+	conn_close(c);
+	cb(c->logout_ud, r);
+}
+
+/* ---- responses ------------------------------------------------------------ */
+
+static void
+server_busy(struct conn *c, const struct proto_resp *r)
+{
+	if ((r->has & HAS_BUSY) && r->retry_ms > c->retry_ms)
+		c->retry_ms = r->retry_ms;
+}
+
+static void
+on_tagged(struct conn *c, const struct proto_resp *r)
+{
+	struct pending *p = find_cmd(c, r->tag), cmd;
+
+	if (p == NULL) {
+		fail(c, IDLEFETCH_EPROTO, false,
+		    "server answered unknown tag %s", r->tag);
+		return;
+	}
+	cmd = *p;
+	*p = c->cmds[--c->ncmds];
+	secret_free(cmd.secret);
+	if (r->has & HAS_CAPS)
+		c->caps = r->caps;
+	if (c->state == CONN_READY && c->ncmds == 0)
+		uv_timer_stop(&c->timer);
+	else
+		progress(c);
+	if (r->status != PROTO_OK && (r->has & HAS_BUSY)) {
+		/* Not a refusal: not a bad password, not a missing folder. */
+		server_busy(c, r);
+		if (cmd.done)
+			cmd.done(cmd.ud, NULL);
+		fail(c, -EAGAIN, false,
+		    "the server is busy (%s); trying again later", r->text);
+		return;
+	}
+	if (cmd.done)
+		cmd.done(cmd.ud, r);
+}
+
+/* Untagged FETCH, LIST, STATUS: to the oldest command that asked. */
+static void
+on_untagged(struct conn *c, const struct proto_resp *r)
+{
+	if (r->status == PROTO_BYE) {
+		set_text(&c->bye, r->text);
+		server_busy(c, r);
+		return;
+	}
+	if (r->has & HAS_CAPS)
+		c->caps = r->caps;
+	for (size_t i = 0; i < c->ncmds; i++) {
+		struct pending *p = &c->cmds[i];
+
+		if (p->untagged && (r->has & p->want)) {
+			progress(c);
+			p->untagged(p->ud, r);
+			return;
+		}
+	}
+	c->o.ops->untagged(c->o.ud, r);
+}
+
+static void
+on_continue(struct conn *c, const struct proto_resp *r)
+{
+	struct pending *last = c->ncmds ? &c->cmds[c->ncmds - 1] : NULL;
+
+	if (c->state == CONN_IDLE_START) {
+		conn_enter(c, CONN_IDLE, "server idling");
+	} else if (c->state == CONN_IDLE_CANCEL) {
+		conn_enter(c, CONN_IDLE_DONE, "asked to end");
+	} else if (c->state == CONN_AUTH && last && last->secret) {
+		send_line(c, 0, last->secret, true);
+		secret_free(last->secret);
+		last->secret = NULL;
+	} else if (c->state == CONN_AUTH && c->a->auth != AUTH_PASSWORD &&
+	    c->why == NULL) {
+		oauth_challenge(c, r->text);
+	} else {
+		fail(c, IDLEFETCH_EPROTO, false, "unexpected continuation");
+	}
+}
+
+static void
+on_greeting(struct conn *c, int pr, const struct proto_resp *r)
+{
+	if (pr < 0 || r->status == PROTO_BYE) {
+		fail(c, IDLEFETCH_EPROTO, false,
+		    "server refused the connection: %s",
+		    pr < 0 ? "bad greeting" : r->text);
+		return;
+	}
+	if (r->status == PROTO_PREAUTH) {
+		fail(c, IDLEFETCH_EPROTO, false,
+		    "server sent PREAUTH; refusing "
+		    "a connection that skips authentication");
+		return;
+	}
+	if (r->has & HAS_CAPS) {
+		c->caps = r->caps;
+		after_caps(c);
+	} else {
+		conn_enter(c, CONN_CAPABILITY, "greeted");
+	}
+}
+
+static int
+on_unit(void *ud, const char *p, size_t n)
+{
+	struct conn *c = ud;
+	struct proto_resp r;
+	bool greeting = c->state == CONN_GREETING;
+	int pr;
+
+	if (log_enabled(LOGL_DEBUG))
+		LOG(c, LOGL_DEBUG, "S: %.*s", (int)(n > 200 ? 200 : n - 2), p);
+	pr = proto_parse(p, n, greeting, &r);
+	/* A message's FETCH, a line of the listing: the owner's first. */
+	if (!greeting && !c->o.ops->unit(c->o.ud, pr, &r, p, n))
+		return 1;
+	/* RFC 3501 7.1: an ALERT must be presented to the user. */
+	if (pr == 0 && (r.has & HAS_ALERT))
+		LOG(c, LOGL_WARN, "server alert: %s", r.text);
+	if (greeting) {
+		on_greeting(c, pr, &r);
+		return conn_alive(c) ? 0 : 1;
+	}
+	if (pr < 0 && r.kind != PROTO_TAGGED && r.status != PROTO_BYE) {
+		LOG(c, LOGL_DEBUG,
+		    "skipping a response the parser does not know");
+		return 0;
+	}
+	if (r.kind == PROTO_CONTINUE)
+		on_continue(c, &r);
+	else if (r.kind == PROTO_TAGGED)
+		on_tagged(c, &r);
+	else
+		on_untagged(c, &r);
+	if (!conn_alive(c))
+		return 1;
+	/* STARTTLS: whatever followed the OK in plaintext must be dropped. */
+	return c->state == CONN_TLS ? 1 : 0;
+}
+
+/* ---- literals: the owner's, with the answer timeout kept ------------------- */
+
+static int
+lit_begin(void *ud, const char *prefix, size_t len, uint64_t size)
+{
+	struct conn *c = ud;
+
+	return c->o.ops->literal_begin(c->o.ud, prefix, len, size);
+}
+
+static int
+lit_data(void *ud, const char *p, size_t n)
+{
+	struct conn *c = ud;
+
+	progress(c); /* message bytes: the answer is coming */
+	return c->o.ops->literal_data(c->o.ud, p, n);
+}
+
+static int
+lit_end(void *ud)
+{
+	struct conn *c = ud;
+
+	return c->o.ops->literal_end(c->o.ud);
+}
+
+/* ---- transport events ------------------------------------------------------- */
+
+static void
+on_data(struct conn *c, const char *data, size_t len)
+{
+	int r = framer_push(c->fr, data, len);
+
+	if (r < 0 && conn_alive(c)) {
+		fail(c, r, false, "connection closed: %s",
+		    r == -EMSGSIZE ?
+			"server sent an over-long line or literal" :
+			err_str(r));
+		return;
+	}
+	if (conn_alive(c))
+		c->o.ops->read(c->o.ud);
+}
+
+static void
+on_transport(void *ud, enum transport_event ev, const char *data, size_t len,
+    int err, const char *why)
+{
+	struct conn *c = ud;
+
+	switch (ev) {
+	case TRANSPORT_CONNECTED:
+		LOG(c, LOGL_DEBUG, "connected to %s:%u", c->a->host,
+		    c->a->port);
+		conn_enter(c,
+		    c->a->tls == TLS_MODE_IMPLICIT ? CONN_TLS : CONN_GREETING,
+		    "connected");
+		break;
+	case TRANSPORT_TLS_READY:
+		LOG(c, LOGL_DEBUG, "TLS established, certificate verified");
+		if (c->a->tls == TLS_MODE_IMPLICIT) {
+			conn_enter(c, CONN_GREETING, "TLS up");
+		} else {
+			/* RFC 3501: capabilities must be asked for again after TLS. */
+			c->caps = 0;
+			conn_enter(c, CONN_CAPABILITY, "TLS up");
+		}
+		break;
+	case TRANSPORT_DATA:
+		on_data(c, data, len);
+		break;
+	case TRANSPORT_ERROR:
+		if (c->state == CONN_LOGOUT) {
+			logout_done(c, NULL);
+			break;
+		}
+		if (c->bye)
+			fail(c, err, false,
+			    "%s:%u: server closed the connection: %s",
+			    c->a->host, c->a->port, c->bye);
+		else
+			fail(c, err, false, "%s:%u: %s", c->a->host,
+			    c->a->port, why);
+		break;
+	default:
+		fatal("bad transport event %d", ev);
+	}
+}
+
+/* ---- public ------------------------------------------------------------------- */
+
+struct conn *
+conn_new(uv_loop_t *loop, const struct conn_opts *o)
+{
+	struct conn *c = xcalloc(1, sizeof(*c));
+
+	c->loop = loop;
+	c->o = *o;
+	c->a = o->acct;
+	c->fops = (struct framer_ops){ .literal_begin = lit_begin,
+		.literal_data = lit_data,
+		.literal_end = lit_end,
+		.unit = on_unit };
+	c->fr = framer_new(&c->fops, c);
+	uv_timer_init(loop, &c->timer);
+	c->timer.data = c;
+	return c;
+}
+
+int
+conn_open(struct conn *c)
+{
+	if (c->state != CONN_CLOSED)
+		fatal("conn_open in %s", state_names[c->state]);
+	set_text(&c->bye, NULL);
+	c->caps = 0;
+	c->paused = false;
+	framer_reset(c->fr);
+	c->tr = transport_new(c->loop, on_transport, c);
+	conn_enter(c, CONN_CONNECT, "opening");
+	return transport_connect(c->tr, c->a->host, c->a->port);
+}
+
+void
+conn_close(struct conn *c)
+{
+	struct pending *cmds = c->cmds;
+	size_t n = c->ncmds;
+
+	if (c->tr) {
+		transport_free(c->tr);
+		c->tr = NULL;
+	}
+	framer_reset(c->fr);
+	uv_timer_stop(&c->timer);
+	if (c->o.oauth)
+		oauth_cancel(c->o.oauth, c); /* it may wait for a token */
+	set_text(&c->why, NULL);
+	c->idle_cb = NULL;
+	c->logout_cb = NULL;
+	if (c->state != CONN_CLOSED) {
+		LOG(c, LOGL_DEBUG, "conn %s -> CLOSED", state_names[c->state]);
+		c->state = CONN_CLOSED;
+	}
+	/* Their owners free what they held; nothing is sent any more. */
+	c->cmds = NULL;
+	c->ncmds = c->capcmds = 0;
+	for (size_t i = 0; i < n; i++) {
+		secret_free(cmds[i].secret);
+		if (cmds[i].done && cmds[i].ud != c)
+			cmds[i].done(cmds[i].ud, NULL);
+	}
+	free(cmds);
+}
+
+static void
+conn_close_cb(uv_handle_t *h)
+{
+	struct conn *c = h->data;
+
+	framer_free(c->fr);
+	free(c->bye);
+	free(c);
+}
+
+void
+conn_free(struct conn *c)
+{
+	if (c == NULL)
+		return;
+	conn_close(c);
+	uv_close((uv_handle_t *)&c->timer, conn_close_cb);
+}
+
+void
+conn_set_folder(struct conn *c, const char *folder)
+{
+	c->folder = folder;
+}
+
+void
+conn_idle(struct conn *c, uint64_t wait_ms, conn_done_cb *done, void *ud)
+{
+	if (c->state != CONN_READY)
+		fatal("conn_idle in %s", state_names[c->state]);
+	c->idle_ms = wait_ms;
+	c->idle_cb = done;
+	c->idle_ud = ud;
+	conn_enter(c, CONN_IDLE_START, "waiting");
+}
+
+void
+conn_idle_done(struct conn *c)
+{
+	if (c->state == CONN_IDLE)
+		conn_enter(c, CONN_IDLE_DONE, "asked to end");
+	else if (c->state == CONN_IDLE_START)
+		conn_enter(c, CONN_IDLE_CANCEL, "asked to end");
+}
+
+void
+conn_logout(struct conn *c, conn_done_cb *done, void *ud)
+{
+	c->logout_cb = done;
+	c->logout_ud = ud;
+	if (!conn_alive(c)) {
+		logout_done(c, NULL);
+		return;
+	}
+	conn_enter(c, CONN_LOGOUT, "logging out");
+}
+
+void
+conn_pause(struct conn *c, bool pause)
+{
+	c->paused = pause;
+	if (c->tr)
+		transport_pause(c->tr, pause);
+}
+
+enum conn_state
+conn_state(const struct conn *c)
+{
+	return c->state;
+}
+
+const char *
+conn_state_name(enum conn_state st)
+{
+	return state_names[st];
+}
+
+bool
+conn_alive(const struct conn *c)
+{
+	return c->state != CONN_CLOSED && c->state != CONN_CONNECT;
+}
+
+uint32_t
+conn_caps(const struct conn *c)
+{
+	return c->caps;
+}
+
+size_t
+conn_pending(const struct conn *c)
+{
+	return c->ncmds;
+}
+
+uint32_t
+conn_take_retry_ms(struct conn *c)
+{
+	uint32_t ms = c->retry_ms;
+
+	c->retry_ms = 0;
+	return ms;
+}
