@@ -21,8 +21,8 @@
 #include "idlefetch/util.h"
 
 /*
- * Files named this long before the index was last complete are still
- * looked for: a clock set back names new files in the past.
+ * Files named this long before the index's mark (the latest file name
+ * seen by its last rewrite) are still looked for: clocks differ a little.
  */
 #define MARGIN_SEC 3600
 
@@ -63,21 +63,19 @@ msgindex_append(const char *path, const struct msgindex_ent *e, size_t n)
 	} else {
 		if (write(fd, buf, len) != (ssize_t)len)
 			r = errno ? -errno : -EIO;
+		/*
+		 * Durable with the batch it records (one fsync per call, up to
+		 * a batch of messages): the mark of a rewrite does not look
+		 * again at a file named before it, which a clock set back
+		 * after a reboot can do, so a lost line is not read back.
+		 */
+		if (r == 0 && fsync(fd) < 0)
+			r = -errno;
 		if (close(fd) < 0 && r == 0)
 			r = -errno;
 	}
 	free(buf);
 	return r;
-}
-
-uint64_t
-msgindex_bytes(const char *path)
-{
-	struct stat sb;
-
-	if (stat(path, &sb) < 0 || !S_ISREG(sb.st_mode))
-		return 0;
-	return (uint64_t)sb.st_size;
 }
 
 /* Which file a line names; never 0, which means "none". */
@@ -119,21 +117,39 @@ file_part(const char *path, const char **p, size_t *n)
 
 /* ---- reading the index as a stream ---------------------------------------- */
 
-/* The first line's "# complete SECONDS", or 0: every file is looked at. */
-static uint64_t
-read_mark(const char *path)
+/*
+ * The first line's "# complete SECONDS KEPT": *mark 0 when there is none
+ * (every file is looked at), *kept the bytes of its lines of messages not
+ * on the server (0 when the line has no such field).
+ */
+static void
+read_mark(const char *path, uint64_t *mark, uint64_t *kept)
 {
 	FILE *fp = fopen(path, "re");
 	char line[256];
-	unsigned long long mark = 0;
+	unsigned long long m = 0, k = 0;
 
+	*mark = *kept = 0;
 	if (fp == NULL)
-		return 0;
-	if (fgets(line, sizeof(line), fp) == NULL ||
-	    sscanf(line, "# complete %llu", &mark) != 1)
-		mark = 0;
+		return;
+	if (fgets(line, sizeof(line), fp) != NULL &&
+	    sscanf(line, "# complete %llu %llu", &m, &k) >= 1) {
+		*mark = m;
+		*kept = k;
+	}
 	fclose(fp);
-	return mark;
+}
+
+uint64_t
+msgindex_bytes(const char *path)
+{
+	struct stat sb;
+	uint64_t mark, kept;
+
+	if (stat(path, &sb) < 0 || !S_ISREG(sb.st_mode))
+		return 0;
+	read_mark(path, &mark, &kept);
+	return kept < (uint64_t)sb.st_size ? (uint64_t)sb.st_size - kept : 0;
 }
 
 typedef int line_cb(void *ud, const struct msgindex_ent *e, uint64_t hash);
@@ -172,18 +188,33 @@ each_line(const char *path, line_cb *cb, void *ud)
 struct writer {
 	char *tmp;
 	FILE *fp;
+	uint64_t mark; /* see writer_head() */
+	uint64_t kept; /* bytes of lines of messages not on the server */
 };
 
 /*
- * A fresh file beside path (write_fresh() refuses a planted link), its
- * first line the time from which on files must be looked for.
+ * The first line: files named from MARK less MARGIN_SEC on must be looked
+ * for, and KEPT bytes of the index are lines no compaction sheds. Fixed
+ * width, so that it is written again in place once KEPT is known.
  */
+static int
+writer_head(struct writer *w)
+{
+	return fprintf(w->fp, "# complete %020" PRIu64 " %020" PRIu64 "\n",
+		   w->mark, w->kept) < 0 ?
+	    -EIO :
+	    0;
+}
+
+/* A fresh file beside path (write_fresh() refuses a planted link). */
 static int
 writer_open(struct writer *w, const char *path, uint64_t mark)
 {
 	int fd, r;
 
 	w->fp = NULL;
+	w->mark = mark;
+	w->kept = 0;
 	w->tmp = xasprintf("%s.tmp", path);
 	r = write_fresh(w->tmp, "", 0, 0600, false);
 	if (r < 0)
@@ -199,8 +230,7 @@ writer_open(struct writer *w, const char *path, uint64_t mark)
 		close(fd);
 		goto fail_unlink;
 	}
-	fprintf(w->fp, "# complete %" PRIu64 "\n", mark);
-	return 0;
+	return writer_head(w);
 fail_unlink:
 	unlink(w->tmp);
 fail:
@@ -209,12 +239,21 @@ fail:
 	return r;
 }
 
+/*
+ * A line; kept: one that no compaction sheds (a message not on the server
+ * whose file a compaction saw in the Maildir).
+ */
 static void
-writer_put(struct writer *w, const struct msgindex_ent *e)
+writer_put(struct writer *w, const struct msgindex_ent *e, bool kept)
 {
 	char line[256];
+	int n = format_line(line, sizeof(line), e);
 
-	fputs(format_line(line, sizeof(line), e) > 0 ? line : "", w->fp);
+	if (n <= 0 || (size_t)n >= sizeof(line))
+		return;
+	fputs(line, w->fp);
+	if (kept)
+		w->kept += (uint64_t)n;
 }
 
 static void
@@ -229,14 +268,19 @@ writer_abort(struct writer *w)
 	w->tmp = NULL;
 }
 
-/* Durable, then in place of path: the old index stays until the rename. */
+/*
+ * Durable, then in place of path: the old index stays until the rename.
+ * An error after the rename (the directory's fsync) leaves the new index
+ * in place, perhaps not durable.
+ */
 static int
 writer_commit(struct writer *w, const char *path)
 {
 	char *dir, *slash;
 	int r = 0;
 
-	if (fflush(w->fp) != 0 || ferror(w->fp))
+	if (fflush(w->fp) != 0 || fseek(w->fp, 0, SEEK_SET) != 0 ||
+	    writer_head(w) < 0 || fflush(w->fp) != 0 || ferror(w->fp))
 		r = errno ? -errno : -EIO;
 	if (r == 0 && fsync(fileno(w->fp)) < 0)
 		r = -errno;
@@ -261,11 +305,18 @@ writer_commit(struct writer *w, const char *path)
 	return r;
 }
 
-/* ---- Maildir files the index may lack ------------------------------------- */
+/* ---- Maildir files ---------------------------------------------------------- */
 
-/* The folder's files named since the index was last complete. */
+/*
+ * The folder's files: those named since the index was last complete (the
+ * candidates, which the index may lack), or all of them when whether a
+ * file is still there matters (a compaction keeps the lines of messages
+ * not on the server only while their file is).
+ */
 struct cands {
-	uint64_t since; /* seconds; 0: all */
+	uint64_t since; /* seconds; 0: all are candidates */
+	uint64_t newest; /* the latest name time among the candidates */
+	bool all;
 	uint64_t *hash; /* sorted */
 	uint8_t *seen; /* ...and whether a line names it */
 	size_t n, cap;
@@ -277,11 +328,15 @@ cand_add(void *ud, const char *path, uint32_t uidvalidity, uint32_t uid)
 	struct cands *c = ud;
 	const char *fp;
 	size_t fn;
+	uint64_t at;
 
 	(void)uidvalidity;
 	(void)uid;
 	file_part(path, &fp, &fn);
-	if (c->since != 0 && named_at(fp) < c->since)
+	at = named_at(fp);
+	if (at >= c->since && at > c->newest)
+		c->newest = at;
+	if (!c->all && c->since != 0 && at < c->since)
 		return 0;
 	if (c->n == c->cap) {
 		c->cap = c->cap ? c->cap * 2 : 64;
@@ -299,24 +354,34 @@ cmp_u64(const void *x, const void *y)
 	return a < b ? -1 : a > b;
 }
 
+/*
+ * Scans the folder's files; *mark is what the rewritten index's mark will
+ * be: the latest name time of a file seen, not the clock, so that a clock
+ * set back later (a board without RTC) still finds its files after it. No
+ * file: the old mark, but never past now.
+ */
 static int
-cands_scan(struct cands *c, const char *path, const char *maildir, uint32_t tag)
+cands_scan(struct cands *c, const char *path, const char *maildir, uint32_t tag,
+    bool all, uint64_t *mark)
 {
-	uint64_t mark = read_mark(path);
+	uint64_t old, kept, now = (uint64_t)time(NULL);
 	int r;
 
 	memset(c, 0, sizeof(*c));
-	c->since = mark > MARGIN_SEC ? mark - MARGIN_SEC : 0;
+	read_mark(path, &old, &kept);
+	c->since = old > MARGIN_SEC ? old - MARGIN_SEC : 0;
+	c->all = all;
 	r = maildir_each(maildir, tag, cand_add, c);
 	if (r < 0)
 		return r;
 	if (c->n > 0)
 		qsort(c->hash, c->n, sizeof(*c->hash), cmp_u64);
 	c->seen = xcalloc(c->n ? c->n : 1, 1);
+	*mark = c->newest ? c->newest : (old < now ? old : now);
 	return 0;
 }
 
-/* The candidate with this hash, or -1. */
+/* The file with this hash, or -1. */
 static ssize_t
 cand_find(const struct cands *c, uint64_t hash)
 {
@@ -328,13 +393,21 @@ cand_find(const struct cands *c, uint64_t hash)
 	return p ? p - c->hash : -1;
 }
 
-static void
+/*
+ * Marks the file a line names as named; returns whether an earlier line
+ * named it already (a line appended twice), as far as the scan saw it.
+ */
+static bool
 cand_strike(struct cands *c, uint64_t hash)
 {
 	ssize_t i = cand_find(c, hash);
+	bool was;
 
-	if (i >= 0)
-		c->seen[i] = 1;
+	if (i < 0)
+		return false;
+	was = c->seen[i] != 0;
+	c->seen[i] = 1;
+	return was;
 }
 
 static void
@@ -365,6 +438,8 @@ missing_one(void *ud, const char *path, uint32_t uidvalidity, uint32_t uid)
 	ssize_t i;
 
 	file_part(path, &fp, &fn);
+	if (m->c->since != 0 && named_at(fp) < m->c->since)
+		return 0; /* before the mark: in the index, or dropped */
 	i = cand_find(m->c, hash_name(fp, fn));
 	if (i < 0 || m->c->seen[i])
 		return 0;
@@ -384,6 +459,66 @@ cands_missing(struct cands *c, const char *maildir, uint32_t tag,
 	if (c->n == 0)
 		return 0;
 	return maildir_each(maildir, tag, missing_one, &m);
+}
+
+/* ---- one rewrite for recovery and compaction --------------------------------- */
+
+/*
+ * What a rewrite does with each line of the index and each candidate file
+ * it lacks; both write what they keep through w.
+ */
+struct rewrite {
+	struct cands c;
+	struct writer w;
+	bool all; /* scan every file of the folder, not the candidates only */
+	line_cb *line;
+	missing_cb *file;
+	void *ud;
+};
+
+/*
+ * Scans the Maildir, writes a fresh index from the old one's lines and the
+ * files it lacks, and puts it in place of path. On error err says which
+ * step failed; the old index is unchanged unless the rename was done (see
+ * writer_commit()).
+ */
+static int
+rewrite_index(struct rewrite *rw, const char *path, const char *maildir,
+    uint32_t tag, char *err, size_t errlen)
+{
+	const char *what = maildir, *how = "cannot read the Maildir";
+	uint64_t mark;
+	int r = cands_scan(&rw->c, path, maildir, tag, rw->all, &mark);
+
+	if (r < 0)
+		goto fail;
+	r = writer_open(&rw->w, path, mark);
+	how = "cannot write a new";
+	what = path;
+	if (r < 0)
+		goto fail;
+	r = each_line(path, rw->line, rw->ud);
+	how = "cannot read";
+	if (r == 0) {
+		r = cands_missing(&rw->c, maildir, tag, rw->file, rw->ud);
+		how = "cannot read the Maildir";
+		what = maildir;
+	}
+	if (r < 0) {
+		writer_abort(&rw->w);
+		goto fail;
+	}
+	r = writer_commit(&rw->w, path);
+	how = "cannot rewrite";
+	what = path;
+	if (r < 0)
+		goto fail;
+	cands_free(&rw->c);
+	return 0;
+fail:
+	snprintf(err, errlen, "%s %s: %s", how, what, strerror(-r));
+	cands_free(&rw->c);
+	return r;
 }
 
 /*
@@ -478,88 +613,35 @@ cmp_srv_key(const void *x, const void *y)
 }
 
 /*
- * A delivered file (key, size) takes the first unmatched message of that
- * key and size; none if one of them took this very file already (its line
- * appended twice). Returns the message, or NULL.
+ * A run of listed messages of one key and size, and the next of them no
+ * file took yet: files take them in order, so matching n copies costs n
+ * steps, not n * n.
  */
-static struct msgindex_srv *
-set_take(struct msgindex_set *m, uint64_t key, uint32_t size, uint64_t by)
-{
-	size_t lo = 0, hi = m->n;
-	struct msgindex_srv *free_one = NULL;
-
-	if (key == 0)
-		return NULL; /* nothing to go by */
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		const struct msgindex_srv *v = &m->v[mid];
-
-		if (v->key < key || (v->key == key && v->size < size))
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	for (; lo < m->n && m->v[lo].key == key && m->v[lo].size == size;
-	     lo++) {
-		if (m->v[lo].by == by)
-			return NULL;
-		if (m->v[lo].by == 0 && free_one == NULL)
-			free_one = &m->v[lo];
-	}
-	if (free_one != NULL) {
-		free_one->by = by;
-		m->matched++;
-	}
-	return free_one;
-}
+struct group {
+	size_t start, next;
+};
 
 struct recovery {
 	struct msgindex_set *m;
-	struct cands c;
-	struct writer w;
+	struct group *g; /* the runs longer than one, by start */
+	size_t ng;
+	struct rewrite rw;
 	uint32_t uidvalidity;
 };
 
-/* A matched file's line, under the server's numbering. */
 static int
-recover_take(struct recovery *rc, const struct msgindex_ent *e, uint64_t by)
+cmp_group(const void *x, const void *y)
 {
-	struct msgindex_srv *v = set_take(rc->m, e->key, e->size, by);
-	struct msgindex_ent out = *e;
+	const struct group *a = x, *b = y;
 
-	if (v == NULL)
-		return 0;
-	out.uidvalidity = rc->uidvalidity;
-	out.uid = v->uid;
-	writer_put(&rc->w, &out);
-	return 0;
-}
-
-static int
-recover_line(void *ud, const struct msgindex_ent *e, uint64_t hash)
-{
-	struct recovery *rc = ud;
-
-	cand_strike(&rc->c, hash);
-	return recover_take(rc, e, hash);
-}
-
-static int
-recover_file(void *ud, const char *path, struct msgindex_ent *e, uint64_t hash)
-{
-	struct recovery *rc = ud;
-	int r = msgindex_read_file(path, e, NULL);
-
-	if (r != 0)
-		return r < 0 ? r : 0; /* gone meanwhile */
-	rc->m->from_maildir++;
-	return recover_take(rc, e, hash);
+	return a->start < b->start ? -1 : a->start > b->start;
 }
 
 /* One entry per UID (a server that repeated a line), sorted by key. */
 static void
-set_prepare(struct msgindex_set *m)
+set_prepare(struct recovery *rc)
 {
+	struct msgindex_set *m = rc->m;
 	size_t o = 0;
 
 	if (m->n > 0)
@@ -573,6 +655,102 @@ set_prepare(struct msgindex_set *m)
 	m->matched = m->from_maildir = 0;
 	if (m->n > 0)
 		qsort(m->v, m->n, sizeof(*m->v), cmp_srv_key);
+	for (size_t i = 0, j; i < m->n; i = j) {
+		for (j = i + 1; j < m->n && m->v[j].key == m->v[i].key &&
+		     m->v[j].size == m->v[i].size;
+		     j++)
+			;
+		if (j - i < 2)
+			continue;
+		rc->g = xrealloc(rc->g, (rc->ng + 1) * sizeof(*rc->g));
+		rc->g[rc->ng++] = (struct group){ .start = i, .next = i };
+	}
+}
+
+/*
+ * A delivered file (key, size) takes the next unmatched message of that
+ * key and size: *out, returns 1. 0: none is left; -1: this very file took
+ * the one before (its line appended twice), so it takes none.
+ */
+static int
+set_take(struct recovery *rc, uint64_t key, uint32_t size, uint64_t by,
+    struct msgindex_srv **out)
+{
+	struct msgindex_set *m = rc->m;
+	size_t lo = 0, hi = m->n, *next, one;
+	struct group *g, want;
+
+	if (key == 0)
+		return 0; /* nothing to go by */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct msgindex_srv *v = &m->v[mid];
+
+		if (v->key < key || (v->key == key && v->size < size))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == m->n || m->v[lo].key != key || m->v[lo].size != size)
+		return 0;
+	want.start = lo;
+	g = rc->ng ? bsearch(&want, rc->g, rc->ng, sizeof(*g), cmp_group) :
+		     NULL;
+	one = m->v[lo].by == 0 ? lo : lo + 1;
+	next = g ? &g->next : &one;
+	if (*next > lo && m->v[*next - 1].by == by)
+		return -1;
+	if (*next >= m->n || m->v[*next].key != key || m->v[*next].size != size)
+		return 0;
+	*out = &m->v[(*next)++];
+	(*out)->by = by;
+	m->matched++;
+	return 1;
+}
+
+/*
+ * A file's line: under the server's numbering if it matched, else kept as
+ * not on the server (UID 0, its old UIDVALIDITY), so that a later
+ * recovery (the folder restored from a backup) still finds it.
+ */
+static int
+recover_put(struct recovery *rc, const struct msgindex_ent *e, uint64_t by,
+    bool dup)
+{
+	struct msgindex_srv *v = NULL;
+	struct msgindex_ent out = *e;
+	int t = set_take(rc, e->key, e->size, by, &v);
+
+	if (t < 0 || (t == 0 && dup))
+		return 0;
+	if (t > 0) {
+		out.uidvalidity = rc->uidvalidity;
+		out.uid = v->uid;
+	} else {
+		out.uid = 0;
+	}
+	writer_put(&rc->rw.w, &out, false);
+	return 0;
+}
+
+static int
+recover_line(void *ud, const struct msgindex_ent *e, uint64_t hash)
+{
+	struct recovery *rc = ud;
+
+	return recover_put(rc, e, hash, cand_strike(&rc->rw.c, hash));
+}
+
+static int
+recover_file(void *ud, const char *path, struct msgindex_ent *e, uint64_t hash)
+{
+	struct recovery *rc = ud;
+	int r = msgindex_read_file(path, e, NULL);
+
+	if (r != 0)
+		return r < 0 ? r : 0; /* gone meanwhile */
+	rc->m->from_maildir++;
+	return recover_put(rc, e, hash, false);
 }
 
 int
@@ -580,64 +758,39 @@ msgindex_recover(struct msgindex_set *m, const char *path, const char *maildir,
     uint32_t tag, uint32_t uidvalidity, char *err, size_t errlen)
 {
 	struct recovery rc = { .m = m, .uidvalidity = uidvalidity };
-	uint64_t now = (uint64_t)time(NULL);
 	int r;
 
-	set_prepare(m);
-	r = cands_scan(&rc.c, path, maildir, tag);
+	set_prepare(&rc);
+	rc.rw.line = recover_line;
+	rc.rw.file = recover_file;
+	rc.rw.ud = &rc;
+	r = rewrite_index(&rc.rw, path, maildir, tag, err, errlen);
+	free(rc.g);
 	if (r < 0) {
-		snprintf(err, errlen, "cannot read the Maildir %s: %s", maildir,
-		    strerror(-r));
-		goto fail;
+		for (size_t i = 0; i < m->n; i++)
+			m->v[i].by = 0;
+		m->matched = 0;
 	}
-	r = writer_open(&rc.w, path, now);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot write %s.tmp: %s", path,
-		    strerror(-r));
-		goto fail;
-	}
-	r = each_line(path, recover_line, &rc);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot read %s: %s", path, strerror(-r));
-		goto fail_writer;
-	}
-	r = cands_missing(&rc.c, maildir, tag, recover_file, &rc);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot read the Maildir %s: %s", maildir,
-		    strerror(-r));
-		goto fail_writer;
-	}
-	r = writer_commit(&rc.w, path);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot rewrite %s: %s", path,
-		    strerror(-r));
-		goto fail;
-	}
-	cands_free(&rc.c);
-	if (m->n > 0)
-		qsort(m->v, m->n, sizeof(*m->v), cmp_srv_uid);
-	return 0;
-fail_writer:
-	writer_abort(&rc.w);
-fail:
-	cands_free(&rc.c);
-	for (size_t i = 0; i < m->n; i++)
-		m->v[i].by = 0;
-	m->matched = 0;
 	if (m->n > 0)
 		qsort(m->v, m->n, sizeof(*m->v), cmp_srv_uid);
 	return r;
 }
 
-/* ---- compaction: only what the server still holds ------------------------- */
+/* ---- compaction: what the server or the Maildir still holds ---------------- */
 
+/*
+ * A line of a UID of this UIDVALIDITY stays while the server lists it (a
+ * complete listing: sync.c checks it against EXISTS). A line of a message
+ * that was not on the server at a recovery (UID 0, or another
+ * UIDVALIDITY) stays while its file is in the Maildir: the folder may yet
+ * come back from a backup, and a recovery would then fetch it again.
+ */
 struct compaction {
 	const uint32_t *uids;
 	uint8_t *written; /* per UID: a line names it already */
 	size_t n;
 	uint32_t uidvalidity;
-	struct cands c;
-	struct writer w;
+	struct rewrite rw;
 	struct msgindex_counts *out;
 };
 
@@ -649,13 +802,19 @@ cmp_u32(const void *x, const void *y)
 	return a < b ? -1 : a > b;
 }
 
+static bool
+of_server(const struct compaction *k, const struct msgindex_ent *e)
+{
+	return e->uidvalidity == k->uidvalidity && e->uid != 0;
+}
+
 /* The server's UID that e names and no line took yet, or -1. */
 static ssize_t
 compact_slot(const struct compaction *k, const struct msgindex_ent *e)
 {
 	const uint32_t *p;
 
-	if (e->uidvalidity != k->uidvalidity || k->n == 0)
+	if (k->n == 0)
 		return -1;
 	p = bsearch(&e->uid, k->uids, k->n, sizeof(*k->uids), cmp_u32);
 	if (p == NULL || k->written[p - k->uids])
@@ -663,79 +822,58 @@ compact_slot(const struct compaction *k, const struct msgindex_ent *e)
 	return p - k->uids;
 }
 
+/* Writes e if it stays; dup: an earlier line named its file. */
+static void
+compact_put(struct compaction *k, struct msgindex_ent *e, bool present,
+    bool dup)
+{
+	ssize_t i = -1;
+	bool keep;
+
+	if (of_server(k, e)) {
+		i = compact_slot(k, e);
+		keep = i >= 0;
+	} else {
+		keep = present && !dup;
+		e->uid = 0;
+	}
+	if (!keep) {
+		k->out->dropped++;
+		return;
+	}
+	if (i >= 0)
+		k->written[i] = 1;
+	writer_put(&k->rw.w, e, e->uid == 0);
+	k->out->kept++;
+}
+
 static int
 compact_line(void *ud, const struct msgindex_ent *e, uint64_t hash)
 {
 	struct compaction *k = ud;
-	ssize_t i = compact_slot(k, e);
+	struct msgindex_ent out = *e;
+	bool present = cand_find(&k->rw.c, hash) >= 0;
 
-	cand_strike(&k->c, hash);
-	if (i < 0) {
-		k->out->dropped++;
-		return 0;
-	}
-	k->written[i] = 1;
-	writer_put(&k->w, e);
-	k->out->kept++;
+	compact_put(k, &out, present, cand_strike(&k->rw.c, hash));
 	return 0;
 }
 
-/* A file the index lacks: read only if the server still has it. */
+/* A file the index lacks: read unless the server deleted it. */
 static int
 compact_file(void *ud, const char *path, struct msgindex_ent *e, uint64_t hash)
 {
 	struct compaction *k = ud;
-	ssize_t i = compact_slot(k, e);
 	int r;
 
 	(void)hash;
-	if (i < 0)
+	if (of_server(k, e) && compact_slot(k, e) < 0)
 		return 0;
 	r = msgindex_read_file(path, e, NULL);
 	if (r != 0)
 		return r < 0 ? r : 0;
-	k->written[i] = 1;
-	writer_put(&k->w, e);
-	k->out->kept++;
 	k->out->from_maildir++;
+	compact_put(k, e, true, false);
 	return 0;
-}
-
-static int
-compact_run(struct compaction *k, const char *path, const char *maildir,
-    uint32_t tag, char *err, size_t errlen)
-{
-	int r = cands_scan(&k->c, path, maildir, tag);
-
-	if (r < 0) {
-		snprintf(err, errlen, "cannot read the Maildir %s: %s", maildir,
-		    strerror(-r));
-		return r;
-	}
-	r = writer_open(&k->w, path, (uint64_t)time(NULL));
-	if (r < 0) {
-		snprintf(err, errlen, "cannot write %s.tmp: %s", path,
-		    strerror(-r));
-		return r;
-	}
-	r = each_line(path, compact_line, k);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot read %s: %s", path, strerror(-r));
-		writer_abort(&k->w);
-		return r;
-	}
-	r = cands_missing(&k->c, maildir, tag, compact_file, k);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot read the Maildir %s: %s", maildir,
-		    strerror(-r));
-		writer_abort(&k->w);
-		return r;
-	}
-	r = writer_commit(&k->w, path);
-	if (r < 0)
-		snprintf(err, errlen, "cannot rewrite %s: %s", path,
-		    strerror(-r));
-	return r;
 }
 
 int
@@ -757,8 +895,11 @@ msgindex_compact(const char *path, const char *maildir, uint32_t tag,
 			uids[o++] = uids[i];
 	k.n = o;
 	k.written = xcalloc(o ? o : 1, 1);
-	r = compact_run(&k, path, maildir, tag, err, errlen);
-	cands_free(&k.c);
+	k.rw.all = true;
+	k.rw.line = compact_line;
+	k.rw.file = compact_file;
+	k.rw.ud = &k;
+	r = rewrite_index(&k.rw, path, maildir, tag, err, errlen);
 	free(k.written);
 	if (r < 0)
 		memset(out, 0, sizeof(*out));

@@ -90,6 +90,9 @@ struct msync {
 	uint32_t *cuids; /* PHASE_COMPACT: the server's UIDs */
 	size_t ncuids, capcuids;
 	bool c_over; /* ...over MSGINDEX_SET_MAX of them */
+	uint32_t c_distinct, c_top; /* ...how many ascending, the last */
+	uint32_t c_uidvalidity; /* ...under this UIDVALIDITY */
+	bool c_warned; /* a compaction was skipped and said so */
 };
 
 
@@ -1168,8 +1171,18 @@ compact_start(struct session *s)
 	    s->ms->index_bytes, s->exists);
 	s->ms->index_bytes = 0; /* once per sync, whatever comes of it */
 	s->ms->phase = PHASE_COMPACT;
-	s->ms->ncuids = 0;
+	s->ms->ncuids = s->ms->c_distinct = s->ms->c_top = 0;
 	s->ms->c_over = false;
+	s->ms->c_uidvalidity = s->uidvalidity;
+	if (s->exists == 0) {
+		/*
+		 * The server says the folder is empty (at SELECT, or after
+		 * the EXPUNGEs it sent): nothing to list, and some servers
+		 * refuse 1:* on an empty folder.
+		 */
+		mailbox_start_job(s, COMMIT_COMPACT);
+		return;
+	}
 	s->ms->listing = true;
 	conn_cmd(s->conn, HAS_FETCH, listed, fetch_line, s,
 	    "UID FETCH 1:* (UID)");
@@ -1189,6 +1202,11 @@ compact_add(struct session *s, uint32_t uid)
 		ms->cuids = xrealloc(ms->cuids, ms->capcuids * sizeof(*ms->cuids));
 	}
 	ms->cuids[ms->ncuids++] = uid;
+	/* A lower bound of the distinct UIDs: a server lists 1:* ascending. */
+	if (ms->ncuids == 1 || uid > ms->c_top) {
+		ms->c_distinct++;
+		ms->c_top = uid;
+	}
 }
 
 /* The sync ends as it would have without the compaction. */
@@ -1202,19 +1220,33 @@ compact_end(struct session *s)
 	sync_complete(s);
 }
 
-/* An index not compacted is only larger: it is not worth failing for. */
+/*
+ * An index not compacted is only larger: it is not worth failing for, nor
+ * worth a warning at every sync.
+ */
 static void
 compact_listed(struct session *s, const struct proto_resp *r)
 {
-	s->ms->listing = false;
-	if (r->status != PROTO_OK || s->ms->c_over) {
-		LOG(s, LOGL_WARN, "cannot compact the folder's index: %s",
-		    s->ms->c_over ? "the folder holds too many messages" :
-				    r->text);
-		compact_end(s);
+	struct msync *ms = s->ms;
+	const char *why = NULL;
+
+	ms->listing = false;
+	if (r->status != PROTO_OK)
+		why = r->text;
+	else if (ms->c_over)
+		why = "the folder holds too many messages";
+	else if (s->uidvalidity != ms->c_uidvalidity)
+		why = "the folder's UIDVALIDITY changed";
+	else if (ms->c_distinct < s->exists)
+		why = "the server listed fewer UIDs than it holds messages";
+	if (why == NULL) {
+		mailbox_start_job(s, COMMIT_COMPACT);
 		return;
 	}
-	mailbox_start_job(s, COMMIT_COMPACT);
+	LOG(s, ms->c_warned ? LOGL_DEBUG : LOGL_WARN,
+	    "not compacting the folder's index: %s", why);
+	ms->c_warned = true;
+	compact_end(s);
 }
 
 static void

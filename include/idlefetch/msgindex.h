@@ -6,25 +6,31 @@
  *
  * One line per delivered message, "UIDVALIDITY UID SIZE KEY FILE" (FILE:
  * the unique start of its Maildir name, up to its tag), appended to
- * STATE_DIR/ACCOUNT/FOLDER-KEY.index by each delivery; it is not fsynced
- * (it costs no flush per message). A message the user deleted from the
- * Maildir stays in it while the server has it, so a recovery does not
- * bring it back.
+ * STATE_DIR/ACCOUNT/FOLDER-KEY.index by each delivery and fsynced with it
+ * (one flush per batch). A message the user deleted from the Maildir stays
+ * in it while the server has it, so a recovery does not bring it back.
  *
- * It stays proportional to the server's folder: msgindex_compact() drops
- * the lines of messages no longer on the server (deleted or moved after
- * delivery), and a recovery keeps only the lines it matched. Both rewrite
- * the file whole (write a temporary file, fsync, rename) with a first line
- * "# complete SECONDS": every file of the folder named before then (less
- * an hour, for a clock set back) is in the index or was dropped on
- * purpose. Files named after it that the index lacks (a lost tail, a crash
+ * A recovery renumbers the lines it matched and keeps the others as not
+ * on the server (UID 0, their old UIDVALIDITY): a folder recreated empty
+ * and later restored from a backup is still matched. Only a compaction,
+ * after a listing of the folder's UIDs that is complete (sync.c), drops
+ * lines: those of UIDs of its UIDVALIDITY the server no longer holds
+ * (deleted or moved after delivery), and those of messages not on the
+ * server whose file is gone from the Maildir. Both rewrite the file whole
+ * (write a temporary file, fsync, rename) with a first line
+ * "# complete SECONDS KEPT": every file of the folder named before SECONDS
+ * (the latest file name the rewrite saw, less an hour) is in the index or
+ * was dropped on purpose, and KEPT bytes are lines a compaction kept of
+ * messages not on the server, which msgindex_bytes() leaves out (a
+ * recovery's are counted: the compaction they make due sheds those whose
+ * file is gone). Files named after the mark that the index lacks (a crash
  * between the rename into new/ and the append; every file, for an index
  * that has no such line) are read from the Maildir.
  *
  * Memory: the index is read as a stream, one line at a time, and never
  * held. A recovery holds its msgindex_set, 24 bytes per message on the
- * server; a compaction 5 bytes per UID on the server; both 9 bytes per
- * file of the folder named since the index was last complete.
+ * server, and 9 bytes per file of the folder named since the mark; a
+ * compaction 5 bytes per UID on the server and 9 per file of the folder.
  *
  * Blocking: the session calls these from the threadpool, except
  * msgindex_set_add() and msgindex_set_free().
@@ -73,7 +79,10 @@ char *msgindex_path(const char *state_path);
 /* Appends n entries; best effort (a lost line is read from its file). */
 int msgindex_append(const char *path, const struct msgindex_ent *e, size_t n);
 
-/* The index file's size in bytes; 0 when it is missing or unreadable. */
+/*
+ * The index's bytes a compaction may shed: its size less its lines of
+ * messages not on the server; 0 when it is missing or unreadable.
+ */
 uint64_t msgindex_bytes(const char *path);
 
 /*
@@ -91,10 +100,11 @@ int msgindex_set_add(struct msgindex_set *m, uint32_t uid, uint64_t key,
  * Matches the listed messages against the index at path and the files of
  * tag in maildir it lacks, by key and size: n copies on the server match
  * n delivered files, not more, and a line appended twice counts once.
- * Then rewrites the index with the matched lines only, under the server's
- * uidvalidity and UIDs. On return m->v is sorted by UID, each message's
- * `by` set if it matched. Returns 0 or -errno with err filled; the index
- * is unchanged then.
+ * Then rewrites the index: the matched lines under the server's
+ * uidvalidity and UIDs, the others as not on the server. On return m->v is
+ * sorted by UID, each message's `by` set if it matched. Returns 0 or
+ * -errno with err filled; the index is unchanged then, unless only the
+ * fsync of its directory failed after the new one took its place.
  */
 int
 msgindex_recover(struct msgindex_set *m, const char *path, const char *maildir,
@@ -104,9 +114,11 @@ void msgindex_set_free(struct msgindex_set *m);
 
 /*
  * Rewrites the index at path with the lines of the n UIDs the server
- * holds under uidvalidity (uids: sorted here), one each, and the files of
- * tag in maildir it lacks among them; the others are dropped. Returns 0
- * or -errno with err filled; the index is unchanged then.
+ * holds under uidvalidity (uids: sorted here; the caller vouches that they
+ * are all), one each, and the lines of messages not on the server whose
+ * file is still in maildir; the others are dropped. Files of tag the index
+ * lacks are read for it. Returns 0 or -errno with err filled; the index
+ * is unchanged then, unless only the fsync of its directory failed.
  */
 int msgindex_compact(const char *path, const char *maildir, uint32_t tag,
     uint32_t uidvalidity, uint32_t *uids, size_t n, struct msgindex_counts *out,

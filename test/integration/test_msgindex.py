@@ -10,6 +10,7 @@ import shutil
 import unittest
 
 import fixture as fx
+import scripted
 
 # A recovery may take this much private writable memory (RLIMIT_DATA)
 # beyond what the idle daemon holds: far less than 500,000 index lines take
@@ -54,6 +55,26 @@ class IndexCase(unittest.TestCase):
     def expunge(self, uids):
         self.d.doveadm("expunge", "-u", fx.USER, "mailbox", "INBOX", "uid",
                        uids)
+
+    def age(self, f, secs):
+        """As if idlefetch had delivered its files secs ago: their names
+        (and the index's FILE fields) start with the time they were
+        named."""
+        for sub in ("new", "cur"):
+            for n in os.listdir(f"{f.md.path}/{sub}"):
+                sec, rest = n.split(".", 1)
+                new = f"{int(sec) - secs}.{rest}"
+                os.rename(f"{f.md.path}/{sub}/{n}", f"{f.md.path}/{sub}/{new}")
+        out = []
+        with open(self.index(f)) as fh:
+            for line in fh:
+                p = line.split()
+                if not line.startswith("#"):
+                    sec, rest = p[4].split(".", 1)
+                    p[4] = f"{int(sec) - secs}.{rest}"
+                out.append(" ".join(p) + "\n")
+        with open(self.index(f), "w") as fh:
+            fh.writelines(out)
 
     def renumber(self):
         """Dovecot forgets its UIDs: the same messages, a new UIDVALIDITY."""
@@ -148,6 +169,95 @@ class RecoveryMemoryTest(IndexCase):
         self.d.put([fx.make_message(20)])
         self.assertEqual(f.once(), 0, f.log())
         self.assertEqual(f.md.count(), 8)
+
+
+class RestoredFolderTest(IndexCase):
+    def test_folder_recreated_empty_then_restored_is_not_fetched_again(self):
+        """An admin recreates a broken mailbox (empty, a new UIDVALIDITY);
+        idlefetch recovers against the empty folder and syncs it again;
+        then the mailbox comes back from a backup (another UIDVALIDITY):
+        every message matches the Maildir, none is delivered twice."""
+        msgs = [fx.make_message(i) for i in range(100)]
+        self.d.put(msgs)
+        f = self.env.idlefetch(name="idxrestore", after="keep")
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(f.md.count(), 100)
+        self.age(f, 7200)
+        md = self.d.maildir()
+        backup = self.env.root + "/backup"
+        os.makedirs(backup)
+        # Recreated empty: the messages go to the backup.
+        self.d.stop()
+        for sub in ("new", "cur"):
+            shutil.move(f"{md}/{sub}", f"{backup}/{sub}")
+            os.makedirs(f"{md}/{sub}")
+        for p in (glob.glob(md + "/dovecot-uidlist") +
+                  glob.glob(md + "/dovecot.index*")):
+            os.unlink(p)
+        self.d.start()
+        self.d.put([])
+        self.assertEqual(self.d.count(), 0)
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(f.once(), 0, f.log())  # a sync of the empty folder
+        # Restored from the backup.
+        self.d.stop()
+        for sub in ("new", "cur"):
+            shutil.rmtree(f"{md}/{sub}")
+            shutil.move(f"{backup}/{sub}", f"{md}/{sub}")
+        for p in (glob.glob(md + "/dovecot-uidlist") +
+                  glob.glob(md + "/dovecot.index*")):
+            os.unlink(p)
+        self.d.start()
+        self.d.put([])
+        self.assertEqual(self.d.count(), 100)
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertIn("recovered the renumbered folder: 100 message(s) "
+                      "matched the Maildir, 0 new delivered", f.log())
+        self.assertEqual(f.md.count(), 100, "nothing delivered twice")
+        self.assertEqual(sorted(f.md.contents()), sorted(msgs))
+
+
+class PartialListingTest(scripted.ScriptedCase):
+    fetcher_name = "idxpart"
+
+    def test_partial_uid_listing_does_not_compact_the_index(self):
+        """A server that answers the compaction's UID FETCH 1:* with OK
+        but only some of its UIDs: the index keeps the lines of every
+        message still there, and a recovery after it fetches none again."""
+        mb = scripted.Mailbox([fx.make_message(i) for i in range(100)],
+                              uidvalidity=7)
+
+        def partial(conn, tag, out, done, body):
+            if conn.srv.commands[-1].endswith("UID FETCH 1:* (UID)"):
+                conn.send(b"".join(out[:3]) + done)
+                return True
+            return None
+        srv = self.server(mb, hooks={"fetch_reply": partial})
+        f = self.fetcher(srv, after="keep")
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertEqual(f.md.count(), 100)
+        # 90 deleted on the server: the index may hold far more.
+        for u in range(1, 91):
+            del mb.msgs[u]
+        self.assertEqual(f.once(), 0, f.log())
+        index = glob.glob(f.state_dir + "/*/INBOX.index")[0]
+        with open(index) as fh:
+            uids = {int(l.split()[1]) for l in fh if not l.startswith("#")}
+        self.assertTrue(set(range(91, 101)) <= uids, sorted(uids))
+        self.assertIn("not compacting the folder's index: the server listed "
+                      "fewer UIDs than it holds messages", f.log())
+        # Renumbered: all ten still match.
+        old = dict(mb.msgs)
+        mb.msgs.clear()
+        mb.uidvalidity = 8
+        mb.next_uid = 1
+        for u in sorted(old):
+            mb.msgs[mb.next_uid] = old[u]
+            mb.next_uid += 1
+        self.assertEqual(f.once(), 0, f.log())
+        self.assertIn("recovered the renumbered folder: 10 message(s) "
+                      "matched the Maildir, 0 new delivered", f.log())
+        self.assertEqual(f.md.count(), 100, "nothing delivered twice")
 
 
 if __name__ == "__main__":

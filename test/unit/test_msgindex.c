@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <dirent.h>
 
 #include "idlefetch/header.h"
 #include "idlefetch/maildir.h"
@@ -169,23 +170,21 @@ test_recovery_matches_by_count_and_reads_what_the_index_lacks(void **state)
 	assert_true(srv(&m, 26)->by == 0);
 	/*
 	 * The index now holds what matched, under the new numbering; c is
-	 * no longer on the server and its line is gone.
+	 * no longer on the server: its line stays, as not on the server.
 	 */
-	assert_int_equal(lines(&marked), 3);
+	assert_int_equal(lines(&marked), 4);
 	assert_int_equal(marked, 1);
 	assert_int_equal(has_line(9, 20) + has_line(9, 21), 1);
 	assert_int_equal(has_line(5, 4), 0);
+	assert_int_equal(has_line(5, 0), 1);
 
-	/*
-	 * Again: the same three match. c's file, named within the hour
-	 * before the index was complete, is read again, and dropped again.
-	 */
+	/* Again: the same three match, all from lines now. */
 	assert_int_equal(msgindex_recover(&m, path, dir, 0x77, 9, err,
 			     sizeof(err)),
 	    0);
 	assert_int_equal(m.matched, 3);
-	assert_int_equal(m.from_maildir, 1);
-	assert_int_equal(lines(&marked), 3);
+	assert_int_equal(m.from_maildir, 0);
+	assert_int_equal(lines(&marked), 4);
 	msgindex_set_free(&m);
 	forget(e, 4);
 }
@@ -268,9 +267,11 @@ test_recovery_streams_a_large_index(void **state)
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
-	/* What the server no longer has is gone from the index. */
-	assert_int_equal(lines(&marked), 1);
+	/* What the server does not hold stays, as not on the server. */
+	assert_int_equal(lines(&marked), 200001);
 	assert_int_equal(has_line(6, 7), 1);
+	assert_int_equal(has_line(5, 1000), 0);
+	assert_int_equal(has_line(5, 0), 200000);
 	forget(&e, 1);
 }
 
@@ -368,6 +369,166 @@ test_files_before_the_mark_are_not_read_again(void **state)
 	forget(&e, 1);
 }
 
+/*
+ * Names e's delivered file as if it were written secs ago (its name's
+ * first field is the time it was named); e->file follows.
+ */
+static void
+age(struct msgindex_ent *e, long secs)
+{
+	char sub[300], from[700], to[700], file[128];
+	const char *dot = strchr(e->file, '.');
+	struct dirent *d;
+	DIR *dp;
+
+	snprintf(sub, sizeof(sub), "%s/new", dir);
+	snprintf(file, sizeof(file), "%lld%s",
+	    (long long)time(NULL) - secs, dot);
+	dp = opendir(sub);
+	assert_non_null(dp);
+	while ((d = readdir(dp)) != NULL) {
+		if (strncmp(d->d_name, e->file, strlen(e->file)) != 0)
+			continue;
+		snprintf(from, sizeof(from), "%s/%s", sub, d->d_name);
+		snprintf(to, sizeof(to), "%s/%s%s", sub, file,
+		    d->d_name + strlen(e->file));
+		assert_int_equal(rename(from, to), 0);
+	}
+	closedir(dp);
+	free((char *)e->file);
+	e->file = strdup(file);
+}
+
+/*
+ * A mailbox recreated empty (a new UIDVALIDITY) and then restored from a
+ * backup (another): the recovery against the empty folder keeps the lines
+ * it did not see, a compaction of the empty folder keeps them while their
+ * files are in the Maildir, and the recovery against the restored folder
+ * matches every message, so none is fetched again.
+ */
+static void
+test_recovery_keeps_lines_of_messages_it_did_not_see(void **state)
+{
+	struct msgindex_ent e[2];
+	struct msgindex_set m = { 0 };
+	struct msgindex_counts c;
+	char err[256], cmd[700];
+	int marked;
+
+	(void)state;
+	reset();
+	deliver(msg_a, 100, 1, &e[0]);
+	deliver(msg_b, 100, 2, &e[1]);
+	age(&e[0], 7200); /* delivered two hours ago */
+	age(&e[1], 7200);
+	assert_int_equal(msgindex_append(path, e, 2), 0);
+	/* 1: the folder is empty under UIDVALIDITY 200. */
+	assert_int_equal(msgindex_recover(&m, path, dir, 0x77, 200, err,
+			     sizeof(err)),
+	    0);
+	assert_int_equal(m.matched, 0);
+	assert_int_equal(lines(&marked), 2);
+	assert_int_equal(has_line(100, 0), 2);
+	/* A complete listing of the empty folder: the files are still here. */
+	assert_int_equal(msgindex_compact(path, dir, 0x77, 200, NULL, 0, &c,
+			     err, sizeof(err)),
+	    0);
+	assert_int_equal(c.kept, 2);
+	assert_int_equal(lines(&marked), 2);
+	/* ...and they are not what makes a compaction due. */
+	assert_true(msgindex_bytes(path) < 60);
+	/* 2: restored, UIDVALIDITY 300: both match. */
+	assert_int_equal(msgindex_set_add(&m, 1, e[0].key, e[0].size), 0);
+	assert_int_equal(msgindex_set_add(&m, 2, e[1].key, e[1].size), 0);
+	assert_int_equal(msgindex_recover(&m, path, dir, 0x77, 300, err,
+			     sizeof(err)),
+	    0);
+	assert_int_equal(m.matched, 2);
+	assert_int_equal(has_line(300, 1) + has_line(300, 2), 2);
+	msgindex_set_free(&m);
+	/* Gone from the server and the Maildir (b): its line goes. */
+	assert_int_equal(msgindex_recover(&m, path, dir, 0x77, 400, err,
+			     sizeof(err)),
+	    0);
+	snprintf(cmd, sizeof(cmd), "rm -f %s/new/%s*", dir, e[1].file);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(msgindex_compact(path, dir, 0x77, 400, NULL, 0, &c,
+			     err, sizeof(err)),
+	    0);
+	assert_int_equal(c.kept, 1);
+	assert_int_equal(c.dropped, 1);
+	assert_int_equal(lines(&marked), 1);
+	forget(e, 2);
+}
+
+/*
+ * The mark is the latest file name a rewrite saw, not the clock: a file
+ * named hours before the rewrite ran (a board whose clock was set back)
+ * whose line was lost is still read.
+ */
+static void
+test_mark_follows_the_files_not_the_clock(void **state)
+{
+	struct msgindex_ent e[2];
+	struct msgindex_set m = { 0 };
+	char err[256];
+
+	(void)state;
+	reset();
+	deliver(msg_a, 5, 1, &e[0]);
+	age(&e[0], 2 * 86400);
+	assert_int_equal(msgindex_append(path, &e[0], 1), 0);
+	assert_int_equal(msgindex_recover(&m, path, dir, 0x77, 5, err,
+			     sizeof(err)),
+	    0);
+	/* Named five hours ago, after the last file; its line lost. */
+	deliver(msg_b, 5, 2, &e[1]);
+	age(&e[1], 5 * 3600);
+	assert_int_equal(msgindex_set_add(&m, 2, e[1].key, e[1].size), 0);
+	assert_int_equal(msgindex_recover(&m, path, dir, 0x77, 5, err,
+			     sizeof(err)),
+	    0);
+	assert_int_equal(m.from_maildir, 1);
+	assert_int_equal(m.matched, 1);
+	msgindex_set_free(&m);
+	forget(e, 2);
+}
+
+/*
+ * 100,000 copies of one message on the server and in the index match in
+ * time proportional to their number, not its square.
+ */
+static void
+test_many_copies_match_in_linear_time(void **state)
+{
+	const unsigned n = 100000;
+	struct msgindex_set m = { 0 };
+	struct timespec t0, t1;
+	char err[256];
+	FILE *fp;
+
+	(void)state;
+	reset();
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	for (unsigned i = 0; i < n; i++) {
+		fprintf(fp, "5 %u 99 00000000000abcde 1700000000.M%uP1Q1X00000077\n",
+		    i + 1, i);
+		assert_int_equal(msgindex_set_add(&m, 1000 + i, 0xabcde, 99),
+		    0);
+	}
+	assert_int_equal(fclose(fp), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(msgindex_recover(&m, path, dir, 0x77, 6, err,
+			     sizeof(err)),
+	    0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_int_equal(m.matched, n);
+	/* Linear takes well under a second, even under ASan; n * n, minutes. */
+	assert_true(t1.tv_sec - t0.tv_sec < 4);
+	msgindex_set_free(&m);
+}
+
 static void
 test_index_path(void **state)
 {
@@ -407,6 +568,10 @@ main(void)
 		cmocka_unit_test(test_recovery_streams_a_large_index),
 		cmocka_unit_test(test_compaction_keeps_what_the_server_holds),
 		cmocka_unit_test(test_files_before_the_mark_are_not_read_again),
+		cmocka_unit_test(
+		    test_recovery_keeps_lines_of_messages_it_did_not_see),
+		cmocka_unit_test(test_mark_follows_the_files_not_the_clock),
+		cmocka_unit_test(test_many_copies_match_in_linear_time),
 		cmocka_unit_test(test_index_path),
 	};
 
