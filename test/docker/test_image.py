@@ -4,6 +4,10 @@ loopback (mail lands in the mounted Maildir, `idlefetch status` inside says
 healthy, PID 1 stops on SIGTERM within 2 s), and the Kubernetes and
 compose examples, whose settings are checked by the image's own binary.
 
+The image holds no shell and no program but idlefetch, so nothing here
+runs a command inside it except idlefetch itself: the host's env and
+chroot start it, and its files are read from the mounted root.
+
 The image is run with `podman run` where the machine allows it. Where the
 OCI runtime cannot start containers (this machine's sandbox refuses
 setrlimit), it is run the way a runtime would: the image's root file
@@ -11,9 +15,13 @@ system (buildah mount), a new PID and mount namespace, the image's user,
 environment and entrypoint, the volumes bind-mounted."""
 import json
 import os
+import random
 import shutil
 import signal
+import socket
+import struct
 import subprocess
+import threading
 import time
 import unittest
 
@@ -25,6 +33,8 @@ IMAGE = os.environ.get("IDLEFETCH_IMAGE", "localhost/idlefetch:test")
 STORE = ["--storage-driver", "vfs"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOCKER = os.path.join(HERE, "..", "..", "docker")
+# The image was 87 MB on debian:bookworm-slim.
+MAX_IMAGE_BYTES = 20 * 1000 * 1000
 
 
 def cmd(*args, check=True, **kw):
@@ -44,21 +54,46 @@ def podman_runs():
     return None if p.returncode == 0 else p.stderr.strip().splitlines()[-1]
 
 
-class Container:
-    """One run of the image with env (a dict) and volumes (host: path)."""
+def image_root():
+    """(container, path): a container of the image and its root file
+    system, mounted; buildah rm container when done."""
+    ctr = cmd("buildah", *STORE, "from", IMAGE).stdout.strip()
+    return ctr, cmd("buildah", *STORE, "mount", ctr).stdout.strip()
 
-    def __init__(self, env, volumes, logfile):
+
+def in_root(root, argv, env=None, user=None):
+    """argv run in root as a runtime starts it: no shell, only the given
+    environment; the host's env and chroot start it."""
+    spec = [f"--userspec={user}"] if user else []
+    return ["env", "-i", *[f"{k}={v}" for k, v in (env or {}).items()],
+            shutil.which("chroot"), *spec, root, *argv]
+
+
+def image_env(env):
+    """env over the image's own variables, as a runtime gives them."""
+    out = dict(e.split("=", 1) for e in image_config().get("Env") or [])
+    out.update(env)
+    return out
+
+
+class Container:
+    """One run of the image with env (a dict), volumes (host: path; a
+    file mounts as a file, as a runtime mounts /etc/resolv.conf) and
+    args after the entrypoint."""
+
+    def __init__(self, env, volumes, logfile, args=()):
         self.env, self.volumes, self.logfile = env, volumes, logfile
+        self.args = list(args)
         self.name = f"idlefetch-test-{os.getpid()}-{time.monotonic_ns()}"
         self.cfg = image_config()
         self.podman = podman_runs() is None
         self.proc = None
 
-    def _envlist(self, extra=None):
+    def _env(self, extra=None):
         env = dict(e.split("=", 1) for e in self.cfg.get("Env") or [])
         env.update(self.env)
         env.update(extra or {})
-        return [f"{k}={v}" for k, v in env.items()]
+        return env
 
     def start(self):
         log = open(self.logfile, "ab")
@@ -69,21 +104,27 @@ class Container:
                 args += ["-e", "=".join(e)]
             for h, c in self.volumes.items():
                 args += ["-v", f"{h}:{c}"]
-            self.proc = subprocess.Popen(args + [IMAGE], stdout=log,
-                                         stderr=log)
+            self.proc = subprocess.Popen(args + [IMAGE] + self.args,
+                                         stdout=log, stderr=log)
             log.close()
             return self
         self.ctr = cmd("buildah", *STORE, "from", "--name", self.name,
                        IMAGE).stdout.strip()
         self.root = cmd("buildah", *STORE, "mount", self.ctr).stdout.strip()
-        script = ["set -e"]
+        # The runtime makes the mount points (the image has none).
+        script = ["set -e", f"mkdir -p '{self.root}/dev' '{self.root}/proc'"]
         for h, c in self.volumes.items():
-            script += [f"mkdir -p '{self.root}{c}'",
-                       f"mount --bind '{h}' '{self.root}{c}'"]
+            if os.path.isdir(h):
+                script += [f"mkdir -p '{self.root}{c}'"]
+            else:
+                script += [f"mkdir -p '{self.root}{os.path.dirname(c)}'",
+                           f"touch '{self.root}{c}'"]
+            script += [f"mount --bind '{h}' '{self.root}{c}'"]
         script += [f"mount --rbind /dev '{self.root}/dev'",
                    f"mount -t proc proc '{self.root}/proc'",
                    "exec " + " ".join(f"'{a}'" for a in self._as_user(
-                       self.cfg["Entrypoint"] + (self.cfg.get("Cmd") or [])))]
+                       self.cfg["Entrypoint"] + (self.args or
+                                                 self.cfg.get("Cmd") or [])))]
         self.proc = subprocess.Popen(
             ["unshare", "--pid", "--fork", "--mount", "--propagation",
              "private", "--", "sh", "-c", "\n".join(script)],
@@ -92,8 +133,8 @@ class Container:
         return self
 
     def _as_user(self, argv, extra_env=None):
-        return ["chroot", f"--userspec={self.cfg['User']}", self.root,
-                "env", "-i", *self._envlist(extra_env), *argv]
+        return in_root(self.root, argv, self._env(extra_env),
+                       self.cfg["User"])
 
     def init_pid(self):
         """The host pid of the container's PID 1."""
@@ -127,6 +168,54 @@ class Container:
             cmd("buildah", *STORE, "rm", self.ctr, check=False)
 
 
+class Resolver:
+    """A DNS server on a loopback address (port 53, as resolv.conf
+    allows no other) that answers one name's A query with 127.0.0.1,
+    every other question with no address; it counts the A queries."""
+
+    def __init__(self, name):
+        self.name, self.asked = name.lower(), 0
+        for _ in range(20):
+            self.addr = f"127.0.{random.randint(1, 254)}.{random.randint(2, 254)}"
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                self.sock.bind((self.addr, 53))
+                break
+            except OSError:
+                self.sock.close()
+        else:
+            raise OSError("no free loopback address for port 53")
+        self.sock.settimeout(0.2)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.done.is_set():
+            try:
+                q, peer = self.sock.recvfrom(512)
+            except socket.timeout:
+                continue
+            labels, i = [], 12
+            while i < len(q) and q[i]:
+                labels.append(q[i + 1:i + 1 + q[i]].decode(errors="replace"))
+                i += 1 + q[i]
+            qtype = struct.unpack("!H", q[i + 1:i + 3])[0]
+            end = i + 5
+            hit = ".".join(labels).lower() == self.name and qtype == 1
+            self.asked += hit
+            head = struct.pack("!HHHHHH", struct.unpack("!H", q[:2])[0],
+                               0x8180, 1, int(hit), 0, 0)
+            answer = (struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4)
+                      + socket.inet_aton("127.0.0.1")) if hit else b""
+            self.sock.sendto(head + q[12:end] + answer, peer)
+
+    def close(self):
+        self.done.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
 class ImageTest(unittest.TestCase):
     def setUp(self):
         self.env = fx.Env()
@@ -153,19 +242,52 @@ class ImageTest(unittest.TestCase):
         self.assertEqual(cfg["Healthcheck"]["Test"],
                          ["CMD", "idlefetch", "status"])
         self.assertEqual(set(cfg["Volumes"]), {"/mail", "/var/lib/idlefetch"})
-        c = Container({}, {}, os.path.join(self.env.root, "c.log"))
-        self.ctrs.append(c)
-        if c.podman:
-            ls = c.exec("sh", "-c", "ls /usr/bin")
-            files = ls.stdout.split()
-        else:
-            c.ctr = cmd("buildah", *STORE, "from", "--name", c.name,
-                        IMAGE).stdout.strip()
-            c.root = cmd("buildah", *STORE, "mount", c.ctr).stdout.strip()
-            files = os.listdir(os.path.join(c.root, "usr/bin"))
-        self.assertIn("idlefetch", files)
-        for tool in ("gcc", "cc", "cmake", "make"):
-            self.assertNotIn(tool, files)
+
+    def test_image_holds_the_binary_its_libraries_and_no_shell(self):
+        size = int(cmd("podman", *STORE, "image", "inspect", "--format",
+                       "{{.Size}}", IMAGE).stdout)
+        print(f"\nimage size: {size / 1e6:.1f} MB")
+        self.assertLessEqual(size, MAX_IMAGE_BYTES)
+        ctr, root = image_root()
+        try:
+            files = set()
+            for d, _, names in os.walk(root):
+                for n in names:
+                    if not os.path.islink(os.path.join(d, n)):
+                        files.add(os.path.relpath(os.path.join(d, n), root))
+            for sh in ("bin/sh", "usr/bin/sh", "bin/bash", "bin/busybox",
+                       "usr/bin/env", "usr/bin/apt-get", "usr/bin/dpkg"):
+                self.assertFalse(os.path.lexists(os.path.join(root, sh)), sh)
+            self.assertEqual(os.listdir(os.path.join(root, "usr/bin")),
+                             ["idlefetch"])
+            # Exactly the libraries the binary needs, and its loader.
+            dyn = cmd("readelf", "-d", "-l",
+                      os.path.join(root, "usr/bin/idlefetch")).stdout
+            needed = set(l.split("[")[1].rstrip("]") for l in
+                         dyn.splitlines() if "(NEEDED)" in l)
+            interp = dyn.split("interpreter: ")[1].split("]")[0]
+            self.assertTrue(os.path.exists(root + interp), interp)
+            libs = {os.path.basename(f) for f in files if ".so" in f}
+            self.assertEqual(libs, needed | {os.path.basename(interp)})
+            self.assertFalse([n for n in needed if "etpan" in n], needed)
+            rest = {f for f in files if ".so" not in f
+                    and not f.startswith("usr/share/doc/")}
+            self.assertEqual(rest, {"usr/bin/idlefetch", "etc/passwd",
+                                    "etc/group", "etc/nsswitch.conf",
+                                    "etc/ssl/certs/ca-certificates.crt"})
+            # OpenSSL's default CA file (set_default_verify_paths).
+            with open(os.path.join(root, "etc/ssl/certs/"
+                                   "ca-certificates.crt")) as f:
+                self.assertIn("BEGIN CERTIFICATE", f.read())
+            self.assertEqual(os.readlink(os.path.join(
+                root, "usr/lib/ssl/cert.pem")),
+                "/etc/ssl/certs/ca-certificates.crt")
+            p = cmd(*in_root(root, ["idlefetch", "--version"],
+                             {"PATH": "/usr/bin"}, "10001:10001"),
+                    check=False)
+            self.assertEqual(p.returncode, 0, p.stderr)
+        finally:
+            cmd("buildah", *STORE, "rm", ctr, check=False)
 
     def test_mail_lands_status_is_healthy_and_sigterm_stops_it(self):
         d = self.env.dovecot
@@ -225,6 +347,54 @@ class ImageTest(unittest.TestCase):
         self.assertIn("exiting with status 0", log())
 
 
+    def test_host_name_resolves_and_user_is_known_without_a_shell(self):
+        """host = a name: glibc's own files and dns services resolve it
+        through the resolv.conf the runtime mounts; user = the image's
+        user is found in its /etc/passwd."""
+        d = self.env.dovecot
+        d.put([fx.make_message(i) for i in range(3)])
+        mail, state = self.volume("mail"), self.volume("state")
+        dns = Resolver("imap.example.org")
+        self.addCleanup(dns.close)
+        resolv = os.path.join(self.env.root, "resolv.conf")
+        with open(resolv, "w") as f:
+            f.write(f"nameserver {dns.addr}\noptions timeout:1 attempts:2\n")
+        env = {"IDLEFETCH_ACCOUNT": "alice",
+               "IDLEFETCH_HOST": "imap.example.org",
+               "IDLEFETCH_PORT": str(d.imap_port), "IDLEFETCH_TLS": "none",
+               "IDLEFETCH_USERNAME": fx.USER,
+               "IDLEFETCH_PASSWORD": fx.PASSWORD,
+               "IDLEFETCH_USER": "idlefetch"}
+        c = Container(env, {mail: "/mail", state: "/var/lib/idlefetch",
+                            resolv: "/etc/resolv.conf"},
+                      os.path.join(self.env.root, "once.log"), ["--once"])
+        self.ctrs.append(c)
+        c.start()
+        rc = c.proc.wait(60)
+        with open(c.logfile, errors="replace") as f:
+            log = f.read()
+        self.assertEqual(rc, 0, log)
+        self.assertEqual(fx.Maildir(mail).count(), 3, log)
+        self.assertGreater(dns.asked, 0, "no A query reached the resolver")
+
+    def test_password_command_needing_a_shell_is_refused_in_the_image(self):
+        """The image has no /bin/sh: a password_command with shell syntax
+        is a configuration error naming the key, not a hang."""
+        ctr, root = image_root()
+        try:
+            env = image_env({"IDLEFETCH_HOST": "imap.example.org",
+                             "IDLEFETCH_USERNAME": "alice",
+                             "IDLEFETCH_PASSWORD_COMMAND":
+                                 "cat /run/secrets/pw | head -1"})
+            p = cmd(*in_root(root, ["idlefetch", "--check-config"], env,
+                             "10001:10001"), check=False)
+            self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+            self.assertIn("IDLEFETCH_PASSWORD_COMMAND", p.stderr)
+            self.assertIn("no such file or directory", p.stderr)
+        finally:
+            cmd("buildah", *STORE, "rm", ctr, check=False)
+
+
 class ManifestTest(unittest.TestCase):
     def load(self, name):
         with open(os.path.join(DOCKER, name)) as f:
@@ -240,9 +410,8 @@ class ManifestTest(unittest.TestCase):
                 f.write("secret\n")
             # As the manifests ask: readable by idlefetch alone.
             os.chmod(root + secret_path, 0o600)
-            p = cmd("chroot", root, "env", "-i",
-                    *[f"{k}={v}" for k, v in env.items()],
-                    "idlefetch", "--check-config", check=False)
+            p = cmd(*in_root(root, ["idlefetch", "--check-config"],
+                             image_env(env)), check=False)
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertNotIn("secret", p.stdout)
             return p.stdout
@@ -302,12 +471,13 @@ class ManifestTest(unittest.TestCase):
                     fp.write("secret\n")
                 os.chmod(root + f"/run/secrets/mail/{name}", 0o600)
             taken = []
+            run = " ".join(f"'{a}'" for a in in_root(
+                root, ["idlefetch", "--check-config"], image_env(
+                    {"IDLEFETCH_SHARDS": env["IDLEFETCH_SHARDS"]})))
             for i in range(sts["spec"]["replicas"]):
                 p = cmd("unshare", "-u", "sh", "-c",
                         f"hostname {sts['metadata']['name']}-{i} && "
-                        f"exec chroot {root} env -i "
-                        f"IDLEFETCH_SHARDS={env['IDLEFETCH_SHARDS']} "
-                        "idlefetch --check-config", check=False)
+                        f"exec {run}", check=False)
                 self.assertEqual(p.returncode, 0, p.stderr)
                 line = next(l for l in p.stdout.splitlines()
                             if l.startswith("; this replica takes:"))

@@ -103,6 +103,29 @@ class InstalledPackageTest(unittest.TestCase):
         out = self.sh("idlefetch --version").stdout
         self.assertRegex(out, r"^idlefetch \d+\.\d+\.\d+$")
 
+    def test_parser_is_built_in_and_loads_no_gnutls_sasl_or_db(self):
+        """libetpan's RFC 5322 parser is linked from its static archive:
+        the package depends on no libetpan, names the libetpan source in
+        Built-Using and its licence in the copyright file, and the
+        installed binary loads none of libetpan.so's libraries."""
+        def field(name):
+            return subprocess.run(["dpkg-deb", "-f", DEB, name],
+                                  capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        self.assertNotIn("libetpan", field("Depends"))
+        built = subprocess.run(
+            ["dpkg-query", "-W", "-f=${source:Package} (= ${source:Version})",
+             "libetpan-dev"], capture_output=True, text=True,
+            check=True).stdout
+        self.assertEqual(field("Built-Using"), built)
+        with open(self.path("/usr/share/doc/idlefetch/copyright")) as f:
+            self.assertIn("libetpan", f.read())
+        ldd = self.sh("ldd /usr/bin/idlefetch").stdout
+        for lib in ("libetpan", "libgnutls", "libsasl2", "libdb-",
+                    "libp11-kit", "libnettle"):
+            self.assertNotIn(lib, ldd)
+        self.assertIn("libssl.so.3", ldd)
+
     def fill_in(self, text, values):
         """Uncomments the shipped [account work] block and sets values."""
         out = []
