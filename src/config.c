@@ -38,6 +38,7 @@
 struct account_ctx {
 	uint64_t seen; /* KEY_BIT()s */
 	unsigned line; /* line of the [account] header */
+	unsigned folders_line; /* line of its folders =, 0: not given */
 };
 
 struct parse_ctx {
@@ -245,6 +246,8 @@ set_key(struct parse_ctx *c, const char *section, const char *key,
 		seterr(c, key, "unknown key in [%s]", where);
 		return -EINVAL;
 	}
+	if (ax != NULL && strcmp(k->name, "folders") == 0)
+		ax->folders_line = c->line;
 	return set_value(c, k, ax ? &ax->seen : &c->global_seen, where,
 	    a ? (void *)a : (void *)c->cfg, raw, v);
 }
@@ -469,9 +472,11 @@ finish_login(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 
 /* INBOX is fetched by default, and always with '*'; never moved into. */
 static int
-finish_folders(struct parse_ctx *c, struct account *a)
+finish_folders(struct parse_ctx *c, struct account *a,
+    const struct account_ctx *ax)
 {
 	bool inbox = false;
+	char why[512];
 
 	for (size_t i = 0; i < a->nfolders; i++)
 		inbox |= strcasecmp(a->folders[i], "INBOX") == 0;
@@ -492,6 +497,11 @@ finish_folders(struct parse_ctx *c, struct account *a)
 				    a->move_to);
 				return -EINVAL;
 			}
+	if (config_folders_clash(a, why, sizeof(why)) < 0) {
+		c->line = ax->folders_line;
+		seterr(c, "folders", "%s", why);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -525,7 +535,7 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 		    a->name);
 		return -EINVAL;
 	}
-	return finish_folders(c, a);
+	return finish_folders(c, a, ax);
 }
 
 static void
@@ -560,9 +570,19 @@ static struct config *
 config_new(const char *source)
 {
 	struct config *cfg = xcalloc(1, sizeof(*cfg));
+	const char *sd = getenv("STATE_DIRECTORY");
 
 	cfg->source = xstrdup(source);
 	config_keys_defaults(CONFIG_GLOBAL, cfg);
+	/*
+	 * Under systemd the unit's StateDirectory= is the default, so that
+	 * each idlefetch@NAME.service keeps its own state. One absolute path
+	 * only: a unit with several gets them joined by colons.
+	 */
+	if (sd != NULL && sd[0] == '/' && strchr(sd, ':') == NULL) {
+		free(cfg->state_dir);
+		cfg->state_dir = xstrdup(sd);
+	}
 	return cfg;
 }
 
@@ -577,14 +597,24 @@ secret_error(const struct account *a, const char *why, char *err, size_t errlen)
 	    "%s", why);
 }
 
+bool
+config_wanted(const struct config *cfg, const struct account *a,
+    const char *only)
+{
+	return (only == NULL || strcmp(only, a->name) == 0) &&
+	    shard_has(&cfg->shard, a->name);
+}
+
 int
-config_read_secret_files(struct config *cfg, char *err, size_t errlen)
+config_read_secret_files(struct config *cfg, const char *only, char *err,
+    size_t errlen)
 {
 	for (size_t i = 0; i < cfg->naccounts; i++) {
 		struct account *a = &cfg->accounts[i];
 		char why[512];
 
-		if (a->password != NULL || a->password_file == NULL)
+		if (a->password != NULL || a->password_file == NULL ||
+		    !config_wanted(cfg, a, only))
 			continue;
 		if (read_secret_file(a->password_file, &a->password, why,
 			sizeof(why)) < 0) {

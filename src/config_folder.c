@@ -115,6 +115,42 @@ config_folder_maildir(const struct account *a, const char *folder)
 	return sub;
 }
 
+/*
+ * Maildir++ writes a.b and a/b into one directory, .a.b: two named
+ * folders would mix their mail there, and each one's recovery (by the UID
+ * and UIDVALIDITY in the file names) would take the other's files for its
+ * own. An MDA or LMTP target keeps every folder apart by its state.
+ */
+int
+config_folders_clash(const struct account *a, char *why, size_t len)
+{
+	char **dirs;
+	int r = 0;
+
+	if (a->target.kind != TARGET_MAILDIR || a->nfolders < 2)
+		return 0;
+	dirs = xcalloc(a->nfolders, sizeof(*dirs));
+	for (size_t i = 0; i < a->nfolders; i++)
+		dirs[i] = config_folder_maildir(a, a->folders[i]);
+	for (size_t i = 0; r == 0 && i < a->nfolders; i++)
+		for (size_t j = i + 1; r == 0 && j < a->nfolders; j++) {
+			/* INBOX is the Maildir itself, no other folder. */
+			if (strcasecmp(a->folders[i], "INBOX") == 0 ||
+			    strcmp(dirs[i], dirs[j]) != 0)
+				continue;
+			snprintf(why, len,
+			    "folders '%s' and '%s' would both be delivered "
+			    "to Maildir folder %s; rename one on the server",
+			    a->folders[i], a->folders[j],
+			    dirs[i] + strlen(a->maildir) + 1);
+			r = -EINVAL;
+		}
+	for (size_t i = 0; i < a->nfolders; i++)
+		free(dirs[i]);
+	free(dirs);
+	return r;
+}
+
 char *
 config_folder_key(const char *folder)
 {

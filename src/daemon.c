@@ -130,14 +130,13 @@ static bool
 wanted(const struct daemon *d, const struct config *cfg,
     const struct account *a)
 {
-	return (d->only == NULL || strcmp(d->only, a->name) == 0) &&
-	    shard_has(&cfg->shard, a->name);
+	return config_wanted(cfg, a, d->only);
 }
 
 /* ---- units ------------------------------------------------------------------ */
 
 /*
- * Takes the account's lock; -1 (logged) when it cannot be had. wait: a
+ * Takes the account's lock: 0, or -1 (logged) when it cannot be had. A
  * daemon that finds another holding it (a replica handing the account
  * over, after the shards changed) returns LOCK_BUSY and tries again.
  */
@@ -775,32 +774,23 @@ apply_reload(struct daemon *d, struct config *cfg)
 /* ---- secrets ---------------------------------------------------------------- */
 
 /*
- * password_command runs off the loop (spawn.h), every account's at once,
- * each with a time limit: a slow or hung command delays only the start or
- * the reload it belongs to, and signals are handled meanwhile.
+ * password_command runs off the loop (config_secrets_new), each with a
+ * time limit: a slow or hung command delays only the start or the reload
+ * it belongs to, and signals are handled meanwhile.
  */
-struct secret_req {
-	struct secrets *set;
-	struct account *a;
-	struct spawn *sp; /* NULL once done */
-};
-
 struct secrets {
 	struct daemon *d;
 	struct config *cfg; /* owned until handed on */
 	bool reload;
-	unsigned pending;
-	bool failed;
-	char err[1024];
-	struct secret_req *reqs;
-	size_t n;
+	struct config_secrets *batch; /* frees itself after secrets_done */
 };
 
 static void begin(struct daemon *d, struct config *cfg);
 
 static void
-secrets_finish(struct secrets *set)
+secrets_done(void *ud, int r, const char *err)
 {
+	struct secrets *set = ud;
 	struct daemon *d = set->d;
 	struct config *cfg = set->cfg;
 
@@ -810,13 +800,13 @@ secrets_finish(struct secrets *set)
 		if (!set->reload)
 			d->exit_code = 0;
 		schedule_reap(d);
-	} else if (set->failed) {
+	} else if (r < 0) {
 		if (set->reload)
 			log_msg(LOGL_ERROR, NULL, NULL,
 			    "SIGHUP: %s; keeping the running configuration",
-			    set->err);
+			    err);
 		else
-			log_msg(LOGL_ERROR, NULL, NULL, "%s", set->err);
+			log_msg(LOGL_ERROR, NULL, NULL, "%s", err);
 		config_free(cfg);
 		if (set->reload) {
 			notify_send("READY=1");
@@ -830,28 +820,19 @@ secrets_finish(struct secrets *set)
 	} else {
 		begin(d, cfg);
 	}
-	free(set->reqs);
 	free(set);
 }
 
 static void
-secret_done(void *ud, int status, const char *out, const char *err_line)
+secret_said(void *ud, const struct account *a, int status, const char *line)
 {
-	struct secret_req *q = ud;
-	struct secrets *set = q->set;
-
-	q->sp = NULL;
-	if (err_line[0] != '\0')
-		log_msg(status == 0 ? LOGL_INFO : LOGL_WARN, q->a->name, NULL,
-		    "password_command said: %s", err_line);
-	/* The first failure is the one reported. */
-	if ((status == 0 || !set->failed) &&
-	    config_secret_result(set->cfg, q->a, status, out, set->err,
-		sizeof(set->err)) < 0)
-		set->failed = true;
-	if (--set->pending == 0)
-		secrets_finish(set);
+	(void)ud;
+	log_msg(status == 0 ? LOGL_INFO : LOGL_WARN, a->name, NULL,
+	    "password_command said: %s", line);
 }
+
+static const struct config_secrets_ops secrets_ops = { secret_said,
+	secrets_done };
 
 /*
  * Reads cfg's secrets: the files at once, the commands in the background.
@@ -866,38 +847,18 @@ secrets_start(struct daemon *d, struct config *cfg, bool reload)
 	set->d = d;
 	set->cfg = cfg;
 	set->reload = reload;
-	set->pending = 1; /* held until every command is started */
 	d->secrets = set;
-	if (config_read_secret_files(cfg, set->err, sizeof(set->err)) < 0)
-		set->failed = true;
-	set->reqs = xcalloc(cfg->naccounts + 1, sizeof(*set->reqs));
-	for (size_t i = 0; !set->failed && i < cfg->naccounts; i++) {
-		struct account *a = &cfg->accounts[i];
-		struct secret_req *q = &set->reqs[set->n];
-
-		if (a->password != NULL || a->password_command == NULL ||
-		    !wanted(d, cfg, a))
-			continue;
-		set->n++;
-		q->set = set;
-		q->a = a;
-		set->pending++;
-		q->sp = spawn_shell(d->loop, a->password_command,
-		    (uint64_t)cfg->command_timeout * 1000, secret_done, q);
-	}
-	if (--set->pending == 0)
-		secrets_finish(set);
+	set->batch = config_secrets_new(d->loop, cfg, d->only, &secrets_ops,
+	    set);
+	config_secrets_run(set->batch); /* set may be gone now */
 }
 
 /* A stop while commands run: they are killed, and their results dropped. */
 static void
 secrets_cancel(struct daemon *d)
 {
-	struct secrets *set = d->secrets;
-
-	for (size_t i = 0; set && i < set->n; i++)
-		if (set->reqs[i].sp)
-			spawn_cancel(set->reqs[i].sp);
+	if (d->secrets != NULL)
+		config_secrets_cancel(d->secrets->batch);
 }
 
 static void

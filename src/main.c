@@ -1,6 +1,7 @@
 /*
  * main: command line, configuration lookup and exit codes
- * (0 fine, 1 some account failed, 2 configuration or usage error).
+ * (0 fine, 1 some account failed, 2 configuration or usage error; 3 from
+ * --check-config: valid as far as it could check, see check_config).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -54,7 +55,10 @@ usage(FILE *fp)
 	    "$IDLEFETCH_SHARDS)\n"
 	    "  -n, --check-config  validate, read the passwords as the daemon does "
 	    "(as user =),\n"
-	    "                      print the effective configuration, exit\n"
+	    "                      print the effective configuration, exit "
+	    "(0 valid, 2 not,\n"
+	    "                      3 valid but the passwords unread: not "
+	    "root nor user =)\n"
 	    "  -v, --verbose       debug logging (protocol trace, credentials hidden)\n"
 	    "  -V, --version       print the version\n"
 	    "  -h, --help          this text\n\n"
@@ -195,21 +199,40 @@ reload_config(void *ud, struct config **cfg, char *err, size_t errlen)
 }
 
 /*
- * --check-config: what the daemon does before it connects, in its order.
- * Parsed as the user it was started as (find_config); then, with `user =`,
- * the directories are prepared and that user is become (privdrop.h), and
- * only then is every password_file read and every password_command run,
- * the way the daemon runs them (config_read_secrets). A password_command
- * never runs as root when `user` is set. Returns the exit code.
+ * --check-config's status when the configuration is valid but its
+ * passwords and directories could not be checked: they are the user =
+ * user's, and the caller is neither that user nor root. Not 0, which
+ * says the daemon will find what it needs; not 2, a configuration error.
+ */
+#define CHECK_UNVERIFIED 3
+
+/*
+ * --check-config: what the daemon does before it connects, in its order,
+ * for the accounts it would fetch (--account, the shard), changing
+ * nothing on disk. Parsed as the user it was started as (find_config);
+ * then, with `user =`, that user is become and the directories checked,
+ * a missing one reported (privdrop_check), and only then is every
+ * password_file read and every password_command run, the way the daemon
+ * runs them (config_read_secrets). A password_command never runs as root
+ * when `user` is set. Returns the exit code.
  */
 static int
-check_config(struct config *cfg)
+check_config(struct config *cfg, const char *account)
 {
 	char err[1024];
-	int r = privdrop_apply(cfg, err, sizeof(err));
+	int code = 0, r = privdrop_check(cfg, account, stderr, err,
+	    sizeof(err));
 
-	if (r >= 0)
-		r = config_read_secrets(cfg, err, sizeof(err));
+	if (r == PRIVDROP_OTHER) {
+		fprintf(stderr,
+		    "idlefetch: warning: passwords not read and directories "
+		    "not checked: the daemon reads them as user %s, which uid "
+		    "%ld cannot become; run --check-config as root or as %s\n",
+		    cfg->user, (long)geteuid(), cfg->user);
+		code = CHECK_UNVERIFIED;
+	} else if (r >= 0) {
+		r = config_read_secrets(cfg, account, err, sizeof(err));
+	}
 	if (r < 0) {
 		fprintf(stderr, "idlefetch: %s\n", err);
 		config_free(cfg);
@@ -217,7 +240,7 @@ check_config(struct config *cfg)
 	}
 	config_print(cfg, stdout);
 	config_free(cfg);
-	return 0;
+	return code;
 }
 
 /*
@@ -234,7 +257,7 @@ run(struct config *cfg, const char *account, bool once, bool verbose,
 	int r;
 
 	log_init(verbose ? LOGL_DEBUG : LOGL_INFO, cfg->log);
-	r = privdrop_apply(cfg, err, sizeof(err));
+	r = privdrop_apply(cfg, account, err, sizeof(err));
 	if (r < 0) {
 		log_msg(LOGL_ERROR, NULL, NULL, "%s", err);
 		config_free(cfg);
@@ -358,6 +381,6 @@ main(int argc, char **argv)
 		return code;
 	}
 	if (check)
-		return check_config(cfg);
+		return check_config(cfg, account);
 	return run(cfg, account, once, verbose, path);
 }

@@ -78,10 +78,10 @@ struct config {
 };
 
 /*
- * Loads and validates path, then reads its secrets as the calling user
- * (config_read_secrets). On error returns a negative errno and writes
- * "FILE:LINE: key 'K': problem" into err. On success *out is owned by the
- * caller (config_free).
+ * Loads and validates path, then reads the secrets of the accounts its
+ * shard takes, as the calling user (config_read_secrets). On error returns
+ * a negative errno and writes "FILE:LINE: key 'K': problem" into err. On
+ * success *out is owned by the caller (config_free).
  */
 int config_load_file(const char *path, struct config **out, char *err,
     size_t errlen);
@@ -97,30 +97,73 @@ int config_parse_file(const char *path, struct config **out, char *err,
     size_t errlen);
 int config_parse_env(struct config **out, char *err, size_t errlen);
 /*
- * Reads every account's password_file and runs its password_command where
- * no password is known yet, and waits for them: the commands as the daemon
- * runs them (spawn.h: stdin on /dev/null, a process group of their own,
- * killed after command_timeout), all at once, on an event loop of their
- * own; a SIGINT, SIGTERM or SIGHUP meanwhile kills them. Run it as the
- * user the daemon runs as (privdrop.h). The error names the file, line
- * and key, and what a failed command wrote on stderr first.
+ * Whether this process fetches a: only is --account (NULL: every
+ * account), and cfg's shard must take it. The daemon, --check-config and
+ * privdrop ask this one question: an account another replica fetches has
+ * its secrets and its Maildir where that replica runs, maybe nowhere here.
  */
-int config_read_secrets(struct config *cfg, char *err, size_t errlen);
+bool config_wanted(const struct config *cfg, const struct account *a,
+    const char *only);
 /*
- * The daemon's way: only the password_file ones here; it runs each
- * password_command itself, off its loop (spawn.h), with the command string
- * as written (the shell expands its ${NAME}s), and hands each result to
- * config_secret_result().
+ * Reads the password_file and runs the password_command of every wanted
+ * account (config_wanted) that has no password yet, and waits for them:
+ * the commands as the daemon runs them (config_secrets_new), on an event
+ * loop of their own; a SIGINT, SIGTERM or SIGHUP meanwhile kills them. Run
+ * it as the user the daemon runs as (privdrop.h). The error names the
+ * file, line and key, and what a failed command wrote on stderr first.
  */
-int config_read_secret_files(struct config *cfg, char *err, size_t errlen);
+int config_read_secrets(struct config *cfg, const char *only, char *err,
+    size_t errlen);
+/* Only the password_file ones of those, at once (the first step of both). */
+int config_read_secret_files(struct config *cfg, const char *only, char *err,
+    size_t errlen);
 /*
  * What the end of a's password_command means (spawn.h's status and out):
  * 0 with a->password set from out, or -EIO with the reason (the time
  * limit, the exit status...) in err, naming the file, the line and the
- * key. The one place both the daemon and config_read_secrets() judge it.
+ * key.
  */
 int config_secret_result(const struct config *cfg, struct account *a,
     int status, const char *out, char *err, size_t errlen);
+
+/*
+ * The secrets of a configuration read on the caller's loop: the one way
+ * the daemon (at start and on SIGHUP) and config_read_secrets() read
+ * them. The password_files first, at once; then the password_commands
+ * through spawn.h (stdin on /dev/null, a process group of their own,
+ * killed after command_timeout), at most CONFIG_SECRETS_AT_ONCE at a time,
+ * so that hundreds of accounts never need hundreds of pipes. The first
+ * failure is the one reported, and no further command starts after it.
+ */
+#define CONFIG_SECRETS_AT_ONCE 16
+struct config_secrets;
+struct uv_loop_s;
+struct config_secrets_ops {
+	/* A command wrote line (its first on stderr); may be NULL. */
+	void (*said)(void *ud, const struct account *a, int status,
+	    const char *line);
+	/*
+	 * The end, exactly once: 0, or a negative errno with the error in
+	 * err (file, line, key; what the command said). The batch frees
+	 * itself when this returns.
+	 */
+	void (*done)(void *ud, int r, const char *err);
+};
+/*
+ * A batch for cfg's wanted accounts (config_wanted with only); nothing
+ * runs before config_secrets_run. The caller keeps cfg, only and ops, and
+ * keeps them until done.
+ */
+struct config_secrets *config_secrets_new(struct uv_loop_s *loop,
+    struct config *cfg, const char *only,
+    const struct config_secrets_ops *ops, void *ud);
+/* Starts it; done may run from within this call (nothing to wait for). */
+void config_secrets_run(struct config_secrets *b);
+/*
+ * Kills the commands running and starts no other; done still runs, from
+ * the loop, with the first of them ("command stopped").
+ */
+void config_secrets_cancel(struct config_secrets *b);
 void config_free(struct config *cfg);
 /*
  * Whether two accounts fetch the same way: every setting equal, the
@@ -143,6 +186,12 @@ char *config_folder_maildir(const struct account *a, const char *folder);
 bool config_folder_ok(const char *f, char *why, size_t len);
 /* Whether two names are one mailbox on the server (INBOX, UTF-7). */
 bool config_same_folder(const char *x, const char *y);
+/*
+ * Whether two of a's named folders other than INBOX would be delivered to
+ * one Maildir++ folder (a.b and a/b are both ".a.b"): -EINVAL with both
+ * names and the folder in why, else 0. Only a Maildir target can clash.
+ */
+int config_folders_clash(const struct account *a, char *why, size_t len);
 /* File-name-safe, collision-free encoding of a folder name. Caller frees. */
 char *config_folder_key(const char *folder);
 

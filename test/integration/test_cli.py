@@ -164,7 +164,7 @@ class CliTest(unittest.TestCase):
         self.assertEqual(pgid, pid, "not in a process group of its own")
         self.assertLess(took, 10, err)
         self.assertEqual(p.returncode, 2, err)
-        self.assertEqual(err.strip(),
+        self.assertEqual(err.strip().splitlines()[-1],
                          f"idlefetch: {self.conf}:8: key 'password_command': "
                          "command did not finish within 2 s; killed "
                          "(it said: asking the keyring)")
@@ -226,6 +226,117 @@ class CliTest(unittest.TestCase):
                          "control character (byte 0x0d) cannot be sent in a "
                          "login")
 
+
+    def test_check_config_reads_only_the_accounts_it_would_fetch(self):
+        """--check-config --account a runs a's password_command alone, and
+        --shard I/N only those of the accounts replica I takes: another
+        replica's secrets need not be here."""
+        names = [f"acct{i}" for i in range(6)]
+        ran = os.path.join(self.d, "ran")
+        os.mkdir(ran)
+        text = ""
+        for n in names:
+            text += (f"[account {n}]\nhost = h.example\nusername = u\n"
+                     f"password_command = touch {ran}/{n}; echo pw\n"
+                     "maildir = /m\n")
+        self.write(text + "[account broken]\nhost = h.example\n"
+                   "username = u\npassword_command = false\nmaildir = /m\n")
+        rc, out, err = run("--config", self.conf, "--check-config",
+                           "--account", "acct1")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(os.listdir(ran), ["acct1"])
+        self.assertIn("[account broken]", out)  # still parsed and printed
+        os.unlink(os.path.join(ran, "acct1"))
+        # Without --account, broken's command fails: a configuration error.
+        rc, _, err = run("--config", self.conf, "--check-config")
+        self.assertEqual(rc, 2, err)
+        self.assertIn("key 'password_command': command failed (exit status 1)",
+                      err)
+        # Each replica of two runs the commands of its own accounts only.
+        with open(self.conf, "w") as f:
+            f.write(text)
+        taken = []
+        for i in range(2):
+            for n in os.listdir(ran):
+                os.unlink(os.path.join(ran, n))
+            rc, _, err = run("--config", self.conf, "--check-config",
+                             "--shard", f"{i}/2")
+            self.assertEqual(rc, 0, err)
+            taken.append(set(os.listdir(ran)))
+        self.assertTrue(taken[0] and taken[1], taken)
+        self.assertEqual(taken[0] & taken[1], set())
+        self.assertEqual(taken[0] | taken[1], set(names))
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to become a user")
+    def test_check_config_as_root_creates_no_directory(self):
+        """Started as root with user =, --check-config becomes that user
+        and checks the directories the daemon writes into, but creates
+        none: it says which ones the daemon would create. An existing one
+        the user cannot write is a configuration error."""
+        os.chmod(self.d, 0o755)
+        self.write("[global]\nuser = nobody\n"
+                   f"state_dir = {self.d}/state\n"
+                   "[account a]\nhost = h.example\nusername = u\n"
+                   "password_command = echo pw\n"
+                   f"maildir = {self.d}/mail/typo\nfolders = INBOX, Lists/dev\n")
+        rc, out, err = run("--config", self.conf, "--check-config")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(sorted(os.listdir(self.d)), ["idlefetch.conf"])
+        self.assertEqual(err.splitlines(), [
+            f"idlefetch: state_dir {self.d}/state does not exist: the daemon "
+            "would create it, owned by user nobody",
+            f"idlefetch: [account a] maildir {self.d}/mail/typo does not "
+            "exist: the daemon would create it, owned by user nobody",
+            f"idlefetch: [account a] maildir {self.d}/mail/typo/.Lists.dev "
+            "does not exist: the daemon would create it, owned by user "
+            "nobody"])
+        self.assertIn("[account a]", out)
+        os.mkdir(os.path.join(self.d, "state"), 0o755)  # root's
+        rc, out, err = run("--config", self.conf, "--check-config")
+        self.assertEqual(rc, 2, err)
+        self.assertEqual(err.strip(),
+                         f"idlefetch: state_dir {self.d}/state is not "
+                         "writable by user nobody: permission denied")
+        self.assertEqual(out, "")
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to switch users")
+    def test_check_config_as_another_user_checks_the_parse_and_exits_3(self):
+        """Neither root nor the user = user: the configuration is checked,
+        the passwords are not read (they are that user's to read), and the
+        exit status says so: 3, not 0 and not 2."""
+        nobody = pwd.getpwnam("nobody")
+        os.chmod(self.d, 0o755)
+        ran = os.path.join(self.d, "ran")
+        self.write("[global]\nuser = daemon\n"
+                   f"state_dir = {self.d}/state\n"
+                   "[account a]\nhost = h.example\nusername = u\n"
+                   f"password_command = touch {ran}; echo pw\n"
+                   "maildir = /m\n")
+        os.chmod(self.conf, 0o644)
+        e = {k: v for k, v in os.environ.items()
+             if not k.startswith("IDLEFETCH_")}
+        p = subprocess.run([fx.IDLEFETCH, "--config", self.conf,
+                            "--check-config"], capture_output=True, env=e,
+                           user=nobody.pw_uid, group=nobody.pw_gid,
+                           extra_groups=[], timeout=60)
+        err = p.stderr.decode()
+        self.assertEqual(p.returncode, 3, err)
+        self.assertEqual(err.strip(),
+                         "idlefetch: warning: passwords not read and "
+                         "directories not checked: the daemon reads them as "
+                         f"user daemon, which uid {nobody.pw_uid} cannot "
+                         "become; run --check-config as root or as daemon")
+        self.assertIn("[account a]", p.stdout.decode())
+        self.assertFalse(os.path.exists(ran))
+        self.assertFalse(os.path.exists(os.path.join(self.d, "state")))
+        # A configuration error is still one.
+        with open(self.conf, "a") as f:
+            f.write("port = 0\n")
+        p = subprocess.run([fx.IDLEFETCH, "--config", self.conf,
+                            "--check-config"], capture_output=True, env=e,
+                           user=nobody.pw_uid, group=nobody.pw_gid,
+                           extra_groups=[], timeout=60)
+        self.assertEqual(p.returncode, 2, p.stderr)
 
 if __name__ == "__main__":
     unittest.main()

@@ -403,5 +403,43 @@ class WithoutNotifyTest(FoldersTest):
         self.assertEqual(f.stop(), 0)
 
 
+class NamedFoldersClashTest(unittest.TestCase):
+    """Maildir++ writes the server's a.b and a/b into one folder, .a.b:
+    named together, they are refused before anything connects, with the
+    file, the line and the key. An LMTP target keeps them apart by their
+    state, and takes them."""
+
+    def run_idlefetch(self, conf, *args):
+        e = {k: v for k, v in os.environ.items()
+             if not k.startswith("IDLEFETCH_")}
+        p = subprocess.run([fx.IDLEFETCH, "--config", conf, *args],
+                           capture_output=True, env=e, timeout=60)
+        return p.returncode, p.stderr.decode()
+
+    def test_two_names_for_one_maildir_folder_are_refused(self):
+        import tempfile
+        d = tempfile.mkdtemp(prefix="idlefetch-clash-")
+        conf = os.path.join(d, "idlefetch.conf")
+        head = (f"[global]\nstate_dir = {d}/state\n[account a]\n"
+                f"host = 127.0.0.1\nport = {fx.free_port()}\ntls = none\n"
+                "username = u\npassword = p\n")
+        with open(conf, "w") as f:
+            f.write(head + f"maildir = {d}/Maildir\nfolders = INBOX, a.b, a/b\n")
+        os.chmod(conf, 0o600)
+        for args in (["--check-config"], ["--once"]):
+            rc, err = self.run_idlefetch(conf, *args)
+            self.assertEqual(rc, 2, err)
+            self.assertEqual(err.strip(),
+                             f"idlefetch: {conf}:10: key 'folders': folders "
+                             "'a.b' and 'a/b' would both be delivered to "
+                             "Maildir folder .a.b; rename one on the server")
+        self.assertFalse(os.path.exists(f"{d}/Maildir"))
+        with open(conf, "w") as f:
+            f.write(head + "deliver = lmtp:127.0.0.1:24\n"
+                    "lmtp_recipient = u@example.org\nfolders = a.b, a/b\n")
+        rc, err = self.run_idlefetch(conf, "--check-config")
+        self.assertEqual(rc, 0, err)
+
+
 if __name__ == "__main__":
     unittest.main()

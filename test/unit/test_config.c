@@ -537,7 +537,7 @@ test_parse_leaves_secrets_for_later(void **state)
 	assert_int_equal(config_parse_file(path, &cfg, err, sizeof(err)), 0);
 	assert_null(cfg->accounts[0].password);
 	assert_int_equal(access(mark, F_OK), -1);
-	assert_int_equal(config_read_secrets(cfg, err, sizeof(err)), 0);
+	assert_int_equal(config_read_secrets(cfg, NULL, err, sizeof(err)), 0);
 	assert_string_equal(cfg->accounts[0].password, "pw");
 	assert_int_equal(access(mark, F_OK), 0);
 	unlink(mark);
@@ -547,7 +547,8 @@ test_parse_leaves_secrets_for_later(void **state)
 	write_conf("[account a]\nhost = h\nusername = u\nmaildir = /m\n"
 		   "\npassword_file = /nonexistent/pw\n");
 	assert_int_equal(config_parse_file(path, &cfg, err, sizeof(err)), 0);
-	assert_int_not_equal(config_read_secrets(cfg, err, sizeof(err)), 0);
+	assert_int_not_equal(
+	    config_read_secrets(cfg, NULL, err, sizeof(err)), 0);
 	assert_non_null(strstr(err, ":6: key 'password_file': cannot read"));
 	config_free(cfg);
 }
@@ -977,6 +978,163 @@ test_password_command_has_no_stdin_and_a_time_limit(void **state)
 				    "starting)"));
 }
 
+/*
+ * Only the accounts this process fetches have their secrets read: the one
+ * --account names, and those its shard takes. Another replica's
+ * password_file may not be mounted here, nor its command work.
+ */
+static void
+test_secrets_of_accounts_not_fetched_are_not_read(void **state)
+{
+	char text[4096], err[1024];
+	size_t len = 0;
+	struct config *cfg;
+	unsigned mine = 0;
+
+	(void)state;
+	len += snprintf(text + len, sizeof(text) - len,
+	    "[global]\nshard = 0/2\n");
+	/* Shard 0's accounts can be read; shard 1's cannot. */
+	for (int i = 0; i < 8; i++) {
+		char name[8];
+		bool here;
+
+		snprintf(name, sizeof(name), "n%d", i);
+		here = shard_of(name, 2) == 0;
+		mine += here;
+		len += snprintf(text + len, sizeof(text) - len,
+		    "[account %s]\nhost = h\nusername = u\nmaildir = /m\n%s\n",
+		    name,
+		    here ? "password_command = echo pw" :
+		    i % 2 ? "password_command = false" :
+			    "password_file = /nonexistent/pw");
+	}
+	assert_true(mine > 0 && mine < 8);
+	write_conf(text);
+	assert_int_equal(config_parse_file(path, &cfg, err, sizeof(err)), 0);
+	assert_int_equal(config_read_secrets(cfg, NULL, err, sizeof(err)), 0);
+	for (size_t i = 0; i < cfg->naccounts; i++) {
+		const struct account *a = &cfg->accounts[i];
+
+		assert_int_equal(config_wanted(cfg, a, NULL),
+		    shard_of(a->name, 2) == 0);
+		if (shard_of(a->name, 2) == 0)
+			assert_string_equal(a->password, "pw");
+		else
+			assert_null(a->password);
+	}
+	config_free(cfg);
+
+	/* --account: that one alone, in its shard or not. */
+	write_conf("[account a]\nhost = h\nusername = u\nmaildir = /m\n"
+		   "password_command = echo pw-a\n"
+		   "[account b]\nhost = h\nusername = u\nmaildir = /m\n"
+		   "password_command = false\n"
+		   "[account c]\nhost = h\nusername = u\nmaildir = /m\n"
+		   "password_file = /nonexistent/pw\n");
+	assert_int_equal(config_parse_file(path, &cfg, err, sizeof(err)), 0);
+	assert_int_equal(config_read_secrets(cfg, "a", err, sizeof(err)), 0);
+	assert_string_equal(cfg->accounts[0].password, "pw-a");
+	assert_null(cfg->accounts[1].password);
+	assert_null(cfg->accounts[2].password);
+	assert_false(config_wanted(cfg, &cfg->accounts[1], "a"));
+	/* Without --account, every account: c's file (read first) fails. */
+	assert_int_not_equal(
+	    config_read_secrets(cfg, NULL, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, ":15: key 'password_file': cannot read"));
+	config_free(cfg);
+}
+
+/*
+ * Hundreds of accounts do not start hundreds of commands (three pipes
+ * each) at once: at most CONFIG_SECRETS_AT_ONCE run together, and every
+ * one of them still runs.
+ */
+static void
+test_password_commands_run_a_bounded_number_at_once(void **state)
+{
+	char dir[] = "/tmp/idlefetch-batch-XXXXXX", text[16384], err[1024];
+	char counts[300], script[300], line[64];
+	size_t len = 0;
+	struct config *cfg;
+	unsigned most = 0, seen = 0;
+	FILE *fp;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(counts, sizeof(counts), "%s/counts", dir);
+	snprintf(script, sizeof(script), "%s/pw", dir);
+	/* How many run now, seen by each of them half-way through. */
+	fp = fopen(script, "w");
+	assert_non_null(fp);
+	fprintf(fp, "#!/bin/sh\ntouch %s/run.$$\nsleep 0.3\n"
+	    "ls %s | grep -c run >> %s\nrm %s/run.$$\necho pw$1\n",
+	    dir, dir, counts, dir);
+	fclose(fp);
+	assert_int_equal(chmod(script, 0700), 0);
+	for (int i = 0; i < 40; i++)
+		len += snprintf(text + len, sizeof(text) - len,
+		    "[account n%d]\nhost = h\nusername = u\nmaildir = /m\n"
+		    "password_command = %s %d\n",
+		    i, script, i);
+	assert_true(len < sizeof(text));
+	write_conf(text);
+	if (config_load_file(path, &cfg, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	for (size_t i = 0; i < cfg->naccounts; i++)
+		assert_non_null(cfg->accounts[i].password);
+	config_free(cfg);
+	fp = fopen(counts, "r");
+	assert_non_null(fp);
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		unsigned n = (unsigned)strtoul(line, NULL, 10);
+
+		most = n > most ? n : most;
+		seen++;
+	}
+	fclose(fp);
+	unlink(counts);
+	unlink(script);
+	rmdir(dir);
+	assert_int_equal(seen, 40);
+	assert_true(most >= 2);
+	assert_true(most <= CONFIG_SECRETS_AT_ONCE);
+}
+
+/*
+ * Maildir++ delivers a.b and a/b into one folder, .a.b: two such named
+ * folders are refused with the file, the line and the key. An LMTP or
+ * MDA target keeps them apart by their state, and takes them.
+ */
+static void
+test_named_folders_sharing_a_maildir_folder_are_refused(void **state)
+{
+	static const char *lmtp = "[account work]\nhost = h\nusername = u\n"
+				  "password = p\ndeliver = lmtp:[::1]:24\n"
+				  "lmtp_recipient = bob@example.org\n"
+				  "folders = a.b, a/b\n";
+	struct config *cfg;
+	char err[1024];
+
+	(void)state;
+	expect_error("folders = INBOX, a.b, a/b\n", 9,
+	    "key 'folders': folders 'a.b' and 'a/b' would both be delivered "
+	    "to Maildir folder .a.b; rename one on the server");
+	expect_error("after = keep\nfolders = Lists/dev/x, *, Lists.dev/x\n", 10,
+	    "key 'folders': folders 'Lists/dev/x' and 'Lists.dev/x' would "
+	    "both be delivered to Maildir folder .Lists.dev.x; rename one on "
+	    "the server");
+	/* Names that differ in Maildir++ are fine, as is one folder. */
+	assert_int_equal(load("folders = a.b, a.c, a/b/c, inbox\n", err,
+			     sizeof(err), &cfg),
+	    0);
+	config_free(cfg);
+	write_conf(lmtp);
+	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg->accounts[0].nfolders, 2);
+	config_free(cfg);
+}
+
 int
 main(void)
 {
@@ -1012,6 +1170,12 @@ main(void)
 		    test_username_with_control_character_is_refused),
 		cmocka_unit_test(
 		    test_password_command_has_no_stdin_and_a_time_limit),
+		cmocka_unit_test(
+		    test_secrets_of_accounts_not_fetched_are_not_read),
+		cmocka_unit_test(
+		    test_password_commands_run_a_bounded_number_at_once),
+		cmocka_unit_test(
+		    test_named_folders_sharing_a_maildir_folder_are_refused),
 	};
 	int fd = mkstemp(path), r;
 
