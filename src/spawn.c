@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -104,23 +105,30 @@ alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 	buf->len = sizeof(sp->rbuf);
 }
 
+/* Keeps what fits of n bytes read from st; the read buffer is wiped. */
 static void
-read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+keep(struct spawn *sp, uv_stream_t *st, char *p, size_t n)
 {
-	struct spawn *sp = st->data;
 	bool is_out = st == (uv_stream_t *)&sp->out;
 	char *dst = is_out ? sp->obuf : sp->ebuf;
 	size_t cap = is_out ? sizeof(sp->obuf) : sizeof(sp->ebuf);
 	size_t *len = is_out ? &sp->olen : &sp->elen;
+	size_t k = n;
+
+	if (k > cap - 1 - *len)
+		k = cap - 1 - *len;
+	memcpy(dst + *len, p, k);
+	*len += k;
+	OPENSSL_cleanse(p, n);
+}
+
+static void
+read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+	struct spawn *sp = st->data;
 
 	if (n > 0) {
-		size_t k = (size_t)n;
-
-		if (k > cap - 1 - *len)
-			k = cap - 1 - *len;
-		memcpy(dst + *len, buf->base, k);
-		*len += k;
-		OPENSSL_cleanse(buf->base, (size_t)n);
+		keep(sp, st, buf->base, (size_t)n);
 		return;
 	}
 	if (n == 0)
@@ -131,12 +139,27 @@ read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 	finish(sp);
 }
 
-/* A pipe still open once the command is gone: stop waiting for it. */
+/*
+ * A pipe still open once the command is gone: stop waiting for it. What
+ * the command wrote before it exited may still sit in the pipe when the
+ * loop was held up past the grace: take it first (the pipe does not block),
+ * at most a buffer's worth, since only the first line counts.
+ */
 static void
 end_pipe(struct spawn *sp, uv_pipe_t *p)
 {
+	uv_os_fd_t fd;
+	ssize_t n;
+
 	if (uv_is_closing((uv_handle_t *)p))
 		return;
+	if (uv_fileno((uv_handle_t *)p, &fd) == 0) {
+		do
+			n = read(fd, sp->rbuf, sizeof(sp->rbuf));
+		while (n < 0 && errno == EINTR);
+		if (n > 0)
+			keep(sp, (uv_stream_t *)p, sp->rbuf, (size_t)n);
+	}
 	uv_read_stop((uv_stream_t *)p);
 	close_handle(sp, (uv_handle_t *)p);
 	finish(sp);
