@@ -61,7 +61,7 @@ struct unit {
 	struct cfgref *cref; /* holds the configuration a points into */
 	const struct account *a;
 	SSL_CTX *ctx;
-	int lock; /* -1: not taken, and no sessions */
+	int lock; /* 0: the account's lock is held; -1: not, and no sessions */
 	char **names; /* its folders (folders = *: as last listed) */
 	struct status_rec *recs; /* one per folder */
 	size_t nrecs;
@@ -148,10 +148,10 @@ lock_account(const struct config *cfg, const struct account *a, bool once,
     bool quiet)
 {
 	long holder;
-	int fd = state_lock(cfg->state_dir, a->name, once ? "once" : "daemon",
+	int r = state_lock(cfg->state_dir, a->name, once ? "once" : "daemon",
 	    &holder);
 
-	if (fd == -EWOULDBLOCK && !once) {
+	if (r == -EWOULDBLOCK && !once) {
 		if (!quiet)
 			log_msg(LOGL_WARN, a->name, NULL,
 			    "another idlefetch (pid %ld) is fetching this "
@@ -159,19 +159,20 @@ lock_account(const struct config *cfg, const struct account *a, bool once,
 			    holder);
 		return LOCK_BUSY;
 	}
-	if (fd == -EWOULDBLOCK && holder > 0)
+	if (r == -EWOULDBLOCK && holder > 0)
 		log_msg(LOGL_ERROR, a->name, NULL,
 		    "another idlefetch (pid %ld) is fetching this account; "
 		    "a second one would deliver its mail twice",
 		    holder);
-	else if (fd == -EWOULDBLOCK)
+	else if (r == -EWOULDBLOCK)
 		log_msg(LOGL_ERROR, a->name, NULL,
 		    "another idlefetch is fetching this account; "
 		    "a second one would deliver its mail twice");
-	else if (fd < 0)
-		log_msg(LOGL_ERROR, a->name, NULL, "cannot lock %s/%s/lock: %s",
-		    cfg->state_dir, a->name, err_str(fd));
-	return fd < 0 ? -1 : fd;
+	else if (r < 0)
+		log_msg(LOGL_ERROR, a->name, NULL,
+		    "cannot lock the account in %s: %s", cfg->state_dir,
+		    err_str(r));
+	return r < 0 ? -1 : 0;
 }
 
 static void schedule_reap(struct daemon *d);
@@ -451,7 +452,7 @@ unit_free(struct unit *u, bool last)
 	oauth_free(u->oauth);
 	SSL_CTX_free(u->ctx);
 	if (u->lock >= 0)
-		close(u->lock);
+		state_unlock(u->cref->cfg->state_dir, u->a->name);
 	cfg_unref(u->cref);
 	free(u);
 }
@@ -933,11 +934,12 @@ signal_start(struct daemon *d, uv_signal_t *h, int signum)
 }
 
 /*
- * Each connection holds a socket, each account its lock, and a delivery a
- * file or two; the usual soft limit of 1,024 open files stops a few hundred
- * accounts short, and then deliveries fail for want of a descriptor while
- * the sockets stay up. Take the soft limit up to the hard one, as a daemon
- * may, and say at start-up when even that is too few.
+ * Each connection holds a socket and a delivery a file or two (the account
+ * locks share 16 files); the usual soft limit of 1,024 open files stops
+ * a few hundred accounts short, and then deliveries fail for want of a
+ * descriptor while the sockets stay up. Take the soft limit up to the hard
+ * one, as a daemon may, and say at start-up when even that is too few:
+ * room for every connection and for half of them delivering at once.
  */
 static void
 raise_fd_limit(const struct config *cfg, const char *only)
@@ -954,8 +956,8 @@ raise_fd_limit(const struct config *cfg, const char *only)
 		n = a->nfolders < a->max_connections ? a->nfolders :
 						       a->max_connections;
 		conns += n;
-		need += 1 + 2 * n;
 	}
+	need += conns + conns / 2;
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
 		return;
 	if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < need) {

@@ -517,8 +517,8 @@ report_account(FILE *out, const struct config *cfg, const struct account *a,
 	r = state_lock_holder(cfg->state_dir, a->name, &pid, mode,
 	    sizeof(mode));
 	if (r < 0) {
-		fprintf(out, "%s: cannot read %s/%s/lock: %s\n", a->name,
-		    cfg->state_dir, a->name, err_str(r));
+		fprintf(out, "%s: cannot read its lock in %s: %s\n", a->name,
+		    cfg->state_dir, err_str(r));
 		return a->nfolders;
 	}
 	if (r == 0) {

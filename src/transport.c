@@ -4,6 +4,11 @@
  * module's memory BIOs. Lifetime: libuv may still hold requests after the
  * owner lets go, so transport_free() only marks the object and the last
  * completion frees it; no owner callback runs after transport_free().
+ *
+ * Memory: an idle connection keeps its TCP handle and TLS state only. The
+ * requests of resolution and connection, the list of addresses and the
+ * timer of a deferred error live only as long as they are used, since ten
+ * thousand idle connections would keep 4 MiB of them for nothing.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,10 +25,9 @@ struct transport {
 	uv_loop_t *loop;
 	transport_cb *cb;
 	void *ud;
-	uv_getaddrinfo_t gai;
-	uv_connect_t creq;
+	uv_getaddrinfo_t *gai; /* while resolving */
 	uv_tcp_t tcp;
-	struct addrinfo *ai, *next_ai;
+	struct addrinfo *ai, *next_ai; /* until connected */
 	struct tls *tls;
 	int pending; /* libuv operations not yet completed */
 	bool tcp_open;
@@ -33,8 +37,7 @@ struct transport {
 	bool paused;
 	bool freed;
 	bool failed;
-	uv_timer_t defer; /* reports an error uv_write gave at once */
-	bool defer_on;
+	uv_timer_t *defer; /* reports an error uv_write gave at once */
 	int defer_err;
 };
 
@@ -123,7 +126,10 @@ write_cb(uv_write_t *req, int status)
 static void
 defer_closed_cb(uv_handle_t *h)
 {
-	release(h->data);
+	struct transport *t = h->data;
+
+	free(h);
+	release(t);
 }
 
 static void
@@ -134,7 +140,7 @@ defer_cb(uv_timer_t *timer)
 
 	snprintf(why, sizeof(why), "write failed: %s",
 	    uv_strerror(t->defer_err));
-	uv_close((uv_handle_t *)&t->defer, defer_closed_cb);
+	uv_close((uv_handle_t *)timer, defer_closed_cb);
 	fail(t, t->defer_err, why); /* a no-op once freed */
 }
 
@@ -146,14 +152,14 @@ defer_cb(uv_timer_t *timer)
 static void
 defer_error(struct transport *t, int err)
 {
-	if (t->defer_on)
-		return;
-	t->defer_on = true;
+	if (t->defer != NULL)
+		return; /* one report is enough; the timer is never reused */
+	t->defer = xmalloc(sizeof(*t->defer));
 	t->defer_err = err;
-	uv_timer_init(t->loop, &t->defer);
-	t->defer.data = t;
+	uv_timer_init(t->loop, t->defer);
+	t->defer->data = t;
 	t->pending++;
-	uv_timer_start(&t->defer, defer_cb, 0, 0);
+	uv_timer_start(t->defer, defer_cb, 0, 0);
 }
 
 /* Sends buf (takes ownership). */
@@ -287,6 +293,7 @@ connect_cb(uv_connect_t *req, int status)
 	struct transport *t = req->data;
 	char why[400];
 
+	free(req);
 	if (t->freed || status == UV_ECANCELED) {
 		release(t);
 		return;
@@ -305,6 +312,9 @@ connect_cb(uv_connect_t *req, int status)
 		return;
 	}
 	t->connected = true;
+	/* No other address will be tried. */
+	uv_freeaddrinfo(t->ai);
+	t->ai = t->next_ai = NULL;
 	uv_tcp_nodelay(&t->tcp, 1);
 	uv_tcp_keepalive(&t->tcp, 1, KEEPALIVE_SECS);
 	status = uv_read_start((uv_stream_t *)&t->tcp, alloc_cb, read_cb);
@@ -323,6 +333,7 @@ static void
 try_connect(struct transport *t)
 {
 	struct addrinfo *ai = t->next_ai;
+	uv_connect_t *req = xmalloc(sizeof(*req));
 	char why[160];
 	int r;
 
@@ -331,12 +342,13 @@ try_connect(struct transport *t)
 	t->tcp.data = t;
 	t->tcp_open = true;
 	t->pending++;
-	t->creq.data = t;
-	r = uv_tcp_connect(&t->creq, &t->tcp, ai->ai_addr, connect_cb);
+	req->data = t;
+	r = uv_tcp_connect(req, &t->tcp, ai->ai_addr, connect_cb);
 	if (r == 0) {
 		t->pending++;
 		return;
 	}
+	free(req);
 	if (t->next_ai) {
 		uv_close((uv_handle_t *)&t->tcp, close_cb);
 		return;
@@ -351,6 +363,8 @@ gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	struct transport *t = req->data;
 	char why[200];
 
+	free(req);
+	t->gai = NULL;
 	t->resolving = false;
 	if (t->freed || status < 0) {
 		if (res)
@@ -379,10 +393,14 @@ transport_connect(struct transport *t, const char *host, unsigned port)
 	int r;
 
 	snprintf(service, sizeof(service), "%u", port);
-	t->gai.data = t;
-	r = uv_getaddrinfo(t->loop, &t->gai, gai_cb, host, service, &hints);
-	if (r < 0)
+	t->gai = xmalloc(sizeof(*t->gai));
+	t->gai->data = t;
+	r = uv_getaddrinfo(t->loop, t->gai, gai_cb, host, service, &hints);
+	if (r < 0) {
+		free(t->gai);
+		t->gai = NULL;
 		return r;
+	}
 	t->resolving = true;
 	t->pending++;
 	return 0;
@@ -450,7 +468,7 @@ transport_free(struct transport *t)
 		return;
 	t->freed = true;
 	if (t->resolving)
-		uv_cancel((uv_req_t *)&t->gai);
+		uv_cancel((uv_req_t *)t->gai);
 	if (t->tcp_open && !uv_is_closing((uv_handle_t *)&t->tcp))
 		uv_close((uv_handle_t *)&t->tcp, close_cb);
 	release(t);

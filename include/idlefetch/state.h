@@ -7,6 +7,7 @@
 #define IDLEFETCH_STATE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Refused UIDs a folder's state keeps at most. */
@@ -72,18 +73,44 @@ int state_save(const char *path, const struct state_rec *st);
 
 /*
  * One fetcher per account: two on the same state would both fetch the same
- * UIDs and deliver them twice. state_lock() creates STATE_DIR/ACCOUNT/ and
- * takes an exclusive open-file-description lock (F_OFD_SETLK) on its "lock"
- * file, which the kernel releases when the process ends in any way (kill -9
- * included): no stale lock. It writes "PID MODE" into the file. Returns the descriptor to keep open
- * (the caller closes it at exit), -EWOULDBLOCK when another process holds
- * it (*holder: its pid, 0 when unknown), or another -errno.
+ * UIDs and deliver them twice, be they two replicas on a shared state
+ * volume or a --once beside the daemon. The lock is an exclusive
+ * open-file-description lock (F_OFD_SETLK) on the byte at
+ * state_lock_offset(ACCOUNT) of the shared file STATE_DIR/.accounts.lock.X,
+ * X the offset's top 4 of 62 bits in hex (0-f); the kernel releases it
+ * when the process ends in any way (kill -9 included): no stale lock. A
+ * process opens each of these files twice (see state.c) however many
+ * accounts it locks, so an idle account holds no descriptor but its
+ * connection.
+ *
+ * The holder's "PID MODE" is recorded in STATE_DIR/ACCOUNT/lock, a symlink
+ * whose target is that text. Earlier versions locked that path as a
+ * regular file: state_lock() also takes such a file's lock and replaces
+ * it by the symlink, which an earlier version cannot open, so one still
+ * running keeps its accounts and one started later fetches none of ours.
+ */
+#define STATE_LOCK_FILE ".accounts.lock" /* no account name starts with '.' */
+#define STATE_LOCK_FILES 16
+
+/*
+ * The account's byte in the lock file: the top 62 bits of splitmix64's
+ * finaliser over the 64-bit FNV-1a hash of the name. Two names with the
+ * same offset (about one chance in 10^11 among 10,000 accounts) would only
+ * exclude each other, never share a lock.
+ */
+uint64_t state_lock_offset(const char *account);
+/*
+ * Takes the account's lock for this process; mode ("daemon", "once") is
+ * recorded beside the pid. Returns 0, -EWOULDBLOCK when a process (this
+ * one included) holds it (*holder: its pid, 0 when unknown), or -errno.
  */
 int state_lock(const char *state_dir, const char *account, const char *mode,
     long *holder);
+/* Lets go of an account this process locked with state_lock(). */
+void state_unlock(const char *state_dir, const char *account);
 /*
  * Whether some process holds the account's lock: 1 (pid and mode filled
- * when known), 0 (nobody), or -errno.
+ * when known), 0 (nobody), or -errno. Also sees an earlier version's lock.
  */
 int state_lock_holder(const char *state_dir, const char *account, long *pid,
     char *mode, size_t modelen);

@@ -209,7 +209,7 @@ class FdLimitTest(unittest.TestCase):
         f.start()
         self.assertTrue(fx.wait_until(lambda: "open files" in f.log(), 10),
                         f.log())
-        self.assertIn("61 connection(s) need about 247 open files, but the "
+        self.assertIn("61 connection(s) need about 155 open files, but the "
                       "limit is 100", f.log())
         f.stop()
 

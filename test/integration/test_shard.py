@@ -53,11 +53,11 @@ class ShardTest(unittest.TestCase):
                 p.wait()
         self.env.close()
 
-    def write_conf(self, shard=""):
+    def write_conf(self, shard="", accounts=ACCOUNTS):
         d = self.env.dovecot
         with open(self.conf, "w") as f:
             f.write(f"[global]\nstate_dir = {self.dir}/state\n{shard}")
-            for a in ACCOUNTS:
+            for a in accounts:
                 f.write(fx.account_section(a, d, "INBOX", self.md(a).path))
                 f.write("poll_interval = 600\n")
         os.chmod(self.conf, 0o600)
@@ -139,6 +139,49 @@ class ShardTest(unittest.TestCase):
                              self.md(a).count())
         two.send_signal(signal.SIGTERM)
         self.assertEqual(two.wait(30), 0)
+
+    def test_idle_account_holds_one_descriptor_its_connection(self):
+        """Sockets grow with the accounts, nothing else does: 10,000
+        accounts fit under a 20,000 open-file limit."""
+        def fds(pid):
+            """Sockets, descriptors of the shared lock files, the rest."""
+            socks, locks, other = 0, 0, []
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except FileNotFoundError:
+                    continue
+                if target.startswith("socket:"):
+                    socks += 1
+                elif "/.accounts.lock." in target:
+                    locks += 1
+                else:
+                    other.append(target)
+            return socks, sorted(other), locks
+
+        seen = {}
+        for n in (4, 24):
+            names = [f"fd{n}-{i}" for i in range(n)]
+            self.write_conf(accounts=names)
+            p = self.start("-v", name=f"fd{n}")
+            self.assertTrue(fx.wait_until(
+                lambda: len(set(re.findall(
+                    r'account=(\S+) .*IDLE_START -> IDLE',
+                    self.log(f"fd{n}")))) == n, 60), self.log(f"fd{n}"))
+            # A status file being rewritten holds a descriptor a moment.
+            self.assertTrue(fx.wait_until(
+                lambda: fds(p.pid)[0] == n and
+                fds(p.pid)[1] == fds(p.pid)[1], 10), fds(p.pid))
+            seen[n] = fds(p.pid)
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(30), 0)
+        self.assertEqual(seen[4][0], 4)
+        self.assertEqual(seen[24][0], 24)
+        self.assertEqual(len(seen[24][1]), len(seen[4][1]),
+                         f"descriptors other than the connections: {seen}")
+        self.assertLessEqual(len(seen[24][1]), 16, seen)
+        # Sixteen lock files, each opened twice, whatever the accounts.
+        self.assertLessEqual(seen[24][2], 32, seen)
 
     def test_shard_auto_reads_the_pod_name(self):
         if subprocess.run(["unshare", "-u", "true"]).returncode != 0:

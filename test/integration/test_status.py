@@ -112,6 +112,26 @@ class StatusTest(unittest.TestCase):
         self.assertEqual(f.stop(), 0)
 
 
+def lock_offset(name):
+    """The account's byte in its lock file (state.h): splitmix64's
+    finaliser over FNV-1a 64 of the name, its top 62 bits."""
+    m = 0xFFFFFFFFFFFFFFFF
+    h = 0xcbf29ce484222325
+    for b in name.encode():
+        h = ((h ^ b) * 0x100000001b3) & m
+    h ^= h >> 30
+    h = (h * 0xbf58476d1ce4e5b9) & m
+    h ^= h >> 27
+    h = (h * 0x94d049bb133111eb) & m
+    h ^= h >> 31
+    return h >> 2
+
+
+def lock_file(state, name):
+    """STATE_DIR/.accounts.lock.X, X the offset's top 4 of 62 bits."""
+    return f"{state}/.accounts.lock.{lock_offset(name) >> 58:x}"
+
+
 class VerdictTest(unittest.TestCase):
     """The verdict on a status file as a long-running daemon leaves it;
     the daemon is played by this process, holding the account lock."""
@@ -128,11 +148,13 @@ class VerdictTest(unittest.TestCase):
                     "password = p\nmaildir = /tmp/unused\n"
                     "folders = INBOX, Lists\n")
         os.chmod(self.conf, 0o600)
-        self.lock = open(self.state + "/acct/lock", "w+")
-        lk = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        # As idlefetch locks an account: one byte of the shared lock file,
+        # the holder recorded in a symlink.
+        self.lock = open(lock_file(self.state, "acct"), "w+")
+        lk = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET,
+                         lock_offset("acct"), 1, 0)
         fcntl.fcntl(self.lock, fcntl.F_OFD_SETLK, lk)
-        self.lock.write(f"{os.getpid()} daemon\n")
-        self.lock.flush()
+        os.symlink(f"{os.getpid()} daemon", self.state + "/acct/lock")
 
     def tearDown(self):
         self.lock.close()
@@ -195,6 +217,32 @@ class VerdictTest(unittest.TestCase):
         rc, out = self.run_status()
         self.assertIn(f"idlefetch pid {os.getpid()} is starting", out)
         self.assertNotIn("INBOX", out)
+
+    def test_lock_of_another_account_says_nothing_of_this_one(self):
+        self.write_status(int(time.time()))
+        self.lock.close()
+        self.lock = open(lock_file(self.state, "other"), "w+")
+        lk = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET,
+                         lock_offset("other"), 1, 0)
+        fcntl.fcntl(self.lock, fcntl.F_OFD_SETLK, lk)
+        rc, out = self.run_status()
+        self.assertEqual(rc, 1, out)
+        self.assertIn("acct: not running", out)
+
+    def test_daemon_of_an_earlier_version_is_seen(self):
+        """During an upgrade an earlier version may still run: it locked
+        STATE_DIR/ACCOUNT/lock itself, a regular file."""
+        self.lock.close()
+        os.unlink(self.state + "/acct/lock")
+        self.lock = open(self.state + "/acct/lock", "w+")
+        lk = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        fcntl.fcntl(self.lock, fcntl.F_OFD_SETLK, lk)
+        self.lock.write(f"{os.getpid()} daemon\n")
+        self.lock.flush()
+        self.write_status(int(time.time()) - 200)
+        rc, out = self.run_status()
+        self.assertEqual(rc, 0, out)
+        self.assertIn(f"acct: idlefetch pid {os.getpid()}, running for", out)
 
     def test_garbled_status_file_is_not_believed(self):
         with open(self.state + "/acct/status", "w") as s:

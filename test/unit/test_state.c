@@ -1,5 +1,6 @@
 /* Unit tests for the state store: round trip, atomic replace, corruption. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -194,7 +195,6 @@ test_symlinks_in_state_dir_are_not_followed(void **state)
 	char tmp[600], target[600], lock[600], dir[600];
 	long holder;
 	FILE *fp;
-	int fd;
 
 	assert_int_equal(state_prepare(p), 0);
 	snprintf(target, sizeof(target), "%s/victim", root);
@@ -211,14 +211,24 @@ test_symlinks_in_state_dir_are_not_followed(void **state)
 	fclose(fp);
 	assert_string_equal(tmp, "precious\n");
 
+	/* The holder's record replaces a planted symlink, never its target. */
 	snprintf(lock, sizeof(lock), "%s/links/lock", root);
 	assert_int_equal(symlink(target, lock), 0);
-	fd = state_lock(root, "links", "daemon", &holder);
-	assert_true(fd < 0);
+	assert_int_equal(state_lock(root, "links", "daemon", &holder), 0);
+	state_unlock(root, "links");
 	fp = fopen(target, "r");
 	assert_non_null(fgets(tmp, sizeof(tmp), fp));
 	fclose(fp);
 	assert_string_equal(tmp, "precious\n");
+	/* Nor is a symlink planted as the shared lock file opened. */
+	snprintf(dir, sizeof(dir), "%s/planted", root);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	snprintf(lock, sizeof(lock), "%s/planted/%s.%x", root, STATE_LOCK_FILE,
+	    (unsigned)(state_lock_offset("x") >> 58));
+	assert_int_equal(symlink(target, lock), 0);
+	assert_int_equal(state_lock(dir, "x", "daemon", &holder), -ELOOP);
+	assert_int_equal(state_lock_holder(dir, "x", &holder, NULL, 0),
+	    -ELOOP);
 
 	snprintf(dir, sizeof(dir), "%s/links", root);
 	assert_int_equal(chmod(dir, 0777), 0);
@@ -241,14 +251,12 @@ test_second_fetcher_of_an_account_is_refused(void **state)
 {
 	char mode[16];
 	long pid;
-	int fd, fd2;
 
 	assert_int_equal(state_lock_holder(root, "lockme", &pid, mode,
 			     sizeof(mode)),
 	    0);
-	fd = state_lock(root, "lockme", "daemon", &pid);
-	assert_true(fd >= 0);
-	/* Another open of the file, even in this process, is turned away. */
+	assert_int_equal(state_lock(root, "lockme", "daemon", &pid), 0);
+	/* A second lock of the account, even in this process, is turned away. */
 	assert_int_equal(state_lock(root, "lockme", "once", &pid),
 	    -EWOULDBLOCK);
 	assert_int_equal(pid, (long)getpid());
@@ -258,19 +266,231 @@ test_second_fetcher_of_an_account_is_refused(void **state)
 	assert_int_equal(pid, (long)getpid());
 	assert_string_equal(mode, "daemon");
 	/* Asking who holds it does not get in the way of a new fetcher. */
-	close(fd);
-	fd2 = state_lock(root, "lockme", "once", &pid);
-	assert_true(fd2 >= 0);
-	close(fd2);
+	state_unlock(root, "lockme");
+	assert_int_equal(state_lock(root, "lockme", "once", &pid), 0);
+	state_unlock(root, "lockme");
 	assert_int_equal(state_lock_holder(root, "lockme", &pid, mode,
 			     sizeof(mode)),
 	    0);
 }
 
+/* A child that takes accounts, reports each result on a pipe, and waits. */
+struct child {
+	pid_t pid;
+	int cmd[2], res[2];
+};
+
+static void
+child_serve(struct child *c)
+{
+	char buf[64];
+	long holder;
+	ssize_t n;
+
+	while ((n = read(c->cmd[0], buf, sizeof(buf) - 1)) > 0) {
+		int r = 0;
+
+		buf[n] = '\0';
+		if (buf[0] == '+')
+			r = state_lock(root, buf + 1, "daemon", &holder);
+		else
+			state_unlock(root, buf + 1);
+		if (write(c->res[1], &r, sizeof(r)) != sizeof(r))
+			_exit(1);
+	}
+	_exit(0);
+}
+
+static void
+child_start(struct child *c)
+{
+	assert_int_equal(pipe(c->cmd), 0);
+	assert_int_equal(pipe(c->res), 0);
+	c->pid = fork();
+	assert_true(c->pid >= 0);
+	if (c->pid == 0)
+		child_serve(c);
+}
+
+/* "+NAME" locks, "-NAME" unlocks; the child's result. */
+static int
+child_do(struct child *c, const char *what)
+{
+	int r;
+
+	assert_int_equal(write(c->cmd[1], what, strlen(what)),
+	    (ssize_t)strlen(what));
+	assert_int_equal(read(c->res[0], &r, sizeof(r)), sizeof(r));
+	return r;
+}
+
+static void
+child_kill(struct child *c)
+{
+	int status;
+
+	kill(c->pid, SIGKILL);
+	assert_int_equal(waitpid(c->pid, &status, 0), c->pid);
+	close(c->cmd[0]);
+	close(c->cmd[1]);
+	close(c->res[0]);
+	close(c->res[1]);
+}
+
+/*
+ * Two processes (two replicas on one state volume) share the lock file:
+ * the same account excludes, other accounts do not, and letting go of
+ * one account leaves the others of that process locked.
+ */
+static void
+test_two_processes_exclude_on_one_account_only(void **state)
+{
+	struct child c;
+	long pid;
+
+	child_start(&c);
+	assert_int_equal(child_do(&c, "+shared-a"), 0);
+	assert_int_equal(child_do(&c, "+shared-c"), 0);
+	assert_int_equal(state_lock(root, "shared-a", "once", &pid),
+	    -EWOULDBLOCK);
+	assert_int_equal(pid, (long)c.pid);
+	assert_int_equal(state_lock(root, "shared-b", "daemon", &pid), 0);
+	assert_int_equal(child_do(&c, "+shared-b"), -EWOULDBLOCK);
+	assert_int_equal(child_do(&c, "-shared-a"), 0);
+	assert_int_equal(state_lock(root, "shared-a", "daemon", &pid), 0);
+	assert_int_equal(state_lock(root, "shared-c", "daemon", &pid),
+	    -EWOULDBLOCK);
+	state_unlock(root, "shared-b");
+	assert_int_equal(child_do(&c, "+shared-b"), 0);
+	child_kill(&c);
+	state_unlock(root, "shared-a");
+}
+
+static int
+count_fds(void)
+{
+	char path[64];
+	int n = 0;
+
+	for (int fd = 0; fd < 4096; fd++) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		n += access(path, F_OK) == 0;
+	}
+	return n;
+}
+
+/* Ten thousand accounts would need ten thousand more descriptors. */
+static void
+test_locked_accounts_hold_no_descriptor_each(void **state)
+{
+	char name[32];
+	struct child c;
+	long pid;
+	int before;
+
+	assert_int_equal(state_lock(root, "fd-first", "daemon", &pid), 0);
+	before = count_fds();
+	for (int i = 0; i < 1000; i++) {
+		snprintf(name, sizeof(name), "fd-%d", i);
+		assert_int_equal(state_lock(root, name, "daemon", &pid), 0);
+	}
+	/* The lock files, each opened twice, and nothing more. */
+	assert_true(count_fds() <= before + 2 * STATE_LOCK_FILES);
+	before = count_fds();
+	for (int i = 1000; i < 2000; i++) {
+		snprintf(name, sizeof(name), "fd-%d", i);
+		assert_int_equal(state_lock(root, name, "daemon", &pid), 0);
+	}
+	assert_int_equal(count_fds(), before);
+	child_start(&c);
+	assert_int_equal(child_do(&c, "+fd-999"), -EWOULDBLOCK);
+	for (int i = 0; i < 2000; i++) {
+		snprintf(name, sizeof(name), "fd-%d", i);
+		state_unlock(root, name);
+	}
+	assert_int_equal(child_do(&c, "+fd-999"), 0);
+	assert_int_equal(child_do(&c, "+fd-first"), -EWOULDBLOCK);
+	child_kill(&c);
+	state_unlock(root, "fd-first");
+}
+
+/* The offset is part of the on-disk format: pinned to two known names. */
+static void
+test_lock_offset_is_the_documented_hash(void **state)
+{
+	assert_true(state_lock_offset("user0") == 0x201a1a9c235e3a37ULL);
+	assert_true(state_lock_offset("work") == 0x0a413a65fc2884b5ULL);
+	assert_true(state_lock_offset("user0") < (1ULL << 62));
+}
+
+/*
+ * A process of an earlier version locks STATE_DIR/ACCOUNT/lock, a regular
+ * file, whole: while it runs the account is not taken, and once taken the
+ * file is a symlink that such a process cannot open any more.
+ */
+static void
+test_lock_of_an_earlier_version_is_honoured(void **state)
+{
+	struct flock whole = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	char dir[600], path[600], buf[64], mode[16], want[64];
+	int p[2], status, fd;
+	struct stat st;
+	pid_t child;
+	ssize_t n;
+	long pid;
+	char c;
+
+	snprintf(dir, sizeof(dir), "%s/older", root);
+	snprintf(path, sizeof(path), "%s/older/lock", root);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	assert_int_equal(pipe(p), 0);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		/* What the earlier version does, call for call. */
+		fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+		    0644);
+		if (fd < 0 || fcntl(fd, F_OFD_SETLK, &whole) < 0)
+			_exit(1);
+		n = snprintf(buf, sizeof(buf), "%ld daemon\n", (long)getpid());
+		if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)n, 0) != n ||
+		    write(p[1], "x", 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	assert_int_equal(read(p[0], &c, 1), 1);
+	assert_int_equal(state_lock(root, "older", "daemon", &pid),
+	    -EWOULDBLOCK);
+	assert_int_equal(pid, (long)child);
+	assert_int_equal(state_lock_holder(root, "older", &pid, mode,
+			     sizeof(mode)),
+	    1);
+	assert_int_equal(pid, (long)child);
+	assert_string_equal(mode, "daemon");
+	kill(child, SIGKILL);
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_int_equal(state_lock(root, "older", "once", &pid), 0);
+	assert_int_equal(lstat(path, &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+	n = readlink(path, buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	snprintf(want, sizeof(want), "%ld once", (long)getpid());
+	assert_string_equal(buf, want);
+	/* An earlier version started now fails on it, as it should. */
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+	assert_int_equal(fd, -1);
+	assert_int_equal(errno, ELOOP);
+	state_unlock(root, "older");
+	close(p[0]);
+	close(p[1]);
+}
+
 static void
 test_lock_of_a_killed_fetcher_is_free(void **state)
 {
-	int status, p[2], fd;
+	int status, p[2];
 	long pid;
 	pid_t child;
 	char c;
@@ -292,9 +512,8 @@ test_lock_of_a_killed_fetcher_is_free(void **state)
 	assert_int_equal(pid, (long)child);
 	kill(child, SIGKILL);
 	assert_int_equal(waitpid(child, &status, 0), child);
-	fd = state_lock(root, "killed", "once", &pid);
-	assert_true(fd >= 0);
-	close(fd);
+	assert_int_equal(state_lock(root, "killed", "once", &pid), 0);
+	state_unlock(root, "killed");
 	close(p[0]);
 	close(p[1]);
 }
@@ -323,6 +542,10 @@ main(void)
 		cmocka_unit_test(test_save_into_a_missing_directory_fails),
 		cmocka_unit_test(test_second_fetcher_of_an_account_is_refused),
 		cmocka_unit_test(test_lock_of_a_killed_fetcher_is_free),
+		cmocka_unit_test(test_two_processes_exclude_on_one_account_only),
+		cmocka_unit_test(test_locked_accounts_hold_no_descriptor_each),
+		cmocka_unit_test(test_lock_offset_is_the_documented_hash),
+		cmocka_unit_test(test_lock_of_an_earlier_version_is_honoured),
 		cmocka_unit_test(test_lock_in_an_unwritable_place_is_an_error),
 	};
 	char cmd[600];
