@@ -78,6 +78,7 @@ struct unit {
 struct daemon {
 	uv_loop_t *loop;
 	uv_signal_t sigterm, sigint, sighup;
+	uv_signal_t sigstall; /* debug_stall_signal: SIGUSR2 */
 	uv_timer_t reap; /* frees finished units outside their callbacks */
 	uv_timer_t bar; /* --once on a terminal: the progress bar */
 	uv_timer_t watchdog; /* WATCHDOG=1 to the service manager */
@@ -671,6 +672,7 @@ close_handles(struct daemon *d)
 	signal(SIGINT, SIG_IGN);
 	pthread_sigmask(SIG_SETMASK, &was, NULL);
 	uv_close((uv_handle_t *)&d->sighup, NULL);
+	uv_close((uv_handle_t *)&d->sigstall, NULL);
 	uv_close((uv_handle_t *)&d->reap, NULL);
 	uv_close((uv_handle_t *)&d->watchdog, NULL);
 	uv_close((uv_handle_t *)&d->trim, NULL);
@@ -925,6 +927,21 @@ on_signal(uv_signal_t *h, int signum)
 	schedule_reap(d);
 }
 
+/*
+ * debug_stall_signal: the loop stops answering for good, as a bug that
+ * blocked it would, so that a service manager's watchdog can be tried on
+ * the shipped binary. Deliberately blocks the loop; only a kill ends it.
+ */
+static void
+on_stall(uv_signal_t *h, int signum)
+{
+	log_msg(LOGL_WARN, NULL, NULL,
+	    "SIGUSR2 (debug_stall_signal): the event loop stops here until "
+	    "the process is killed");
+	for (;;)
+		pause();
+}
+
 static void
 signal_start(struct daemon *d, uv_signal_t *h, int signum)
 {
@@ -1086,6 +1103,9 @@ daemon_run(struct config *cfg, const char *account, bool once,
 	signal_start(&d, &d.sigterm, SIGTERM);
 	signal_start(&d, &d.sigint, SIGINT);
 	signal_start(&d, &d.sighup, SIGHUP);
+	uv_signal_init(d.loop, &d.sigstall);
+	if (cfg->debug_stall_signal)
+		uv_signal_start(&d.sigstall, on_stall, SIGUSR2);
 	secrets_start(&d, cfg, false); /* then begin() */
 	uv_run(d.loop, UV_RUN_DEFAULT);
 

@@ -71,6 +71,7 @@ struct config {
 	char *user; /* drop to this user when started as root; NULL: none */
 	char *group; /* with this primary group; NULL: the user's */
 	unsigned command_timeout; /* seconds a password_command may take */
+	bool debug_stall_signal; /* SIGUSR2 blocks the loop (watchdog tests) */
 	struct shard shard; /* which accounts this replica fetches */
 	enum log_target log;
 	struct account *accounts;

@@ -9,6 +9,11 @@
 enum log_level { LOGL_ERROR, LOGL_WARN, LOGL_INFO, LOGL_DEBUG };
 enum log_target { LOG_TARGET_STDERR, LOG_TARGET_SYSLOG, LOG_TARGET_JSON };
 
+/*
+ * Also looks whether stderr is the journal stream systemd gave the
+ * service (JOURNAL_STREAM): then the stderr and JSON lines start with
+ * their priority, "<3>" (error) to "<7>" (debug), for journald.
+ */
 void log_init(enum log_level max, enum log_target target);
 int log_enabled(enum log_level level);
 /* account and folder may be NULL. */

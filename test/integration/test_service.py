@@ -152,6 +152,84 @@ class NotifyTest(unittest.TestCase):
         self.assertEqual(f.stop(), 0)
         self.assertEqual(self.n.pump(), [])
 
+    def test_journal_stream_lines_carry_their_priority(self):
+        """stderr on journald's stream (JOURNAL_STREAM names its device and
+        inode): each line starts with its level's sd-daemon priority,
+        which journald keeps for journalctl -p; JOURNAL_STREAM naming
+        another stream (inherited, stderr sent elsewhere): no prefix."""
+        dead = (f"\n[account dead]\nhost = 127.0.0.1\nport = {fx.free_port()}\n"
+                "tls = none\nusername = u\npassword = p\n"
+                f"maildir = {self.env.root}/dead-md\n")
+        f = self.env.idlefetch(name="jr", extra=dead)
+        open(f.logfile, "w").close()
+        st = os.stat(f.logfile)
+        for stream in (f"{st.st_dev}:{st.st_ino}", f"{st.st_dev}:1"):
+            start = len(f.log())
+            f.start(env={"JOURNAL_STREAM": stream})
+            self.assertTrue(fx.wait_until(
+                lambda: "connect failed" in f.log()[start:], 15), f.log())
+            self.assertEqual(f.stop(), 0)
+            lines = f.log()[start:].splitlines()
+            self.assertTrue(lines)
+            for line in lines:
+                level = line.split()[1]
+                if stream.endswith(":1"):
+                    self.assertFalse(line.startswith("<"), line)
+                    continue
+                want = {"error": "<3>", "warn": "<4>", "info": "<6>",
+                        "debug": "<7>"}[level]
+                self.assertTrue(line.startswith(want), line)
+            if not stream.endswith(":1"):
+                self.assertTrue(any(l.startswith("<3>") for l in lines))
+                self.assertTrue(any(l.startswith("<4>") for l in lines))
+                self.assertTrue(any(l.startswith("<6>") for l in lines))
+
+    def test_debug_stall_signal_blocks_the_loop_and_its_pings(self):
+        """debug_stall_signal = yes: SIGUSR2 makes the loop stop answering
+        for good, as a bug that blocked it would: the watchdog pings stop,
+        a SIGTERM is no longer acted on, only a kill ends it."""
+        f = self.env.idlefetch(name="stall", glob="debug_stall_signal = yes")
+        f.start(env={"NOTIFY_SOCKET": self.n.name, "WATCHDOG_USEC": "400000"})
+        self.assertIsNotNone(self.n.wait_for("READY=1", 20), f.log())
+        self.assertIsNotNone(self.n.wait_for("WATCHDOG=1", 5))
+        f.proc.send_signal(signal.SIGUSR2)
+        self.assertTrue(fx.wait_until(
+            lambda: "debug_stall_signal" in f.log(), 10), f.log())
+        self.n.pump()
+        t1 = time.monotonic()
+        f.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.5)
+        late = [t for t, m in self.n.pump() if m == "WATCHDOG=1" and t > t1]
+        self.assertEqual(late, [])
+        self.assertIsNone(f.proc.poll(), "it should still be stuck")
+        self.assertNotIn("STOPPING=1", [m for _, m in self.n.pump()])
+        self.assertEqual(f.stop(signal.SIGKILL), -signal.SIGKILL)
+
+    def test_unit_state_directory_is_the_default_state_dir(self):
+        """A configuration without state_dir run by a unit with
+        StateDirectory= (STATE_DIRECTORY set) keeps its state there: each
+        idlefetch@NAME.service has its own."""
+        f = self.env.idlefetch(name="sd")
+        with open(f.conf) as c:
+            text = c.read()
+        with open(f.conf, "w") as c:
+            c.write(text.replace(f"state_dir = {f.state_dir}\n", ""))
+        unit_dir = os.path.join(self.env.root, "unit-state")
+        env = dict(os.environ, STATE_DIRECTORY=unit_dir)
+        p = subprocess.run([fx.IDLEFETCH, "--config", f.conf,
+                            "--check-config"], capture_output=True,
+                           text=True, env=env, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(f"state_dir = {unit_dir}\n", p.stdout)
+        self.env.dovecot.put([fx.make_message(1)])
+        p = subprocess.run([fx.IDLEFETCH, "--config", f.conf, "--once"],
+                           capture_output=True, text=True, env=env,
+                           timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertTrue(any(n.endswith(".state")
+                            for n in os.listdir(f"{unit_dir}/sd")), p.stderr)
+        self.assertEqual(f.md.count(), 1)
+
 
 NOBODY = pwd.getpwnam("nobody")
 NOGROUP = grp.getgrnam("nogroup")
