@@ -260,7 +260,6 @@ conn_cmd(struct conn *c, unsigned want, conn_done_cb *done,
 /* ---- login ------------------------------------------------------------- */
 
 static void caps_done(void *ud, const struct proto_resp *r);
-static void caps_again_done(void *ud, const struct proto_resp *r);
 static void starttls_done(void *ud, const struct proto_resp *r);
 static void auth_done(void *ud, const struct proto_resp *r);
 static void idle_done(void *ud, const struct proto_resp *r);
@@ -405,6 +404,7 @@ after_caps(struct conn *c)
 	    c->token ? "token kept" : "no fresh token");
 }
 
+/* CAPABILITY's answer, before the login or after one that gave none. */
 static void
 caps_done(void *ud, const struct proto_resp *r)
 {
@@ -415,22 +415,10 @@ caps_done(void *ud, const struct proto_resp *r)
 	if (r->status != PROTO_OK)
 		fail(c, IDLEFETCH_EPROTO, false, "CAPABILITY failed: %s",
 		    r->text);
+	else if (c->state == CONN_CAPS_AGAIN)
+		conn_enter(c, CONN_READY, "capabilities known");
 	else
 		after_caps(c);
-}
-
-static void
-caps_again_done(void *ud, const struct proto_resp *r)
-{
-	struct conn *c = ud;
-
-	if (r == NULL)
-		return;
-	if (r->status != PROTO_OK)
-		fail(c, IDLEFETCH_EPROTO, false, "CAPABILITY failed: %s",
-		    r->text);
-	else
-		conn_enter(c, CONN_READY, "capabilities known");
 }
 
 static void
@@ -528,7 +516,7 @@ enter_action(struct conn *c, enum conn_state st)
 		own_cmd(c, false, caps_done, "CAPABILITY");
 		break;
 	case CONN_CAPS_AGAIN:
-		own_cmd(c, false, caps_again_done, "CAPABILITY");
+		own_cmd(c, false, caps_done, "CAPABILITY");
 		break;
 	case CONN_TOKEN:
 		oauth_fetch(c->o.oauth, token_cb, c);
