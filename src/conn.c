@@ -47,6 +47,8 @@ struct conn {
 	struct conn_opts o;
 	const struct account *a;
 	const char *folder; /* for the log */
+	const struct conn_sink *sink; /* NULL: none */
+	void *sink_ud;
 	enum conn_state state;
 	uv_timer_t timer;
 	struct transport *tr;
@@ -752,7 +754,7 @@ on_unit(void *ud, const char *p, size_t n)
 		LOG(c, LOGL_DEBUG, "S: %.*s", (int)(n > 200 ? 200 : n - 2), p);
 	pr = proto_parse(p, n, greeting, &r);
 	/* A message's FETCH, a line of the listing: the owner's first. */
-	if (!greeting && !c->o.ops->unit(c->o.ud, pr, &r, p, n))
+	if (!greeting && c->sink && !c->sink->unit(c->sink_ud, pr, &r, p, n))
 		return 1;
 	/* RFC 3501 7.1: an ALERT must be presented to the user. */
 	if (pr == 0 && (r.has & HAS_ALERT))
@@ -778,14 +780,16 @@ on_unit(void *ud, const char *p, size_t n)
 	return c->state == CONN_TLS ? 1 : 0;
 }
 
-/* ---- literals: the owner's, with the answer timeout kept ------------------- */
+/* ---- literals: the sink's, with the answer timeout kept ------------------- */
 
 static int
 lit_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 {
 	struct conn *c = ud;
 
-	return c->o.ops->literal_begin(c->o.ud, prefix, len, size);
+	if (c->sink == NULL)
+		return 0;
+	return c->sink->literal_begin(c->sink_ud, prefix, len, size);
 }
 
 static int
@@ -794,7 +798,7 @@ lit_data(void *ud, const char *p, size_t n)
 	struct conn *c = ud;
 
 	progress(c); /* message bytes: the answer is coming */
-	return c->o.ops->literal_data(c->o.ud, p, n);
+	return c->sink ? c->sink->literal_data(c->sink_ud, p, n) : 0;
 }
 
 static int
@@ -802,7 +806,7 @@ lit_end(void *ud)
 {
 	struct conn *c = ud;
 
-	return c->o.ops->literal_end(c->o.ud);
+	return c->sink ? c->sink->literal_end(c->sink_ud) : 0;
 }
 
 /* ---- transport events ------------------------------------------------------- */
@@ -957,6 +961,13 @@ void
 conn_set_folder(struct conn *c, const char *folder)
 {
 	c->folder = folder;
+}
+
+void
+conn_set_sink(struct conn *c, const struct conn_sink *k, void *ud)
+{
+	c->sink = k;
+	c->sink_ud = ud;
 }
 
 void

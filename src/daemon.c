@@ -526,32 +526,26 @@ all_settled(const struct daemon *d)
 static void
 summary(const struct daemon *d, char *buf, size_t len)
 {
-	enum { IDLING, POLLING, BACKOFF, STOPPED, BUSY, NKINDS };
+	enum { NKINDS = SESSION_ACTIVITIES };
 	static const char *names[NKINDS] = { "idling", "polling",
 		"in backoff", "stopped", "connecting or syncing" };
 	unsigned accounts = 0, folders = 0, k[NKINDS] = { 0 };
 	size_t o;
 
 	for (const struct unit *u = d->units; u; u = u->next) {
+		unsigned told = 0;
+
 		if (u->retiring)
 			continue;
 		accounts++;
-		for (size_t j = 0; j < u->nrecs; j++) {
-			const char *st = u->recs[j].state ? u->recs[j].state :
-							    "";
-
-			folders++;
-			if (u->recs[j].gave_up || strcmp(st, "DONE") == 0)
-				k[STOPPED]++;
-			else if (strncmp(st, "IDLE", 4) == 0)
-				k[IDLING]++;
-			else if (strcmp(st, "POLL_WAIT") == 0)
-				k[POLLING]++;
-			else if (strcmp(st, "BACKOFF") == 0)
-				k[BACKOFF]++;
-			else
-				k[BUSY]++;
-		}
+		folders += (unsigned)u->nrecs;
+		for (size_t j = 0; j < u->n; j++)
+			session_tally(u->sessions[j], k);
+		for (int i = 0; i < NKINDS; i++)
+			told += k[i];
+		/* Folders no session holds yet: about to connect. */
+		if (told < folders)
+			k[SESSION_BUSY] += folders - told;
 	}
 	o = (size_t)snprintf(buf, len, "%u account%s, %u folder%s", accounts,
 	    accounts == 1 ? "" : "s", folders, folders == 1 ? "" : "s");

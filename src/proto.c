@@ -402,18 +402,18 @@ parse_fetch(struct cur *c, struct proto_resp *out)
 }
 
 /*
- * A mailbox name (RFC 3501 mailbox: astring) into out->mailbox, as a quoted
+ * A mailbox name (RFC 3501 mailbox: astring) into out->name, as a quoted
  * string, an atom or a literal; kept only if printable and short (else
  * left empty: not a name we could have configured).
  */
 static int
-mailbox_name(struct cur *c, struct proto_resp *out)
+read_name(struct cur *c, struct proto_resp *out)
 {
 	const char *v;
 	size_t n;
 	bool quoted;
 
-	out->mailbox[0] = '\0';
+	out->name[0] = '\0';
 	if (c->p >= c->end)
 		return IDLEFETCH_EPROTO;
 	quoted = *c->p == '"';
@@ -426,18 +426,18 @@ mailbox_name(struct cur *c, struct proto_resp *out)
 			return IDLEFETCH_EPROTO;
 		n = (size_t)(c->p - v);
 	}
-	if (n == 0 || n >= sizeof(out->mailbox))
+	if (n == 0 || n >= sizeof(out->name))
 		return 0;
 	for (size_t i = 0; i < n; i++)
 		if (v[i] < 0x20 || v[i] >= 0x7f)
 			return 0;
-	memcpy(out->mailbox, v, n);
-	out->mailbox[n] = '\0';
+	memcpy(out->name, v, n);
+	out->name[n] = '\0';
 	/* Quoted: undo the two escapes a quoted string may hold. */
 	if (quoted) {
-		char *w = out->mailbox;
+		char *w = out->name;
 
-		for (char *r = out->mailbox; *r; r++) {
+		for (char *r = out->name; *r; r++) {
 			if (*r == '\\' && r[1])
 				r++;
 			*w++ = *r;
@@ -458,7 +458,7 @@ parse_status(struct cur *c, struct proto_resp *out)
 	char item[32];
 	uint32_t v;
 
-	if (!sp(c) || mailbox_name(c, out) < 0 || !sp(c) || c->p >= c->end ||
+	if (!sp(c) || read_name(c, out) < 0 || !sp(c) || c->p >= c->end ||
 	    *c->p != '(')
 		return IDLEFETCH_EPROTO;
 	c->p++;
@@ -478,7 +478,7 @@ parse_status(struct cur *c, struct proto_resp *out)
 	}
 	if (c->p >= c->end || c->p + 1 != c->end)
 		return IDLEFETCH_EPROTO;
-	if (out->mailbox[0])
+	if (out->name[0])
 		out->has |= HAS_STATUS;
 	return 0;
 }
@@ -533,9 +533,9 @@ parse_list(struct cur *c, struct proto_resp *out)
 	} else {
 		return IDLEFETCH_EPROTO;
 	}
-	if (!sp(c) || mailbox_name(c, out) < 0)
+	if (!sp(c) || read_name(c, out) < 0)
 		return IDLEFETCH_EPROTO;
-	if (out->mailbox[0])
+	if (out->name[0])
 		out->has |= HAS_LIST;
 	return 0;
 }

@@ -65,18 +65,25 @@ struct conn_ops {
 	void (*failed)(void *ud, int err, bool final, const char *why);
 	/* An untagged response no command asked for. */
 	void (*untagged)(void *ud, const struct proto_resp *r);
-	/*
-	 * Each response after the greeting, parsed (pr < 0: it could not
-	 * be) or not, before the connection acts on it: a message's FETCH
-	 * whose literal the owner took. Returns false when the owner failed
-	 * the connection.
-	 */
-	bool (*unit)(void *ud, int pr, const struct proto_resp *r,
-	    const char *p, size_t n);
 	/* A chunk of bytes read was handled (a stop may close now). */
 	void (*read)(void *ud);
 	/* The connection changed state (conn_state_name() says to what). */
 	void (*changed)(void *ud);
+};
+
+/*
+ * Where message bodies go: registered by the folder that reads from the
+ * connection (conn_set_sink), not by the owner.
+ */
+struct conn_sink {
+	/*
+	 * Each response after the greeting, parsed (pr < 0: it could not
+	 * be) or not, before the connection acts on it: a message's FETCH
+	 * whose literal the sink took. Returns false when the sink failed
+	 * the connection.
+	 */
+	bool (*unit)(void *ud, int pr, const struct proto_resp *r,
+	    const char *p, size_t n);
 	/* Message literals, as struct framer_ops has them. */
 	int (*literal_begin)(void *ud, const char *prefix, size_t len,
 	    uint64_t size);
@@ -102,6 +109,11 @@ int conn_open(struct conn *c);
 void conn_close(struct conn *c);
 /* The folder named in its log lines (borrowed; NULL: none). */
 void conn_set_folder(struct conn *c, const char *folder);
+/*
+ * Message bodies and each response go to k (borrowed) from now on; NULL:
+ * to nobody (literals are then kept, bounded, like any other).
+ */
+void conn_set_sink(struct conn *c, const struct conn_sink *k, void *ud);
 
 /*
  * Sends "aN <fmt...>" (CONN_READY only). done gets the tagged reply;

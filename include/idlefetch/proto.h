@@ -54,9 +54,9 @@ enum proto_status {
 #define HAS_READONLY (1u << 9)
 #define HAS_ALERT (1u << 10) /* [ALERT]: the text must reach the user */
 #define HAS_HDR (1u << 11) /* BODY[HEADER.FIELDS (...)]: hdr, hdr_len */
-/* "* LIST (...) delim name" or LSUB: mailbox, list_delim, list_flags */
+/* "* LIST (...) delim name" or LSUB: name, list_delim, list_flags */
 #define HAS_LIST (1u << 12)
-#define HAS_STATUS (1u << 13) /* "* STATUS name (...)": mailbox, status_* */
+#define HAS_STATUS (1u << 13) /* "* STATUS name (...)": name, status_* */
 #define HAS_STATUS_UIDNEXT (1u << 14) /* ...and it gave UIDNEXT */
 /* [NOTIFICATIONOVERFLOW] (RFC 5465 5.8): NOTIFY has stopped telling */
 #define HAS_OVERFLOW (1u << 15)
@@ -91,7 +91,7 @@ struct proto_resp {
 	uint32_t uid, size;
 	const char *hdr; /* HAS_HDR: the fields, inside the parsed unit */
 	size_t hdr_len;
-	char mailbox[256]; /* HAS_LIST, HAS_STATUS: the name, printable */
+	char name[256]; /* HAS_LIST, HAS_STATUS: the mailbox name, printable */
 	char list_delim; /* HAS_LIST: hierarchy delimiter, 0 for NIL */
 	unsigned list_flags; /* HAS_LIST: LISTF_* */
 	uint32_t status_uidnext, status_uidvalidity, status_messages;

@@ -73,6 +73,19 @@ void session_start(struct session *s);
  * state saved, LOGOUT sent; then the done callback runs.
  */
 void session_stop(struct session *s);
+/* What a folder is doing, for the service manager's one-line summary. */
+enum session_activity {
+	SESSION_IDLING,
+	SESSION_POLLING,
+	SESSION_BACKOFF,
+	SESSION_STOPPED,
+	SESSION_BUSY, /* connecting or syncing */
+	SESSION_ACTIVITIES,
+};
+
+/* Adds each of the session's folders to k[] by what it is doing. */
+void session_tally(const struct session *s,
+    unsigned k[SESSION_ACTIVITIES]);
 /* Only after the done callback. */
 void session_free(struct session *s);
 /* From the split callback only: keeps the first n (>= 1) folders. */

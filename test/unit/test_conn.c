@@ -190,50 +190,18 @@ o_untagged(void *ud, const struct proto_resp *r)
 	}
 }
 
-static bool
-o_unit(void *ud, int pr, const struct proto_resp *r, const char *p, size_t n)
-{
-	(void)ud, (void)pr, (void)r, (void)p, (void)n;
-	return true;
-}
-
 static void
 o_nothing(void *ud)
 {
 	(void)ud;
 }
 
-static int
-o_lit_begin(void *ud, const char *prefix, size_t len, uint64_t size)
-{
-	(void)ud, (void)prefix, (void)len, (void)size;
-	return 0; /* kept in the unit */
-}
-
-static int
-o_lit_data(void *ud, const char *p, size_t n)
-{
-	(void)ud, (void)p, (void)n;
-	return 0;
-}
-
-static int
-o_lit_end(void *ud)
-{
-	(void)ud;
-	return 0;
-}
-
 static const struct conn_ops owner_ops = {
 	.ready = o_ready,
 	.failed = o_failed,
 	.untagged = o_untagged,
-	.unit = o_unit,
 	.read = o_nothing,
 	.changed = o_nothing,
-	.literal_begin = o_lit_begin,
-	.literal_data = o_lit_data,
-	.literal_end = o_lit_end,
 };
 
 static void

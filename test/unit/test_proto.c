@@ -155,7 +155,7 @@ test_busy_servers(void **state)
 			     false, &r),
 	    0);
 	assert_true(r.list_flags & LISTF_VIRTUAL);
-	assert_string_equal(r.mailbox, "[Gmail]/All Mail");
+	assert_string_equal(r.name, "[Gmail]/All Mail");
 	assert_int_equal(parse("* LIST (\\HasNoChildren \\Sent) \"/\" "
 			       "\"[Gmail]/Sent Mail\"\r\n",
 			     false, &r),
@@ -310,19 +310,19 @@ test_list_flags(void **state)
 			     false, &r),
 	    0);
 	assert_true(r.has & HAS_LIST);
-	assert_string_equal(r.mailbox, "Work");
+	assert_string_equal(r.name, "Work");
 	assert_int_equal(r.list_delim, '/');
 	assert_int_equal(r.list_flags, LISTF_SUBSCRIBED | LISTF_NONEXISTENT);
 	assert_int_equal(parse("* LSUB (\\noselect) \".\" \"INBOX.a b\"\r\n",
 			     false, &r),
 	    0);
 	assert_int_equal(r.list_flags, LISTF_LSUB | LISTF_NOSELECT);
-	assert_string_equal(r.mailbox, "INBOX.a b");
+	assert_string_equal(r.name, "INBOX.a b");
 	/* No flags, a flag that is a prefix of one we know, a literal name. */
 	assert_int_equal(parse("* LIST () NIL {3}\r\nabc\r\n", false, &r),
 	    0);
 	assert_int_equal(r.list_flags, 0);
-	assert_string_equal(r.mailbox, "abc");
+	assert_string_equal(r.name, "abc");
 	assert_int_equal(parse("* LIST (\\Subscribe) \"/\" x\r\n", false,
 			     &r),
 	    0);
@@ -346,14 +346,14 @@ test_status_responses(void **state)
 	assert_true(r.has & HAS_STATUS);
 	assert_true(r.has & HAS_STATUS_UIDNEXT);
 	assert_false(r.has & HAS_UIDVALIDITY); /* not the selected folder's */
-	assert_string_equal(r.mailbox, "Lists");
+	assert_string_equal(r.name, "Lists");
 	assert_int_equal(r.status_uidnext, 2);
 	assert_int_equal(r.status_uidvalidity, 1795641455u);
 	assert_int_equal(r.status_messages, 1);
 	/* Quoted names with escapes, and a reply without UIDNEXT. */
 	assert_int_equal(
 	    parse("* STATUS \"a \\\"b\\\"\" (MESSAGES 0)\r\n", false, &r), 0);
-	assert_string_equal(r.mailbox, "a \"b\"");
+	assert_string_equal(r.name, "a \"b\"");
 	assert_true(r.has & HAS_STATUS);
 	assert_false(r.has & HAS_STATUS_UIDNEXT);
 	/* Cut off, over-long numbers, junk after the list: errors. */

@@ -15,26 +15,124 @@
  * fetch, batches, commits) is the mailbox sync's, in sync.c: it has its own
  * phases and hands the folder back through session_synced().
  */
-#include "session_int.h"
-
 #include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
+#include "idlefetch/conn.h"
+#include "idlefetch/folders.h"
+#include "idlefetch/log.h"
+#include "idlefetch/mailbox.h"
 #include "idlefetch/mutf7.h"
+#include "idlefetch/proto.h"
+#include "idlefetch/session.h"
+#include "idlefetch/state.h"
+#include "idlefetch/util.h"
 
-static const char *state_names[] = { "PREPARE", "CONNECT", "NOTIFY",
-	"SELECT", "SYNC", "IDLE", "POLL_WAIT", "STATUS", "DISCOVER", "LOGOUT",
-	"CLOSING", "BACKOFF", "QUEUED", "DONE" };
+#define BACKOFF_MIN_MS 1000
+#define BACKOFF_MAX_MS 300000
+/* A connection up this long after its first sync counts as healthy. */
+#define HEALTHY_MS 60000
 
 /*
- * Words kept from a reply for a later log line (a refused SELECT's): on
- * the heap only while held, not in every idle connection.
+ * The scheduler's states. CONNECT and IDLE are the connection's (conn.h)
+ * phases: `idlefetch status` shows the connection's state name there.
  */
-static void
-set_text(char **dst, const char *src)
+enum session_state {
+	S_PREPARE,
+	S_CONNECT, /* the connection logs in */
+	S_NOTIFY,
+	S_SYNC, /* the mailbox selects and syncs the folder (mailbox.h) */
+	S_IDLE, /* the connection IDLEs */
+	S_POLL_WAIT,
+	S_STATUS, /* asking the other folders for UIDNEXT */
+	S_DISCOVER, /* folders = *: listing the subscribed folders */
+	S_LOGOUT,
+	S_CLOSING,
+	S_BACKOFF,
+	S_QUEUED, /* waiting for a slot at the gate */
+	S_DONE,
+};
+
+/*
+ * One folder as the scheduler sees it: its mailbox, and what decides when
+ * it is synced. A connection holds one folder, or several that it syncs
+ * in turn (NOTIFY, or STATUS polling); only one is selected at a time.
+ */
+struct slot {
+	struct mailbox *mb;
+	bool pending; /* to sync: at login, after news of it */
+	bool skipped; /* the server would not open it, this connection */
+	uint32_t uidnext; /* the last UIDNEXT seen, 0: unknown */
+	uint32_t status_uidvalidity; /* ...and UIDVALIDITY with it */
+};
+
+struct session {
+	uv_loop_t *loop;
+	struct session_opts o;
+	const struct account *a;
+	enum session_state state;
+	uv_timer_t timer; /* POLL_WAIT, BACKOFF */
+	struct conn *conn;
+	struct slot *slots; /* the folders, in configuration order */
+	size_t nslots;
+	struct slot *cur; /* the one worked on */
+	struct slot *selected; /* on the connection (SELECT sent or done) */
+	bool notify; /* NOTIFY SET accepted: the server tells of every folder */
+	bool renotify; /* NOTIFY overflowed: set it again before waiting */
+	bool split_asked; /* the owner was offered the folders to spread */
+	char *move_wire; /* after = move: its target, as the server spells it */
+	uint64_t polled_at; /* loop time of the last STATUS round */
+	bool back_to_first; /* selecting the first folder again, to IDLE */
+	unsigned status_wait; /* STATUS replies still to come */
+	struct folder_set found; /* S_DISCOVER: what the server listed */
+	bool found_capped; /* ...and it listed over FOLDERS_MAX */
+	uint32_t clash_mark; /* folders_clash_mark() last warned of */
+	unsigned discover_pass; /* 1: the other of LSUB, LIST (SUBSCRIBED) */
+	bool discover_login; /* listing right after login, not a round */
+	bool relist; /* NOTIFY told of a folder created or removed */
+	bool finish_when_idle; /* session_finish waits for the disk */
+
+	/* lifecycle */
+	struct session *gate_next; /* in the gate's queue */
+	bool gate_held; /* one of the gate's slots is this session's */
+	bool gate_queued;
+	unsigned backoff_ms;
+	bool healthy; /* a sync completed on this connection */
+	uint64_t healthy_at; /* loop time of that first completed sync */
+	unsigned conn_delivered; /* messages delivered on this connection */
+	bool ok; /* every folder synced in the last pass */
+	bool stopping;
+	bool fatal_err; /* do not retry (UIDVALIDITY change) */
+	bool auth_logged;
+};
+
+#define LOG(s, lvl, ...)                                                       \
+	log_msg((lvl), (s)->a->name, cur_name(s), __VA_ARGS__)
+
+/* The folder worked on, for log lines; NULL while the folders change. */
+static const char *
+cur_name(const struct session *s)
 {
-	free(*dst);
-	*dst = src ? xstrdup(src) : NULL;
+	return s->cur && s->cur->mb ? mailbox_name(s->cur->mb) : NULL;
 }
+
+static void session_enter(struct session *s, enum session_state st,
+    const char *why);
+static void session_fail(struct session *s, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void session_settle(struct session *s);
+static void session_finish(struct session *s);
+static void session_connect(struct session *s);
+static void session_synced(struct session *s);
+
+static const char *state_names[] = { "PREPARE", "CONNECT", "NOTIFY",
+	"SYNC", "IDLE", "POLL_WAIT", "STATUS", "DISCOVER", "LOGOUT",
+	"CLOSING", "BACKOFF", "QUEUED", "DONE" };
 
 /* ---- timers and states ------------------------------------------------- */
 
@@ -42,9 +140,9 @@ static void timer_cb(uv_timer_t *t);
 
 /* Not stopped for good, and not refused by the server on this connection. */
 static bool
-usable_folder(const struct mbox *mb)
+usable_folder(const struct slot *mb)
 {
-	return !mb->dead && !mb->skipped;
+	return !mailbox_dead(mb->mb) && !mb->skipped;
 }
 
 /* Folders that are not stopped for good. */
@@ -53,8 +151,8 @@ live_folders(const struct session *s)
 {
 	size_t n = 0;
 
-	for (size_t i = 0; i < s->nmbs; i++)
-		n += !s->mbs[i].dead;
+	for (size_t i = 0; i < s->nslots; i++)
+		n += !mailbox_dead(s->slots[i].mb);
 	return n;
 }
 
@@ -64,9 +162,10 @@ live_folders(const struct session *s)
  * of one whose name is not ASCII: those are asked with STATUS.
  */
 static bool
-told_of(const struct session *s, const struct mbox *mb)
+told_of(const struct session *s, const struct slot *mb)
 {
-	return s->notify && strcmp(mb->wire, mb->name) == 0;
+	return s->notify &&
+	    strcmp(mailbox_wire(mb->mb), mailbox_name(mb->mb)) == 0;
 }
 
 /* Folders other than the one it waits on are asked with STATUS. */
@@ -75,8 +174,8 @@ polls_others(const struct session *s)
 {
 	size_t n = 0;
 
-	for (size_t i = 0; i < s->nmbs; i++)
-		n += usable_folder(&s->mbs[i]) && !told_of(s, &s->mbs[i]);
+	for (size_t i = 0; i < s->nslots; i++)
+		n += usable_folder(&s->slots[i]) && !told_of(s, &s->slots[i]);
 	return s->notify ? n > 0 : n > 1;
 }
 
@@ -104,12 +203,12 @@ poll_due_ms(const struct session *s)
 	return since >= every ? 1 : every - since;
 }
 
-void
-session_use(struct session *s, struct mbox *mb)
+/* Makes mb the folder worked on (log lines, the connection's). */
+static void
+session_use(struct session *s, struct slot *mb)
 {
-	s->mb = mb;
-	s->lane.maildir = mb->maildir;
-	conn_set_folder(s->conn, mb->name);
+	s->cur = mb;
+	conn_set_folder(s->conn, mailbox_name(mb->mb));
 }
 
 static void
@@ -128,17 +227,17 @@ state_is_up(const struct session *s, enum session_state st)
 	case S_POLL_WAIT:
 	case S_STATUS:
 		return true;
-	case S_SELECT:
 	case S_DISCOVER:
 		/* Between folders the connection stays up. */
-		return s->selected != NULL || s->mb->status->up;
+		return s->selected != NULL || mailbox_status(s->cur->mb)->up;
 	case S_PREPARE:
 		/* A folder found on the server is made ready meanwhile. */
 		return conn_alive(s->conn) &&
-		    (s->selected != NULL || s->mb->status->up);
+		    (s->selected != NULL || mailbox_status(s->cur->mb)->up);
 	case S_LOGOUT:
 	case S_DONE:
-		return s->mb->status->up; /* passing through: no change */
+		/* passing through: no change */
+		return mailbox_status(s->cur->mb)->up;
 	default:
 		return false;
 	}
@@ -163,8 +262,8 @@ shown_state(const struct session *s)
 static void
 show_state(struct session *s)
 {
-	for (size_t i = 0; i < s->nmbs; i++)
-		status_set_state(s->mbs[i].status, shown_state(s),
+	for (size_t i = 0; i < s->nslots; i++)
+		status_set_state(mailbox_status(s->slots[i].mb), shown_state(s),
 		    state_is_up(s, s->state));
 }
 
@@ -181,12 +280,16 @@ idle_wait_ms(const struct session *s)
 	return (uint64_t)s->a->idle_refresh * 1000;
 }
 
-void
-session_enter(struct session *s, enum session_state st)
+/*
+ * The one way to change state, logged with why: performs the state's entry
+ * action (sends IDLE or LOGOUT, closes the connection, arms the timer).
+ */
+static void
+session_enter(struct session *s, enum session_state st, const char *why)
 {
 	if (s->state != st)
-		LOG(s, LOGL_DEBUG, "state %s -> %s", state_names[s->state],
-		    state_names[st]);
+		LOG(s, LOGL_DEBUG, "state %s -> %s (%s)", state_names[s->state],
+		    state_names[st], why);
 	s->state = st;
 	uv_timer_stop(&s->timer);
 	show_state(s);
@@ -252,13 +355,23 @@ gate_release(struct session *s)
 
 /* ---- connection teardown --------------------------------------------------- */
 
+/* No folder has disk work in flight. */
+static bool
+quiet(const struct session *s)
+{
+	for (size_t i = 0; i < s->nslots; i++)
+		if (!mailbox_quiet(s->slots[i].mb))
+			return false;
+	return true;
+}
+
 static void
 close_conn(struct session *s)
 {
 	gate_release(s);
 	conn_close(s->conn);
-	mailbox_reset(s);
-	set_text(&s->select_err, NULL);
+	for (size_t i = 0; i < s->nslots; i++)
+		mailbox_detach(s->slots[i].mb);
 	s->selected = NULL;
 	s->notify = false;
 	s->status_wait = 0;
@@ -296,31 +409,32 @@ backoff(struct session *s)
 	s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS :
 							     s->backoff_ms * 2;
 	LOG(s, LOGL_INFO, "reconnecting in %.1f s", delay / 1000.0);
-	session_enter(s, S_BACKOFF);
+	session_enter(s, S_BACKOFF, "the connection failed");
 	arm(s, delay);
 }
 
-void
+static void
 session_finish(struct session *s)
 {
 	bool ok;
 
 	/* Files still being removed: the session is done only after. */
-	if (!lane_idle(&s->lane)) {
+	if (!quiet(s)) {
 		s->finish_when_idle = true;
 		return;
 	}
 	s->finish_when_idle = false;
 	/* A daemon's session ends unasked only when it cannot go on. */
 	if (!s->stopping && !s->o.once)
-		for (size_t i = 0; i < s->nmbs; i++) {
-			s->mbs[i].status->gave_up = true;
-			status_changed(s->mbs[i].status);
+		for (size_t i = 0; i < s->nslots; i++) {
+			mailbox_status(s->slots[i].mb)->gave_up = true;
+			status_changed(mailbox_status(s->slots[i].mb));
 		}
-	session_enter(s, S_DONE);
+	session_enter(s, S_DONE, "the session is over");
 	ok = s->ok && !s->fatal_err;
-	for (size_t i = 0; i < s->nmbs; i++)
-		if (!s->mbs[i].dead && !s->mbs[i].sync_ok)
+	for (size_t i = 0; i < s->nslots; i++)
+		if (!mailbox_dead(s->slots[i].mb) &&
+		    !mailbox_sync_ok(s->slots[i].mb))
 			ok = false;
 	s->o.done(s, s->o.ud, ok);
 }
@@ -329,13 +443,16 @@ session_finish(struct session *s)
  * With the connection gone, commits what arrived and then either retries
  * or finishes. Called again after each job completes.
  */
-void
+static void
 session_settle(struct session *s)
 {
+	bool busy = false;
+
 	if (conn_alive(s->conn))
 		return;
-	mailbox_pump_commits(s);
-	if (s->job_busy || !lane_idle(&s->lane))
+	for (size_t i = 0; i < s->nslots; i++)
+		busy |= !mailbox_settle(s->slots[i].mb);
+	if (busy)
 		return;
 	if (s->state == S_DONE)
 		return;
@@ -347,7 +464,7 @@ session_settle(struct session *s)
 		backoff(s);
 }
 
-void
+static void
 session_fail(struct session *s, int err, const char *fmt, ...)
 {
 	char why[512];
@@ -357,9 +474,9 @@ session_fail(struct session *s, int err, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	s->ok = false;
-	for (size_t i = 0; i < s->nmbs; i++)
-		if (!s->mbs[i].dead)
-			status_error(s->mbs[i].status, why);
+	for (size_t i = 0; i < s->nslots; i++)
+		if (!mailbox_dead(s->slots[i].mb))
+			status_error(mailbox_status(s->slots[i].mb), why);
 	if (err == IDLEFETCH_EAUTH) {
 		if (!s->auth_logged)
 			LOG(s, LOGL_ERROR, "%s", why);
@@ -370,264 +487,65 @@ session_fail(struct session *s, int err, const char *fmt, ...)
 	} else {
 		LOG(s, LOGL_ERROR, "%s", why);
 	}
-	session_enter(s, S_CLOSING);
+	session_enter(s, S_CLOSING, "it failed");
 	session_settle(s);
 }
-
-bool
-session_folder_stop(struct session *s, int err, const char *fmt, ...)
-{
-	char why[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
-	if (live_folders(s) <= 1) {
-		s->fatal_err = true;
-		session_fail(s, err, "%s", why);
-		return false;
-	}
-	s->mb->dead = true;
-	s->mb->pending = false;
-	s->ok = false;
-	LOG(s, LOGL_ERROR, "%s", why);
-	status_error(s->mb->status, why);
-	s->mb->status->gave_up = true;
-	status_changed(s->mb->status);
-	return true;
-}
-
-/*
- * Whether a name the server listed, with its hierarchy delimiter, is the
- * configured name below some prefix: the configured levels, separated by
- * '/' or '.', are the last levels of the listed name (compared without
- * case), so Archive is INBOX.Archive and Lists/dev is INBOX.Lists.dev, but
- * Archive is not MyArchive.
- */
-static bool
-names_same_folder(const char *listed, char delim, const char *want)
-{
-	size_t n = strlen(listed), m = strlen(want);
-
-	if (n <= m)
-		return false;
-	if (delim == 0 || listed[n - m - 1] != delim)
-		return false;
-	for (size_t i = 0; i < m; i++) {
-		char l = listed[n - m + i], w = want[i];
-		bool lsep = l == delim, wsep = w == '/' || w == '.';
-
-		if (lsep || wsep) {
-			if (lsep != wsep)
-				return false;
-		} else if (tolower((unsigned char)l) != tolower((unsigned char)w))
-			return false;
-	}
-	return true;
-}
-
-/*
- * A move: target the server does not have fails only after delivery, on
- * every sync. Ask first: LIST it by name, and if it is not there, list
- * "*NAME" with every hierarchy separator ('/' or '.') widened to '*', to
- * name what the server calls it: INBOX.Archive for Archive and
- * INBOX.Lists.dev for Lists/dev on Courier and Cyrus, whose personal
- * namespace is "INBOX." with "." between levels.
- */
-static void lookup_done(void *ud, const struct proto_resp *r);
-static void lookup_line(void *ud, const struct proto_resp *r);
-
-static void
-send_lookup(struct session *s)
-{
-	char mbox[512], pattern[300];
-
-	snprintf(pattern, sizeof(pattern), "%s%s", s->lookup_pass ? "*" : "",
-	    s->lookup);
-	if (s->lookup_pass)
-		for (char *p = pattern; *p; p++)
-			if (*p == '/' || *p == '.')
-				*p = '*';
-	if (proto_quote(mbox, sizeof(mbox), pattern) < 0)
-		fatal("folder name '%s' cannot be quoted", s->lookup);
-	s->lookup_found = false;
-	conn_cmd(s->conn, HAS_LIST, lookup_done, lookup_line, s,
-	    "LIST \"\" %s", mbox);
-	session_enter(s, S_SELECT);
-}
-
-static void send_select(struct session *s);
 
 /*
  * A folder the server will not open: with other folders on the
  * connection, it is left out until the next connection and the others go
  * on; alone, the connection fails and is tried again later.
  */
-static void __attribute__((format(printf, 2, 3)))
-folder_skip(struct session *s, const char *fmt, ...)
+static void
+folder_skip(struct session *s, struct slot *mb, const char *why)
 {
-	char why[512];
 	size_t usable = 0;
-	va_list ap;
 
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
-	for (size_t i = 0; i < s->nmbs; i++)
-		usable += usable_folder(&s->mbs[i]) && &s->mbs[i] != s->mb;
+	s->selected = NULL;
+	for (size_t i = 0; i < s->nslots; i++)
+		usable += usable_folder(&s->slots[i]) && &s->slots[i] != mb;
 	if (usable == 0) {
 		session_fail(s, IDLEFETCH_EPROTO, "%s", why);
 		return;
 	}
-	s->mb->skipped = true;
-	s->mb->pending = false;
+	mb->skipped = true;
+	mb->pending = false;
 	s->ok = false;
 	LOG(s, LOGL_ERROR, "%s; trying it again at the next connection",
 	    why);
-	status_error(s->mb->status, why);
+	status_error(mailbox_status(mb->mb), why);
 	session_synced(s);
 }
 
+/* Syncs mb: SELECTed by its mailbox, or listed again when it is already. */
 static void
-lookup_done(void *ud, const struct proto_resp *r)
+sync_folder(struct session *s, struct slot *mb)
 {
-	struct session *s = ud;
-
-	if (r == NULL)
-		return;
-	if (r->status != PROTO_OK) {
-		session_fail(s, IDLEFETCH_EPROTO, "LIST failed: %s", r->text);
-		return;
-	}
-	if (s->select_err) {
-		/* A folder SELECT refused: say what the server calls it. */
-		char why[256];
-
-		snprintf(why, sizeof(why), "%s", s->select_err);
-		set_text(&s->select_err, NULL);
-		s->lookup_pass = 0;
-		if (s->lookup_guess)
-			folder_skip(s,
-			    "cannot open folder %s: %s; the server has '%s' "
-			    "(write it so in folders =)",
-			    s->mb->name, why, s->lookup_guess);
-		else
-			folder_skip(s, "cannot open folder %s: %s",
-			    s->mb->name, why);
+	mb->pending = false;
+	session_use(s, mb);
+	session_enter(s, S_SYNC, "the folder has news");
+	if (mb == s->selected) {
+		mailbox_again(mb->mb);
 		return;
 	}
-	if (s->lookup_found) {
-		s->move_checked = true;
-		send_select(s);
-		return;
-	}
-	if (s->lookup_pass == 0) {
-		s->lookup_pass = 1;
-		set_text(&s->lookup_guess, NULL);
-		send_lookup(s);
-		return;
-	}
-	s->lookup_pass = 0;
-	s->fatal_err = true;
-	if (s->lookup_guess)
-		session_fail(s, IDLEFETCH_EPROTO,
-		    "after = move:%s: the server has no folder of that name; it "
-		    "has '%s' (write after = move:%s)",
-		    s->a->move_to, s->lookup_guess, s->lookup_guess);
-	else
-		session_fail(s, IDLEFETCH_EPROTO,
-		    "after = move:%s: the server has no folder of that name; "
-		    "create it, or name one it has",
-		    s->a->move_to);
-}
-
-static void select_done(void *ud, const struct proto_resp *r);
-
-static void
-send_select(struct session *s)
-{
-	char mbox[512];
-
-	if (s->a->after == AFTER_MOVE && !s->move_checked) {
-		s->lookup = s->move_wire;
-		send_lookup(s);
-		return;
-	}
-
-	/* The configuration allows only names a quoted string can carry. */
-	if (proto_quote(mbox, sizeof(mbox), s->mb->wire) < 0)
-		fatal("folder name '%s' cannot be quoted", s->mb->wire);
-	s->uidvalidity = 0;
-	s->uidnext = 0;
-	s->exists = 0;
-	s->selected = NULL; /* a failed SELECT leaves none selected */
-	/*
-	 * SELECT even for `keep`: BODY.PEEK[] leaves \Seen alone either way,
-	 * and Courier-IMAP saves a folder's UID list only when a client
-	 * SELECTs it; with EXAMINE alone its UIDs shift after a restart
-	 * (the same UIDVALIDITY, other messages) and mail is lost and
-	 * duplicated. SELECT may clear \Recent, which no flag-based reader
-	 * of the Maildir relies on. read_only (after = keep) asks for
-	 * EXAMINE: Courier's UIDs may then shift, which the sync recovers
-	 * from by itself.
-	 */
-	conn_cmd(s->conn, 0, select_done, NULL, s, "%s %s",
-	    s->a->read_only ? "EXAMINE" : "SELECT", mbox);
-	session_enter(s, S_SELECT);
-}
-
-static void
-selected(struct session *s)
-{
-	if (s->uidvalidity == 0) {
-		session_fail(s, IDLEFETCH_EPROTO,
-		    "server sent no UIDVALIDITY for %s", s->mb->name);
-		return;
-	}
-	s->selected = s->mb;
-	s->mb->uidnext = s->uidnext;
-	s->mb->status_uidvalidity = s->uidvalidity;
-	/* A changed UIDVALIDITY is the sync's to recover from. */
-	LOG(s, LOGL_INFO,
-	    "selected: %u message(s), UIDVALIDITY %u, last "
-	    "delivered UID %u",
-	    s->exists, s->uidvalidity, s->mb->st.last_uid);
-	session_enter(s, S_SYNC);
-	mailbox_begin(s);
-}
-
-static void
-select_done(void *ud, const struct proto_resp *r)
-{
-	struct session *s = ud;
-
-	if (r == NULL)
-		return;
-	if (r->status != PROTO_OK) {
-		/* Look for a name ending in it: INBOX.Lists for Lists. */
-		set_text(&s->select_err, r->text[0] ? r->text : "refused");
-		s->lookup = s->mb->wire;
-		s->lookup_pass = 1;
-		set_text(&s->lookup_guess, NULL);
-		send_lookup(s);
-		return;
-	}
-	selected(s);
+	if (s->selected != NULL)
+		mailbox_detach(s->selected->mb);
+	s->selected = mb;
+	mailbox_select(mb->mb, s->conn);
 }
 
 /* ---- folders in turn ---------------------------------------------------------- */
 
-static struct mbox *
-find_mbox(struct session *s, const char *name)
+static struct slot *
+find_slot(struct session *s, const char *name)
 {
-	for (size_t i = 0; i < s->nmbs; i++) {
-		const char *n = s->mbs[i].wire;
+	for (size_t i = 0; i < s->nslots; i++) {
+		const char *n = mailbox_wire(s->slots[i].mb);
 
 		/* INBOX is the one name without case (RFC 3501 5.1). */
 		if (strcmp(n, name) == 0 ||
 		    (strcasecmp(n, "INBOX") == 0 && strcasecmp(name, n) == 0))
-			return &s->mbs[i];
+			return &s->slots[i];
 	}
 	return NULL;
 }
@@ -677,10 +595,10 @@ send_notify(struct session *s, bool again)
 	len = (size_t)snprintf(line, cap,
 	    "NOTIFY SET %s(selected (MessageNew MessageExpunge)) (mailboxes (",
 	    again ? "STATUS " : "");
-	for (size_t i = 0; i < s->nmbs; i++) {
-		if (proto_quote(q, sizeof(q), s->mbs[i].wire) < 0)
+	for (size_t i = 0; i < s->nslots; i++) {
+		if (proto_quote(q, sizeof(q), mailbox_wire(s->slots[i].mb)) < 0)
 			fatal("folder name '%s' cannot be quoted",
-			    s->mbs[i].wire);
+			    mailbox_wire(s->slots[i].mb));
 		if (len + strlen(q) + 128 > cap) {
 			cap = 2 * (len + strlen(q) + 128);
 			line = xrealloc(line, cap);
@@ -696,7 +614,7 @@ send_notify(struct session *s, bool again)
 	    s->o.listed ? " (personal (MailboxName SubscriptionChange))" : "");
 	conn_cmd(s->conn, 0, notify_done, NULL, s, "%s", line);
 	free(line);
-	session_enter(s, S_NOTIFY);
+	session_enter(s, S_NOTIFY, "asking to be told of every folder");
 }
 
 /*
@@ -725,7 +643,7 @@ send_discover(struct session *s, bool login)
 		(conn_caps(s->conn) & CAP_SPECIAL_USE) ?
 		"LIST (SUBSCRIBED) \"\" \"*\" RETURN (SPECIAL-USE)" :
 		"LIST (SUBSCRIBED) \"\" \"*\"");
-	session_enter(s, S_DISCOVER);
+	session_enter(s, S_DISCOVER, "listing the subscribed folders");
 }
 
 static void logged_in_go(struct session *s);
@@ -800,7 +718,7 @@ discover_done(void *ud, const struct proto_resp *r)
 		LOG(s, s->discover_login ? LOGL_WARN : LOGL_DEBUG,
 		    "cannot list the subscribed folders (%s); fetching the "
 		    "%zu folder(s) known so far",
-		    r->text, s->nmbs);
+		    r->text, s->nslots);
 	} else {
 		settle_found(s);
 		s->o.listed(s, s->o.ud, (const char *const *)s->found.names,
@@ -808,7 +726,7 @@ discover_done(void *ud, const struct proto_resp *r)
 	}
 	folders_free(&s->found);
 	if (s->stopping) {
-		session_enter(s, S_LOGOUT);
+		session_enter(s, S_LOGOUT, "stopping");
 		return;
 	}
 	if (s->discover_login)
@@ -825,10 +743,10 @@ logged_in(struct session *s)
 {
 	gate_release(s);
 	s->ok = true;
-	for (size_t i = 0; i < s->nmbs; i++) {
-		s->mbs[i].skipped = false;
-		s->mbs[i].pending = !s->mbs[i].dead;
-		s->mbs[i].sync_ok = true;
+	for (size_t i = 0; i < s->nslots; i++) {
+		s->slots[i].skipped = false;
+		s->slots[i].pending = !mailbox_dead(s->slots[i].mb);
+		mailbox_reset_ok(s->slots[i].mb);
 	}
 	s->polled_at = uv_now(s->loop);
 	if (s->o.listed && !s->stopping) {
@@ -841,9 +759,9 @@ logged_in(struct session *s)
 static void
 logged_in_go(struct session *s)
 {
-	if (s->nmbs > 1 && !s->split_asked && s->o.split && !s->stopping &&
+	if (s->nslots > 1 && !s->split_asked && s->o.split && !s->stopping &&
 	    !s->o.once && !(conn_caps(s->conn) & CAP_NOTIFY) && s->a->idle &&
-	    (conn_caps(s->conn) & CAP_IDLE) && !s->mbs[0].dead) {
+	    (conn_caps(s->conn) & CAP_IDLE) && !mailbox_dead(s->slots[0].mb)) {
 		s->split_asked = true;
 		s->o.split(s, s->o.ud);
 	}
@@ -882,14 +800,15 @@ poll_status(struct session *s)
 
 	s->polled_at = uv_now(s->loop);
 	s->status_wait = 0;
-	for (size_t i = 0; i < s->nmbs; i++) {
-		struct mbox *mb = &s->mbs[i];
+	for (size_t i = 0; i < s->nslots; i++) {
+		struct slot *mb = &s->slots[i];
 
 		if (!usable_folder(mb) || mb == s->selected || mb->pending ||
 		    told_of(s, mb))
 			continue;
-		if (proto_quote(q, sizeof(q), mb->wire) < 0)
-			fatal("folder name '%s' cannot be quoted", mb->wire);
+		if (proto_quote(q, sizeof(q), mailbox_wire(mb->mb)) < 0)
+			fatal("folder name '%s' cannot be quoted",
+			    mailbox_wire(mb->mb));
 		conn_cmd(s->conn, HAS_STATUS, status_done, status_line, s,
 		    "STATUS %s (UIDNEXT UIDVALIDITY)", q);
 		s->status_wait++;
@@ -898,14 +817,14 @@ poll_status(struct session *s)
 		session_synced(s);
 		return;
 	}
-	session_enter(s, S_STATUS);
+	session_enter(s, S_STATUS, "asking the other folders");
 }
 
 /* News of a folder, from NOTIFY or from polling it with STATUS. */
 static void
 folder_news(struct session *s, const struct proto_resp *r)
 {
-	struct mbox *mb = find_mbox(s, r->mailbox);
+	struct slot *mb = find_slot(s, r->name);
 
 	if (mb == NULL || !usable_folder(mb) || mb == s->selected)
 		return;
@@ -914,7 +833,7 @@ folder_news(struct session *s, const struct proto_resp *r)
 	    r->status_uidvalidity != mb->status_uidvalidity) {
 		if (!mb->pending)
 			LOG(s, LOGL_DEBUG, "%s has news (UIDNEXT %u)",
-			    mb->name, r->status_uidnext);
+			    mailbox_name(mb->mb), r->status_uidnext);
 		mb->pending = true;
 		if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
 			conn_idle_done(s->conn);
@@ -943,40 +862,34 @@ woke(struct session *s)
 	session_synced(s);
 }
 
-void
+static void
 session_synced(struct session *s)
 {
-	struct mbox *next = NULL;
+	struct slot *next = NULL;
 
 	if (s->stopping) {
-		session_enter(s, S_LOGOUT);
+		session_enter(s, S_LOGOUT, "stopping");
 		return;
 	}
 	/* The selected folder first: it needs no SELECT. */
 	if (s->selected && s->selected->pending)
 		next = s->selected;
-	for (size_t i = 0; next == NULL && i < s->nmbs; i++)
-		if (s->mbs[i].pending && usable_folder(&s->mbs[i]))
-			next = &s->mbs[i];
-	if (next && !next->prepared) {
+	for (size_t i = 0; next == NULL && i < s->nslots; i++)
+		if (s->slots[i].pending && usable_folder(&s->slots[i]))
+			next = &s->slots[i];
+	if (next && !mailbox_prepared(next->mb)) {
 		/* Found on the server since: its Maildir and state first. */
 		session_use(s, next);
-		session_enter(s, S_PREPARE);
-		session_prepare(s);
+		session_enter(s, S_PREPARE, "a new folder");
+		mailbox_prepare(next->mb);
 		return;
 	}
 	if (next) {
-		next->pending = false;
-		session_use(s, next);
-		if (next == s->selected) {
-			session_enter(s, S_SYNC);
-			mailbox_again(s);
-		} else
-			send_select(s);
+		sync_folder(s, next);
 		return;
 	}
 	if (s->o.once) {
-		session_enter(s, S_LOGOUT);
+		session_enter(s, S_LOGOUT, "single pass done");
 		return;
 	}
 	if (s->renotify) {
@@ -990,8 +903,8 @@ session_synced(struct session *s)
 	 * the others with STATUS. A folder the server would not open left
 	 * none selected: select the first that opens.
 	 */
-	for (size_t i = 0; i < s->nmbs; i++) {
-		struct mbox *first = &s->mbs[i];
+	for (size_t i = 0; i < s->nslots; i++) {
+		struct slot *first = &s->slots[i];
 		bool idles = !s->notify && s->a->idle && (conn_caps(s->conn) & CAP_IDLE);
 
 		if (!usable_folder(first))
@@ -999,8 +912,7 @@ session_synced(struct session *s)
 		if (first != s->selected && !s->back_to_first &&
 		    (idles || s->selected == NULL)) {
 			s->back_to_first = true;
-			session_use(s, first);
-			send_select(s);
+			sync_folder(s, first);
 			return;
 		}
 		break;
@@ -1012,10 +924,10 @@ session_synced(struct session *s)
 	s->back_to_first = false;
 	session_use(s, s->selected);
 	if (s->a->idle && (conn_caps(s->conn) & CAP_IDLE)) {
-		session_enter(s, S_IDLE);
+		session_enter(s, S_IDLE, "every folder synced");
 		return;
 	}
-	session_enter(s, S_POLL_WAIT);
+	session_enter(s, S_POLL_WAIT, "every folder synced; no IDLE");
 }
 
 /* ---- responses --------------------------------------------------------------- */
@@ -1044,7 +956,7 @@ discover_line(void *ud, const struct proto_resp *r)
 		list_news(s, r);
 		return;
 	}
-	switch (folders_add(&s->found, s->a, r->mailbox, r->list_delim,
+	switch (folders_add(&s->found, s->a, r->name, r->list_delim,
 	    r->list_flags, why, sizeof(why))) {
 	case FOLDERS_BAD_NAME:
 		LOG(s, quiet, "not fetching a subscribed folder: %s", why);
@@ -1066,20 +978,6 @@ discover_line(void *ud, const struct proto_resp *r)
 	}
 }
 
-/* A line of LIST looking for a folder by name. */
-static void
-lookup_line(void *ud, const struct proto_resp *r)
-{
-	struct session *s = ud;
-
-	list_news(s, r);
-	if (strcmp(r->mailbox, s->lookup) == 0)
-		s->lookup_found = true;
-	else if (s->lookup_guess == NULL &&
-	    names_same_folder(r->mailbox, r->list_delim, s->lookup))
-		set_text(&s->lookup_guess, r->mailbox);
-}
-
 /*
  * RFC 5465 5.8: the server tells of nothing more until NOTIFY is set
  * again. Sync every folder, as news may have been lost, then set it again.
@@ -1092,22 +990,17 @@ notify_overflow(struct session *s)
 	    "syncing every folder and asking again");
 	s->notify = false;
 	s->renotify = true;
-	for (size_t i = 0; i < s->nmbs; i++)
-		if (usable_folder(&s->mbs[i]))
-			s->mbs[i].pending = true;
+	for (size_t i = 0; i < s->nslots; i++)
+		if (usable_folder(&s->slots[i]))
+			s->slots[i].pending = true;
 	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
 		conn_idle_done(s->conn);
 }
 
 /* The selected folder has more messages: fetch them, now or after. */
 static void
-exists(struct session *s, uint32_t n)
+exists(struct session *s)
 {
-	bool grew = n > s->exists;
-
-	s->exists = n;
-	if (!grew)
-		return;
 	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE) {
 		conn_idle_done(s->conn);
 		return;
@@ -1116,32 +1009,27 @@ exists(struct session *s, uint32_t n)
 		woke(s);
 		return;
 	}
-	s->more = true;
 	/* IDLE not yet accepted: it ends as soon as it is. */
 	if (s->state == S_IDLE)
 		conn_idle_done(s->conn);
 }
 
-/* Untagged responses no command asked for (conn_ops.untagged). */
+/*
+ * Untagged responses no command asked for (conn_ops.untagged): those of
+ * the selected folder go to its mailbox, news of others is the
+ * scheduler's.
+ */
 static void
 on_untagged(void *ud, const struct proto_resp *r)
 {
 	struct session *s = ud;
 
-	if (r->has & HAS_UIDVALIDITY)
-		s->uidvalidity = r->uidvalidity;
-	if (r->has & HAS_UIDNEXT)
-		s->uidnext = r->uidnext;
 	if (r->has & HAS_STATUS)
 		folder_news(s, r);
 	if ((r->has & HAS_OVERFLOW) && s->notify)
 		notify_overflow(s);
-	if (r->has & HAS_EXPUNGE)
-		s->expunges++;
-	if (r->has & HAS_EXPUNGE && s->exists > 0)
-		s->exists--;
-	if (r->has & HAS_EXISTS)
-		exists(s, r->exists);
+	if (s->selected != NULL && mailbox_untagged(s->selected->mb, r))
+		exists(s);
 	if (r->has & HAS_LIST)
 		list_news(s, r);
 }
@@ -1155,7 +1043,7 @@ idle_over(void *ud, const struct proto_resp *r)
 	if (r == NULL)
 		return;
 	if (s->stopping) {
-		session_enter(s, S_LOGOUT);
+		session_enter(s, S_LOGOUT, "stopping");
 		return;
 	}
 	woke(s);
@@ -1193,22 +1081,16 @@ on_failed(void *ud, int err, bool final, const char *why)
 	session_fail(s, err, "%s", why);
 }
 
-static bool
-on_unit(void *ud, int pr, const struct proto_resp *r, const char *p,
-    size_t n)
-{
-	return mailbox_unit(ud, pr, r, p, n);
-}
-
 /* A graceful stop waits for the message in flight, then stops reading. */
 static void
 on_read(void *ud)
 {
 	struct session *s = ud;
 
-	if (s->stopping && s->state == S_SYNC && mailbox_may_close(s)) {
+	if (s->stopping && s->state == S_SYNC && s->selected != NULL &&
+	    mailbox_may_close(s->selected->mb)) {
 		conn_pause(s->conn, true);
-		session_enter(s, S_CLOSING);
+		session_enter(s, S_CLOSING, "stopping: no message halfway in");
 		session_settle(s);
 	}
 }
@@ -1223,15 +1105,11 @@ static const struct conn_ops conn_ops = {
 	.ready = on_ready,
 	.failed = on_failed,
 	.untagged = on_untagged,
-	.unit = on_unit,
 	.read = on_read,
 	.changed = on_changed,
-	.literal_begin = mailbox_literal_begin,
-	.literal_data = mailbox_literal_data,
-	.literal_end = mailbox_literal_end,
 };
 
-void
+static void
 session_connect(struct session *s)
 {
 	struct session_gate *g = s->o.gate;
@@ -1245,19 +1123,18 @@ session_connect(struct session *s)
 			else
 				g->head = s;
 			g->tail = s;
-			session_enter(s, S_QUEUED);
+			session_enter(s, S_QUEUED, "waiting for a login slot");
 			return;
 		}
 		g->busy++;
 		s->gate_held = true;
 	}
-	lane_reset(&s->lane);
-	for (size_t i = 0; i < s->nmbs; i++)
-		if (!s->mbs[i].dead) {
-			session_use(s, &s->mbs[i]);
+	for (size_t i = 0; i < s->nslots; i++)
+		if (!mailbox_dead(s->slots[i].mb)) {
+			session_use(s, &s->slots[i]);
 			break;
 		}
-	session_enter(s, S_CONNECT);
+	session_enter(s, S_CONNECT, "connecting");
 	r = conn_open(s->conn);
 	if (r < 0)
 		session_fail(s, r, "cannot resolve %s: %s", s->a->host,
@@ -1271,7 +1148,7 @@ timer_cb(uv_timer_t *t)
 
 	switch (s->state) {
 	case S_BACKOFF:
-		if (!lane_idle(&s->lane)) { /* a stalled disk: not yet */
+		if (!quiet(s)) { /* a stalled disk: not yet */
 			arm(s, BACKOFF_MIN_MS);
 			break;
 		}
@@ -1285,64 +1162,134 @@ timer_cb(uv_timer_t *t)
 	}
 }
 
-/* ---- the lane's callbacks ------------------------------------------------------- */
+/* ---- the mailboxes' callbacks ------------------------------------------------ */
 
+static struct slot *
+slot_of(struct session *s, const struct mailbox *m)
+{
+	for (size_t i = 0; i < s->nslots; i++)
+		if (s->slots[i].mb == m)
+			return &s->slots[i];
+	fatal("a mailbox the session does not hold");
+}
+
+/* A folder's Maildir and state are read (or unusable): the next step. */
 static void
-on_lane_pause(void *ud, bool pause)
+on_prepared(void *ud, struct mailbox *m, int err, const char *why)
 {
 	struct session *s = ud;
 
-	conn_pause(s->conn, pause);
+	if (err < 0) {
+		s->ok = false;
+		slot_of(s, m)->pending = false;
+		if (live_folders(s) == 0) {
+			s->fatal_err = true;
+			session_fail(s, err, "%s", why);
+			return;
+		}
+		LOG(s, LOGL_ERROR, "%s", why);
+	}
+	/* A folder found while connected: the connection failed meanwhile. */
+	if (s->state != S_PREPARE) {
+		session_settle(s);
+		return;
+	}
+	if (conn_alive(s->conn)) {
+		session_synced(s); /* it is pending: SELECT it now */
+		return;
+	}
+	if (s->stopping) {
+		session_finish(s);
+		return;
+	}
+	/* Each folder's Maildir and state, in turn, before connecting. */
+	if (s->cur + 1 < s->slots + s->nslots) {
+		session_use(s, s->cur + 1);
+		mailbox_prepare(s->cur->mb);
+		return;
+	}
+	session_connect(s);
 }
 
 static void
-on_lane_drained(void *ud, int err)
+on_synced(void *ud, struct mailbox *m)
+{
+	struct session *s = ud;
+	struct slot *mb = slot_of(s, m);
+
+	if (!s->healthy)
+		s->healthy_at = uv_now(s->loop);
+	s->healthy = true;
+	s->auth_logged = false;
+	mb->uidnext = mailbox_uidnext(m);
+	mb->status_uidvalidity = mailbox_uidvalidity(m);
+	session_synced(s);
+}
+
+static void
+on_refused(void *ud, struct mailbox *m, const char *why)
 {
 	struct session *s = ud;
 
+	folder_skip(s, slot_of(s, m), why);
+}
+
+static void
+on_mailbox_failed(void *ud, struct mailbox *m, int err, bool final,
+    const char *why)
+{
+	struct session *s = ud;
+
+	(void)m;
+	if (final)
+		s->fatal_err = true;
+	session_fail(s, err, "%s", why);
+}
+
+static void
+on_settled(void *ud, struct mailbox *m)
+{
+	struct session *s = ud;
+
+	(void)m;
 	if (s->finish_when_idle) {
-		if (lane_idle(&s->lane))
+		if (quiet(s))
 			session_finish(s);
 		return;
 	}
-	if (err < 0 && conn_alive(s->conn)) {
-		session_fail(s, err, "cannot write to %s/tmp: %s", s->mb->maildir,
-		    strerror(-err));
-		return;
-	}
-	/* A batch may have been waiting for these writes. */
-	if (conn_alive(s->conn) && s->state == S_SYNC)
-		mailbox_pump(s);
-	else
-		session_settle(s);
+	session_settle(s);
 }
 
-static const struct lane_ops lane_ops = {
-	.pause = on_lane_pause,
-	.drained = on_lane_drained,
+static void
+on_delivered(void *ud, struct mailbox *m, unsigned n)
+{
+	struct session *s = ud;
+
+	(void)m;
+	s->conn_delivered += n;
+}
+
+static const struct mailbox_ops mailbox_ops = {
+	.prepared = on_prepared,
+	.synced = on_synced,
+	.refused = on_refused,
+	.failed = on_mailbox_failed,
+	.settled = on_settled,
+	.delivered = on_delivered,
 };
 
 /* ---- public ---------------------------------------------------------------------- */
 
-/* A folder's paths and names; the configuration or the server checked it. */
-static void
-mbox_init(struct session *s, struct mbox *mb, const char *name,
-    struct status_rec *rec)
+static struct mailbox *
+slot_mailbox(struct session *s, const char *name, struct status_rec *rec)
 {
-	mb->name = name;
-	mb->wire = mutf7_wire_name(name);
-	if (mb->wire == NULL)
-		fatal("folder name '%s' is not UTF-8", name);
-	/* An MDA or LMTP target: the bodies wait in a spool of the state. */
-	if (s->a->target.kind == TARGET_MAILDIR)
-		mb->maildir = config_folder_maildir(s->a, name);
-	else
-		mb->maildir = xasprintf("%s/%s/spool", s->o.state_dir,
-		    s->a->name);
-	/* Keyed by the server's name: Entwürfe is Entw&APw-rfe. */
-	mb->state_path = state_path(s->o.state_dir, s->a->name, mb->wire);
-	mb->tag_mark = maildir_tag(s->a->name, name);
-	mb->status = rec;
+	return mailbox_new(s->loop, &(struct mailbox_opts){ .acct = s->a,
+		.state_dir = s->o.state_dir,
+		.name = name,
+		.status = rec,
+		.move_wire = s->move_wire,
+		.ops = &mailbox_ops,
+		.ud = s });
 }
 
 struct session *
@@ -1353,133 +1300,118 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 	s->loop = loop;
 	s->o = *o;
 	s->a = o->acct;
-	s->nmbs = o->nfolders;
-	s->mbs = xcalloc(s->nmbs, sizeof(*s->mbs));
-	for (size_t i = 0; i < s->nmbs; i++)
-		mbox_init(s, &s->mbs[i], o->folders[i], &o->status[i]);
 	if (s->a->move_to) {
 		s->move_wire = mutf7_wire_name(s->a->move_to);
 		if (s->move_wire == NULL)
 			fatal("folder name '%s' is not UTF-8", s->a->move_to);
 	}
-	s->mb = &s->mbs[0];
-	lane_init(&s->lane, loop, s->mb->maildir, &lane_ops, s);
+	s->nslots = o->nfolders;
+	s->slots = xcalloc(s->nslots, sizeof(*s->slots));
+	for (size_t i = 0; i < s->nslots; i++)
+		s->slots[i].mb = slot_mailbox(s, o->folders[i], &o->status[i]);
+	s->cur = &s->slots[0];
 	s->conn = conn_new(loop, &(struct conn_opts){ .acct = s->a,
 		.ssl_ctx = o->ssl_ctx,
 		.oauth = o->oauth,
 		.ops = &conn_ops,
 		.ud = s });
-	conn_set_folder(s->conn, s->mb->name);
-	mailbox_init(s);
+	conn_set_folder(s->conn, mailbox_name(s->cur->mb));
 	s->backoff_ms = BACKOFF_MIN_MS;
 	uv_timer_init(loop, &s->timer);
 	s->timer.data = s;
 	s->state = S_PREPARE;
-	for (size_t i = 0; i < s->nmbs; i++)
-		status_set_state(s->mbs[i].status, state_names[S_PREPARE],
-		    false);
+	for (size_t i = 0; i < s->nslots; i++)
+		status_set_state(mailbox_status(s->slots[i].mb),
+		    state_names[S_PREPARE], false);
 	return s;
 }
 
 void
 session_start(struct session *s)
 {
-	session_use(s, &s->mbs[0]);
-	session_prepare(s);
-}
-
-void
-session_prepare(struct session *s)
-{
-	LOG(s, LOGL_DEBUG, "Maildir %s, state %s", s->mb->maildir,
-	    s->mb->state_path);
-	mailbox_start_job(s, COMMIT_PREPARE);
-}
-
-/* What a folder owns: its paths and the name the server sees. */
-static void
-mbox_free(struct mbox *mb)
-{
-	free(mb->maildir);
-	free(mb->state_path);
-	free(mb->wire);
+	session_use(s, &s->slots[0]);
+	mailbox_prepare(s->cur->mb);
 }
 
 void
 session_keep(struct session *s, size_t n)
 {
-	if (n == 0 || n > s->nmbs || s->selected != NULL)
-		fatal("session_keep(%zu) of %zu folders", n, s->nmbs);
-	for (size_t i = n; i < s->nmbs; i++)
-		mbox_free(&s->mbs[i]);
-	s->nmbs = n;
-	if (s->mb >= s->mbs + n)
-		session_use(s, &s->mbs[0]);
+	if (n == 0 || n > s->nslots || s->selected != NULL)
+		fatal("session_keep(%zu) of %zu folders", n, s->nslots);
+	for (size_t i = n; i < s->nslots; i++)
+		mailbox_release(s->slots[i].mb);
+	s->nslots = n;
+	if (s->cur >= s->slots + n)
+		session_use(s, &s->slots[0]);
 }
 
-/* The folder's strings, or kept to the end while the lane may use them. */
-static void
-mbox_drop(struct session *s, struct mbox *mb)
+/* The slot of a folder that stays, or a new one (made ready and synced). */
+static struct slot
+keep_or_add(struct session *s, const char *name, struct status_rec *rec,
+    bool *added)
 {
-	if (mb == s->mb && !lane_idle(&s->lane)) {
-		s->graves = xrealloc(s->graves,
-		    (s->ngraves + 1) * sizeof(*s->graves));
-		s->graves[s->ngraves++] = *mb;
-		return;
+	struct slot new = { 0 };
+
+	for (size_t j = 0; j < s->nslots; j++) {
+		struct slot *old = &s->slots[j];
+
+		if (old->mb == NULL || strcmp(mailbox_name(old->mb), name) != 0)
+			continue;
+		new = *old;
+		mailbox_rename(new.mb, name, rec);
+		old->mb = NULL; /* moved */
+		return new;
 	}
-	mbox_free(mb);
+	new.mb = slot_mailbox(s, name, rec);
+	new.pending = !s->stopping;
+	*added = true;
+	LOG(s, LOGL_INFO, "now fetching folder %s too", name);
+	return new;
 }
 
 void
 session_set_folders(struct session *s, const char *const *names, size_t n,
     struct status_rec *recs)
 {
-	struct mbox *mbs, *mb = NULL, *sel = NULL;
+	struct slot *slots;
+	const struct mailbox *cur = s->cur->mb, *sel = NULL;
 	bool added = false;
 
-	if (n == 0 || s->job_busy)
-		fatal("session_set_folders(%zu) with a job in flight", n);
-	mbs = xcalloc(n, sizeof(*mbs));
-	for (size_t i = 0; i < n; i++) {
-		struct mbox *old = NULL;
+	if (n == 0)
+		fatal("session_set_folders(%zu)", n);
+	if (s->selected != NULL)
+		sel = s->selected->mb;
+	slots = xcalloc(n, sizeof(*slots));
+	for (size_t i = 0; i < n; i++)
+		slots[i] = keep_or_add(s, names[i], &recs[i], &added);
+	for (size_t j = 0; j < s->nslots; j++) {
+		struct mailbox *gone = s->slots[j].mb;
 
-		for (size_t j = 0; j < s->nmbs && old == NULL; j++)
-			if (s->mbs[j].name && strcmp(s->mbs[j].name, names[i]) == 0)
-				old = &s->mbs[j];
-		if (old == NULL) {
-			mbox_init(s, &mbs[i], names[i], &recs[i]);
-			mbs[i].pending = !s->stopping;
-			mbs[i].sync_ok = true;
-			added = true;
-			LOG(s, LOGL_INFO, "now fetching folder %s too",
-			    names[i]);
+		if (gone == NULL)
 			continue;
-		}
-		mbs[i] = *old;
-		mbs[i].name = names[i];
-		mbs[i].status = &recs[i];
-		if (s->mb == old)
-			mb = &mbs[i];
-		if (s->selected == old)
-			sel = &mbs[i];
-		old->name = NULL; /* moved */
+		LOG(s, LOGL_INFO,
+		    "folder %s is no longer subscribed or no longer "
+		    "exists: not fetching it any more",
+		    mailbox_name(gone));
+		mailbox_detach(gone);
+		mailbox_release(gone);
 	}
-	for (size_t j = 0; j < s->nmbs; j++)
-		if (s->mbs[j].name) {
-			LOG(s, LOGL_INFO,
-			    "folder %s is no longer subscribed or no longer "
-			    "exists: not fetching it any more",
-			    s->mbs[j].name);
-			mbox_drop(s, &s->mbs[j]);
-		}
-	free(s->mbs);
-	s->mbs = mbs;
-	s->nmbs = n;
-	s->selected = sel;
-	session_use(s, mb ? mb : &mbs[0]);
+	free(s->slots);
+	s->slots = slots;
+	s->nslots = n;
+	s->cur = &slots[0];
+	s->selected = NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (slots[i].mb == cur)
+			s->cur = &slots[i];
+		if (slots[i].mb == sel)
+			s->selected = &slots[i];
+	}
+	session_use(s, s->cur);
 	/* Watching other folders now: NOTIFY SET again, once synced. */
-	if (conn_alive(s->conn) && !s->discover_login && (conn_caps(s->conn) & CAP_NOTIFY) &&
-	    s->a->idle && !s->o.once && (s->notify || added))
+	if (conn_alive(s->conn) && !s->discover_login &&
+	    (conn_caps(s->conn) & CAP_NOTIFY) && s->a->idle && !s->o.once &&
+	    (s->notify || added))
 		s->renotify = true;
 	show_state(s);
 }
@@ -1490,6 +1422,8 @@ session_stop(struct session *s)
 	if (s->stopping || s->state == S_DONE)
 		return;
 	s->stopping = true;
+	for (size_t i = 0; i < s->nslots; i++)
+		mailbox_stop(s->slots[i].mb);
 	switch (s->state) {
 	case S_PREPARE:
 		break; /* the job's completion finishes */
@@ -1498,23 +1432,23 @@ session_stop(struct session *s)
 		/* fall through */
 	case S_BACKOFF:
 	case S_CLOSING:
-		if (!s->job_busy && lane_idle(&s->lane))
+		if (quiet(s))
 			session_finish(s);
 		break;
 	case S_IDLE:
 		conn_idle_done(s->conn); /* its reply leads to LOGOUT */
 		break;
 	case S_POLL_WAIT:
-		session_enter(s, S_LOGOUT);
+		session_enter(s, S_LOGOUT, "stopping");
 		break;
 	case S_SYNC:
 		/*
-		 * Messages still coming: stop after the one in flight (on_data)
+		 * Messages still coming: stop after the one in flight (on_read)
 		 * and commit what is complete. Only commits or after-delivery
-		 * commands left: let them session_finish; the sync then ends in LOGOUT.
+		 * commands left: the sync then ends in LOGOUT.
 		 */
-		if (mailbox_may_close(s)) {
-			session_enter(s, S_CLOSING);
+		if (s->selected == NULL || mailbox_may_close(s->selected->mb)) {
+			session_enter(s, S_CLOSING, "stopping: no message halfway in");
 			session_settle(s);
 		}
 		break;
@@ -1523,10 +1457,37 @@ session_stop(struct session *s)
 	case S_LOGOUT:
 		break; /* the tagged reply leads to LOGOUT */
 	default:
-		session_enter(s, S_CLOSING);
+		session_enter(s, S_CLOSING, "stopping");
 		session_settle(s);
 		break;
 	}
+}
+
+void
+session_tally(const struct session *s, unsigned k[SESSION_ACTIVITIES])
+{
+	enum session_activity a;
+
+	switch (s->state) {
+	case S_IDLE:
+		a = SESSION_IDLING;
+		break;
+	case S_POLL_WAIT:
+		a = SESSION_POLLING;
+		break;
+	case S_BACKOFF:
+		a = SESSION_BACKOFF;
+		break;
+	case S_DONE:
+		a = SESSION_STOPPED;
+		break;
+	default:
+		a = SESSION_BUSY;
+		break;
+	}
+	for (size_t i = 0; i < s->nslots; i++)
+		k[mailbox_status(s->slots[i].mb)->gave_up ? SESSION_STOPPED :
+							     a]++;
 }
 
 static void
@@ -1534,16 +1495,8 @@ timer_close_cb(uv_handle_t *h)
 {
 	struct session *s = h->data;
 
-	for (size_t i = 0; i < s->nmbs; i++)
-		mbox_free(&s->mbs[i]);
-	free(s->mbs);
-	for (size_t i = 0; i < s->ngraves; i++)
-		mbox_free(&s->graves[i]);
-	free(s->graves);
 	folders_free(&s->found);
 	free(s->move_wire);
-	free(s->select_err);
-	free(s->lookup_guess);
 	free(s);
 }
 
@@ -1552,11 +1505,13 @@ session_free(struct session *s)
 {
 	if (s == NULL)
 		return;
-	if (s->job_busy || !lane_idle(&s->lane))
+	if (!quiet(s))
 		fatal("session_free with disk work in flight");
 	gate_unqueue(s);
 	close_conn(s);
-	mailbox_free(s);
+	for (size_t i = 0; i < s->nslots; i++)
+		mailbox_release(s->slots[i].mb);
+	free(s->slots);
 	conn_free(s->conn);
 	uv_close((uv_handle_t *)&s->timer, timer_close_cb);
 }
