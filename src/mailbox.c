@@ -18,6 +18,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "idlefetch/after.h"
 #include "idlefetch/commit.h"
 #include "idlefetch/header.h"
 #include "idlefetch/lane.h"
@@ -27,18 +28,12 @@
 #include "idlefetch/msgindex.h"
 #include "idlefetch/mutf7.h"
 #include "idlefetch/state.h"
+#include "idlefetch/uidlist.h"
 #include "idlefetch/util.h"
 
 #define BATCH_MAX_MSGS 100
 #define BATCH_MAX_BYTES (16u * 1024 * 1024)
 #define PIPELINE_DEPTH 2
-/*
- * One listing holds at most this many UIDs (400 KB with their sizes); a
- * folder with more new messages is fetched in passes of this size. It
- * bounds what a server that repeats listing lines can make us allocate,
- * and the sort of one listing to a few milliseconds.
- */
-#define LIST_MAX 50000
 /*
  * The index is compacted once it may hold twice what the server does and
  * some more: a line is about 75 bytes, never under 60, so counting 60
@@ -84,13 +79,13 @@ struct mailbox {
 	bool released; /* freed once its disk work is done */
 	bool stopping;
 	struct lane lane; /* its ordered writes into the Maildir */
+	struct after *af; /* after = delete or move:; NULL: keep */
 	/* On a connection */
 	struct conn *conn; /* NULL: on none */
 	uint32_t uidvalidity; /* from SELECT */
 	uint32_t uidnext; /* from SELECT, 0 when it gave none */
 	uint32_t exists;
 	bool more; /* new mail announced during a sync */
-	unsigned expunges; /* "* n EXPUNGE" since the after-action was sent */
 	bool move_checked; /* the move: target was found on the server */
 	bool lookup_found; /* a LIST reply named `lookup` exactly */
 	unsigned lookup_pass; /* 0: exact LIST, 1: LIST "*NAME" */
@@ -101,20 +96,11 @@ struct mailbox {
 	bool last_found; /* VERIFY: the server still has UID last_uid */
 	struct state_fp last_now; /* ... and this is what it says of it */
 	bool gap; /* a batch came back short: commit no further */
-	bool after_short; /* an after-action removed fewer than it was sent */
 	unsigned after_retries; /* syncs started again for that, in a row */
 	uint32_t gap_uid; /* the UID it lacked, to retry only once */
-	uint32_t *list; /* UIDs to fetch, then sizes */
-	uint32_t *sizes;
-	size_t nlist, caplist, next_list;
-	uint32_t list_cut; /* over LIST_MAX: lowest UID left out; 0: none */
-	uint32_t *stale; /* delivered, still on the server */
-	size_t nstale, capstale;
-	uint32_t *after_wait; /* delivered, their after-action not yet sent */
-	size_t nwait, capwait;
+	struct uidlist *ul; /* what the listing found */
 	struct batch *bhead, *btail;
 	size_t inflight; /* FETCH batches sent, not complete */
-	unsigned after_pending;
 	struct batch *job_batch; /* COMMIT_DELIVER: owned until it is done */
 	struct maildir_file cur; /* message being streamed */
 	bool streaming; /* a body literal is open */
@@ -126,7 +112,7 @@ struct mailbox {
 	 * what the Maildir holds, and only the rest is fetched.
 	 */
 	bool recovering;
-	bool r_cut; /* its listing went over LIST_MAX */
+	bool r_cut; /* its listing went over UIDLIST_MAX */
 	struct msgindex_set *rset; /* what it listed, until it is matched */
 	unsigned r_matched, r_new, r_noid;
 	uint32_t r_max, r_last; /* highest UID listed; the last line's */
@@ -265,14 +251,6 @@ cmp_u32(const void *x, const void *y)
 	return a < b ? -1 : a > b;
 }
 
-static int
-cmp_u32_pair(const void *x, const void *y)
-{
-	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
-
-	return a < b ? -1 : a > b;
-}
-
 /*
  * Decides what of the head batch can be committed: the leading run of
  * requested UIDs that all arrived. A UID missing from a confirmed batch
@@ -345,181 +323,6 @@ uid_set(const uint32_t *uids, size_t n)
 	if (proto_uid_set(set, n * 24 + 1, uids, n) < 0)
 		fatal("uid set overflow");
 	return set;
-}
-
-/*
- * An after-action command in flight: the UIDs it acts on (a COPY's, to
- * delete once copied) and how many "* n EXPUNGE" it should bring.
- */
-struct after_cmd {
-	struct mailbox *mb;
-	uint32_t *uids; /* COPY only */
-	size_t n;
-};
-
-static void after_copied(void *ud, const struct proto_resp *r);
-static void after_expunged(void *ud, const struct proto_resp *r);
-static void after_stored(void *ud, const struct proto_resp *r);
-
-static struct after_cmd *
-after_cmd_new(struct mailbox *mb, const uint32_t *uids, size_t n)
-{
-	struct after_cmd *ac = xcalloc(1, sizeof(*ac));
-
-	ac->mb = mb;
-	ac->n = n;
-	if (uids) {
-		ac->uids = xmalloc(n * sizeof(*uids));
-		memcpy(ac->uids, uids, n * sizeof(*uids));
-	}
-	mb->after_pending++;
-	return ac;
-}
-
-/* \Deleted, then expunge just those UIDs where UIDPLUS allows. */
-static void
-send_delete(struct mailbox *mb, const char *set, size_t n)
-{
-	struct after_cmd *ac = after_cmd_new(mb, NULL, n);
-
-	mb->after_pending++;
-	conn_cmd(mb->conn, 0, after_stored, NULL, mb,
-	    "UID STORE %s +FLAGS.SILENT (\\Deleted)", set);
-	/* ac->n: how many "* n EXPUNGE" to expect at least */
-	if (conn_caps(mb->conn) & CAP_UIDPLUS)
-		conn_cmd(mb->conn, 0, after_expunged, NULL, ac,
-		    "UID EXPUNGE %s", set);
-	else
-		conn_cmd(mb->conn, 0, after_expunged, NULL, ac, "EXPUNGE");
-	mb->expunges = 0;
-}
-
-static void
-after_send(struct mailbox *mb, const uint32_t *uids, size_t n)
-{
-	char mbox[512];
-	char *set;
-
-	set = uid_set(uids, n);
-	/* The configuration allows only names a quoted string can carry. */
-	if (mb->a->after == AFTER_MOVE &&
-	    proto_quote(mbox, sizeof(mbox), mb->o.move_wire) < 0)
-		fatal("folder name '%s' cannot be quoted", mb->o.move_wire);
-	if (mb->a->after == AFTER_DELETE) {
-		send_delete(mb, set, n);
-	} else if (conn_caps(mb->conn) & CAP_MOVE) {
-		conn_cmd(mb->conn, 0, after_expunged, NULL,
-		    after_cmd_new(mb, NULL, n), "UID MOVE %s %s", set, mbox);
-		mb->expunges = 0;
-	} else {
-		/* No MOVE: copy, and delete the originals once the copy is done. */
-		conn_cmd(mb->conn, 0, after_copied, NULL,
-		    after_cmd_new(mb, uids, n), "UID COPY %s %s", set, mbox);
-	}
-	free(set);
-}
-
-/*
- * One after-action (a STORE + EXPUNGE pair, a MOVE, a COPY and its
- * delete) at a time, for at most BATCH_MAX_MSGS messages: Dovecot runs
- * pipelined commands in parallel, and a STORE \Deleted that overlapped an
- * earlier EXPUNGE was answered OK and lost (100 of 1,500 messages stayed).
- */
-static void
-after_kick(struct mailbox *mb)
-{
-	size_t k;
-
-	if (mb->after_pending > 0 || mb->nwait == 0 || !on_conn(mb))
-		return;
-	k = mb->nwait < BATCH_MAX_MSGS ? mb->nwait : BATCH_MAX_MSGS;
-	after_send(mb, mb->after_wait, k);
-	memmove(mb->after_wait, mb->after_wait + k,
-	    (mb->nwait - k) * sizeof(*mb->after_wait));
-	mb->nwait -= k;
-}
-
-/* Queues the after-action of messages whose delivery is durable. */
-static void
-after_delivery(struct mailbox *mb, const uint32_t *uids, size_t n)
-{
-	if (n == 0 || mb->a->after == AFTER_KEEP || !on_conn(mb))
-		return;
-	if (mb->nwait + n > mb->capwait) {
-		mb->capwait = (mb->nwait + n) * 2;
-		mb->after_wait = xrealloc(mb->after_wait,
-		    mb->capwait * sizeof(*mb->after_wait));
-	}
-	memcpy(mb->after_wait + mb->nwait, uids, n * sizeof(*uids));
-	mb->nwait += n;
-	after_kick(mb);
-}
-
-/*
- * The reply to an after-action command. A refusal: the messages are
- * delivered and recorded, so nothing is lost; the action is tried again
- * at the next sync (the UIDs are below last_uid). A failure, not a quiet
- * log line: --once exits 1 and status shows it. Returns whether it went.
- */
-static bool
-after_reply(struct mailbox *mb, const struct proto_resp *r)
-{
-	mb->after_pending--;
-	if (r->status != PROTO_OK) {
-		mb_fail(mb, IDLEFETCH_EPROTO,
-		    "after-delivery action failed (messages "
-		    "stay on the server): %s",
-		    r->text);
-		return false;
-	}
-	return true;
-}
-
-static void
-after_stored(void *ud, const struct proto_resp *r)
-{
-	struct mailbox *mb = ud;
-
-	if (r && after_reply(mb, r))
-		pump(mb);
-}
-
-/* EXPUNGE or MOVE: answered OK, yet did the messages go? */
-static void
-after_expunged(void *ud, const struct proto_resp *r)
-{
-	struct after_cmd *ac = ud;
-	struct mailbox *mb = ac->mb;
-	size_t n = ac->n;
-
-	free(ac);
-	if (r == NULL || !after_reply(mb, r))
-		return;
-	/*
-	 * Fewer messages went than were asked (Dovecot can drop a STORE
-	 * \Deleted under load): list again, they are still below last_uid.
-	 */
-	if (mb->expunges < n)
-		mb->after_short = true;
-	pump(mb);
-}
-
-/* COPY succeeded: now the originals may go. */
-static void
-after_copied(void *ud, const struct proto_resp *r)
-{
-	struct after_cmd *ac = ud;
-	struct mailbox *mb = ac->mb;
-
-	if (r != NULL && after_reply(mb, r)) {
-		char *set = uid_set(ac->uids, ac->n);
-
-		send_delete(mb, set, ac->n);
-		free(set);
-		pump(mb);
-	}
-	free(ac->uids);
-	free(ac);
 }
 
 /* ---- commit results -------------------------------------------------------- */
@@ -609,7 +412,8 @@ job_done_commit(struct mailbox *mb, struct commit_req *j)
 	for (size_t i = 0; i < j->ncommit; i++)
 		if (!state_refused(&mb->st, b->files[i].uid))
 			uids[n++] = b->files[i].uid;
-	after_delivery(mb, uids, n);
+	if (mb->af != NULL)
+		after_queue(mb->af, mb->conn, uids, n);
 	free(uids);
 	sync_batch_free(b);
 	mb->job_batch = NULL;
@@ -735,107 +539,29 @@ start_job(struct mailbox *mb, enum commit_kind kind)
 
 /* ---- sync ------------------------------------------------------------------ */
 
-static void list_push(struct mailbox *mb, uint32_t uid, uint32_t size);
-
 static void
 sync_list_add(struct mailbox *mb, uint32_t uid, uint32_t size)
 {
-	if (uid <= mb->st.last_uid) {
-		/*
-		 * Delivered already but still on the server; left there if a
-		 * recovery matched it.
-		 */
-		if (mb->a->after == AFTER_KEEP || uid <= mb->st.keep_to ||
-		    state_refused(&mb->st, uid) ||
-		    (mb->nstale > 0 && mb->stale[mb->nstale - 1] == uid))
-			return;
-		if (mb->nstale == LIST_MAX)
-			return; /* the rest goes at the next sync */
-		if (mb->nstale == mb->capstale) {
-			mb->capstale = mb->capstale ? mb->capstale * 2 : 64;
-			mb->stale =
-			    xrealloc(mb->stale, mb->capstale * sizeof(*mb->stale));
-		}
-		mb->stale[mb->nstale++] = uid;
+	if (uid > mb->st.last_uid) {
+		uidlist_add(mb->ul, uid, size);
 		return;
 	}
-	list_push(mb, uid, size);
+	/*
+	 * Delivered already but still on the server; left there if a recovery
+	 * matched it.
+	 */
+	if (mb->a->after != AFTER_KEEP && uid > mb->st.keep_to &&
+	    !state_refused(&mb->st, uid))
+		uidlist_add_stale(mb->ul, uid);
 }
 
-/* One UID to fetch (and its size), up to LIST_MAX of them. */
-static void
-list_push(struct mailbox *mb, uint32_t uid, uint32_t size)
-{
-	/* Servers list in UID order; a repeated line is dropped at once. */
-	if (mb->nlist > 0 && mb->list[mb->nlist - 1] == uid)
-		return;
-	if (mb->nlist == LIST_MAX) {
-		/*
-		 * Full: this pass delivers only UIDs below every one left out,
-		 * so that the last delivered UID cannot pass one of them.
-		 */
-		if (mb->list_cut == 0 || uid < mb->list_cut)
-			mb->list_cut = uid;
-		return;
-	}
-	if (mb->nlist == mb->caplist) {
-		mb->caplist = mb->caplist ? mb->caplist * 2 : 256;
-		mb->list = xrealloc(mb->list, mb->caplist * sizeof(*mb->list));
-		mb->sizes = xrealloc(mb->sizes, mb->caplist * sizeof(*mb->sizes));
-	}
-	mb->list[mb->nlist] = uid;
-	mb->sizes[mb->nlist++] = size;
-}
-
-static bool
-ascending(const uint32_t *v, size_t n)
-{
-	for (size_t i = 1; i < n; i++)
-		if (v[i] <= v[i - 1])
-			return false;
-	return true;
-}
-
-/*
- * Sorts the listing by UID (sizes follow), drops duplicates and, after a
- * listing cut at LIST_MAX, every UID above the lowest one left out. The
- * usual listing is in order already and costs one pass. Returns -1 when a
- * cut listing leaves nothing to fetch: a server repeating itself.
- */
+/* The listing is complete: what to fetch, in order. */
 static int
 sync_list_finish(struct mailbox *mb)
 {
-	uint64_t *pairs;
-	size_t o = 0;
-
-	if (!ascending(mb->list, mb->nlist)) {
-		pairs = xmalloc(mb->nlist * sizeof(*pairs));
-		for (size_t i = 0; i < mb->nlist; i++)
-			pairs[i] = (uint64_t)mb->list[i] << 32 | mb->sizes[i];
-		qsort(pairs, mb->nlist, sizeof(*pairs), cmp_u32_pair);
-		for (size_t i = 0; i < mb->nlist; i++) {
-			uint32_t uid = (uint32_t)(pairs[i] >> 32);
-
-			if (o > 0 && mb->list[o - 1] == uid)
-				continue;
-			mb->list[o] = uid;
-			mb->sizes[o++] = (uint32_t)pairs[i];
-		}
-		mb->nlist = o;
-		free(pairs);
-	}
-	if (mb->list_cut != 0) {
-		while (mb->nlist > 0 && mb->list[mb->nlist - 1] >= mb->list_cut)
-			mb->nlist--;
-		mb->list_cut = 0;
-		if (mb->nlist == 0)
-			return -1;
-		mb->more = true; /* the rest in the next pass */
-	}
-	mb->next_list = 0;
-	mb->status->queued = mb->status->delivered + mb->nlist;
-	if (mb->nstale > 0 && !ascending(mb->stale, mb->nstale))
-		qsort(mb->stale, mb->nstale, sizeof(*mb->stale), cmp_u32);
+	if (uidlist_finish(mb->ul, &mb->more) < 0)
+		return -1;
+	mb->status->queued = mb->status->delivered + uidlist_count(mb->ul);
 	return 0;
 }
 
@@ -843,19 +569,16 @@ static void
 send_batch(struct mailbox *mb)
 {
 	struct batch *b = xcalloc(1, sizeof(*b));
-	uint64_t bytes = 0;
-	size_t n = 0;
+	uint32_t uids[BATCH_MAX_MSGS];
+	size_t n;
 	char *set;
 
-	while (mb->next_list + n < mb->nlist && n < BATCH_MAX_MSGS &&
-	    (n == 0 || bytes + mb->sizes[mb->next_list + n] <= BATCH_MAX_BYTES))
-		bytes += mb->sizes[mb->next_list + n++];
+	n = uidlist_take(mb->ul, BATCH_MAX_MSGS, BATCH_MAX_BYTES, uids);
 	b->n = n;
 	b->uids = xmalloc(n * sizeof(*b->uids));
-	memcpy(b->uids, mb->list + mb->next_list, n * sizeof(*b->uids));
+	memcpy(b->uids, uids, n * sizeof(*b->uids));
 	b->files = xmalloc(n * sizeof(*b->files));
 	b->fps = xcalloc(n, sizeof(*b->fps));
-	mb->next_list += n;
 	b->mb = mb;
 	set = uid_set(b->uids, n);
 	conn_cmd(mb->conn, HAS_FETCH, batch_done, batch_line, b,
@@ -878,20 +601,7 @@ send_batch(struct mailbox *mb)
 static void
 sync_release(struct mailbox *mb)
 {
-	free(mb->list);
-	free(mb->sizes);
-	mb->list = mb->sizes = NULL;
-	mb->nlist = mb->next_list = mb->caplist = 0;
-	if (mb->nstale == 0) {
-		free(mb->stale);
-		mb->stale = NULL;
-		mb->capstale = 0;
-	}
-	if (mb->nwait == 0) {
-		free(mb->after_wait);
-		mb->after_wait = NULL;
-		mb->capwait = 0;
-	}
+	uidlist_release(mb->ul);
 }
 
 static void
@@ -915,13 +625,13 @@ sync_complete(struct mailbox *mb)
 	/* A UID the server kept skipping is not delivered: not a clean sync. */
 	mb->sync_ok = !mb->gap;
 	/* Messages an after-action missed: list and act again, a few times. */
-	if (mb->after_short && mb->after_retries < 3 && !mb->stopping) {
+	if (mb->af != NULL && after_take_short(mb->af) &&
+	    mb->after_retries < 3 && !mb->stopping) {
 		mb->after_retries++;
 		mb->more = true;
 	} else {
 		mb->after_retries = 0;
 	}
-	mb->after_short = false;
 	if (mb->more && !mb->stopping) {
 		sync_start(mb);
 		return;
@@ -940,15 +650,20 @@ pump(struct mailbox *mb)
 	if (mb->state != MB_FETCH)
 		return;
 	/* Chunks keep each command line well under servers' line limits. */
-	after_delivery(mb, mb->stale, mb->nstale);
-	mb->nstale = 0;
-	after_kick(mb);
+	if (mb->af != NULL) {
+		size_t n;
+		const uint32_t *stale = uidlist_stale(mb->ul, &n);
+
+		after_queue(mb->af, mb->conn, stale, n);
+		after_kick(mb->af, mb->conn);
+	}
+	uidlist_stale_done(mb->ul);
 	while (!mb->stopping && !mb->gap && mb->inflight < PIPELINE_DEPTH &&
-	    mb->next_list < mb->nlist)
+	    uidlist_left(mb->ul) > 0)
 		send_batch(mb);
-	if (mb->bhead == NULL && !mb->job_busy && mb->after_pending == 0 &&
-	    mb->nwait == 0 &&
-	    (mb->next_list >= mb->nlist || mb->stopping || mb->gap))
+	if (mb->bhead == NULL && !mb->job_busy &&
+	    (mb->af == NULL || after_idle(mb->af)) &&
+	    (uidlist_left(mb->ul) == 0 || mb->stopping || mb->gap))
 		sync_complete(mb);
 }
 
@@ -960,8 +675,7 @@ list_begin(struct mailbox *mb, uint32_t from, const char *items)
 						    "listing new mail");
 	mb->more = false;
 	mb->gap = false;
-	mb->nlist = mb->next_list = mb->nstale = 0;
-	mb->list_cut = 0;
+	uidlist_clear(mb->ul);
 	conn_cmd(mb->conn, HAS_FETCH, listed, fetch_line, mb, "UID FETCH %u:* (%s)",
 	    from, items);
 }
@@ -1196,7 +910,7 @@ recover_matched(struct mailbox *mb, struct commit_req *j)
 	mb->r_matched = m->matched;
 	for (size_t i = 0; i < m->n; i++)
 		if (m->v[i].by == 0)
-			list_push(mb, m->v[i].uid, m->v[i].size);
+			uidlist_add(mb->ul, m->v[i].uid, m->v[i].size);
 	free_set(m);
 	list_done(mb);
 }
@@ -1525,17 +1239,18 @@ static void
 list_done(struct mailbox *mb)
 {
 	if (mb->recovering)
-		mb->r_cut = mb->list_cut != 0;
+		mb->r_cut = uidlist_cut(mb->ul);
 	if (sync_list_finish(mb) < 0) {
 		mb_fail(mb, IDLEFETCH_EPROTO,
 		    "the server listed over %d messages without a "
-		    "new one; closing the connection", LIST_MAX);
+		    "new one; closing the connection", UIDLIST_MAX);
 		return;
 	}
 	if (mb->recovering)
-		mb->r_new = (unsigned)mb->nlist;
-	if (mb->nlist)
-		LOG(mb, LOGL_INFO, "%zu new message(s) to fetch", mb->nlist);
+		mb->r_new = (unsigned)uidlist_count(mb->ul);
+	if (uidlist_count(mb->ul) > 0)
+		LOG(mb, LOGL_INFO, "%zu new message(s) to fetch",
+		    uidlist_count(mb->ul));
 	mailbox_enter(mb, MB_FETCH, "the listing is complete");
 	pump(mb);
 }
@@ -1905,6 +1620,23 @@ static const struct lane_ops lane_ops = {
 	.drained = on_lane_drained,
 };
 
+static void
+on_after_progress(void *ud)
+{
+	pump(ud);
+}
+
+static void
+on_after_failed(void *ud, const char *why)
+{
+	mb_fail((struct mailbox *)ud, IDLEFETCH_EPROTO, "%s", why);
+}
+
+static const struct after_ops after_ops = {
+	.progress = on_after_progress,
+	.failed = on_after_failed,
+};
+
 static const struct conn_sink sink = {
 	.unit = sink_unit,
 	.literal_begin = sink_begin,
@@ -1937,6 +1669,9 @@ mailbox_new(uv_loop_t *loop, const struct mailbox_opts *o)
 	mb->state_path = state_path(o->state_dir, mb->a->name, mb->wire);
 	mb->tag_mark = maildir_tag(mb->a->name, o->name);
 	mb->sync_ok = true;
+	mb->ul = uidlist_new();
+	if (mb->a->after != AFTER_KEEP)
+		mb->af = after_new(mb->a->after, o->move_wire, &after_ops, mb);
 	lane_init(&mb->lane, loop, mb->maildir, &lane_ops, mb);
 	return mb;
 }
@@ -1953,10 +1688,10 @@ mailbox_free(struct mailbox *mb)
 			maildir_discard(mb->maildir, &b->files[i]);
 		sync_batch_free(b);
 	}
-	mb->nstale = mb->nwait = 0; /* nothing is kept for later now */
+	uidlist_free(mb->ul);
+	after_free(mb->af);
 	recover_free_set(mb);
 	free(mb->cuids);
-	sync_release(mb);
 	free(mb->select_err);
 	free(mb->lookup_guess);
 	free(mb->maildir);
@@ -2025,7 +1760,8 @@ mailbox_untagged(struct mailbox *mb, const struct proto_resp *r)
 	if (r->has & HAS_UIDNEXT)
 		mb->uidnext = r->uidnext;
 	if (r->has & HAS_EXPUNGE) {
-		mb->expunges++;
+		if (mb->af != NULL)
+			after_expunge_seen(mb->af);
 		if (mb->exists > 0)
 			mb->exists--;
 	}
@@ -2056,9 +1792,9 @@ mailbox_detach(struct mailbox *mb)
 	mb->cur_open = false;
 	mb->streaming = false;
 	mb->inflight = 0;
-	mb->after_pending = 0;
-	mb->nwait = 0; /* redone at the next sync: they are below last_uid */
-	mb->nlist = mb->next_list = mb->nstale = 0;
+	if (mb->af != NULL)
+		after_reset(mb->af);
+	uidlist_clear(mb->ul);
 	mb->recovering = false; /* its state says to do it again */
 	recover_free_set(mb);
 	free(mb->cuids);
