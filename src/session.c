@@ -19,6 +19,7 @@
 
 #include <ctype.h>
 
+#include "idlefetch/metrics.h"
 #include "idlefetch/mutf7.h"
 
 static const char *state_names[] = { "PREPARE", "CONNECT", "NOTIFY",
@@ -357,6 +358,7 @@ session_fail(struct session *s, int err, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	s->ok = false;
+	metrics_reconnect(s->a->name, err);
 	for (size_t i = 0; i < s->nmbs; i++)
 		if (!s->mbs[i].dead)
 			status_error(s->mbs[i].status, why);
@@ -916,6 +918,7 @@ folder_news(struct session *s, const struct proto_resp *r)
 			LOG(s, LOGL_DEBUG, "%s has news (UIDNEXT %u)",
 			    mb->name, r->status_uidnext);
 		mb->pending = true;
+		metrics_news(s->a->name, mb->name);
 		if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
 			conn_idle_done(s->conn);
 	}
@@ -1109,6 +1112,7 @@ exists(struct session *s, uint32_t n)
 	if (!grew)
 		return;
 	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE) {
+		metrics_news(s->a->name, s->mb->name);
 		conn_idle_done(s->conn);
 		return;
 	}

@@ -12,6 +12,7 @@
 
 #include "session_int.h"
 #include "idlefetch/header.h"
+#include "idlefetch/metrics.h"
 #include "idlefetch/msgindex.h"
 
 struct batch {
@@ -463,6 +464,7 @@ job_done_commit(struct session *s, struct commit_req *j)
 	uint32_t *uids;
 	size_t n = 0;
 
+	metrics_committed(s->a->name, s->mb->name, j);
 	if (j->ncommit > j->nrefused) {
 		unsigned ok = (unsigned)j->ncommit - j->nrefused;
 
@@ -1125,6 +1127,7 @@ recover_done(struct session *s, struct commit_req *j)
 		return;
 	}
 	s->mb->st = j->st;
+	metrics_recovery(s->a->name, s->mb->name);
 	LOG(s, LOGL_WARN,
 	    "recovered the renumbered folder: %u message(s) matched the "
 	    "Maildir, %u new delivered, %u without a Message-ID (matched by "
