@@ -185,6 +185,7 @@ class MetricsTest(unittest.TestCase):
         ok = fx.wait_until(lambda: self.f.md.count() == n, 30)
         peak = max(peak, fds(self.f.proc.pid))
         self.assertTrue(ok, f"{self.f.md.count()} of {n}\n" + self.f.log())
+        print(f"\nopen fds: {before} before, at most {peak} during the attack")
         # Bounded: the clients the endpoint holds at most, and a few more
         # for those being accepted only to be closed.
         self.assertLessEqual(peak, before + 16 + 4, peak)
@@ -260,6 +261,27 @@ class MetricsConfigTest(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn(f"{f.conf}:3: key 'metrics'", p.stderr)
         self.assertIn("numeric address", p.stderr)
+
+    def test_refused_login_is_counted_with_its_reason(self):
+        port = fx.free_port()
+        f = self.env.idlefetch(name="wrong", password="not-the-password",
+                               glob=f"metrics = {port}").start()
+        want = ('idlefetch_reconnects_total{account="wrong",'
+                'reason="login"} 1\n')
+        text = ""
+        for _ in range(100):
+            try:
+                text = scrape(port)[1]
+            except OSError:
+                pass
+            if want in text:
+                break
+            time.sleep(0.2)
+        self.assertIn(want, text, f.log())
+        self.assertIn('idlefetch_login_failures_total{account="wrong"} 1\n',
+                      text)
+        self.assertIn('idlefetch_folders_up{account="wrong"} 0\n', text)
+        f.stop()
 
     def test_no_folder_series_with_metrics_folders_no(self):
         port = fx.free_port()
