@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -148,6 +149,15 @@ read_sender(int fd, char *buf, char sender[HEADER_SENDER_MAX])
 		sender[0] = '\0';
 }
 
+/* The size of a message's file, for the metrics (0: unknown). */
+static uint64_t
+fd_size(int fd)
+{
+	struct stat sb;
+
+	return fstat(fd, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+}
+
 /*
  * Hands files[i] to the target: the state first says it is pending, so
  * that a crash before its answer is saved is known at the next start.
@@ -178,6 +188,7 @@ hand_over(struct commit_req *j, struct target_conn *tc, size_t i,
 		return TARGET_DEFERRED;
 	}
 	read_sender(m.fd, hdr, sender);
+	f->bytes = fd_size(m.fd);
 	a = target_send(tc, &m, j->err, sizeof(j->err));
 	close(m.fd);
 	if (a != TARGET_DEFERRED)
@@ -208,6 +219,7 @@ record(struct commit_req *j, size_t i, enum target_answer a,
 			    (int)sizeof(j->refused_why) - 1, j->err);
 		}
 		j->err[0] = '\0';
+		j->refused_bytes += j->files[i].bytes;
 		if (j->keep_refused)
 			st->refused[st->nrefused++] = uid;
 	} else {
@@ -301,6 +313,7 @@ deliver(struct commit_req *j)
 		j->commit_uid = j->st.last_uid;
 	}
 	for (i = 0; r == 0 && i < j->ncommit; i++) {
+		j->files[i].bytes = fd_size(j->files[i].fd);
 		r = maildir_commit(j->maildir, &j->files[i], j->uidvalidity,
 		    j->files[i].uid);
 		if (r < 0) {

@@ -19,6 +19,7 @@
 
 #include "idlefetch/config.h"
 #include "idlefetch/config_keys.h"
+#include "idlefetch/httpd.h"
 #include "idlefetch/mutf7.h"
 #include "idlefetch/shard.h"
 #include "idlefetch/target.h"
@@ -313,6 +314,15 @@ check_group(const char *v, char *why, size_t len)
 	return check_identity(v, false, why, len);
 }
 
+/* metrics = PORT | ADDRESS:PORT | [IPV6]:PORT, numeric (httpd.h) */
+static int
+check_metrics(const char *v, char *why, size_t len)
+{
+	struct sockaddr_storage ss;
+
+	return httpd_parse_address(v, &ss, why, len);
+}
+
 /*
  * tls_fingerprint = sha256:HEX: 64 hex digits, in pairs that may be
  * separated by colons (as `openssl x509 -fingerprint` prints them).
@@ -501,6 +511,14 @@ const struct config_key config_keys[] = {
 	{ GLOBAL(shard), .name = "shard", .env = "IDLEFETCH_SHARD",
 	    .type = &t_shard,
 	    .doc = "I/N or auto: the accounts this replica of N fetches" },
+	{ GLOBAL(metrics), .name = "metrics", .env = "IDLEFETCH_METRICS",
+	    .type = &t_string, .check = check_metrics,
+	    .doc = "PORT or ADDRESS:PORT: serve Prometheus metrics on "
+		   "/metrics (default: off; PORT alone: loopback)" },
+	{ GLOBAL(metrics_folders), .name = "metrics_folders",
+	    .env = "IDLEFETCH_METRICS_FOLDERS", .type = &t_yes_no,
+	    .choices = yes_no, .def = "yes", .flags = CONFIG_KEY_QUIET_DEFAULT,
+	    .doc = "no: metrics per account only, no series per folder" },
 	{ GLOBAL(debug_stall_signal), .name = "debug_stall_signal",
 	    .env = "IDLEFETCH_DEBUG_STALL_SIGNAL", .type = &t_yes_no,
 	    .choices = yes_no, .def = "no", .flags = CONFIG_KEY_QUIET_DEFAULT,

@@ -35,6 +35,7 @@
 #include "idlefetch/daemon.h"
 #include "idlefetch/folders.h"
 #include "idlefetch/log.h"
+#include "idlefetch/metrics.h"
 #include "idlefetch/notify.h"
 #include "idlefetch/oauth.h"
 #include "idlefetch/session.h"
@@ -101,7 +102,24 @@ struct daemon {
 	uint64_t first_signal_ms; /* loop time of the first stop signal */
 	struct secrets *secrets; /* password_commands running, or NULL */
 	int exit_code; /* -1: decided by the sessions' results */
+	struct metrics *metrics; /* NULL: metrics = off */
 };
+
+/*
+ * At each scrape: the connection state of every folder, as `idlefetch
+ * status` shows it (a static name), read from the status records.
+ */
+static void
+metrics_states(void *ud, struct metrics_scrape *sc)
+{
+	const struct daemon *d = ud;
+
+	for (const struct unit *u = d->units; u; u = u->next)
+		for (size_t i = 0; !u->retiring && i < u->nrecs; i++)
+			if (u->recs[i].state != NULL)
+				metrics_scrape_state(sc, u->a->name,
+				    u->recs[i].state, u->recs[i].up);
+}
 
 /* A second stop signal within this time repeats the first one. */
 #define SECOND_SIGNAL_MS 1000
@@ -671,6 +689,7 @@ close_handles(struct daemon *d)
 	uv_close((uv_handle_t *)&d->watchdog, NULL);
 	uv_close((uv_handle_t *)&d->trim, NULL);
 	uv_close((uv_handle_t *)&d->lockwait, NULL);
+	metrics_configure(&d->metrics, d->loop, NULL, false, NULL, NULL);
 }
 
 static void
@@ -759,6 +778,8 @@ apply_reload(struct daemon *d, struct config *cfg)
 	}
 	cfg_unref(d->cur);
 	d->cur = cfg_new(cfg);
+	metrics_configure(&d->metrics, d->loop, cfg->metrics,
+	    cfg->metrics_folders, metrics_states, d);
 	log_msg(LOGL_INFO, NULL, NULL,
 	    "SIGHUP: configuration reloaded: %u account(s) unchanged, "
 	    "%u restarted, %u removed, %zu new",
@@ -1000,6 +1021,8 @@ begin(struct daemon *d, struct config *cfg)
 
 	raise_fd_limit(cfg, d->only);
 	d->cur = cfg_new(cfg);
+	metrics_configure(&d->metrics, d->loop, cfg->metrics,
+	    cfg->metrics_folders, metrics_states, d);
 	start_missing(d);
 	for (struct unit *u = d->units; u; u = u->next)
 		if (u->n > 0 || u->lock_wait) {

@@ -25,6 +25,7 @@
 #include "idlefetch/log.h"
 #include "idlefetch/maildir.h"
 #include "idlefetch/mailbox.h"
+#include "idlefetch/metrics.h"
 #include "idlefetch/msgindex.h"
 #include "idlefetch/mutf7.h"
 #include "idlefetch/state.h"
@@ -363,6 +364,7 @@ job_done_commit(struct mailbox *mb, struct commit_req *j)
 	uint32_t *uids;
 	size_t n = 0;
 
+	metrics_committed(mb->a->name, mb->name, j);
 	if (j->ncommit > j->nrefused) {
 		unsigned ok = (unsigned)j->ncommit - j->nrefused;
 
@@ -927,6 +929,7 @@ recover_done(struct mailbox *mb, struct commit_req *j)
 		return;
 	}
 	mb->st = j->st;
+	metrics_recovery(mb->a->name, mb->name);
 	LOG(mb, LOGL_WARN,
 	    "recovered the renumbered folder: %u message(s) matched the "
 	    "Maildir, %u new delivered, %u without a Message-ID (matched by "

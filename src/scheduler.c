@@ -27,6 +27,7 @@
 #include "idlefetch/folders.h"
 #include "idlefetch/log.h"
 #include "idlefetch/mailbox.h"
+#include "idlefetch/metrics.h"
 #include "idlefetch/mutf7.h"
 #include "idlefetch/proto.h"
 #include "idlefetch/session.h"
@@ -474,6 +475,7 @@ session_fail(struct session *s, int err, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	s->ok = false;
+	metrics_reconnect(s->a->name, err);
 	for (size_t i = 0; i < s->nslots; i++)
 		if (!mailbox_dead(s->slots[i].mb))
 			status_error(mailbox_status(s->slots[i].mb), why);
@@ -835,6 +837,8 @@ folder_news(struct session *s, const struct proto_resp *r)
 			LOG(s, LOGL_DEBUG, "%s has news (UIDNEXT %u)",
 			    mailbox_name(mb->mb), r->status_uidnext);
 		mb->pending = true;
+		metrics_news(s->a->name, mailbox_name(mb->mb));
+		metrics_news(s->a->name, mb->name);
 		if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
 			conn_idle_done(s->conn);
 	}
@@ -1002,6 +1006,7 @@ static void
 exists(struct session *s)
 {
 	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE) {
+		metrics_news(s->a->name, s->mb->name);
 		conn_idle_done(s->conn);
 		return;
 	}

@@ -96,6 +96,7 @@ struct commit_req {
 	unsigned nrefused;
 	uint32_t refused_uid; /* the first of them */
 	char refused_why[256]; /* ...and the target's answer */
+	uint64_t refused_bytes; /* ...and their size */
 	/* MATCH: the listing, borrowed; matched in place (msgindex.h) */
 	struct msgindex_set *set;
 	uint32_t *uids; /* COMPACT: the server's UIDs, borrowed; sorted */

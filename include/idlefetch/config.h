@@ -73,6 +73,8 @@ struct config {
 	unsigned command_timeout; /* seconds a password_command may take */
 	bool debug_stall_signal; /* SIGUSR2 blocks the loop (watchdog tests) */
 	struct shard shard; /* which accounts this replica fetches */
+	char *metrics; /* ADDRESS:PORT of /metrics; NULL: off (metrics.h) */
+	bool metrics_folders; /* per-folder series too */
 	enum log_target log;
 	struct account *accounts;
 	size_t naccounts;
