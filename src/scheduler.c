@@ -838,7 +838,6 @@ folder_news(struct session *s, const struct proto_resp *r)
 			    mailbox_name(mb->mb), r->status_uidnext);
 		mb->pending = true;
 		metrics_news(s->a->name, mailbox_name(mb->mb));
-		metrics_news(s->a->name, mb->name);
 		if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
 			conn_idle_done(s->conn);
 	}
@@ -1006,7 +1005,7 @@ static void
 exists(struct session *s)
 {
 	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE) {
-		metrics_news(s->a->name, s->mb->name);
+		metrics_news(s->a->name, mailbox_name(s->selected->mb));
 		conn_idle_done(s->conn);
 		return;
 	}
