@@ -14,7 +14,8 @@ libzephyr4"
 PKGS="build-essential cmake pkg-config libuv1-dev libssl-dev
 libinih-dev libcmocka-dev libetpan-dev libjson-c-dev dovecot-imapd dovecot-lmtpd python3 openssl
 ca-certificates procps iproute2 ${EXTRA:-}"
-[ "${1:-}" = "--test" ] && PKGS="$PKGS $SERVER_LIBS"
+# notmuch: test_hook.py's on_delivery = notmuch new.
+[ "${1:-}" = "--test" ] && PKGS="$PKGS $SERVER_LIBS notmuch"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

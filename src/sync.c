@@ -12,6 +12,7 @@
 
 #include "session_int.h"
 #include "idlefetch/header.h"
+#include "idlefetch/hook.h"
 #include "idlefetch/msgindex.h"
 
 struct batch {
@@ -471,6 +472,7 @@ job_done_commit(struct session *s, struct commit_req *j)
 		s->mb->status->delivered = s->mb->delivered;
 		LOG(s, LOGL_INFO, "delivered %u message(s), UIDs %u..%u", ok,
 		    b->files[0].uid, b->files[j->ncommit - 1].uid);
+		hook_delivered(s->o.hook, s->mb->name, ok);
 	}
 	if (j->nrefused > 0)
 		LOG(s, LOGL_ERROR,
