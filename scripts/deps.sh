@@ -16,7 +16,8 @@ libinih-dev libcmocka-dev libetpan-dev libjson-c-dev dovecot-imapd dovecot-lmtpd
 ca-certificates procps iproute2 ${EXTRA:-}"
 # prometheus: test_metrics scrapes the daemon with a real one (its own
 # configuration, storage and port; the packaged service is not used).
-[ "${1:-}" = "--test" ] && PKGS="$PKGS $SERVER_LIBS prometheus"
+# notmuch: test_hook.py's on_delivery = notmuch new.
+[ "${1:-}" = "--test" ] && PKGS="$PKGS $SERVER_LIBS prometheus notmuch"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

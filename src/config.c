@@ -514,6 +514,9 @@ finish_account(struct parse_ctx *c, struct account *a, struct account_ctx *ax)
 	c->line = ax->line;
 	if (!given(ax, "port"))
 		a->port = a->tls == TLS_MODE_IMPLICIT ? 993 : 143;
+	/* Inherited here, so that a reload sees a changed [global] one. */
+	if (!given(ax, "on_delivery") && c->cfg->on_delivery != NULL)
+		a->on_delivery = xstrdup(c->cfg->on_delivery);
 	if (a->read_only && a->after != AFTER_KEEP) {
 		seterr(c, "read_only",
 		    "[account %s] opens its folders read-only: after must be "

@@ -507,7 +507,13 @@ const struct config_key config_keys[] = {
 	{ GLOBAL(command_timeout), .name = "command_timeout",
 	    .env = "IDLEFETCH_COMMAND_TIMEOUT", .type = &t_uint, .def = "30",
 	    .min = 1, .max = 600,
-	    .doc = "seconds a password or token command or an MDA may run" },
+	    .doc = "seconds a password or token command, an MDA or "
+		   "on_delivery may run" },
+	{ GLOBAL(on_delivery), .name = "on_delivery",
+	    .env = "IDLEFETCH_ON_DELIVERY", .type = &t_string,
+	    .flags = CONFIG_KEY_SHELL | CONFIG_KEY_EMPTY_OK,
+	    .doc = "the on_delivery of accounts that have none of their "
+		   "own" },
 	{ GLOBAL(shard), .name = "shard", .env = "IDLEFETCH_SHARD",
 	    .type = &t_shard,
 	    .doc = "I/N or auto: the accounts this replica of N fetches" },
@@ -555,6 +561,11 @@ const struct config_key config_keys[] = {
 	    .env = "IDLEFETCH_OAUTH_TOKEN_COMMAND", .type = &t_string,
 	    .flags = CONFIG_KEY_SHELL,
 	    .doc = "with OAuth2: a command that prints an access token" },
+	{ ACCOUNT(on_delivery), .name = "on_delivery",
+	    .env = "IDLEFETCH_ON_DELIVERY", .type = &t_string,
+	    .flags = CONFIG_KEY_SHELL | CONFIG_KEY_EMPTY_OK,
+	    .doc = "a command run after new mail was delivered; empty: "
+		   "none" },
 	{ ACCOUNT(ca_file), .name = "ca_file", .env = "IDLEFETCH_CA_FILE",
 	    .type = &t_string,
 	    .doc = "PEM file of trusted CAs instead of the system store" },

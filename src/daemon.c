@@ -34,6 +34,7 @@
 
 #include "idlefetch/daemon.h"
 #include "idlefetch/folders.h"
+#include "idlefetch/hook.h"
 #include "idlefetch/log.h"
 #include "idlefetch/metrics.h"
 #include "idlefetch/notify.h"
@@ -68,6 +69,7 @@ struct unit {
 	size_t nrecs;
 	struct status_writer *w;
 	struct oauth *oauth; /* auth = xoauth2 | oauthbearer: the token */
+	struct hook *hook; /* on_delivery, or NULL */
 	struct session **sessions; /* one per connection */
 	size_t n, running;
 	bool gave_up; /* a session ended on its own: it needs the user */
@@ -268,6 +270,7 @@ add_session(struct unit *u, size_t first, size_t n)
 		/* The first connection lists the subscribed folders. */
 		.listed = first == 0 && u->a->subscribed ? on_folders : NULL,
 		.oauth = u->oauth,
+		.hook = u->hook,
 		.ud = u,
 	};
 	struct session *s = session_new(u->d->loop, &o);
@@ -401,6 +404,7 @@ unit_begin(struct unit *u)
 	if (a->auth != AUTH_PASSWORD)
 		u->oauth = oauth_new(d->loop, a->name, a->oauth_token_command,
 		    cfg->command_timeout);
+	u->hook = hook_new(d->loop, a->name, a->on_delivery, a->maildir, cfg->command_timeout);
 	u->names = xcalloc(a->nfolders, sizeof(*u->names));
 	u->recs = xcalloc(a->nfolders, sizeof(*u->recs));
 	for (size_t j = 0; j < a->nfolders; j++) {
@@ -469,6 +473,7 @@ unit_free(struct unit *u, bool last)
 		free(u->names[j]);
 	free(u->names);
 	oauth_free(u->oauth);
+	hook_free(u->hook, u->d->once);
 	SSL_CTX_free(u->ctx);
 	if (u->lock >= 0)
 		state_unlock(u->cref->cfg->state_dir, u->a->name);

@@ -25,6 +25,7 @@
 
 #include "idlefetch/conn.h"
 #include "idlefetch/folders.h"
+#include "idlefetch/hook.h"
 #include "idlefetch/log.h"
 #include "idlefetch/mailbox.h"
 #include "idlefetch/metrics.h"
@@ -1269,8 +1270,8 @@ on_delivered(void *ud, struct mailbox *m, unsigned n)
 {
 	struct session *s = ud;
 
-	(void)m;
 	s->conn_delivered += n;
+	hook_delivered(s->o.hook, mailbox_name(m), n);
 }
 
 static const struct mailbox_ops mailbox_ops = {

@@ -286,19 +286,68 @@ spawn_start(uv_loop_t *loop, const struct spawn_how *how, uint64_t timeout_ms,
 	return sp;
 }
 
+/* cmd with no shell unless it needs one (cmdline.h). */
+static struct spawn *
+spawn_cmd(uv_loop_t *loop, const char *cmd, struct spawn_how *how,
+    uint64_t timeout_ms, spawn_done_cb *done, void *ud)
+{
+	char *shell[] = { "/bin/sh", "-c", (char *)cmd, NULL };
+	char **argv = NULL;
+	struct spawn *sp;
+
+	/*
+	 * Given an environment of its own, a $ is the shell's to expand from
+	 * it: cmdline would take ${NAME} from ours.
+	 */
+	if (how->env == NULL || strchr(cmd, '$') == NULL)
+		argv = cmdline_shell_free(cmd);
+	how->args = argv ? argv : shell;
+	sp = spawn_start(loop, how, timeout_ms, done, ud);
+	cmdline_free(argv);
+	return sp;
+}
+
 struct spawn *
 spawn_shell(uv_loop_t *loop, const char *cmd, uint64_t timeout_ms,
     spawn_done_cb *done, void *ud)
 {
-	char *shell[] = { "/bin/sh", "-c", (char *)cmd, NULL };
-	/* No shell unless the command needs one (cmdline.h). */
-	char **argv = cmdline_shell_free(cmd);
-	struct spawn_how how = { .args = argv ? argv : shell, .in_fd = -1,
-		.out = true };
-	struct spawn *sp = spawn_start(loop, &how, timeout_ms, done, ud);
+	struct spawn_how how = { .in_fd = -1, .out = true };
 
-	cmdline_free(argv);
-	return sp;
+	return spawn_cmd(loop, cmd, &how, timeout_ms, done, ud);
+}
+
+struct spawn *
+spawn_env(uv_loop_t *loop, const char *cmd, char **env, uint64_t timeout_ms,
+    spawn_done_cb *done, void *ud)
+{
+	struct spawn_how how = { .env = env, .in_fd = -1 };
+
+	return spawn_cmd(loop, cmd, &how, timeout_ms, done, ud);
+}
+
+char **
+spawn_environ(const char *const *vars)
+{
+	/* What programs look for; never the rest (a ${VAR} may be a secret). */
+	static const char *keep[] = { "PATH", "HOME", "USER", "LOGNAME", "LANG",
+		"TZ" };
+	size_t nvars = 0, n = 0;
+	char **env;
+
+	while (vars != NULL && vars[nvars] != NULL)
+		nvars++;
+	env = xcalloc(ARRAY_LEN(keep) + nvars + 1, sizeof(*env));
+	for (size_t i = 0; i < ARRAY_LEN(keep); i++) {
+		const char *v = getenv(keep[i]);
+
+		if (v != NULL)
+			env[n++] = xasprintf("%s=%s", keep[i], v);
+		else if (i == 0)
+			env[n++] = xstrdup("PATH=/usr/local/bin:/usr/bin:/bin");
+	}
+	for (size_t i = 0; i < nvars; i++)
+		env[n++] = xstrdup(vars[i]);
+	return env;
 }
 
 static void

@@ -239,29 +239,20 @@ expand(const char *w, const struct target_msg *m)
 	return out;
 }
 
-/*
- * The environment a program gets: a few of ours that programs look for,
- * and the message's, never the rest (a ${VAR} may hold a password).
- */
+/* The environment a program gets: spawn's, and the message's. */
 static char **
 mda_env(const struct target_msg *m)
 {
-	static const char *keep[] = { "PATH", "HOME", "USER", "LOGNAME",
-		"LANG", "TZ" };
-	char **env = xcalloc(ARRAY_LEN(keep) + 4, sizeof(*env));
-	size_t n = 0;
+	char *vars[4];
+	char **env;
 
-	for (size_t i = 0; i < ARRAY_LEN(keep); i++) {
-		const char *v = getenv(keep[i]);
-
-		if (v != NULL)
-			env[n++] = xasprintf("%s=%s", keep[i], v);
-		else if (i == 0)
-			env[n++] = xstrdup("PATH=/usr/local/bin:/usr/bin:/bin");
-	}
-	env[n++] = xasprintf("IDLEFETCH_ACCOUNT=%s", m->account);
-	env[n++] = xasprintf("IDLEFETCH_FOLDER=%s", m->folder);
-	env[n++] = xasprintf("IDLEFETCH_SENDER=%s", m->sender);
+	vars[0] = xasprintf("IDLEFETCH_ACCOUNT=%s", m->account);
+	vars[1] = xasprintf("IDLEFETCH_FOLDER=%s", m->folder);
+	vars[2] = xasprintf("IDLEFETCH_SENDER=%s", m->sender);
+	vars[3] = NULL;
+	env = spawn_environ((const char *const *)vars);
+	for (size_t i = 0; i < 3; i++)
+		free(vars[i]);
 	return env;
 }
 

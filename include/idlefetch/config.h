@@ -60,6 +60,8 @@ struct account {
 	bool read_only; /* EXAMINE instead of SELECT (after = keep only) */
 	enum auth_mode auth;
 	char *oauth_token_command; /* AUTH_XOAUTH2, AUTH_OAUTHBEARER */
+	/* Run after deliveries (hook.h); [global]'s unless given; "": none */
+	char *on_delivery;
 	/* tls_fingerprint: the SHA-256 of the certificate or its public key */
 	bool pinned;
 	unsigned char pin[32];
@@ -72,6 +74,7 @@ struct config {
 	char *group; /* with this primary group; NULL: the user's */
 	unsigned command_timeout; /* seconds a password_command may take */
 	bool debug_stall_signal; /* SIGUSR2 blocks the loop (watchdog tests) */
+	char *on_delivery; /* the accounts' default on_delivery, or NULL */
 	struct shard shard; /* which accounts this replica fetches */
 	char *metrics; /* ADDRESS:PORT of /metrics; NULL: off (metrics.h) */
 	bool metrics_folders; /* per-folder series too */

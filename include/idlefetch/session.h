@@ -63,6 +63,7 @@ struct session_opts {
 	 */
 	session_folders_cb *listed; /* NULL: never lists */
 	struct oauth *oauth; /* borrowed; the account's, for auth = *oauth* */
+	struct hook *hook; /* borrowed; the account's on_delivery, or NULL */
 	void *ud;
 };
 

@@ -1,6 +1,7 @@
 /*
- * spawn: runs a command (password_command, oauth_token_command, an MDA)
- * off the event loop and hands back the first line of its output. The
+ * spawn: runs a command (password_command, oauth_token_command, an MDA,
+ * on_delivery) off the event loop and hands back the first line of its
+ * output. The
  * command runs without a shell unless it needs one (cmdline.h), else with
  * `/bin/sh -c`; stdin on /dev/null, no descriptor of ours (they are all
  * close-on-exec), and a time limit after which it is killed. Its standard
@@ -35,6 +36,22 @@ typedef void spawn_done_cb(void *ud, int status, const char *out,
  */
 struct spawn *spawn_shell(uv_loop_t *loop, const char *cmd,
     uint64_t timeout_ms, spawn_done_cb *done, void *ud);
+/*
+ * As spawn_shell, for a command that is told things through its
+ * environment (on_delivery): env is its whole environment (the caller
+ * keeps it; spawn_environ makes one), a $ in cmd is expanded by the shell
+ * from env, and standard output goes to /dev/null (out is always NULL).
+ */
+struct spawn *spawn_env(uv_loop_t *loop, const char *cmd, char **env,
+    uint64_t timeout_ms, spawn_done_cb *done, void *ud);
+/*
+ * The environment a program of the configuration gets (an MDA, a hook):
+ * PATH, HOME, USER, LOGNAME, LANG and TZ from ours (PATH has a default),
+ * then vars ("NAME=value", NULL-terminated; may be NULL), nothing else: a
+ * ${VAR} of the configuration may hold a password. The caller frees it
+ * with cmdline_free.
+ */
+char **spawn_environ(const char *const *vars);
 /* Kills the command; done still runs, with -ECANCELED. */
 void spawn_cancel(struct spawn *sp);
 

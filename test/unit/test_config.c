@@ -823,6 +823,10 @@ test_every_key_given_twice_is_refused(void **state)
 		    global ? 10 : 9, k->name);
 		if (strstr(err, want) == NULL && strstr(err, first) == NULL)
 			fail_msg("error '%s' lacks '%s'", err, want);
+		/* on_delivery is a key of both sections. */
+		if (config_key_find(global ? CONFIG_ACCOUNT : CONFIG_GLOBAL,
+			k->name) != NULL)
+			continue;
 		snprintf(extra, sizeof(extra), "%s%s = x\n",
 		    global ? "" : "[global]\n", k->name);
 		snprintf(want, sizeof(want), "key '%s': unknown key in [%s]",
