@@ -19,6 +19,7 @@
 
 #include <ctype.h>
 
+#include "idlefetch/foldername.h"
 #include "idlefetch/mutf7.h"
 
 static const char *state_names[] = { "PREPARE", "CONNECT", "NOTIFY",
@@ -1335,7 +1336,7 @@ mbox_init(struct session *s, struct mbox *mb, const char *name,
 		fatal("folder name '%s' is not UTF-8", name);
 	/* An MDA or LMTP target: the bodies wait in a spool of the state. */
 	if (s->a->target.kind == TARGET_MAILDIR)
-		mb->maildir = config_folder_maildir(s->a, name);
+		mb->maildir = folder_maildir(s->a->maildir, name);
 	else
 		mb->maildir = xasprintf("%s/%s/spool", s->o.state_dir,
 		    s->a->name);

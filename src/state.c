@@ -20,14 +20,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "idlefetch/config.h"
+#include "idlefetch/foldername.h"
 #include "idlefetch/state.h"
 #include "idlefetch/util.h"
 
 char *
 state_path(const char *state_dir, const char *account, const char *folder)
 {
-	char *key = config_folder_key(folder);
+	char *key = folder_key(folder);
 	char *p = xasprintf("%s/%s/%s.state", state_dir, account, key);
 
 	free(key);
