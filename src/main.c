@@ -78,6 +78,14 @@ usage(FILE *fp)
 	    STATUS_GRACE_SECS);
 }
 
+/* --help (c 'h': 0) or an option getopt refused (2): the exit code. */
+static int
+usage_exit(int c)
+{
+	usage(c == 'h' ? stdout : stderr);
+	return c == 'h' ? 0 : 2;
+}
+
 /* idlefetch import-fetchmailrc [FILE] [options]: 0, or 2 on an error. */
 static int
 import_main(int argc, char **argv)
@@ -107,12 +115,8 @@ import_main(int argc, char **argv)
 		case 'k':
 			o.keep_passwords = true;
 			break;
-		case 'h':
-			usage(stdout);
-			return 0;
 		default:
-			usage(stderr);
-			return 2;
+			return usage_exit(c);
 		}
 	}
 	if (optind + 1 < argc) {
@@ -333,12 +337,8 @@ parse_args(int argc, char **argv, struct args *a)
 		case 'V':
 			printf("idlefetch %s\n", IDLEFETCH_VERSION);
 			return 0;
-		case 'h':
-			usage(stdout);
-			return 0;
 		default:
-			usage(stderr);
-			return 2;
+			return usage_exit(c);
 		}
 	}
 	if (optind < argc) {

@@ -199,6 +199,24 @@ read_record(const char *dir, long *pid, char *mode, size_t modelen)
 }
 
 /*
+ * The old-style lock file in dir, opened with flags: *fd, or -1 when there
+ * is none (or it is our symlink already). 0 or -errno.
+ */
+static int
+open_old_file(const char *dir, int flags, int *fd)
+{
+	char path[PATH_MAX];
+
+	*fd = -1;
+	if (snprintf(path, sizeof(path), "%s/lock", dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	*fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC);
+	if (*fd < 0)
+		return errno == ENOENT || errno == ELOOP ? 0 : -errno;
+	return 0;
+}
+
+/*
  * Versions before the shared lock file locked STATE_DIR/ACCOUNT/lock
  * itself (a regular file, locked whole). One may still run on this state
  * directory (a replica not yet upgraded): *old gets that file, locked by
@@ -209,15 +227,12 @@ static int
 lock_old_file(const char *dir, int *old, long *pid)
 {
 	struct flock whole = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
-	char path[PATH_MAX];
 	int fd, r;
 
 	*old = -1;
-	if (snprintf(path, sizeof(path), "%s/lock", dir) >= (int)sizeof(path))
-		return -ENAMETOOLONG;
-	fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	r = open_old_file(dir, O_RDWR, &fd);
 	if (fd < 0)
-		return errno == ENOENT || errno == ELOOP ? 0 : -errno;
+		return r;
 	if (fcntl(fd, F_OFD_SETLK, &whole) < 0) {
 		r = errno == EAGAIN || errno == EACCES ? -EWOULDBLOCK : -errno;
 		if (r == -EWOULDBLOCK)
@@ -350,14 +365,10 @@ static int
 old_holder(const char *dir, long *pid, char *mode, size_t modelen)
 {
 	struct flock probe = { .l_type = F_RDLCK, .l_whence = SEEK_SET };
-	char path[PATH_MAX];
-	int fd, r;
+	int fd, r = open_old_file(dir, O_RDONLY, &fd);
 
-	if (snprintf(path, sizeof(path), "%s/lock", dir) >= (int)sizeof(path))
-		return -ENAMETOOLONG;
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
-		return errno == ENOENT || errno == ELOOP ? 0 : -errno;
+		return r;
 	if (fcntl(fd, F_OFD_GETLK, &probe) < 0) {
 		r = -errno;
 	} else if (probe.l_type == F_UNLCK) {
