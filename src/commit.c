@@ -287,6 +287,39 @@ deliver_target(struct commit_req *j)
 	j->ncommit = done;
 }
 
+/*
+ * The state after a delivery: last_uid moves on to commit_uid, or a new
+ * UIDVALIDITY starts. Returns r (the delivery's result), or the save's
+ * error, with err filled unless the delivery's error is there already.
+ */
+static int
+save_delivered(struct commit_req *j, int r)
+{
+	struct state_rec st = { .uidvalidity = j->uidvalidity,
+		.last_uid = j->commit_uid };
+	int r3;
+
+	if (j->commit_uid <= j->st.last_uid &&
+	    j->st.uidvalidity == j->uidvalidity)
+		return r;
+	if (j->st.uidvalidity == j->uidvalidity) {
+		st.keep_to = j->st.keep_to;
+		st.recovered_at = j->st.recovered_at;
+	}
+	/* The fingerprint of the message the state now ends with. */
+	st.last = fp_of(j, j->commit_uid);
+	r3 = state_save(j->state_path, &st);
+	if (r3 < 0) {
+		if (r == 0)
+			snprintf(j->err, sizeof(j->err),
+			    "cannot save state %s: %s", j->state_path,
+			    strerror(-r3));
+		return r3;
+	}
+	j->st = st;
+	return r;
+}
+
 static void
 deliver(struct commit_req *j)
 {
@@ -347,31 +380,7 @@ deliver(struct commit_req *j)
 		j->result = r;
 		return;
 	}
-	if (j->commit_uid > j->st.last_uid ||
-	    j->st.uidvalidity != j->uidvalidity) {
-		struct state_rec st = { .uidvalidity = j->uidvalidity,
-			.last_uid = j->commit_uid };
-		int r3;
-
-		if (j->st.uidvalidity == j->uidvalidity) {
-			st.keep_to = j->st.keep_to;
-			st.recovered_at = j->st.recovered_at;
-		}
-		/* The fingerprint of the message the state now ends with. */
-		st.last = fp_of(j, j->commit_uid);
-		r3 = state_save(j->state_path, &st);
-
-		if (r3 < 0) {
-			if (r == 0)
-				snprintf(j->err, sizeof(j->err),
-				    "cannot save state %s: %s", j->state_path,
-				    strerror(-r3));
-			r = r3;
-		} else {
-			j->st = st;
-		}
-	}
-	j->result = r;
+	j->result = save_delivered(j, r);
 }
 
 /*

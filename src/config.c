@@ -27,6 +27,7 @@
 
 #include "idlefetch/config.h"
 #include "idlefetch/config_keys.h"
+#include "idlefetch/foldername.h"
 #include "idlefetch/util.h"
 
 /* A configuration file larger than this is refused, never cut short. */
@@ -490,7 +491,7 @@ finish_folders(struct parse_ctx *c, struct account *a,
 	}
 	if (a->after == AFTER_MOVE)
 		for (size_t i = 0; i < a->nfolders; i++)
-			if (config_same_folder(a->folders[i], a->move_to)) {
+			if (folder_same(a->folders[i], a->move_to)) {
 				seterr(c, "after",
 				    "cannot move into '%s', a folder that "
 				    "is fetched",

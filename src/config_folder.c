@@ -1,9 +1,8 @@
 /*
- * config_folder: the folder keys (folders, exclude, after's move:) and
- * what a folder name may be. A name from the configuration becomes a
- * Maildir++ directory and a state file name, so whatever could climb out
- * of a directory, or would not fit in a file name, is refused before the
- * first connection.
+ * config_folder: the folder keys (folders, exclude, after's move:) of an
+ * account. What a folder name may be, and what it becomes on disk, is
+ * foldername's: a name that it refuses is refused here, before the first
+ * connection.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -14,106 +13,9 @@
 
 #include "idlefetch/config.h"
 #include "idlefetch/config_keys.h"
+#include "idlefetch/foldername.h"
 #include "idlefetch/mutf7.h"
 #include "idlefetch/util.h"
-
-/*
- * Folder names become Maildir++ directory names and state file names, so
- * anything that could climb out of a directory is refused here.
- */
-static bool
-valid_folder(const char *s)
-{
-	const char *p;
-
-	if (*s == '\0' || strlen(s) > 200 || *s == '/' || *s == '.')
-		return false;
-	/* UTF-8 goes to the server as modified UTF-7 (RFC 3501 5.1.3). */
-	if (!utf8_valid(s))
-		return false;
-	for (p = s; *p; p++) {
-		unsigned char ch = (unsigned char)*p;
-
-		if (ch == '"' || ch == '\\')
-			return false;
-		if ((ch == '/' || ch == '.') &&
-		    (p[1] == '\0' || p[1] == '/' || p[1] == '.'))
-			return false;
-	}
-	return true;
-}
-
-/*
- * Whether two folder names name the same mailbox: exactly equal, except
- * that INBOX is case-insensitive in IMAP (RFC 3501 5.1), so "inbox" and
- * "INBOX" would be fetched, and delivered, twice.
- */
-bool
-config_same_folder(const char *x, const char *y)
-{
-	char *wx, *wy;
-	bool same;
-
-	if (strcasecmp(x, "INBOX") == 0 && strcasecmp(y, "INBOX") == 0)
-		return true;
-	/* Entwürfe and Entw&APw-rfe are one folder on the server. */
-	wx = mutf7_wire_name(x);
-	wy = mutf7_wire_name(y);
-	same = wx && wy && strcmp(wx, wy) == 0;
-	free(wx);
-	free(wy);
-	return same;
-}
-
-/*
- * A folder becomes two file names: its state file (percent-encoded, plus
- * ".state.tmp" while it is replaced) and its Maildir++ directory (".A.B").
- * Each must fit in a file name (255 bytes), or the folder would pass
- * --check-config and fail when it is first fetched.
- */
-bool
-config_folder_ok(const char *f, char *why, size_t len)
-{
-	char *w, *k;
-	size_t state;
-
-	if (!valid_folder(f)) {
-		snprintf(why, len,
-		    "invalid folder name '%s' (UTF-8 without control "
-		    "characters, '\"' or '\\', no leading '/' or '.', "
-		    "no empty or '..' parts)",
-		    f);
-		return false;
-	}
-	w = mutf7_wire_name(f);
-	k = config_folder_key(w);
-	state = strlen(k) + strlen(".state.tmp");
-	free(k);
-	free(w);
-	if (state > 255 || strlen(f) + 1 > 255) {
-		snprintf(why, len,
-		    "folder name '%.40s...' is too long: its state file name "
-		    "would be %zu bytes (at most 255; characters other than "
-		    "letters, digits, '_' and '-' take 3 each)",
-		    f, state);
-		return false;
-	}
-	return true;
-}
-
-char *
-config_folder_maildir(const struct account *a, const char *folder)
-{
-	char *sub, *p;
-
-	if (strcasecmp(folder, "INBOX") == 0)
-		return xstrdup(a->maildir);
-	sub = xasprintf("%s/.%s", a->maildir, folder);
-	for (p = sub + strlen(a->maildir) + 2; *p; p++)
-		if (*p == '/')
-			*p = '.';
-	return sub;
-}
 
 /*
  * Maildir++ writes a.b and a/b into one directory, .a.b: two named
@@ -131,7 +33,7 @@ config_folders_clash(const struct account *a, char *why, size_t len)
 		return 0;
 	dirs = xcalloc(a->nfolders, sizeof(*dirs));
 	for (size_t i = 0; i < a->nfolders; i++)
-		dirs[i] = config_folder_maildir(a, a->folders[i]);
+		dirs[i] = folder_maildir(a->maildir, a->folders[i]);
 	for (size_t i = 0; r == 0 && i < a->nfolders; i++)
 		for (size_t j = i + 1; r == 0 && j < a->nfolders; j++) {
 			/* INBOX is the Maildir itself, no other folder. */
@@ -149,23 +51,6 @@ config_folders_clash(const struct account *a, char *why, size_t len)
 		free(dirs[i]);
 	free(dirs);
 	return r;
-}
-
-char *
-config_folder_key(const char *folder)
-{
-	char *out = xmalloc(strlen(folder) * 3 + 1), *o = out;
-
-	for (; *folder; folder++) {
-		unsigned char ch = (unsigned char)*folder;
-
-		if (isalnum(ch) || ch == '_' || ch == '-')
-			*o++ = (char)ch;
-		else
-			o += sprintf(o, "%%%02X", ch);
-	}
-	*o = '\0';
-	return out;
 }
 
 static char *
@@ -230,10 +115,10 @@ list_free(char ***v, size_t *n)
 static int
 folder_addable(const struct account *a, const char *f, char *why, size_t len)
 {
-	if (!config_folder_ok(f, why, len))
+	if (!folder_ok(f, why, len))
 		return -EINVAL;
 	for (size_t i = 0; i < a->nfolders; i++) {
-		if (!config_same_folder(a->folders[i], f))
+		if (!folder_same(a->folders[i], f))
 			continue;
 		if (strcmp(a->folders[i], f) == 0)
 			snprintf(why, len, "folder '%s' listed twice", f);
@@ -353,7 +238,7 @@ after_set(const struct config_key *k, void *obj, const char *v, char *why,
 		a->after = AFTER_KEEP;
 	} else if (strcmp(v, "delete") == 0) {
 		a->after = AFTER_DELETE;
-	} else if (strncmp(v, "move:", 5) == 0 && valid_folder(v + 5)) {
+	} else if (strncmp(v, "move:", 5) == 0 && folder_valid(v + 5)) {
 		a->after = AFTER_MOVE;
 		free(a->move_to);
 		a->move_to = xstrdup(v + 5);

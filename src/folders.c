@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "idlefetch/folders.h"
+#include "idlefetch/foldername.h"
 #include "idlefetch/mutf7.h"
 #include "idlefetch/proto.h"
 #include "idlefetch/util.h"
@@ -161,9 +162,9 @@ folders_add(struct folder_set *fs, const struct account *a, const char *wire,
 		    "would not send back unchanged",
 		    wire);
 		v = FOLDERS_BAD_NAME;
-	} else if (!config_folder_ok(name, why, len)) {
+	} else if (!folder_ok(name, why, len)) {
 		v = FOLDERS_BAD_NAME;
-	} else if (a->move_to && config_same_folder(name, a->move_to)) {
+	} else if (a->move_to && folder_same(name, a->move_to)) {
 		v = FOLDERS_EXCLUDED; /* fetching it would deliver twice */
 	} else if (folders_excluded(a, name, delim)) {
 		v = FOLDERS_EXCLUDED;
@@ -274,7 +275,7 @@ folders_settle(struct folder_set *fs, const struct account *a,
 	s = xcalloc(n, sizeof(*s));
 	gone = xcalloc(n, sizeof(*gone));
 	for (size_t i = 0; i < n; i++) {
-		s[i].dir = config_folder_maildir(a, fs->names[i]);
+		s[i].dir = folder_maildir(a->maildir, fs->names[i]);
 		s[i].i = i;
 	}
 	qsort(s, n, sizeof(*s), by_dir);

@@ -59,19 +59,26 @@ framer_free(struct framer *f)
 	free(f);
 }
 
-void
-framer_reset(struct framer *f)
+/* Nothing buffered; a buffer grown past keep goes back to its start. */
+static void
+empty(struct framer *f, size_t keep)
 {
-	f->state = F_LINE;
 	f->len = 0;
 	f->line_start = 0;
-	f->remaining = 0;
-	/* A unit of a previous connection may have grown the buffer. */
-	if (f->cap > FRAMER_START) {
+	if (f->cap > keep) {
 		free(f->buf);
 		f->cap = FRAMER_START;
 		f->buf = xmalloc(f->cap);
 	}
+}
+
+void
+framer_reset(struct framer *f)
+{
+	f->state = F_LINE;
+	f->remaining = 0;
+	/* A unit of a previous connection may have grown the buffer. */
+	empty(f, FRAMER_START);
 }
 
 int
@@ -143,14 +150,8 @@ end_of_line(struct framer *f)
 		return r;
 	if (r == 0) {
 		r = f->ops->unit(f->ud, f->buf, f->len);
-		f->len = 0;
-		f->line_start = 0;
 		/* An idle connection keeps no large buffer resident. */
-		if (f->cap > FRAMER_KEEP) {
-			free(f->buf);
-			f->cap = FRAMER_START;
-			f->buf = xmalloc(f->cap);
-		}
+		empty(f, FRAMER_KEEP);
 		return r;
 	}
 	if (size > FRAMER_MAX_LITERAL)

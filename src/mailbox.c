@@ -20,6 +20,7 @@
 
 #include "idlefetch/after.h"
 #include "idlefetch/commit.h"
+#include "idlefetch/foldername.h"
 #include "idlefetch/header.h"
 #include "idlefetch/lane.h"
 #include "idlefetch/log.h"
@@ -1664,7 +1665,7 @@ mailbox_new(uv_loop_t *loop, const struct mailbox_opts *o)
 		fatal("folder name '%s' is not UTF-8", o->name);
 	/* An MDA or LMTP target: the bodies wait in a spool of the state. */
 	if (mb->a->target.kind == TARGET_MAILDIR)
-		mb->maildir = config_folder_maildir(mb->a, o->name);
+		mb->maildir = folder_maildir(mb->a->maildir, o->name);
 	else
 		mb->maildir = xasprintf("%s/%s/spool", o->state_dir,
 		    mb->a->name);

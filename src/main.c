@@ -78,6 +78,14 @@ usage(FILE *fp)
 	    STATUS_GRACE_SECS);
 }
 
+/* --help (c 'h': 0) or an option getopt refused (2): the exit code. */
+static int
+usage_exit(int c)
+{
+	usage(c == 'h' ? stdout : stderr);
+	return c == 'h' ? 0 : 2;
+}
+
 /* idlefetch import-fetchmailrc [FILE] [options]: 0, or 2 on an error. */
 static int
 import_main(int argc, char **argv)
@@ -107,12 +115,8 @@ import_main(int argc, char **argv)
 		case 'k':
 			o.keep_passwords = true;
 			break;
-		case 'h':
-			usage(stdout);
-			return 0;
 		default:
-			usage(stderr);
-			return 2;
+			return usage_exit(c);
 		}
 	}
 	if (optind + 1 < argc) {
@@ -278,8 +282,18 @@ run(struct config *cfg, const char *account, bool once, bool verbose,
 	return daemon_run(cfg, account, once, reload_config, (void *)path);
 }
 
-int
-main(int argc, char **argv)
+/* What the command line asks for. */
+struct args {
+	const char *path, *account;
+	bool once, check, verbose, status;
+};
+
+/*
+ * Reads the options into a: -1 to go on, or the exit code (--version,
+ * --help, a usage error).
+ */
+static int
+parse_args(int argc, char **argv, struct args *a)
 {
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
@@ -292,30 +306,19 @@ main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *path = NULL, *account = NULL;
-	bool once = false, check = false, verbose = false, status = false;
-	struct config *cfg;
 	char err[1024];
-	int c, code;
+	int c;
 
-	if (argc > 1 && strcmp(argv[1], "import-fetchmailrc") == 0)
-		return import_main(argc - 1, argv + 1);
-	if (argc > 1 && strcmp(argv[1], "status") == 0) {
-		status = true;
-		argv[1] = argv[0];
-		argc--;
-		argv++;
-	}
 	while ((c = getopt_long(argc, argv, "c:1a:s:nvVh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
-			path = optarg;
+			a->path = optarg;
 			break;
 		case '1':
-			once = true;
+			a->once = true;
 			break;
 		case 'a':
-			account = optarg;
+			a->account = optarg;
 			break;
 		case 's':
 			if (shard_parse(optarg, &cli_shard, err,
@@ -326,20 +329,16 @@ main(int argc, char **argv)
 			have_cli_shard = true;
 			break;
 		case 'n':
-			check = true;
+			a->check = true;
 			break;
 		case 'v':
-			verbose = true;
+			a->verbose = true;
 			break;
 		case 'V':
 			printf("idlefetch %s\n", IDLEFETCH_VERSION);
 			return 0;
-		case 'h':
-			usage(stdout);
-			return 0;
 		default:
-			usage(stderr);
-			return 2;
+			return usage_exit(c);
 		}
 	}
 	if (optind < argc) {
@@ -348,39 +347,64 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (status && (once || check)) {
+	if (a->status && (a->once || a->check)) {
 		fprintf(stderr,
 		    "idlefetch: status takes only --config, --account "
 		    "and --shard\n");
 		return 2;
 	}
+	return -1;
+}
+
+/* Whether cfg has the account --account named; says so when not. */
+static bool
+has_account(const struct config *cfg, const char *account)
+{
+	for (size_t i = 0; i < cfg->naccounts; i++)
+		if (strcmp(cfg->accounts[i].name, account) == 0)
+			return true;
+	fprintf(stderr, "idlefetch: %s: no [account %s]\n", cfg->source,
+	    account);
+	return false;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct args a = { 0 };
+	struct config *cfg;
+	char err[1024];
+	int code;
+
+	if (argc > 1 && strcmp(argv[1], "import-fetchmailrc") == 0)
+		return import_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "status") == 0) {
+		a.status = true;
+		argv[1] = argv[0];
+		argc--;
+		argv++;
+	}
+	code = parse_args(argc, argv, &a);
+	if (code >= 0)
+		return code;
 	/*
 	 * The daemon and --check-config read the secrets once they are the
 	 * user the daemon runs as; status needs none.
 	 */
-	if (find_config(path, &cfg, err, sizeof(err)) < 0) {
+	if (find_config(a.path, &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "idlefetch: %s\n", err);
 		return 2;
 	}
-	if (account) {
-		size_t i;
-
-		for (i = 0; i < cfg->naccounts; i++)
-			if (strcmp(cfg->accounts[i].name, account) == 0)
-				break;
-		if (i == cfg->naccounts) {
-			fprintf(stderr, "idlefetch: %s: no [account %s]\n",
-			    cfg->source, account);
-			config_free(cfg);
-			return 2;
-		}
+	if (a.account && !has_account(cfg, a.account)) {
+		config_free(cfg);
+		return 2;
 	}
-	if (status) {
-		code = status_report(cfg, account, stdout);
+	if (a.status) {
+		code = status_report(cfg, a.account, stdout);
 		config_free(cfg);
 		return code;
 	}
-	if (check)
-		return check_config(cfg, account);
-	return run(cfg, account, once, verbose, path);
+	if (a.check)
+		return check_config(cfg, a.account);
+	return run(cfg, a.account, a.once, a.verbose, a.path);
 }

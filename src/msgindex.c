@@ -1,8 +1,11 @@
 /*
- * msgindex: the per-folder index of delivered messages (see
- * idlefetch/msgindex.h). Recovery and compaction read it line by line and
- * write what they keep into a fresh file beside it, so that neither holds
- * more than the server's side in memory, however long the index grew.
+ * msgindex: the per-folder index of delivered messages as a file (see
+ * idlefetch/msgindex.h): its lines, appending them, the Maildir's files it
+ * may lack, and the rewrite that recovery and compaction
+ * (msgindex_match.c) drive line by line, writing what they keep into a
+ * fresh file beside it, so that neither holds more than the server's side
+ * in memory, however long the index grew. Calls header, maildir and util;
+ * what to keep is the caller's, through msgindex_rewrite_ops.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -464,17 +467,40 @@ cands_missing(struct cands *c, const char *maildir, uint32_t tag,
 /* ---- one rewrite for recovery and compaction --------------------------------- */
 
 /*
- * What a rewrite does with each line of the index and each candidate file
- * it lacks; both write what they keep through w.
+ * What a rewrite holds: the Maildir's files it scanned, the fresh index
+ * it writes, and whom it asks what to keep (msgindex_match.c).
  */
-struct rewrite {
+struct msgindex_rewrite {
 	struct cands c;
 	struct writer w;
-	bool all; /* scan every file of the folder, not the candidates only */
-	line_cb *line;
-	missing_cb *file;
+	const struct msgindex_rewrite_ops *ops;
 	void *ud;
 };
+
+static int
+rewrite_line(void *ud, const struct msgindex_ent *e, uint64_t hash)
+{
+	struct msgindex_rewrite *rw = ud;
+	bool present = cand_find(&rw->c, hash) >= 0;
+
+	return rw->ops->line(rw->ud, rw, e, hash, present,
+	    cand_strike(&rw->c, hash));
+}
+
+static int
+rewrite_file(void *ud, const char *path, struct msgindex_ent *e, uint64_t hash)
+{
+	struct msgindex_rewrite *rw = ud;
+
+	return rw->ops->file(rw->ud, rw, path, e, hash);
+}
+
+void
+msgindex_rewrite_put(struct msgindex_rewrite *rw, const struct msgindex_ent *e,
+    bool kept)
+{
+	writer_put(&rw->w, e, kept);
+}
 
 /*
  * Scans the Maildir, writes a fresh index from the old one's lines and the
@@ -482,42 +508,43 @@ struct rewrite {
  * step failed; the old index is unchanged unless the rename was done (see
  * writer_commit()).
  */
-static int
-rewrite_index(struct rewrite *rw, const char *path, const char *maildir,
-    uint32_t tag, char *err, size_t errlen)
+int
+msgindex_rewrite(const char *path, const char *maildir, uint32_t tag, bool all,
+    const struct msgindex_rewrite_ops *ops, void *ud, char *err, size_t errlen)
 {
+	struct msgindex_rewrite rw = { .ops = ops, .ud = ud };
 	const char *what = maildir, *how = "cannot read the Maildir";
 	uint64_t mark;
-	int r = cands_scan(&rw->c, path, maildir, tag, rw->all, &mark);
+	int r = cands_scan(&rw.c, path, maildir, tag, all, &mark);
 
 	if (r < 0)
 		goto fail;
-	r = writer_open(&rw->w, path, mark);
+	r = writer_open(&rw.w, path, mark);
 	how = "cannot write a new";
 	what = path;
 	if (r < 0)
 		goto fail;
-	r = each_line(path, rw->line, rw->ud);
+	r = each_line(path, rewrite_line, &rw);
 	how = "cannot read";
 	if (r == 0) {
-		r = cands_missing(&rw->c, maildir, tag, rw->file, rw->ud);
+		r = cands_missing(&rw.c, maildir, tag, rewrite_file, &rw);
 		how = "cannot read the Maildir";
 		what = maildir;
 	}
 	if (r < 0) {
-		writer_abort(&rw->w);
+		writer_abort(&rw.w);
 		goto fail;
 	}
-	r = writer_commit(&rw->w, path);
+	r = writer_commit(&rw.w, path);
 	how = "cannot rewrite";
 	what = path;
 	if (r < 0)
 		goto fail;
-	cands_free(&rw->c);
+	cands_free(&rw.c);
 	return 0;
 fail:
 	snprintf(err, errlen, "%s %s: %s", how, what, strerror(-r));
-	cands_free(&rw->c);
+	cands_free(&rw.c);
 	return r;
 }
 
@@ -563,345 +590,5 @@ msgindex_read_file(const char *path, struct msgindex_ent *e, char *msgid)
 		    (uint32_t)(bytes + lines);
 	}
 	free(buf);
-	return r;
-}
-
-/* ---- recovery: the server's messages against the index -------------------- */
-
-int
-msgindex_set_add(struct msgindex_set *m, uint32_t uid, uint64_t key,
-    uint32_t size)
-{
-	if (m->n == MSGINDEX_SET_MAX)
-		return -E2BIG;
-	if (m->n == m->cap) {
-		m->cap = m->cap ? m->cap * 2 : 256;
-		if (m->cap > MSGINDEX_SET_MAX)
-			m->cap = MSGINDEX_SET_MAX;
-		m->v = xrealloc(m->v, m->cap * sizeof(*m->v));
-	}
-	m->v[m->n++] =
-	    (struct msgindex_srv){ .key = key, .size = size, .uid = uid };
-	return 0;
-}
-
-void
-msgindex_set_free(struct msgindex_set *m)
-{
-	free(m->v);
-	memset(m, 0, sizeof(*m));
-}
-
-static int
-cmp_srv_uid(const void *x, const void *y)
-{
-	const struct msgindex_srv *a = x, *b = y;
-
-	return a->uid < b->uid ? -1 : a->uid > b->uid;
-}
-
-static int
-cmp_srv_key(const void *x, const void *y)
-{
-	const struct msgindex_srv *a = x, *b = y;
-
-	if (a->key != b->key)
-		return a->key < b->key ? -1 : 1;
-	if (a->size != b->size)
-		return a->size < b->size ? -1 : 1;
-	return cmp_srv_uid(x, y);
-}
-
-/*
- * A run of listed messages of one key and size, and the next of them no
- * file took yet: files take them in order, so matching n copies costs n
- * steps, not n * n.
- */
-struct group {
-	size_t start, next;
-};
-
-struct recovery {
-	struct msgindex_set *m;
-	struct group *g; /* the runs longer than one, by start */
-	size_t ng;
-	struct rewrite rw;
-	uint32_t uidvalidity;
-};
-
-static int
-cmp_group(const void *x, const void *y)
-{
-	const struct group *a = x, *b = y;
-
-	return a->start < b->start ? -1 : a->start > b->start;
-}
-
-/* One entry per UID (a server that repeated a line), sorted by key. */
-static void
-set_prepare(struct recovery *rc)
-{
-	struct msgindex_set *m = rc->m;
-	size_t o = 0;
-
-	if (m->n > 0)
-		qsort(m->v, m->n, sizeof(*m->v), cmp_srv_uid);
-	for (size_t i = 0; i < m->n; i++)
-		if (o == 0 || m->v[o - 1].uid != m->v[i].uid) {
-			m->v[o] = m->v[i];
-			m->v[o++].by = 0;
-		}
-	m->n = o;
-	m->matched = m->from_maildir = 0;
-	if (m->n > 0)
-		qsort(m->v, m->n, sizeof(*m->v), cmp_srv_key);
-	for (size_t i = 0, j; i < m->n; i = j) {
-		for (j = i + 1; j < m->n && m->v[j].key == m->v[i].key &&
-		     m->v[j].size == m->v[i].size;
-		     j++)
-			;
-		if (j - i < 2)
-			continue;
-		rc->g = xrealloc(rc->g, (rc->ng + 1) * sizeof(*rc->g));
-		rc->g[rc->ng++] = (struct group){ .start = i, .next = i };
-	}
-}
-
-/*
- * A delivered file (key, size) takes the next unmatched message of that
- * key and size: *out, returns 1. 0: none is left; -1: this very file took
- * the one before (its line appended twice), so it takes none.
- */
-static int
-set_take(struct recovery *rc, uint64_t key, uint32_t size, uint64_t by,
-    struct msgindex_srv **out)
-{
-	struct msgindex_set *m = rc->m;
-	size_t lo = 0, hi = m->n, *next, one;
-	struct group *g, want;
-
-	if (key == 0)
-		return 0; /* nothing to go by */
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		const struct msgindex_srv *v = &m->v[mid];
-
-		if (v->key < key || (v->key == key && v->size < size))
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo == m->n || m->v[lo].key != key || m->v[lo].size != size)
-		return 0;
-	want.start = lo;
-	g = rc->ng ? bsearch(&want, rc->g, rc->ng, sizeof(*g), cmp_group) :
-		     NULL;
-	one = m->v[lo].by == 0 ? lo : lo + 1;
-	next = g ? &g->next : &one;
-	if (*next > lo && m->v[*next - 1].by == by)
-		return -1;
-	if (*next >= m->n || m->v[*next].key != key || m->v[*next].size != size)
-		return 0;
-	*out = &m->v[(*next)++];
-	(*out)->by = by;
-	m->matched++;
-	return 1;
-}
-
-/*
- * A file's line: under the server's numbering if it matched, else kept as
- * not on the server (UID 0, its old UIDVALIDITY), so that a later
- * recovery (the folder restored from a backup) still finds it.
- */
-static int
-recover_put(struct recovery *rc, const struct msgindex_ent *e, uint64_t by,
-    bool dup)
-{
-	struct msgindex_srv *v = NULL;
-	struct msgindex_ent out = *e;
-	int t = set_take(rc, e->key, e->size, by, &v);
-
-	if (t < 0 || (t == 0 && dup))
-		return 0;
-	if (t > 0) {
-		out.uidvalidity = rc->uidvalidity;
-		out.uid = v->uid;
-	} else {
-		out.uid = 0;
-	}
-	writer_put(&rc->rw.w, &out, false);
-	return 0;
-}
-
-static int
-recover_line(void *ud, const struct msgindex_ent *e, uint64_t hash)
-{
-	struct recovery *rc = ud;
-
-	return recover_put(rc, e, hash, cand_strike(&rc->rw.c, hash));
-}
-
-static int
-recover_file(void *ud, const char *path, struct msgindex_ent *e, uint64_t hash)
-{
-	struct recovery *rc = ud;
-	int r = msgindex_read_file(path, e, NULL);
-
-	if (r != 0)
-		return r < 0 ? r : 0; /* gone meanwhile */
-	rc->m->from_maildir++;
-	return recover_put(rc, e, hash, false);
-}
-
-int
-msgindex_recover(struct msgindex_set *m, const char *path, const char *maildir,
-    uint32_t tag, uint32_t uidvalidity, char *err, size_t errlen)
-{
-	struct recovery rc = { .m = m, .uidvalidity = uidvalidity };
-	int r;
-
-	set_prepare(&rc);
-	rc.rw.line = recover_line;
-	rc.rw.file = recover_file;
-	rc.rw.ud = &rc;
-	r = rewrite_index(&rc.rw, path, maildir, tag, err, errlen);
-	free(rc.g);
-	if (r < 0) {
-		for (size_t i = 0; i < m->n; i++)
-			m->v[i].by = 0;
-		m->matched = 0;
-	}
-	if (m->n > 0)
-		qsort(m->v, m->n, sizeof(*m->v), cmp_srv_uid);
-	return r;
-}
-
-/* ---- compaction: what the server or the Maildir still holds ---------------- */
-
-/*
- * A line of a UID of this UIDVALIDITY stays while the server lists it (a
- * complete listing: sync.c checks it against EXISTS). A line of a message
- * that was not on the server at a recovery (UID 0, or another
- * UIDVALIDITY) stays while its file is in the Maildir: the folder may yet
- * come back from a backup, and a recovery would then fetch it again.
- */
-struct compaction {
-	const uint32_t *uids;
-	uint8_t *written; /* per UID: a line names it already */
-	size_t n;
-	uint32_t uidvalidity;
-	struct rewrite rw;
-	struct msgindex_counts *out;
-};
-
-static int
-cmp_u32(const void *x, const void *y)
-{
-	uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
-
-	return a < b ? -1 : a > b;
-}
-
-static bool
-of_server(const struct compaction *k, const struct msgindex_ent *e)
-{
-	return e->uidvalidity == k->uidvalidity && e->uid != 0;
-}
-
-/* The server's UID that e names and no line took yet, or -1. */
-static ssize_t
-compact_slot(const struct compaction *k, const struct msgindex_ent *e)
-{
-	const uint32_t *p;
-
-	if (k->n == 0)
-		return -1;
-	p = bsearch(&e->uid, k->uids, k->n, sizeof(*k->uids), cmp_u32);
-	if (p == NULL || k->written[p - k->uids])
-		return -1;
-	return p - k->uids;
-}
-
-/* Writes e if it stays; dup: an earlier line named its file. */
-static void
-compact_put(struct compaction *k, struct msgindex_ent *e, bool present,
-    bool dup)
-{
-	ssize_t i = -1;
-	bool keep;
-
-	if (of_server(k, e)) {
-		i = compact_slot(k, e);
-		keep = i >= 0;
-	} else {
-		keep = present && !dup;
-		e->uid = 0;
-	}
-	if (!keep) {
-		k->out->dropped++;
-		return;
-	}
-	if (i >= 0)
-		k->written[i] = 1;
-	writer_put(&k->rw.w, e, e->uid == 0);
-	k->out->kept++;
-}
-
-static int
-compact_line(void *ud, const struct msgindex_ent *e, uint64_t hash)
-{
-	struct compaction *k = ud;
-	struct msgindex_ent out = *e;
-	bool present = cand_find(&k->rw.c, hash) >= 0;
-
-	compact_put(k, &out, present, cand_strike(&k->rw.c, hash));
-	return 0;
-}
-
-/* A file the index lacks: read unless the server deleted it. */
-static int
-compact_file(void *ud, const char *path, struct msgindex_ent *e, uint64_t hash)
-{
-	struct compaction *k = ud;
-	int r;
-
-	(void)hash;
-	if (of_server(k, e) && compact_slot(k, e) < 0)
-		return 0;
-	r = msgindex_read_file(path, e, NULL);
-	if (r != 0)
-		return r < 0 ? r : 0;
-	k->out->from_maildir++;
-	compact_put(k, e, true, false);
-	return 0;
-}
-
-int
-msgindex_compact(const char *path, const char *maildir, uint32_t tag,
-    uint32_t uidvalidity, uint32_t *uids, size_t n, struct msgindex_counts *out,
-    char *err, size_t errlen)
-{
-	struct compaction k = { .uids = uids,
-		.uidvalidity = uidvalidity,
-		.out = out };
-	size_t o = 0;
-	int r;
-
-	memset(out, 0, sizeof(*out));
-	if (n > 0)
-		qsort(uids, n, sizeof(*uids), cmp_u32);
-	for (size_t i = 0; i < n; i++)
-		if (o == 0 || uids[o - 1] != uids[i])
-			uids[o++] = uids[i];
-	k.n = o;
-	k.written = xcalloc(o ? o : 1, 1);
-	k.rw.all = true;
-	k.rw.line = compact_line;
-	k.rw.file = compact_file;
-	k.rw.ud = &k;
-	r = rewrite_index(&k.rw, path, maildir, tag, err, errlen);
-	free(k.written);
-	if (r < 0)
-		memset(out, 0, sizeof(*out));
 	return r;
 }

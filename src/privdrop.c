@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "idlefetch/foldername.h"
 #include "idlefetch/privdrop.h"
 #include "idlefetch/util.h"
 
@@ -53,7 +54,7 @@ each_dir(const struct config *cfg, const char *only, const struct dir_pass *p,
 			continue;
 		snprintf(what, sizeof(what), "[account %s] maildir", a->name);
 		for (size_t j = 0; r == 0 && j < a->nfolders; j++) {
-			char *dir = config_folder_maildir(a, a->folders[j]);
+			char *dir = folder_maildir(a->maildir, a->folders[j]);
 
 			r = p->fn(p, what, dir, err, errlen);
 			free(dir);

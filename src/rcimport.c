@@ -8,6 +8,8 @@
  * password, which then goes to a password_file. Any such problem stops the
  * import, naming the line and keyword: a configuration with an account
  * quietly left out would stop that account's mail when fetchmail goes.
+ * Whether a value can be held is rcvalue's; rcimport owns the accounts it
+ * reads (struct racct), their names and what is written of them.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -20,11 +22,10 @@
 
 #include "idlefetch/rcimport.h"
 #include "idlefetch/rclex.h"
+#include "idlefetch/rcvalue.h"
 #include "idlefetch/secretfile.h"
 #include "idlefetch/util.h"
 
-/* inih reads lines of at most 4096 bytes (config.c); the key needs room. */
-#define VALUE_MAX 4000
 /* Comment bytes per account; what is beyond is counted, not kept. */
 #define NOTES_MAX 4096
 #define ACCOUNTS_MAX 10000
@@ -43,15 +44,6 @@ struct racct {
 	size_t notes_len, notes_cap;
 	unsigned notes_more; /* notes past NOTES_MAX */
 };
-
-static bool
-has_ctl(const char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			return true;
-	return false;
-}
 
 /*
  * A comment line for the account. Past NOTES_MAX bytes they are only
@@ -123,88 +115,6 @@ racct_free(struct racct *a)
 }
 
 /*
- * Why idlefetch.conf cannot hold v as it is in `key = v`, or NULL. It has
- * no quoting: inih ends a value at a ';' that starts it or follows a
- * space, and drops the spaces around it; "${" names a variable (vars:
- * that is meant, as in a --maildir given as ${HOME}/Maildir).
- */
-static const char *
-unholdable(const char *v, bool vars)
-{
-	size_t n = strlen(v);
-
-	if (has_ctl(v))
-		return "it holds a control character";
-	for (size_t i = 0; i < n; i++) {
-		if (v[i] == ';' && (i == 0 || isspace((unsigned char)v[i - 1])))
-			return "a ';' after a space or at its start begins "
-			       "a comment";
-		if (!vars && v[i] == '$' && v[i + 1] == '{')
-			return "'${' would be read as an environment variable";
-	}
-	if (n > 0 && (isspace((unsigned char)v[0]) ||
-			 isspace((unsigned char)v[n - 1])))
-		return "the spaces at its start or end would be dropped";
-	if (n > VALUE_MAX)
-		return "it is longer than a line of idlefetch.conf may be";
-	return NULL;
-}
-
-/*
- * v, the value of keyword k, goes into a `key = value` line: 0 if the
- * configuration holds it as it is, else -EINVAL and why in err. list: v
- * is one name of a comma-separated list.
- */
-static int
-plain(const struct rctok *k, const struct rctok *v, bool list,
-    const struct rcimport_opts *o, char *err, size_t errlen)
-{
-	const char *why = unholdable(v->s, false);
-
-	if (why == NULL && list && strchr(v->s, ',') != NULL)
-		why = "its ',' would split it in two";
-	if (why == NULL)
-		return 0;
-	snprintf(err, errlen, "%s:%u: %s '%.200s': idlefetch.conf cannot hold "
-	    "this value as it is: %s", o->source, v->line, k->s, v->s, why);
-	return -EINVAL;
-}
-
-/*
- * The folder list: one or more names after t, up to the next keyword.
- * Returns the list, or NULL with err set.
- */
-static char *
-folder_list(struct rclex *lx, const struct rctok *t,
-    const struct rcimport_opts *o, char *err, size_t errlen)
-{
-	const struct rctok *v = rclex_value(lx, t, o->source, err, errlen);
-	char *list, *l;
-
-	if (v == NULL || plain(t, v, true, o, err, errlen) < 0)
-		return NULL;
-	list = xstrdup(v->s);
-	while (rclex_peek(lx) && !rclex_is_keyword(rclex_peek(lx))) {
-		v = rclex_next(lx);
-		if (plain(t, v, true, o, err, errlen) < 0) {
-			free(list);
-			return NULL;
-		}
-		if (strlen(list) + strlen(v->s) + 2 > VALUE_MAX) {
-			snprintf(err, errlen, "%s:%u: %s: the list is longer "
-			    "than a line of idlefetch.conf may be",
-			    o->source, v->line, t->s);
-			free(list);
-			return NULL;
-		}
-		l = xasprintf("%s, %s", list, v->s);
-		free(list);
-		list = l;
-	}
-	return list;
-}
-
-/*
  * The password, kept with why the configuration cannot hold it as it is
  * (it then goes to a password_file).
  */
@@ -214,15 +124,47 @@ password(struct rclex *lx, const struct rctok *t, struct racct *a,
 {
 	const struct rctok *v = rclex_value(lx, t, o->source, err, errlen);
 
-	if (v != NULL && strlen(v->s) > VALUE_MAX)
-		snprintf(err, errlen, "%s:%u: %s: longer than idlefetch takes "
-		    "(%d bytes)", o->source, v->line, t->s, VALUE_MAX);
-	if (v == NULL || strlen(v->s) > VALUE_MAX)
+	if (v != NULL && strlen(v->s) > RCVALUE_MAX)
+		snprintf(err, errlen,
+		    "%s:%u: %s: longer than idlefetch takes "
+		    "(%d bytes)",
+		    o->source, v->line, t->s, RCVALUE_MAX);
+	if (v == NULL || strlen(v->s) > RCVALUE_MAX)
 		return -EINVAL;
 	set_str(&a->pass, v->s);
 	a->pass_line = v->line;
-	a->pass_why = unholdable(v->s, false);
+	a->pass_why = rcvalue_unholdable(v->s, false);
 	return 0;
+}
+
+/* "no keep", "no idle", "no fetchall": w is the word after "no". */
+static void
+option_no(const struct rctok *w, struct racct *a)
+{
+	if (rclex_kw(w, "keep"))
+		a->keep = 0;
+	else if (rclex_kw(w, "idle"))
+		a->idle = false;
+	else if (rclex_kw(w, "fetchall"))
+		a->fetchall = false;
+	else if (w)
+		note(a, "no %s: idlefetch has no such setting", w->s);
+}
+
+/* Options that take a value and that idlefetch has nothing for. */
+static bool
+no_counterpart(const struct rctok *t)
+{
+	static const char *const kw[] = { "limit", "fetchlimit", "batchlimit",
+		"expunge", "smtphost", "smtpname", "interval", "tracepolls",
+		"principal", "envelope", "qvirtual", "preconnect",
+		"postconnect", "plugin", "plugout", "localdomains", "bsmtp",
+		"lmtp", "antispam", "warnings" };
+
+	for (size_t i = 0; i < sizeof(kw) / sizeof(kw[0]); i++)
+		if (rclex_kw(t, kw[i]))
+			return true;
+	return false;
 }
 
 /*
@@ -236,18 +178,18 @@ option(struct rclex *lx, const struct rctok *t, struct racct *a,
 	const struct rctok *vt;
 	const char *v;
 
-#define VALUE()                                                  \
-	do {                                                     \
-		vt = rclex_value(lx, t, o->source, err, errlen); \
-		if (vt == NULL)                                  \
-			return -EINVAL;                          \
-		v = vt->s;                                       \
+#define VALUE()                                                                \
+	do {                                                                   \
+		vt = rclex_value(lx, t, o->source, err, errlen);               \
+		if (vt == NULL)                                                \
+			return -EINVAL;                                        \
+		v = vt->s;                                                     \
 	} while (0)
-#define PLAIN()                                                  \
-	do {                                                     \
-		VALUE();                                         \
-		if (plain(t, vt, false, o, err, errlen) < 0)     \
-			return -EINVAL;                          \
+#define PLAIN()                                                                \
+	do {                                                                   \
+		VALUE();                                                       \
+		if (rcvalue_plain(o->source, t, vt, false, err, errlen) < 0)   \
+			return -EINVAL;                                        \
 	} while (0)
 	if (rclex_kw(t, "via")) {
 		PLAIN();
@@ -272,16 +214,7 @@ option(struct rclex *lx, const struct rctok *t, struct racct *a,
 	} else if (rclex_kw(t, "nokeep")) {
 		a->keep = 0;
 	} else if (rclex_kw(t, "no")) {
-		const struct rctok *w = rclex_next(lx);
-
-		if (rclex_kw(w, "keep"))
-			a->keep = 0;
-		else if (rclex_kw(w, "idle"))
-			a->idle = false;
-		else if (rclex_kw(w, "fetchall"))
-			a->fetchall = false;
-		else if (w)
-			note(a, "no %s: idlefetch has no such setting", w->s);
+		option_no(rclex_next(lx), a);
 	} else if (rclex_kw(t, "fetchall")) {
 		a->fetchall = true;
 	} else if (rclex_kw(t, "idle")) {
@@ -300,7 +233,7 @@ option(struct rclex *lx, const struct rctok *t, struct racct *a,
 		VALUE();
 		set_str(&a->sslfp, v);
 	} else if (rclex_kw(t, "folder") || rclex_kw(t, "folders")) {
-		char *list = folder_list(lx, t, o, err, errlen);
+		char *list = rcvalue_list(lx, t, o->source, err, errlen);
 
 		if (list == NULL)
 			return -EINVAL;
@@ -309,16 +242,7 @@ option(struct rclex *lx, const struct rctok *t, struct racct *a,
 	} else if (rclex_kw(t, "mda")) {
 		VALUE();
 		set_str(&a->mda, v);
-	} else if (rclex_kw(t, "limit") || rclex_kw(t, "fetchlimit") ||
-	    rclex_kw(t, "batchlimit") || rclex_kw(t, "expunge") ||
-	    rclex_kw(t, "smtphost") || rclex_kw(t, "smtpname") ||
-	    rclex_kw(t, "interval") || rclex_kw(t, "tracepolls") ||
-	    rclex_kw(t, "principal") || rclex_kw(t, "envelope") ||
-	    rclex_kw(t, "qvirtual") || rclex_kw(t, "preconnect") ||
-	    rclex_kw(t, "postconnect") || rclex_kw(t, "plugin") ||
-	    rclex_kw(t, "plugout") || rclex_kw(t, "localdomains") ||
-	    rclex_kw(t, "bsmtp") || rclex_kw(t, "lmtp") ||
-	    rclex_kw(t, "antispam") || rclex_kw(t, "warnings")) {
+	} else if (no_counterpart(t)) {
 		VALUE();
 		note(a, "%s %s: no counterpart in idlefetch", t->s, v);
 	} else {
@@ -436,31 +360,17 @@ write_password(FILE *out, const struct racct *a, const char *name,
 	}
 }
 
-/* The account's lines; a skipped or non-IMAP one goes out commented. */
-static void
-write_account(FILE *out, const struct racct *a, const char *name,
-    const struct rcimport_opts *o, unsigned daemon)
+/* The tls = setting fetchmail's options amount to, with why. */
+static const char *
+tls_mode(FILE *out, const struct racct *a)
 {
-	const char *host = a->via ? a->via : a->host;
-	const char *c = a->skip || !is_imap(a) ? "; " : "";
-	bool imap = is_imap(a);
 	const char *tls;
-	unsigned port = a->port;
 
-	fprintf(out, "\n; from the poll entry for %s at %s:%u\n", a->host,
-	    o->source, a->line);
-	if (a->skip)
-		fprintf(out, "; `skip` in the fetchmailrc: written out but not "
-			     "enabled\n");
-	if (!imap)
-		fprintf(out, "; protocol %s: idlefetch speaks IMAP only; this "
-			     "account is left out\n",
-		    a->proto);
 	if (a->sslproto && *a->sslproto == '\0') {
 		tls = "none";
 		fprintf(out, "; sslproto '': fetchmail used no TLS. idlefetch "
 			     "sends the password in clear only with tls = none\n");
-	} else if (a->ssl || port == 993) {
+	} else if (a->ssl || a->port == 993) {
 		tls = "implicit";
 	} else {
 		tls = "starttls";
@@ -469,13 +379,16 @@ write_account(FILE *out, const struct racct *a, const char *name,
 			     "insists; write tls = none only if the server has "
 			     "no TLS at all\n");
 	}
-	fprintf(out, "%s[account %s]\n%shost = %s\n", c, name, c, host);
-	if (a->via)
-		fprintf(out, "; via %s: idlefetch connects there, as fetchmail "
-			     "did\n",
-		    a->via);
-	if (port)
-		fprintf(out, "%sport = %u\n", c, port);
+	return tls;
+}
+
+/* tls =, ca_file = and what became of fetchmail's other TLS options. */
+static void
+write_tls(FILE *out, const struct racct *a, const char *c, const char *tls,
+    const char *host)
+{
+	unsigned port = a->port;
+
 	fprintf(out, "%stls = %s\n", c, tls);
 	if (a->sslcertfile)
 		fprintf(out, "%sca_file = %s\n", c, a->sslcertfile);
@@ -493,6 +406,67 @@ write_account(FILE *out, const struct racct *a, const char *name,
 			     "-noout -fingerprint -sha256\n%s; tls_fingerprint "
 			     "= sha256:...\n",
 		    a->sslfp, host, port ? port : 993, c);
+}
+
+/* after =, and what fetchmail's keep, fetchall and idle meant. */
+static void
+write_after(FILE *out, const struct racct *a, const char *c)
+{
+	if (a->keep == 1) {
+		fprintf(out, "%safter = keep\n", c);
+		if (!a->fetchall)
+			fprintf(out,
+			    "; keep without fetchall: fetchmail skipped "
+			    "messages already read on the server; "
+			    "idlefetch fetches every new one, read or "
+			    "not\n");
+	} else {
+		fprintf(out, "%safter = delete\n", c);
+		fprintf(out,
+		    "; no `keep`: fetchmail deleted what it fetched; so "
+		    "does after = delete, once it is safe in the "
+		    "Maildir\n");
+	}
+	if (a->fetchall)
+		fprintf(out,
+		    "; fetchall: not needed, idlefetch never skips read "
+		    "mail\n");
+	if (a->idle)
+		fprintf(out,
+		    "; idle: idlefetch always uses IDLE where the "
+		    "server has it, for every folder\n");
+}
+
+/* The account's lines; a skipped or non-IMAP one goes out commented. */
+static void
+write_account(FILE *out, const struct racct *a, const char *name,
+    const struct rcimport_opts *o, unsigned daemon)
+{
+	const char *host = a->via ? a->via : a->host;
+	const char *c = a->skip || !is_imap(a) ? "; " : "";
+	const char *tls;
+
+	fprintf(out, "\n; from the poll entry for %s at %s:%u\n", a->host,
+	    o->source, a->line);
+	if (a->skip)
+		fprintf(out,
+		    "; `skip` in the fetchmailrc: written out but not "
+		    "enabled\n");
+	if (!is_imap(a))
+		fprintf(out,
+		    "; protocol %s: idlefetch speaks IMAP only; this "
+		    "account is left out\n",
+		    a->proto);
+	tls = tls_mode(out, a);
+	fprintf(out, "%s[account %s]\n%shost = %s\n", c, name, c, host);
+	if (a->via)
+		fprintf(out,
+		    "; via %s: idlefetch connects there, as fetchmail "
+		    "did\n",
+		    a->via);
+	if (a->port)
+		fprintf(out, "%sport = %u\n", c, a->port);
+	write_tls(out, a, c, tls, host);
 	fprintf(out, "%susername = %s\n", c, a->user ? a->user : "");
 	if (a->auth && strcasecmp(a->auth, "password") != 0 &&
 	    strcasecmp(a->auth, "any") != 0)
@@ -513,25 +487,7 @@ write_account(FILE *out, const struct racct *a, const char *name,
 	if (a->local)
 		fprintf(out, "; is %s here: the Maildir above is that user's\n",
 		    a->local);
-	if (a->keep == 1) {
-		fprintf(out, "%safter = keep\n", c);
-		if (!a->fetchall)
-			fprintf(out, "; keep without fetchall: fetchmail skipped "
-				     "messages already read on the server; "
-				     "idlefetch fetches every new one, read or "
-				     "not\n");
-	} else {
-		fprintf(out, "%safter = delete\n", c);
-		fprintf(out, "; no `keep`: fetchmail deleted what it fetched; so "
-			     "does after = delete, once it is safe in the "
-			     "Maildir\n");
-	}
-	if (a->fetchall)
-		fprintf(out, "; fetchall: not needed, idlefetch never skips read "
-			     "mail\n");
-	if (a->idle)
-		fprintf(out, "; idle: idlefetch always uses IDLE where the "
-			     "server has it, for every folder\n");
+	write_after(out, a, c);
 	if (a->timeout)
 		fprintf(out, "%stimeout = %u\n", c, a->timeout);
 	if (daemon)
@@ -596,7 +552,7 @@ user(struct import *im, const struct rctok *u, const struct racct *srv,
 	struct racct a;
 	int r = 0;
 
-	if (v == NULL || plain(u, v, false, o, err, errlen) < 0)
+	if (v == NULL || rcvalue_plain(o->source, u, v, false, err, errlen) < 0)
 		return -EINVAL;
 	if (im->nacct == ACCOUNTS_MAX) {
 		snprintf(err, errlen, "%s:%u: more than %d accounts: split the "
@@ -644,7 +600,8 @@ entry(struct import *im, const struct rctok *t, const struct rcimport_opts *o,
 			snprintf(err, errlen, "%s:%u: '%s' needs a host",
 			    o->source, t->line, t->s);
 			r = -EINVAL;
-		} else if (plain(t, h, false, o, err, errlen) < 0) {
+		} else if (rcvalue_plain(o->source, t, h, false, err, errlen) <
+		    0) {
 			r = -EINVAL;
 		} else {
 			set_str(&srv.host, h->s);
@@ -673,13 +630,13 @@ entry(struct import *im, const struct rctok *t, const struct rcimport_opts *o,
 static int
 check_opts(const struct rcimport_opts *o, char *err, size_t errlen)
 {
-	const char *m = unholdable(o->maildir, true);
-	const char *d = unholdable(o->secrets_dir, true);
+	const char *m = rcvalue_unholdable(o->maildir, true);
+	const char *d = rcvalue_unholdable(o->secrets_dir, true);
 
 	if (m != NULL || d != NULL)
 		snprintf(err, errlen, "%s: idlefetch.conf cannot hold it as it "
 		    "is: %s", m ? "--maildir" : "--secrets-dir", m ? m : d);
-	else if (has_ctl(o->source))
+	else if (rcvalue_has_ctl(o->source))
 		snprintf(err, errlen, "the fetchmailrc's name holds a control "
 		    "character");
 	else

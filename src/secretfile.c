@@ -20,28 +20,19 @@
 static int
 write_new(const char *path, const char *data)
 {
-	size_t n = strlen(data), off = 0;
 	int fd = open(path,
 		O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600),
-	    r = 0;
+	    r;
 
 	if (fd < 0)
 		return -errno;
 	/* Exactly 0600 whatever the umask: readable by its owner. */
-	if (fchmod(fd, 0600) < 0)
+	if (fchmod(fd, 0600) < 0) {
 		r = -errno;
-	while (r == 0 && off < n) {
-		ssize_t w = write(fd, data + off, n - off);
-
-		if (w < 0 && errno != EINTR)
-			r = -errno;
-		else if (w > 0)
-			off += (size_t)w;
+		close(fd);
+	} else {
+		r = write_close(fd, data, strlen(data), true);
 	}
-	if (r == 0 && fsync(fd) < 0)
-		r = -errno;
-	if (close(fd) < 0 && r == 0)
-		r = -errno;
 	if (r < 0)
 		unlink(path);
 	return r;

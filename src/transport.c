@@ -83,6 +83,16 @@ fail(struct transport *t, int err, const char *why)
 	t->cb(t->ud, TRANSPORT_ERROR, NULL, 0, err, why);
 }
 
+/* fail() with what went wrong and libuv's words for err. */
+static void
+fail_uv(struct transport *t, int err, const char *what)
+{
+	char why[200];
+
+	snprintf(why, sizeof(why), "%s: %s", what, uv_strerror(err));
+	fail(t, err, why);
+}
+
 struct transport *
 transport_new(uv_loop_t *loop, transport_cb *cb, void *ud)
 {
@@ -111,15 +121,11 @@ write_cb(uv_write_t *req, int status)
 {
 	struct write_req *w = (struct write_req *)req;
 	struct transport *t = w->t;
-	char why[128];
 
 	free(w->buf);
 	free(w);
-	if (status < 0 && status != UV_ECANCELED) {
-		snprintf(why, sizeof(why), "write failed: %s",
-		    uv_strerror(status));
-		fail(t, status, why);
-	}
+	if (status < 0 && status != UV_ECANCELED)
+		fail_uv(t, status, "write failed");
 	release(t);
 }
 
@@ -136,12 +142,9 @@ static void
 defer_cb(uv_timer_t *timer)
 {
 	struct transport *t = timer->data;
-	char why[128];
 
-	snprintf(why, sizeof(why), "write failed: %s",
-	    uv_strerror(t->defer_err));
 	uv_close((uv_handle_t *)timer, defer_closed_cb);
-	fail(t, t->defer_err, why); /* a no-op once freed */
+	fail_uv(t, t->defer_err, "write failed"); /* a no-op once freed */
 }
 
 /*
@@ -291,7 +294,6 @@ static void
 connect_cb(uv_connect_t *req, int status)
 {
 	struct transport *t = req->data;
-	char why[400];
 
 	free(req);
 	if (t->freed || status == UV_ECANCELED) {
@@ -305,9 +307,7 @@ connect_cb(uv_connect_t *req, int status)
 			release(t);
 			return;
 		}
-		snprintf(why, sizeof(why), "connect failed: %s",
-		    uv_strerror(status));
-		fail(t, status, why);
+		fail_uv(t, status, "connect failed");
 		release(t);
 		return;
 	}
@@ -319,9 +319,7 @@ connect_cb(uv_connect_t *req, int status)
 	uv_tcp_keepalive(&t->tcp, 1, KEEPALIVE_SECS);
 	status = uv_read_start((uv_stream_t *)&t->tcp, alloc_cb, read_cb);
 	if (status < 0) {
-		snprintf(why, sizeof(why), "cannot read: %s",
-		    uv_strerror(status));
-		fail(t, status, why);
+		fail_uv(t, status, "cannot read");
 		release(t);
 		return;
 	}
@@ -334,7 +332,6 @@ try_connect(struct transport *t)
 {
 	struct addrinfo *ai = t->next_ai;
 	uv_connect_t *req = xmalloc(sizeof(*req));
-	char why[160];
 	int r;
 
 	t->next_ai = ai->ai_next;
@@ -353,15 +350,13 @@ try_connect(struct transport *t)
 		uv_close((uv_handle_t *)&t->tcp, close_cb);
 		return;
 	}
-	snprintf(why, sizeof(why), "connect failed: %s", uv_strerror(r));
-	fail(t, r, why);
+	fail_uv(t, r, "connect failed");
 }
 
 static void
 gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
 	struct transport *t = req->data;
-	char why[200];
 
 	free(req);
 	t->gai = NULL;
@@ -369,11 +364,8 @@ gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	if (t->freed || status < 0) {
 		if (res)
 			uv_freeaddrinfo(res);
-		if (!t->freed) {
-			snprintf(why, sizeof(why), "cannot resolve host: %s",
-			    uv_strerror(status));
-			fail(t, status, why);
-		}
+		if (!t->freed)
+			fail_uv(t, status, "cannot resolve host");
 		release(t);
 		return;
 	}

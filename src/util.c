@@ -244,18 +244,12 @@ fsync_dir(const char *dir)
 }
 
 int
-write_fresh(const char *tmp, const void *p, size_t n, mode_t mode, bool sync)
+write_close(int fd, const void *p, size_t n, bool sync)
 {
 	const char *b = p;
 	size_t off = 0;
-	int fd, r = 0;
+	int r = 0;
 
-	if (unlink(tmp) < 0 && errno != ENOENT)
-		return -errno;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-	    mode);
-	if (fd < 0)
-		return -errno;
 	while (r == 0 && off < n) {
 		ssize_t w = write(fd, b + off, n - off);
 
@@ -269,4 +263,18 @@ write_fresh(const char *tmp, const void *p, size_t n, mode_t mode, bool sync)
 	if (close(fd) < 0 && r == 0)
 		r = -errno;
 	return r;
+}
+
+int
+write_fresh(const char *tmp, const void *p, size_t n, mode_t mode, bool sync)
+{
+	int fd;
+
+	if (unlink(tmp) < 0 && errno != ENOENT)
+		return -errno;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    mode);
+	if (fd < 0)
+		return -errno;
+	return write_close(fd, p, n, sync);
 }

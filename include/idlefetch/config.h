@@ -180,25 +180,10 @@ int config_account_equal(const struct account *a, const struct account *b);
 void config_print(const struct config *cfg, FILE *fp);
 
 /*
- * Maildir directory for a folder: the account's maildir for INBOX, a
- * Maildir++ subfolder (".A.B") for anything else. Caller frees.
- */
-char *config_folder_maildir(const struct account *a, const char *folder);
-/*
- * Whether a folder name can be fetched: valid UTF-8 without the characters
- * a quoted string cannot carry, and short enough for its file names. If
- * not, why says so.
- */
-bool config_folder_ok(const char *f, char *why, size_t len);
-/* Whether two names are one mailbox on the server (INBOX, UTF-7). */
-bool config_same_folder(const char *x, const char *y);
-/*
  * Whether two of a's named folders other than INBOX would be delivered to
  * one Maildir++ folder (a.b and a/b are both ".a.b"): -EINVAL with both
  * names and the folder in why, else 0. Only a Maildir target can clash.
  */
 int config_folders_clash(const struct account *a, char *why, size_t len);
-/* File-name-safe, collision-free encoding of a folder name. Caller frees. */
-char *config_folder_key(const char *folder);
 
 #endif

@@ -37,6 +37,7 @@
  */
 #ifndef IDLEFETCH_MSGINDEX_H
 #define IDLEFETCH_MSGINDEX_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -123,5 +124,37 @@ void msgindex_set_free(struct msgindex_set *m);
 int msgindex_compact(const char *path, const char *maildir, uint32_t tag,
     uint32_t uidvalidity, uint32_t *uids, size_t n, struct msgindex_counts *out,
     char *err, size_t errlen);
+
+/*
+ * The rewrite that recovery and compaction share (msgindex.c): it scans
+ * the files of tag in maildir (all of them, or those named since the
+ * index's mark), then calls ops->line for each line of the index at path
+ * and ops->file for each scanned file no line named, and puts the lines
+ * they keep, through msgindex_rewrite_put(), in a fresh index in place of
+ * path. Returns 0 or -errno with err filled (a callback's negative return
+ * stops it); the index is unchanged then, unless only the fsync of its
+ * directory failed.
+ */
+struct msgindex_rewrite; /* opaque: one rewrite under way */
+
+struct msgindex_rewrite_ops {
+	/*
+	 * A line; hash names its file (never 0). present: the scan saw that
+	 * file; dup: an earlier line named it (a line appended twice).
+	 */
+	int (*line)(void *ud, struct msgindex_rewrite *rw,
+	    const struct msgindex_ent *e, uint64_t hash, bool present,
+	    bool dup);
+	/* A file no line named: e has its name's UIDVALIDITY, UID and FILE. */
+	int (*file)(void *ud, struct msgindex_rewrite *rw, const char *path,
+	    struct msgindex_ent *e, uint64_t hash);
+};
+
+int
+msgindex_rewrite(const char *path, const char *maildir, uint32_t tag, bool all,
+    const struct msgindex_rewrite_ops *ops, void *ud, char *err, size_t errlen);
+/* Writes e into the fresh index; kept: a line no compaction sheds. */
+void msgindex_rewrite_put(struct msgindex_rewrite *rw,
+    const struct msgindex_ent *e, bool kept);
 
 #endif

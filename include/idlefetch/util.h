@@ -49,6 +49,11 @@ int mkdir_p_owned(const char *path, uid_t uid, gid_t gid);
 int dir_is_private(const char *dir);
 
 /*
+ * Writes p[0..n) to fd, fsyncs it when sync, and closes it (always).
+ * 0 or the first -errno.
+ */
+int write_close(int fd, const void *p, size_t n, bool sync);
+/*
  * Writes p[0..n) into a fresh file at tmp (mode), fsynced when sync: any
  * file already there is removed first and none is opened through a
  * symlink, so one planted at the temporary name cannot have us write its

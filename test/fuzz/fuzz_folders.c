@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "idlefetch/folders.h"
+#include "idlefetch/foldername.h"
 #include "idlefetch/mutf7.h"
 
 int
@@ -47,12 +48,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 			if (fs.n != before + 1 || w == NULL ||
 			    strcmp(w, line + 1) != 0 ||
-			    !config_folder_ok(fs.names[before], why,
+			    !folder_ok(fs.names[before], why,
 				sizeof(why)))
 				abort();
 			free(w);
 			for (size_t i = 0; i < before; i++)
-				if (config_same_folder(fs.names[i],
+				if (folder_same(fs.names[i],
 					fs.names[before]))
 					abort();
 		}

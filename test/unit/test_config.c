@@ -16,6 +16,7 @@
 
 #include "idlefetch/config.h"
 #include "idlefetch/config_keys.h"
+#include "idlefetch/foldername.h"
 
 static char path[] = "/tmp/idlefetch-config-test-XXXXXX";
 
@@ -637,20 +638,20 @@ test_folder_paths_and_keys(void **state)
 	struct account a = { .maildir = "/m" };
 	char *p;
 
-	p = config_folder_maildir(&a, "INBOX");
+	p = folder_maildir(a.maildir, "INBOX");
 	assert_string_equal(p, "/m");
 	free(p);
-	p = config_folder_maildir(&a, "Lists/dev");
+	p = folder_maildir(a.maildir, "Lists/dev");
 	assert_string_equal(p, "/m/.Lists.dev");
 	free(p);
-	p = config_folder_key("Lists/dev");
+	p = folder_key("Lists/dev");
 	assert_string_equal(p, "Lists%2Fdev");
 	free(p);
-	p = config_folder_key("Lists.dev");
+	p = folder_key("Lists.dev");
 	assert_string_equal(p, "Lists%2Edev");
 	free(p);
 	/* A UTF-8 name is a UTF-8 Maildir++ folder. */
-	p = config_folder_maildir(&a, "Entw\xc3\xbcrfe");
+	p = folder_maildir(a.maildir, "Entw\xc3\xbcrfe");
 	assert_string_equal(p, "/m/.Entw\xc3\xbcrfe");
 	free(p);
 }
