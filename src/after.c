@@ -143,7 +143,7 @@ after_kick(struct after *af, struct conn *c)
 {
 	size_t k;
 
-	if (af->pending > 0 || af->nwait == 0 || !conn_alive(c))
+	if (af->pending > 0 || af->nwait == 0 || c == NULL || !conn_alive(c))
 		return;
 	k = af->nwait < AFTER_MAX_MSGS ? af->nwait : AFTER_MAX_MSGS;
 	send_action(af, c, af->wait, k);
@@ -160,8 +160,8 @@ void
 after_queue(struct after *af, struct conn *c, const uint32_t *uids,
     size_t n)
 {
-	if (n == 0 || !conn_alive(c))
-		return;
+	if (n == 0 || c == NULL || !conn_alive(c))
+		return; /* below last_uid: the next sync lists them again */
 	if (af->nwait + n > af->capwait) {
 		af->capwait = (af->nwait + n) * 2;
 		af->wait = xrealloc(af->wait, af->capwait * sizeof(*af->wait));

@@ -28,7 +28,10 @@ struct after_ops {
 struct after *after_new(enum after_mode mode, const char *move_wire,
     const struct after_ops *ops, void *ud);
 void after_free(struct after *af);
-/* Queues the action for these UIDs and sends it on c when it may. */
+/*
+ * Queues the action for these UIDs and sends it on c when it may; with no
+ * connection (c NULL or closed) nothing: the next sync finds them.
+ */
 void after_queue(struct after *af, struct conn *c, const uint32_t *uids,
     size_t n);
 /* Sends the next action on c, unless one is in flight. */
