@@ -17,10 +17,13 @@ struct tls;
 
 /*
  * A client context: TLS >= 1.2, peer verification on, trust from ca_file
- * or (NULL) the system store. With a pin (TLS_PIN_LEN bytes, copied), the
- * server's certificate or public key must have that SHA-256 digest
- * instead, whoever signed it and whatever name it carries. The caller owns
- * the result (SSL_CTX_free).
+ * or (NULL) the system store: its hashed directory (SSL_CERT_DIR or
+ * OpenSSL's default), read a certificate at a time as chains need them,
+ * and, where that directory has no hashed names or SSL_CERT_FILE is set,
+ * the bundle file too, loaded at once. With a pin (TLS_PIN_LEN bytes,
+ * copied), the server's certificate or public key must have that SHA-256
+ * digest instead, whoever signed it and whatever name it carries. The
+ * caller owns the result (SSL_CTX_free).
  */
 SSL_CTX *tls_ctx_new(const char *ca_file, const unsigned char *pin,
     char *err, size_t errlen);

@@ -31,6 +31,7 @@ import sys
 import time
 
 import fixture as fx
+import idle_rss
 
 # One imap-login process relays every TLS connection for its life (two
 # descriptors each): spread them over several so none nears its limit.
@@ -208,6 +209,9 @@ def run(k, plain, args, ino):
         time.sleep(args.quiet)
         c1, m1, w1 = cpu_ticks(pid), machine_ticks(), time.monotonic()
         rss = fx.rss_kb(pid)
+        if args.breakdown:
+            print(f"{k} {tls}: where the resident memory is", flush=True)
+            idle_rss.breakdown(pid)
         hz = os.sysconf("SC_CLK_TCK")
         cpu = (c1 - c0) / hz / (w1 - w0) * 100
         busy = (m1[0] - m0[0]) / max(1, m1[1] - m0[1]) * 100
@@ -255,6 +259,8 @@ def main():
     ap.add_argument("--nofile", type=int, default=20000,
                     help="soft and hard open-file limit of idlefetch "
                     "and Dovecot")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="print where the resident memory is, by mapping")
     args = ap.parse_args()
     resource.setrlimit(resource.RLIMIT_NOFILE, (args.nofile, args.nofile))
     counts = [int(x) for x in args.n.split(",")]
