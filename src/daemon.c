@@ -34,6 +34,7 @@
 
 #include "idlefetch/daemon.h"
 #include "idlefetch/folders.h"
+#include "idlefetch/gate.h"
 #include "idlefetch/log.h"
 #include "idlefetch/notify.h"
 #include "idlefetch/oauth.h"
@@ -84,7 +85,7 @@ struct daemon {
 	uv_timer_t watchdog; /* WATCHDOG=1 to the service manager */
 	uv_timer_t trim; /* hands freed heap back to the system */
 	uv_timer_t lockwait; /* retries the locks other processes hold */
-	struct session_gate gate; /* connections set up at once, at most */
+	struct gate *gate; /* connections set up at once, at most */
 	uint64_t changes, trimmed_at; /* status changes: all, at the last trim */
 	bool ready; /* READY=1 sent */
 	char told[160]; /* the last STATUS= sent */
@@ -243,7 +244,7 @@ add_session(struct unit *u, size_t first, size_t n)
 		.ssl_ctx = u->ctx,
 		.once = u->d->once,
 		.status = &u->recs[first],
-		.gate = &u->d->gate,
+		.gate = u->d->gate,
 		.done = on_session_done,
 		/* Only the account's first connection holds every folder. */
 		.split = n == u->nrecs ? on_split : NULL,
@@ -1087,7 +1088,7 @@ daemon_run(struct config *cfg, const char *account, bool once,
 	}
 	uv_timer_init(d.loop, &d.trim);
 	d.trim.data = &d;
-	d.gate.max = GATE_MAX;
+	d.gate = gate_new(GATE_MAX);
 	uv_timer_init(d.loop, &d.lockwait);
 	d.lockwait.data = &d;
 	if (!once) {
@@ -1111,6 +1112,7 @@ daemon_run(struct config *cfg, const char *account, bool once,
 	}
 	uv_run(d.loop, UV_RUN_DEFAULT); /* the closes and last status writes */
 	uv_loop_close(d.loop);
+	gate_free(d.gate);
 	cfg_unref(d.cur);
 	if (d.exit_code >= 0)
 		code = d.exit_code;
