@@ -14,6 +14,7 @@
 #include <openssl/ssl.h>
 #include <uv.h>
 
+#include "idlefetch/gate.h"
 #include "idlefetch/hook.h"
 #include "idlefetch/log.h"
 #include "idlefetch/oauth.h"
@@ -43,7 +44,7 @@ struct units {
 	bool once;
 	bool stopping;
 	struct cfgref *cur; /* the configuration in force */
-	struct session_gate gate; /* connections set up at once, at most */
+	struct gate *gate; /* connections set up at once, at most */
 	uv_timer_t lockwait; /* retries the locks other processes hold */
 	struct unit *units;
 	unsigned failed;
@@ -203,7 +204,7 @@ add_session(struct unit *u, size_t first, size_t n)
 		.ssl_ctx = u->ctx,
 		.once = u->us->once,
 		.status = &u->recs[first],
-		.gate = &u->us->gate,
+		.gate = u->us->gate,
 		.done = on_session_done,
 		/* Only the account's first connection holds every folder. */
 		.split = n == u->nrecs ? on_split : NULL,
@@ -478,7 +479,7 @@ units_new(uv_loop_t *loop, const char *only, bool once,
 	us->once = once;
 	us->ops = ops;
 	us->ud = ud;
-	us->gate.max = GATE_MAX;
+	us->gate = gate_new(GATE_MAX);
 	uv_timer_init(loop, &us->lockwait);
 	us->lockwait.data = us;
 	return us;
@@ -613,5 +614,6 @@ void
 units_free(struct units *us)
 {
 	cfg_unref(us->cur);
+	gate_free(us->gate);
 	free(us);
 }

@@ -14,21 +14,10 @@
 #include <uv.h>
 
 #include "idlefetch/config.h"
+#include "idlefetch/gate.h"
 #include "idlefetch/status.h"
 
 struct session;
-
-/*
- * Connections being set up at once (connect, TLS, login), shared by the
- * sessions of a process: a thousand accounts starting together log in a
- * few dozen at a time instead of all at once, which a server's login
- * service copes with, and which leaves the heap less fragmented by the
- * handshakes' short-lived allocations.
- */
-struct session_gate {
-	unsigned busy, max;
-	struct session *head, *tail; /* waiting for a slot, in order */
-};
 
 /* Called once when the session has stopped for good (ok: last sync fine). */
 typedef void session_done_cb(struct session *s, void *ud, bool ok);
@@ -54,7 +43,7 @@ struct session_opts {
 	SSL_CTX *ssl_ctx; /* borrowed; NULL when tls = none */
 	bool once; /* sync once, then LOGOUT and finish */
 	struct status_rec *status; /* borrowed, one per folder; kept current */
-	struct session_gate *gate; /* borrowed; NULL: no limit */
+	struct gate *gate; /* borrowed; NULL: no limit */
 	session_done_cb *done;
 	session_split_cb *split; /* NULL: never split */
 	/*
