@@ -1,60 +1,52 @@
 /*
- * sync: the SYNC state of a session. It lists the UIDs above the saved
- * last_uid, then fetches them in pipelined batches. Message bodies stream
- * from the framer into Maildir tmp/ files; a batch is committed on the
- * threadpool (sync the files, rename into new/, fsync new/, save state)
- * only after the server's tagged OK, and the server copy is deleted or
- * moved only after that commit. If the connection dies mid-batch, the
- * longest run of received messages in UID order is committed and the rest
- * discarded, so last_uid never passes a message that is not in new/.
+ * mailbox: one folder (mailbox.h). It owns the folder's state machine and
+ * its one logged mailbox_enter(), its Maildir lane, its durable state
+ * record and the one disk job in flight, and it makes every decision of a
+ * sync: SELECT, reconcile, verify the last UID, list, fetch, commit, act
+ * on the server, recover from a renumbering, compact the index. Its parts
+ * keep their own data and return what happened: uidlist (the listing),
+ * fetch (batches and the bodies streamed into the lane), after (the
+ * after-delivery actions), verify (what the last UID holds now), recovery,
+ * compaction, lookup (a folder by name). It calls those, the connection
+ * (conn_cmd), the lane and commit; it hears of replies through the
+ * callbacks it passes with each command, and tells its owner through
+ * mailbox_ops. It never changes the connection's state.
+ *
+ * The sync lists the UIDs above the saved last_uid, then fetches them in
+ * pipelined batches. A batch is committed on the threadpool (sync the
+ * files, rename into new/, fsync new/, save state) only after the
+ * server's tagged OK, and the server copy is deleted or moved only after
+ * that commit. If the connection dies mid-batch, the longest run of
+ * received messages in UID order is committed and the rest discarded, so
+ * last_uid never passes a message that is not in new/.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "idlefetch/after.h"
 #include "idlefetch/commit.h"
+#include "idlefetch/compaction.h"
+#include "idlefetch/fetch.h"
 #include "idlefetch/foldername.h"
 #include "idlefetch/header.h"
 #include "idlefetch/lane.h"
 #include "idlefetch/log.h"
+#include "idlefetch/lookup.h"
 #include "idlefetch/maildir.h"
 #include "idlefetch/mailbox.h"
 #include "idlefetch/metrics.h"
 #include "idlefetch/msgindex.h"
 #include "idlefetch/mutf7.h"
+#include "idlefetch/recovery.h"
 #include "idlefetch/state.h"
 #include "idlefetch/uidlist.h"
 #include "idlefetch/util.h"
-
-#define BATCH_MAX_MSGS 100
-#define BATCH_MAX_BYTES (16u * 1024 * 1024)
-#define PIPELINE_DEPTH 2
-/*
- * The index is compacted once it may hold twice what the server does and
- * some more: a line is about 75 bytes, never under 60, so counting 60
- * each errs toward compacting early.
- */
-#define INDEX_LINE_MIN 60
-#define INDEX_SLACK 64
-
-struct batch {
-	struct batch *next;
-	struct mailbox *mb;
-	uint32_t *uids; /* requested, ascending */
-	size_t n;
-	struct maildir_file *files; /* received, in arrival order */
-	size_t nfiles;
-	struct commit_fp *fps; /* what the server said of each, by UID */
-	bool complete; /* tagged OK seen */
-	uint64_t lane_seq; /* its bodies are on disk once the lane is here */
-};
+#include "idlefetch/verify.h"
 
 static const char *state_names[] = { "NEW", "PREPARE", "READY", "SELECT",
 	"RECONCILE", "VERIFY", "RECOVER", "LIST", "MATCH", "FETCH",
@@ -89,44 +81,20 @@ struct mailbox {
 	uint32_t exists;
 	bool more; /* new mail announced during a sync */
 	bool move_checked; /* the move: target was found on the server */
-	bool lookup_found; /* a LIST reply named `lookup` exactly */
-	unsigned lookup_pass; /* 0: exact LIST, 1: LIST "*NAME" */
-	char *lookup_guess; /* a name the server has that ends in it */
-	const char *lookup; /* the name LIST looks for: move_to or folder */
+	struct lookup *lk; /* a folder looked for by name */
 	char *select_err; /* SELECT's refusal, while LIST looks for it */
 	/* The sync */
-	bool last_found; /* VERIFY: the server still has UID last_uid */
-	struct state_fp last_now; /* ... and this is what it says of it */
-	bool gap; /* a batch came back short: commit no further */
+	struct verify *vf; /* VERIFY: what UID last_uid holds now */
 	unsigned after_retries; /* syncs started again for that, in a row */
-	uint32_t gap_uid; /* the UID it lacked, to retry only once */
 	struct uidlist *ul; /* what the listing found */
-	struct batch *bhead, *btail;
-	size_t inflight; /* FETCH batches sent, not complete */
-	struct batch *job_batch; /* COMMIT_DELIVER: owned until it is done */
-	struct maildir_file cur; /* message being streamed */
-	bool streaming; /* a body literal is open */
-	bool cur_open; /* ...and it has a tmp/ file */
-	bool cur_cr; /* the body so far ended in CR (CRLF cut apart) */
-	unsigned next_msgno;
+	struct fetch *fe; /* its batches, and the body streamed in */
 	/*
 	 * A recovery (see recover_start): the listing is matched against
 	 * what the Maildir holds, and only the rest is fetched.
 	 */
 	bool recovering;
-	bool r_cut; /* its listing went over UIDLIST_MAX */
-	struct msgindex_set *rset; /* what it listed, until it is matched */
-	unsigned r_matched, r_new, r_noid;
-	uint32_t r_max, r_last; /* highest UID listed; the last line's */
-	struct state_fp r_max_fp; /* ...and what UID r_max holds */
-	/* The folder's index: its size after this sync's last job (0: none). */
-	uint64_t index_bytes;
-	uint32_t *cuids; /* COMPACT_LIST: the server's UIDs */
-	size_t ncuids, capcuids;
-	bool c_over; /* ...over MSGINDEX_SET_MAX of them */
-	uint32_t c_distinct, c_top; /* ...how many ascending, the last */
-	uint32_t c_uidvalidity; /* ...under this UIDVALIDITY */
-	bool c_warned; /* a compaction was skipped and said so */
+	struct recovery *rc;
+	struct compaction *cp; /* the folder's index and its compaction */
 };
 
 #define LOG(mb, lvl, ...) log_msg((lvl), (mb)->a->name, (mb)->name, __VA_ARGS__)
@@ -197,134 +165,35 @@ set_text(char **dst, const char *src)
 static void pump(struct mailbox *mb);
 static void pump_commits(struct mailbox *mb);
 static void start_job(struct mailbox *mb, enum commit_kind kind);
-static void sync_batch_free(struct batch *b);
 static void fetch_line(void *ud, const struct proto_resp *r);
 static void listed(void *ud, const struct proto_resp *r);
-static void verify_done(void *ud, const struct proto_resp *r);
+static void verified(void *ud, const struct proto_resp *r,
+    const char *differs);
 static void batch_done(void *ud, const struct proto_resp *r);
-static void batch_line(void *ud, const struct proto_resp *r);
 static void recover_match(struct mailbox *mb);
 static int sync_list_finish(struct mailbox *mb);
 static void sync_start(struct mailbox *mb);
 static void sync_complete(struct mailbox *mb);
 static void recover_start(struct mailbox *mb);
-static void fingerprint(const struct proto_resp *r, struct state_fp *fp,
-    uint64_t *key);
 static void recover_listed(struct mailbox *mb);
 static void recover_matched(struct mailbox *mb, struct commit_req *j);
 static void recover_done(struct mailbox *mb, struct commit_req *j);
 static void compact_done(struct mailbox *mb, struct commit_req *j);
 static void sync_verify_last(struct mailbox *mb);
-static void recover_free_set(struct mailbox *mb);
 static void list_done(struct mailbox *mb);
 static bool compact_due(const struct mailbox *mb);
 static void compact_start(struct mailbox *mb);
-static void compact_add(struct mailbox *mb, uint32_t uid);
 static void compact_listed(struct mailbox *mb, const struct proto_resp *r);
-static void sync_verify_done(struct mailbox *mb, const struct proto_resp *r);
-static void sync_fetch_body(struct mailbox *mb, const struct proto_resp *r);
 
 /* ---- batches ------------------------------------------------------------ */
-
-static void
-sync_batch_free(struct batch *b)
-{
-	if (b == NULL)
-		return;
-	free(b->uids);
-	free(b->files);
-	free(b->fps);
-	free(b);
-}
-
-static int
-cmp_file_uid(const void *x, const void *y)
-{
-	const struct maildir_file *a = x, *b = y;
-
-	return a->uid < b->uid ? -1 : a->uid > b->uid;
-}
-
-static int
-cmp_u32(const void *x, const void *y)
-{
-	uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
-
-	return a < b ? -1 : a > b;
-}
-
-/*
- * Decides what of the head batch can be committed: the leading run of
- * requested UIDs that all arrived. A UID missing from a confirmed batch
- * (expunged meanwhile, or a server that skipped it) ends the run too: the
- * rest is discarded and fetched again by the next sync, which lists only
- * what still exists. So last_uid never passes a message that is not in new/.
- */
-static void
-plan_commit(struct mailbox *mb, struct batch *b, struct commit_req *j)
-{
-	size_t k = 0, i;
-
-	if (b->nfiles > 0)
-		qsort(b->files, b->nfiles, sizeof(*b->files), cmp_file_uid);
-	j->commit_uid = mb->st.last_uid;
-	j->ncommit = 0;
-	if (mb->gap)
-		return; /* an earlier batch stopped short */
-	for (i = 0; i < b->n; i++) {
-		if (k == b->nfiles || b->files[k].uid != b->uids[i])
-			break;
-		if (mb->lane.failed_msgno != 0 &&
-		    b->files[k].msgno >= mb->lane.failed_msgno)
-			break; /* its body did not reach the disk whole */
-		j->commit_uid = b->uids[i];
-		k++;
-	}
-	j->ncommit = k;
-	if (i < b->n && b->complete) {
-		mb->gap = true;
-		if (mb->gap_uid != b->uids[i]) {
-			LOG(mb, LOGL_WARN,
-			    "server did not return UID %u; fetching again "
-			    "from there",
-			    b->uids[i]);
-			mb->more = true; /* re-list: it may have been expunged */
-		}
-		mb->gap_uid = b->uids[i];
-	}
-}
 
 /* Starts the next commit if the head batch is ready for one. */
 static void
 pump_commits(struct mailbox *mb)
 {
-	struct batch *b = mb->bhead;
-
-	if (mb->job_busy || b == NULL)
+	if (mb->job_busy || !fetch_take(mb->fe, on_conn(mb)))
 		return;
-	if (!b->complete && on_conn(mb))
-		return;
-	/* Its bodies must be written out first (all of it, once cut off). */
-	if (mb->lane.done_seq < (b->complete ? b->lane_seq : mb->lane.enq_seq))
-		return;
-	mb->bhead = b->next;
-	if (mb->bhead == NULL)
-		mb->btail = NULL;
-	mb->job_batch = b;
 	start_job(mb, COMMIT_DELIVER);
-}
-
-/* ---- after-delivery actions ---------------------------------------------- */
-
-/* The UIDs as an IMAP sequence set; the caller frees it. */
-static char *
-uid_set(const uint32_t *uids, size_t n)
-{
-	char *set = xmalloc(n * 24 + 1);
-
-	if (proto_uid_set(set, n * 24 + 1, uids, n) < 0)
-		fatal("uid set overflow");
-	return set;
 }
 
 /* ---- commit results -------------------------------------------------------- */
@@ -361,7 +230,6 @@ job_done_prepare(struct mailbox *mb, struct commit_req *j)
 static void
 job_done_commit(struct mailbox *mb, struct commit_req *j)
 {
-	struct batch *b = mb->job_batch;
 	uint32_t *uids;
 	size_t n = 0;
 
@@ -372,7 +240,7 @@ job_done_commit(struct mailbox *mb, struct commit_req *j)
 		mb->delivered += ok;
 		mb->status->delivered = mb->delivered;
 		LOG(mb, LOGL_INFO, "delivered %u message(s), UIDs %u..%u", ok,
-		    b->files[0].uid, b->files[j->ncommit - 1].uid);
+		    j->files[0].uid, j->files[j->ncommit - 1].uid);
 		mb->o.ops->delivered(mb->o.ud, mb, ok);
 	}
 	if (j->nrefused > 0)
@@ -389,8 +257,7 @@ job_done_commit(struct mailbox *mb, struct commit_req *j)
 		 * them before it fetches, or it fetches them again.
 		 */
 		mb->reconciled = false;
-		sync_batch_free(b);
-		mb->job_batch = NULL;
+		fetch_committed(mb->fe);
 		if (j->result == -EAGAIN)
 			mb_fail(mb, j->result,
 			    "delivery deferred: %s; the message stays on the "
@@ -407,19 +274,22 @@ job_done_commit(struct mailbox *mb, struct commit_req *j)
 	 * leaves on the server what it listed (keep_to).
 	 */
 	if (mb->st.recovering) {
-		sync_batch_free(b);
-		mb->job_batch = NULL;
+		fetch_committed(mb->fe);
 		return;
 	}
-	uids = xmalloc((j->ncommit + 1) * sizeof(*uids));
-	for (size_t i = 0; i < j->ncommit; i++)
-		if (!state_refused(&mb->st, b->files[i].uid))
-			uids[n++] = b->files[i].uid;
-	if (mb->af != NULL)
+	/*
+	 * Off the connection (it closed while the commit ran), nothing is
+	 * queued: the next listing finds these UIDs still on the server.
+	 */
+	if (mb->af != NULL && on_conn(mb)) {
+		uids = xmalloc((j->ncommit + 1) * sizeof(*uids));
+		for (size_t i = 0; i < j->ncommit; i++)
+			if (!state_refused(&mb->st, j->files[i].uid))
+				uids[n++] = j->files[i].uid;
 		after_queue(mb->af, mb->conn, uids, n);
-	free(uids);
-	sync_batch_free(b);
-	mb->job_batch = NULL;
+		free(uids);
+	}
+	fetch_committed(mb->fe);
 }
 
 static void job_done(struct mailbox *mb, struct commit_req *j);
@@ -431,7 +301,7 @@ job_after(struct commit_req *j, void *ud)
 
 	mb->job_busy = false;
 	if (j->index_bytes != 0 && j->kind != COMMIT_COMPACT)
-		mb->index_bytes = j->index_bytes;
+		compaction_set_size(mb->cp, j->index_bytes);
 	job_done(mb, j);
 	free(j);
 }
@@ -515,26 +385,23 @@ start_job(struct mailbox *mb, enum commit_kind kind)
 	j->tag = mb->tag_mark;
 	j->uidvalidity = mb->uidvalidity;
 	j->recovering = mb->st.recovering != 0;
-	if (kind == COMMIT_RECOVERED) {
-		j->commit_uid = mb->r_max;
-		j->st.last = mb->r_max_fp;
-	}
+	if (kind == COMMIT_RECOVERED)
+		j->commit_uid = recovery_max(mb->rc, &j->st.last);
 	/* The job owns these until it is done (job_done frees them). */
-	if (kind == COMMIT_MATCH) {
-		j->set = mb->rset;
-		mb->rset = NULL;
-	}
-	if (kind == COMMIT_COMPACT) {
-		j->uids = mb->cuids;
-		j->nuids = mb->ncuids;
-		mb->cuids = NULL;
-		mb->ncuids = mb->capcuids = 0;
-	}
+	if (kind == COMMIT_MATCH)
+		j->set = recovery_take_set(mb->rc);
+	if (kind == COMMIT_COMPACT)
+		j->uids = compaction_take(mb->cp, &j->nuids);
 	if (kind == COMMIT_DELIVER) {
-		plan_commit(mb, mb->job_batch, j);
-		j->files = mb->job_batch->files;
-		j->nfiles = mb->job_batch->nfiles;
-		j->fps = mb->job_batch->fps;
+		uint32_t missing = fetch_plan(mb->fe, j);
+
+		if (missing != 0) {
+			LOG(mb, LOGL_WARN,
+			    "server did not return UID %u; fetching again "
+			    "from there",
+			    missing);
+			mb->more = true; /* re-list: it may have been expunged */
+		}
 	}
 	mb->job_busy = true;
 	commit_start(mb->loop, j, job_after, mb);
@@ -568,35 +435,6 @@ sync_list_finish(struct mailbox *mb)
 	return 0;
 }
 
-static void
-send_batch(struct mailbox *mb)
-{
-	struct batch *b = xcalloc(1, sizeof(*b));
-	uint32_t uids[BATCH_MAX_MSGS];
-	size_t n;
-	char *set;
-
-	n = uidlist_take(mb->ul, BATCH_MAX_MSGS, BATCH_MAX_BYTES, uids);
-	b->n = n;
-	b->uids = xmalloc(n * sizeof(*b->uids));
-	memcpy(b->uids, uids, n * sizeof(*b->uids));
-	b->files = xmalloc(n * sizeof(*b->files));
-	b->fps = xcalloc(n, sizeof(*b->fps));
-	b->mb = mb;
-	set = uid_set(b->uids, n);
-	conn_cmd(mb->conn, HAS_FETCH, batch_done, batch_line, b,
-	    "UID FETCH %s (UID RFC822.SIZE "
-	    "BODY.PEEK[HEADER.FIELDS (" HEADER_FIELDS ")] BODY.PEEK[])",
-	    set);
-	free(set);
-	if (mb->btail)
-		mb->btail->next = b;
-	else
-		mb->bhead = b;
-	mb->btail = b;
-	mb->inflight++;
-}
-
 /*
  * A finished sync keeps none of its listing: an idle connection would hold
  * 2 KiB or more of it (2 MiB at a thousand accounts).
@@ -614,7 +452,8 @@ sync_complete(struct mailbox *mb)
 	if (mb->recovering) {
 		mb->recovering = false;
 		/* Not all of it delivered: the next pass recovers again. */
-		if (!mb->gap && !mb->r_cut && !mb->stopping) {
+		if (!fetch_gap(mb->fe) && !recovery_cut(mb->rc) &&
+		    !mb->stopping) {
 			start_job(mb, COMMIT_RECOVERED);
 			return;
 		}
@@ -626,7 +465,7 @@ sync_complete(struct mailbox *mb)
 	mb->status->last_sync = (int64_t)time(NULL);
 	status_changed(mb->status);
 	/* A UID the server kept skipping is not delivered: not a clean sync. */
-	mb->sync_ok = !mb->gap;
+	mb->sync_ok = !fetch_gap(mb->fe);
 	/* Messages an after-action missed: list and act again, a few times. */
 	if (mb->af != NULL && after_take_short(mb->af) &&
 	    mb->after_retries < 3 && !mb->stopping) {
@@ -661,12 +500,12 @@ pump(struct mailbox *mb)
 		after_kick(mb->af, mb->conn);
 	}
 	uidlist_stale_done(mb->ul);
-	while (!mb->stopping && !mb->gap && mb->inflight < PIPELINE_DEPTH &&
+	while (!mb->stopping && fetch_may_send(mb->fe) &&
 	    uidlist_left(mb->ul) > 0)
-		send_batch(mb);
-	if (mb->bhead == NULL && !mb->job_busy &&
+		fetch_send(mb->fe, mb->conn, mb->ul, batch_done, fetch_line, mb);
+	if (!fetch_pending(mb->fe) && !mb->job_busy &&
 	    (mb->af == NULL || after_idle(mb->af)) &&
-	    (uidlist_left(mb->ul) == 0 || mb->stopping || mb->gap))
+	    (uidlist_left(mb->ul) == 0 || mb->stopping || fetch_gap(mb->fe)))
 		sync_complete(mb);
 }
 
@@ -677,7 +516,7 @@ list_begin(struct mailbox *mb, uint32_t from, const char *items)
 	mailbox_enter(mb, MB_LIST, mb->recovering ? "a recovery's listing" :
 						    "listing new mail");
 	mb->more = false;
-	mb->gap = false;
+	fetch_clear_gap(mb->fe);
 	uidlist_clear(mb->ul);
 	conn_cmd(mb->conn, HAS_FETCH, listed, fetch_line, mb, "UID FETCH %u:* (%s)",
 	    from, items);
@@ -725,81 +564,32 @@ sync_verify_last(struct mailbox *mb)
 		sync_start(mb); /* nothing to check against */
 		return;
 	}
-	mb->last_found = false;
-	memset(&mb->last_now, 0, sizeof(mb->last_now));
 	mailbox_enter(mb, MB_VERIFY, "checking the last delivered UID");
-	conn_cmd(mb->conn, HAS_FETCH, verify_done, fetch_line, mb,
-	    "UID FETCH %u (UID RFC822.SIZE "
-	    "BODY.PEEK[HEADER.FIELDS (" HEADER_FIELDS ")])",
-	    mb->st.last_uid);
+	verify_start(mb->vf, mb->conn, mb->st.last_uid, &mb->st.last,
+	    verified, mb);
 }
 
 static void
-sync_verify_fetch(struct mailbox *mb, const struct proto_resp *r)
+verified(void *ud, const struct proto_resp *r, const char *differs)
 {
-	if (!(r->has & HAS_UID) || r->uid != mb->st.last_uid)
-		return;
-	mb->last_found = true;
-	mb->last_now.size = (r->has & HAS_SIZE) ? r->size : 0;
-	fingerprint(r, &mb->last_now, NULL);
-}
-
-static void
-sync_verify_done(struct mailbox *mb, const struct proto_resp *r)
-{
-	const struct state_fp *was = &mb->st.last, *now = &mb->last_now;
-	bool size_differs, id_differs;
+	struct mailbox *mb = ud;
 
 	if (r->status != PROTO_OK) {
 		mb_fail(mb, IDLEFETCH_EPROTO,
 		    "checking UID %u failed: %s", mb->st.last_uid, r->text);
 		return;
 	}
-	/* Gone (deleted, moved): nothing to compare, nothing renumbered. */
-	size_differs = mb->last_found && was->size && now->size &&
-	    was->size != now->size;
-	id_differs = mb->last_found && was->msgid[0] && now->msgid[0] &&
-	    strcmp(was->msgid, now->msgid) != 0;
-	if (size_differs || id_differs) {
-		char what[2 * STATE_MSGID_MAX + 64];
-
-		if (id_differs)
-			snprintf(what, sizeof(what), "Message-ID %s, was %s",
-			    now->msgid, was->msgid);
-		else
-			snprintf(what, sizeof(what), "size %u, was %u",
-			    now->size, was->size);
+	if (differs != NULL) {
 		LOG(mb, LOGL_WARN,
 		    "UID %u no longer holds the message delivered under it "
 		    "(%s): the server renumbered this folder without "
 		    "changing UIDVALIDITY %u. Matching its messages against "
 		    "the Maildir instead of trusting the UIDs",
-		    mb->st.last_uid, what, mb->uidvalidity);
+		    mb->st.last_uid, differs, mb->uidvalidity);
 		recover_start(mb);
 		return;
 	}
 	sync_start(mb);
-}
-
-/*
- * What the header fields in r say of a message: its Message-ID into fp,
- * its key into *key (when asked for).
- */
-static void
-fingerprint(const struct proto_resp *r, struct state_fp *fp, uint64_t *key)
-{
-	struct header_info h;
-
-	if (!(r->has & HAS_HDR)) {
-		fp->msgid[0] = '\0';
-		if (key)
-			*key = 0;
-		return;
-	}
-	(void)header_parse(r->hdr, r->hdr_len, &h);
-	memcpy(fp->msgid, h.msgid, sizeof(fp->msgid));
-	if (key)
-		*key = header_key(&h);
 }
 
 /* ---- recovery ----------------------------------------------------------------- */
@@ -821,21 +611,14 @@ recover_start(struct mailbox *mb)
 }
 
 /*
- * The state says "recovering": list every message with its header fields.
- * The listing is kept (24 bytes a message) and matched against the index
- * on the threadpool once it is complete, so that the index, which may be
- * far larger than the folder, is never held in memory.
+ * The state says "recovering": list every message with its header fields,
+ * to be matched against the index (recovery.c).
  */
 static void
 recover_listed(struct mailbox *mb)
 {
-	recover_free_set(mb);
-	mb->rset = xcalloc(1, sizeof(*mb->rset));
+	recovery_begin(mb->rc);
 	mb->recovering = true;
-	mb->r_cut = false;
-	mb->r_matched = mb->r_noid = 0;
-	mb->r_max = mb->r_last = 0;
-	memset(&mb->r_max_fp, 0, sizeof(mb->r_max_fp));
 	list_begin(mb, 1,
 	    "UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (" HEADER_FIELDS ")]");
 }
@@ -843,43 +626,10 @@ recover_listed(struct mailbox *mb)
 static void
 recover_line(struct mailbox *mb, const struct proto_resp *r)
 {
-	struct state_fp fp;
-	uint64_t key;
-
-	if (r->uid == mb->r_last || mb->rset == NULL)
-		return; /* a repeated line, or a failed listing */
-	mb->r_last = r->uid;
-	fingerprint(r, &fp, &key);
-	if (r->uid > mb->r_max) {
-		mb->r_max = r->uid;
-		mb->r_max_fp = fp;
-		mb->r_max_fp.size = (r->has & HAS_SIZE) ? r->size : 0;
-	}
-	if (fp.msgid[0] == '\0')
-		mb->r_noid++;
-	if (msgindex_set_add(mb->rset, r->uid, key,
-		(r->has & HAS_SIZE) ? r->size : 0) < 0) {
-		recover_free_set(mb);
+	if (recovery_line(mb->rc, r) < 0)
 		mb_fail(mb, IDLEFETCH_EPROTO,
 		    "the server listed over %d messages for a recovery; "
 		    "closing the connection", MSGINDEX_SET_MAX);
-	}
-}
-
-static void
-free_set(struct msgindex_set *m)
-{
-	if (m == NULL)
-		return;
-	msgindex_set_free(m);
-	free(m);
-}
-
-static void
-recover_free_set(struct mailbox *mb)
-{
-	free_set(mb->rset);
-	mb->rset = NULL;
 }
 
 /* The listing is complete: match it against the index, off the loop. */
@@ -897,12 +647,12 @@ recover_matched(struct mailbox *mb, struct commit_req *j)
 	struct msgindex_set *m = j->set;
 
 	if (j->result < 0) {
-		free_set(m);
+		recovery_set_free(m);
 		mb_fail(mb, j->result, "%s", j->err);
 		return;
 	}
 	if (!in(mb, MB_MATCH) || !mb->recovering) {
-		free_set(m);
+		recovery_set_free(m);
 		mb_settled(mb);
 		return;
 	}
@@ -910,11 +660,7 @@ recover_matched(struct mailbox *mb, struct commit_req *j)
 		LOG(mb, LOGL_INFO,
 		    "read %u message(s) of the Maildir missing from its index",
 		    m->from_maildir);
-	mb->r_matched = m->matched;
-	for (size_t i = 0; i < m->n; i++)
-		if (m->v[i].by == 0)
-			uidlist_add(mb->ul, m->v[i].uid, m->v[i].size);
-	free_set(m);
+	recovery_matched(mb->rc, m, mb->ul);
 	list_done(mb);
 }
 
@@ -925,18 +671,21 @@ recover_matched(struct mailbox *mb, struct commit_req *j)
 static void
 recover_done(struct mailbox *mb, struct commit_req *j)
 {
+	unsigned matched, fresh, noid;
+
 	if (j->result < 0) {
 		mb_fail(mb, j->result, "%s", j->err);
 		return;
 	}
 	mb->st = j->st;
 	metrics_recovery(mb->a->name, mb->name);
+	recovery_counts(mb->rc, &matched, &fresh, &noid);
 	LOG(mb, LOGL_WARN,
 	    "recovered the renumbered folder: %u message(s) matched the "
 	    "Maildir, %u new delivered, %u without a Message-ID (matched by "
 	    "Date, From, Subject and size); nothing was deleted or moved on "
 	    "the server. UIDVALIDITY %u, last UID %u",
-	    mb->r_matched, mb->r_new, mb->r_noid, j->st.uidvalidity,
+	    matched, fresh, noid, j->st.uidvalidity,
 	    j->st.last_uid);
 	if (!in(mb, MB_FETCH)) {
 		mb_settled(mb);
@@ -958,12 +707,10 @@ recover_done(struct mailbox *mb, struct commit_req *j)
 static bool
 compact_due(const struct mailbox *mb)
 {
-	if (mb->index_bytes == 0 || mb->stopping || !in(mb, MB_FETCH) ||
-	    mb->gap || mb->st.recovering ||
-	    mb->st.uidvalidity != mb->uidvalidity)
+	if (mb->stopping || !in(mb, MB_FETCH) || fetch_gap(mb->fe) ||
+	    mb->st.recovering || mb->st.uidvalidity != mb->uidvalidity)
 		return false;
-	return mb->index_bytes / INDEX_LINE_MIN >
-	    2 * (uint64_t)mb->exists + INDEX_SLACK;
+	return compaction_due(mb->cp, mb->exists);
 }
 
 static void
@@ -972,12 +719,9 @@ compact_start(struct mailbox *mb)
 	LOG(mb, LOGL_DEBUG,
 	    "the folder's index (%" PRIu64 " bytes) may hold far more than "
 	    "its %u message(s): listing their UIDs to compact it",
-	    mb->index_bytes, mb->exists);
-	mb->index_bytes = 0; /* once per sync, whatever comes of it */
+	    compaction_size(mb->cp), mb->exists);
+	compaction_begin(mb->cp, mb->uidvalidity); /* once per sync */
 	mailbox_enter(mb, MB_COMPACT_LIST, "compacting the index");
-	mb->ncuids = mb->c_distinct = mb->c_top = 0;
-	mb->c_over = false;
-	mb->c_uidvalidity = mb->uidvalidity;
 	if (mb->exists == 0) {
 		/*
 		 * The server says the folder is empty (at SELECT, or after
@@ -992,32 +736,11 @@ compact_start(struct mailbox *mb)
 	    "UID FETCH 1:* (UID)");
 }
 
-static void
-compact_add(struct mailbox *mb, uint32_t uid)
-{
-	if (mb->ncuids == MSGINDEX_SET_MAX) {
-		mb->c_over = true;
-		return;
-	}
-	if (mb->ncuids == mb->capcuids) {
-		mb->capcuids = mb->capcuids ? mb->capcuids * 2 : 256;
-		mb->cuids = xrealloc(mb->cuids, mb->capcuids * sizeof(*mb->cuids));
-	}
-	mb->cuids[mb->ncuids++] = uid;
-	/* A lower bound of the distinct UIDs: a server lists 1:* ascending. */
-	if (mb->ncuids == 1 || uid > mb->c_top) {
-		mb->c_distinct++;
-		mb->c_top = uid;
-	}
-}
-
 /* The sync ends as it would have without the compaction. */
 static void
 compact_end(struct mailbox *mb)
 {
-	free(mb->cuids);
-	mb->cuids = NULL;
-	mb->ncuids = mb->capcuids = 0;
+	compaction_clear(mb->cp);
 	mailbox_enter(mb, MB_FETCH, "the compaction is over");
 	sync_complete(mb);
 }
@@ -1033,20 +756,15 @@ compact_listed(struct mailbox *mb, const struct proto_resp *r)
 
 	if (r->status != PROTO_OK)
 		why = r->text;
-	else if (mb->c_over)
-		why = "the folder holds too many messages";
-	else if (mb->uidvalidity != mb->c_uidvalidity)
-		why = "the folder's UIDVALIDITY changed";
-	else if (mb->c_distinct < mb->exists)
-		why = "the server listed fewer UIDs than it holds messages";
+	else
+		why = compaction_check(mb->cp, mb->uidvalidity, mb->exists);
 	if (why == NULL) {
 		mailbox_enter(mb, MB_COMPACT, "the server's UIDs are listed");
 		start_job(mb, COMMIT_COMPACT);
 		return;
 	}
-	LOG(mb, mb->c_warned ? LOGL_DEBUG : LOGL_WARN,
+	LOG(mb, compaction_warned(mb->cp) ? LOGL_DEBUG : LOGL_WARN,
 	    "not compacting the folder's index: %s", why);
-	mb->c_warned = true;
 	compact_end(mb);
 }
 
@@ -1069,60 +787,17 @@ compact_done(struct mailbox *mb, struct commit_req *j)
 	compact_end(mb);
 }
 
-static void
-sync_fetch_body(struct mailbox *mb, const struct proto_resp *r)
-{
-	struct batch *b;
-
-	/*
-	 * Servers may interleave the responses of pipelined commands, so the
-	 * UID, not the order, says which batch a body belongs to.
-	 */
-	for (b = mb->bhead; b; b = b->next)
-		if (!b->complete && (r->has & HAS_UID) &&
-		    bsearch(&r->uid, b->uids, b->n, sizeof(*b->uids),
-			cmp_u32) != NULL)
-			break;
-	mb->cur_open = false;
-	if (b == NULL) {
-		LOG(mb, LOGL_WARN,
-		    "ignoring a message body the client did not ask "
-		    "for (UID %u)",
-		    r->uid);
-		lane_discard(&mb->lane, &mb->cur);
-		return;
-	}
-	for (size_t i = 0; i < b->nfiles; i++)
-		if (b->files[i].uid == r->uid) {
-			lane_discard(&mb->lane, &mb->cur);
-			return;
-		}
-	mb->cur.uid = r->uid;
-	b->fps[b->nfiles].uid = r->uid;
-	b->fps[b->nfiles].fp.size = (r->has & HAS_SIZE) ? r->size : 0;
-	fingerprint(r, &b->fps[b->nfiles].fp, &b->fps[b->nfiles].key);
-	b->files[b->nfiles++] = mb->cur;
-}
+/* ---- replies and message bodies ------------------------------------------- */
 
 static int
 sink_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 {
 	struct mailbox *mb = ud;
-	const char *end = prefix + len;
 	int r;
 
-	/* prefix ends in "{n}\r\n": look at what precedes the brace. */
-	while (end > prefix && end[-1] != '{')
-		end--;
-	if (end > prefix)
-		end--;
-	while (end > prefix && end[-1] == ' ')
-		end--;
-	if (len < 2 || prefix[0] != '*' || end - prefix < 6 ||
-	    (strncasecmp(end - 6, "BODY[]", 6) != 0 &&
-		(end - prefix < 6 || strncasecmp(end - 6, "RFC822", 6) != 0)))
+	if (!fetch_is_body(prefix, len))
 		return 0;
-	if (mb->cur_open) {
+	if (fetch_body_open(mb->fe)) {
 		/*
 		 * One FETCH response, one message: a second body would open a
 		 * second file while the first is in flight, and which of the
@@ -1133,33 +808,14 @@ sink_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 		    "connection");
 		return IDLEFETCH_EPROTO;
 	}
-	mb->streaming = true;
-	if (mb->state != MB_FETCH || mb->bhead == NULL)
-		return 1; /* streamed to nowhere */
-	r = maildir_create(mb->maildir, mb->tag_mark, &mb->cur);
+	r = fetch_body_begin(mb->fe, mb->state == MB_FETCH);
 	if (r < 0) {
 		/* Decided and logged here, once; the framer only stops. */
 		mb_fail(mb, r, "cannot create a file in %s/tmp: %s",
 		    mb->maildir, strerror(-r));
 		return r;
 	}
-	mb->cur.msgno = ++mb->next_msgno;
-	mb->cur_open = true;
-	mb->cur_cr = false;
 	return 1;
-}
-
-/* A full conversion buffer goes to the lane (which copies it). */
-/* Body bytes, CRLF made LF, on their way to the lane (the loop's only). */
-static struct maildir_writer shared_writer;
-
-static int
-lane_sink(void *ud, const char *p, size_t n)
-{
-	struct mailbox *mb = ud;
-
-	lane_write(&mb->lane, &mb->cur, p, n);
-	return 0;
 }
 
 static int
@@ -1167,23 +823,7 @@ sink_data(void *ud, const char *p, size_t n)
 {
 	struct mailbox *mb = ud;
 
-	struct maildir_writer *w = &shared_writer;
-	int r;
-
-	if (!mb->cur_open)
-		return 0;
-	/*
-	 * One buffer for every connection on the loop: it holds nothing
-	 * between two chunks, only the mailbox's pending CR does.
-	 */
-	w->len = 0;
-	w->cr = mb->cur_cr;
-	r = maildir_feed(w, p, n, lane_sink, mb);
-	if (r == 0 && w->len > 0)
-		lane_write(&mb->lane, &mb->cur, w->buf, w->len);
-	w->len = 0;
-	mb->cur_cr = w->cr;
-	return r;
+	return fetch_body_data(mb->fe, p, n);
 }
 
 static int
@@ -1191,16 +831,7 @@ sink_end(void *ud)
 {
 	struct mailbox *mb = ud;
 
-	struct maildir_writer *w = &shared_writer;
-
-	mb->streaming = false;
-	if (!mb->cur_open)
-		return 0;
-	w->len = 0;
-	w->cr = mb->cur_cr;
-	maildir_convert_end(w);
-	lane_write(&mb->lane, &mb->cur, w->buf, w->len);
-	w->len = 0;
+	fetch_body_end(mb->fe);
 	return 0;
 }
 
@@ -1214,7 +845,7 @@ mailbox_begin(struct mailbox *mb)
 {
 	const struct state_rec *st = &mb->st;
 
-	mb->index_bytes = 0; /* another folder's, or an older one */
+	compaction_set_size(mb->cp, 0); /* another folder's, or older */
 	if (st->recovering) {
 		LOG(mb, LOGL_WARN,
 		    "a recovery of this folder was cut short; doing it again");
@@ -1242,8 +873,8 @@ mailbox_begin(struct mailbox *mb)
 static void
 list_done(struct mailbox *mb)
 {
-	if (mb->recovering)
-		mb->r_cut = uidlist_cut(mb->ul);
+	bool cut = mb->recovering && uidlist_cut(mb->ul);
+
 	if (sync_list_finish(mb) < 0) {
 		mb_fail(mb, IDLEFETCH_EPROTO,
 		    "the server listed over %d messages without a "
@@ -1251,7 +882,8 @@ list_done(struct mailbox *mb)
 		return;
 	}
 	if (mb->recovering)
-		mb->r_new = (unsigned)uidlist_count(mb->ul);
+		recovery_listed(mb->rc, cut,
+		    (unsigned)uidlist_count(mb->ul));
 	if (uidlist_count(mb->ul) > 0)
 		LOG(mb, LOGL_INFO, "%zu new message(s) to fetch",
 		    uidlist_count(mb->ul));
@@ -1259,18 +891,16 @@ list_done(struct mailbox *mb)
 	pump(mb);
 }
 
-/* An untagged FETCH of the sync's commands: a listing's, or the verify's. */
+/* An untagged FETCH of the sync's commands: a listing's, or a batch's. */
 static void
 fetch_line(void *ud, const struct proto_resp *r)
 {
 	struct mailbox *mb = ud;
 
-	if (mb->state == MB_VERIFY)
-		sync_verify_fetch(mb, r);
-	else if (!(r->has & HAS_UID))
+	if (!(r->has & HAS_UID))
 		return;
 	else if (mb->state == MB_COMPACT_LIST)
-		compact_add(mb, r->uid);
+		compaction_add(mb->cp, r->uid);
 	else if (mb->state == MB_LIST && mb->recovering)
 		recover_line(mb, r);
 	else if (mb->state == MB_LIST)
@@ -1286,7 +916,8 @@ mailbox_may_close(const struct mailbox *mb)
 {
 	if (mb->state != MB_LIST && mb->state != MB_FETCH)
 		return true;
-	return !mb->streaming && (mb->inflight > 0 || mb->state == MB_LIST);
+	return !fetch_streaming(mb->fe) &&
+	    (fetch_inflight(mb->fe) > 0 || mb->state == MB_LIST);
 }
 
 /* The listing's tagged reply (of new mail, a recovery's or compaction's). */
@@ -1312,39 +943,18 @@ listed(void *ud, const struct proto_resp *r)
 		list_done(mb);
 }
 
-static void
-verify_done(void *ud, const struct proto_resp *r)
-{
-	if (r != NULL)
-		sync_verify_done(ud, r);
-}
-
 /* A batch's tagged reply: its bodies are all in (or never will be). */
 static void
 batch_done(void *ud, const struct proto_resp *r)
 {
-	struct batch *b = ud;
-	struct mailbox *mb = b->mb;
+	struct mailbox *mb = ud;
 
-	if (r == NULL)
-		return; /* the batch is the sync's, freed with it */
 	if (r->status != PROTO_OK) {
 		mb_fail(mb, IDLEFETCH_EPROTO,
 		    "fetching messages failed: %s", r->text);
 		return;
 	}
-	b->complete = true;
-	b->lane_seq = mb->lane.enq_seq;
-	mb->inflight--;
 	pump(mb);
-}
-
-static void
-batch_line(void *ud, const struct proto_resp *r)
-{
-	struct batch *b = ud;
-
-	fetch_line(b->mb, r);
 }
 
 static bool
@@ -1353,14 +963,18 @@ sink_unit(void *ud, int pr, const struct proto_resp *r, const char *p,
 {
 	struct mailbox *mb = ud;
 
-	if (mb->cur_open) {
+	if (fetch_body_open(mb->fe)) {
 		if (pr < 0 || !(r->has & HAS_BODY)) {
 			mb_fail(mb, IDLEFETCH_EPROTO,
 			    "cannot parse a FETCH response "
 			    "carrying a message; closing the connection");
 			return false;
 		}
-		sync_fetch_body(mb, r);
+		if (fetch_body_done(mb->fe, r) < 0)
+			LOG(mb, LOGL_WARN,
+			    "ignoring a message body the client did not ask "
+			    "for (UID %u)",
+			    r->uid);
 	}
 	if (pr < 0 && (mb->state == MB_LIST || mb->state == MB_COMPACT_LIST) &&
 	    (r->has & HAS_FETCH)) {
@@ -1386,63 +1000,20 @@ sink_unit(void *ud, int pr, const struct proto_resp *r, const char *p,
 /* ---- SELECT ------------------------------------------------------------------- */
 
 /*
- * Whether a name the server listed, with its hierarchy delimiter, is the
- * configured name below some prefix: the configured levels, separated by
- * '/' or '.', are the last levels of the listed name (compared without
- * case), so Archive is INBOX.Archive and Lists/dev is INBOX.Lists.dev, but
- * Archive is not MyArchive.
- */
-static bool
-names_same_folder(const char *listed, char delim, const char *want)
-{
-	size_t n = strlen(listed), m = strlen(want);
-
-	if (n <= m)
-		return false;
-	if (delim == 0 || listed[n - m - 1] != delim)
-		return false;
-	for (size_t i = 0; i < m; i++) {
-		char l = listed[n - m + i], w = want[i];
-		bool lsep = l == delim, wsep = w == '/' || w == '.';
-
-		if (lsep || wsep) {
-			if (lsep != wsep)
-				return false;
-		} else if (tolower((unsigned char)l) != tolower((unsigned char)w))
-			return false;
-	}
-	return true;
-}
-
-/*
  * A move: target the server does not have fails only after delivery, on
- * every sync. Ask first: LIST it by name, and if it is not there, list
- * "*NAME" with every hierarchy separator ('/' or '.') widened to '*', to
- * name what the server calls it: INBOX.Archive for Archive and
- * INBOX.Lists.dev for Lists/dev on Courier and Cyrus, whose personal
- * namespace is "INBOX." with "." between levels. A refused SELECT is
- * looked for the same way, to say what the server calls the folder.
+ * every sync. Ask first: look it up by name (lookup.c), which also names
+ * what the server calls it: INBOX.Archive for Archive on Courier and
+ * Cyrus. A refused SELECT is looked for the same way, to say what the
+ * server calls the folder.
  */
-static void lookup_done(void *ud, const struct proto_resp *r);
-static void lookup_line(void *ud, const struct proto_resp *r);
+static void looked_up(void *ud, const struct proto_resp *r, bool found,
+    const char *guess);
 static void send_select(struct mailbox *mb);
 
 static void
-send_lookup(struct mailbox *mb)
+look_for(struct mailbox *mb, const char *name, bool wide)
 {
-	char mbox[512], pattern[300];
-
-	snprintf(pattern, sizeof(pattern), "%s%s", mb->lookup_pass ? "*" : "",
-	    mb->lookup);
-	if (mb->lookup_pass)
-		for (char *p = pattern; *p; p++)
-			if (*p == '/' || *p == '.')
-				*p = '*';
-	if (proto_quote(mbox, sizeof(mbox), pattern) < 0)
-		fatal("folder name '%s' cannot be quoted", mb->lookup);
-	mb->lookup_found = false;
-	conn_cmd(mb->conn, HAS_LIST, lookup_done, lookup_line, mb,
-	    "LIST \"\" %s", mbox);
+	lookup_start(mb->lk, mb->conn, name, wide, looked_up, mb);
 	mailbox_enter(mb, MB_SELECT, "looking for a folder by name");
 }
 
@@ -1456,73 +1027,50 @@ refused(struct mailbox *mb, const char *why)
 
 /* A refused SELECT, looked for by name: say what the server calls it. */
 static void
-select_refused(struct mailbox *mb)
+select_refused(struct mailbox *mb, const char *guess)
 {
 	char why[512];
 
-	if (mb->lookup_guess)
+	if (guess)
 		snprintf(why, sizeof(why),
 		    "cannot open folder %s: %s; the server has '%s' "
 		    "(write it so in folders =)",
-		    mb->name, mb->select_err, mb->lookup_guess);
+		    mb->name, mb->select_err, guess);
 	else
 		snprintf(why, sizeof(why), "cannot open folder %s: %s",
 		    mb->name, mb->select_err);
 	set_text(&mb->select_err, NULL);
-	mb->lookup_pass = 0;
 	refused(mb, why);
 }
 
 static void
-lookup_done(void *ud, const struct proto_resp *r)
+looked_up(void *ud, const struct proto_resp *r, bool found, const char *guess)
 {
 	struct mailbox *mb = ud;
 
-	if (r == NULL)
-		return;
 	if (r->status != PROTO_OK) {
 		mb_fail(mb, IDLEFETCH_EPROTO, "LIST failed: %s", r->text);
 		return;
 	}
 	if (mb->select_err) {
-		select_refused(mb);
+		select_refused(mb, guess);
 		return;
 	}
-	if (mb->lookup_found) {
+	if (found) {
 		mb->move_checked = true;
 		send_select(mb);
 		return;
 	}
-	if (mb->lookup_pass == 0) {
-		mb->lookup_pass = 1;
-		set_text(&mb->lookup_guess, NULL);
-		send_lookup(mb);
-		return;
-	}
-	mb->lookup_pass = 0;
-	if (mb->lookup_guess)
+	if (guess)
 		fail_as(mb, IDLEFETCH_EPROTO, true,
 		    "after = move:%s: the server has no folder of that name; it "
 		    "has '%s' (write after = move:%s)",
-		    mb->a->move_to, mb->lookup_guess, mb->lookup_guess);
+		    mb->a->move_to, guess, guess);
 	else
 		fail_as(mb, IDLEFETCH_EPROTO, true,
 		    "after = move:%s: the server has no folder of that name; "
 		    "create it, or name one it has",
 		    mb->a->move_to);
-}
-
-/* A line of LIST looking for a folder by name. */
-static void
-lookup_line(void *ud, const struct proto_resp *r)
-{
-	struct mailbox *mb = ud;
-
-	if (strcmp(r->name, mb->lookup) == 0)
-		mb->lookup_found = true;
-	else if (mb->lookup_guess == NULL &&
-	    names_same_folder(r->name, r->list_delim, mb->lookup))
-		set_text(&mb->lookup_guess, r->name);
 }
 
 static void
@@ -1551,10 +1099,7 @@ select_done(void *ud, const struct proto_resp *r)
 	if (r->status != PROTO_OK) {
 		/* Look for a name ending in it: INBOX.Lists for Lists. */
 		set_text(&mb->select_err, r->text[0] ? r->text : "refused");
-		mb->lookup = mb->wire;
-		mb->lookup_pass = 1;
-		set_text(&mb->lookup_guess, NULL);
-		send_lookup(mb);
+		look_for(mb, mb->wire, true);
 		return;
 	}
 	selected(mb);
@@ -1566,8 +1111,7 @@ send_select(struct mailbox *mb)
 	char mbox[512];
 
 	if (mb->a->after == AFTER_MOVE && !mb->move_checked) {
-		mb->lookup = mb->o.move_wire;
-		send_lookup(mb);
+		look_for(mb, mb->o.move_wire, false);
 		return;
 	}
 	/* The configuration allows only names a quoted string can carry. */
@@ -1677,6 +1221,11 @@ mailbox_new(uv_loop_t *loop, const struct mailbox_opts *o)
 	if (mb->a->after != AFTER_KEEP)
 		mb->af = after_new(mb->a->after, o->move_wire, &after_ops, mb);
 	lane_init(&mb->lane, loop, mb->maildir, &lane_ops, mb);
+	mb->fe = fetch_new(&mb->lane, mb->maildir, mb->tag_mark);
+	mb->rc = recovery_new();
+	mb->cp = compaction_new();
+	mb->lk = lookup_new();
+	mb->vf = verify_new();
 	return mb;
 }
 
@@ -1684,20 +1233,14 @@ mailbox_new(uv_loop_t *loop, const struct mailbox_opts *o)
 static void
 mailbox_free(struct mailbox *mb)
 {
-	struct batch *b, *next;
-
-	for (b = mb->bhead; b; b = next) {
-		next = b->next;
-		for (size_t i = 0; i < b->nfiles; i++)
-			maildir_discard(mb->maildir, &b->files[i]);
-		sync_batch_free(b);
-	}
+	fetch_free(mb->fe);
 	uidlist_free(mb->ul);
 	after_free(mb->af);
-	recover_free_set(mb);
-	free(mb->cuids);
+	recovery_free(mb->rc);
+	compaction_free(mb->cp);
+	lookup_free(mb->lk);
+	verify_free(mb->vf);
 	free(mb->select_err);
-	free(mb->lookup_guess);
 	free(mb->maildir);
 	free(mb->state_path);
 	free(mb->wire);
@@ -1791,19 +1334,13 @@ mailbox_detach(struct mailbox *mb)
 		return;
 	conn_set_sink(mb->conn, NULL, NULL);
 	mb->conn = NULL;
-	if (mb->cur_open)
-		lane_discard(&mb->lane, &mb->cur);
-	mb->cur_open = false;
-	mb->streaming = false;
-	mb->inflight = 0;
+	fetch_detach(mb->fe);
 	if (mb->af != NULL)
 		after_reset(mb->af);
 	uidlist_clear(mb->ul);
 	mb->recovering = false; /* its state says to do it again */
-	recover_free_set(mb);
-	free(mb->cuids);
-	mb->cuids = NULL;
-	mb->ncuids = mb->capcuids = 0;
+	recovery_drop(mb->rc);
+	compaction_clear(mb->cp);
 	set_text(&mb->select_err, NULL);
 	if (mb->state >= MB_SELECT && mb->state <= MB_SYNCED)
 		mailbox_enter(mb, MB_READY, "the connection closed");

@@ -1,0 +1,80 @@
+/*
+ * fetch: the batches of one folder's sync and the message streaming into
+ * its lane. A batch is one pipelined `UID FETCH` of up to BATCH_MAX_MSGS
+ * UIDs; its bodies arrive as literals that the mailbox hands on from the
+ * connection's sink (fetch_body_*), CRLF made LF, into the lane it was
+ * given, and the head batch is committed once its tagged OK is in and its
+ * writes are on disk. The mailbox decides when to send, commit and stop.
+ */
+#ifndef IDLEFETCH_FETCH_H
+#define IDLEFETCH_FETCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "idlefetch/commit.h"
+#include "idlefetch/conn.h"
+#include "idlefetch/lane.h"
+#include "idlefetch/uidlist.h"
+
+struct fetch;
+
+/* lane and maildir are borrowed and outlive it. */
+struct fetch *fetch_new(struct lane *lane, const char *maildir, uint32_t tag);
+/* Frees it, with the batches never committed and their files in tmp/. */
+void fetch_free(struct fetch *f);
+
+/* Whether another batch may be sent: the pipeline has room, no gap. */
+bool fetch_may_send(const struct fetch *f);
+/*
+ * Sends the next batch of ul's UIDs on c. done(ud, r) gets its tagged
+ * reply (once the batch is marked complete when OK), line(ud, r) its
+ * untagged FETCH responses.
+ */
+void fetch_send(struct fetch *f, struct conn *c, struct uidlist *ul,
+    conn_done_cb *done, conn_untagged_cb *line, void *ud);
+/* Batches sent and not committed yet, and those not answered yet. */
+bool fetch_pending(const struct fetch *f);
+size_t fetch_inflight(const struct fetch *f);
+/* A batch came back short: commit no further in this listing. */
+bool fetch_gap(const struct fetch *f);
+/* A new listing: what it fetches may be committed again. */
+void fetch_clear_gap(struct fetch *f);
+
+/*
+ * Takes the head batch for its commit if it is ready: answered (or, not
+ * connected, cut off) and its writes on disk. Held until
+ * fetch_committed().
+ */
+bool fetch_take(struct fetch *f, bool connected);
+/*
+ * Fills j (its st is the state now) with the taken batch's files and how
+ * many of them to commit. Returns the UID the server newly failed to
+ * return (to list again from), or 0.
+ */
+uint32_t fetch_plan(struct fetch *f, struct commit_req *j);
+/* The taken batch's commit is over: it is freed. */
+void fetch_committed(struct fetch *f);
+
+/* The connection closed: nothing in flight, a body half in is dropped. */
+void fetch_detach(struct fetch *f);
+/* A body literal is open, and whether it has a tmp/ file. */
+bool fetch_streaming(const struct fetch *f);
+bool fetch_body_open(const struct fetch *f);
+/* Whether a literal, by the prefix that ends in "{n}\r\n", is a body. */
+bool fetch_is_body(const char *prefix, size_t len);
+/*
+ * A body begins; wanted: the mailbox fetches now (else, or with no batch,
+ * it streams to nowhere). Returns 0, or maildir_create's error.
+ */
+int fetch_body_begin(struct fetch *f, bool wanted);
+int fetch_body_data(struct fetch *f, const char *p, size_t n);
+void fetch_body_end(struct fetch *f);
+/*
+ * The FETCH response r carried the open body: it joins its batch.
+ * Returns -1 when no batch asked for its UID (the body is dropped).
+ */
+int fetch_body_done(struct fetch *f, const struct proto_resp *r);
+
+#endif

@@ -1,0 +1,407 @@
+/*
+ * fetch: the batches of one folder's sync and the streaming of their
+ * bodies into the lane (fetch.h). It owns the batches, from the FETCH
+ * that asks for them to the end of their commit, and the message being
+ * streamed. It calls the connection (conn_cmd) to send a batch, the lane
+ * it was given to write, and maildir to create and convert; it hears of
+ * replies through the callbacks it registered with conn_cmd and passes
+ * them on to the ones its owner gave. It never changes the mailbox's
+ * state nor logs: it returns what happened.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "idlefetch/fetch.h"
+#include "idlefetch/header.h"
+#include "idlefetch/maildir.h"
+#include "idlefetch/recovery.h"
+#include "idlefetch/util.h"
+
+#define BATCH_MAX_MSGS 100
+#define BATCH_MAX_BYTES (16u * 1024 * 1024)
+#define PIPELINE_DEPTH 2
+
+struct batch {
+	struct batch *next;
+	struct fetch *f;
+	conn_done_cb *done; /* the owner's, with ud */
+	conn_untagged_cb *line;
+	void *ud;
+	uint32_t *uids; /* requested, ascending */
+	size_t n;
+	struct maildir_file *files; /* received, in arrival order */
+	size_t nfiles;
+	struct commit_fp *fps; /* what the server said of each, by UID */
+	bool complete; /* tagged OK seen */
+	uint64_t lane_seq; /* its bodies are on disk once the lane is here */
+};
+
+struct fetch {
+	struct lane *lane; /* borrowed: the mailbox's */
+	const char *maildir; /* borrowed */
+	uint32_t tag; /* maildir file tag */
+	struct batch *bhead, *btail;
+	size_t inflight; /* FETCH batches sent, not complete */
+	struct batch *job; /* taken for its commit, until it is over */
+	bool gap; /* a batch came back short: commit no further */
+	uint32_t gap_uid; /* the UID it lacked, to retry only once */
+	struct maildir_file cur; /* message being streamed */
+	bool streaming; /* a body literal is open */
+	bool cur_open; /* ...and it has a tmp/ file */
+	bool cur_cr; /* the body so far ended in CR (CRLF cut apart) */
+	unsigned next_msgno;
+};
+
+/* Body bytes, CRLF made LF, on their way to the lane (the loop's only). */
+static struct maildir_writer shared_writer;
+
+static void
+batch_free(struct batch *b)
+{
+	if (b == NULL)
+		return;
+	free(b->uids);
+	free(b->files);
+	free(b->fps);
+	free(b);
+}
+
+struct fetch *
+fetch_new(struct lane *lane, const char *maildir, uint32_t tag)
+{
+	struct fetch *f = xcalloc(1, sizeof(*f));
+
+	f->lane = lane;
+	f->maildir = maildir;
+	f->tag = tag;
+	return f;
+}
+
+void
+fetch_free(struct fetch *f)
+{
+	struct batch *b, *next;
+
+	if (f == NULL)
+		return;
+	for (b = f->bhead; b; b = next) {
+		next = b->next;
+		for (size_t i = 0; i < b->nfiles; i++)
+			maildir_discard(f->maildir, &b->files[i]);
+		batch_free(b);
+	}
+	batch_free(f->job);
+	free(f);
+}
+
+bool
+fetch_may_send(const struct fetch *f)
+{
+	return !f->gap && f->inflight < PIPELINE_DEPTH;
+}
+
+bool
+fetch_pending(const struct fetch *f)
+{
+	return f->bhead != NULL;
+}
+
+size_t
+fetch_inflight(const struct fetch *f)
+{
+	return f->inflight;
+}
+
+bool
+fetch_gap(const struct fetch *f)
+{
+	return f->gap;
+}
+
+void
+fetch_clear_gap(struct fetch *f)
+{
+	f->gap = false;
+}
+
+/* A batch's tagged reply: its bodies are all in (or never will be). */
+static void
+batch_done(void *ud, const struct proto_resp *r)
+{
+	struct batch *b = ud;
+	struct fetch *f = b->f;
+
+	if (r == NULL)
+		return; /* the batch is the sync's, freed with it */
+	if (r->status == PROTO_OK) {
+		b->complete = true;
+		b->lane_seq = f->lane->enq_seq;
+		f->inflight--;
+	}
+	b->done(b->ud, r);
+}
+
+static void
+batch_line(void *ud, const struct proto_resp *r)
+{
+	struct batch *b = ud;
+
+	b->line(b->ud, r);
+}
+
+void
+fetch_send(struct fetch *f, struct conn *c, struct uidlist *ul,
+    conn_done_cb *done, conn_untagged_cb *line, void *ud)
+{
+	struct batch *b = xcalloc(1, sizeof(*b));
+	uint32_t uids[BATCH_MAX_MSGS];
+	size_t n, cap;
+	char *set;
+
+	n = uidlist_take(ul, BATCH_MAX_MSGS, BATCH_MAX_BYTES, uids);
+	b->n = n;
+	b->uids = xmalloc(n * sizeof(*b->uids));
+	memcpy(b->uids, uids, n * sizeof(*b->uids));
+	b->files = xmalloc(n * sizeof(*b->files));
+	b->fps = xcalloc(n, sizeof(*b->fps));
+	b->f = f;
+	b->done = done;
+	b->line = line;
+	b->ud = ud;
+	cap = n * 24 + 1;
+	set = xmalloc(cap);
+	if (proto_uid_set(set, cap, b->uids, n) < 0)
+		fatal("uid set overflow");
+	conn_cmd(c, HAS_FETCH, batch_done, batch_line, b,
+	    "UID FETCH %s (UID RFC822.SIZE "
+	    "BODY.PEEK[HEADER.FIELDS (" HEADER_FIELDS ")] BODY.PEEK[])",
+	    set);
+	free(set);
+	if (f->btail)
+		f->btail->next = b;
+	else
+		f->bhead = b;
+	f->btail = b;
+	f->inflight++;
+}
+
+bool
+fetch_take(struct fetch *f, bool connected)
+{
+	struct batch *b = f->bhead;
+
+	if (b == NULL)
+		return false;
+	if (!b->complete && connected)
+		return false;
+	/* Its bodies must be written out first (all of it, once cut off). */
+	if (f->lane->done_seq < (b->complete ? b->lane_seq : f->lane->enq_seq))
+		return false;
+	f->bhead = b->next;
+	if (f->bhead == NULL)
+		f->btail = NULL;
+	f->job = b;
+	return true;
+}
+
+static int
+cmp_file_uid(const void *x, const void *y)
+{
+	const struct maildir_file *a = x, *b = y;
+
+	return a->uid < b->uid ? -1 : a->uid > b->uid;
+}
+
+/*
+ * Decides what of the head batch can be committed: the leading run of
+ * requested UIDs that all arrived. A UID missing from a confirmed batch
+ * (expunged meanwhile, or a server that skipped it) ends the run too: the
+ * rest is discarded and fetched again by the next sync, which lists only
+ * what still exists. So last_uid never passes a message that is not in new/.
+ */
+uint32_t
+fetch_plan(struct fetch *f, struct commit_req *j)
+{
+	struct batch *b = f->job;
+	uint32_t missing = 0;
+	size_t k = 0, i;
+
+	if (b->nfiles > 0)
+		qsort(b->files, b->nfiles, sizeof(*b->files), cmp_file_uid);
+	j->files = b->files;
+	j->nfiles = b->nfiles;
+	j->fps = b->fps;
+	j->commit_uid = j->st.last_uid;
+	j->ncommit = 0;
+	if (f->gap)
+		return 0; /* an earlier batch stopped short */
+	for (i = 0; i < b->n; i++) {
+		if (k == b->nfiles || b->files[k].uid != b->uids[i])
+			break;
+		if (f->lane->failed_msgno != 0 &&
+		    b->files[k].msgno >= f->lane->failed_msgno)
+			break; /* its body did not reach the disk whole */
+		j->commit_uid = b->uids[i];
+		k++;
+	}
+	j->ncommit = k;
+	if (i < b->n && b->complete) {
+		f->gap = true;
+		if (f->gap_uid != b->uids[i])
+			missing = b->uids[i];
+		f->gap_uid = b->uids[i];
+	}
+	return missing;
+}
+
+void
+fetch_committed(struct fetch *f)
+{
+	batch_free(f->job);
+	f->job = NULL;
+}
+
+void
+fetch_detach(struct fetch *f)
+{
+	if (f->cur_open)
+		lane_discard(f->lane, &f->cur);
+	f->cur_open = false;
+	f->streaming = false;
+	f->inflight = 0;
+}
+
+bool
+fetch_streaming(const struct fetch *f)
+{
+	return f->streaming;
+}
+
+bool
+fetch_body_open(const struct fetch *f)
+{
+	return f->cur_open;
+}
+
+bool
+fetch_is_body(const char *prefix, size_t len)
+{
+	const char *end = prefix + len;
+
+	/* prefix ends in "{n}\r\n": look at what precedes the brace. */
+	while (end > prefix && end[-1] != '{')
+		end--;
+	if (end > prefix)
+		end--;
+	while (end > prefix && end[-1] == ' ')
+		end--;
+	return !(len < 2 || prefix[0] != '*' || end - prefix < 6 ||
+	    (strncasecmp(end - 6, "BODY[]", 6) != 0 &&
+		(end - prefix < 6 || strncasecmp(end - 6, "RFC822", 6) != 0)));
+}
+
+int
+fetch_body_begin(struct fetch *f, bool wanted)
+{
+	int r;
+
+	f->streaming = true;
+	if (!wanted || f->bhead == NULL)
+		return 0; /* streamed to nowhere */
+	r = maildir_create(f->maildir, f->tag, &f->cur);
+	if (r < 0)
+		return r;
+	f->cur.msgno = ++f->next_msgno;
+	f->cur_open = true;
+	f->cur_cr = false;
+	return 0;
+}
+
+/* A full conversion buffer goes to the lane (which copies it). */
+static int
+lane_sink(void *ud, const char *p, size_t n)
+{
+	struct fetch *f = ud;
+
+	lane_write(f->lane, &f->cur, p, n);
+	return 0;
+}
+
+int
+fetch_body_data(struct fetch *f, const char *p, size_t n)
+{
+	struct maildir_writer *w = &shared_writer;
+	int r;
+
+	if (!f->cur_open)
+		return 0;
+	/*
+	 * One buffer for every connection on the loop: it holds nothing
+	 * between two chunks, only the fetch's pending CR does.
+	 */
+	w->len = 0;
+	w->cr = f->cur_cr;
+	r = maildir_feed(w, p, n, lane_sink, f);
+	if (r == 0 && w->len > 0)
+		lane_write(f->lane, &f->cur, w->buf, w->len);
+	w->len = 0;
+	f->cur_cr = w->cr;
+	return r;
+}
+
+void
+fetch_body_end(struct fetch *f)
+{
+	struct maildir_writer *w = &shared_writer;
+
+	f->streaming = false;
+	if (!f->cur_open)
+		return;
+	w->len = 0;
+	w->cr = f->cur_cr;
+	maildir_convert_end(w);
+	lane_write(f->lane, &f->cur, w->buf, w->len);
+	w->len = 0;
+}
+
+static int
+cmp_u32(const void *x, const void *y)
+{
+	uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
+
+	return a < b ? -1 : a > b;
+}
+
+int
+fetch_body_done(struct fetch *f, const struct proto_resp *r)
+{
+	struct batch *b;
+	struct commit_fp *fp;
+
+	/*
+	 * Servers may interleave the responses of pipelined commands, so the
+	 * UID, not the order, says which batch a body belongs to.
+	 */
+	for (b = f->bhead; b; b = b->next)
+		if (!b->complete && (r->has & HAS_UID) &&
+		    bsearch(&r->uid, b->uids, b->n, sizeof(*b->uids),
+			cmp_u32) != NULL)
+			break;
+	f->cur_open = false;
+	if (b == NULL) {
+		lane_discard(f->lane, &f->cur);
+		return -1;
+	}
+	for (size_t i = 0; i < b->nfiles; i++)
+		if (b->files[i].uid == r->uid) {
+			lane_discard(f->lane, &f->cur);
+			return 0;
+		}
+	f->cur.uid = r->uid;
+	fp = &b->fps[b->nfiles];
+	fp->uid = r->uid;
+	recovery_fingerprint(r, &fp->fp, &fp->key);
+	b->files[b->nfiles++] = f->cur;
+	return 0;
+}

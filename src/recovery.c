@@ -1,0 +1,159 @@
+/*
+ * recovery: the data of one recovery of a renumbered folder (recovery.h).
+ * It owns the listing set until a MATCH job takes it, the counts and the
+ * highest UID listed; it calls only msgindex (the set), header (the
+ * fingerprint) and uidlist (what to fetch). Every decision, and every
+ * state change, is the mailbox's.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "idlefetch/header.h"
+#include "idlefetch/recovery.h"
+#include "idlefetch/util.h"
+
+struct recovery {
+	bool cut; /* its listing went over UIDLIST_MAX */
+	struct msgindex_set *set; /* what it listed, until it is matched */
+	unsigned matched, fresh, noid;
+	uint32_t max, last; /* highest UID listed; the last line's */
+	struct state_fp max_fp; /* ...and what UID max holds */
+};
+
+struct recovery *
+recovery_new(void)
+{
+	return xcalloc(1, sizeof(struct recovery));
+}
+
+void
+recovery_set_free(struct msgindex_set *m)
+{
+	if (m == NULL)
+		return;
+	msgindex_set_free(m);
+	free(m);
+}
+
+void
+recovery_drop(struct recovery *rc)
+{
+	recovery_set_free(rc->set);
+	rc->set = NULL;
+}
+
+void
+recovery_free(struct recovery *rc)
+{
+	if (rc == NULL)
+		return;
+	recovery_drop(rc);
+	free(rc);
+}
+
+/*
+ * The listing is kept (24 bytes a message) and matched against the index
+ * on the threadpool once it is complete, so that the index, which may be
+ * far larger than the folder, is never held in memory.
+ */
+void
+recovery_begin(struct recovery *rc)
+{
+	recovery_drop(rc);
+	rc->set = xcalloc(1, sizeof(*rc->set));
+	rc->cut = false;
+	rc->matched = rc->noid = 0;
+	rc->max = rc->last = 0;
+	memset(&rc->max_fp, 0, sizeof(rc->max_fp));
+}
+
+void
+recovery_fingerprint(const struct proto_resp *r, struct state_fp *fp,
+    uint64_t *key)
+{
+	struct header_info h;
+
+	fp->size = (r->has & HAS_SIZE) ? r->size : 0;
+	if (!(r->has & HAS_HDR)) {
+		fp->msgid[0] = '\0';
+		if (key)
+			*key = 0;
+		return;
+	}
+	(void)header_parse(r->hdr, r->hdr_len, &h);
+	memcpy(fp->msgid, h.msgid, sizeof(fp->msgid));
+	if (key)
+		*key = header_key(&h);
+}
+
+int
+recovery_line(struct recovery *rc, const struct proto_resp *r)
+{
+	struct state_fp fp;
+	uint64_t key;
+
+	if (r->uid == rc->last || rc->set == NULL)
+		return 0; /* a repeated line, or a failed listing */
+	rc->last = r->uid;
+	recovery_fingerprint(r, &fp, &key);
+	if (r->uid > rc->max) {
+		rc->max = r->uid;
+		rc->max_fp = fp;
+	}
+	if (fp.msgid[0] == '\0')
+		rc->noid++;
+	if (msgindex_set_add(rc->set, r->uid, key, fp.size) < 0) {
+		recovery_drop(rc);
+		return -1;
+	}
+	return 0;
+}
+
+struct msgindex_set *
+recovery_take_set(struct recovery *rc)
+{
+	struct msgindex_set *m = rc->set;
+
+	rc->set = NULL;
+	return m;
+}
+
+void
+recovery_matched(struct recovery *rc, struct msgindex_set *m,
+    struct uidlist *ul)
+{
+	rc->matched = m->matched;
+	for (size_t i = 0; i < m->n; i++)
+		if (m->v[i].by == 0)
+			uidlist_add(ul, m->v[i].uid, m->v[i].size);
+	recovery_set_free(m);
+}
+
+void
+recovery_listed(struct recovery *rc, bool cut, unsigned fresh)
+{
+	rc->cut = cut;
+	rc->fresh = fresh;
+}
+
+bool
+recovery_cut(const struct recovery *rc)
+{
+	return rc->cut;
+}
+
+uint32_t
+recovery_max(const struct recovery *rc, struct state_fp *fp)
+{
+	*fp = rc->max_fp;
+	return rc->max;
+}
+
+void
+recovery_counts(const struct recovery *rc, unsigned *matched,
+    unsigned *fresh, unsigned *noid)
+{
+	*matched = rc->matched;
+	*fresh = rc->fresh;
+	*noid = rc->noid;
+}
