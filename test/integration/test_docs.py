@@ -1,7 +1,7 @@
 """The documentation names every configuration key, and no other: the man
 page (man/idlefetch.conf.5), README's key table and README's list of
 environment variables are read and compared with the table of keys in
-src/config_keys.c, and that table with what the binary accepts."""
+src/cli/config_keys.c, and that table with what the binary accepts."""
 import os
 import re
 import shlex
@@ -31,7 +31,7 @@ def both(keys, name, section):
 def table():
     """{name: (section, env, flags)} from the rows of config_keys[]; the
     section is "both" for a name with a row in each."""
-    text = read("src/config_keys.c")
+    text = read("src/cli/config_keys.c")
     start = text.index("const struct config_key config_keys[] = {")
     body = text[start:text.index("\n};", start)]
     rows = re.findall(r"\{ (GLOBAL|ACCOUNT)\([a-z_.]+\),\s*"
