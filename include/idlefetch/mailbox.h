@@ -107,7 +107,8 @@ bool mailbox_may_close(const struct mailbox *mb);
 void mailbox_detach(struct mailbox *mb);
 /*
  * On no connection: commits what arrived whole. Returns true when no
- * disk work is left (else ops->settled comes when it is done).
+ * disk work is left; else ops->settled comes after each piece of it,
+ * and the owner calls this again from there (one commit at a time).
  */
 bool mailbox_settle(struct mailbox *mb);
 /* No disk work in flight. */

@@ -1330,8 +1330,12 @@ mailbox_stop(struct mailbox *mb)
 void
 mailbox_detach(struct mailbox *mb)
 {
+	const char *why;
+
 	if (mb->conn == NULL)
 		return;
+	why = conn_alive(mb->conn) ? "another folder is selected" :
+				     "the connection closed";
 	conn_set_sink(mb->conn, NULL, NULL);
 	mb->conn = NULL;
 	fetch_detach(mb->fe);
@@ -1343,7 +1347,7 @@ mailbox_detach(struct mailbox *mb)
 	compaction_clear(mb->cp);
 	set_text(&mb->select_err, NULL);
 	if (mb->state >= MB_SELECT && mb->state <= MB_SYNCED)
-		mailbox_enter(mb, MB_READY, "the connection closed");
+		mailbox_enter(mb, MB_READY, why);
 }
 
 bool
