@@ -21,13 +21,13 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include "idlefetch/conn.h"
 #include "idlefetch/cmdq.h"
 #include "idlefetch/framer.h"
 #include "idlefetch/log.h"
 #include "idlefetch/oauth.h"
+#include "idlefetch/sasl.h"
 #include "idlefetch/transport.h"
 #include "idlefetch/util.h"
 
@@ -234,102 +234,35 @@ static void auth_done(void *ud, const struct proto_resp *r);
 static void idle_done(void *ud, const struct proto_resp *r);
 static void logout_done(void *ud, const struct proto_resp *r);
 
-/* An AUTHENTICATE with its response at once (SASL-IR) or after "+". */
-static void
-authenticate(struct conn *c, const char *mech, const char *b64)
-{
-	unsigned tag;
-
-	if (c->caps & CAP_SASL_IR) {
-		own_cmd(c, true, auth_done, "AUTHENTICATE %s %s", mech, b64);
-		return;
-	}
-	tag = own_cmd(c, false, auth_done, "AUTHENTICATE %s", mech);
-	cmdq_set_secret(c->q, tag, b64);
-}
-
 /*
- * AUTHENTICATE XOAUTH2 or OAUTHBEARER with the token. A refusal comes as
- * a "+" with the server's reasons (base64 JSON), answered with an empty
- * response (XOAUTH2) or %x01 (OAUTHBEARER, RFC 7628 3.2.3), then NO.
+ * CONN_AUTH's entry action: the login command the server takes. With an
+ * OAuth2 token, a refusal comes as a "+" with the server's reasons (base64
+ * JSON), answered by sasl_oauth_abort(), then NO.
  */
-static void
-send_oauth(struct conn *c, const char *token)
-{
-	bool x = c->a->auth == AUTH_XOAUTH2;
-	const char *mech = x ? "XOAUTH2" : "OAUTHBEARER";
-	char *b64;
-
-	if (!(c->caps & (x ? CAP_AUTH_XOAUTH2 : CAP_AUTH_OAUTHBEARER))) {
-		fail(c, IDLEFETCH_ECAPA, false,
-		    "auth = %s but the server does not offer AUTH=%s; not "
-		    "logging in",
-		    x ? "xoauth2" : "oauthbearer", mech);
-		return;
-	}
-	b64 = oauth_response(c->a->auth, c->a->username, token, c->a->host,
-	    c->a->port);
-	c->oauth_gen = oauth_generation(c->o.oauth);
-	set_text(&c->why, NULL);
-	authenticate(c, mech, b64);
-	OPENSSL_cleanse(b64, strlen(b64));
-	free(b64);
-}
-
-static void
-send_plain(struct conn *c)
-{
-	const struct account *a = c->a;
-	size_t ul = strlen(a->username), pl = strlen(a->password);
-	size_t rawlen = ul + pl + 2;
-	unsigned char *raw = xmalloc(rawlen);
-	char *b64 = xmalloc(4 * ((rawlen + 2) / 3) + 1);
-
-	raw[0] = '\0';
-	memcpy(raw + 1, a->username, ul);
-	raw[ul + 1] = '\0';
-	memcpy(raw + ul + 2, a->password, pl);
-	EVP_EncodeBlock((unsigned char *)b64, raw, (int)rawlen);
-	OPENSSL_cleanse(raw, rawlen);
-	free(raw);
-	authenticate(c, "PLAIN", b64);
-	OPENSSL_cleanse(b64, strlen(b64));
-	free(b64);
-}
-
-/* CONN_AUTH's entry action: the login command the server takes. */
 static void
 send_auth(struct conn *c)
 {
-	const struct account *a = c->a;
-	char qu[1024], qp[1024];
+	char *line, *plus, why[256];
+	unsigned tag;
+	int r;
 
 	if (c->o.ssl_ctx && !transport_is_tls(c->tr))
 		fatal("credentials about to be sent without TLS");
-	if (a->auth != AUTH_PASSWORD) {
-		send_oauth(c, c->token);
-		c->token = NULL;
+	r = sasl_login(c->a, c->caps, c->token, &line, &plus, why, sizeof(why));
+	c->token = NULL;
+	if (r < 0) {
+		fail(c, r, r == -EINVAL, "%s", why);
 		return;
 	}
-	if (c->caps & CAP_AUTH_PLAIN) {
-		send_plain(c);
-		return;
+	if (c->a->auth != AUTH_PASSWORD) {
+		c->oauth_gen = oauth_generation(c->o.oauth);
+		set_text(&c->why, NULL);
 	}
-	if (c->caps & CAP_LOGINDISABLED) {
-		fail(c, IDLEFETCH_ECAPA, false,
-		    "server refuses LOGIN "
-		    "(LOGINDISABLED) and offers no AUTH=PLAIN; not logging in");
-		return;
-	}
-	if (proto_quote(qu, sizeof(qu), a->username) < 0 ||
-	    proto_quote(qp, sizeof(qp), a->password) < 0) {
-		fail(c, -EINVAL, true,
-		    "username or password has bytes LOGIN "
-		    "cannot carry and the server offers no AUTH=PLAIN");
-		return;
-	}
-	own_cmd(c, true, auth_done, "LOGIN %s %s", qu, qp);
-	OPENSSL_cleanse(qp, sizeof(qp));
+	tag = own_cmd(c, plus == NULL, auth_done, "%s", line);
+	if (plus)
+		cmdq_set_secret(c->q, tag, plus);
+	secret_free(line);
+	secret_free(plus);
 }
 
 static void
@@ -464,7 +397,7 @@ oauth_challenge(struct conn *c, const char *text)
 
 	oauth_describe_challenge(text, why, sizeof(why));
 	set_text(&c->why, why);
-	send_line(c, 0, c->a->auth == AUTH_XOAUTH2 ? "" : "AQ==", false);
+	send_line(c, 0, sasl_oauth_abort(c->a->auth), false);
 }
 
 /* ---- states -------------------------------------------------------------- */
