@@ -21,26 +21,17 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include "idlefetch/conn.h"
+#include "idlefetch/cmdq.h"
 #include "idlefetch/framer.h"
 #include "idlefetch/log.h"
 #include "idlefetch/oauth.h"
+#include "idlefetch/sasl.h"
 #include "idlefetch/transport.h"
 #include "idlefetch/util.h"
 
 #define LOGOUT_TIMEOUT_MS 3000
-
-/* A command sent and not yet answered. */
-struct pending {
-	unsigned tag;
-	unsigned want; /* HAS_* its untagged callback takes */
-	conn_done_cb *done;
-	conn_untagged_cb *untagged;
-	void *ud;
-	char *secret; /* AUTHENTICATE's response, sent after "+" */
-};
 
 struct conn {
 	uv_loop_t *loop;
@@ -55,9 +46,7 @@ struct conn {
 	struct framer *fr;
 	struct framer_ops fops;
 	uint32_t caps;
-	unsigned next_tag;
-	struct pending *cmds;
-	size_t ncmds, capcmds;
+	struct cmdq *q; /* the commands waiting for their tagged reply */
 	char *bye; /* the server's BYE, NULL: none */
 	uint32_t retry_ms; /* a busy server asked to wait this long */
 	uint64_t progress_at; /* loop time the answer timeout was armed */
@@ -107,23 +96,6 @@ fail(struct conn *c, int err, bool final, const char *fmt, ...)
 
 /* ---- commands ---------------------------------------------------------- */
 
-static struct pending *
-find_cmd(struct conn *c, const char *tag)
-{
-	unsigned n;
-	char *end;
-
-	if (tag[0] != 'a')
-		return NULL;
-	n = (unsigned)strtoul(tag + 1, &end, 10);
-	if (*end != '\0')
-		return NULL;
-	for (size_t i = 0; i < c->ncmds; i++)
-		if (c->cmds[i].tag == n)
-			return &c->cmds[i];
-	return NULL;
-}
-
 static void
 arm(struct conn *c, uint64_t ms)
 {
@@ -153,7 +125,7 @@ awaits_answer(const struct conn *c)
 	case CONN_IDLE_DONE:
 		return true;
 	case CONN_READY:
-		return c->ncmds > 0;
+		return cmdq_len(c->q) > 0;
 	default:
 		return false;
 	}
@@ -205,58 +177,53 @@ send_line(struct conn *c, unsigned tag, const char *text, bool secret)
 		LOG(c, LOGL_DEBUG, "write failed: %s", err_str(r));
 }
 
-static struct pending *
+/* Sends a command and keeps it, by its tag, until its reply; the tag. */
+static unsigned
 vsend(struct conn *c, bool secret, unsigned want, conn_done_cb *done,
     conn_untagged_cb *untagged, void *ud, const char *fmt, va_list ap)
 {
-	struct pending *p;
+	unsigned tag;
 	char *text;
 
-	if (c->ncmds == c->capcmds) {
-		c->capcmds = c->capcmds ? c->capcmds * 2 : 4;
-		c->cmds = xrealloc(c->cmds, c->capcmds * sizeof(*c->cmds));
-	}
 	if (vasprintf(&text, fmt, ap) < 0)
 		fatal("out of memory");
-	p = &c->cmds[c->ncmds++];
-	*p = (struct pending){ .tag = ++c->next_tag, .want = want,
-		.done = done, .untagged = untagged, .ud = ud };
+	tag = cmdq_add(c->q, want, done, untagged, ud);
 	/* In READY the first command waiting starts the answer timeout. */
-	if (c->state == CONN_READY && c->ncmds == 1)
+	if (c->state == CONN_READY && cmdq_len(c->q) == 1)
 		answer_timer(c);
-	send_line(c, p->tag, text, secret);
+	send_line(c, tag, text, secret);
 	OPENSSL_cleanse(text, strlen(text));
 	free(text);
-	return p;
+	return tag;
 }
 
 /* A command of the connection's own, in a login state. */
-static struct pending * __attribute__((format(printf, 4, 5)))
+static unsigned __attribute__((format(printf, 4, 5)))
 own_cmd(struct conn *c, bool secret, conn_done_cb *done, const char *fmt,
     ...)
 {
-	struct pending *p;
+	unsigned tag;
 	va_list ap;
 
 	va_start(ap, fmt);
-	p = vsend(c, secret, 0, done, NULL, c, fmt, ap);
+	tag = vsend(c, secret, 0, done, NULL, c, fmt, ap);
 	va_end(ap);
-	return p;
+	return tag;
 }
 
 unsigned
 conn_cmd(struct conn *c, unsigned want, conn_done_cb *done,
     conn_untagged_cb *untagged, void *ud, const char *fmt, ...)
 {
-	struct pending *p;
+	unsigned tag;
 	va_list ap;
 
 	if (c->state != CONN_READY)
 		fatal("conn_cmd in %s", state_names[c->state]);
 	va_start(ap, fmt);
-	p = vsend(c, false, want, done, untagged, ud, fmt, ap);
+	tag = vsend(c, false, want, done, untagged, ud, fmt, ap);
 	va_end(ap);
-	return p->tag;
+	return tag;
 }
 
 /* ---- login ------------------------------------------------------------- */
@@ -267,102 +234,35 @@ static void auth_done(void *ud, const struct proto_resp *r);
 static void idle_done(void *ud, const struct proto_resp *r);
 static void logout_done(void *ud, const struct proto_resp *r);
 
-/* An AUTHENTICATE with its response at once (SASL-IR) or after "+". */
-static void
-authenticate(struct conn *c, const char *mech, const char *b64)
-{
-	struct pending *p;
-
-	if (c->caps & CAP_SASL_IR) {
-		own_cmd(c, true, auth_done, "AUTHENTICATE %s %s", mech, b64);
-		return;
-	}
-	p = own_cmd(c, false, auth_done, "AUTHENTICATE %s", mech);
-	p->secret = xstrdup(b64);
-}
-
 /*
- * AUTHENTICATE XOAUTH2 or OAUTHBEARER with the token. A refusal comes as
- * a "+" with the server's reasons (base64 JSON), answered with an empty
- * response (XOAUTH2) or %x01 (OAUTHBEARER, RFC 7628 3.2.3), then NO.
+ * CONN_AUTH's entry action: the login command the server takes. With an
+ * OAuth2 token, a refusal comes as a "+" with the server's reasons (base64
+ * JSON), answered by sasl_oauth_abort(), then NO.
  */
-static void
-send_oauth(struct conn *c, const char *token)
-{
-	bool x = c->a->auth == AUTH_XOAUTH2;
-	const char *mech = x ? "XOAUTH2" : "OAUTHBEARER";
-	char *b64;
-
-	if (!(c->caps & (x ? CAP_AUTH_XOAUTH2 : CAP_AUTH_OAUTHBEARER))) {
-		fail(c, IDLEFETCH_ECAPA, false,
-		    "auth = %s but the server does not offer AUTH=%s; not "
-		    "logging in",
-		    x ? "xoauth2" : "oauthbearer", mech);
-		return;
-	}
-	b64 = oauth_response(c->a->auth, c->a->username, token, c->a->host,
-	    c->a->port);
-	c->oauth_gen = oauth_generation(c->o.oauth);
-	set_text(&c->why, NULL);
-	authenticate(c, mech, b64);
-	OPENSSL_cleanse(b64, strlen(b64));
-	free(b64);
-}
-
-static void
-send_plain(struct conn *c)
-{
-	const struct account *a = c->a;
-	size_t ul = strlen(a->username), pl = strlen(a->password);
-	size_t rawlen = ul + pl + 2;
-	unsigned char *raw = xmalloc(rawlen);
-	char *b64 = xmalloc(4 * ((rawlen + 2) / 3) + 1);
-
-	raw[0] = '\0';
-	memcpy(raw + 1, a->username, ul);
-	raw[ul + 1] = '\0';
-	memcpy(raw + ul + 2, a->password, pl);
-	EVP_EncodeBlock((unsigned char *)b64, raw, (int)rawlen);
-	OPENSSL_cleanse(raw, rawlen);
-	free(raw);
-	authenticate(c, "PLAIN", b64);
-	OPENSSL_cleanse(b64, strlen(b64));
-	free(b64);
-}
-
-/* CONN_AUTH's entry action: the login command the server takes. */
 static void
 send_auth(struct conn *c)
 {
-	const struct account *a = c->a;
-	char qu[1024], qp[1024];
+	char *line, *plus, why[256];
+	unsigned tag;
+	int r;
 
 	if (c->o.ssl_ctx && !transport_is_tls(c->tr))
 		fatal("credentials about to be sent without TLS");
-	if (a->auth != AUTH_PASSWORD) {
-		send_oauth(c, c->token);
-		c->token = NULL;
+	r = sasl_login(c->a, c->caps, c->token, &line, &plus, why, sizeof(why));
+	c->token = NULL;
+	if (r < 0) {
+		fail(c, r, r == -EINVAL, "%s", why);
 		return;
 	}
-	if (c->caps & CAP_AUTH_PLAIN) {
-		send_plain(c);
-		return;
+	if (c->a->auth != AUTH_PASSWORD) {
+		c->oauth_gen = oauth_generation(c->o.oauth);
+		set_text(&c->why, NULL);
 	}
-	if (c->caps & CAP_LOGINDISABLED) {
-		fail(c, IDLEFETCH_ECAPA, false,
-		    "server refuses LOGIN "
-		    "(LOGINDISABLED) and offers no AUTH=PLAIN; not logging in");
-		return;
-	}
-	if (proto_quote(qu, sizeof(qu), a->username) < 0 ||
-	    proto_quote(qp, sizeof(qp), a->password) < 0) {
-		fail(c, -EINVAL, true,
-		    "username or password has bytes LOGIN "
-		    "cannot carry and the server offers no AUTH=PLAIN");
-		return;
-	}
-	own_cmd(c, true, auth_done, "LOGIN %s %s", qu, qp);
-	OPENSSL_cleanse(qp, sizeof(qp));
+	tag = own_cmd(c, plus == NULL, auth_done, "%s", line);
+	if (plus)
+		cmdq_set_secret(c->q, tag, plus);
+	secret_free(line);
+	secret_free(plus);
 }
 
 static void
@@ -497,7 +397,7 @@ oauth_challenge(struct conn *c, const char *text)
 
 	oauth_describe_challenge(text, why, sizeof(why));
 	set_text(&c->why, why);
-	send_line(c, 0, c->a->auth == AUTH_XOAUTH2 ? "" : "AQ==", false);
+	send_line(c, 0, sasl_oauth_abort(c->a->auth), false);
 }
 
 /* ---- states -------------------------------------------------------------- */
@@ -527,7 +427,7 @@ enter_action(struct conn *c, enum conn_state st)
 		send_auth(c);
 		break;
 	case CONN_READY:
-		if (c->ncmds > 0)
+		if (cmdq_len(c->q) > 0)
 			answer_timer(c);
 		break;
 	case CONN_IDLE_START:
@@ -585,7 +485,7 @@ timer_cb(uv_timer_t *t)
 		conn_enter(c, CONN_IDLE_DONE, "refresh");
 		break;
 	case CONN_READY:
-		if (c->ncmds == 0 || c->paused) { /* waiting for the disk */
+		if (cmdq_len(c->q) == 0 || c->paused) { /* waiting for the disk */
 			answer_timer(c);
 			break;
 		}
@@ -646,33 +546,31 @@ server_busy(struct conn *c, const struct proto_resp *r)
 static void
 on_tagged(struct conn *c, const struct proto_resp *r)
 {
-	struct pending *p = find_cmd(c, r->tag), cmd;
+	conn_done_cb *done;
+	void *ud;
 
-	if (p == NULL) {
+	if (!cmdq_finish(c->q, r->tag, &done, &ud)) {
 		fail(c, IDLEFETCH_EPROTO, false,
 		    "server answered unknown tag %s", r->tag);
 		return;
 	}
-	cmd = *p;
-	*p = c->cmds[--c->ncmds];
-	secret_free(cmd.secret);
 	if (r->has & HAS_CAPS)
 		c->caps = r->caps;
-	if (c->state == CONN_READY && c->ncmds == 0)
+	if (c->state == CONN_READY && cmdq_len(c->q) == 0)
 		uv_timer_stop(&c->timer);
 	else
 		progress(c);
 	if (r->status != PROTO_OK && (r->has & HAS_BUSY)) {
 		/* Not a refusal: not a bad password, not a missing folder. */
 		server_busy(c, r);
-		if (cmd.done)
-			cmd.done(cmd.ud, NULL);
+		if (done)
+			done(ud, NULL);
 		fail(c, -EAGAIN, false,
 		    "the server is busy (%s); trying again later", r->text);
 		return;
 	}
-	if (cmd.done)
-		cmd.done(cmd.ud, r);
+	if (done)
+		done(ud, r);
 }
 
 /* Untagged FETCH, LIST, STATUS: to the oldest command that asked. */
@@ -686,14 +584,10 @@ on_untagged(struct conn *c, const struct proto_resp *r)
 	}
 	if (r->has & HAS_CAPS)
 		c->caps = r->caps;
-	for (size_t i = 0; i < c->ncmds; i++) {
-		struct pending *p = &c->cmds[i];
-
-		if (p->untagged && (r->has & p->want)) {
-			progress(c);
-			p->untagged(p->ud, r);
-			return;
-		}
+	if (cmdq_wants(c->q, r->has)) {
+		progress(c);
+		cmdq_untagged(c->q, r);
+		return;
 	}
 	c->o.ops->untagged(c->o.ud, r);
 }
@@ -701,16 +595,16 @@ on_untagged(struct conn *c, const struct proto_resp *r)
 static void
 on_continue(struct conn *c, const struct proto_resp *r)
 {
-	struct pending *last = c->ncmds ? &c->cmds[c->ncmds - 1] : NULL;
+	char *secret;
 
 	if (c->state == CONN_IDLE_START) {
 		conn_enter(c, CONN_IDLE, "server idling");
 	} else if (c->state == CONN_IDLE_CANCEL) {
 		conn_enter(c, CONN_IDLE_DONE, "asked to end");
-	} else if (c->state == CONN_AUTH && last && last->secret) {
-		send_line(c, 0, last->secret, true);
-		secret_free(last->secret);
-		last->secret = NULL;
+	} else if (c->state == CONN_AUTH && cmdq_has_secret(c->q)) {
+		secret = cmdq_take_secret(c->q);
+		send_line(c, 0, secret, true);
+		secret_free(secret);
 	} else if (c->state == CONN_AUTH && c->a->auth != AUTH_PASSWORD &&
 	    c->why == NULL) {
 		oauth_challenge(c, r->text);
@@ -887,6 +781,7 @@ conn_new(uv_loop_t *loop, const struct conn_opts *o)
 		.literal_end = lit_end,
 		.unit = on_unit };
 	c->fr = framer_new(&c->fops, c);
+	c->q = cmdq_new();
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;
 	return c;
@@ -909,9 +804,6 @@ conn_open(struct conn *c)
 void
 conn_close(struct conn *c)
 {
-	struct pending *cmds = c->cmds;
-	size_t n = c->ncmds;
-
 	if (c->tr) {
 		transport_free(c->tr);
 		c->tr = NULL;
@@ -928,14 +820,7 @@ conn_close(struct conn *c)
 		c->state = CONN_CLOSED;
 	}
 	/* Their owners free what they held; nothing is sent any more. */
-	c->cmds = NULL;
-	c->ncmds = c->capcmds = 0;
-	for (size_t i = 0; i < n; i++) {
-		secret_free(cmds[i].secret);
-		if (cmds[i].done && cmds[i].ud != c)
-			cmds[i].done(cmds[i].ud, NULL);
-	}
-	free(cmds);
+	cmdq_cancel(c->q, c);
 }
 
 static void
@@ -944,6 +829,7 @@ conn_close_cb(uv_handle_t *h)
 	struct conn *c = h->data;
 
 	framer_free(c->fr);
+	cmdq_free(c->q);
 	free(c->bye);
 	free(c);
 }
@@ -1037,7 +923,7 @@ conn_caps(const struct conn *c)
 size_t
 conn_pending(const struct conn *c)
 {
-	return c->ncmds;
+	return cmdq_len(c->q);
 }
 
 uint32_t
