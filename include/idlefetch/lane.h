@@ -26,8 +26,8 @@
 
 #include "idlefetch/maildir.h"
 
-#define LANE_HIGH (1024 * 1024)
-#define LANE_LOW (256 * 1024)
+#define LANE_HIGH (256 * 1024)
+#define LANE_LOW (64 * 1024)
 
 struct lane_ops {
 	/* Stop (true) or resume (false) reading what feeds the lane. */
