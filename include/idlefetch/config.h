@@ -50,6 +50,8 @@ struct account {
 	char *move_to; /* AFTER_MOVE only */
 	int idle; /* 1: IDLE when offered, 0: always poll */
 	unsigned poll_interval; /* seconds */
+	/* seconds: STATUS rounds of an IDLE connection without NOTIFY */
+	unsigned status_interval;
 	unsigned idle_refresh; /* seconds */
 	/*
 	 * Without NOTIFY: connections per account at most; the first folders

@@ -603,6 +603,12 @@ const struct config_key config_keys[] = {
 	    .env = "IDLEFETCH_POLL_INTERVAL", .type = &t_uint, .def = "60",
 	    .min = 1, .max = 86400,
 	    .doc = "seconds between polls when not idling" },
+	/* Folders without a connection of their own wait this long for news. */
+	{ ACCOUNT(status_interval), .name = "status_interval",
+	    .env = "IDLEFETCH_STATUS_INTERVAL", .type = &t_uint, .def = "5",
+	    .min = 1, .max = 3600,
+	    .doc = "seconds between STATUS rounds of an IDLE connection "
+		   "without NOTIFY" },
 	/* RFC 2177: servers may drop an IDLE after 30 minutes. */
 	{ ACCOUNT(idle_refresh), .name = "idle_refresh",
 	    .env = "IDLEFETCH_IDLE_REFRESH", .type = &t_uint, .def = "600",

@@ -76,6 +76,7 @@ struct session {
 	bool split_asked; /* the owner was offered the folders to spread */
 	char *move_wire; /* after = move: its target, as the server spells it */
 	uint64_t polled_at; /* loop time of the last STATUS round */
+	uint64_t listed_at; /* loop time of the last listing (folders = *) */
 	bool back_to_first; /* selecting the first folder again, to IDLE */
 	unsigned status_wait; /* STATUS replies still to come */
 	struct discovery *disc; /* folders = *: the subscribed folders */
@@ -120,13 +121,39 @@ static const char *state_names[] = { "PREPARE", "CONNECT", "NOTIFY",
 static void timer_cb(uv_timer_t *t);
 
 /*
- * Rounds every poll_interval: the other folders asked with STATUS, the
- * subscribed folders listed (folders = *).
+ * Rounds on timers: the other folders asked with STATUS (every
+ * status_interval), the subscribed folders listed (folders = *, every
+ * poll_interval).
  */
 static bool
 rounds(const struct session *s)
 {
 	return watch_polls_others(s->w) || s->o.listed != NULL;
+}
+
+/*
+ * How often the other folders are asked with STATUS. While the connection
+ * IDLEs, a folder without a connection of its own hears of mail only so:
+ * status_interval, a cheap round. Without IDLE, the wait is the poll's.
+ */
+static uint64_t
+status_every_ms(const struct session *s)
+{
+	unsigned every = s->a->poll_interval;
+
+	if (s->a->idle && (conn_caps(s->conn) & CAP_IDLE) &&
+	    s->a->status_interval > 0 && s->a->status_interval < every)
+		every = s->a->status_interval;
+	return (uint64_t)every * 1000;
+}
+
+/* Milliseconds until a round last run at `at`, every `every` ms, is due. */
+static uint64_t
+due_ms(const struct session *s, uint64_t at, uint64_t every)
+{
+	uint64_t since = uv_now(s->loop) - at;
+
+	return since >= every ? 1 : every - since;
 }
 
 /*
@@ -137,10 +164,24 @@ rounds(const struct session *s)
 static uint64_t
 poll_due_ms(const struct session *s)
 {
-	uint64_t every = (uint64_t)s->a->poll_interval * 1000,
-		 since = uv_now(s->loop) - s->polled_at;
+	uint64_t ms = UINT64_MAX;
 
-	return since >= every ? 1 : every - since;
+	if (watch_polls_others(s->w))
+		ms = due_ms(s, s->polled_at, status_every_ms(s));
+	if (s->o.listed != NULL) {
+		uint64_t l = due_ms(s, s->listed_at,
+		    (uint64_t)s->a->poll_interval * 1000);
+
+		ms = l < ms ? l : ms;
+	}
+	return ms;
+}
+
+/* A round last run at `at` is due (half a second early is on time). */
+static bool
+round_due(const struct session *s, uint64_t at, uint64_t every)
+{
+	return uv_now(s->loop) - at + 500 >= every;
 }
 
 /* Makes mb the folder worked on (log lines, the connection's). */
@@ -428,7 +469,7 @@ notify_done(void *ud, const struct proto_resp *r)
 		LOG(s, LOGL_WARN,
 		    "NOTIFY refused (%s); polling the other folders "
 		    "with STATUS every %u s",
-		    r->text, s->a->poll_interval);
+		    r->text, (unsigned)(status_every_ms(s) / 1000));
 	}
 	session_synced(s);
 }
@@ -447,7 +488,7 @@ static void
 send_discover(struct session *s, bool login)
 {
 	s->relist = false;
-	s->polled_at = uv_now(s->loop);
+	s->listed_at = uv_now(s->loop);
 	discovery_start(s->disc, s->conn, login, cur_name(s));
 	session_enter(s, S_DISCOVER, "listing the subscribed folders");
 }
@@ -490,7 +531,7 @@ logged_in(struct session *s)
 	gate_leave(s->o.gate, s->gate_w);
 	s->ok = true;
 	watch_login(s->w);
-	s->polled_at = uv_now(s->loop);
+	s->polled_at = s->listed_at = uv_now(s->loop);
 	if (s->o.listed && !s->stopping) {
 		send_discover(s, true);
 		return;
@@ -575,14 +616,16 @@ woke(struct session *s)
 {
 	if (s->selected && watch_usable(s->w, s->selected))
 		watch_set_pending(s->w, s->selected, true);
-	if (rounds(s) &&
+	if (s->o.listed &&
 	    (s->relist ||
-		uv_now(s->loop) - s->polled_at + 500 >=
-		    (uint64_t)s->a->poll_interval * 1000)) {
-		if (s->o.listed)
-			send_discover(s, false);
-		else
-			poll_status(s);
+		round_due(s, s->listed_at,
+		    (uint64_t)s->a->poll_interval * 1000))) {
+		send_discover(s, false); /* then the STATUS round */
+		return;
+	}
+	if (watch_polls_others(s->w) &&
+	    round_due(s, s->polled_at, status_every_ms(s))) {
+		poll_status(s);
 		return;
 	}
 	session_synced(s);

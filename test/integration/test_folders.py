@@ -394,6 +394,26 @@ class WithoutNotifyTest(FoldersTest):
         self.assertEqual(folder_md(f, "INBOX").count(), 1)
         self.assertEqual(f.stop(), 0)
 
+    def test_status_interval_brings_a_polled_folder_in_seconds(self):
+        # poll_interval = 60 would leave F10 (no connection of its own with
+        # max_connections = 2) waiting up to a minute: status_interval asks.
+        f = self.start(extra="poll_interval = 60\nstatus_interval = 2\n"
+                             "max_connections = 2\n")
+        self.assertEqual(f.connections(self.env.dovecot.imaps_port), 2)
+        worst = 0.0
+        for i in range(3):
+            t0 = time.monotonic()
+            self.env.dovecot.save(fx.make_message(200 + i), "F10")
+            self.assertTrue(fx.wait_until(
+                lambda: folder_md(f, "F10").count() == i + 1, 10, step=0.02),
+                f.log()[-3000:])
+            worst = max(worst, time.monotonic() - t0)
+            time.sleep(0.7 * i)  # land at different points of the round
+        print(f"\nstatus_interval = 2: F10 within {worst:.2f} s")
+        self.assertLessEqual(worst, 2 + 2)
+        self.assertEqual(f.connections(self.env.dovecot.imaps_port), 2)
+        self.assertEqual(f.stop(), 0)
+
     def test_one_connection_polls_every_folder(self):
         f = self.start(extra="poll_interval = 2\nmax_connections = 1\n")
         self.assertEqual(f.connections(self.env.dovecot.imaps_port), 1)
