@@ -21,6 +21,8 @@
 
 #include <uv.h>
 
+#include "idlefetch/config.h"
+
 #define SRV_FOLDERS 4
 #define SRV_MSGS 128
 #define SRV_LINES 512
@@ -536,6 +538,23 @@ srv_count(const struct srv *v, const char *prefix)
 			k++;
 	}
 	return k;
+}
+
+/* An account that logs in to v and delivers into maildir (borrowed). */
+static inline void
+srv_account(struct account *a, const struct srv *v, char *maildir)
+{
+	a->name = "acct";
+	a->host = "127.0.0.1";
+	a->port = v->port;
+	a->tls = TLS_MODE_NONE;
+	a->username = "alice";
+	a->password = "pw";
+	a->auth = AUTH_PASSWORD;
+	a->timeout = 5;
+	a->maildir = maildir;
+	a->target.kind = TARGET_MAILDIR;
+	a->idle = 1;
 }
 
 #endif

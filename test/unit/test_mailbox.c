@@ -284,18 +284,8 @@ t_start(struct t *t, size_t n, enum after_mode after)
 	f = srv_add_folder(&t->v, "INBOX", 1000);
 	for (size_t i = 0; i < n; i++)
 		srv_add_msg(f, (unsigned)i + 1);
-	t->a.name = "acct";
-	t->a.host = "127.0.0.1";
-	t->a.port = t->v.port;
-	t->a.tls = TLS_MODE_NONE;
-	t->a.username = "alice";
-	t->a.password = "pw";
-	t->a.auth = AUTH_PASSWORD;
-	t->a.timeout = 5;
-	t->a.maildir = t->maildir;
-	t->a.target.kind = TARGET_MAILDIR;
+	srv_account(&t->a, &t->v, t->maildir);
 	t->a.after = after;
-	t->a.idle = 1;
 	t->rec.folder = "INBOX";
 }
 

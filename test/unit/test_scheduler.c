@@ -157,18 +157,8 @@ t_start(struct t *t, const char *caps)
 	uv_loop_init(&t->loop);
 	srv_start(&t->v, &t->loop, caps);
 	t->v.ud = t;
-	t->a.name = "acct";
-	t->a.host = "127.0.0.1";
-	t->a.port = t->v.port;
-	t->a.tls = TLS_MODE_NONE;
-	t->a.username = "alice";
-	t->a.password = "pw";
-	t->a.auth = AUTH_PASSWORD;
-	t->a.timeout = 5;
-	t->a.maildir = t->maildir;
-	t->a.target.kind = TARGET_MAILDIR;
+	srv_account(&t->a, &t->v, t->maildir);
 	t->a.after = AFTER_KEEP;
-	t->a.idle = 1;
 	t->a.poll_interval = 1;
 	t->a.idle_refresh = 600;
 }
