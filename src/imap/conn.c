@@ -13,6 +13,12 @@
  * finds the callback. The answer timeout bounds the wait for each answer
  * (not for the whole of a long one): a tagged reply, a response routed to
  * a command and message bytes restart it; "* OK still here" does not.
+ *
+ * What the login does (greeting, STARTTLS, capabilities, the login
+ * command, OAuth2 tokens and their refusals) is decided by login.c: the
+ * connection hands it each answer and does what it is told, so the login
+ * is tried without a socket and this stays the one place that changes
+ * state and writes.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -26,8 +32,7 @@
 #include "idlefetch/cmdq.h"
 #include "idlefetch/framer.h"
 #include "idlefetch/log.h"
-#include "idlefetch/oauth.h"
-#include "idlefetch/sasl.h"
+#include "idlefetch/login.h"
 #include "idlefetch/transport.h"
 #include "idlefetch/util.h"
 
@@ -51,11 +56,7 @@ struct conn {
 	uint32_t retry_ms; /* a busy server asked to wait this long */
 	uint64_t progress_at; /* loop time the answer timeout was armed */
 	bool paused; /* the owner's disk is behind: not reading */
-	/* Login */
-	const char *token; /* CONN_AUTH's entry: the OAuth2 token, borrowed */
-	char *why; /* an OAuth2 refusal's reasons, decoded, until its NO */
-	unsigned oauth_gen; /* the token this login sent */
-	bool oauth_fresh; /* ...printed by the command for this login */
+	struct login *lg; /* what the login decides and keeps */
 	/* IDLE and LOGOUT: what the owner asked to be told */
 	uint64_t idle_ms;
 	conn_done_cb *idle_cb, *logout_cb;
@@ -70,13 +71,6 @@ static const char *state_names[] = { "CLOSED", "CONNECT", "TLS", "GREETING",
 
 static void conn_enter(struct conn *c, enum conn_state st, const char *why);
 static void timer_cb(uv_timer_t *t);
-
-static void
-set_text(char **dst, const char *src)
-{
-	free(*dst);
-	*dst = src ? xstrdup(src) : NULL;
-}
 
 /* ---- failing ----------------------------------------------------------- */
 
@@ -102,32 +96,20 @@ arm(struct conn *c, uint64_t ms)
 	uv_timer_start(&c->timer, timer_cb, ms, 0);
 }
 
-static uint64_t
-timeout_ms(const struct conn *c)
-{
-	return (uint64_t)c->a->timeout * 1000;
-}
-
-/* States whose timer is the answer timeout. */
+/* States whose timer is the answer timeout (READY's: while commands wait). */
 static bool
 awaits_answer(const struct conn *c)
 {
 	switch (c->state) {
-	case CONN_CONNECT:
-	case CONN_TLS:
-	case CONN_GREETING:
-	case CONN_STARTTLS:
-	case CONN_CAPABILITY:
-	case CONN_AUTH:
-	case CONN_CAPS_AGAIN:
-	case CONN_IDLE_START:
-	case CONN_IDLE_CANCEL:
-	case CONN_IDLE_DONE:
-		return true;
+	case CONN_CLOSED:
+	case CONN_TOKEN:
+	case CONN_IDLE:
+	case CONN_LOGOUT:
+		return false;
 	case CONN_READY:
 		return cmdq_len(c->q) > 0;
 	default:
-		return false;
+		return true;
 	}
 }
 
@@ -135,7 +117,7 @@ static void
 answer_timer(struct conn *c)
 {
 	c->progress_at = uv_now(c->loop);
-	arm(c, timeout_ms(c));
+	arm(c, (uint64_t)c->a->timeout * 1000);
 }
 
 /*
@@ -226,178 +208,80 @@ conn_cmd(struct conn *c, unsigned want, conn_done_cb *done,
 	return tag;
 }
 
-/* ---- login ------------------------------------------------------------- */
+/* ---- login: the login decides, the connection acts --------------------- */
 
-static void caps_done(void *ud, const struct proto_resp *r);
-static void starttls_done(void *ud, const struct proto_resp *r);
-static void auth_done(void *ud, const struct proto_resp *r);
+static void login_done(void *ud, const struct proto_resp *r);
 static void idle_done(void *ud, const struct proto_resp *r);
 static void logout_done(void *ud, const struct proto_resp *r);
 
-/*
- * CONN_AUTH's entry action: the login command the server takes. With an
- * OAuth2 token, a refusal comes as a "+" with the server's reasons (base64
- * JSON), answered by sasl_oauth_abort(), then NO.
- */
-static void
-send_auth(struct conn *c)
-{
-	char *line, *plus, why[256];
-	unsigned tag;
-	int r;
+/* The login names the states it sends the connection to by its own steps. */
+static const enum conn_state step_states[] = {
+	[LOGIN_STEP_TLS] = CONN_TLS,
+	[LOGIN_STEP_GREETING] = CONN_GREETING,
+	[LOGIN_STEP_STARTTLS] = CONN_STARTTLS,
+	[LOGIN_STEP_CAPABILITY] = CONN_CAPABILITY,
+	[LOGIN_STEP_TOKEN] = CONN_TOKEN,
+	[LOGIN_STEP_AUTH] = CONN_AUTH,
+	[LOGIN_STEP_CAPS_AGAIN] = CONN_CAPS_AGAIN,
+	[LOGIN_STEP_READY] = CONN_READY,
+};
+#define NSTEPS (sizeof(step_states) / sizeof(step_states[0]))
 
-	if (c->o.ssl_ctx && !transport_is_tls(c->tr))
-		fatal("credentials about to be sent without TLS");
-	r = sasl_login(c->a, c->caps, c->token, &line, &plus, why, sizeof(why));
-	c->token = NULL;
-	if (r < 0) {
-		fail(c, r, r == -EINVAL, "%s", why);
-		return;
+/* Does what the login decided. */
+static void
+act(struct conn *c, const struct login_next *nx)
+{
+	if (nx->note[0])
+		LOG(c, nx->note_lvl, "%s", nx->note);
+	switch (nx->act) {
+	case LOGIN_ENTER:
+		conn_enter(c, step_states[nx->step], nx->reason);
+		break;
+	case LOGIN_FAIL:
+		fail(c, nx->err, nx->final, "%s", nx->msg);
+		break;
+	case LOGIN_SEND:
+		send_line(c, 0, nx->line, nx->secret);
+		secret_free(nx->line);
+		break;
+	case LOGIN_CMD:
+		own_cmd(c, nx->secret, login_done, "%s", nx->line);
+		secret_free(nx->line);
+		break;
+	default:
+		fatal("bad login action %d", nx->act);
 	}
-	if (c->a->auth != AUTH_PASSWORD) {
-		c->oauth_gen = oauth_generation(c->o.oauth);
-		set_text(&c->why, NULL);
-	}
-	tag = own_cmd(c, plus == NULL, auth_done, "%s", line);
-	if (plus)
-		cmdq_set_secret(c->q, tag, plus);
-	secret_free(line);
-	secret_free(plus);
 }
 
+/* The token command is done; only a connection still waiting acts. */
 static void
-token_cb(void *ud, const char *token, const char *err)
+token_cb(void *ud, const struct login_next *nx)
 {
 	struct conn *c = ud;
 
-	if (c->state != CONN_TOKEN)
-		return;
-	if (token == NULL) {
-		fail(c, IDLEFETCH_EAUTH, false, "%s", err);
-		return;
-	}
-	c->oauth_fresh = true;
-	c->token = token;
-	conn_enter(c, CONN_AUTH, "token printed");
-}
-
-/* Capabilities known: STARTTLS if asked for, else log in. */
-static void
-after_caps(struct conn *c)
-{
-	if (c->a->tls == TLS_MODE_STARTTLS && !transport_is_tls(c->tr)) {
-		if (!(c->caps & CAP_STARTTLS)) {
-			fail(c, IDLEFETCH_ECAPA, false,
-			    "tls = starttls but the server "
-			    "does not offer STARTTLS; not logging in");
-			return;
-		}
-		conn_enter(c, CONN_STARTTLS, "tls = starttls");
-		return;
-	}
-	if (c->a->auth == AUTH_PASSWORD) {
-		conn_enter(c, CONN_AUTH, "capabilities known");
-		return;
-	}
-	c->oauth_fresh = false;
-	c->token = oauth_token(c->o.oauth);
-	/* Nothing fresh: the command runs, the connection waits. */
-	conn_enter(c, c->token ? CONN_AUTH : CONN_TOKEN,
-	    c->token ? "token kept" : "no fresh token");
-}
-
-/* CAPABILITY's answer, before the login or after one that gave none. */
-static void
-caps_done(void *ud, const struct proto_resp *r)
-{
-	struct conn *c = ud;
-
-	if (r == NULL)
-		return;
-	if (r->status != PROTO_OK)
-		fail(c, IDLEFETCH_EPROTO, false, "CAPABILITY failed: %s",
-		    r->text);
-	else if (c->state == CONN_CAPS_AGAIN)
-		conn_enter(c, CONN_READY, "capabilities known");
-	else
-		after_caps(c);
-}
-
-static void
-starttls_done(void *ud, const struct proto_resp *r)
-{
-	struct conn *c = ud;
-
-	if (r == NULL)
-		return;
-	if (r->status != PROTO_OK) {
-		fail(c, IDLEFETCH_ETLS, false, "STARTTLS refused: %s",
-		    r->text);
-		return;
-	}
-	conn_enter(c, CONN_TLS, "STARTTLS accepted");
+	if (c->state == CONN_TOKEN)
+		act(c, nx);
 }
 
 /*
- * A refused token is not used again. One the command had just printed
- * means the account itself is refused (retried slowly); one that was kept
- * from before has merely expired early: a new one, at once (-EKEYEXPIRED).
+ * The tagged reply to STARTTLS, CAPABILITY or the login command: each is
+ * answered in the state that sent it, which tells the login which it is.
  */
 static void
-oauth_rejected(struct conn *c, const struct proto_resp *r)
-{
-	char reason[300];
-
-	oauth_refused(c->o.oauth, c->oauth_gen);
-	snprintf(reason, sizeof(reason), "%s%s%s", r->text,
-	    c->why ? "; the server says: " : "", c->why ? c->why : "");
-	set_text(&c->why, NULL);
-	if (c->oauth_fresh) {
-		fail(c, IDLEFETCH_EAUTH, false,
-		    "login rejected for user %s with a new token: %s",
-		    c->a->username, reason);
-		return;
-	}
-	LOG(c, LOGL_WARN,
-	    "the server refused the kept token for user %s (%s); running "
-	    "oauth_token_command again",
-	    c->a->username, reason);
-	fail(c, -EKEYEXPIRED, false, "reconnecting with a new token");
-}
-
-static void
-auth_done(void *ud, const struct proto_resp *r)
+login_done(void *ud, const struct proto_resp *r)
 {
 	struct conn *c = ud;
+	struct login_next nx;
+	size_t at = 0;
 
 	if (r == NULL)
 		return;
-	if (r->status != PROTO_OK && c->a->auth != AUTH_PASSWORD) {
-		oauth_rejected(c, r);
-		return;
-	}
-	if (r->status != PROTO_OK) {
-		fail(c, IDLEFETCH_EAUTH, false,
-		    "login rejected for user %s: %s", c->a->username, r->text);
-		return;
-	}
-	LOG(c, LOGL_INFO, "logged in as %s%s", c->a->username,
-	    transport_is_tls(c->tr) ? " over TLS" : " without TLS");
-	if (r->has & HAS_CAPS)
-		conn_enter(c, CONN_READY, "logged in");
-	else
-		conn_enter(c, CONN_CAPS_AGAIN, "logged in, no capabilities");
-}
-
-/* The server refused the token: its reasons, decoded, for the log. */
-static void
-oauth_challenge(struct conn *c, const char *text)
-{
-	char why[256];
-
-	oauth_describe_challenge(text, why, sizeof(why));
-	set_text(&c->why, why);
-	send_line(c, 0, sasl_oauth_abort(c->a->auth), false);
+	while (at < NSTEPS && step_states[at] != c->state)
+		at++;
+	if (at == NSTEPS)
+		fatal("login reply in %s", state_names[c->state]);
+	login_reply(c->lg, at, r, c->caps, transport_is_tls(c->tr), &nx);
+	act(c, &nx);
 }
 
 /* ---- states -------------------------------------------------------------- */
@@ -406,25 +290,28 @@ oauth_challenge(struct conn *c, const char *text)
 static void
 enter_action(struct conn *c, enum conn_state st)
 {
+	struct login_next nx;
+
 	switch (st) {
 	case CONN_TLS:
 		if (transport_start_tls(c->tr, c->o.ssl_ctx, c->a->host) < 0)
 			fail(c, IDLEFETCH_ETLS, false, "cannot start TLS");
 		break;
 	case CONN_STARTTLS:
-		own_cmd(c, false, starttls_done, "STARTTLS");
+		own_cmd(c, false, login_done, "STARTTLS");
 		break;
 	case CONN_CAPABILITY:
-		own_cmd(c, false, caps_done, "CAPABILITY");
-		break;
 	case CONN_CAPS_AGAIN:
-		own_cmd(c, false, caps_done, "CAPABILITY");
+		own_cmd(c, false, login_done, "CAPABILITY");
 		break;
 	case CONN_TOKEN:
-		oauth_fetch(c->o.oauth, token_cb, c);
+		login_fetch(c->lg, token_cb, c);
 		break;
 	case CONN_AUTH:
-		send_auth(c);
+		if (c->o.ssl_ctx && !transport_is_tls(c->tr))
+			fatal("credentials about to be sent without TLS");
+		login_auth(c->lg, c->caps, &nx);
+		act(c, &nx);
 		break;
 	case CONN_READY:
 		if (cmdq_len(c->q) > 0)
@@ -578,7 +465,8 @@ static void
 on_untagged(struct conn *c, const struct proto_resp *r)
 {
 	if (r->status == PROTO_BYE) {
-		set_text(&c->bye, r->text);
+		free(c->bye);
+		c->bye = xstrdup(r->text);
 		server_busy(c, r);
 		return;
 	}
@@ -595,44 +483,17 @@ on_untagged(struct conn *c, const struct proto_resp *r)
 static void
 on_continue(struct conn *c, const struct proto_resp *r)
 {
-	char *secret;
+	struct login_next nx;
 
 	if (c->state == CONN_IDLE_START) {
 		conn_enter(c, CONN_IDLE, "server idling");
 	} else if (c->state == CONN_IDLE_CANCEL) {
 		conn_enter(c, CONN_IDLE_DONE, "asked to end");
-	} else if (c->state == CONN_AUTH && cmdq_has_secret(c->q)) {
-		secret = cmdq_take_secret(c->q);
-		send_line(c, 0, secret, true);
-		secret_free(secret);
-	} else if (c->state == CONN_AUTH && c->a->auth != AUTH_PASSWORD &&
-	    c->why == NULL) {
-		oauth_challenge(c, r->text);
+	} else if (c->state == CONN_AUTH) {
+		login_continue(c->lg, r->text, &nx);
+		act(c, &nx);
 	} else {
 		fail(c, IDLEFETCH_EPROTO, false, "unexpected continuation");
-	}
-}
-
-static void
-on_greeting(struct conn *c, int pr, const struct proto_resp *r)
-{
-	if (pr < 0 || r->status == PROTO_BYE) {
-		fail(c, IDLEFETCH_EPROTO, false,
-		    "server refused the connection: %s",
-		    pr < 0 ? "bad greeting" : r->text);
-		return;
-	}
-	if (r->status == PROTO_PREAUTH) {
-		fail(c, IDLEFETCH_EPROTO, false,
-		    "server sent PREAUTH; refusing "
-		    "a connection that skips authentication");
-		return;
-	}
-	if (r->has & HAS_CAPS) {
-		c->caps = r->caps;
-		after_caps(c);
-	} else {
-		conn_enter(c, CONN_CAPABILITY, "greeted");
 	}
 }
 
@@ -641,6 +502,7 @@ on_unit(void *ud, const char *p, size_t n)
 {
 	struct conn *c = ud;
 	struct proto_resp r;
+	struct login_next nx;
 	bool greeting = c->state == CONN_GREETING;
 	int pr;
 
@@ -654,7 +516,10 @@ on_unit(void *ud, const char *p, size_t n)
 	if (pr == 0 && (r.has & HAS_ALERT))
 		LOG(c, LOGL_WARN, "server alert: %s", r.text);
 	if (greeting) {
-		on_greeting(c, pr, &r);
+		login_greeting(c->lg, pr, &r, transport_is_tls(c->tr), &nx);
+		if (nx.act != LOGIN_FAIL && (r.has & HAS_CAPS))
+			c->caps = r.caps;
+		act(c, &nx);
 		return conn_alive(c) ? 0 : 1;
 	}
 	if (pr < 0 && r.kind != PROTO_TAGGED && r.status != PROTO_BYE) {
@@ -681,9 +546,8 @@ lit_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 {
 	struct conn *c = ud;
 
-	if (c->sink == NULL)
-		return 0;
-	return c->sink->literal_begin(c->sink_ud, prefix, len, size);
+	return c->sink ? c->sink->literal_begin(c->sink_ud, prefix, len, size) :
+			 0;
 }
 
 static int
@@ -726,24 +590,21 @@ on_transport(void *ud, enum transport_event ev, const char *data, size_t len,
     int err, const char *why)
 {
 	struct conn *c = ud;
+	struct login_next nx;
 
 	switch (ev) {
 	case TRANSPORT_CONNECTED:
 		LOG(c, LOGL_DEBUG, "connected to %s:%u", c->a->host,
 		    c->a->port);
-		conn_enter(c,
-		    c->a->tls == TLS_MODE_IMPLICIT ? CONN_TLS : CONN_GREETING,
-		    "connected");
+		login_connected(c->lg, &nx);
+		act(c, &nx);
 		break;
 	case TRANSPORT_TLS_READY:
 		LOG(c, LOGL_DEBUG, "TLS established, certificate verified");
-		if (c->a->tls == TLS_MODE_IMPLICIT) {
-			conn_enter(c, CONN_GREETING, "TLS up");
-		} else {
-			/* RFC 3501: capabilities must be asked for again after TLS. */
-			c->caps = 0;
-			conn_enter(c, CONN_CAPABILITY, "TLS up");
-		}
+		/* RFC 3501: capabilities must be asked for again after TLS. */
+		c->caps = 0;
+		login_tls_up(c->lg, &nx);
+		act(c, &nx);
 		break;
 	case TRANSPORT_DATA:
 		on_data(c, data, len);
@@ -782,6 +643,7 @@ conn_new(uv_loop_t *loop, const struct conn_opts *o)
 		.unit = on_unit };
 	c->fr = framer_new(&c->fops, c);
 	c->q = cmdq_new();
+	c->lg = login_new(o->acct, o->oauth);
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;
 	return c;
@@ -792,7 +654,8 @@ conn_open(struct conn *c)
 {
 	if (c->state != CONN_CLOSED)
 		fatal("conn_open in %s", state_names[c->state]);
-	set_text(&c->bye, NULL);
+	free(c->bye);
+	c->bye = NULL;
 	c->caps = 0;
 	c->paused = false;
 	framer_reset(c->fr);
@@ -810,9 +673,7 @@ conn_close(struct conn *c)
 	}
 	framer_reset(c->fr);
 	uv_timer_stop(&c->timer);
-	if (c->o.oauth)
-		oauth_cancel(c->o.oauth, c); /* it may wait for a token */
-	set_text(&c->why, NULL);
+	login_reset(c->lg); /* it may wait for a token */
 	c->idle_cb = NULL;
 	c->logout_cb = NULL;
 	if (c->state != CONN_CLOSED) {
@@ -830,6 +691,7 @@ conn_close_cb(uv_handle_t *h)
 
 	framer_free(c->fr);
 	cmdq_free(c->q);
+	login_free(c->lg);
 	free(c->bye);
 	free(c);
 }
