@@ -179,18 +179,16 @@ vsend(struct conn *c, bool secret, unsigned want, conn_done_cb *done,
 	return tag;
 }
 
-/* A command of the connection's own, in a login state. */
-static unsigned __attribute__((format(printf, 4, 5)))
+/* A command of the connection's own: the login's, IDLE, LOGOUT. */
+static void __attribute__((format(printf, 4, 5)))
 own_cmd(struct conn *c, bool secret, conn_done_cb *done, const char *fmt,
     ...)
 {
-	unsigned tag;
 	va_list ap;
 
 	va_start(ap, fmt);
-	tag = vsend(c, secret, 0, done, NULL, c, fmt, ap);
+	vsend(c, secret, 0, done, NULL, c, fmt, ap);
 	va_end(ap);
-	return tag;
 }
 
 unsigned
