@@ -136,7 +136,7 @@ batch_done(void *ud, const struct proto_resp *r)
 		return; /* the batch is the sync's, freed with it */
 	if (r->status == PROTO_OK) {
 		b->complete = true;
-		b->lane_seq = f->lane->enq_seq;
+		b->lane_seq = lane_enq_seq(f->lane);
 		f->inflight--;
 	}
 	b->done(b->ud, r);
@@ -196,7 +196,7 @@ fetch_take(struct fetch *f, bool connected)
 	if (!b->complete && connected)
 		return false;
 	/* Its bodies must be written out first (all of it, once cut off). */
-	if (f->lane->done_seq < (b->complete ? b->lane_seq : f->lane->enq_seq))
+	if (lane_done_seq(f->lane) < (b->complete ? b->lane_seq : lane_enq_seq(f->lane)))
 		return false;
 	f->bhead = b->next;
 	if (f->bhead == NULL)
@@ -239,8 +239,8 @@ fetch_plan(struct fetch *f, struct commit_req *j)
 	for (i = 0; i < b->n; i++) {
 		if (k == b->nfiles || b->files[k].uid != b->uids[i])
 			break;
-		if (f->lane->failed_msgno != 0 &&
-		    b->files[k].msgno >= f->lane->failed_msgno)
+		if (lane_failed_msgno(f->lane) != 0 &&
+		    b->files[k].msgno >= lane_failed_msgno(f->lane))
 			break; /* its body did not reach the disk whole */
 		j->commit_uid = b->uids[i];
 		k++;
