@@ -738,29 +738,15 @@ static int
 sink_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 {
 	struct mailbox *mb = ud;
+	char why[512];
 	int r;
 
-	if (!fetch_is_body(prefix, len))
-		return 0;
-	if (fetch_body_open(mb->fe)) {
-		/*
-		 * One FETCH response, one message: a second body would open a
-		 * second file while the first is in flight, and which of the
-		 * two is the message cannot be known.
-		 */
-		mb_fail(mb, IDLEFETCH_EPROTO,
-		    "two message bodies in one FETCH response; closing the "
-		    "connection");
-		return IDLEFETCH_EPROTO;
-	}
-	r = fetch_body_begin(mb->fe, mb->state == MB_FETCH);
-	if (r < 0) {
-		/* Decided and logged here, once; the framer only stops. */
-		mb_fail(mb, r, "cannot create a file in %s/tmp: %s",
-		    mbdisk_maildir(mb->disk), strerror(-r));
-		return r;
-	}
-	return 1;
+	(void)size;
+	r = fetch_sink_begin(mb->fe, prefix, len, mb->state == MB_FETCH, why,
+	    sizeof(why));
+	if (r < 0) /* decided and logged here, once; the framer only stops */
+		mb_fail(mb, r, "%s", why);
+	return r;
 }
 
 static int
@@ -873,39 +859,19 @@ sink_unit(void *ud, int pr, const struct proto_resp *r, const char *p,
     size_t n)
 {
 	struct mailbox *mb = ud;
+	char why[512];
+	int ret = fetch_sink_unit(mb->fe, pr, r, p, n,
+	    mb->state == MB_LIST || mb->state == MB_COMPACT_LIST, why,
+	    sizeof(why));
 
-	if (fetch_body_open(mb->fe)) {
-		if (pr < 0 || !(r->has & HAS_BODY)) {
-			mb_fail(mb, IDLEFETCH_EPROTO,
-			    "cannot parse a FETCH response "
-			    "carrying a message; closing the connection");
-			return false;
-		}
-		if (fetch_body_done(mb->fe, r) < 0)
-			LOG(mb, LOGL_WARN,
-			    "ignoring a message body the client did not ask "
-			    "for (UID %u)",
-			    r->uid);
-	}
-	if (pr < 0 && (mb->state == MB_LIST || mb->state == MB_COMPACT_LIST) &&
-	    (r->has & HAS_FETCH)) {
-		/*
-		 * A listing line that cannot be read may be a message: skipping
-		 * it would let the last delivered UID pass a message never
-		 * delivered. The folder stops here instead, and says why.
-		 */
-		char line[81];
-		size_t k;
-
-		for (k = 0; k < n && k + 1 < sizeof(line) && p[k] != '\r'; k++)
-			line[k] = (p[k] >= 0x20 && p[k] < 0x7f) ? p[k] : '?';
-		line[k] = '\0';
-		mb_fail(mb, IDLEFETCH_EPROTO,
-		    "cannot read a line of the message listing ('%s'); "
-		    "stopping so that no message is skipped", line);
-		return false;
-	}
-	return true;
+	if (ret < 0)
+		mb_fail(mb, IDLEFETCH_EPROTO, "%s", why);
+	else if (ret > 0)
+		LOG(mb, LOGL_WARN,
+		    "ignoring a message body the client did not ask "
+		    "for (UID %u)",
+		    r->uid);
+	return ret >= 0;
 }
 
 /* ---- SELECT ------------------------------------------------------------------- */
