@@ -45,12 +45,12 @@ typedef void selection_done_cb(void *ud, enum selection_end end, bool final,
 
 /*
  * It lives in memory its owner provides, selection_size() bytes aligned
- * for any type. acct, name (UTF-8), wire (as the server spells it) and
- * move_wire (after = move:'s target) are borrowed and outlive it.
+ * for any type. acct, name (UTF-8) and move_wire (after = move:'s target,
+ * as the server spells it) are borrowed and outlive it.
  */
 size_t selection_size(void);
 struct selection *selection_init(void *mem, const struct account *acct,
-    const char *name, const char *wire, const char *move_wire);
+    const char *name, const char *move_wire);
 void selection_fini(struct selection *s);
 /* The folder's name changes (borrowed, as at selection_init). */
 void selection_rename(struct selection *s, const char *name);
@@ -77,6 +77,8 @@ enum selection_next selection_check(const struct selection *s,
 enum selection_next selection_check_last(const struct selection *s,
     const struct state_rec *st);
 
+/* The folder's name as the server spells it (modified UTF-7); owned. */
+const char *selection_wire(const struct selection *s);
 /* From its last SELECT (and the replies since): 0 when none was given. */
 uint32_t selection_uidvalidity(const struct selection *s);
 uint32_t selection_uidnext(const struct selection *s);

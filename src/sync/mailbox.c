@@ -40,7 +40,6 @@
 #include "idlefetch/mbdisk.h"
 #include "idlefetch/metrics.h"
 #include "idlefetch/msgindex.h"
-#include "idlefetch/mutf7.h"
 #include "idlefetch/recovery.h"
 #include "idlefetch/selection.h"
 #include "idlefetch/state.h"
@@ -53,22 +52,22 @@ static const char *state_names[] = { "NEW", "PREPARE", "READY", "SELECT",
 	"COMPACT_LIST", "COMPACT", "SYNCED", "DEAD" };
 
 struct mailbox {
-	uv_loop_t *loop;
-	struct mailbox_opts o;
+	const struct mailbox_ops *ops; /* borrowed */
+	void *ud;
 	const struct account *a;
 	enum mailbox_state state;
 	/* The folder */
 	const char *name; /* borrowed; UTF-8 */
-	char *wire; /* ...as the server spells it: modified UTF-7 */
 	struct status_rec *status; /* borrowed; kept current */
 	bool sync_ok; /* its last sync on this connection lacked nothing */
 	unsigned delivered; /* messages this process delivered */
 	bool released; /* freed once its disk work is done */
 	bool stopping;
-	/* Its parts in the same allocation, after it (see mailbox_new). */
-	struct mbdisk *disk; /* paths, durable state, the disk job */
-	struct lane *lane; /* its ordered writes into the Maildir */
-	struct selection *sel; /* SELECT and what it said */
+	/*
+	 * After it, in the same allocation (see parts): DISK (paths, durable
+	 * state, the disk job), LANE (its ordered writes into the Maildir),
+	 * SEL (SELECT and what it said).
+	 */
 	struct after *af; /* after = delete or move:; NULL: keep */
 	/* On a connection */
 	struct conn *conn; /* NULL: on none */
@@ -86,6 +85,19 @@ struct mailbox {
 	struct recovery *rc;
 	struct compaction *cp; /* the folder's index and its compaction */
 };
+
+/*
+ * Where its parts are in its one allocation, each aligned for any type:
+ * the same for every mailbox, set by the first mailbox_new.
+ */
+static struct {
+	size_t disk, lane, sel, total;
+} parts;
+
+#define PART(mb, off) ((void *)((const char *)(mb) + (off)))
+#define DISK(mb) ((struct mbdisk *)PART((mb), parts.disk))
+#define LANE(mb) ((struct lane *)PART((mb), parts.lane))
+#define SEL(mb) ((struct selection *)PART((mb), parts.sel))
 
 #define LOG(mb, lvl, ...) log_msg((lvl), (mb)->a->name, (mb)->name, __VA_ARGS__)
 
@@ -122,7 +134,7 @@ fail_as(struct mailbox *mb, int err, bool final, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	mb->o.ops->failed(mb->o.ud, mb, err, final, why);
+	mb->ops->failed(mb->ud, mb, err, final, why);
 }
 
 #define mb_fail(mb, err, ...) fail_as((mb), (err), false, __VA_ARGS__)
@@ -138,7 +150,7 @@ mb_settled(struct mailbox *mb)
 			mailbox_free(mb);
 		return;
 	}
-	mb->o.ops->settled(mb->o.ud, mb);
+	mb->ops->settled(mb->ud, mb);
 }
 
 static void pump(struct mailbox *mb);
@@ -171,7 +183,7 @@ static void compact_listed(struct mailbox *mb, const struct proto_resp *r);
 static void
 pump_commits(struct mailbox *mb)
 {
-	if (mbdisk_busy(mb->disk) || !fetch_take(mb->fe, on_conn(mb)))
+	if (mbdisk_busy(DISK(mb)) || !fetch_take(mb->fe, on_conn(mb)))
 		return;
 	start_job(mb, COMMIT_DELIVER);
 }
@@ -188,11 +200,11 @@ job_done_prepare(struct mailbox *mb, struct commit_req *j)
 		status_error(mb->status, j->err);
 		mb->status->gave_up = true;
 		status_changed(mb->status);
-		mb->o.ops->prepared(mb->o.ud, mb, j->result, j->err);
+		mb->ops->prepared(mb->ud, mb, j->result, j->err);
 		return;
 	}
 	mailbox_enter(mb, MB_READY, "its Maildir and state are read");
-	mb->o.ops->prepared(mb->o.ud, mb, 0, NULL);
+	mb->ops->prepared(mb->ud, mb, 0, NULL);
 }
 
 static void
@@ -209,7 +221,7 @@ job_done_commit(struct mailbox *mb, struct commit_req *j)
 		mb->status->delivered = mb->delivered;
 		LOG(mb, LOGL_INFO, "delivered %u message(s), UIDs %u..%u", ok,
 		    j->files[0].uid, j->files[j->ncommit - 1].uid);
-		mb->o.ops->delivered(mb->o.ud, mb, ok);
+		mb->ops->delivered(mb->ud, mb, ok);
 	}
 	if (j->nrefused > 0)
 		LOG(mb, LOGL_ERROR,
@@ -234,7 +246,7 @@ job_done_commit(struct mailbox *mb, struct commit_req *j)
 	 * server. Not during a recovery: its state is saved at its end, and
 	 * leaves on the server what it listed (keep_to).
 	 */
-	if (mbdisk_state(mb->disk)->recovering) {
+	if (mbdisk_state(DISK(mb))->recovering) {
 		fetch_committed(mb->fe);
 		return;
 	}
@@ -245,7 +257,7 @@ job_done_commit(struct mailbox *mb, struct commit_req *j)
 	if (mb->af != NULL && on_conn(mb)) {
 		uids = xmalloc((j->ncommit + 1) * sizeof(*uids));
 		for (size_t i = 0; i < j->ncommit; i++)
-			if (!state_refused(mbdisk_state(mb->disk),
+			if (!state_refused(mbdisk_state(DISK(mb)),
 				j->files[i].uid))
 				uids[n++] = j->files[i].uid;
 		after_queue(mb->af, mb->conn, uids, n);
@@ -319,9 +331,9 @@ job_done(struct mailbox *mb, struct commit_req *j)
 static void
 start_job(struct mailbox *mb, enum commit_kind kind)
 {
-	struct commit_req *j = mbdisk_job(mb->disk, kind);
+	struct commit_req *j = mbdisk_job(DISK(mb), kind);
 
-	j->uidvalidity = selection_uidvalidity(mb->sel);
+	j->uidvalidity = selection_uidvalidity(SEL(mb));
 	if (kind == COMMIT_RECOVERED)
 		j->commit_uid = recovery_max(mb->rc, &j->st.last);
 	/* The job owns these until it is done (job_done frees them). */
@@ -340,7 +352,7 @@ start_job(struct mailbox *mb, enum commit_kind kind)
 			mb->more = true; /* re-list: it may have been expunged */
 		}
 	}
-	mbdisk_run(mb->disk, j, job_after, mb);
+	mbdisk_run(DISK(mb), j, job_after, mb);
 }
 
 /* ---- sync ------------------------------------------------------------------ */
@@ -348,7 +360,7 @@ start_job(struct mailbox *mb, enum commit_kind kind)
 static void
 sync_list_add(struct mailbox *mb, uint32_t uid, uint32_t size)
 {
-	const struct state_rec *st = mbdisk_state(mb->disk);
+	const struct state_rec *st = mbdisk_state(DISK(mb));
 
 	if (uid > st->last_uid) {
 		uidlist_add(mb->ul, uid, size);
@@ -417,7 +429,7 @@ sync_complete(struct mailbox *mb)
 		return;
 	}
 	mailbox_enter(mb, MB_SYNCED, "every message listed is delivered");
-	mb->o.ops->synced(mb->o.ud, mb);
+	mb->ops->synced(mb->ud, mb);
 }
 
 /* Moves the sync forward: more batches, commits, or done. */
@@ -441,7 +453,7 @@ pump(struct mailbox *mb)
 	while (!mb->stopping && fetch_may_send(mb->fe) &&
 	    uidlist_left(mb->ul) > 0)
 		fetch_send(mb->fe, mb->conn, mb->ul, batch_done, fetch_line, mb);
-	if (!fetch_pending(mb->fe) && !mbdisk_busy(mb->disk) &&
+	if (!fetch_pending(mb->fe) && !mbdisk_busy(DISK(mb)) &&
 	    (mb->af == NULL || after_idle(mb->af)) &&
 	    (uidlist_left(mb->ul) == 0 || mb->stopping || fetch_gap(mb->fe)))
 		sync_complete(mb);
@@ -463,7 +475,7 @@ list_begin(struct mailbox *mb, uint32_t from, const char *items)
 static void
 sync_start(struct mailbox *mb)
 {
-	const struct state_rec *st = mbdisk_state(mb->disk);
+	const struct state_rec *st = mbdisk_state(DISK(mb));
 	uint32_t from = 1;
 
 	if (st->recovering) {
@@ -479,7 +491,7 @@ sync_start(struct mailbox *mb)
 static void
 sync_next(struct mailbox *mb, enum selection_next next)
 {
-	const struct state_rec *st = mbdisk_state(mb->disk);
+	const struct state_rec *st = mbdisk_state(DISK(mb));
 
 	switch (next) {
 	case SELECTION_RECOVER:
@@ -505,7 +517,7 @@ sync_next(struct mailbox *mb, enum selection_next next)
 static void
 sync_verify_last(struct mailbox *mb)
 {
-	sync_next(mb, selection_check_last(mb->sel, mbdisk_state(mb->disk)));
+	sync_next(mb, selection_check_last(SEL(mb), mbdisk_state(DISK(mb))));
 }
 
 static void
@@ -516,7 +528,7 @@ verified(void *ud, const struct proto_resp *r, const char *differs)
 	if (r->status != PROTO_OK) {
 		mb_fail(mb, IDLEFETCH_EPROTO,
 		    "checking UID %u failed: %s",
-		    mbdisk_state(mb->disk)->last_uid, r->text);
+		    mbdisk_state(DISK(mb))->last_uid, r->text);
 		return;
 	}
 	if (differs != NULL) {
@@ -525,8 +537,8 @@ verified(void *ud, const struct proto_resp *r, const char *differs)
 		    "(%s): the server renumbered this folder without "
 		    "changing UIDVALIDITY %u. Matching its messages against "
 		    "the Maildir instead of trusting the UIDs",
-		    mbdisk_state(mb->disk)->last_uid, differs,
-		    selection_uidvalidity(mb->sel));
+		    mbdisk_state(DISK(mb))->last_uid, differs,
+		    selection_uidvalidity(SEL(mb)));
 		recover_start(mb);
 		return;
 	}
@@ -647,13 +659,13 @@ recover_done(struct mailbox *mb, struct commit_req *j)
 static bool
 compact_due(const struct mailbox *mb)
 {
-	const struct state_rec *st = mbdisk_state(mb->disk);
-	uint32_t uidvalidity = selection_uidvalidity(mb->sel);
+	const struct state_rec *st = mbdisk_state(DISK(mb));
+	uint32_t uidvalidity = selection_uidvalidity(SEL(mb));
 
 	if (mb->stopping || !in(mb, MB_FETCH) || fetch_gap(mb->fe) ||
 	    st->recovering || st->uidvalidity != uidvalidity)
 		return false;
-	return compaction_due(mb->cp, selection_exists(mb->sel));
+	return compaction_due(mb->cp, selection_exists(SEL(mb)));
 }
 
 static void
@@ -662,11 +674,11 @@ compact_start(struct mailbox *mb)
 	LOG(mb, LOGL_DEBUG,
 	    "the folder's index (%" PRIu64 " bytes) may hold far more than "
 	    "its %u message(s): listing their UIDs to compact it",
-	    compaction_size(mb->cp), selection_exists(mb->sel));
+	    compaction_size(mb->cp), selection_exists(SEL(mb)));
 	/* Once per sync. */
-	compaction_begin(mb->cp, selection_uidvalidity(mb->sel));
+	compaction_begin(mb->cp, selection_uidvalidity(SEL(mb)));
 	mailbox_enter(mb, MB_COMPACT_LIST, "compacting the index");
-	if (selection_exists(mb->sel) == 0) {
+	if (selection_exists(SEL(mb)) == 0) {
 		/*
 		 * The server says the folder is empty (at SELECT, or after
 		 * the EXPUNGEs it sent): nothing to list, and some servers
@@ -701,8 +713,8 @@ compact_listed(struct mailbox *mb, const struct proto_resp *r)
 	if (r->status != PROTO_OK)
 		why = r->text;
 	else
-		why = compaction_check(mb->cp, selection_uidvalidity(mb->sel),
-		    selection_exists(mb->sel));
+		why = compaction_check(mb->cp, selection_uidvalidity(SEL(mb)),
+		    selection_exists(SEL(mb)));
 	if (why == NULL) {
 		mailbox_enter(mb, MB_COMPACT, "the server's UIDs are listed");
 		start_job(mb, COMMIT_COMPACT);
@@ -884,13 +896,13 @@ select_ended(void *ud, enum selection_end end, bool final, const char *why)
 	switch (end) {
 	case SELECTION_OK:
 		compaction_set_size(mb->cp, 0); /* another folder's, or older */
-		sync_next(mb, selection_check(mb->sel, mbdisk_state(mb->disk),
-				  mbdisk_reconciled(mb->disk)));
+		sync_next(mb, selection_check(SEL(mb), mbdisk_state(DISK(mb)),
+				  mbdisk_reconciled(DISK(mb))));
 		return;
 	case SELECTION_REFUSED:
 		/* The owner decides what follows. */
 		mailbox_enter(mb, MB_READY, "the server would not open it");
-		mb->o.ops->refused(mb->o.ud, mb, why);
+		mb->ops->refused(mb->ud, mb, why);
 		return;
 	case SELECTION_FAILED:
 		fail_as(mb, IDLEFETCH_EPROTO, final, "%s", why);
@@ -918,7 +930,7 @@ on_lane_drained(void *ud, int err)
 
 	if (err < 0 && on_conn(mb)) {
 		mb_fail(mb, err, "cannot write to %s/tmp: %s",
-		    mbdisk_maildir(mb->disk), strerror(-err));
+		    mbdisk_maildir(DISK(mb)), strerror(-err));
 		return;
 	}
 	/* A batch may have been waiting for these writes. */
@@ -959,41 +971,44 @@ static const struct conn_sink sink = {
 
 /* ---- public ------------------------------------------------------------------------ */
 
-/* Its parts' places in its one allocation, each aligned for any type. */
 #define PART_ALIGN(n) \
 	(((n) + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1))
-#define AT(mb, off) ((char *)(mb) + (off))
+
+static void
+parts_place(void)
+{
+	parts.disk = PART_ALIGN(sizeof(struct mailbox));
+	parts.lane = parts.disk + PART_ALIGN(mbdisk_size());
+	parts.sel = parts.lane + PART_ALIGN(lane_size());
+	parts.total = parts.sel + selection_size();
+}
 
 struct mailbox *
 mailbox_new(uv_loop_t *loop, const struct mailbox_opts *o)
 {
-	size_t at_disk = PART_ALIGN(sizeof(struct mailbox));
-	size_t at_lane = at_disk + PART_ALIGN(mbdisk_size());
-	size_t at_sel = at_lane + PART_ALIGN(lane_size());
-	struct mailbox *mb = xcalloc(1, at_sel + selection_size());
+	struct mailbox *mb;
 	const char *maildir;
 
-	mb->loop = loop;
-	mb->o = *o;
+	if (parts.total == 0)
+		parts_place();
+	mb = xcalloc(1, parts.total);
+	mb->ops = o->ops;
+	mb->ud = o->ud;
 	mb->a = o->acct;
 	mb->name = o->name;
 	mb->status = o->status;
-	mb->wire = mutf7_wire_name(o->name);
-	if (mb->wire == NULL)
-		fatal("folder name '%s' is not UTF-8", o->name);
-	mb->disk = mbdisk_init(AT(mb, at_disk), loop, mb->a, o->state_dir,
-	    o->name, mb->wire);
-	maildir = mbdisk_maildir(mb->disk);
+	selection_init(SEL(mb), mb->a, o->name, o->move_wire);
+	mbdisk_init(DISK(mb), loop, mb->a, o->state_dir, o->name,
+	    selection_wire(SEL(mb)));
+	maildir = mbdisk_maildir(DISK(mb));
 	mb->sync_ok = true;
 	mb->ul = uidlist_new();
 	if (mb->a->after != AFTER_KEEP)
 		mb->af = after_new(mb->a->after, o->move_wire, &after_ops, mb);
-	mb->lane = lane_init(AT(mb, at_lane), loop, maildir, &lane_ops, mb);
-	mb->fe = fetch_new(mb->lane, maildir, mbdisk_tag(mb->disk));
+	lane_init(LANE(mb), loop, maildir, &lane_ops, mb);
+	mb->fe = fetch_new(LANE(mb), maildir, mbdisk_tag(DISK(mb)));
 	mb->rc = recovery_new();
 	mb->cp = compaction_new();
-	mb->sel = selection_init(AT(mb, at_sel), mb->a, o->name, mb->wire,
-	    o->move_wire);
 	mb->vf = verify_new();
 	return mb;
 }
@@ -1007,10 +1022,9 @@ mailbox_free(struct mailbox *mb)
 	after_free(mb->af);
 	recovery_free(mb->rc);
 	compaction_free(mb->cp);
-	selection_fini(mb->sel);
+	selection_fini(SEL(mb));
 	verify_free(mb->vf);
-	mbdisk_fini(mb->disk);
-	free(mb->wire);
+	mbdisk_fini(DISK(mb));
 	free(mb);
 }
 
@@ -1019,9 +1033,9 @@ mailbox_release(struct mailbox *mb)
 {
 	if (mb == NULL)
 		return;
-	if (mb->conn != NULL || mbdisk_busy(mb->disk))
+	if (mb->conn != NULL || mbdisk_busy(DISK(mb)))
 		fatal("mailbox_release of %s with work in flight", mb->name);
-	if (!lane_idle(mb->lane)) {
+	if (!lane_idle(LANE(mb))) {
 		mb->released = true; /* freed once the lane has drained */
 		return;
 	}
@@ -1033,15 +1047,15 @@ mailbox_rename(struct mailbox *mb, const char *name, struct status_rec *rec)
 {
 	mb->name = name;
 	mb->status = rec;
-	mbdisk_rename(mb->disk, name);
-	selection_rename(mb->sel, name);
+	mbdisk_rename(DISK(mb), name);
+	selection_rename(SEL(mb), name);
 }
 
 void
 mailbox_prepare(struct mailbox *mb)
 {
-	LOG(mb, LOGL_DEBUG, "Maildir %s, state %s", mbdisk_maildir(mb->disk),
-	    mbdisk_state_path(mb->disk));
+	LOG(mb, LOGL_DEBUG, "Maildir %s, state %s", mbdisk_maildir(DISK(mb)),
+	    mbdisk_state_path(DISK(mb)));
 	mailbox_enter(mb, MB_PREPARE, "reading its Maildir and state");
 	start_job(mb, COMMIT_PREPARE);
 }
@@ -1055,10 +1069,10 @@ mailbox_select(struct mailbox *mb, struct conn *c)
 	 * What failed on an earlier connection is no reason to stop now; the
 	 * owner waits for every lane before it connects again.
 	 */
-	if (lane_idle(mb->lane))
-		lane_reset(mb->lane);
-	mailbox_enter(mb, MB_SELECT, selection_start(mb->sel, c,
-					 mbdisk_state(mb->disk), select_ended, mb));
+	if (lane_idle(LANE(mb)))
+		lane_reset(LANE(mb));
+	mailbox_enter(mb, MB_SELECT, selection_start(SEL(mb), c,
+					 mbdisk_state(DISK(mb)), select_ended, mb));
 }
 
 void
@@ -1070,7 +1084,7 @@ mailbox_again(struct mailbox *mb)
 bool
 mailbox_untagged(struct mailbox *mb, const struct proto_resp *r)
 {
-	bool grew = selection_untagged(mb->sel, r);
+	bool grew = selection_untagged(SEL(mb), r);
 
 	if ((r->has & HAS_EXPUNGE) && mb->af != NULL)
 		after_expunge_seen(mb->af);
@@ -1103,7 +1117,7 @@ mailbox_detach(struct mailbox *mb)
 	mb->recovering = false; /* its state says to do it again */
 	recovery_drop(mb->rc);
 	compaction_clear(mb->cp);
-	selection_detach(mb->sel);
+	selection_detach(SEL(mb));
 	if (mb->state >= MB_SELECT && mb->state <= MB_SYNCED)
 		mailbox_enter(mb, MB_READY, why);
 }
@@ -1118,7 +1132,7 @@ mailbox_settle(struct mailbox *mb)
 bool
 mailbox_quiet(const struct mailbox *mb)
 {
-	return !mbdisk_busy(mb->disk) && lane_idle(mb->lane);
+	return !mbdisk_busy(DISK(mb)) && lane_idle(LANE(mb));
 }
 
 enum mailbox_state
@@ -1142,7 +1156,7 @@ mailbox_name(const struct mailbox *mb)
 const char *
 mailbox_wire(const struct mailbox *mb)
 {
-	return mb->wire;
+	return selection_wire(SEL(mb));
 }
 
 struct status_rec *
@@ -1179,11 +1193,11 @@ mailbox_reset_ok(struct mailbox *mb)
 uint32_t
 mailbox_uidnext(const struct mailbox *mb)
 {
-	return selection_uidnext(mb->sel);
+	return selection_uidnext(SEL(mb));
 }
 
 uint32_t
 mailbox_uidvalidity(const struct mailbox *mb)
 {
-	return selection_uidvalidity(mb->sel);
+	return selection_uidvalidity(SEL(mb));
 }

@@ -13,13 +13,14 @@
 
 #include "idlefetch/log.h"
 #include "idlefetch/lookup.h"
+#include "idlefetch/mutf7.h"
 #include "idlefetch/selection.h"
 #include "idlefetch/util.h"
 
 struct selection {
 	const struct account *a; /* borrowed */
 	const char *name; /* borrowed; UTF-8 */
-	const char *wire; /* borrowed: as the server spells it */
+	char *wire; /* the name as the server spells it: modified UTF-7 */
 	const char *move_wire; /* borrowed: after = move:'s target */
 	struct lookup *lk; /* a folder looked for by name */
 	char *err; /* SELECT's refusal, while LIST looks for it */
@@ -43,14 +44,16 @@ selection_size(void)
 
 struct selection *
 selection_init(void *mem, const struct account *acct, const char *name,
-    const char *wire, const char *move_wire)
+    const char *move_wire)
 {
 	struct selection *s = mem;
 
 	memset(s, 0, sizeof(*s));
 	s->a = acct;
 	s->name = name;
-	s->wire = wire;
+	s->wire = mutf7_wire_name(name);
+	if (s->wire == NULL)
+		fatal("folder name '%s' is not UTF-8", name);
 	s->move_wire = move_wire;
 	s->lk = lookup_new();
 	return s;
@@ -61,6 +64,7 @@ selection_fini(struct selection *s)
 {
 	lookup_free(s->lk);
 	free(s->err);
+	free(s->wire);
 }
 
 void
@@ -308,6 +312,12 @@ selection_check_last(const struct selection *s, const struct state_rec *st)
 	    (fp->size == 0 && fp->msgid[0] == '\0'))
 		return SELECTION_LIST; /* nothing to check against */
 	return SELECTION_VERIFY;
+}
+
+const char *
+selection_wire(const struct selection *s)
+{
+	return s->wire;
 }
 
 uint32_t
