@@ -4,8 +4,9 @@
  * (state.h), and the one commit job (commit.h) in flight on the
  * threadpool. A job is filled here with what the disk side knows; its
  * owner adds what the job kind needs and runs it. When the job ends, the
- * state record takes what the job saved (and says what it found), then
- * the owner's callback runs.
+ * state record takes what the job saved, what the job found or did on
+ * disk is logged (and a compaction's UIDs freed), then the owner's
+ * callback runs.
  */
 #ifndef IDLEFETCH_MBDISK_H
 #define IDLEFETCH_MBDISK_H
@@ -28,9 +29,9 @@ struct mbdisk;
  * and wire (the name as the server spells it) are read here only.
  */
 size_t mbdisk_size(void);
-struct mbdisk *mbdisk_init(void *mem, uv_loop_t *loop,
-    const struct account *acct, const char *state_dir, const char *name,
-    const char *wire);
+struct mbdisk *
+mbdisk_init(void *mem, uv_loop_t *loop, const struct account *acct,
+    const char *state_dir, const char *name, const char *wire);
 /* Only with no job in flight. */
 void mbdisk_fini(struct mbdisk *d);
 /* The folder's name changes (borrowed, as at mbdisk_init). */

@@ -74,8 +74,8 @@ bool selection_untagged(struct selection *s, const struct proto_resp *r);
 enum selection_next selection_check(const struct selection *s,
     const struct state_rec *st, bool reconciled);
 /* ...once new/ is reconciled: whether last_uid can be trusted as is. */
-enum selection_next selection_check_last(const struct selection *s,
-    const struct state_rec *st);
+enum selection_next
+selection_check_last(const struct selection *s, const struct state_rec *st);
 
 /* The folder's name as the server spells it (modified UTF-7); owned. */
 const char *selection_wire(const struct selection *s);

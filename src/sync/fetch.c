@@ -197,7 +197,8 @@ fetch_take(struct fetch *f, bool connected)
 	if (!b->complete && connected)
 		return false;
 	/* Its bodies must be written out first (all of it, once cut off). */
-	if (lane_done_seq(f->lane) < (b->complete ? b->lane_seq : lane_enq_seq(f->lane)))
+	if (lane_done_seq(f->lane) <
+	    (b->complete ? b->lane_seq : lane_enq_seq(f->lane)))
 		return false;
 	f->bhead = b->next;
 	if (f->bhead == NULL)

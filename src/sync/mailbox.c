@@ -154,28 +154,22 @@ mb_settled(struct mailbox *mb)
 }
 
 static void pump(struct mailbox *mb);
-static void pump_commits(struct mailbox *mb);
 static void start_job(struct mailbox *mb, enum commit_kind kind);
-static void sync_next(struct mailbox *mb, enum selection_next next);
 static void fetch_line(void *ud, const struct proto_resp *r);
 static void listed(void *ud, const struct proto_resp *r);
 static void verified(void *ud, const struct proto_resp *r,
     const char *differs);
 static void batch_done(void *ud, const struct proto_resp *r);
-static void recover_match(struct mailbox *mb);
-static int sync_list_finish(struct mailbox *mb);
 static void sync_start(struct mailbox *mb);
-static void sync_complete(struct mailbox *mb);
 static void recover_start(struct mailbox *mb);
 static void recover_listed(struct mailbox *mb);
 static void recover_matched(struct mailbox *mb, struct commit_req *j);
 static void recover_done(struct mailbox *mb, struct commit_req *j);
-static void compact_done(struct mailbox *mb, struct commit_req *j);
+static void compact_done(struct mailbox *mb);
 static void sync_verify_last(struct mailbox *mb);
 static void list_done(struct mailbox *mb);
 static bool compact_due(const struct mailbox *mb);
 static void compact_start(struct mailbox *mb);
-static void compact_listed(struct mailbox *mb, const struct proto_resp *r);
 
 /* ---- batches ------------------------------------------------------------ */
 
@@ -266,21 +260,14 @@ job_done_commit(struct mailbox *mb, struct commit_req *j)
 	fetch_committed(mb->fe);
 }
 
-static void job_done(struct mailbox *mb, struct commit_req *j);
-
+/* The disk job ended; the state took what it saved (mbdisk.c). */
 static void
-job_after(struct commit_req *j, void *ud)
+job_done(struct commit_req *j, void *ud)
 {
 	struct mailbox *mb = ud;
 
 	if (j->index_bytes != 0 && j->kind != COMMIT_COMPACT)
 		compaction_set_size(mb->cp, j->index_bytes);
-	job_done(mb, j);
-}
-
-static void
-job_done(struct mailbox *mb, struct commit_req *j)
-{
 	switch (j->kind) {
 	case COMMIT_PREPARE:
 		job_done_prepare(mb, j);
@@ -320,7 +307,7 @@ job_done(struct mailbox *mb, struct commit_req *j)
 		recover_done(mb, j);
 		return;
 	case COMMIT_COMPACT:
-		compact_done(mb, j);
+		compact_done(mb);
 		return;
 	default:
 		fatal("bad job kind");
@@ -336,7 +323,7 @@ start_job(struct mailbox *mb, enum commit_kind kind)
 	j->uidvalidity = selection_uidvalidity(SEL(mb));
 	if (kind == COMMIT_RECOVERED)
 		j->commit_uid = recovery_max(mb->rc, &j->st.last);
-	/* The job owns these until it is done (job_done frees them). */
+	/* The job owns these until it is done (then freed). */
 	if (kind == COMMIT_MATCH)
 		j->set = recovery_take_set(mb->rc);
 	if (kind == COMMIT_COMPACT)
@@ -352,7 +339,7 @@ start_job(struct mailbox *mb, enum commit_kind kind)
 			mb->more = true; /* re-list: it may have been expunged */
 		}
 	}
-	mbdisk_run(DISK(mb), j, job_after, mb);
+	mbdisk_run(DISK(mb), j, job_done, mb);
 }
 
 /* ---- sync ------------------------------------------------------------------ */
@@ -725,18 +712,10 @@ compact_listed(struct mailbox *mb, const struct proto_resp *r)
 	compact_end(mb);
 }
 
+/* What it did is logged (mbdisk.c): the sync goes on. */
 static void
-compact_done(struct mailbox *mb, struct commit_req *j)
+compact_done(struct mailbox *mb)
 {
-	free(j->uids);
-	if (j->result < 0)
-		LOG(mb, LOGL_WARN, "cannot compact the folder's index: %s",
-		    j->err);
-	else
-		LOG(mb, LOGL_INFO,
-		    "compacted the folder's index: %u line(s) kept, %u of "
-		    "messages no longer on the server dropped",
-		    j->counts.kept, j->counts.dropped);
 	if (!in(mb, MB_COMPACT)) {
 		mb_settled(mb);
 		return;

@@ -148,7 +148,22 @@ prepared(struct mbdisk *d, const struct commit_req *j)
 	memcpy(d->id, j->id, sizeof(d->id));
 }
 
-/* The state takes what the job saved. */
+/* The index was rewritten; its UIDs were the job's. */
+static void
+compacted(struct mbdisk *d, const struct commit_req *j)
+{
+	free(j->uids);
+	if (j->result < 0)
+		LOG(d, LOGL_WARN, "cannot compact the folder's index: %s",
+		    j->err);
+	else
+		LOG(d, LOGL_INFO,
+		    "compacted the folder's index: %u line(s) kept, %u of "
+		    "messages no longer on the server dropped",
+		    j->counts.kept, j->counts.dropped);
+}
+
+/* The state takes what the job saved, and what the job did is logged. */
 static void
 take(struct mbdisk *d, const struct commit_req *j)
 {
@@ -183,6 +198,9 @@ take(struct mbdisk *d, const struct commit_req *j)
 	case COMMIT_RECOVERED:
 		if (j->result >= 0)
 			d->st = j->st;
+		return;
+	case COMMIT_COMPACT:
+		compacted(d, j);
 		return;
 	default:
 		return;

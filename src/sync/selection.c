@@ -74,8 +74,7 @@ selection_rename(struct selection *s, const char *name)
 }
 
 static void __attribute__((format(printf, 4, 5)))
-end(struct selection *s, enum selection_end e, bool final, const char *fmt,
-    ...)
+end(struct selection *s, enum selection_end e, bool final, const char *fmt, ...)
 {
 	char why[512];
 	va_list ap;
@@ -104,8 +103,8 @@ set_err(struct selection *s, const char *src)
  * Cyrus. A refused SELECT is looked for the same way, to say what the
  * server calls the folder.
  */
-static void looked_up(void *ud, const struct proto_resp *r, bool found,
-    const char *guess);
+static void
+looked_up(void *ud, const struct proto_resp *r, bool found, const char *guess);
 static const char *send_select(struct selection *s);
 
 static const char *
@@ -127,8 +126,8 @@ select_refused(struct selection *s, const char *guess)
 		    "(write it so in folders =)",
 		    s->name, s->err, guess);
 	else
-		snprintf(why, sizeof(why), "cannot open folder %s: %s",
-		    s->name, s->err);
+		snprintf(why, sizeof(why), "cannot open folder %s: %s", s->name,
+		    s->err);
 	set_err(s, NULL);
 	s->done(s->ud, SELECTION_REFUSED, false, why);
 }
@@ -224,8 +223,8 @@ send_select(struct selection *s)
 }
 
 const char *
-selection_start(struct selection *s, struct conn *c,
-    const struct state_rec *st, selection_done_cb *done, void *ud)
+selection_start(struct selection *s, struct conn *c, const struct state_rec *st,
+    selection_done_cb *done, void *ud)
 {
 	s->c = c;
 	s->st = st;
