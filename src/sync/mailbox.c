@@ -1,16 +1,18 @@
 /*
  * mailbox: one folder (mailbox.h). It owns the folder's state machine and
- * its one logged mailbox_enter(), its Maildir lane, its durable state
- * record and the one disk job in flight, and it makes every decision of a
- * sync: SELECT, reconcile, verify the last UID, list, fetch, commit, act
- * on the server, recover from a renumbering, compact the index. Its parts
- * keep their own data and return what happened: uidlist (the listing),
- * fetch (batches and the bodies streamed into the lane), after (the
- * after-delivery actions), verify (what the last UID holds now), recovery,
- * compaction, lookup (a folder by name). It calls those, the connection
- * (conn_cmd), the lane and commit; it hears of replies through the
- * callbacks it passes with each command, and tells its owner through
- * mailbox_ops. It never changes the connection's state.
+ * its one logged mailbox_enter(), and it makes every decision of a sync
+ * that changes its state: SELECT, reconcile, verify the last UID, list,
+ * fetch, commit, act on the server, recover from a renumbering, compact
+ * the index. Its parts keep their own data and return what happened:
+ * selection (SELECT, what it said, and what follows from the saved
+ * state), mbdisk (paths, the durable state record, the one disk job in
+ * flight), the lane (its ordered writes), uidlist (the listing), fetch
+ * (batches and the bodies streamed into the lane), after (the
+ * after-delivery actions), verify (what the last UID holds now),
+ * recovery, compaction. It calls those and the connection (conn_cmd); it
+ * hears of replies through the callbacks it passes with each command, and
+ * tells its owner through mailbox_ops. It never changes the connection's
+ * state.
  *
  * The sync lists the UIDs above the saved last_uid, then fetches them in
  * pipelined batches. A batch is committed on the threadpool (sync the
