@@ -77,4 +77,21 @@ void fetch_body_end(struct fetch *f);
  */
 int fetch_body_done(struct fetch *f, const struct proto_resp *r);
 
+/*
+ * The connection's sink, handed on by the mailbox. A literal begins:
+ * returns 1 when it is a body (streamed in; wanted as at fetch_body_begin),
+ * 0 when not, or a negative error with why filled: the connection must
+ * close.
+ */
+int fetch_sink_begin(struct fetch *f, const char *prefix, size_t len,
+    bool wanted, char *why, size_t whylen);
+/*
+ * A whole response (pr < 0: it could not be parsed; p[0..n) its text),
+ * while a listing's lines are expected or not. Returns 0, 1 when it
+ * carried a body no batch asked for (dropped), or -1 with why filled: the
+ * connection must close.
+ */
+int fetch_sink_unit(struct fetch *f, int pr, const struct proto_resp *r,
+    const char *p, size_t n, bool listing, char *why, size_t whylen);
+
 #endif

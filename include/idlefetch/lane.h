@@ -9,7 +9,7 @@
  * Backpressure: above LANE_HIGH queued bytes the owner is asked to stop
  * reading (ops->pause(ud, true)) until the queue is down to LANE_LOW. Each
  * operation gets a sequence number: everything up to lane_done_seq() is on
- * disk. A failed write marks its message (lane.failed_msgno) so that the
+ * disk. A failed write marks its message (lane_failed_msgno()) so that the
  * owner commits only what came before it.
  *
  * The lane knows nothing of its owner beyond the ops table: after each trip
@@ -20,6 +20,7 @@
 #define IDLEFETCH_LANE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <uv.h>
@@ -36,27 +37,16 @@ struct lane_ops {
 	void (*drained)(void *ud, int err);
 };
 
-struct dop;
-struct lane {
-	uv_loop_t *loop;
-	/*
-	 * Borrowed from the owner, who may point it at another folder at any
-	 * time: each queued operation keeps the one it was queued with.
-	 */
-	const char *maildir;
-	const struct lane_ops *ops;
-	void *ud;
-	uv_work_t work;
-	struct dop *head, *tail; /* queued */
-	struct dop *cur; /* in flight: a list, taken whole */
-	size_t bytes; /* queued and in flight */
-	uint64_t enq_seq, done_seq; /* of the last queued / done operation */
-	unsigned failed_msgno; /* first message a write failed for; 0 none */
-	int err; /* ...and why */
-	bool paused; /* the owner was asked to stop reading */
-};
+struct lane;
 
-void lane_init(struct lane *l, uv_loop_t *loop, const char *maildir,
+/*
+ * The lane lives in memory its owner provides, lane_size() bytes aligned
+ * for any type (beside the owner's own struct: no allocation of its own).
+ * maildir is borrowed, and the owner may point it at another folder at
+ * any time: each queued operation keeps the one it was queued with.
+ */
+size_t lane_size(void);
+struct lane *lane_init(void *mem, uv_loop_t *loop, const char *maildir,
     const struct lane_ops *ops, void *ud);
 /* Queues a copy of p[0..n) for f; nothing for n == 0. */
 void lane_write(struct lane *l, const struct maildir_file *f, const char *p,
@@ -66,5 +56,12 @@ void lane_discard(struct lane *l, const struct maildir_file *f);
 bool lane_idle(const struct lane *l);
 /* A new connection: what failed before is no reason to stop now. */
 void lane_reset(struct lane *l);
+/* Bytes queued and in flight. */
+size_t lane_bytes(const struct lane *l);
+/* The sequence number of the last operation queued, and of the last done. */
+uint64_t lane_enq_seq(const struct lane *l);
+uint64_t lane_done_seq(const struct lane *l);
+/* The first message a write failed for since lane_reset(); 0: none. */
+unsigned lane_failed_msgno(const struct lane *l);
 
 #endif

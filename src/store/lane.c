@@ -19,15 +19,39 @@ struct dop {
 	int err;
 };
 
-void
-lane_init(struct lane *l, uv_loop_t *loop, const char *maildir,
+struct lane {
+	uv_loop_t *loop;
+	const char *maildir; /* borrowed; see lane_init() */
+	const struct lane_ops *ops;
+	void *ud;
+	uv_work_t work;
+	struct dop *head, *tail; /* queued */
+	struct dop *cur; /* in flight: a list, taken whole */
+	size_t bytes; /* queued and in flight */
+	uint64_t enq_seq, done_seq; /* of the last queued / done operation */
+	unsigned failed_msgno; /* first message a write failed for; 0 none */
+	int err; /* ...and why */
+	bool paused; /* the owner was asked to stop reading */
+};
+
+size_t
+lane_size(void)
+{
+	return sizeof(struct lane);
+}
+
+struct lane *
+lane_init(void *mem, uv_loop_t *loop, const char *maildir,
     const struct lane_ops *ops, void *ud)
 {
+	struct lane *l = mem;
+
 	memset(l, 0, sizeof(*l));
 	l->loop = loop;
 	l->maildir = maildir;
 	l->ops = ops;
 	l->ud = ud;
+	return l;
 }
 
 static void
@@ -149,4 +173,28 @@ lane_reset(struct lane *l)
 	l->failed_msgno = 0;
 	l->err = 0;
 	l->paused = false;
+}
+
+size_t
+lane_bytes(const struct lane *l)
+{
+	return l->bytes;
+}
+
+uint64_t
+lane_enq_seq(const struct lane *l)
+{
+	return l->enq_seq;
+}
+
+uint64_t
+lane_done_seq(const struct lane *l)
+{
+	return l->done_seq;
+}
+
+unsigned
+lane_failed_msgno(const struct lane *l)
+{
+	return l->failed_msgno;
 }

@@ -8,6 +8,7 @@
  * them on to the ones its owner gave. It never changes the mailbox's
  * state nor logs: it returns what happened.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -136,7 +137,7 @@ batch_done(void *ud, const struct proto_resp *r)
 		return; /* the batch is the sync's, freed with it */
 	if (r->status == PROTO_OK) {
 		b->complete = true;
-		b->lane_seq = f->lane->enq_seq;
+		b->lane_seq = lane_enq_seq(f->lane);
 		f->inflight--;
 	}
 	b->done(b->ud, r);
@@ -196,7 +197,8 @@ fetch_take(struct fetch *f, bool connected)
 	if (!b->complete && connected)
 		return false;
 	/* Its bodies must be written out first (all of it, once cut off). */
-	if (f->lane->done_seq < (b->complete ? b->lane_seq : f->lane->enq_seq))
+	if (lane_done_seq(f->lane) <
+	    (b->complete ? b->lane_seq : lane_enq_seq(f->lane)))
 		return false;
 	f->bhead = b->next;
 	if (f->bhead == NULL)
@@ -239,8 +241,8 @@ fetch_plan(struct fetch *f, struct commit_req *j)
 	for (i = 0; i < b->n; i++) {
 		if (k == b->nfiles || b->files[k].uid != b->uids[i])
 			break;
-		if (f->lane->failed_msgno != 0 &&
-		    b->files[k].msgno >= f->lane->failed_msgno)
+		if (lane_failed_msgno(f->lane) != 0 &&
+		    b->files[k].msgno >= lane_failed_msgno(f->lane))
 			break; /* its body did not reach the disk whole */
 		j->commit_uid = b->uids[i];
 		k++;
@@ -404,4 +406,64 @@ fetch_body_done(struct fetch *f, const struct proto_resp *r)
 	recovery_fingerprint(r, &fp->fp, &fp->key);
 	b->files[b->nfiles++] = f->cur;
 	return 0;
+}
+
+int
+fetch_sink_begin(struct fetch *f, const char *prefix, size_t len,
+    bool wanted, char *why, size_t whylen)
+{
+	int r;
+
+	if (!fetch_is_body(prefix, len))
+		return 0;
+	if (f->cur_open) {
+		/*
+		 * One FETCH response, one message: a second body would open a
+		 * second file while the first is in flight, and which of the
+		 * two is the message cannot be known.
+		 */
+		snprintf(why, whylen,
+		    "two message bodies in one FETCH response; closing the "
+		    "connection");
+		return IDLEFETCH_EPROTO;
+	}
+	r = fetch_body_begin(f, wanted);
+	if (r < 0) {
+		snprintf(why, whylen, "cannot create a file in %s/tmp: %s",
+		    f->maildir, strerror(-r));
+		return r;
+	}
+	return 1;
+}
+
+int
+fetch_sink_unit(struct fetch *f, int pr, const struct proto_resp *r,
+    const char *p, size_t n, bool listing, char *why, size_t whylen)
+{
+	char line[81];
+	size_t k;
+
+	if (f->cur_open) {
+		if (pr < 0 || !(r->has & HAS_BODY)) {
+			snprintf(why, whylen,
+			    "cannot parse a FETCH response "
+			    "carrying a message; closing the connection");
+			return -1;
+		}
+		return fetch_body_done(f, r) < 0 ? 1 : 0;
+	}
+	if (pr >= 0 || !listing || !(r->has & HAS_FETCH))
+		return 0;
+	/*
+	 * A listing line that cannot be read may be a message: skipping it
+	 * would let the last delivered UID pass a message never delivered.
+	 * The folder stops here instead, and says why.
+	 */
+	for (k = 0; k < n && k + 1 < sizeof(line) && p[k] != '\r'; k++)
+		line[k] = (p[k] >= 0x20 && p[k] < 0x7f) ? p[k] : '?';
+	line[k] = '\0';
+	snprintf(why, whylen,
+	    "cannot read a line of the message listing ('%s'); "
+	    "stopping so that no message is skipped", line);
+	return -1;
 }

@@ -1,16 +1,18 @@
 /*
  * mailbox: one folder (mailbox.h). It owns the folder's state machine and
- * its one logged mailbox_enter(), its Maildir lane, its durable state
- * record and the one disk job in flight, and it makes every decision of a
- * sync: SELECT, reconcile, verify the last UID, list, fetch, commit, act
- * on the server, recover from a renumbering, compact the index. Its parts
- * keep their own data and return what happened: uidlist (the listing),
- * fetch (batches and the bodies streamed into the lane), after (the
- * after-delivery actions), verify (what the last UID holds now), recovery,
- * compaction, lookup (a folder by name). It calls those, the connection
- * (conn_cmd), the lane and commit; it hears of replies through the
- * callbacks it passes with each command, and tells its owner through
- * mailbox_ops. It never changes the connection's state.
+ * its one logged mailbox_enter(), and it makes every decision of a sync
+ * that changes its state: SELECT, reconcile, verify the last UID, list,
+ * fetch, commit, act on the server, recover from a renumbering, compact
+ * the index. Its parts keep their own data and return what happened:
+ * selection (SELECT, what it said, and what follows from the saved
+ * state), mbdisk (paths, the durable state record, the one disk job in
+ * flight), the lane (its ordered writes), uidlist (the listing), fetch
+ * (batches and the bodies streamed into the lane), after (the
+ * after-delivery actions), verify (what the last UID holds now),
+ * recovery, compaction. It calls those and the connection (conn_cmd); it
+ * hears of replies through the callbacks it passes with each command, and
+ * tells its owner through mailbox_ops. It never changes the connection's
+ * state.
  *
  * The sync lists the UIDs above the saved last_uid, then fetches them in
  * pipelined batches. A batch is committed on the threadpool (sync the
@@ -22,6 +24,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,17 +35,15 @@
 #include "idlefetch/commit.h"
 #include "idlefetch/compaction.h"
 #include "idlefetch/fetch.h"
-#include "idlefetch/foldername.h"
 #include "idlefetch/header.h"
 #include "idlefetch/lane.h"
 #include "idlefetch/log.h"
-#include "idlefetch/lookup.h"
-#include "idlefetch/maildir.h"
 #include "idlefetch/mailbox.h"
+#include "idlefetch/mbdisk.h"
 #include "idlefetch/metrics.h"
 #include "idlefetch/msgindex.h"
-#include "idlefetch/mutf7.h"
 #include "idlefetch/recovery.h"
+#include "idlefetch/selection.h"
 #include "idlefetch/state.h"
 #include "idlefetch/uidlist.h"
 #include "idlefetch/util.h"
@@ -53,36 +54,26 @@ static const char *state_names[] = { "NEW", "PREPARE", "READY", "SELECT",
 	"COMPACT_LIST", "COMPACT", "SYNCED", "DEAD" };
 
 struct mailbox {
-	uv_loop_t *loop;
-	struct mailbox_opts o;
+	const struct mailbox_ops *ops; /* borrowed */
+	void *ud;
 	const struct account *a;
 	enum mailbox_state state;
 	/* The folder */
 	const char *name; /* borrowed; UTF-8 */
-	char *wire; /* ...as the server spells it: modified UTF-7 */
-	char *maildir;
-	char *state_path;
-	uint32_t tag_mark; /* maildir file tag */
 	struct status_rec *status; /* borrowed; kept current */
-	struct state_rec st; /* durable state */
-	char maildir_id[STATE_ID_LEN + 1]; /* the Maildir's binding (state.h) */
-	bool reconciled; /* new/ was scanned for unrecorded files */
 	bool sync_ok; /* its last sync on this connection lacked nothing */
 	unsigned delivered; /* messages this process delivered */
-	bool job_busy; /* its disk job is on the threadpool */
 	bool released; /* freed once its disk work is done */
 	bool stopping;
-	struct lane lane; /* its ordered writes into the Maildir */
+	/*
+	 * After it, in the same allocation (see parts): DISK (paths, durable
+	 * state, the disk job), LANE (its ordered writes into the Maildir),
+	 * SEL (SELECT and what it said).
+	 */
 	struct after *af; /* after = delete or move:; NULL: keep */
 	/* On a connection */
 	struct conn *conn; /* NULL: on none */
-	uint32_t uidvalidity; /* from SELECT */
-	uint32_t uidnext; /* from SELECT, 0 when it gave none */
-	uint32_t exists;
 	bool more; /* new mail announced during a sync */
-	bool move_checked; /* the move: target was found on the server */
-	struct lookup *lk; /* a folder looked for by name */
-	char *select_err; /* SELECT's refusal, while LIST looks for it */
 	/* The sync */
 	struct verify *vf; /* VERIFY: what UID last_uid holds now */
 	unsigned after_retries; /* syncs started again for that, in a row */
@@ -96,6 +87,19 @@ struct mailbox {
 	struct recovery *rc;
 	struct compaction *cp; /* the folder's index and its compaction */
 };
+
+/*
+ * Where its parts are in its one allocation, each aligned for any type:
+ * the same for every mailbox, set by the first mailbox_new.
+ */
+static struct {
+	size_t disk, lane, sel, total;
+} parts;
+
+#define PART(mb, off) ((void *)((const char *)(mb) + (off)))
+#define DISK(mb) ((struct mbdisk *)PART((mb), parts.disk))
+#define LANE(mb) ((struct lane *)PART((mb), parts.lane))
+#define SEL(mb) ((struct selection *)PART((mb), parts.sel))
 
 #define LOG(mb, lvl, ...) log_msg((lvl), (mb)->a->name, (mb)->name, __VA_ARGS__)
 
@@ -132,7 +136,7 @@ fail_as(struct mailbox *mb, int err, bool final, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	mb->o.ops->failed(mb->o.ud, mb, err, final, why);
+	mb->ops->failed(mb->ud, mb, err, final, why);
 }
 
 #define mb_fail(mb, err, ...) fail_as((mb), (err), false, __VA_ARGS__)
@@ -148,42 +152,26 @@ mb_settled(struct mailbox *mb)
 			mailbox_free(mb);
 		return;
 	}
-	mb->o.ops->settled(mb->o.ud, mb);
-}
-
-/*
- * Words kept from a reply for a later log line (a refused SELECT's): on
- * the heap only while held, not in every idle connection.
- */
-static void
-set_text(char **dst, const char *src)
-{
-	free(*dst);
-	*dst = src ? xstrdup(src) : NULL;
+	mb->ops->settled(mb->ud, mb);
 }
 
 static void pump(struct mailbox *mb);
-static void pump_commits(struct mailbox *mb);
 static void start_job(struct mailbox *mb, enum commit_kind kind);
 static void fetch_line(void *ud, const struct proto_resp *r);
 static void listed(void *ud, const struct proto_resp *r);
 static void verified(void *ud, const struct proto_resp *r,
     const char *differs);
 static void batch_done(void *ud, const struct proto_resp *r);
-static void recover_match(struct mailbox *mb);
-static int sync_list_finish(struct mailbox *mb);
 static void sync_start(struct mailbox *mb);
-static void sync_complete(struct mailbox *mb);
 static void recover_start(struct mailbox *mb);
 static void recover_listed(struct mailbox *mb);
 static void recover_matched(struct mailbox *mb, struct commit_req *j);
 static void recover_done(struct mailbox *mb, struct commit_req *j);
-static void compact_done(struct mailbox *mb, struct commit_req *j);
+static void compact_done(struct mailbox *mb);
 static void sync_verify_last(struct mailbox *mb);
 static void list_done(struct mailbox *mb);
 static bool compact_due(const struct mailbox *mb);
 static void compact_start(struct mailbox *mb);
-static void compact_listed(struct mailbox *mb, const struct proto_resp *r);
 
 /* ---- batches ------------------------------------------------------------ */
 
@@ -191,7 +179,7 @@ static void compact_listed(struct mailbox *mb, const struct proto_resp *r);
 static void
 pump_commits(struct mailbox *mb)
 {
-	if (mb->job_busy || !fetch_take(mb->fe, on_conn(mb)))
+	if (mbdisk_busy(DISK(mb)) || !fetch_take(mb->fe, on_conn(mb)))
 		return;
 	start_job(mb, COMMIT_DELIVER);
 }
@@ -208,23 +196,11 @@ job_done_prepare(struct mailbox *mb, struct commit_req *j)
 		status_error(mb->status, j->err);
 		mb->status->gave_up = true;
 		status_changed(mb->status);
-		mb->o.ops->prepared(mb->o.ud, mb, j->result, j->err);
+		mb->ops->prepared(mb->ud, mb, j->result, j->err);
 		return;
 	}
-	if (j->removed)
-		LOG(mb, LOGL_INFO, "removed %u unfinished file(s) from tmp/",
-		    j->removed);
-	mb->st = j->st;
-	if (mb->st.pending > mb->st.last_uid)
-		LOG(mb, LOGL_WARN,
-		    "UID %u was handed to the delivery target when "
-		    "idlefetch stopped, before its answer was recorded: "
-		    "it is handed over again and may arrive twice",
-		    mb->st.pending);
-	mb->st.pending = 0;
-	memcpy(mb->maildir_id, j->id, sizeof(mb->maildir_id));
 	mailbox_enter(mb, MB_READY, "its Maildir and state are read");
-	mb->o.ops->prepared(mb->o.ud, mb, 0, NULL);
+	mb->ops->prepared(mb->ud, mb, 0, NULL);
 }
 
 static void
@@ -241,22 +217,15 @@ job_done_commit(struct mailbox *mb, struct commit_req *j)
 		mb->status->delivered = mb->delivered;
 		LOG(mb, LOGL_INFO, "delivered %u message(s), UIDs %u..%u", ok,
 		    j->files[0].uid, j->files[j->ncommit - 1].uid);
-		mb->o.ops->delivered(mb->o.ud, mb, ok);
+		mb->ops->delivered(mb->ud, mb, ok);
 	}
 	if (j->nrefused > 0)
 		LOG(mb, LOGL_ERROR,
 		    "the target refused %u message(s), UID %u first (%s); "
 		    "they stay on the server, and later mail goes on",
 		    j->nrefused, j->refused_uid, j->refused_why);
-	if (j->result == 0 || j->st.last_uid > mb->st.last_uid)
-		mb->st = j->st;
+	/* The state took what the job saved (mbdisk.c). */
 	if (j->result < 0) {
-		/*
-		 * Files may be in new/ that no state records (a failed fsync of
-		 * new/ or of the state): the next connection must scan for
-		 * them before it fetches, or it fetches them again.
-		 */
-		mb->reconciled = false;
 		fetch_committed(mb->fe);
 		if (j->result == -EAGAIN)
 			mb_fail(mb, j->result,
@@ -273,7 +242,7 @@ job_done_commit(struct mailbox *mb, struct commit_req *j)
 	 * server. Not during a recovery: its state is saved at its end, and
 	 * leaves on the server what it listed (keep_to).
 	 */
-	if (mb->st.recovering) {
+	if (mbdisk_state(DISK(mb))->recovering) {
 		fetch_committed(mb->fe);
 		return;
 	}
@@ -284,7 +253,8 @@ job_done_commit(struct mailbox *mb, struct commit_req *j)
 	if (mb->af != NULL && on_conn(mb)) {
 		uids = xmalloc((j->ncommit + 1) * sizeof(*uids));
 		for (size_t i = 0; i < j->ncommit; i++)
-			if (!state_refused(&mb->st, j->files[i].uid))
+			if (!state_refused(mbdisk_state(DISK(mb)),
+				j->files[i].uid))
 				uids[n++] = j->files[i].uid;
 		after_queue(mb->af, mb->conn, uids, n);
 		free(uids);
@@ -292,23 +262,14 @@ job_done_commit(struct mailbox *mb, struct commit_req *j)
 	fetch_committed(mb->fe);
 }
 
-static void job_done(struct mailbox *mb, struct commit_req *j);
-
+/* The disk job ended; the state took what it saved (mbdisk.c). */
 static void
-job_after(struct commit_req *j, void *ud)
+job_done(struct commit_req *j, void *ud)
 {
 	struct mailbox *mb = ud;
 
-	mb->job_busy = false;
 	if (j->index_bytes != 0 && j->kind != COMMIT_COMPACT)
 		compaction_set_size(mb->cp, j->index_bytes);
-	job_done(mb, j);
-	free(j);
-}
-
-static void
-job_done(struct mailbox *mb, struct commit_req *j)
-{
 	switch (j->kind) {
 	case COMMIT_PREPARE:
 		job_done_prepare(mb, j);
@@ -318,13 +279,6 @@ job_done(struct mailbox *mb, struct commit_req *j)
 			mb_fail(mb, j->result, "%s", j->err);
 			return;
 		}
-		if (j->removed)
-			LOG(mb, LOGL_INFO,
-			    "found %u UID(s) delivered before a restart; "
-			    "state updated",
-			    j->removed);
-		mb->st = j->st;
-		mb->reconciled = true;
 		if (in(mb, MB_RECONCILE))
 			sync_verify_last(mb);
 		else
@@ -342,7 +296,6 @@ job_done(struct mailbox *mb, struct commit_req *j)
 			mb_fail(mb, j->result, "%s", j->err);
 			return;
 		}
-		mb->st = j->st;
 		if (in(mb, MB_RECOVER)) {
 			recover_listed(mb);
 			return;
@@ -356,38 +309,23 @@ job_done(struct mailbox *mb, struct commit_req *j)
 		recover_done(mb, j);
 		return;
 	case COMMIT_COMPACT:
-		compact_done(mb, j);
+		compact_done(mb);
 		return;
 	default:
 		fatal("bad job kind");
 	}
 }
 
-/*
- * The one job in flight, on the heap only while it runs: a thousand idle
- * connections need none.
- */
+/* The one disk job in flight: what this kind needs beside the state. */
 static void
 start_job(struct mailbox *mb, enum commit_kind kind)
 {
-	struct commit_req *j = xcalloc(1, sizeof(*j));
+	struct commit_req *j = mbdisk_job(DISK(mb), kind);
 
-	j->kind = kind;
-	j->st = mb->st;
-	j->maildir = mb->maildir;
-	j->state_path = mb->state_path;
-	j->root = mb->a->maildir; /* NULL with another target: no marker */
-	j->target = &mb->a->target;
-	j->folder = mb->name;
-	j->keep_refused = mb->a->after != AFTER_KEEP;
-	j->account = mb->a->name;
-	memcpy(j->id, mb->maildir_id, sizeof(j->id));
-	j->tag = mb->tag_mark;
-	j->uidvalidity = mb->uidvalidity;
-	j->recovering = mb->st.recovering != 0;
+	j->uidvalidity = selection_uidvalidity(SEL(mb));
 	if (kind == COMMIT_RECOVERED)
 		j->commit_uid = recovery_max(mb->rc, &j->st.last);
-	/* The job owns these until it is done (job_done frees them). */
+	/* The job owns these until it is done (then freed). */
 	if (kind == COMMIT_MATCH)
 		j->set = recovery_take_set(mb->rc);
 	if (kind == COMMIT_COMPACT)
@@ -403,8 +341,7 @@ start_job(struct mailbox *mb, enum commit_kind kind)
 			mb->more = true; /* re-list: it may have been expunged */
 		}
 	}
-	mb->job_busy = true;
-	commit_start(mb->loop, j, job_after, mb);
+	mbdisk_run(DISK(mb), j, job_done, mb);
 }
 
 /* ---- sync ------------------------------------------------------------------ */
@@ -412,7 +349,9 @@ start_job(struct mailbox *mb, enum commit_kind kind)
 static void
 sync_list_add(struct mailbox *mb, uint32_t uid, uint32_t size)
 {
-	if (uid > mb->st.last_uid) {
+	const struct state_rec *st = mbdisk_state(DISK(mb));
+
+	if (uid > st->last_uid) {
 		uidlist_add(mb->ul, uid, size);
 		return;
 	}
@@ -420,8 +359,8 @@ sync_list_add(struct mailbox *mb, uint32_t uid, uint32_t size)
 	 * Delivered already but still on the server; left there if a recovery
 	 * matched it.
 	 */
-	if (mb->a->after != AFTER_KEEP && uid > mb->st.keep_to &&
-	    !state_refused(&mb->st, uid))
+	if (mb->a->after != AFTER_KEEP && uid > st->keep_to &&
+	    !state_refused(st, uid))
 		uidlist_add_stale(mb->ul, uid);
 }
 
@@ -479,7 +418,7 @@ sync_complete(struct mailbox *mb)
 		return;
 	}
 	mailbox_enter(mb, MB_SYNCED, "every message listed is delivered");
-	mb->o.ops->synced(mb->o.ud, mb);
+	mb->ops->synced(mb->ud, mb);
 }
 
 /* Moves the sync forward: more batches, commits, or done. */
@@ -503,7 +442,7 @@ pump(struct mailbox *mb)
 	while (!mb->stopping && fetch_may_send(mb->fe) &&
 	    uidlist_left(mb->ul) > 0)
 		fetch_send(mb->fe, mb->conn, mb->ul, batch_done, fetch_line, mb);
-	if (!fetch_pending(mb->fe) && !mb->job_busy &&
+	if (!fetch_pending(mb->fe) && !mbdisk_busy(DISK(mb)) &&
 	    (mb->af == NULL || after_idle(mb->af)) &&
 	    (uidlist_left(mb->ul) == 0 || mb->stopping || fetch_gap(mb->fe)))
 		sync_complete(mb);
@@ -525,48 +464,49 @@ list_begin(struct mailbox *mb, uint32_t from, const char *items)
 static void
 sync_start(struct mailbox *mb)
 {
+	const struct state_rec *st = mbdisk_state(DISK(mb));
 	uint32_t from = 1;
 
-	if (mb->st.recovering) {
+	if (st->recovering) {
 		recover_start(mb); /* one that did not finish */
 		return;
 	}
-	if (mb->a->after == AFTER_KEEP && mb->st.last_uid < UINT32_MAX)
-		from = mb->st.last_uid + 1;
+	if (mb->a->after == AFTER_KEEP && st->last_uid < UINT32_MAX)
+		from = st->last_uid + 1;
 	list_begin(mb, from, "UID RFC822.SIZE");
 }
 
-/*
- * Before trusting last_uid, ask the server what UID last_uid holds now:
- * a server that renumbered its messages without changing UIDVALIDITY
- * (Courier-IMAP after a restart, when only EXAMINE had touched a folder)
- * would otherwise have us skip new mail and deliver old mail again.
- */
+/* What the selection decided the sync does next. */
+static void
+sync_next(struct mailbox *mb, enum selection_next next)
+{
+	const struct state_rec *st = mbdisk_state(DISK(mb));
+
+	switch (next) {
+	case SELECTION_RECOVER:
+		recover_start(mb);
+		return;
+	case SELECTION_RECONCILE:
+		mailbox_enter(mb, MB_RECONCILE, "looking for unrecorded files");
+		start_job(mb, COMMIT_RECONCILE);
+		return;
+	case SELECTION_VERIFY:
+		mailbox_enter(mb, MB_VERIFY, "checking the last delivered UID");
+		verify_start(mb->vf, mb->conn, st->last_uid, &st->last,
+		    verified, mb);
+		return;
+	case SELECTION_LIST:
+		sync_start(mb);
+		return;
+	default:
+		fatal("bad selection");
+	}
+}
+
 static void
 sync_verify_last(struct mailbox *mb)
 {
-	const struct state_fp *fp = &mb->st.last;
-
-	if (mb->uidnext != 0 && mb->st.last_uid >= mb->uidnext &&
-	    mb->st.uidvalidity == mb->uidvalidity) {
-		/* UIDs only grow: this is another numbering. */
-		LOG(mb, LOGL_WARN,
-		    "the server's next UID is %u, yet UID %u was delivered: it "
-		    "renumbered this folder without changing UIDVALIDITY %u. "
-		    "Matching its messages against the Maildir instead of "
-		    "trusting the UIDs",
-		    mb->uidnext, mb->st.last_uid, mb->uidvalidity);
-		recover_start(mb);
-		return;
-	}
-	if (mb->st.last_uid == 0 || mb->st.uidvalidity != mb->uidvalidity ||
-	    (fp->size == 0 && fp->msgid[0] == '\0')) {
-		sync_start(mb); /* nothing to check against */
-		return;
-	}
-	mailbox_enter(mb, MB_VERIFY, "checking the last delivered UID");
-	verify_start(mb->vf, mb->conn, mb->st.last_uid, &mb->st.last,
-	    verified, mb);
+	sync_next(mb, selection_check_last(SEL(mb), mbdisk_state(DISK(mb))));
 }
 
 static void
@@ -576,7 +516,8 @@ verified(void *ud, const struct proto_resp *r, const char *differs)
 
 	if (r->status != PROTO_OK) {
 		mb_fail(mb, IDLEFETCH_EPROTO,
-		    "checking UID %u failed: %s", mb->st.last_uid, r->text);
+		    "checking UID %u failed: %s",
+		    mbdisk_state(DISK(mb))->last_uid, r->text);
 		return;
 	}
 	if (differs != NULL) {
@@ -585,7 +526,8 @@ verified(void *ud, const struct proto_resp *r, const char *differs)
 		    "(%s): the server renumbered this folder without "
 		    "changing UIDVALIDITY %u. Matching its messages against "
 		    "the Maildir instead of trusting the UIDs",
-		    mb->st.last_uid, differs, mb->uidvalidity);
+		    mbdisk_state(DISK(mb))->last_uid, differs,
+		    selection_uidvalidity(SEL(mb)));
 		recover_start(mb);
 		return;
 	}
@@ -677,7 +619,6 @@ recover_done(struct mailbox *mb, struct commit_req *j)
 		mb_fail(mb, j->result, "%s", j->err);
 		return;
 	}
-	mb->st = j->st;
 	metrics_recovery(mb->a->name, mb->name);
 	recovery_counts(mb->rc, &matched, &fresh, &noid);
 	LOG(mb, LOGL_WARN,
@@ -707,10 +648,13 @@ recover_done(struct mailbox *mb, struct commit_req *j)
 static bool
 compact_due(const struct mailbox *mb)
 {
+	const struct state_rec *st = mbdisk_state(DISK(mb));
+	uint32_t uidvalidity = selection_uidvalidity(SEL(mb));
+
 	if (mb->stopping || !in(mb, MB_FETCH) || fetch_gap(mb->fe) ||
-	    mb->st.recovering || mb->st.uidvalidity != mb->uidvalidity)
+	    st->recovering || st->uidvalidity != uidvalidity)
 		return false;
-	return compaction_due(mb->cp, mb->exists);
+	return compaction_due(mb->cp, selection_exists(SEL(mb)));
 }
 
 static void
@@ -719,10 +663,11 @@ compact_start(struct mailbox *mb)
 	LOG(mb, LOGL_DEBUG,
 	    "the folder's index (%" PRIu64 " bytes) may hold far more than "
 	    "its %u message(s): listing their UIDs to compact it",
-	    compaction_size(mb->cp), mb->exists);
-	compaction_begin(mb->cp, mb->uidvalidity); /* once per sync */
+	    compaction_size(mb->cp), selection_exists(SEL(mb)));
+	/* Once per sync. */
+	compaction_begin(mb->cp, selection_uidvalidity(SEL(mb)));
 	mailbox_enter(mb, MB_COMPACT_LIST, "compacting the index");
-	if (mb->exists == 0) {
+	if (selection_exists(SEL(mb)) == 0) {
 		/*
 		 * The server says the folder is empty (at SELECT, or after
 		 * the EXPUNGEs it sent): nothing to list, and some servers
@@ -757,7 +702,8 @@ compact_listed(struct mailbox *mb, const struct proto_resp *r)
 	if (r->status != PROTO_OK)
 		why = r->text;
 	else
-		why = compaction_check(mb->cp, mb->uidvalidity, mb->exists);
+		why = compaction_check(mb->cp, selection_uidvalidity(SEL(mb)),
+		    selection_exists(SEL(mb)));
 	if (why == NULL) {
 		mailbox_enter(mb, MB_COMPACT, "the server's UIDs are listed");
 		start_job(mb, COMMIT_COMPACT);
@@ -768,18 +714,10 @@ compact_listed(struct mailbox *mb, const struct proto_resp *r)
 	compact_end(mb);
 }
 
+/* What it did is logged (mbdisk.c): the sync goes on. */
 static void
-compact_done(struct mailbox *mb, struct commit_req *j)
+compact_done(struct mailbox *mb)
 {
-	free(j->uids);
-	if (j->result < 0)
-		LOG(mb, LOGL_WARN, "cannot compact the folder's index: %s",
-		    j->err);
-	else
-		LOG(mb, LOGL_INFO,
-		    "compacted the folder's index: %u line(s) kept, %u of "
-		    "messages no longer on the server dropped",
-		    j->counts.kept, j->counts.dropped);
 	if (!in(mb, MB_COMPACT)) {
 		mb_settled(mb);
 		return;
@@ -793,29 +731,15 @@ static int
 sink_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 {
 	struct mailbox *mb = ud;
+	char why[512];
 	int r;
 
-	if (!fetch_is_body(prefix, len))
-		return 0;
-	if (fetch_body_open(mb->fe)) {
-		/*
-		 * One FETCH response, one message: a second body would open a
-		 * second file while the first is in flight, and which of the
-		 * two is the message cannot be known.
-		 */
-		mb_fail(mb, IDLEFETCH_EPROTO,
-		    "two message bodies in one FETCH response; closing the "
-		    "connection");
-		return IDLEFETCH_EPROTO;
-	}
-	r = fetch_body_begin(mb->fe, mb->state == MB_FETCH);
-	if (r < 0) {
-		/* Decided and logged here, once; the framer only stops. */
-		mb_fail(mb, r, "cannot create a file in %s/tmp: %s",
-		    mb->maildir, strerror(-r));
-		return r;
-	}
-	return 1;
+	(void)size;
+	r = fetch_sink_begin(mb->fe, prefix, len, mb->state == MB_FETCH, why,
+	    sizeof(why));
+	if (r < 0) /* decided and logged here, once; the framer only stops */
+		mb_fail(mb, r, "%s", why);
+	return r;
 }
 
 static int
@@ -833,40 +757,6 @@ sink_end(void *ud)
 
 	fetch_body_end(mb->fe);
 	return 0;
-}
-
-/*
- * The folder was just SELECTed: files a crash left in new/ unrecorded are
- * found first (once per folder and process), then last_uid is checked,
- * then new mail is listed and fetched.
- */
-static void
-mailbox_begin(struct mailbox *mb)
-{
-	const struct state_rec *st = &mb->st;
-
-	compaction_set_size(mb->cp, 0); /* another folder's, or older */
-	if (st->recovering) {
-		LOG(mb, LOGL_WARN,
-		    "a recovery of this folder was cut short; doing it again");
-		recover_start(mb);
-		return;
-	}
-	if (st->uidvalidity != 0 && st->uidvalidity != mb->uidvalidity) {
-		LOG(mb, LOGL_WARN,
-		    "UIDVALIDITY changed from %u to %u: the server renumbered "
-		    "this folder. Matching its messages against the Maildir "
-		    "instead of fetching them all again",
-		    st->uidvalidity, mb->uidvalidity);
-		recover_start(mb);
-		return;
-	}
-	if (!mb->reconciled) {
-		mailbox_enter(mb, MB_RECONCILE, "looking for unrecorded files");
-		start_job(mb, COMMIT_RECONCILE);
-		return;
-	}
-	sync_verify_last(mb);
 }
 
 /* The listing is complete (and matched, in a recovery): fetch. */
@@ -962,177 +852,45 @@ sink_unit(void *ud, int pr, const struct proto_resp *r, const char *p,
     size_t n)
 {
 	struct mailbox *mb = ud;
+	char why[512];
+	int ret = fetch_sink_unit(mb->fe, pr, r, p, n,
+	    mb->state == MB_LIST || mb->state == MB_COMPACT_LIST, why,
+	    sizeof(why));
 
-	if (fetch_body_open(mb->fe)) {
-		if (pr < 0 || !(r->has & HAS_BODY)) {
-			mb_fail(mb, IDLEFETCH_EPROTO,
-			    "cannot parse a FETCH response "
-			    "carrying a message; closing the connection");
-			return false;
-		}
-		if (fetch_body_done(mb->fe, r) < 0)
-			LOG(mb, LOGL_WARN,
-			    "ignoring a message body the client did not ask "
-			    "for (UID %u)",
-			    r->uid);
-	}
-	if (pr < 0 && (mb->state == MB_LIST || mb->state == MB_COMPACT_LIST) &&
-	    (r->has & HAS_FETCH)) {
-		/*
-		 * A listing line that cannot be read may be a message: skipping
-		 * it would let the last delivered UID pass a message never
-		 * delivered. The folder stops here instead, and says why.
-		 */
-		char line[81];
-		size_t k;
-
-		for (k = 0; k < n && k + 1 < sizeof(line) && p[k] != '\r'; k++)
-			line[k] = (p[k] >= 0x20 && p[k] < 0x7f) ? p[k] : '?';
-		line[k] = '\0';
-		mb_fail(mb, IDLEFETCH_EPROTO,
-		    "cannot read a line of the message listing ('%s'); "
-		    "stopping so that no message is skipped", line);
-		return false;
-	}
-	return true;
+	if (ret < 0)
+		mb_fail(mb, IDLEFETCH_EPROTO, "%s", why);
+	else if (ret > 0)
+		LOG(mb, LOGL_WARN,
+		    "ignoring a message body the client did not ask "
+		    "for (UID %u)",
+		    r->uid);
+	return ret >= 0;
 }
 
 /* ---- SELECT ------------------------------------------------------------------- */
 
-/*
- * A move: target the server does not have fails only after delivery, on
- * every sync. Ask first: look it up by name (lookup.c), which also names
- * what the server calls it: INBOX.Archive for Archive on Courier and
- * Cyrus. A refused SELECT is looked for the same way, to say what the
- * server calls the folder.
- */
-static void looked_up(void *ud, const struct proto_resp *r, bool found,
-    const char *guess);
-static void send_select(struct mailbox *mb);
-
 static void
-look_for(struct mailbox *mb, const char *name, bool wide)
-{
-	lookup_start(mb->lk, mb->conn, name, wide, looked_up, mb);
-	mailbox_enter(mb, MB_SELECT, "looking for a folder by name");
-}
-
-/* The server will not open the folder: the owner decides what follows. */
-static void
-refused(struct mailbox *mb, const char *why)
-{
-	mailbox_enter(mb, MB_READY, "the server would not open it");
-	mb->o.ops->refused(mb->o.ud, mb, why);
-}
-
-/* A refused SELECT, looked for by name: say what the server calls it. */
-static void
-select_refused(struct mailbox *mb, const char *guess)
-{
-	char why[512];
-
-	if (guess)
-		snprintf(why, sizeof(why),
-		    "cannot open folder %s: %s; the server has '%s' "
-		    "(write it so in folders =)",
-		    mb->name, mb->select_err, guess);
-	else
-		snprintf(why, sizeof(why), "cannot open folder %s: %s",
-		    mb->name, mb->select_err);
-	set_text(&mb->select_err, NULL);
-	refused(mb, why);
-}
-
-static void
-looked_up(void *ud, const struct proto_resp *r, bool found, const char *guess)
+select_ended(void *ud, enum selection_end end, bool final, const char *why)
 {
 	struct mailbox *mb = ud;
 
-	if (r->status != PROTO_OK) {
-		mb_fail(mb, IDLEFETCH_EPROTO, "LIST failed: %s", r->text);
+	switch (end) {
+	case SELECTION_OK:
+		compaction_set_size(mb->cp, 0); /* another folder's, or older */
+		sync_next(mb, selection_check(SEL(mb), mbdisk_state(DISK(mb)),
+				  mbdisk_reconciled(DISK(mb))));
 		return;
+	case SELECTION_REFUSED:
+		/* The owner decides what follows. */
+		mailbox_enter(mb, MB_READY, "the server would not open it");
+		mb->ops->refused(mb->ud, mb, why);
+		return;
+	case SELECTION_FAILED:
+		fail_as(mb, IDLEFETCH_EPROTO, final, "%s", why);
+		return;
+	default:
+		fatal("bad selection end");
 	}
-	if (mb->select_err) {
-		select_refused(mb, guess);
-		return;
-	}
-	if (found) {
-		mb->move_checked = true;
-		send_select(mb);
-		return;
-	}
-	if (guess)
-		fail_as(mb, IDLEFETCH_EPROTO, true,
-		    "after = move:%s: the server has no folder of that name; it "
-		    "has '%s' (write after = move:%s)",
-		    mb->a->move_to, guess, guess);
-	else
-		fail_as(mb, IDLEFETCH_EPROTO, true,
-		    "after = move:%s: the server has no folder of that name; "
-		    "create it, or name one it has",
-		    mb->a->move_to);
-}
-
-static void
-selected(struct mailbox *mb)
-{
-	if (mb->uidvalidity == 0) {
-		mb_fail(mb, IDLEFETCH_EPROTO, "server sent no UIDVALIDITY for %s",
-		    mb->name);
-		return;
-	}
-	/* A changed UIDVALIDITY is the sync's to recover from. */
-	LOG(mb, LOGL_INFO,
-	    "selected: %u message(s), UIDVALIDITY %u, last "
-	    "delivered UID %u",
-	    mb->exists, mb->uidvalidity, mb->st.last_uid);
-	mailbox_begin(mb);
-}
-
-static void
-select_done(void *ud, const struct proto_resp *r)
-{
-	struct mailbox *mb = ud;
-
-	if (r == NULL)
-		return;
-	if (r->status != PROTO_OK) {
-		/* Look for a name ending in it: INBOX.Lists for Lists. */
-		set_text(&mb->select_err, r->text[0] ? r->text : "refused");
-		look_for(mb, mb->wire, true);
-		return;
-	}
-	selected(mb);
-}
-
-static void
-send_select(struct mailbox *mb)
-{
-	char mbox[512];
-
-	if (mb->a->after == AFTER_MOVE && !mb->move_checked) {
-		look_for(mb, mb->o.move_wire, false);
-		return;
-	}
-	/* The configuration allows only names a quoted string can carry. */
-	if (proto_quote(mbox, sizeof(mbox), mb->wire) < 0)
-		fatal("folder name '%s' cannot be quoted", mb->wire);
-	mb->uidvalidity = 0;
-	mb->uidnext = 0;
-	mb->exists = 0;
-	/*
-	 * SELECT even for `keep`: BODY.PEEK[] leaves \Seen alone either way,
-	 * and Courier-IMAP saves a folder's UID list only when a client
-	 * SELECTs it; with EXAMINE alone its UIDs shift after a restart
-	 * (the same UIDVALIDITY, other messages) and mail is lost and
-	 * duplicated. SELECT may clear \Recent, which no flag-based reader
-	 * of the Maildir relies on. read_only (after = keep) asks for
-	 * EXAMINE: Courier's UIDs may then shift, which the sync recovers
-	 * from by itself.
-	 */
-	conn_cmd(mb->conn, 0, select_done, NULL, mb, "%s %s",
-	    mb->a->read_only ? "EXAMINE" : "SELECT", mbox);
-	mailbox_enter(mb, MB_SELECT, "opening the folder");
 }
 
 /* ---- the lane's and the connection's callbacks ---------------------------------- */
@@ -1152,8 +910,8 @@ on_lane_drained(void *ud, int err)
 	struct mailbox *mb = ud;
 
 	if (err < 0 && on_conn(mb)) {
-		mb_fail(mb, err, "cannot write to %s/tmp: %s", mb->maildir,
-		    strerror(-err));
+		mb_fail(mb, err, "cannot write to %s/tmp: %s",
+		    mbdisk_maildir(DISK(mb)), strerror(-err));
 		return;
 	}
 	/* A batch may have been waiting for these writes. */
@@ -1194,37 +952,44 @@ static const struct conn_sink sink = {
 
 /* ---- public ------------------------------------------------------------------------ */
 
+#define PART_ALIGN(n) \
+	(((n) + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1))
+
+static void
+parts_place(void)
+{
+	parts.disk = PART_ALIGN(sizeof(struct mailbox));
+	parts.lane = parts.disk + PART_ALIGN(mbdisk_size());
+	parts.sel = parts.lane + PART_ALIGN(lane_size());
+	parts.total = parts.sel + selection_size();
+}
+
 struct mailbox *
 mailbox_new(uv_loop_t *loop, const struct mailbox_opts *o)
 {
-	struct mailbox *mb = xcalloc(1, sizeof(*mb));
+	struct mailbox *mb;
+	const char *maildir;
 
-	mb->loop = loop;
-	mb->o = *o;
+	if (parts.total == 0)
+		parts_place();
+	mb = xcalloc(1, parts.total);
+	mb->ops = o->ops;
+	mb->ud = o->ud;
 	mb->a = o->acct;
 	mb->name = o->name;
 	mb->status = o->status;
-	mb->wire = mutf7_wire_name(o->name);
-	if (mb->wire == NULL)
-		fatal("folder name '%s' is not UTF-8", o->name);
-	/* An MDA or LMTP target: the bodies wait in a spool of the state. */
-	if (mb->a->target.kind == TARGET_MAILDIR)
-		mb->maildir = folder_maildir(mb->a->maildir, o->name);
-	else
-		mb->maildir = xasprintf("%s/%s/spool", o->state_dir,
-		    mb->a->name);
-	/* Keyed by the server's name: Entwürfe is Entw&APw-rfe. */
-	mb->state_path = state_path(o->state_dir, mb->a->name, mb->wire);
-	mb->tag_mark = maildir_tag(mb->a->name, o->name);
+	selection_init(SEL(mb), mb->a, o->name, o->move_wire);
+	mbdisk_init(DISK(mb), loop, mb->a, o->state_dir, o->name,
+	    selection_wire(SEL(mb)));
+	maildir = mbdisk_maildir(DISK(mb));
 	mb->sync_ok = true;
 	mb->ul = uidlist_new();
 	if (mb->a->after != AFTER_KEEP)
 		mb->af = after_new(mb->a->after, o->move_wire, &after_ops, mb);
-	lane_init(&mb->lane, loop, mb->maildir, &lane_ops, mb);
-	mb->fe = fetch_new(&mb->lane, mb->maildir, mb->tag_mark);
+	lane_init(LANE(mb), loop, maildir, &lane_ops, mb);
+	mb->fe = fetch_new(LANE(mb), maildir, mbdisk_tag(DISK(mb)));
 	mb->rc = recovery_new();
 	mb->cp = compaction_new();
-	mb->lk = lookup_new();
 	mb->vf = verify_new();
 	return mb;
 }
@@ -1238,12 +1003,9 @@ mailbox_free(struct mailbox *mb)
 	after_free(mb->af);
 	recovery_free(mb->rc);
 	compaction_free(mb->cp);
-	lookup_free(mb->lk);
+	selection_fini(SEL(mb));
 	verify_free(mb->vf);
-	free(mb->select_err);
-	free(mb->maildir);
-	free(mb->state_path);
-	free(mb->wire);
+	mbdisk_fini(DISK(mb));
 	free(mb);
 }
 
@@ -1252,9 +1014,9 @@ mailbox_release(struct mailbox *mb)
 {
 	if (mb == NULL)
 		return;
-	if (mb->conn != NULL || mb->job_busy)
+	if (mb->conn != NULL || mbdisk_busy(DISK(mb)))
 		fatal("mailbox_release of %s with work in flight", mb->name);
-	if (!lane_idle(&mb->lane)) {
+	if (!lane_idle(LANE(mb))) {
 		mb->released = true; /* freed once the lane has drained */
 		return;
 	}
@@ -1266,13 +1028,15 @@ mailbox_rename(struct mailbox *mb, const char *name, struct status_rec *rec)
 {
 	mb->name = name;
 	mb->status = rec;
+	mbdisk_rename(DISK(mb), name);
+	selection_rename(SEL(mb), name);
 }
 
 void
 mailbox_prepare(struct mailbox *mb)
 {
-	LOG(mb, LOGL_DEBUG, "Maildir %s, state %s", mb->maildir,
-	    mb->state_path);
+	LOG(mb, LOGL_DEBUG, "Maildir %s, state %s", mbdisk_maildir(DISK(mb)),
+	    mbdisk_state_path(DISK(mb)));
 	mailbox_enter(mb, MB_PREPARE, "reading its Maildir and state");
 	start_job(mb, COMMIT_PREPARE);
 }
@@ -1286,9 +1050,10 @@ mailbox_select(struct mailbox *mb, struct conn *c)
 	 * What failed on an earlier connection is no reason to stop now; the
 	 * owner waits for every lane before it connects again.
 	 */
-	if (lane_idle(&mb->lane))
-		lane_reset(&mb->lane);
-	send_select(mb);
+	if (lane_idle(LANE(mb)))
+		lane_reset(LANE(mb));
+	mailbox_enter(mb, MB_SELECT, selection_start(SEL(mb), c,
+					 mbdisk_state(DISK(mb)), select_ended, mb));
 }
 
 void
@@ -1300,22 +1065,10 @@ mailbox_again(struct mailbox *mb)
 bool
 mailbox_untagged(struct mailbox *mb, const struct proto_resp *r)
 {
-	bool grew = false;
+	bool grew = selection_untagged(SEL(mb), r);
 
-	if (r->has & HAS_UIDVALIDITY)
-		mb->uidvalidity = r->uidvalidity;
-	if (r->has & HAS_UIDNEXT)
-		mb->uidnext = r->uidnext;
-	if (r->has & HAS_EXPUNGE) {
-		if (mb->af != NULL)
-			after_expunge_seen(mb->af);
-		if (mb->exists > 0)
-			mb->exists--;
-	}
-	if (r->has & HAS_EXISTS) {
-		grew = r->exists > mb->exists;
-		mb->exists = r->exists;
-	}
+	if ((r->has & HAS_EXPUNGE) && mb->af != NULL)
+		after_expunge_seen(mb->af);
 	if (grew)
 		mb->more = true; /* fetched now, or after the sync under way */
 	return grew;
@@ -1345,7 +1098,7 @@ mailbox_detach(struct mailbox *mb)
 	mb->recovering = false; /* its state says to do it again */
 	recovery_drop(mb->rc);
 	compaction_clear(mb->cp);
-	set_text(&mb->select_err, NULL);
+	selection_detach(SEL(mb));
 	if (mb->state >= MB_SELECT && mb->state <= MB_SYNCED)
 		mailbox_enter(mb, MB_READY, why);
 }
@@ -1360,7 +1113,7 @@ mailbox_settle(struct mailbox *mb)
 bool
 mailbox_quiet(const struct mailbox *mb)
 {
-	return !mb->job_busy && lane_idle(&mb->lane);
+	return !mbdisk_busy(DISK(mb)) && lane_idle(LANE(mb));
 }
 
 enum mailbox_state
@@ -1384,7 +1137,7 @@ mailbox_name(const struct mailbox *mb)
 const char *
 mailbox_wire(const struct mailbox *mb)
 {
-	return mb->wire;
+	return selection_wire(SEL(mb));
 }
 
 struct status_rec *
@@ -1421,11 +1174,11 @@ mailbox_reset_ok(struct mailbox *mb)
 uint32_t
 mailbox_uidnext(const struct mailbox *mb)
 {
-	return mb->uidnext;
+	return selection_uidnext(SEL(mb));
 }
 
 uint32_t
 mailbox_uidvalidity(const struct mailbox *mb)
 {
-	return mb->uidvalidity;
+	return selection_uidvalidity(SEL(mb));
 }

@@ -38,7 +38,7 @@ on_pause(void *ud, bool pause)
 
 	if (pause) {
 		o->pauses++;
-		o->max_bytes_paused = o->l->bytes;
+		o->max_bytes_paused = lane_bytes(o->l);
 	} else {
 		o->resumes++;
 	}
@@ -99,8 +99,8 @@ static void
 test_writes_land_in_order_and_backpressure_holds(void **state)
 {
 	uv_loop_t loop;
-	struct lane l;
-	struct owner o = { .l = &l };
+	struct lane *l;
+	struct owner o = { 0 };
 	struct maildir_file f;
 	static char chunk[64 * 1024];
 	char path[700];
@@ -110,23 +110,24 @@ test_writes_land_in_order_and_backpressure_holds(void **state)
 
 	(void)state;
 	uv_loop_init(&loop);
-	lane_init(&l, &loop, dir, &ops, &o);
+	l = lane_init(malloc(lane_size()), &loop, dir, &ops, &o);
+	o.l = l;
 	assert_int_equal(maildir_create(dir, 7, &f), 0);
 	f.msgno = 1;
 	/* 48 chunks of 64 KiB, each filled with its index: 3 MiB queued. */
 	for (int i = 0; i < 48; i++) {
 		memset(chunk, 'A' + i % 26, sizeof(chunk));
-		lane_write(&l, &f, chunk, sizeof(chunk));
+		lane_write(l, &f, chunk, sizeof(chunk));
 	}
 	assert_int_equal(o.pauses, 1);
 	assert_true(o.max_bytes_paused > LANE_HIGH);
-	assert_false(lane_idle(&l));
+	assert_false(lane_idle(l));
 	uv_run(&loop, UV_RUN_DEFAULT);
-	assert_true(lane_idle(&l));
+	assert_true(lane_idle(l));
 	assert_int_equal(o.resumes, 1);
-	assert_int_equal(l.bytes, 0);
-	assert_int_equal(l.done_seq, l.enq_seq);
-	assert_int_equal(l.failed_msgno, 0);
+	assert_int_equal(lane_bytes(l), 0);
+	assert_int_equal(lane_done_seq(l), lane_enq_seq(l));
+	assert_int_equal(lane_failed_msgno(l), 0);
 	assert_int_equal(o.err, 0);
 	assert_true(o.drains >= 1);
 
@@ -143,24 +144,26 @@ test_writes_land_in_order_and_backpressure_holds(void **state)
 	free(back);
 
 	/* A removal queued after writes runs after them. */
-	lane_write(&l, &f, "tail", 4);
-	lane_discard(&l, &f);
+	lane_write(l, &f, "tail", 4);
+	lane_discard(l, &f);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	assert_false(in_tmp(f.base));
 	assert_int_equal(uv_loop_close(&loop), 0);
+	free(l);
 }
 
 static void
 test_failed_write_names_its_message(void **state)
 {
 	uv_loop_t loop;
-	struct lane l;
-	struct owner o = { .l = &l };
+	struct lane *l;
+	struct owner o = { 0 };
 	struct maildir_file a, b;
 
 	(void)state;
 	uv_loop_init(&loop);
-	lane_init(&l, &loop, dir, &ops, &o);
+	l = lane_init(malloc(lane_size()), &loop, dir, &ops, &o);
+	o.l = l;
 	assert_int_equal(maildir_create(dir, 8, &a), 0);
 	assert_int_equal(maildir_create(dir, 8, &b), 0);
 	a.msgno = 1;
@@ -176,22 +179,22 @@ test_failed_write_names_its_message(void **state)
 		assert_int_equal(dup2(ro, b.fd), b.fd);
 		close(ro);
 	}
-	lane_write(&l, &a, "first\n", 6);
-	lane_write(&l, &b, "second\n", 7);
-	lane_write(&l, &a, "more\n", 5);
+	lane_write(l, &a, "first\n", 6);
+	lane_write(l, &b, "second\n", 7);
+	lane_write(l, &a, "more\n", 5);
 	uv_run(&loop, UV_RUN_DEFAULT);
-	assert_int_equal(l.failed_msgno, 2);
-	assert_int_equal(l.err, -EBADF);
+	assert_int_equal(lane_failed_msgno(l), 2);
 	assert_int_equal(o.err, -EBADF);
 	assert_int_equal(o.pauses, 0);
-	lane_reset(&l);
-	assert_int_equal(l.failed_msgno, 0);
-	lane_discard(&l, &a);
-	lane_discard(&l, &b);
+	lane_reset(l);
+	assert_int_equal(lane_failed_msgno(l), 0);
+	lane_discard(l, &a);
+	lane_discard(l, &b);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	assert_false(in_tmp(a.base));
 	assert_false(in_tmp(b.base));
 	assert_int_equal(uv_loop_close(&loop), 0);
+	free(l);
 }
 
 int
