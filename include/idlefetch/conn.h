@@ -145,6 +145,8 @@ bool conn_alive(const struct conn *c);
 uint32_t conn_caps(const struct conn *c);
 /* Commands sent and not answered. */
 size_t conn_pending(const struct conn *c);
+/* The server's BYE text since conn_open (kept after it closed); NULL: none. */
+const char *conn_bye(const struct conn *c);
 /* A busy server's suggested wait (ms) since the last call; 0: none. */
 uint32_t conn_take_retry_ms(struct conn *c);
 

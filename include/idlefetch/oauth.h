@@ -41,6 +41,15 @@ const char *oauth_token(struct oauth *o);
 void oauth_fetch(struct oauth *o, oauth_cb *cb, void *ud);
 /* ud no longer waits (its connection closed). */
 void oauth_cancel(struct oauth *o, void *ud);
+/*
+ * Loop time (ms) by which a connection logged in with the token handed out
+ * last is best replaced, before the server ends it at the token's expiry:
+ * a quarter of its lifetime early, at least 1 s and at most
+ * OAUTH_MARGIN_S. 0: no expiry known (no expires_in), or one too short
+ * to be worth a second connection. oauth_token() hands that token out no
+ * longer, so the replacement logs in with a new one.
+ */
+uint64_t oauth_renew_at(const struct oauth *o);
 /* Which token oauth_token() or a callback handed out last (0: none). */
 unsigned oauth_generation(const struct oauth *o);
 /* The server refused that token: it is not handed out again. */

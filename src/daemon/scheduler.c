@@ -14,9 +14,10 @@
  * connection: login, tags, IDLE, timeouts), mailbox (SELECT and SYNC of one
  * folder, with its own phases; it hands the folder back through the
  * mailbox_ops callbacks), watch (the folders and their news: NOTIFY,
- * STATUS), discover (folders = *), gate (login slots) and backoff (the
- * wait before connecting again). The daemon above it hears from it only
- * through the callbacks of session.h.
+ * STATUS), discover (folders = *), gate (login slots), backoff (the
+ * wait before connecting again) and handover (the connection, and the one
+ * that replaces it before its token expires). The daemon above it hears
+ * from it only through the callbacks of session.h.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -28,6 +29,7 @@
 #include "idlefetch/conn.h"
 #include "idlefetch/discover.h"
 #include "idlefetch/gate.h"
+#include "idlefetch/handover.h"
 #include "idlefetch/hook.h"
 #include "idlefetch/log.h"
 #include "idlefetch/mailbox.h"
@@ -90,7 +92,19 @@ struct session {
 	bool stopping;
 	bool fatal_err; /* do not retry (UIDVALIDITY change) */
 	bool auth_logged;
+	struct handover *ho; /* conn, and its replacement */
+	bool quick; /* the server ended an idle session: reconnect at once */
+	uint64_t quick_at; /* loop time of the last such reconnect */
+	uint64_t up_at; /* loop time of the last login */
 };
+
+/*
+ * A server's BYE that ends a session idle and logged in this long (not
+ * one that fails each IDLE) is followed by a reconnect at once, at most
+ * this often.
+ */
+#define QUICK_UP_MS 2000
+#define QUICK_EVERY_MS 5000
 
 #define LOG(s, lvl, ...)                                                       \
 	log_msg((lvl), (s)->a->name, cur_name(s), __VA_ARGS__)
@@ -249,6 +263,7 @@ show_state(struct session *s)
 }
 
 static void close_conn(struct session *s);
+static void hand_over(struct session *s);
 static void idle_over(void *ud, const struct proto_resp *r);
 static void logged_out(void *ud, const struct proto_resp *r);
 
@@ -274,6 +289,11 @@ session_enter(struct session *s, enum session_state st, const char *why)
 	s->state = st;
 	uv_timer_stop(&s->timer);
 	show_state(s);
+	/* Every folder synced and a replacement READY: it takes over now. */
+	if ((st == S_IDLE || st == S_POLL_WAIT) && handover_ready(s->ho)) {
+		hand_over(s);
+		return;
+	}
 	/* The entry action, last: it may call back into the session. */
 	switch (st) {
 	case S_IDLE:
@@ -306,11 +326,10 @@ quiet(const struct session *s)
 	return true;
 }
 
+/* The folders let go of the connection: on the next one, all starts over. */
 static void
-close_conn(struct session *s)
+forget_conn(struct session *s)
 {
-	gate_leave(s->o.gate, s->gate_w);
-	conn_close(s->conn);
 	for (size_t i = 0; i < watch_count(s->w); i++)
 		mailbox_detach(watch_at(s->w, i));
 	s->selected = NULL;
@@ -322,23 +341,45 @@ close_conn(struct session *s)
 	discovery_reset(s->disc);
 }
 
+static void
+close_conn(struct session *s)
+{
+	gate_leave(s->o.gate, s->gate_w);
+	handover_cancel(s->ho);
+	conn_close(s->conn);
+	forget_conn(s);
+}
+
 /* The connection failed: connect again after a while. */
 static void
 back_off(struct session *s)
 {
-	unsigned delay = backoff_next(s->backoff, uv_now(s->loop),
-	    conn_take_retry_ms(s->conn));
+	unsigned retry = conn_take_retry_ms(s->conn), delay;
 
+	/* An idle session the server ended (BYE): nothing to wait for. */
+	if (s->quick && retry == 0) {
+		s->quick = false;
+		s->quick_at = uv_now(s->loop);
+		LOG(s, LOGL_INFO, "reconnecting at once");
+		session_enter(s, S_BACKOFF, "the server ended the session");
+		arm(s, 0);
+		return;
+	}
+	s->quick = false;
+	delay = backoff_next(s->backoff, uv_now(s->loop), retry);
 	LOG(s, LOGL_INFO, "reconnecting in %.1f s", delay / 1000.0);
 	session_enter(s, S_BACKOFF, "the connection failed");
 	arm(s, delay);
 }
+
+static bool take_spare(struct session *s);
 
 static void
 session_finish(struct session *s)
 {
 	bool ok;
 
+	handover_drop(s->ho);
 	/* Files still being removed: the session is done only after. */
 	if (!quiet(s)) {
 		s->finish_when_idle = true;
@@ -381,7 +422,7 @@ session_settle(struct session *s)
 		session_finish(s);
 		return;
 	}
-	if (s->state == S_CLOSING)
+	if (s->state == S_CLOSING && !take_spare(s))
 		back_off(s);
 }
 
@@ -784,6 +825,11 @@ idle_over(void *ud, const struct proto_resp *r)
 		session_enter(s, S_LOGOUT, "stopping");
 		return;
 	}
+	/* A replacement is READY: it lists the folder instead. */
+	if (handover_ready(s->ho)) {
+		hand_over(s);
+		return;
+	}
 	woke(s);
 }
 
@@ -803,7 +849,12 @@ logged_out(void *ud, const struct proto_resp *r)
 static void
 on_ready(void *ud)
 {
-	logged_in(ud);
+	struct session *s = ud;
+
+	s->up_at = uv_now(s->loop);
+	if (!s->o.once)
+		handover_plan(s->ho);
+	logged_in(s);
 }
 
 static void
@@ -813,6 +864,17 @@ on_failed(void *ud, int err, bool final, const char *why)
 
 	if (final)
 		s->fatal_err = true;
+	/*
+	 * The server ended a session that was up and idle (a shutdown, an
+	 * expired token): connecting again at once loses nothing; a server
+	 * that ends each session soon after login, or keeps doing so, gets
+	 * the usual waits.
+	 */
+	if (!final && s->state == S_IDLE && conn_bye(s->conn) != NULL &&
+	    uv_now(s->loop) - s->up_at >= QUICK_UP_MS &&
+	    (s->quick_at == 0 ||
+		uv_now(s->loop) - s->quick_at >= QUICK_EVERY_MS))
+		s->quick = true;
 	/* A kept token refused: a new one, at once. */
 	if (err == -EKEYEXPIRED)
 		backoff_shortest(s->backoff);
@@ -845,6 +907,79 @@ static const struct conn_ops conn_ops = {
 	.untagged = on_untagged,
 	.read = on_read,
 	.changed = on_changed,
+};
+
+/* ---- the connection replaced before it ends (handover.h) -------------------- */
+
+/*
+ * The replacement takes over with every folder synced: they sync again on
+ * it from their durable state, so what arrived in between is fetched
+ * once; the old connection ends with LOGOUT on its own.
+ */
+static void
+hand_over(struct session *s)
+{
+	uv_timer_stop(&s->timer);
+	forget_conn(s);
+	handover_swap(s->ho);
+	s->conn = handover_conn(s->ho);
+	conn_set_folder(s->conn, cur_name(s));
+	on_ready(s);
+}
+
+/*
+ * The connection ended before its replacement took over, and what it
+ * brought is committed: the replacement goes on in its place, no wait.
+ */
+static bool
+take_spare(struct session *s)
+{
+	bool logged_in;
+
+	if (!handover_take(s->ho, &logged_in))
+		return false;
+	s->conn = handover_conn(s->ho);
+	s->quick = false;
+	conn_set_folder(s->conn, cur_name(s));
+	session_enter(s, S_CONNECT, "the replacement goes on");
+	if (logged_in)
+		on_ready(s);
+	return true;
+}
+
+static bool
+spare_may_start(void *ud)
+{
+	struct session *s = ud;
+
+	return !s->stopping && !s->o.once;
+}
+
+/*
+ * The replacement is logged in. Waiting with every folder synced, the
+ * session hands over now; else once they are (session_enter), or, the
+ * old connection gone, once what it brought is committed (session_settle).
+ */
+static void
+spare_ready(void *ud)
+{
+	struct session *s = ud;
+
+	if (s->stopping) {
+		handover_drop(s->ho);
+		return;
+	}
+	if (s->state == S_IDLE)
+		conn_idle_done(s->conn); /* then idle_over() hands over */
+	else if (s->state == S_POLL_WAIT)
+		hand_over(s);
+	else if (s->state == S_CLOSING)
+		session_settle(s);
+}
+
+static const struct handover_ops handover_ops = {
+	.may_start = spare_may_start,
+	.ready = spare_ready,
 };
 
 static void
@@ -1031,11 +1166,12 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 		watch_add(s->w, slot_mailbox(s, o->folders[i], &o->status[i]),
 		    false);
 	s->cur = watch_at(s->w, 0);
-	s->conn = conn_new(loop, &(struct conn_opts){ .acct = s->a,
+	s->ho = handover_new(loop, &(struct conn_opts){ .acct = s->a,
 		.ssl_ctx = o->ssl_ctx,
 		.oauth = o->oauth,
 		.ops = &conn_ops,
-		.ud = s });
+		.ud = s }, o->gate, &handover_ops);
+	s->conn = handover_conn(s->ho);
 	conn_set_folder(s->conn, mailbox_name(s->cur));
 	s->disc = discovery_new(loop, &(struct discovery_opts){ .acct = s->a,
 		.state_dir = o->state_dir,
@@ -1228,6 +1364,6 @@ session_free(struct session *s)
 	gate_cancel(s->o.gate, s->gate_w);
 	close_conn(s);
 	watch_free(s->w);
-	conn_free(s->conn);
+	handover_free(s->ho);
 	uv_close((uv_handle_t *)&s->timer, timer_close_cb);
 }

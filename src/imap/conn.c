@@ -786,6 +786,12 @@ conn_pending(const struct conn *c)
 	return cmdq_len(c->q);
 }
 
+const char *
+conn_bye(const struct conn *c)
+{
+	return c->bye;
+}
+
 uint32_t
 conn_take_retry_ms(struct conn *c)
 {

@@ -29,6 +29,7 @@ struct oauth {
 	char *token; /* NULL: none */
 	unsigned gen; /* counts the tokens */
 	uint64_t good_until; /* loop time, ms */
+	uint64_t renew_at; /* loop time, ms; 0: no expiry known */
 	struct spawn *sp; /* the command, while it runs */
 	struct waiter *w;
 	size_t nw, capw;
@@ -147,6 +148,33 @@ out:
 	return r;
 }
 
+/*
+ * Shorter tokens are not replaced ahead: a second connection every few
+ * seconds costs more than the reconnect after the server's BYE.
+ */
+#define RENEW_MIN_LIFE_S 5
+
+/*
+ * When a connection logged in with a token that lives exp s is replaced:
+ * a quarter of its life early (1 s to OAUTH_MARGIN_S). That is never
+ * before good_until, so the replacement runs the command again.
+ */
+static uint64_t
+renew_at(const struct oauth *o, int64_t exp)
+{
+	uint64_t life, margin;
+
+	if (exp < RENEW_MIN_LIFE_S)
+		return 0;
+	life = (uint64_t)exp * 1000;
+	margin = life / 4;
+	if (margin < 1000)
+		margin = 1000;
+	if (margin > OAUTH_MARGIN_S * 1000)
+		margin = OAUTH_MARGIN_S * 1000;
+	return uv_now(o->loop) + life - margin;
+}
+
 static void
 run_done(void *ud, int status, const char *out, const char *err_line)
 {
@@ -187,6 +215,7 @@ run_done(void *ud, int status, const char *out, const char *err_line)
 		o->token = tok;
 		o->gen++;
 		o->good_until = uv_now(o->loop) + ttl * 1000;
+		o->renew_at = renew_at(o, exp);
 	}
 	/* Callbacks may wait again: hand them a list of their own. */
 	w = o->w;
@@ -222,6 +251,12 @@ oauth_cancel(struct oauth *o, void *ud)
 	o->nw = k;
 }
 
+uint64_t
+oauth_renew_at(const struct oauth *o)
+{
+	return o->token ? o->renew_at : 0;
+}
+
 unsigned
 oauth_generation(const struct oauth *o)
 {
@@ -231,8 +266,10 @@ oauth_generation(const struct oauth *o)
 void
 oauth_refused(struct oauth *o, unsigned generation)
 {
-	if (o->gen == generation)
+	if (o->gen == generation) {
 		drop_token(o);
+		o->renew_at = 0;
+	}
 }
 
 /* "user" as a SASL saslname (RFC 5801): ',' and '=' escaped. */
