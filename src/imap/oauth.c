@@ -70,6 +70,7 @@ oauth_free(struct oauth *o)
 		spawn_cancel(o->sp);
 		o->sp = NULL;
 		o->account = NULL; /* marks it orphaned */
+		drop_token(o); /* nobody asks for it again */
 		return;
 	}
 	drop_token(o);
