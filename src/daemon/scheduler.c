@@ -34,6 +34,7 @@
 #include "idlefetch/metrics.h"
 #include "idlefetch/mutf7.h"
 #include "idlefetch/proto.h"
+#include "idlefetch/rounds.h"
 #include "idlefetch/session.h"
 #include "idlefetch/util.h"
 #include "idlefetch/watch.h"
@@ -72,15 +73,11 @@ struct session {
 	struct watch *w;
 	struct mailbox *cur; /* the one worked on */
 	struct mailbox *selected; /* on the connection (SELECT sent or done) */
-	bool renotify; /* NOTIFY overflowed: set it again before waiting */
 	bool split_asked; /* the owner was offered the folders to spread */
 	char *move_wire; /* after = move: its target, as the server spells it */
-	uint64_t polled_at; /* loop time of the last STATUS round */
-	uint64_t listed_at; /* loop time of the last listing (folders = *) */
 	bool back_to_first; /* selecting the first folder again, to IDLE */
-	unsigned status_wait; /* STATUS replies still to come */
+	struct rounds *rounds; /* STATUS, listing and NOTIFY rounds */
 	struct discovery *disc; /* folders = *: the subscribed folders */
-	bool relist; /* NOTIFY told of a folder created or removed */
 	bool finish_when_idle; /* session_finish waits for the disk */
 
 	/* lifecycle */
@@ -119,70 +116,6 @@ static const char *state_names[] = { "PREPARE", "CONNECT", "NOTIFY",
 /* ---- timers and states ------------------------------------------------- */
 
 static void timer_cb(uv_timer_t *t);
-
-/*
- * Rounds on timers: the other folders asked with STATUS (every
- * status_interval), the subscribed folders listed (folders = *, every
- * poll_interval).
- */
-static bool
-rounds(const struct session *s)
-{
-	return watch_polls_others(s->w) || s->o.listed != NULL;
-}
-
-/*
- * How often the other folders are asked with STATUS. While the connection
- * IDLEs, a folder without a connection of its own hears of mail only so:
- * status_interval, a cheap round. Without IDLE, the wait is the poll's.
- */
-static uint64_t
-status_every_ms(const struct session *s)
-{
-	unsigned every = s->a->poll_interval;
-
-	if (s->a->idle && (conn_caps(s->conn) & CAP_IDLE) &&
-	    s->a->status_interval > 0 && s->a->status_interval < every)
-		every = s->a->status_interval;
-	return (uint64_t)every * 1000;
-}
-
-/* Milliseconds until a round last run at `at`, every `every` ms, is due. */
-static uint64_t
-due_ms(const struct session *s, uint64_t at, uint64_t every)
-{
-	uint64_t since = uv_now(s->loop) - at;
-
-	return since >= every ? 1 : every - since;
-}
-
-/*
- * Milliseconds until the next round is due: new
- * mail in the selected folder wakes the connection in between, and must
- * not push that round back.
- */
-static uint64_t
-poll_due_ms(const struct session *s)
-{
-	uint64_t ms = UINT64_MAX;
-
-	if (watch_polls_others(s->w))
-		ms = due_ms(s, s->polled_at, status_every_ms(s));
-	if (s->o.listed != NULL) {
-		uint64_t l = due_ms(s, s->listed_at,
-		    (uint64_t)s->a->poll_interval * 1000);
-
-		ms = l < ms ? l : ms;
-	}
-	return ms;
-}
-
-/* A round last run at `at` is due (half a second early is on time). */
-static bool
-round_due(const struct session *s, uint64_t at, uint64_t every)
-{
-	return uv_now(s->loop) - at + 500 >= every;
-}
 
 /* Makes mb the folder worked on (log lines, the connection's). */
 static void
@@ -252,15 +185,6 @@ static void close_conn(struct session *s);
 static void idle_over(void *ud, const struct proto_resp *r);
 static void logged_out(void *ud, const struct proto_resp *r);
 
-/* IDLE until the next round, if sooner than idle_refresh. */
-static uint64_t
-idle_wait_ms(const struct session *s)
-{
-	if (rounds(s) && poll_due_ms(s) < s->a->idle_refresh * 1000u)
-		return poll_due_ms(s);
-	return (uint64_t)s->a->idle_refresh * 1000;
-}
-
 /*
  * The one way to change state, logged with why: performs the state's entry
  * action (sends IDLE or LOGOUT, closes the connection, arms the timer).
@@ -277,11 +201,10 @@ session_enter(struct session *s, enum session_state st, const char *why)
 	/* The entry action, last: it may call back into the session. */
 	switch (st) {
 	case S_IDLE:
-		conn_idle(s->conn, idle_wait_ms(s), idle_over, s);
+		conn_idle(s->conn, rounds_idle_ms(s->rounds, s->w), idle_over, s);
 		break;
 	case S_POLL_WAIT:
-		arm(s, rounds(s) ? poll_due_ms(s) :
-				   (uint64_t)s->a->poll_interval * 1000);
+		arm(s, rounds_poll_wait_ms(s->rounds, s->w));
 		break;
 	case S_LOGOUT:
 		conn_logout(s->conn, logged_out, s);
@@ -315,10 +238,8 @@ close_conn(struct session *s)
 		mailbox_detach(watch_at(s->w, i));
 	s->selected = NULL;
 	watch_set_notify(s->w, false);
-	s->status_wait = 0;
+	rounds_reset(s->rounds);
 	s->back_to_first = false;
-	s->renotify = false;
-	s->relist = false;
 	discovery_reset(s->disc);
 }
 
@@ -453,33 +374,11 @@ sync_folder(struct session *s, struct mailbox *mb)
 
 /* ---- folders in turn ---------------------------------------------------------- */
 
-static void
-notify_done(void *ud, const struct proto_resp *r)
-{
-	struct session *s = ud;
-
-	if (r == NULL)
-		return;
-	if (r->status == PROTO_OK) {
-		watch_set_notify(s->w, true);
-		LOG(s, LOGL_INFO,
-		    "watching %zu folders on one connection (NOTIFY)",
-		    watch_live(s->w));
-	} else {
-		LOG(s, LOGL_WARN,
-		    "NOTIFY refused (%s); polling the other folders "
-		    "with STATUS every %u s",
-		    r->text, (unsigned)(status_every_ms(s) / 1000));
-	}
-	session_synced(s);
-}
-
-/* NOTIFY (RFC 5465): one connection told of every folder (watch.h). */
+/* NOTIFY (RFC 5465): one connection told of every folder (rounds.h). */
 static void
 send_notify(struct session *s, bool again)
 {
-	watch_send_notify(s->w, s->conn, again, s->o.listed != NULL,
-	    notify_done, s);
+	rounds_notify(s->rounds, s->w, again, cur_name(s));
 	session_enter(s, S_NOTIFY, "asking to be told of every folder");
 }
 
@@ -487,8 +386,7 @@ send_notify(struct session *s, bool again)
 static void
 send_discover(struct session *s, bool login)
 {
-	s->relist = false;
-	s->listed_at = uv_now(s->loop);
+	rounds_listing(s->rounds);
 	discovery_start(s->disc, s->conn, login, cur_name(s));
 	session_enter(s, S_DISCOVER, "listing the subscribed folders");
 }
@@ -531,7 +429,7 @@ logged_in(struct session *s)
 	gate_leave(s->o.gate, s->gate_w);
 	s->ok = true;
 	watch_login(s->w);
-	s->polled_at = s->listed_at = uv_now(s->loop);
+	rounds_login(s->rounds);
 	if (s->o.listed && !s->stopping) {
 		send_discover(s, true);
 		return;
@@ -557,33 +455,11 @@ logged_in_go(struct session *s)
 	session_synced(s);
 }
 
-static void
-status_done(void *ud, const struct proto_resp *r)
-{
-	struct session *s = ud;
-
-	if (r == NULL)
-		return;
-	if (r->status != PROTO_OK)
-		LOG(s, LOGL_DEBUG, "STATUS refused: %s", r->text);
-	if (s->status_wait > 0 && --s->status_wait == 0)
-		session_synced(s);
-}
-
-static void
-status_line(void *ud, const struct proto_resp *r)
-{
-	folder_news(ud, r);
-}
-
 /* Asks every folder but the selected one for its UIDNEXT. */
 static void
 poll_status(struct session *s)
 {
-	s->polled_at = uv_now(s->loop);
-	s->status_wait = watch_poll(s->w, s->conn, s->selected, status_done,
-	    status_line, s);
-	if (s->status_wait == 0) {
+	if (rounds_poll(s->rounds, s->w, s->selected, cur_name(s)) == 0) {
 		session_synced(s);
 		return;
 	}
@@ -607,6 +483,20 @@ folder_news(struct session *s, const struct proto_resp *r)
 		conn_idle_done(s->conn);
 }
 
+/* A STATUS line of a round (rounds.h). */
+static void
+status_line(void *ud, const struct proto_resp *r)
+{
+	folder_news(ud, r);
+}
+
+/* A STATUS round or NOTIFY SET is over: the folder with news next. */
+static void
+rounds_over(void *ud)
+{
+	session_synced(ud);
+}
+
 /*
  * Out of IDLE or a poll's wait: the selected folder is listed again (new
  * mail, or a refresh), the others asked with STATUS when their poll is due.
@@ -616,19 +506,17 @@ woke(struct session *s)
 {
 	if (s->selected && watch_usable(s->w, s->selected))
 		watch_set_pending(s->w, s->selected, true);
-	if (s->o.listed &&
-	    (s->relist ||
-		round_due(s, s->listed_at,
-		    (uint64_t)s->a->poll_interval * 1000))) {
+	switch (rounds_due(s->rounds, s->w)) {
+	case ROUNDS_LIST:
 		send_discover(s, false); /* then the STATUS round */
 		return;
-	}
-	if (watch_polls_others(s->w) &&
-	    round_due(s, s->polled_at, status_every_ms(s))) {
+	case ROUNDS_STATUS:
 		poll_status(s);
 		return;
+	case ROUNDS_NONE:
+		session_synced(s);
+		return;
 	}
-	session_synced(s);
 }
 
 /* Next: the folder with news, NOTIFY set again, or the wait. */
@@ -657,8 +545,7 @@ session_synced(struct session *s)
 		session_enter(s, S_LOGOUT, "single pass done");
 		return;
 	}
-	if (s->renotify) {
-		s->renotify = false;
+	if (rounds_take_renotify(s->rounds)) {
 		send_notify(s, true);
 		return;
 	}
@@ -713,7 +600,7 @@ list_news(void *ud, const struct proto_resp *r)
 
 	if (!s->o.listed || !watch_notify(s->w))
 		return;
-	s->relist = true;
+	rounds_relist(s->rounds);
 	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
 		conn_idle_done(s->conn);
 }
@@ -729,7 +616,7 @@ notify_overflow(struct session *s)
 	    "the server stopped notifying (NOTIFICATIONOVERFLOW); "
 	    "syncing every folder and asking again");
 	watch_overflow(s->w);
-	s->renotify = true;
+	rounds_renotify(s->rounds);
 	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
 		conn_idle_done(s->conn);
 }
@@ -1037,6 +924,12 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 		.ops = &conn_ops,
 		.ud = s });
 	conn_set_folder(s->conn, mailbox_name(s->cur));
+	s->rounds = rounds_new(loop, &(struct rounds_opts){ .acct = s->a,
+		.conn = s->conn,
+		.lists = o->listed != NULL,
+		.over = rounds_over,
+		.line = status_line,
+		.ud = s });
 	s->disc = discovery_new(loop, &(struct discovery_opts){ .acct = s->a,
 		.state_dir = o->state_dir,
 		.done = discovered,
@@ -1128,7 +1021,7 @@ session_set_folders(struct session *s, const char *const *names, size_t n,
 	if (conn_alive(s->conn) && !discovery_at_login(s->disc) &&
 	    (conn_caps(s->conn) & CAP_NOTIFY) && s->a->idle && !s->o.once &&
 	    (watch_notify(w) || added))
-		s->renotify = true;
+		rounds_renotify(s->rounds);
 	show_state(s);
 }
 
@@ -1212,6 +1105,7 @@ timer_close_cb(uv_handle_t *h)
 	struct session *s = h->data;
 
 	discovery_free(s->disc);
+	rounds_free(s->rounds);
 	free(s->move_wire);
 	backoff_free(s->backoff);
 	gate_waiter_free(s->o.gate, s->gate_w);
