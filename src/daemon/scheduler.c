@@ -27,12 +27,12 @@
 #include "idlefetch/backoff.h"
 #include "idlefetch/conn.h"
 #include "idlefetch/discover.h"
+#include "idlefetch/folderset.h"
 #include "idlefetch/gate.h"
 #include "idlefetch/hook.h"
 #include "idlefetch/log.h"
 #include "idlefetch/mailbox.h"
 #include "idlefetch/metrics.h"
-#include "idlefetch/mutf7.h"
 #include "idlefetch/proto.h"
 #include "idlefetch/rounds.h"
 #include "idlefetch/session.h"
@@ -74,7 +74,7 @@ struct session {
 	struct mailbox *cur; /* the one worked on */
 	struct mailbox *selected; /* on the connection (SELECT sent or done) */
 	bool split_asked; /* the owner was offered the folders to spread */
-	char *move_wire; /* after = move: its target, as the server spells it */
+	struct folderset *fs; /* makes the folders' mailboxes */
 	bool back_to_first; /* selecting the first folder again, to IDLE */
 	struct rounds *rounds; /* STATUS, listing and NOTIFY rounds */
 	struct discovery *disc; /* folders = *: the subscribed folders */
@@ -888,18 +888,6 @@ static const struct mailbox_ops mailbox_ops = {
 
 /* ---- public ---------------------------------------------------------------------- */
 
-static struct mailbox *
-slot_mailbox(struct session *s, const char *name, struct status_rec *rec)
-{
-	return mailbox_new(s->loop, &(struct mailbox_opts){ .acct = s->a,
-		.state_dir = s->o.state_dir,
-		.name = name,
-		.status = rec,
-		.move_wire = s->move_wire,
-		.ops = &mailbox_ops,
-		.ud = s });
-}
-
 struct session *
 session_new(uv_loop_t *loop, const struct session_opts *o)
 {
@@ -908,14 +896,14 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 	s->loop = loop;
 	s->o = *o;
 	s->a = o->acct;
-	if (s->a->move_to) {
-		s->move_wire = mutf7_wire_name(s->a->move_to);
-		if (s->move_wire == NULL)
-			fatal("folder name '%s' is not UTF-8", s->a->move_to);
-	}
+	s->fs = folderset_new(loop, &(struct folderset_opts){ .acct = s->a,
+		.state_dir = o->state_dir,
+		.ops = &mailbox_ops,
+		.ud = s });
 	s->w = watch_new();
 	for (size_t i = 0; i < o->nfolders; i++)
-		watch_add(s->w, slot_mailbox(s, o->folders[i], &o->status[i]),
+		watch_add(s->w, folderset_mailbox(s->fs, o->folders[i],
+				    &o->status[i]),
 		    false);
 	s->cur = watch_at(s->w, 0);
 	s->conn = conn_new(loop, &(struct conn_opts){ .acct = s->a,
@@ -966,50 +954,17 @@ session_keep(struct session *s, size_t n)
 		session_use(s, watch_at(s->w, 0));
 }
 
-/*
- * The folder named moves from old to w with what is known of it, or a
- * new one is made ready and synced: true when it is new.
- */
-static bool
-keep_or_add(struct session *s, struct watch *w, struct watch *old,
-    const char *name, struct status_rec *rec)
-{
-	struct mailbox *moved = watch_move(w, old, name, rec);
-
-	if (moved != NULL) {
-		/* Log lines name no folder while the folders change. */
-		if (moved == s->cur)
-			s->cur = NULL;
-		return false;
-	}
-	watch_add(w, slot_mailbox(s, name, rec), !s->stopping);
-	LOG(s, LOGL_INFO, "now fetching folder %s too", name);
-	return true;
-}
-
 void
 session_set_folders(struct session *s, const char *const *names, size_t n,
     struct status_rec *recs)
 {
-	struct watch *w = watch_new(), *old = s->w;
+	struct watch *w, *old = s->w;
 	struct mailbox *cur = s->cur, *sel = s->selected;
-	bool added = false, cur_kept, sel_kept = false;
+	bool added, cur_kept, sel_kept = false;
 
-	if (n == 0)
-		fatal("session_set_folders(%zu)", n);
-	watch_set_notify(w, watch_notify(old));
-	for (size_t i = 0; i < n; i++)
-		added |= keep_or_add(s, w, old, names[i], &recs[i]);
+	w = folderset_change(s->fs, old, names, n, recs, !s->stopping,
+	    &s->cur, &added);
 	cur_kept = s->cur == NULL;
-	for (size_t j = 0; j < watch_count(old); j++) {
-		struct mailbox *gone = watch_at(old, j);
-
-		LOG(s, LOGL_INFO,
-		    "folder %s is no longer subscribed or no longer "
-		    "exists: not fetching it any more",
-		    mailbox_name(gone));
-		mailbox_detach(gone);
-	}
 	for (size_t i = 0; i < n; i++)
 		sel_kept |= sel != NULL && watch_at(w, i) == sel;
 	s->w = w;
@@ -1106,7 +1061,7 @@ timer_close_cb(uv_handle_t *h)
 
 	discovery_free(s->disc);
 	rounds_free(s->rounds);
-	free(s->move_wire);
+	folderset_free(s->fs);
 	backoff_free(s->backoff);
 	gate_waiter_free(s->o.gate, s->gate_w);
 	free(s);
