@@ -19,6 +19,7 @@
 #include "idlefetch/config.h"
 #include "idlefetch/conn.h"
 #include "idlefetch/mailbox.h"
+#include "idlefetch/proto.h"
 #include "idlefetch/watch.h"
 
 struct rounds;
@@ -61,12 +62,31 @@ enum rounds_due rounds_due(const struct rounds *r, const struct watch *w);
 
 /* A listing of the subscribed folders starts now. */
 void rounds_listing(struct rounds *r);
-/* NOTIFY told of a folder created or removed: list them at the next wake. */
-void rounds_relist(struct rounds *r);
 /* NOTIFY overflowed: set it again before the next wait. */
 void rounds_renotify(struct rounds *r);
 /* Whether NOTIFY is to be set again (and it now is taken care of). */
 bool rounds_take_renotify(struct rounds *r);
+
+/*
+ * A STATUS response, NOTIFY's or a round's: true when the folder of w it
+ * tells of (not selected) now has news and is to be synced. folder names
+ * the log lines (borrowed for the call; may be NULL).
+ */
+bool rounds_news(struct rounds *r, struct watch *w,
+    const struct proto_resp *resp, const struct mailbox *selected,
+    const char *folder);
+/*
+ * NOTIFY's LIST line: a folder was created, removed or (un)subscribed.
+ * True when that matters (folders = *, with NOTIFY on w): the folders are
+ * listed again at the next wake.
+ */
+bool rounds_list_news(struct rounds *r, const struct watch *w);
+/*
+ * RFC 5465 5.8: the server tells of nothing more until NOTIFY is set
+ * again. Every folder of w is to be synced, as news may have been lost,
+ * and NOTIFY set again before the next wait.
+ */
+void rounds_overflow(struct rounds *r, struct watch *w, const char *folder);
 
 /*
  * Asks every folder of w but selected for its UIDNEXT (watch_poll()).

@@ -3,12 +3,14 @@
  * subscribed ones (folders = *) and sets NOTIFY (rounds.h). It owns struct
  * rounds: the loop time of the last STATUS round and listing, the replies
  * still to come, and whether a listing or NOTIFY SET is asked for again.
- * It may call conn (capabilities) and watch (to send STATUS and NOTIFY);
+ * It may call conn (capabilities), watch (to send STATUS and NOTIFY, and
+ * to weigh their news) and metrics (news counted);
  * it reports to the scheduler only through the callbacks of rounds_opts.
  */
 #include <stdlib.h>
 
 #include "idlefetch/log.h"
+#include "idlefetch/metrics.h"
 #include "idlefetch/proto.h"
 #include "idlefetch/rounds.h"
 #include "idlefetch/util.h"
@@ -159,10 +161,40 @@ rounds_listing(struct rounds *r)
 	r->listed_at = uv_now(r->loop);
 }
 
-void
-rounds_relist(struct rounds *r)
+bool
+rounds_news(struct rounds *r, struct watch *w, const struct proto_resp *resp,
+    const struct mailbox *selected, const char *folder)
 {
+	bool fresh;
+	struct mailbox *mb = watch_news(w, resp, selected, &fresh);
+
+	if (mb == NULL)
+		return false;
+	metrics_news(r->o.acct->name, mailbox_name(mb));
+	if (fresh)
+		log_msg(LOGL_DEBUG, r->o.acct->name, folder,
+		    "%s has news (UIDNEXT %u)", mailbox_name(mb),
+		    resp->status_uidnext);
+	return true;
+}
+
+bool
+rounds_list_news(struct rounds *r, const struct watch *w)
+{
+	if (!r->o.lists || !watch_notify(w))
+		return false;
 	r->relist = true;
+	return true;
+}
+
+void
+rounds_overflow(struct rounds *r, struct watch *w, const char *folder)
+{
+	log_msg(LOGL_WARN, r->o.acct->name, folder,
+	    "the server stopped notifying (NOTIFICATIONOVERFLOW); "
+	    "syncing every folder and asking again");
+	watch_overflow(w);
+	r->renotify = true;
 }
 
 void

@@ -35,29 +35,10 @@
 #include "idlefetch/metrics.h"
 #include "idlefetch/proto.h"
 #include "idlefetch/rounds.h"
+#include "idlefetch/schedstate.h"
 #include "idlefetch/session.h"
 #include "idlefetch/util.h"
 #include "idlefetch/watch.h"
-
-/*
- * The scheduler's states. CONNECT and IDLE are the connection's (conn.h)
- * phases: `idlefetch status` shows the connection's state name there.
- */
-enum session_state {
-	S_PREPARE,
-	S_CONNECT, /* the connection logs in */
-	S_NOTIFY,
-	S_SYNC, /* the mailbox selects and syncs the folder (mailbox.h) */
-	S_IDLE, /* the connection IDLEs */
-	S_POLL_WAIT,
-	S_STATUS, /* asking the other folders for UIDNEXT */
-	S_DISCOVER, /* folders = *: listing the subscribed folders */
-	S_LOGOUT,
-	S_CLOSING,
-	S_BACKOFF,
-	S_QUEUED, /* waiting for a slot at the gate */
-	S_DONE,
-};
 
 struct session {
 	uv_loop_t *loop;
@@ -109,10 +90,6 @@ static void session_connect(struct session *s);
 static void session_synced(struct session *s);
 static void session_wait(struct session *s);
 
-static const char *state_names[] = { "PREPARE", "CONNECT", "NOTIFY",
-	"SYNC", "IDLE", "POLL_WAIT", "STATUS", "DISCOVER", "LOGOUT",
-	"CLOSING", "BACKOFF", "QUEUED", "DONE" };
-
 /* ---- timers and states ------------------------------------------------- */
 
 static void timer_cb(uv_timer_t *t);
@@ -133,44 +110,10 @@ arm(struct session *s, uint64_t ms)
 
 /* Logged in and synced, for `idlefetch status`. */
 static bool
-state_is_up(const struct session *s, enum session_state st)
+state_is_up(const struct session *s)
 {
-	switch (st) {
-	case S_SYNC:
-	case S_IDLE:
-	case S_POLL_WAIT:
-	case S_STATUS:
-		return true;
-	case S_DISCOVER:
-		/* Between folders the connection stays up. */
-		return s->selected != NULL || mailbox_status(s->cur)->up;
-	case S_PREPARE:
-		/* A folder found on the server is made ready meanwhile. */
-		return conn_alive(s->conn) &&
-		    (s->selected != NULL || mailbox_status(s->cur)->up);
-	case S_LOGOUT:
-	case S_DONE:
-		/* passing through: no change */
-		return mailbox_status(s->cur)->up;
-	default:
-		return false;
-	}
-}
-
-/*
- * What `idlefetch status` shows: while the connection logs in or IDLEs,
- * its own state (GREETING, AUTH, IDLE ...), as the daemon counts them.
- */
-static const char *
-shown_state(const struct session *s)
-{
-	enum conn_state cs = conn_state(s->conn);
-
-	if (s->state == S_CONNECT && cs != CONN_CLOSED)
-		return conn_state_name(cs);
-	if (s->state == S_IDLE && cs != CONN_READY && cs != CONN_CLOSED)
-		return conn_state_name(cs);
-	return state_names[s->state];
+	return schedstate_up(s->state, conn_alive(s->conn), s->selected != NULL,
+	    s->cur != NULL && mailbox_status(s->cur)->up);
 }
 
 static void
@@ -178,7 +121,8 @@ show_state(struct session *s)
 {
 	for (size_t i = 0; i < watch_count(s->w); i++)
 		status_set_state(mailbox_status(watch_at(s->w, i)),
-		    shown_state(s), state_is_up(s, s->state));
+		    schedstate_shown(s->state, conn_state(s->conn)),
+		    state_is_up(s));
 }
 
 static void close_conn(struct session *s);
@@ -193,8 +137,8 @@ static void
 session_enter(struct session *s, enum session_state st, const char *why)
 {
 	if (s->state != st)
-		LOG(s, LOGL_DEBUG, "state %s -> %s (%s)", state_names[s->state],
-		    state_names[st], why);
+		LOG(s, LOGL_DEBUG, "state %s -> %s (%s)", schedstate_name(s->state),
+		    schedstate_name(st), why);
 	s->state = st;
 	uv_timer_stop(&s->timer);
 	show_state(s);
@@ -466,21 +410,20 @@ poll_status(struct session *s)
 	session_enter(s, S_STATUS, "asking the other folders");
 }
 
+/* New mail elsewhere while the connection IDLEs: the wait is over. */
+static void
+wake_idle(struct session *s)
+{
+	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
+		conn_idle_done(s->conn);
+}
+
 /* News of a folder, from NOTIFY or from polling it with STATUS. */
 static void
 folder_news(struct session *s, const struct proto_resp *r)
 {
-	bool fresh;
-	struct mailbox *mb = watch_news(s->w, r, s->selected, &fresh);
-
-	if (mb == NULL)
-		return;
-	metrics_news(s->a->name, mailbox_name(mb));
-	if (fresh)
-		LOG(s, LOGL_DEBUG, "%s has news (UIDNEXT %u)",
-		    mailbox_name(mb), r->status_uidnext);
-	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
-		conn_idle_done(s->conn);
+	if (rounds_news(s->rounds, s->w, r, s->selected, cur_name(s)))
+		wake_idle(s);
 }
 
 /* A STATUS line of a round (rounds.h). */
@@ -598,27 +541,9 @@ list_news(void *ud, const struct proto_resp *r)
 {
 	struct session *s = ud;
 
-	if (!s->o.listed || !watch_notify(s->w))
-		return;
-	rounds_relist(s->rounds);
-	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
-		conn_idle_done(s->conn);
-}
-
-/*
- * RFC 5465 5.8: the server tells of nothing more until NOTIFY is set
- * again. Sync every folder, as news may have been lost, then set it again.
- */
-static void
-notify_overflow(struct session *s)
-{
-	LOG(s, LOGL_WARN,
-	    "the server stopped notifying (NOTIFICATIONOVERFLOW); "
-	    "syncing every folder and asking again");
-	watch_overflow(s->w);
-	rounds_renotify(s->rounds);
-	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
-		conn_idle_done(s->conn);
+	(void)r;
+	if (rounds_list_news(s->rounds, s->w))
+		wake_idle(s);
 }
 
 /* The selected folder has more messages: fetch them, now or after. */
@@ -651,8 +576,10 @@ on_untagged(void *ud, const struct proto_resp *r)
 
 	if (r->has & HAS_STATUS)
 		folder_news(s, r);
-	if ((r->has & HAS_OVERFLOW) && watch_notify(s->w))
-		notify_overflow(s);
+	if ((r->has & HAS_OVERFLOW) && watch_notify(s->w)) {
+		rounds_overflow(s->rounds, s->w, cur_name(s));
+		wake_idle(s);
+	}
 	if (s->selected != NULL && mailbox_untagged(s->selected, r))
 		exists(s);
 	if (r->has & HAS_LIST)
@@ -779,7 +706,7 @@ timer_cb(uv_timer_t *t)
 		woke(s);
 		break;
 	default:
-		fatal("session timer in %s", state_names[s->state]);
+		fatal("session timer in %s", schedstate_name(s->state));
 	}
 }
 
@@ -930,7 +857,7 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 	s->state = S_PREPARE;
 	for (size_t i = 0; i < watch_count(s->w); i++)
 		status_set_state(mailbox_status(watch_at(s->w, i)),
-		    state_names[S_PREPARE], false);
+		    schedstate_name(S_PREPARE), false);
 	return s;
 }
 
@@ -1030,25 +957,8 @@ session_stop(struct session *s)
 void
 session_tally(const struct session *s, unsigned k[SESSION_ACTIVITIES])
 {
-	enum session_activity a;
+	enum session_activity a = schedstate_activity(s->state);
 
-	switch (s->state) {
-	case S_IDLE:
-		a = SESSION_IDLING;
-		break;
-	case S_POLL_WAIT:
-		a = SESSION_POLLING;
-		break;
-	case S_BACKOFF:
-		a = SESSION_BACKOFF;
-		break;
-	case S_DONE:
-		a = SESSION_STOPPED;
-		break;
-	default:
-		a = SESSION_BUSY;
-		break;
-	}
 	for (size_t i = 0; i < watch_count(s->w); i++)
 		k[mailbox_status(watch_at(s->w, i))->gave_up ? SESSION_STOPPED :
 							     a]++;
