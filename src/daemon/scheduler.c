@@ -14,8 +14,11 @@
  * connection: login, tags, IDLE, timeouts), mailbox (SELECT and SYNC of one
  * folder, with its own phases; it hands the folder back through the
  * mailbox_ops callbacks), watch (the folders and their news: NOTIFY,
- * STATUS), discover (folders = *), gate (login slots) and backoff (the
- * wait before connecting again). The daemon above it hears from it only
+ * STATUS), rounds (when the other folders are asked, listed or NOTIFY set,
+ * and what their news is), folderset (the folders' mailboxes and changes
+ * to the set), schedstate (the states' names and what each shows),
+ * discover (folders = *), gate (login slots) and backoff (the wait before
+ * connecting again). The daemon above it hears from it only
  * through the callbacks of session.h.
  */
 #include <errno.h>
