@@ -27,8 +27,8 @@ struct folderset_opts {
 	void *ud;
 };
 
-struct folderset *folderset_new(uv_loop_t *loop,
-    const struct folderset_opts *o);
+struct folderset *
+folderset_new(uv_loop_t *loop, const struct folderset_opts *o);
 void folderset_free(struct folderset *fs);
 /*
  * A new mailbox for the folder name (borrowed, UTF-8), reporting to rec
@@ -46,7 +46,7 @@ struct mailbox *folderset_mailbox(struct folderset *fs, const char *name,
  * when it stays. *added: a folder is new.
  */
 struct watch *folderset_change(struct folderset *fs, struct watch *old,
-    const char *const *names, size_t n, struct status_rec *recs,
-    bool sync_new, struct mailbox **cur, bool *added);
+    const char *const *names, size_t n, struct status_rec *recs, bool sync_new,
+    struct mailbox **cur, bool *added);
 
 #endif

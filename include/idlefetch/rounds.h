@@ -72,9 +72,9 @@ bool rounds_take_renotify(struct rounds *r);
  * tells of (not selected) now has news and is to be synced. folder names
  * the log lines (borrowed for the call; may be NULL).
  */
-bool rounds_news(struct rounds *r, struct watch *w,
-    const struct proto_resp *resp, const struct mailbox *selected,
-    const char *folder);
+bool
+rounds_news(struct rounds *r, struct watch *w, const struct proto_resp *resp,
+    const struct mailbox *selected, const char *folder);
 /*
  * NOTIFY's LIST line: a folder was created, removed or (un)subscribed.
  * True when that matters (folders = *, with NOTIFY on w): the folders are

@@ -43,8 +43,7 @@ const char *schedstate_shown(enum session_state st, enum conn_state cs);
  * Logged in and synced, for `idlefetch status`. alive: the connection is;
  * held: a folder is selected; cur_up: the folder worked on was up.
  */
-bool schedstate_up(enum session_state st, bool alive, bool held,
-    bool cur_up);
+bool schedstate_up(enum session_state st, bool alive, bool held, bool cur_up);
 /* What a folder of a scheduler in st is doing, for the summary. */
 enum session_activity schedstate_activity(enum session_state st);
 

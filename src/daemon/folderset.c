@@ -47,8 +47,8 @@ struct mailbox *
 folderset_mailbox(struct folderset *fs, const char *name,
     struct status_rec *rec)
 {
-	return mailbox_new(fs->loop, &(struct mailbox_opts){
-		.acct = fs->o.acct,
+	return mailbox_new(fs->loop,
+	    &(struct mailbox_opts){ .acct = fs->o.acct,
 		.state_dir = fs->o.state_dir,
 		.name = name,
 		.status = rec,
@@ -89,8 +89,8 @@ keep_or_add(struct folderset *fs, struct watch *w, struct watch *old,
 
 struct watch *
 folderset_change(struct folderset *fs, struct watch *old,
-    const char *const *names, size_t n, struct status_rec *recs,
-    bool sync_new, struct mailbox **cur, bool *added)
+    const char *const *names, size_t n, struct status_rec *recs, bool sync_new,
+    struct mailbox **cur, bool *added)
 {
 	struct watch *w = watch_new();
 
@@ -99,8 +99,8 @@ folderset_change(struct folderset *fs, struct watch *old,
 	*added = false;
 	watch_set_notify(w, watch_notify(old));
 	for (size_t i = 0; i < n; i++)
-		*added |= keep_or_add(fs, w, old, names[i], &recs[i],
-		    sync_new, cur);
+		*added |=
+		    keep_or_add(fs, w, old, names[i], &recs[i], sync_new, cur);
 	for (size_t j = 0; j < watch_count(old); j++) {
 		struct mailbox *gone = watch_at(old, j);
 

@@ -240,8 +240,8 @@ rounds_poll(struct rounds *r, struct watch *w, const struct mailbox *selected,
 {
 	r->polled_at = uv_now(r->loop);
 	r->folder = folder;
-	r->status_wait = watch_poll(w, r->o.conn, selected, status_done,
-	    status_line, r);
+	r->status_wait =
+	    watch_poll(w, r->o.conn, selected, status_done, status_line, r);
 	return r->status_wait;
 }
 
@@ -269,8 +269,7 @@ notify_done(void *ud, const struct proto_resp *resp)
 }
 
 void
-rounds_notify(struct rounds *r, struct watch *w, bool again,
-    const char *folder)
+rounds_notify(struct rounds *r, struct watch *w, bool again, const char *folder)
 {
 	r->notify_w = w;
 	r->folder = folder;

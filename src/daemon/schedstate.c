@@ -5,9 +5,9 @@
  */
 #include "idlefetch/schedstate.h"
 
-static const char *state_names[] = { "PREPARE", "CONNECT", "NOTIFY",
-	"SYNC", "IDLE", "POLL_WAIT", "STATUS", "DISCOVER", "LOGOUT",
-	"CLOSING", "BACKOFF", "QUEUED", "DONE" };
+static const char *state_names[] = { "PREPARE", "CONNECT", "NOTIFY", "SYNC",
+	"IDLE", "POLL_WAIT", "STATUS", "DISCOVER", "LOGOUT", "CLOSING",
+	"BACKOFF", "QUEUED", "DONE" };
 
 const char *
 schedstate_name(enum session_state st)
