@@ -14,10 +14,13 @@
  * connection: login, tags, IDLE, timeouts), mailbox (SELECT and SYNC of one
  * folder, with its own phases; it hands the folder back through the
  * mailbox_ops callbacks), watch (the folders and their news: NOTIFY,
- * STATUS), discover (folders = *), gate (login slots), backoff (the
- * wait before connecting again) and handover (the connection, and the one
- * that replaces it before its token expires). The daemon above it hears
- * from it only through the callbacks of session.h.
+ * STATUS), rounds (when the other folders are asked, listed or NOTIFY set,
+ * and what their news is), folderset (the folders' mailboxes and changes
+ * to the set), schedstate (the states' names and what each shows),
+ * discover (folders = *), gate (login slots), backoff (the wait before
+ * connecting again) and handover (the connection, and the one that
+ * replaces it before its token expires). The daemon above it hears from
+ * it only through the callbacks of session.h.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -28,37 +31,19 @@
 #include "idlefetch/backoff.h"
 #include "idlefetch/conn.h"
 #include "idlefetch/discover.h"
+#include "idlefetch/folderset.h"
 #include "idlefetch/gate.h"
 #include "idlefetch/handover.h"
 #include "idlefetch/hook.h"
 #include "idlefetch/log.h"
 #include "idlefetch/mailbox.h"
 #include "idlefetch/metrics.h"
-#include "idlefetch/mutf7.h"
 #include "idlefetch/proto.h"
+#include "idlefetch/rounds.h"
+#include "idlefetch/schedstate.h"
 #include "idlefetch/session.h"
 #include "idlefetch/util.h"
 #include "idlefetch/watch.h"
-
-/*
- * The scheduler's states. CONNECT and IDLE are the connection's (conn.h)
- * phases: `idlefetch status` shows the connection's state name there.
- */
-enum session_state {
-	S_PREPARE,
-	S_CONNECT, /* the connection logs in */
-	S_NOTIFY,
-	S_SYNC, /* the mailbox selects and syncs the folder (mailbox.h) */
-	S_IDLE, /* the connection IDLEs */
-	S_POLL_WAIT,
-	S_STATUS, /* asking the other folders for UIDNEXT */
-	S_DISCOVER, /* folders = *: listing the subscribed folders */
-	S_LOGOUT,
-	S_CLOSING,
-	S_BACKOFF,
-	S_QUEUED, /* waiting for a slot at the gate */
-	S_DONE,
-};
 
 struct session {
 	uv_loop_t *loop;
@@ -74,15 +59,11 @@ struct session {
 	struct watch *w;
 	struct mailbox *cur; /* the one worked on */
 	struct mailbox *selected; /* on the connection (SELECT sent or done) */
-	bool renotify; /* NOTIFY overflowed: set it again before waiting */
 	bool split_asked; /* the owner was offered the folders to spread */
-	char *move_wire; /* after = move: its target, as the server spells it */
-	uint64_t polled_at; /* loop time of the last STATUS round */
-	uint64_t listed_at; /* loop time of the last listing (folders = *) */
+	struct folderset *fs; /* makes the folders' mailboxes */
 	bool back_to_first; /* selecting the first folder again, to IDLE */
-	unsigned status_wait; /* STATUS replies still to come */
+	struct rounds *rounds; /* STATUS, listing and NOTIFY rounds */
 	struct discovery *disc; /* folders = *: the subscribed folders */
-	bool relist; /* NOTIFY told of a folder created or removed */
 	bool finish_when_idle; /* session_finish waits for the disk */
 
 	/* lifecycle */
@@ -126,77 +107,9 @@ static void session_connect(struct session *s);
 static void session_synced(struct session *s);
 static void session_wait(struct session *s);
 
-static const char *state_names[] = { "PREPARE", "CONNECT", "NOTIFY",
-	"SYNC", "IDLE", "POLL_WAIT", "STATUS", "DISCOVER", "LOGOUT",
-	"CLOSING", "BACKOFF", "QUEUED", "DONE" };
-
 /* ---- timers and states ------------------------------------------------- */
 
 static void timer_cb(uv_timer_t *t);
-
-/*
- * Rounds on timers: the other folders asked with STATUS (every
- * status_interval), the subscribed folders listed (folders = *, every
- * poll_interval).
- */
-static bool
-rounds(const struct session *s)
-{
-	return watch_polls_others(s->w) || s->o.listed != NULL;
-}
-
-/*
- * How often the other folders are asked with STATUS. While the connection
- * IDLEs, a folder without a connection of its own hears of mail only so:
- * status_interval, a cheap round. Without IDLE, the wait is the poll's.
- */
-static uint64_t
-status_every_ms(const struct session *s)
-{
-	unsigned every = s->a->poll_interval;
-
-	if (s->a->idle && (conn_caps(s->conn) & CAP_IDLE) &&
-	    s->a->status_interval > 0 && s->a->status_interval < every)
-		every = s->a->status_interval;
-	return (uint64_t)every * 1000;
-}
-
-/* Milliseconds until a round last run at `at`, every `every` ms, is due. */
-static uint64_t
-due_ms(const struct session *s, uint64_t at, uint64_t every)
-{
-	uint64_t since = uv_now(s->loop) - at;
-
-	return since >= every ? 1 : every - since;
-}
-
-/*
- * Milliseconds until the next round is due: new
- * mail in the selected folder wakes the connection in between, and must
- * not push that round back.
- */
-static uint64_t
-poll_due_ms(const struct session *s)
-{
-	uint64_t ms = UINT64_MAX;
-
-	if (watch_polls_others(s->w))
-		ms = due_ms(s, s->polled_at, status_every_ms(s));
-	if (s->o.listed != NULL) {
-		uint64_t l = due_ms(s, s->listed_at,
-		    (uint64_t)s->a->poll_interval * 1000);
-
-		ms = l < ms ? l : ms;
-	}
-	return ms;
-}
-
-/* A round last run at `at` is due (half a second early is on time). */
-static bool
-round_due(const struct session *s, uint64_t at, uint64_t every)
-{
-	return uv_now(s->loop) - at + 500 >= every;
-}
 
 /* Makes mb the folder worked on (log lines, the connection's). */
 static void
@@ -214,44 +127,10 @@ arm(struct session *s, uint64_t ms)
 
 /* Logged in and synced, for `idlefetch status`. */
 static bool
-state_is_up(const struct session *s, enum session_state st)
+state_is_up(const struct session *s)
 {
-	switch (st) {
-	case S_SYNC:
-	case S_IDLE:
-	case S_POLL_WAIT:
-	case S_STATUS:
-		return true;
-	case S_DISCOVER:
-		/* Between folders the connection stays up. */
-		return s->selected != NULL || mailbox_status(s->cur)->up;
-	case S_PREPARE:
-		/* A folder found on the server is made ready meanwhile. */
-		return conn_alive(s->conn) &&
-		    (s->selected != NULL || mailbox_status(s->cur)->up);
-	case S_LOGOUT:
-	case S_DONE:
-		/* passing through: no change */
-		return mailbox_status(s->cur)->up;
-	default:
-		return false;
-	}
-}
-
-/*
- * What `idlefetch status` shows: while the connection logs in or IDLEs,
- * its own state (GREETING, AUTH, IDLE ...), as the daemon counts them.
- */
-static const char *
-shown_state(const struct session *s)
-{
-	enum conn_state cs = conn_state(s->conn);
-
-	if (s->state == S_CONNECT && cs != CONN_CLOSED)
-		return conn_state_name(cs);
-	if (s->state == S_IDLE && cs != CONN_READY && cs != CONN_CLOSED)
-		return conn_state_name(cs);
-	return state_names[s->state];
+	return schedstate_up(s->state, conn_alive(s->conn), s->selected != NULL,
+	    s->cur != NULL && mailbox_status(s->cur)->up);
 }
 
 static void
@@ -259,22 +138,14 @@ show_state(struct session *s)
 {
 	for (size_t i = 0; i < watch_count(s->w); i++)
 		status_set_state(mailbox_status(watch_at(s->w, i)),
-		    shown_state(s), state_is_up(s, s->state));
+		    schedstate_shown(s->state, conn_state(s->conn)),
+		    state_is_up(s));
 }
 
 static void close_conn(struct session *s);
 static void hand_over(struct session *s);
 static void idle_over(void *ud, const struct proto_resp *r);
 static void logged_out(void *ud, const struct proto_resp *r);
-
-/* IDLE until the next round, if sooner than idle_refresh. */
-static uint64_t
-idle_wait_ms(const struct session *s)
-{
-	if (rounds(s) && poll_due_ms(s) < s->a->idle_refresh * 1000u)
-		return poll_due_ms(s);
-	return (uint64_t)s->a->idle_refresh * 1000;
-}
 
 /*
  * The one way to change state, logged with why: performs the state's entry
@@ -284,8 +155,8 @@ static void
 session_enter(struct session *s, enum session_state st, const char *why)
 {
 	if (s->state != st)
-		LOG(s, LOGL_DEBUG, "state %s -> %s (%s)", state_names[s->state],
-		    state_names[st], why);
+		LOG(s, LOGL_DEBUG, "state %s -> %s (%s)", schedstate_name(s->state),
+		    schedstate_name(st), why);
 	s->state = st;
 	uv_timer_stop(&s->timer);
 	show_state(s);
@@ -297,11 +168,10 @@ session_enter(struct session *s, enum session_state st, const char *why)
 	/* The entry action, last: it may call back into the session. */
 	switch (st) {
 	case S_IDLE:
-		conn_idle(s->conn, idle_wait_ms(s), idle_over, s);
+		conn_idle(s->conn, rounds_idle_ms(s->rounds, s->w), idle_over, s);
 		break;
 	case S_POLL_WAIT:
-		arm(s, rounds(s) ? poll_due_ms(s) :
-				   (uint64_t)s->a->poll_interval * 1000);
+		arm(s, rounds_poll_wait_ms(s->rounds, s->w));
 		break;
 	case S_LOGOUT:
 		conn_logout(s->conn, logged_out, s);
@@ -334,10 +204,8 @@ forget_conn(struct session *s)
 		mailbox_detach(watch_at(s->w, i));
 	s->selected = NULL;
 	watch_set_notify(s->w, false);
-	s->status_wait = 0;
+	rounds_reset(s->rounds);
 	s->back_to_first = false;
-	s->renotify = false;
-	s->relist = false;
 	discovery_reset(s->disc);
 }
 
@@ -494,33 +362,11 @@ sync_folder(struct session *s, struct mailbox *mb)
 
 /* ---- folders in turn ---------------------------------------------------------- */
 
-static void
-notify_done(void *ud, const struct proto_resp *r)
-{
-	struct session *s = ud;
-
-	if (r == NULL)
-		return;
-	if (r->status == PROTO_OK) {
-		watch_set_notify(s->w, true);
-		LOG(s, LOGL_INFO,
-		    "watching %zu folders on one connection (NOTIFY)",
-		    watch_live(s->w));
-	} else {
-		LOG(s, LOGL_WARN,
-		    "NOTIFY refused (%s); polling the other folders "
-		    "with STATUS every %u s",
-		    r->text, (unsigned)(status_every_ms(s) / 1000));
-	}
-	session_synced(s);
-}
-
-/* NOTIFY (RFC 5465): one connection told of every folder (watch.h). */
+/* NOTIFY (RFC 5465): one connection told of every folder (rounds.h). */
 static void
 send_notify(struct session *s, bool again)
 {
-	watch_send_notify(s->w, s->conn, again, s->o.listed != NULL,
-	    notify_done, s);
+	rounds_notify(s->rounds, s->w, again, cur_name(s));
 	session_enter(s, S_NOTIFY, "asking to be told of every folder");
 }
 
@@ -528,8 +374,7 @@ send_notify(struct session *s, bool again)
 static void
 send_discover(struct session *s, bool login)
 {
-	s->relist = false;
-	s->listed_at = uv_now(s->loop);
+	rounds_listing(s->rounds);
 	discovery_start(s->disc, s->conn, login, cur_name(s));
 	session_enter(s, S_DISCOVER, "listing the subscribed folders");
 }
@@ -572,7 +417,7 @@ logged_in(struct session *s)
 	gate_leave(s->o.gate, s->gate_w);
 	s->ok = true;
 	watch_login(s->w);
-	s->polled_at = s->listed_at = uv_now(s->loop);
+	rounds_login(s->rounds, s->conn);
 	if (s->o.listed && !s->stopping) {
 		send_discover(s, true);
 		return;
@@ -598,54 +443,45 @@ logged_in_go(struct session *s)
 	session_synced(s);
 }
 
-static void
-status_done(void *ud, const struct proto_resp *r)
-{
-	struct session *s = ud;
-
-	if (r == NULL)
-		return;
-	if (r->status != PROTO_OK)
-		LOG(s, LOGL_DEBUG, "STATUS refused: %s", r->text);
-	if (s->status_wait > 0 && --s->status_wait == 0)
-		session_synced(s);
-}
-
-static void
-status_line(void *ud, const struct proto_resp *r)
-{
-	folder_news(ud, r);
-}
-
 /* Asks every folder but the selected one for its UIDNEXT. */
 static void
 poll_status(struct session *s)
 {
-	s->polled_at = uv_now(s->loop);
-	s->status_wait = watch_poll(s->w, s->conn, s->selected, status_done,
-	    status_line, s);
-	if (s->status_wait == 0) {
+	if (rounds_poll(s->rounds, s->w, s->selected, cur_name(s)) == 0) {
 		session_synced(s);
 		return;
 	}
 	session_enter(s, S_STATUS, "asking the other folders");
 }
 
+/* New mail elsewhere while the connection IDLEs: the wait is over. */
+static void
+wake_idle(struct session *s)
+{
+	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
+		conn_idle_done(s->conn);
+}
+
 /* News of a folder, from NOTIFY or from polling it with STATUS. */
 static void
 folder_news(struct session *s, const struct proto_resp *r)
 {
-	bool fresh;
-	struct mailbox *mb = watch_news(s->w, r, s->selected, &fresh);
+	if (rounds_news(s->rounds, s->w, r, s->selected, cur_name(s)))
+		wake_idle(s);
+}
 
-	if (mb == NULL)
-		return;
-	metrics_news(s->a->name, mailbox_name(mb));
-	if (fresh)
-		LOG(s, LOGL_DEBUG, "%s has news (UIDNEXT %u)",
-		    mailbox_name(mb), r->status_uidnext);
-	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
-		conn_idle_done(s->conn);
+/* A STATUS line of a round (rounds.h). */
+static void
+status_line(void *ud, const struct proto_resp *r)
+{
+	folder_news(ud, r);
+}
+
+/* A STATUS round or NOTIFY SET is over: the folder with news next. */
+static void
+rounds_over(void *ud)
+{
+	session_synced(ud);
 }
 
 /*
@@ -657,19 +493,17 @@ woke(struct session *s)
 {
 	if (s->selected && watch_usable(s->w, s->selected))
 		watch_set_pending(s->w, s->selected, true);
-	if (s->o.listed &&
-	    (s->relist ||
-		round_due(s, s->listed_at,
-		    (uint64_t)s->a->poll_interval * 1000))) {
+	switch (rounds_due(s->rounds, s->w)) {
+	case ROUNDS_LIST:
 		send_discover(s, false); /* then the STATUS round */
 		return;
-	}
-	if (watch_polls_others(s->w) &&
-	    round_due(s, s->polled_at, status_every_ms(s))) {
+	case ROUNDS_STATUS:
 		poll_status(s);
 		return;
+	case ROUNDS_NONE:
+		session_synced(s);
+		return;
 	}
-	session_synced(s);
 }
 
 /* Next: the folder with news, NOTIFY set again, or the wait. */
@@ -698,8 +532,7 @@ session_synced(struct session *s)
 		session_enter(s, S_LOGOUT, "single pass done");
 		return;
 	}
-	if (s->renotify) {
-		s->renotify = false;
+	if (rounds_take_renotify(s->rounds)) {
 		send_notify(s, true);
 		return;
 	}
@@ -752,27 +585,9 @@ list_news(void *ud, const struct proto_resp *r)
 {
 	struct session *s = ud;
 
-	if (!s->o.listed || !watch_notify(s->w))
-		return;
-	s->relist = true;
-	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
-		conn_idle_done(s->conn);
-}
-
-/*
- * RFC 5465 5.8: the server tells of nothing more until NOTIFY is set
- * again. Sync every folder, as news may have been lost, then set it again.
- */
-static void
-notify_overflow(struct session *s)
-{
-	LOG(s, LOGL_WARN,
-	    "the server stopped notifying (NOTIFICATIONOVERFLOW); "
-	    "syncing every folder and asking again");
-	watch_overflow(s->w);
-	s->renotify = true;
-	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
-		conn_idle_done(s->conn);
+	(void)r;
+	if (rounds_list_news(s->rounds, s->w))
+		wake_idle(s);
 }
 
 /* The selected folder has more messages: fetch them, now or after. */
@@ -805,8 +620,10 @@ on_untagged(void *ud, const struct proto_resp *r)
 
 	if (r->has & HAS_STATUS)
 		folder_news(s, r);
-	if ((r->has & HAS_OVERFLOW) && watch_notify(s->w))
-		notify_overflow(s);
+	if ((r->has & HAS_OVERFLOW) && watch_notify(s->w)) {
+		rounds_overflow(s->rounds, s->w, cur_name(s));
+		wake_idle(s);
+	}
 	if (s->selected != NULL && mailbox_untagged(s->selected, r))
 		exists(s);
 	if (r->has & HAS_LIST)
@@ -1027,7 +844,7 @@ timer_cb(uv_timer_t *t)
 		woke(s);
 		break;
 	default:
-		fatal("session timer in %s", state_names[s->state]);
+		fatal("session timer in %s", schedstate_name(s->state));
 	}
 }
 
@@ -1136,18 +953,6 @@ static const struct mailbox_ops mailbox_ops = {
 
 /* ---- public ---------------------------------------------------------------------- */
 
-static struct mailbox *
-slot_mailbox(struct session *s, const char *name, struct status_rec *rec)
-{
-	return mailbox_new(s->loop, &(struct mailbox_opts){ .acct = s->a,
-		.state_dir = s->o.state_dir,
-		.name = name,
-		.status = rec,
-		.move_wire = s->move_wire,
-		.ops = &mailbox_ops,
-		.ud = s });
-}
-
 struct session *
 session_new(uv_loop_t *loop, const struct session_opts *o)
 {
@@ -1156,14 +961,14 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 	s->loop = loop;
 	s->o = *o;
 	s->a = o->acct;
-	if (s->a->move_to) {
-		s->move_wire = mutf7_wire_name(s->a->move_to);
-		if (s->move_wire == NULL)
-			fatal("folder name '%s' is not UTF-8", s->a->move_to);
-	}
+	s->fs = folderset_new(loop, &(struct folderset_opts){ .acct = s->a,
+		.state_dir = o->state_dir,
+		.ops = &mailbox_ops,
+		.ud = s });
 	s->w = watch_new();
 	for (size_t i = 0; i < o->nfolders; i++)
-		watch_add(s->w, slot_mailbox(s, o->folders[i], &o->status[i]),
+		watch_add(s->w, folderset_mailbox(s->fs, o->folders[i],
+				    &o->status[i]),
 		    false);
 	s->cur = watch_at(s->w, 0);
 	s->ho = handover_new(loop, &(struct conn_opts){ .acct = s->a,
@@ -1173,6 +978,11 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 		.ud = s }, o->gate, &handover_ops);
 	s->conn = handover_conn(s->ho);
 	conn_set_folder(s->conn, mailbox_name(s->cur));
+	s->rounds = rounds_new(loop, &(struct rounds_opts){ .acct = s->a,
+		.lists = o->listed != NULL,
+		.over = rounds_over,
+		.line = status_line,
+		.ud = s });
 	s->disc = discovery_new(loop, &(struct discovery_opts){ .acct = s->a,
 		.state_dir = o->state_dir,
 		.done = discovered,
@@ -1185,7 +995,7 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 	s->state = S_PREPARE;
 	for (size_t i = 0; i < watch_count(s->w); i++)
 		status_set_state(mailbox_status(watch_at(s->w, i)),
-		    state_names[S_PREPARE], false);
+		    schedstate_name(S_PREPARE), false);
 	return s;
 }
 
@@ -1209,50 +1019,17 @@ session_keep(struct session *s, size_t n)
 		session_use(s, watch_at(s->w, 0));
 }
 
-/*
- * The folder named moves from old to w with what is known of it, or a
- * new one is made ready and synced: true when it is new.
- */
-static bool
-keep_or_add(struct session *s, struct watch *w, struct watch *old,
-    const char *name, struct status_rec *rec)
-{
-	struct mailbox *moved = watch_move(w, old, name, rec);
-
-	if (moved != NULL) {
-		/* Log lines name no folder while the folders change. */
-		if (moved == s->cur)
-			s->cur = NULL;
-		return false;
-	}
-	watch_add(w, slot_mailbox(s, name, rec), !s->stopping);
-	LOG(s, LOGL_INFO, "now fetching folder %s too", name);
-	return true;
-}
-
 void
 session_set_folders(struct session *s, const char *const *names, size_t n,
     struct status_rec *recs)
 {
-	struct watch *w = watch_new(), *old = s->w;
+	struct watch *w, *old = s->w;
 	struct mailbox *cur = s->cur, *sel = s->selected;
-	bool added = false, cur_kept, sel_kept = false;
+	bool added, cur_kept, sel_kept = false;
 
-	if (n == 0)
-		fatal("session_set_folders(%zu)", n);
-	watch_set_notify(w, watch_notify(old));
-	for (size_t i = 0; i < n; i++)
-		added |= keep_or_add(s, w, old, names[i], &recs[i]);
+	w = folderset_change(s->fs, old, names, n, recs, !s->stopping,
+	    &s->cur, &added);
 	cur_kept = s->cur == NULL;
-	for (size_t j = 0; j < watch_count(old); j++) {
-		struct mailbox *gone = watch_at(old, j);
-
-		LOG(s, LOGL_INFO,
-		    "folder %s is no longer subscribed or no longer "
-		    "exists: not fetching it any more",
-		    mailbox_name(gone));
-		mailbox_detach(gone);
-	}
 	for (size_t i = 0; i < n; i++)
 		sel_kept |= sel != NULL && watch_at(w, i) == sel;
 	s->w = w;
@@ -1264,7 +1041,7 @@ session_set_folders(struct session *s, const char *const *names, size_t n,
 	if (conn_alive(s->conn) && !discovery_at_login(s->disc) &&
 	    (conn_caps(s->conn) & CAP_NOTIFY) && s->a->idle && !s->o.once &&
 	    (watch_notify(w) || added))
-		s->renotify = true;
+		rounds_renotify(s->rounds);
 	show_state(s);
 }
 
@@ -1318,25 +1095,8 @@ session_stop(struct session *s)
 void
 session_tally(const struct session *s, unsigned k[SESSION_ACTIVITIES])
 {
-	enum session_activity a;
+	enum session_activity a = schedstate_activity(s->state);
 
-	switch (s->state) {
-	case S_IDLE:
-		a = SESSION_IDLING;
-		break;
-	case S_POLL_WAIT:
-		a = SESSION_POLLING;
-		break;
-	case S_BACKOFF:
-		a = SESSION_BACKOFF;
-		break;
-	case S_DONE:
-		a = SESSION_STOPPED;
-		break;
-	default:
-		a = SESSION_BUSY;
-		break;
-	}
 	for (size_t i = 0; i < watch_count(s->w); i++)
 		k[mailbox_status(watch_at(s->w, i))->gave_up ? SESSION_STOPPED :
 							     a]++;
@@ -1348,7 +1108,8 @@ timer_close_cb(uv_handle_t *h)
 	struct session *s = h->data;
 
 	discovery_free(s->disc);
-	free(s->move_wire);
+	rounds_free(s->rounds);
+	folderset_free(s->fs);
 	backoff_free(s->backoff);
 	gate_waiter_free(s->o.gate, s->gate_w);
 	free(s);
