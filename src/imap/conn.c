@@ -141,17 +141,13 @@ send_line(struct conn *c, unsigned tag, const char *text, bool secret)
 			   xasprintf("%s\r\n", text);
 	int r;
 
-	if (log_enabled(LOGL_DEBUG)) {
-		if (secret && tag)
-			LOG(c, LOGL_DEBUG, "C: a%u %.*s <credentials hidden>",
-			    tag, (int)strcspn(text, " "), text);
-		else if (secret)
-			LOG(c, LOGL_DEBUG, "C: <credentials hidden>");
-		else if (tag)
-			LOG(c, LOGL_DEBUG, "C: a%u %s", tag, text);
-		else
-			LOG(c, LOGL_DEBUG, "C: %s", text);
-	}
+	/* A secret line shows its tag and command name only. */
+	if (log_enabled(LOGL_DEBUG) && tag)
+		LOG(c, LOGL_DEBUG, "C: a%u %.*s%s", tag,
+		    secret ? (int)strcspn(text, " ") : (int)strlen(text), text,
+		    secret ? " <credentials hidden>" : "");
+	else if (log_enabled(LOGL_DEBUG))
+		LOG(c, LOGL_DEBUG, "C: %s", secret ? "<credentials hidden>" : text);
 	r = transport_write(c->tr, line, strlen(line));
 	OPENSSL_cleanse(line, strlen(line));
 	free(line);
