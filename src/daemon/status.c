@@ -73,7 +73,8 @@ status_render(const struct status_rec *recs, size_t nrecs, long pid,
 			    "\t%" PRIu64 "\t%" PRId64 "\t%s\n",
 			    r->folder, r->state ? r->state : "-", r->up ? 1 : 0,
 			    r->gave_up ? 1 : 0, r->since, r->last_sync,
-			    r->delivered, r->error_at, r->error);
+			    r->delivered, r->error_at,
+			    r->error ? r->error : "");
 			if ((size_t)n < cap - len)
 				break;
 			cap = cap * 2 + (size_t)n;
@@ -265,15 +266,23 @@ status_set_state(struct status_rec *rec, const char *state, bool up)
 void
 status_error(struct status_rec *rec, const char *why)
 {
-	size_t i;
+	size_t i, n = strnlen(why, STATUS_ERROR_MAX - 1);
 
+	rec->error = xrealloc(rec->error, n + 1);
 	/* One line, one field: the file is tab- and line-separated. */
-	for (i = 0; why[i] != '\0' && i < sizeof(rec->error) - 1; i++)
+	for (i = 0; i < n; i++)
 		rec->error[i] =
 		    (why[i] < 0x20 || why[i] == 0x7f) ? ' ' : why[i];
-	rec->error[i] = '\0';
+	rec->error[n] = '\0';
 	rec->error_at = (int64_t)time(NULL);
 	status_changed(rec);
+}
+
+void
+status_rec_clear(struct status_rec *rec)
+{
+	free(rec->error);
+	rec->error = NULL;
 }
 
 void
@@ -378,7 +387,7 @@ parse_folder(char *line, struct status_rec *r)
 	r->last_sync = last_sync;
 	r->delivered = delivered;
 	r->error_at = error_at;
-	snprintf(r->error, sizeof(r->error), "%s", field[9]);
+	r->error = field[9];
 	return 0;
 }
 
@@ -469,7 +478,7 @@ status_folder_line(FILE *out, const char *name, const struct status_rec *r,
 	fmt_dur(d1, sizeof(d1), now - r->since);
 	if (r->gave_up) {
 		fprintf(out, "  %-20s stopped  %-10s for %s: %s\n", name,
-		    r->state, d1, r->error);
+		    r->state, d1, r->error ? r->error : "");
 		return false;
 	}
 	ok = r->up || now - r->since <= STATUS_GRACE_SECS;
@@ -485,7 +494,8 @@ status_folder_line(FILE *out, const char *name, const struct status_rec *r,
 	fprintf(out, "; %" PRIu64 " delivered", r->delivered);
 	if (!r->up && r->error_at) {
 		fmt_dur(d2, sizeof(d2), now - r->error_at);
-		fprintf(out, "; last error %s ago: %s", d2, r->error);
+		fprintf(out, "; last error %s ago: %s", d2,
+		    r->error ? r->error : "");
 	}
 	fprintf(out, "\n");
 	return ok;

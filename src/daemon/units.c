@@ -277,15 +277,19 @@ on_folders(struct session *s, void *ud, const char *const *names, size_t n)
 		own[i] = xstrdup(names[i]);
 		/* What the status said of a folder that stays, stays. */
 		for (size_t j = 0; j < u->nrecs; j++)
-			if (strcmp(u->names[j], names[i]) == 0)
+			if (strcmp(u->names[j], names[i]) == 0) {
 				recs[i] = u->recs[j];
+				u->recs[j].error = NULL; /* moved */
+			}
 		recs[i].folder = own[i];
 	}
 	if (u->w)
 		status_writer_set(u->w, recs, n);
 	session_set_folders(s, (const char *const *)own, n, recs);
-	for (size_t j = 0; j < u->nrecs; j++)
+	for (size_t j = 0; j < u->nrecs; j++) {
+		status_rec_clear(&u->recs[j]);
 		free(u->names[j]);
+	}
 	free(u->names);
 	free(u->recs);
 	u->names = own;
@@ -410,9 +414,11 @@ unit_free(struct unit *u, bool last)
 	for (size_t j = 0; j < u->n; j++)
 		session_free(u->sessions[j]);
 	free(u->sessions);
-	free(u->recs);
-	for (size_t j = 0; j < u->nrecs; j++)
+	for (size_t j = 0; j < u->nrecs; j++) {
+		status_rec_clear(&u->recs[j]);
 		free(u->names[j]);
+	}
+	free(u->recs);
 	free(u->names);
 	oauth_free(u->oauth);
 	hook_free(u->hook, u->us->once);

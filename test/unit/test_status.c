@@ -40,11 +40,10 @@ test_render_and_parse_round_trip(void **state)
 		    .gave_up = true, .since = NOW - 7, .error_at = NOW - 7 },
 	};
 	struct status_file f;
-	char *text;
+	char *text, uidv[] = "UIDVALIDITY changed from 1 to 2";
 
 	(void)state;
-	snprintf(recs[1].error, sizeof(recs[1].error), "%s",
-	    "UIDVALIDITY changed from 1 to 2");
+	recs[1].error = uidv;
 	text = status_render(recs, 2, 4242, NOW - 1000, NOW, false);
 	assert_int_equal(status_parse(text, &f), 0);
 	assert_int_equal(f.pid, 4242);
@@ -97,7 +96,8 @@ static void
 test_folder_lines_and_verdicts(void **state)
 {
 	struct status_rec r;
-	char buf[1024];
+	char buf[1024], connect_failed[] = "connect failed",
+	    uidv[] = "UIDVALIDITY changed";
 
 	(void)state;
 	memset(&r, 0, sizeof(r));
@@ -112,7 +112,7 @@ test_folder_lines_and_verdicts(void **state)
 	/* Down, reconnecting, within the grace period: still healthy. */
 	r = (struct status_rec){ .state = "BACKOFF", .since = NOW - 41,
 		.last_sync = NOW - 542, .delivered = 77, .error_at = NOW - 3 };
-	snprintf(r.error, sizeof(r.error), "connect failed");
+	r.error = connect_failed;
 	assert_true(line_of("Lists/dev", &r, buf, sizeof(buf)));
 	assert_string_equal(buf,
 	    "  Lists/dev            down     BACKOFF    for 41s; last sync "
@@ -130,7 +130,7 @@ test_folder_lines_and_verdicts(void **state)
 	/* Given up: stopped, with its reason, always unhealthy. */
 	r = (struct status_rec){ .state = "DONE", .gave_up = true,
 		.since = NOW - 2 * 86400 - 3600 };
-	snprintf(r.error, sizeof(r.error), "UIDVALIDITY changed");
+	r.error = uidv;
 	assert_false(line_of("F01", &r, buf, sizeof(buf)));
 	assert_string_equal(buf,
 	    "  F01                  stopped  DONE       for 2d01h: UIDVALIDITY "
@@ -141,6 +141,29 @@ test_folder_lines_and_verdicts(void **state)
 	assert_non_null(strstr(buf, "not watched: reload idlefetch"));
 }
 
+/* A folder keeps error text only once it has had an error, one line. */
+static void
+test_error_text_is_kept_only_when_there_is_one(void **state)
+{
+	struct status_rec r = { .folder = "INBOX", .state = "IDLE" };
+	char why[2000];
+
+	(void)state;
+	assert_null(r.error);
+	memset(why, 'x', sizeof(why) - 1);
+	why[sizeof(why) - 1] = '\0';
+	why[3] = '\n';
+	why[4] = '\t';
+	status_error(&r, why);
+	assert_int_equal(strlen(r.error), STATUS_ERROR_MAX - 1);
+	assert_int_equal(strncmp(r.error, "xxx  xx", 7), 0);
+	assert_true(r.error_at > 0);
+	status_error(&r, "connect failed");
+	assert_string_equal(r.error, "connect failed");
+	status_rec_clear(&r);
+	assert_null(r.error);
+}
+
 int
 main(void)
 {
@@ -148,6 +171,8 @@ main(void)
 		cmocka_unit_test(test_render_and_parse_round_trip),
 		cmocka_unit_test(test_damaged_files_are_not_believed),
 		cmocka_unit_test(test_folder_lines_and_verdicts),
+		cmocka_unit_test(
+		    test_error_text_is_kept_only_when_there_is_one),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
