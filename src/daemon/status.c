@@ -32,14 +32,12 @@
 struct status_writer {
 	uv_loop_t *loop;
 	uv_timer_t timer;
-	uv_work_t work;
 	char *path; /* STATE_DIR/ACCOUNT/status */
-	char *tmp; /* path.tmpN */
+	unsigned seq; /* its temporary file is path.tmpSEQ */
 	char *account;
 	struct status_rec *recs; /* borrowed */
 	size_t n;
 	int64_t started;
-	char *buf; /* the text being written, while busy */
 	char *final; /* closing: the last text, still to be written */
 	int err; /* result of the last write */
 	bool dirty; /* changed since the text was made */
@@ -119,12 +117,25 @@ report_write(struct status_writer *w)
 	w->err_logged = w->err < 0;
 }
 
+/*
+ * One write on the threadpool. It lives only as long as the write: an
+ * idle account's writer waits a quarter of an hour between writes, and
+ * ten thousand of them kept 2 MiB of requests and names for nothing.
+ */
+struct write_job {
+	uv_work_t work;
+	struct status_writer *w;
+	char *text;
+	int err;
+	char tmp[]; /* path.tmpSEQ */
+};
+
 static void
 work_cb(uv_work_t *req)
 {
-	struct status_writer *w = req->data;
+	struct write_job *j = req->data;
 
-	w->err = replace_file(w->path, w->tmp, w->buf);
+	j->err = replace_file(j->w->path, j->tmp, j->text);
 }
 
 static void after_work_cb(uv_work_t *req, int status);
@@ -133,11 +144,15 @@ static void after_work_cb(uv_work_t *req, int status);
 static void
 start_write(struct status_writer *w, char *text)
 {
+	size_t n = strlen(w->path) + sizeof(".tmp") + 10;
+	struct write_job *j = xcalloc(1, sizeof(*j) + n);
 	int r;
 
-	w->buf = text;
-	w->work.data = w;
-	r = uv_queue_work(w->loop, &w->work, work_cb, after_work_cb);
+	j->w = w;
+	j->text = text;
+	snprintf(j->tmp, n, "%s.tmp%u", w->path, w->seq);
+	j->work.data = j;
+	r = uv_queue_work(w->loop, &j->work, work_cb, after_work_cb);
 	if (r < 0)
 		fatal("uv_queue_work: %s", uv_strerror(r));
 	w->busy = true;
@@ -165,11 +180,13 @@ timer_cb(uv_timer_t *t)
 static void
 after_work_cb(uv_work_t *req, int status)
 {
-	struct status_writer *w = req->data;
+	struct write_job *j = req->data;
+	struct status_writer *w = j->w;
 
 	w->busy = false;
-	free(w->buf);
-	w->buf = NULL;
+	w->err = j->err;
+	free(j->text);
+	free(j);
 	report_write(w);
 	if (w->closing && w->final != NULL) {
 		char *text = w->final;
@@ -178,7 +195,6 @@ after_work_cb(uv_work_t *req, int status)
 		start_write(w, text);
 	} else if (w->closing) {
 		free(w->path);
-		free(w->tmp);
 		free(w->account);
 		uv_close((uv_handle_t *)&w->timer, free_cb);
 	} else {
@@ -196,7 +212,7 @@ status_writer_new(uv_loop_t *loop, const char *state_dir, const char *account,
 
 	w->loop = loop;
 	w->path = xasprintf("%s/%s/status", state_dir, account);
-	w->tmp = xasprintf("%s.tmp%u", w->path, ++seq);
+	w->seq = ++seq;
 	w->account = xstrdup(account);
 	w->recs = recs;
 	w->n = n;
@@ -307,7 +323,6 @@ status_writer_free(struct status_writer *w, bool last)
 		start_write(w, text);
 	} else {
 		free(w->path);
-		free(w->tmp);
 		free(w->account);
 		uv_close((uv_handle_t *)&w->timer, free_cb);
 	}
