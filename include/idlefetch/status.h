@@ -54,11 +54,23 @@ struct status_rec {
 };
 
 /*
- * A writer for one account's n folders; recs stay the caller's and must
- * outlive the writer. The writer's timer does not keep the loop alive.
+ * The one timer of all the writers of a loop: when each writes next. Its
+ * timer does not keep the loop alive. close: no writer writes on its own
+ * any more (those being freed still write their last text); free once
+ * the loop has run the close and every writer is freed.
  */
-struct status_writer *status_writer_new(uv_loop_t *loop, const char *state_dir,
-    const char *account, struct status_rec *recs, size_t n);
+struct status_clock;
+struct status_clock *status_clock_new(uv_loop_t *loop);
+void status_clock_close(struct status_clock *c);
+void status_clock_free(struct status_clock *c);
+
+/*
+ * A writer for one account's n folders; recs stay the caller's and must
+ * outlive the writer; clock (borrowed) must outlive it too.
+ */
+struct status_writer *status_writer_new(struct status_clock *clock,
+    const char *state_dir, const char *account, struct status_rec *recs,
+    size_t n);
 /*
  * The account's folders changed (folders = *): the writer reports recs
  * from now on; the old ones may be freed once this returns.

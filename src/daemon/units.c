@@ -46,6 +46,7 @@ struct units {
 	struct cfgref *cur; /* the configuration in force */
 	struct gate *gate; /* connections set up at once, at most */
 	uv_timer_t lockwait; /* retries the locks other processes hold */
+	struct status_clock *clock; /* when each status file is written */
 	struct unit *units;
 	unsigned failed;
 };
@@ -359,7 +360,7 @@ unit_begin(struct unit *u)
 	}
 	/* A single pass is no daemon: it leaves the daemon's status alone. */
 	if (!us->once) {
-		u->w = status_writer_new(us->loop, cfg->state_dir, a->name,
+		u->w = status_writer_new(us->clock, cfg->state_dir, a->name,
 		    u->recs, a->nfolders);
 		status_writer_hook(u->w, us->ops->changed, us->ud);
 	}
@@ -488,6 +489,7 @@ units_new(uv_loop_t *loop, const char *only, bool once,
 	us->gate = gate_new(GATE_MAX);
 	uv_timer_init(loop, &us->lockwait);
 	us->lockwait.data = us;
+	us->clock = status_clock_new(loop);
 	return us;
 }
 
@@ -603,6 +605,7 @@ void
 units_close(struct units *us)
 {
 	uv_close((uv_handle_t *)&us->lockwait, NULL);
+	status_clock_close(us->clock);
 }
 
 void
@@ -621,5 +624,6 @@ units_free(struct units *us)
 {
 	cfg_unref(us->cur);
 	gate_free(us->gate);
+	status_clock_free(us->clock);
 	free(us);
 }
