@@ -8,7 +8,8 @@
  * when the file named by $MALLOC_SITES_TRIGGER appears (polled once a
  * second by a thread of its own), then removes the trigger. With it,
  * /proc/self/maps is copied beside the dump so that malloc_sites.py can
- * name the frames with addr2line.
+ * name the frames with addr2line. Its first line is mallinfo2(): the
+ * heap's size, what is in use and what is free (holes between live blocks).
  *
  *     cc -O2 -shared -fPIC -o malloc_sites.so malloc_sites.c -ldl -lpthread
  *
@@ -21,6 +22,7 @@
 #include <dlfcn.h>
 #include <execinfo.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -157,6 +159,10 @@ dump(const char *out)
 
 	if (!f)
 		return;
+	/* malloc's own view: what the heap holds, in use and free. */
+	struct mallinfo2 mi = mallinfo2();
+	fprintf(f, "# arena %zu inuse %zu free %zu mmapped %zu\n", mi.arena,
+	    mi.uordblks, mi.fordblks, mi.hblkhd);
 	pthread_mutex_lock(&lock);
 	for (uint32_t s = 1; s < NSITES; s++) {
 		if (!sites[s].count)

@@ -96,6 +96,14 @@ def report(dump, binary, accounts, top):
     sites = []
     with open(dump) as f:
         for line in f:
+            if line.startswith("#"):
+                v = line.split()
+                mi = {v[i]: int(v[i + 1]) for i in range(1, len(v) - 1, 2)}
+                print(f"malloc: heap {mi['arena'] / 1048576:.2f} MiB, in use "
+                      f"{mi['inuse'] / 1048576:.2f} MiB (with its headers), "
+                      f"free {mi['free'] / 1048576:.2f} MiB; mmapped "
+                      f"{mi['mmapped'] / 1048576:.2f} MiB")
+                continue
             v = line.split()
             sites.append((int(v[0]), int(v[1]), [int(x, 16) for x in v[2:]]))
     sym = Symbolizer(load_maps(dump + ".maps"))
