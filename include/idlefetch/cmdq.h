@@ -60,5 +60,7 @@ bool cmdq_untagged(struct cmdq *q, const struct proto_resp *r);
 void cmdq_cancel(struct cmdq *q, const void *skip);
 /* How many commands wait for their tagged reply. */
 size_t cmdq_len(const struct cmdq *q);
+/* Bytes of table it holds: none while nothing waits, one slot for IDLE. */
+size_t cmdq_held(const struct cmdq *q);
 
 #endif

@@ -47,6 +47,11 @@ void framer_reset(struct framer *f);
  * malformed literal, or whatever a callback returned.
  */
 int framer_push(struct framer *f, const char *p, size_t n);
+/*
+ * Bytes of buffer the framer holds: 0 between units, so that an idle
+ * connection keeps none.
+ */
+size_t framer_held(const struct framer *f);
 /* 1 while a streamed literal is being received. */
 int framer_in_literal(const struct framer *f);
 

@@ -43,16 +43,34 @@ struct status_rec {
 	uint64_t delivered; /* messages this process delivered */
 	uint64_t queued; /* delivered + listed by the last sync (progress) */
 	int64_t error_at; /* 0: no error yet */
-	char error[512];
+	/*
+	 * NULL: none yet. A writer's records own it (status_error() sets it,
+	 * status_rec_clear() frees it); a parsed file's point into its text.
+	 * Most folders never have one: a fixed 512-byte array in each of
+	 * 10,000 accounts' records was 5 MiB of nothing.
+	 */
+	char *error;
 	struct status_writer *w; /* set by status_writer_new */
 };
 
 /*
- * A writer for one account's n folders; recs stay the caller's and must
- * outlive the writer. The writer's timer does not keep the loop alive.
+ * The one timer of all the writers of a loop: when each writes next. Its
+ * timer does not keep the loop alive. close: no writer writes on its own
+ * any more (those being freed still write their last text); free once
+ * the loop has run the close and every writer is freed.
  */
-struct status_writer *status_writer_new(uv_loop_t *loop, const char *state_dir,
-    const char *account, struct status_rec *recs, size_t n);
+struct status_clock;
+struct status_clock *status_clock_new(uv_loop_t *loop);
+void status_clock_close(struct status_clock *c);
+void status_clock_free(struct status_clock *c);
+
+/*
+ * A writer for one account's n folders; recs stay the caller's and must
+ * outlive the writer; clock (borrowed) must outlive it too.
+ */
+struct status_writer *status_writer_new(struct status_clock *clock,
+    const char *state_dir, const char *account, struct status_rec *recs,
+    size_t n);
 /*
  * The account's folders changed (folders = *): the writer reports recs
  * from now on; the old ones may be freed once this returns.
@@ -73,8 +91,14 @@ void status_changed(struct status_rec *rec);
  * when anything differs.
  */
 void status_set_state(struct status_rec *rec, const char *state, bool up);
-/* Records an error (made printable) and when it happened. */
+/*
+ * Records an error (made printable, at most STATUS_ERROR_MAX - 1 bytes)
+ * and when it happened; rec keeps a copy.
+ */
+#define STATUS_ERROR_MAX 512
 void status_error(struct status_rec *rec, const char *why);
+/* Frees what a writer's record owns (its error text). */
+void status_rec_clear(struct status_rec *rec);
 /*
  * Detaches the records (the caller may free them at once) and frees the
  * writer. last: write the file a last time, marked stopped (not when a new

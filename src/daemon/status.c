@@ -8,6 +8,12 @@
  *
  * Writes happen on the libuv threadpool, at most one at a time and at most
  * once a second, and only after something changed.
+ *
+ * One timer serves every writer (a timer each was 152 bytes an account):
+ * a writer waits in one of two queues, "soon" (changed: STATUS_DELAY_MS)
+ * or "beat" (quiet: STATUS_HEARTBEAT_MS). Every writer of a queue waits
+ * as long, so appending keeps each queue in order of when it is due, and
+ * the timer only needs the earlier of the two heads.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,17 +35,28 @@
 #define STATUS_HEARTBEAT_MS (15 * 60 * 1000)
 #define STATUS_MAX_BYTES (1024 * 1024)
 
-struct status_writer {
+struct wqueue {
+	struct status_writer *head, *tail;
+};
+
+struct status_clock {
 	uv_loop_t *loop;
 	uv_timer_t timer;
-	uv_work_t work;
+	struct wqueue soon, beat;
+	bool closed;
+};
+
+struct status_writer {
+	struct status_clock *clock;
+	struct wqueue *queue; /* soon, beat or NULL: waits for nothing */
+	struct status_writer *prev, *next; /* in queue */
+	uint64_t due; /* loop time it writes at, in queue */
 	char *path; /* STATE_DIR/ACCOUNT/status */
-	char *tmp; /* path.tmpN */
+	unsigned seq; /* its temporary file is path.tmpSEQ */
 	char *account;
 	struct status_rec *recs; /* borrowed */
 	size_t n;
 	int64_t started;
-	char *buf; /* the text being written, while busy */
 	char *final; /* closing: the last text, still to be written */
 	int err; /* result of the last write */
 	bool dirty; /* changed since the text was made */
@@ -73,7 +90,8 @@ status_render(const struct status_rec *recs, size_t nrecs, long pid,
 			    "\t%" PRIu64 "\t%" PRId64 "\t%s\n",
 			    r->folder, r->state ? r->state : "-", r->up ? 1 : 0,
 			    r->gave_up ? 1 : 0, r->since, r->last_sync,
-			    r->delivered, r->error_at, r->error);
+			    r->delivered, r->error_at,
+			    r->error ? r->error : "");
 			if ((size_t)n < cap - len)
 				break;
 			cap = cap * 2 + (size_t)n;
@@ -118,12 +136,25 @@ report_write(struct status_writer *w)
 	w->err_logged = w->err < 0;
 }
 
+/*
+ * One write on the threadpool. It lives only as long as the write: an
+ * idle account's writer waits a quarter of an hour between writes, and
+ * ten thousand of them kept 2 MiB of requests and names for nothing.
+ */
+struct write_job {
+	uv_work_t work;
+	struct status_writer *w;
+	char *text;
+	int err;
+	char tmp[]; /* path.tmpSEQ */
+};
+
 static void
 work_cb(uv_work_t *req)
 {
-	struct status_writer *w = req->data;
+	struct write_job *j = req->data;
 
-	w->err = replace_file(w->path, w->tmp, w->buf);
+	j->err = replace_file(j->w->path, j->tmp, j->text);
 }
 
 static void after_work_cb(uv_work_t *req, int status);
@@ -132,27 +163,93 @@ static void after_work_cb(uv_work_t *req, int status);
 static void
 start_write(struct status_writer *w, char *text)
 {
+	size_t n = strlen(w->path) + sizeof(".tmp") + 10;
+	struct write_job *j = xcalloc(1, sizeof(*j) + n);
 	int r;
 
-	w->buf = text;
-	w->work.data = w;
-	r = uv_queue_work(w->loop, &w->work, work_cb, after_work_cb);
+	j->w = w;
+	j->text = text;
+	snprintf(j->tmp, n, "%s.tmp%u", w->path, w->seq);
+	j->work.data = j;
+	r = uv_queue_work(w->clock->loop, &j->work, work_cb, after_work_cb);
 	if (r < 0)
 		fatal("uv_queue_work: %s", uv_strerror(r));
 	w->busy = true;
 }
 
 static void
-free_cb(uv_handle_t *h)
+dequeue(struct status_writer *w)
 {
-	free(h->data);
+	struct wqueue *q = w->queue;
+
+	if (q == NULL)
+		return;
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		q->head = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		q->tail = w->prev;
+	w->prev = w->next = NULL;
+	w->queue = NULL;
+}
+
+/* The head of soon or beat due by now, the earlier of the two; or NULL. */
+static struct status_writer *
+due_by(struct status_clock *c, uint64_t now)
+{
+	struct status_writer *s = c->soon.head, *b = c->beat.head;
+
+	if (s && s->due <= now && (!b || s->due <= b->due))
+		return s;
+	if (b && b->due <= now)
+		return b;
+	return NULL;
+}
+
+static void clock_cb(uv_timer_t *t);
+
+static void
+arm(struct status_clock *c)
+{
+	struct status_writer *s = c->soon.head, *b = c->beat.head;
+	uint64_t due, now = uv_now(c->loop);
+
+	if (c->closed)
+		return;
+	if (!s && !b) {
+		uv_timer_stop(&c->timer);
+		return;
+	}
+	due = s && (!b || s->due <= b->due) ? s->due : b->due;
+	uv_timer_start(&c->timer, clock_cb, due > now ? due - now : 0, 0);
+}
+
+/* w writes next in STATUS_DELAY_MS (soon) or STATUS_HEARTBEAT_MS. */
+static void
+enqueue(struct status_writer *w, bool soon)
+{
+	struct status_clock *c = w->clock;
+	struct wqueue *q = soon ? &c->soon : &c->beat;
+
+	dequeue(w);
+	w->due = uv_now(c->loop) +
+	    (soon ? STATUS_DELAY_MS : STATUS_HEARTBEAT_MS);
+	w->queue = q;
+	w->prev = q->tail;
+	if (q->tail)
+		q->tail->next = w;
+	else
+		q->head = w;
+	q->tail = w;
+	arm(c);
 }
 
 static void
-timer_cb(uv_timer_t *t)
+fire(struct status_writer *w)
 {
-	struct status_writer *w = t->data;
-
 	if (w->busy || w->closing)
 		return; /* after_work_cb takes over */
 	w->dirty = false;
@@ -162,13 +259,55 @@ timer_cb(uv_timer_t *t)
 }
 
 static void
+clock_cb(uv_timer_t *t)
+{
+	struct status_clock *c = t->data;
+	uint64_t now = uv_now(c->loop);
+	struct status_writer *w;
+
+	/* One at a time: a hook may queue other writers (for later). */
+	while ((w = due_by(c, now)) != NULL) {
+		dequeue(w);
+		fire(w);
+	}
+	arm(c);
+}
+
+struct status_clock *
+status_clock_new(uv_loop_t *loop)
+{
+	struct status_clock *c = xcalloc(1, sizeof(*c));
+
+	c->loop = loop;
+	uv_timer_init(loop, &c->timer);
+	c->timer.data = c;
+	uv_unref((uv_handle_t *)&c->timer);
+	return c;
+}
+
+void
+status_clock_close(struct status_clock *c)
+{
+	c->closed = true;
+	uv_close((uv_handle_t *)&c->timer, NULL);
+}
+
+void
+status_clock_free(struct status_clock *c)
+{
+	free(c);
+}
+
+static void
 after_work_cb(uv_work_t *req, int status)
 {
-	struct status_writer *w = req->data;
+	struct write_job *j = req->data;
+	struct status_writer *w = j->w;
 
 	w->busy = false;
-	free(w->buf);
-	w->buf = NULL;
+	w->err = j->err;
+	free(j->text);
+	free(j);
 	report_write(w);
 	if (w->closing && w->final != NULL) {
 		char *text = w->final;
@@ -177,25 +316,23 @@ after_work_cb(uv_work_t *req, int status)
 		start_write(w, text);
 	} else if (w->closing) {
 		free(w->path);
-		free(w->tmp);
 		free(w->account);
-		uv_close((uv_handle_t *)&w->timer, free_cb);
+		free(w);
 	} else {
-		uv_timer_start(&w->timer, timer_cb,
-		    w->dirty ? STATUS_DELAY_MS : STATUS_HEARTBEAT_MS, 0);
+		enqueue(w, w->dirty);
 	}
 }
 
 struct status_writer *
-status_writer_new(uv_loop_t *loop, const char *state_dir, const char *account,
-    struct status_rec *recs, size_t n)
+status_writer_new(struct status_clock *clock, const char *state_dir,
+    const char *account, struct status_rec *recs, size_t n)
 {
 	static unsigned seq;
 	struct status_writer *w = xcalloc(1, sizeof(*w));
 
-	w->loop = loop;
+	w->clock = clock;
 	w->path = xasprintf("%s/%s/status", state_dir, account);
-	w->tmp = xasprintf("%s.tmp%u", w->path, ++seq);
+	w->seq = ++seq;
 	w->account = xstrdup(account);
 	w->recs = recs;
 	w->n = n;
@@ -204,9 +341,6 @@ status_writer_new(uv_loop_t *loop, const char *state_dir, const char *account,
 		recs[i].w = w;
 		recs[i].since = w->started;
 	}
-	uv_timer_init(loop, &w->timer);
-	w->timer.data = w;
-	uv_unref((uv_handle_t *)&w->timer);
 	/* From now on the file belongs to this process. */
 	start_write(w, render(w, false));
 	return w;
@@ -244,10 +378,8 @@ status_changed(struct status_rec *rec)
 		return;
 	w->dirty = true;
 	/* Sooner than the heartbeat, but no sooner than a pending write. */
-	if (!w->busy &&
-	    (!uv_is_active((uv_handle_t *)&w->timer) ||
-		uv_timer_get_due_in(&w->timer) > STATUS_DELAY_MS))
-		uv_timer_start(&w->timer, timer_cb, STATUS_DELAY_MS, 0);
+	if (!w->busy && w->queue != &w->clock->soon)
+		enqueue(w, true);
 }
 
 void
@@ -265,15 +397,23 @@ status_set_state(struct status_rec *rec, const char *state, bool up)
 void
 status_error(struct status_rec *rec, const char *why)
 {
-	size_t i;
+	size_t i, n = strnlen(why, STATUS_ERROR_MAX - 1);
 
+	rec->error = xrealloc(rec->error, n + 1);
 	/* One line, one field: the file is tab- and line-separated. */
-	for (i = 0; why[i] != '\0' && i < sizeof(rec->error) - 1; i++)
+	for (i = 0; i < n; i++)
 		rec->error[i] =
 		    (why[i] < 0x20 || why[i] == 0x7f) ? ' ' : why[i];
-	rec->error[i] = '\0';
+	rec->error[n] = '\0';
 	rec->error_at = (int64_t)time(NULL);
 	status_changed(rec);
+}
+
+void
+status_rec_clear(struct status_rec *rec)
+{
+	free(rec->error);
+	rec->error = NULL;
 }
 
 void
@@ -288,7 +428,7 @@ status_writer_free(struct status_writer *w, bool last)
 	w->recs = NULL;
 	w->n = 0;
 	w->closing = true;
-	uv_timer_stop(&w->timer);
+	dequeue(w);
 	if (w->busy) {
 		/* after_work_cb finishes. */
 	} else if (w->final != NULL) {
@@ -298,9 +438,8 @@ status_writer_free(struct status_writer *w, bool last)
 		start_write(w, text);
 	} else {
 		free(w->path);
-		free(w->tmp);
 		free(w->account);
-		uv_close((uv_handle_t *)&w->timer, free_cb);
+		free(w);
 	}
 }
 
@@ -378,7 +517,7 @@ parse_folder(char *line, struct status_rec *r)
 	r->last_sync = last_sync;
 	r->delivered = delivered;
 	r->error_at = error_at;
-	snprintf(r->error, sizeof(r->error), "%s", field[9]);
+	r->error = field[9];
 	return 0;
 }
 
@@ -469,7 +608,7 @@ status_folder_line(FILE *out, const char *name, const struct status_rec *r,
 	fmt_dur(d1, sizeof(d1), now - r->since);
 	if (r->gave_up) {
 		fprintf(out, "  %-20s stopped  %-10s for %s: %s\n", name,
-		    r->state, d1, r->error);
+		    r->state, d1, r->error ? r->error : "");
 		return false;
 	}
 	ok = r->up || now - r->since <= STATUS_GRACE_SECS;
@@ -485,7 +624,8 @@ status_folder_line(FILE *out, const char *name, const struct status_rec *r,
 	fprintf(out, "; %" PRIu64 " delivered", r->delivered);
 	if (!r->up && r->error_at) {
 		fmt_dur(d2, sizeof(d2), now - r->error_at);
-		fprintf(out, "; last error %s ago: %s", d2, r->error);
+		fprintf(out, "; last error %s ago: %s", d2,
+		    r->error ? r->error : "");
 	}
 	fprintf(out, "\n");
 	return ok;

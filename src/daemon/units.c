@@ -46,6 +46,7 @@ struct units {
 	struct cfgref *cur; /* the configuration in force */
 	struct gate *gate; /* connections set up at once, at most */
 	uv_timer_t lockwait; /* retries the locks other processes hold */
+	struct status_clock *clock; /* when each status file is written */
 	struct unit *units;
 	unsigned failed;
 };
@@ -277,15 +278,19 @@ on_folders(struct session *s, void *ud, const char *const *names, size_t n)
 		own[i] = xstrdup(names[i]);
 		/* What the status said of a folder that stays, stays. */
 		for (size_t j = 0; j < u->nrecs; j++)
-			if (strcmp(u->names[j], names[i]) == 0)
+			if (strcmp(u->names[j], names[i]) == 0) {
 				recs[i] = u->recs[j];
+				u->recs[j].error = NULL; /* moved */
+			}
 		recs[i].folder = own[i];
 	}
 	if (u->w)
 		status_writer_set(u->w, recs, n);
 	session_set_folders(s, (const char *const *)own, n, recs);
-	for (size_t j = 0; j < u->nrecs; j++)
+	for (size_t j = 0; j < u->nrecs; j++) {
+		status_rec_clear(&u->recs[j]);
 		free(u->names[j]);
+	}
 	free(u->names);
 	free(u->recs);
 	u->names = own;
@@ -355,7 +360,7 @@ unit_begin(struct unit *u)
 	}
 	/* A single pass is no daemon: it leaves the daemon's status alone. */
 	if (!us->once) {
-		u->w = status_writer_new(us->loop, cfg->state_dir, a->name,
+		u->w = status_writer_new(us->clock, cfg->state_dir, a->name,
 		    u->recs, a->nfolders);
 		status_writer_hook(u->w, us->ops->changed, us->ud);
 	}
@@ -410,9 +415,11 @@ unit_free(struct unit *u, bool last)
 	for (size_t j = 0; j < u->n; j++)
 		session_free(u->sessions[j]);
 	free(u->sessions);
-	free(u->recs);
-	for (size_t j = 0; j < u->nrecs; j++)
+	for (size_t j = 0; j < u->nrecs; j++) {
+		status_rec_clear(&u->recs[j]);
 		free(u->names[j]);
+	}
+	free(u->recs);
 	free(u->names);
 	oauth_free(u->oauth);
 	hook_free(u->hook, u->us->once);
@@ -482,6 +489,7 @@ units_new(uv_loop_t *loop, const char *only, bool once,
 	us->gate = gate_new(GATE_MAX);
 	uv_timer_init(loop, &us->lockwait);
 	us->lockwait.data = us;
+	us->clock = status_clock_new(loop);
 	return us;
 }
 
@@ -597,6 +605,7 @@ void
 units_close(struct units *us)
 {
 	uv_close((uv_handle_t *)&us->lockwait, NULL);
+	status_clock_close(us->clock);
 }
 
 void
@@ -615,5 +624,6 @@ units_free(struct units *us)
 {
 	cfg_unref(us->cur);
 	gate_free(us->gate);
+	status_clock_free(us->clock);
 	free(us);
 }

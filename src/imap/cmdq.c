@@ -2,7 +2,9 @@
  * cmdq: the table of commands waiting for their tagged reply. A connection
  * has a handful at a time, so a small array searched from the oldest is
  * the right shape; removal moves the newest into the gap, which keeps the
- * order of all but the moved one and costs nothing.
+ * order of all but the moved one and costs nothing. An idle connection
+ * has one command waiting (IDLE) for hours: the array grows from one slot
+ * and is given back whenever nothing waits.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +50,7 @@ cmdq_add(struct cmdq *q, unsigned want, cmdq_done_cb *done,
     cmdq_untagged_cb *untagged, void *ud)
 {
 	if (q->ncmds == q->capcmds) {
-		q->capcmds = q->capcmds ? q->capcmds * 2 : 4;
+		q->capcmds = q->capcmds ? q->capcmds * 2 : 1;
 		q->cmds = xrealloc(q->cmds, q->capcmds * sizeof(*q->cmds));
 	}
 	q->cmds[q->ncmds++] = (struct pending){ .tag = ++q->next_tag,
@@ -116,6 +118,11 @@ cmdq_finish(struct cmdq *q, const char *tag, cmdq_done_cb **done, void **ud)
 	*ud = p->ud;
 	secret_free(p->secret);
 	*p = q->cmds[--q->ncmds];
+	if (q->ncmds == 0) {
+		free(q->cmds);
+		q->cmds = NULL;
+		q->capcmds = 0;
+	}
 	return true;
 }
 
@@ -166,4 +173,10 @@ size_t
 cmdq_len(const struct cmdq *q)
 {
 	return q->ncmds;
+}
+
+size_t
+cmdq_held(const struct cmdq *q)
+{
+	return q->capcmds * sizeof(*q->cmds);
 }

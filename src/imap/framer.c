@@ -23,7 +23,11 @@ enum fstate { F_LINE, F_LITERAL, F_STREAM };
 /*
  * Most units are a short line: the buffer starts small, grows for a long
  * one and is given back once a unit that needed more than FRAMER_KEEP is
- * handed over.
+ * handed over. A framer that holds no partial unit when the bytes of a
+ * read are consumed holds no buffer at all: an idle connection waits for
+ * days between units, and ten thousand of them would keep 10 MiB of empty
+ * buffers. The next read takes one again (one malloc per read, not per
+ * unit).
  */
 #define FRAMER_START 1024
 #define FRAMER_KEEP (16 * 1024)
@@ -45,8 +49,6 @@ framer_new(const struct framer_ops *ops, void *ud)
 
 	f->ops = ops;
 	f->ud = ud;
-	f->cap = FRAMER_START;
-	f->buf = xmalloc(f->cap);
 	return f;
 }
 
@@ -59,7 +61,7 @@ framer_free(struct framer *f)
 	free(f);
 }
 
-/* Nothing buffered; a buffer grown past keep goes back to its start. */
+/* Nothing buffered; a buffer larger than keep is given back. */
 static void
 empty(struct framer *f, size_t keep)
 {
@@ -67,8 +69,8 @@ empty(struct framer *f, size_t keep)
 	f->line_start = 0;
 	if (f->cap > keep) {
 		free(f->buf);
-		f->cap = FRAMER_START;
-		f->buf = xmalloc(f->cap);
+		f->buf = NULL;
+		f->cap = 0;
 	}
 }
 
@@ -78,7 +80,17 @@ framer_reset(struct framer *f)
 	f->state = F_LINE;
 	f->remaining = 0;
 	/* A unit of a previous connection may have grown the buffer. */
+	/*
+	 * It may run inside a unit callback that still reads the buffer:
+	 * a small one stays until framer_push returns.
+	 */
 	empty(f, FRAMER_START);
+}
+
+size_t
+framer_held(const struct framer *f)
+{
+	return f->cap;
 }
 
 int
@@ -92,7 +104,11 @@ append(struct framer *f, const char *p, size_t n)
 {
 	if (f->len + n > FRAMER_MAX_UNIT)
 		return -EMSGSIZE;
+	if (n == 0)
+		return 0;
 	if (f->len + n > f->cap) {
+		if (f->cap == 0)
+			f->cap = FRAMER_START;
 		while (f->len + n > f->cap)
 			f->cap *= 2;
 		f->buf = xrealloc(f->buf, f->cap);
@@ -241,7 +257,10 @@ framer_push(struct framer *f, const char *p, size_t n)
 			fatal("framer: bad state %d", f->state);
 		}
 		if (r != 0)
-			return r;
+			break;
 	}
-	return 0;
+	/* Between units (a literal or a partial line keeps it). */
+	if (f->state == F_LINE && f->len == 0)
+		empty(f, 0);
+	return r;
 }

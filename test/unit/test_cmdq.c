@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,6 +119,31 @@ test_secret_and_cancel(void **state)
 	cmdq_free(q);
 }
 
+/* An idle connection waits for one reply: its table is one slot. */
+static void
+test_table_is_as_small_as_what_waits(void **state)
+{
+	struct cmdq *q = cmdq_new();
+	cmdq_done_cb *d;
+	char tag[16];
+	void *ud;
+	int a;
+
+	(void)state;
+	assert_int_equal(cmdq_held(q), 0);
+	for (unsigned i = 1; i <= 9; i++)
+		assert_int_equal(cmdq_add(q, 0, done, NULL, &a), i);
+	for (unsigned i = 1; i <= 9; i++) {
+		snprintf(tag, sizeof(tag), "a%u", i);
+		assert_true(cmdq_finish(q, tag, &d, &ud));
+	}
+	assert_int_equal(cmdq_held(q), 0);
+	cmdq_add(q, 0, done, NULL, &a);
+	assert_true(cmdq_held(q) > 0);
+	assert_true(cmdq_held(q) <= 64);
+	cmdq_free(q);
+}
+
 int
 main(void)
 {
@@ -125,6 +151,7 @@ main(void)
 		cmocka_unit_test(test_tags),
 		cmocka_unit_test(test_untagged_to_oldest_asking),
 		cmocka_unit_test(test_secret_and_cancel),
+		cmocka_unit_test(test_table_is_as_small_as_what_waits),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -221,6 +221,28 @@ test_reset_drops_a_partial_unit(void **state)
 	framer_free(f);
 }
 
+/* An idle connection keeps no buffer: only a partial unit holds one. */
+static void
+test_no_buffer_is_held_between_units(void **state)
+{
+	struct rec r = { 0 };
+	struct framer *f = framer_new(&ops, &r);
+
+	assert_int_equal(framer_held(f), 0);
+	assert_int_equal(framer_push(f, "* 3 EXISTS\r\n* 4 EXI", 19), 0);
+	assert_true(framer_held(f) > 0);
+	assert_int_equal(framer_push(f, "STS\r\n", 5), 0);
+	assert_string_equal(r.log,
+	    "<unit * 3 EXISTS\r\n><unit * 4 EXISTS\r\n>");
+	assert_int_equal(framer_held(f), 0);
+	/* A streamed body keeps the unit's start until its end. */
+	assert_int_equal(framer_push(f, "* 1 FETCH (BODY[] {3}\r\nab", 25), 0);
+	assert_true(framer_held(f) > 0);
+	assert_int_equal(framer_push(f, "c)\r\n", 4), 0);
+	assert_int_equal(framer_held(f), 0);
+	framer_free(f);
+}
+
 int
 main(void)
 {
@@ -235,6 +257,7 @@ main(void)
 		    test_unit_callback_can_stop_the_rest_of_the_buffer),
 		cmocka_unit_test(test_bare_lf_is_treated_as_crlf),
 		cmocka_unit_test(test_reset_drops_a_partial_unit),
+		cmocka_unit_test(test_no_buffer_is_held_between_units),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

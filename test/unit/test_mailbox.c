@@ -427,6 +427,7 @@ t_end(struct t *t)
 	if (t->mb != NULL)
 		t_drop_mailbox(t);
 	t_note_states(t);
+	status_rec_clear(&t->rec);
 	srv_hangup(&t->v);
 	uv_walk(&t->loop, close_walk, NULL);
 	uv_run(&t->loop, UV_RUN_DEFAULT);

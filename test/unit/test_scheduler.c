@@ -82,6 +82,7 @@ on_listed(struct session *s, void *ud, const char *const *names, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		snprintf(t->gen_names[g][i], 64, "%s", names[i]);
 		t->gen_ptrs[g][i] = t->gen_names[g][i];
+		status_rec_clear(&t->gen_recs[g][i]);
 		memset(&t->gen_recs[g][i], 0, sizeof(t->gen_recs[g][i]));
 		t->gen_recs[g][i].folder = t->gen_names[g][i];
 	}
@@ -216,6 +217,11 @@ t_end(struct t *t)
 		session_stop(t->s);
 		t_run(t, until_done, 5000);
 		session_free(t->s);
+	}
+	for (size_t i = 0; i < NAMES; i++) {
+		status_rec_clear(&t->rec[i]);
+		status_rec_clear(&t->gen_recs[0][i]);
+		status_rec_clear(&t->gen_recs[1][i]);
 	}
 	srv_hangup(&t->v);
 	uv_walk(&t->loop, close_walk, NULL);
