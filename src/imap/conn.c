@@ -49,7 +49,6 @@ struct conn {
 	uv_timer_t timer;
 	struct transport *tr;
 	struct framer *fr;
-	struct framer_ops fops;
 	uint32_t caps;
 	struct cmdq *q; /* the commands waiting for their tagged reply */
 	char *bye; /* the server's BYE, NULL: none */
@@ -623,6 +622,11 @@ on_transport(void *ud, enum transport_event ev, const char *data, size_t len,
 
 /* ---- public ------------------------------------------------------------------- */
 
+static const struct framer_ops framer_ops = { .literal_begin = lit_begin,
+	.literal_data = lit_data,
+	.literal_end = lit_end,
+	.unit = on_unit };
+
 struct conn *
 conn_new(uv_loop_t *loop, const struct conn_opts *o)
 {
@@ -631,11 +635,7 @@ conn_new(uv_loop_t *loop, const struct conn_opts *o)
 	c->loop = loop;
 	c->o = *o;
 	c->a = o->acct;
-	c->fops = (struct framer_ops){ .literal_begin = lit_begin,
-		.literal_data = lit_data,
-		.literal_end = lit_end,
-		.unit = on_unit };
-	c->fr = framer_new(&c->fops, c);
+	c->fr = framer_new(&framer_ops, c);
 	c->q = cmdq_new();
 	c->lg = login_new(o->acct, o->oauth);
 	uv_timer_init(loop, &c->timer);

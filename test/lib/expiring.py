@@ -205,5 +205,11 @@ def measure(ts, srv, f, n=50, seed=21):
     finally:
         arr.close()
         ts.stop.set()
+    worst = max(range(n), key=lambda i: arr.at[i] - appended[i])
+    wall = time.time() - time.monotonic()
+    print(f"\nslowest: message {worst + 1}, appended at "
+          f"{time.strftime('%H:%M:%S', time.gmtime(appended[worst] + wall))}"
+          f".{int((appended[worst] + wall) % 1 * 1000):03d}Z, landed "
+          f"{(arr.at[worst] - appended[worst]) * 1000:.0f} ms later")
     lat = sorted((arr.at[i] - appended[i]) * 1000 for i in range(n))
     return lat, dict(arr.copies)
