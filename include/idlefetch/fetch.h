@@ -13,34 +13,60 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "idlefetch/after.h"
 #include "idlefetch/commit.h"
 #include "idlefetch/conn.h"
 #include "idlefetch/lane.h"
+#include "idlefetch/state.h"
 #include "idlefetch/uidlist.h"
 
 struct fetch;
 
-/* lane and maildir are borrowed and outlive it. */
-struct fetch *fetch_new(struct lane *lane, const char *maildir, uint32_t tag);
+/*
+ * lane, maildir and af (the after-action, NULL to keep the server's
+ * copies) are borrowed and outlive it.
+ */
+struct fetch *fetch_new(struct lane *lane, const char *maildir, uint32_t tag,
+    struct after *af);
 /* Frees it, with the batches never committed and their files in tmp/. */
 void fetch_free(struct fetch *f);
 
 /* Whether another batch may be sent: the pipeline has room, no gap. */
 bool fetch_may_send(const struct fetch *f);
+
 /*
- * Sends the next batch of ul's UIDs on c. done(ud, r) gets its tagged
- * reply (once the batch is marked complete when OK), line(ud, r) its
- * untagged FETCH responses.
+ * Lists the folder from UID from on c, forgetting the last listing and
+ * gap: UIDs above st's last_uid are to fetch, those at or below it still
+ * on the server are for the after-action (not at or below keep_to, nor
+ * refused). st is borrowed until done(ud, r) gets the tagged reply.
  */
-void fetch_send(struct fetch *f, struct conn *c, struct uidlist *ul,
-    conn_done_cb *done, conn_untagged_cb *line, void *ud);
+void fetch_list(struct fetch *f, struct conn *c, uint32_t from,
+    const struct state_rec *st, conn_done_cb *done, void *ud);
+/* A new listing elsewhere (a recovery's): the gap and the last are gone. */
+void fetch_restart(struct fetch *f);
+/* The listing is complete: uidlist_finish() of it. */
+int fetch_list_finish(struct fetch *f, bool *more);
+/* UIDs it listed to fetch; whether some were left out (uidlist_cut). */
+size_t fetch_count(const struct fetch *f);
+bool fetch_cut(const struct fetch *f);
+/* The listing itself, for a recovery to fill; owned by f. */
+struct uidlist *fetch_uidlist(struct fetch *f);
+/* A sync is over: the listing's memory goes (uidlist_release). */
+void fetch_release(struct fetch *f);
+/*
+ * Moves the sync on c: queues the listed UIDs already delivered for the
+ * after-action, and sends batches while the pipeline has room (none when
+ * stopping); done(ud, r) gets each batch's tagged reply (once the batch is
+ * marked complete when OK). Returns whether nothing is left to fetch nor
+ * to act on (what a gap or stopping leaves aside).
+ */
+bool fetch_pump(struct fetch *f, struct conn *c, bool stopping,
+    conn_done_cb *done, void *ud);
 /* Batches sent and not committed yet, and those not answered yet. */
 bool fetch_pending(const struct fetch *f);
 size_t fetch_inflight(const struct fetch *f);
 /* A batch came back short: commit no further in this listing. */
 bool fetch_gap(const struct fetch *f);
-/* A new listing: what it fetches may be committed again. */
-void fetch_clear_gap(struct fetch *f);
 
 /*
  * Takes the head batch for its commit if it is ready: answered (or, not
@@ -54,10 +80,18 @@ bool fetch_take(struct fetch *f, bool connected);
  * return (to list again from), or 0.
  */
 uint32_t fetch_plan(struct fetch *f, struct commit_req *j);
-/* The taken batch's commit is over: it is freed. */
-void fetch_committed(struct fetch *f);
+/*
+ * The taken batch's commit j is over, st the state after it: it is freed,
+ * and, on c (NULL: off the connection) outside a recovery, what j
+ * committed and the target did not refuse is queued for the after-action.
+ */
+void fetch_committed(struct fetch *f, const struct commit_req *j,
+    const struct state_rec *st, struct conn *c);
 
-/* The connection closed: nothing in flight, a body half in is dropped. */
+/*
+ * The connection closed: nothing in flight, a body half in is dropped, and
+ * the listing is forgotten.
+ */
 void fetch_detach(struct fetch *f);
 /* A body literal is open, and whether it has a tmp/ file. */
 bool fetch_streaming(const struct fetch *f);

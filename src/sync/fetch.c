@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "idlefetch/after.h"
 #include "idlefetch/fetch.h"
 #include "idlefetch/header.h"
 #include "idlefetch/maildir.h"
@@ -27,7 +28,6 @@ struct batch {
 	struct batch *next;
 	struct fetch *f;
 	conn_done_cb *done; /* the owner's, with ud */
-	conn_untagged_cb *line;
 	void *ud;
 	uint32_t *uids; /* requested, ascending */
 	size_t n;
@@ -40,6 +40,12 @@ struct batch {
 
 struct fetch {
 	struct lane *lane; /* borrowed: the mailbox's */
+	struct after *af; /* borrowed; NULL: the server copies are kept */
+	struct uidlist *ul; /* what the listing found */
+	const struct state_rec *st; /* borrowed: what the listing is cut by */
+	bool listing; /* its listing's lines are wanted */
+	conn_done_cb *list_done; /* the owner's, with list_ud */
+	void *list_ud;
 	const char *maildir; /* borrowed */
 	uint32_t tag; /* maildir file tag */
 	struct batch *bhead, *btail;
@@ -69,11 +75,14 @@ batch_free(struct batch *b)
 }
 
 struct fetch *
-fetch_new(struct lane *lane, const char *maildir, uint32_t tag)
+fetch_new(struct lane *lane, const char *maildir, uint32_t tag,
+    struct after *af)
 {
 	struct fetch *f = xcalloc(1, sizeof(*f));
 
 	f->lane = lane;
+	f->af = af;
+	f->ul = uidlist_new();
 	f->maildir = maildir;
 	f->tag = tag;
 	return f;
@@ -93,6 +102,7 @@ fetch_free(struct fetch *f)
 		batch_free(b);
 	}
 	batch_free(f->job);
+	uidlist_free(f->ul);
 	free(f);
 }
 
@@ -121,9 +131,10 @@ fetch_gap(const struct fetch *f)
 }
 
 void
-fetch_clear_gap(struct fetch *f)
+fetch_restart(struct fetch *f)
 {
 	f->gap = false;
+	uidlist_clear(f->ul);
 }
 
 /* A batch's tagged reply: its bodies are all in (or never will be). */
@@ -143,24 +154,24 @@ batch_done(void *ud, const struct proto_resp *r)
 	b->done(b->ud, r);
 }
 
+/* Its bodies come through the connection's sink (fetch_sink_*). */
 static void
 batch_line(void *ud, const struct proto_resp *r)
 {
-	struct batch *b = ud;
-
-	b->line(b->ud, r);
+	(void)ud;
+	(void)r;
 }
 
-void
-fetch_send(struct fetch *f, struct conn *c, struct uidlist *ul,
-    conn_done_cb *done, conn_untagged_cb *line, void *ud)
+/* Sends the next batch of the listing's UIDs on c. */
+static void
+fetch_send(struct fetch *f, struct conn *c, conn_done_cb *done, void *ud)
 {
 	struct batch *b = xcalloc(1, sizeof(*b));
 	uint32_t uids[BATCH_MAX_MSGS];
 	size_t n, cap;
 	char *set;
 
-	n = uidlist_take(ul, BATCH_MAX_MSGS, BATCH_MAX_BYTES, uids);
+	n = uidlist_take(f->ul, BATCH_MAX_MSGS, BATCH_MAX_BYTES, uids);
 	b->n = n;
 	b->uids = xmalloc(n * sizeof(*b->uids));
 	memcpy(b->uids, uids, n * sizeof(*b->uids));
@@ -168,7 +179,6 @@ fetch_send(struct fetch *f, struct conn *c, struct uidlist *ul,
 	b->fps = xcalloc(n, sizeof(*b->fps));
 	b->f = f;
 	b->done = done;
-	b->line = line;
 	b->ud = ud;
 	cap = n * 24 + 1;
 	set = xmalloc(cap);
@@ -186,6 +196,101 @@ fetch_send(struct fetch *f, struct conn *c, struct uidlist *ul,
 	f->btail = b;
 	f->inflight++;
 }
+
+/* ---- the listing --------------------------------------------------------- */
+
+static void
+list_line(void *ud, const struct proto_resp *r)
+{
+	struct fetch *f = ud;
+	const struct state_rec *st = f->st;
+
+	if (!f->listing || !(r->has & HAS_UID))
+		return;
+	if (r->uid > st->last_uid) {
+		uidlist_add(f->ul, r->uid, r->size);
+		return;
+	}
+	/*
+	 * Delivered already but still on the server; left there if a recovery
+	 * matched it.
+	 */
+	if (f->af != NULL && r->uid > st->keep_to && !state_refused(st, r->uid))
+		uidlist_add_stale(f->ul, r->uid);
+}
+
+static void
+list_done(void *ud, const struct proto_resp *r)
+{
+	struct fetch *f = ud;
+
+	f->listing = false;
+	f->list_done(f->list_ud, r);
+}
+
+void
+fetch_list(struct fetch *f, struct conn *c, uint32_t from,
+    const struct state_rec *st, conn_done_cb *done, void *ud)
+{
+	fetch_restart(f);
+	f->st = st;
+	f->listing = true;
+	f->list_done = done;
+	f->list_ud = ud;
+	conn_cmd(c, HAS_FETCH, list_done, list_line, f,
+	    "UID FETCH %u:* (UID RFC822.SIZE)", from);
+}
+
+int
+fetch_list_finish(struct fetch *f, bool *more)
+{
+	return uidlist_finish(f->ul, more);
+}
+
+size_t
+fetch_count(const struct fetch *f)
+{
+	return uidlist_count(f->ul);
+}
+
+bool
+fetch_cut(const struct fetch *f)
+{
+	return uidlist_cut(f->ul);
+}
+
+struct uidlist *
+fetch_uidlist(struct fetch *f)
+{
+	return f->ul;
+}
+
+void
+fetch_release(struct fetch *f)
+{
+	uidlist_release(f->ul);
+}
+
+bool
+fetch_pump(struct fetch *f, struct conn *c, bool stopping,
+    conn_done_cb *done, void *ud)
+{
+	/* Chunks keep each command line well under servers' line limits. */
+	if (f->af != NULL) {
+		size_t n;
+		const uint32_t *stale = uidlist_stale(f->ul, &n);
+
+		after_queue(f->af, c, stale, n);
+		after_kick(f->af, c);
+	}
+	uidlist_stale_done(f->ul);
+	while (!stopping && fetch_may_send(f) && uidlist_left(f->ul) > 0)
+		fetch_send(f, c, done, ud);
+	return f->bhead == NULL && (f->af == NULL || after_idle(f->af)) &&
+	    (uidlist_left(f->ul) == 0 || stopping || f->gap);
+}
+
+/* ---- commits --------------------------------------------------------------- */
 
 bool
 fetch_take(struct fetch *f, bool connected)
@@ -258,8 +363,27 @@ fetch_plan(struct fetch *f, struct commit_req *j)
 }
 
 void
-fetch_committed(struct fetch *f)
+fetch_committed(struct fetch *f, const struct commit_req *j,
+    const struct state_rec *st, struct conn *c)
 {
+	uint32_t *uids;
+	size_t n = 0;
+
+	/*
+	 * The state that records these messages is durable: act on the
+	 * server. Not during a recovery: its state is saved at its end, and
+	 * leaves on the server what it listed (keep_to). Off the connection
+	 * (it closed while the commit ran), nothing is queued: the next
+	 * listing finds these UIDs still on the server.
+	 */
+	if (j->result >= 0 && !st->recovering && f->af != NULL && c != NULL) {
+		uids = xmalloc((j->ncommit + 1) * sizeof(*uids));
+		for (size_t i = 0; i < j->ncommit; i++)
+			if (!state_refused(st, j->files[i].uid))
+				uids[n++] = j->files[i].uid;
+		after_queue(f->af, c, uids, n);
+		free(uids);
+	}
 	batch_free(f->job);
 	f->job = NULL;
 }
@@ -267,6 +391,8 @@ fetch_committed(struct fetch *f)
 void
 fetch_detach(struct fetch *f)
 {
+	uidlist_clear(f->ul);
+	f->listing = false;
 	if (f->cur_open)
 		lane_discard(f->lane, &f->cur);
 	f->cur_open = false;

@@ -1,7 +1,8 @@
 /*
  * mbdisk: a folder's disk side (mbdisk.h). It owns the folder's paths,
  * its durable state record and binding, and the one job in flight; it
- * calls commit (on the threadpool) and logs what a job found on disk.
+ * calls commit (on the threadpool) and logs what a job found on disk and
+ * what a delivery committed or the target refused (counted in metrics).
  * The state record changes only here, from what a job saved.
  */
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include "idlefetch/log.h"
 #include "idlefetch/maildir.h"
 #include "idlefetch/mbdisk.h"
+#include "idlefetch/metrics.h"
 #include "idlefetch/util.h"
 
 struct mbdisk {
@@ -163,6 +165,22 @@ compacted(struct mbdisk *d, const struct commit_req *j)
 		    j->counts.kept, j->counts.dropped);
 }
 
+/* What a delivery committed, and what the target refused, is counted. */
+static void
+delivered(struct mbdisk *d, const struct commit_req *j)
+{
+	metrics_committed(d->a->name, d->name, j);
+	if (j->ncommit > j->nrefused)
+		LOG(d, LOGL_INFO, "delivered %u message(s), UIDs %u..%u",
+		    (unsigned)j->ncommit - j->nrefused, j->files[0].uid,
+		    j->files[j->ncommit - 1].uid);
+	if (j->nrefused > 0)
+		LOG(d, LOGL_ERROR,
+		    "the target refused %u message(s), UID %u first (%s); "
+		    "they stay on the server, and later mail goes on",
+		    j->nrefused, j->refused_uid, j->refused_why);
+}
+
 /* The state takes what the job saved, and what the job did is logged. */
 static void
 take(struct mbdisk *d, const struct commit_req *j)
@@ -184,6 +202,7 @@ take(struct mbdisk *d, const struct commit_req *j)
 		d->reconciled = true;
 		return;
 	case COMMIT_DELIVER:
+		delivered(d, j);
 		if (j->result == 0 || j->st.last_uid > d->st.last_uid)
 			d->st = j->st;
 		/*
