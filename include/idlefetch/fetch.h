@@ -75,17 +75,19 @@ bool fetch_gap(const struct fetch *f);
  */
 bool fetch_take(struct fetch *f, bool connected);
 /*
- * Fills j (its st is the state now) with the taken batch's files and how
- * many of them to commit. Returns the UID the server newly failed to
- * return (to list again from), or 0.
+ * Fills in with the taken batch's files and how many of them to commit
+ * above last_uid (the state's now). Returns the UID the server newly
+ * failed to return (to list again from), or 0.
  */
-uint32_t fetch_plan(struct fetch *f, struct commit_req *j);
+uint32_t fetch_plan(struct fetch *f, uint32_t last_uid,
+    struct commit_in *in);
 /*
- * The taken batch's commit j is over, st the state after it: it is freed,
- * and, on c (NULL: off the connection) outside a recovery, what j
+ * The taken batch's commit is over (result 0 or a negative errno, its
+ * first ncommit files committed), st the state after it: it is freed,
+ * and, on c (NULL: off the connection) outside a recovery, what it
  * committed and the target did not refuse is queued for the after-action.
  */
-void fetch_committed(struct fetch *f, const struct commit_req *j,
+void fetch_committed(struct fetch *f, int result, size_t ncommit,
     const struct state_rec *st, struct conn *c);
 
 /*

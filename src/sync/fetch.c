@@ -328,7 +328,7 @@ cmp_file_uid(const void *x, const void *y)
  * what still exists. So last_uid never passes a message that is not in new/.
  */
 uint32_t
-fetch_plan(struct fetch *f, struct commit_req *j)
+fetch_plan(struct fetch *f, uint32_t last_uid, struct commit_in *in)
 {
 	struct batch *b = f->job;
 	uint32_t missing = 0;
@@ -336,11 +336,11 @@ fetch_plan(struct fetch *f, struct commit_req *j)
 
 	if (b->nfiles > 0)
 		qsort(b->files, b->nfiles, sizeof(*b->files), cmp_file_uid);
-	j->files = b->files;
-	j->nfiles = b->nfiles;
-	j->fps = b->fps;
-	j->commit_uid = j->st.last_uid;
-	j->ncommit = 0;
+	in->files = b->files;
+	in->nfiles = b->nfiles;
+	in->fps = b->fps;
+	in->commit_uid = last_uid;
+	in->ncommit = 0;
 	if (f->gap)
 		return 0; /* an earlier batch stopped short */
 	for (i = 0; i < b->n; i++) {
@@ -349,10 +349,10 @@ fetch_plan(struct fetch *f, struct commit_req *j)
 		if (lane_failed_msgno(f->lane) != 0 &&
 		    b->files[k].msgno >= lane_failed_msgno(f->lane))
 			break; /* its body did not reach the disk whole */
-		j->commit_uid = b->uids[i];
+		in->commit_uid = b->uids[i];
 		k++;
 	}
-	j->ncommit = k;
+	in->ncommit = k;
 	if (i < b->n && b->complete) {
 		f->gap = true;
 		if (f->gap_uid != b->uids[i])
@@ -363,9 +363,10 @@ fetch_plan(struct fetch *f, struct commit_req *j)
 }
 
 void
-fetch_committed(struct fetch *f, const struct commit_req *j,
+fetch_committed(struct fetch *f, int result, size_t ncommit,
     const struct state_rec *st, struct conn *c)
 {
+	const struct maildir_file *files = f->job->files;
 	uint32_t *uids;
 	size_t n = 0;
 
@@ -376,11 +377,11 @@ fetch_committed(struct fetch *f, const struct commit_req *j,
 	 * (it closed while the commit ran), nothing is queued: the next
 	 * listing finds these UIDs still on the server.
 	 */
-	if (j->result >= 0 && !st->recovering && f->af != NULL && c != NULL) {
-		uids = xmalloc((j->ncommit + 1) * sizeof(*uids));
-		for (size_t i = 0; i < j->ncommit; i++)
-			if (!state_refused(st, j->files[i].uid))
-				uids[n++] = j->files[i].uid;
+	if (result >= 0 && !st->recovering && f->af != NULL && c != NULL) {
+		uids = xmalloc((ncommit + 1) * sizeof(*uids));
+		for (size_t i = 0; i < ncommit; i++)
+			if (!state_refused(st, files[i].uid))
+				uids[n++] = files[i].uid;
 		after_queue(f->af, c, uids, n);
 		free(uids);
 	}

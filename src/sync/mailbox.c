@@ -163,9 +163,10 @@ static void batch_done(void *ud, const struct proto_resp *r);
 static void sync_start(struct mailbox *mb);
 static void recover_start(struct mailbox *mb);
 static void recover_listed(struct mailbox *mb);
-static void recover_matched(struct mailbox *mb, struct commit_req *j);
-static void recover_done(struct mailbox *mb, struct commit_req *j);
-static void compact_done(struct mailbox *mb);
+static void recover_matched(struct mailbox *mb, struct msgindex_set *m);
+static void recover_done(struct mailbox *mb, const struct commit_req *j);
+static void compact_end(struct mailbox *mb);
+static void sync_complete(struct mailbox *mb);
 static void sync_verify_last(struct mailbox *mb);
 static void list_done(struct mailbox *mb);
 static bool compact_due(const struct mailbox *mb);
@@ -186,7 +187,7 @@ pump_commits(struct mailbox *mb)
 
 /* Its Maildir and state are read: READY, or DEAD when unusable. */
 static void
-job_done_prepare(struct mailbox *mb, struct commit_req *j)
+job_done_prepare(struct mailbox *mb, const struct commit_req *j)
 {
 	if (j->result < 0) {
 		mailbox_enter(mb, MB_DEAD, "its Maildir or state is unusable");
@@ -206,7 +207,7 @@ job_done_prepare(struct mailbox *mb, struct commit_req *j)
  * (mbdisk.c); the after-action gets what is durable (fetch.c).
  */
 static void
-job_done_commit(struct mailbox *mb, struct commit_req *j)
+job_done_commit(struct mailbox *mb, const struct commit_req *j)
 {
 	if (j->ncommit > j->nrefused) {
 		unsigned ok = (unsigned)j->ncommit - j->nrefused;
@@ -215,7 +216,7 @@ job_done_commit(struct mailbox *mb, struct commit_req *j)
 		mb->status->delivered = mb->delivered;
 		mb->ops->delivered(mb->ud, mb, ok);
 	}
-	fetch_committed(mb->fe, j, mbdisk_state(DISK(mb)),
+	fetch_committed(mb->fe, j->result, j->ncommit, mbdisk_state(DISK(mb)),
 	    on_conn(mb) ? mb->conn : NULL);
 	if (j->result == -EAGAIN)
 		mb_fail(mb, j->result,
@@ -227,9 +228,23 @@ job_done_commit(struct mailbox *mb, struct commit_req *j)
 		    "%s; fetching stops until this is fixed", j->err);
 }
 
-/* The disk job ended; the state took what it saved (mbdisk.c). */
+/* The state each kind of job is waited for in. */
+static const enum mailbox_state job_waited[] = {
+	[COMMIT_PREPARE] = MB_PREPARE,
+	[COMMIT_RECONCILE] = MB_RECONCILE,
+	[COMMIT_DELIVER] = MB_FETCH,
+	[COMMIT_RECOVER] = MB_RECOVER,
+	[COMMIT_MATCH] = MB_MATCH,
+	[COMMIT_RECOVERED] = MB_FETCH,
+	[COMMIT_COMPACT] = MB_COMPACT,
+};
+
+/*
+ * The disk job ended; the state took what it saved, and what it did is
+ * logged (mbdisk.c). A job whose state was left meanwhile settles.
+ */
 static void
-job_done(struct commit_req *j, void *ud)
+job_done(const struct commit_req *j, void *ud)
 {
 	struct mailbox *mb = ud;
 
@@ -239,42 +254,45 @@ job_done(struct commit_req *j, void *ud)
 	case COMMIT_PREPARE:
 		job_done_prepare(mb, j);
 		return;
-	case COMMIT_RECONCILE:
-		if (j->result < 0) {
-			mb_fail(mb, j->result, "%s", j->err);
-			return;
-		}
-		if (in(mb, MB_RECONCILE))
-			sync_verify_last(mb);
-		else
-			mb_settled(mb);
-		return;
 	case COMMIT_DELIVER:
-		job_done_commit(mb, j);
-		if (in(mb, MB_FETCH))
-			pump(mb);
-		else
-			mb_settled(mb);
-		return;
-	case COMMIT_RECOVER:
+		job_done_commit(mb, j); /* it fails the sync itself */
+		break;
+	case COMMIT_COMPACT:
+		break; /* a failed one only leaves the index larger */
+	default:
 		if (j->result < 0) {
+			recovery_set_free(j->set); /* a MATCH's */
 			mb_fail(mb, j->result, "%s", j->err);
 			return;
 		}
-		if (in(mb, MB_RECOVER)) {
-			recover_listed(mb);
-			return;
-		}
+	}
+	if (j->kind == COMMIT_RECOVERED)
+		recover_done(mb, j);
+	if (!in(mb, job_waited[j->kind]) ||
+	    (j->kind == COMMIT_MATCH && !mb->recovering)) {
+		recovery_set_free(j->set);
 		mb_settled(mb);
 		return;
+	}
+	switch (j->kind) {
+	case COMMIT_RECONCILE:
+		sync_verify_last(mb);
+		return;
+	case COMMIT_DELIVER:
+		pump(mb);
+		return;
+	case COMMIT_RECOVER:
+		recover_listed(mb);
+		return;
 	case COMMIT_MATCH:
-		recover_matched(mb, j);
+		recover_matched(mb, j->set);
 		return;
 	case COMMIT_RECOVERED:
-		recover_done(mb, j);
+		mb->more = true; /* what came after its listing */
+		sync_complete(mb);
 		return;
 	case COMMIT_COMPACT:
-		compact_done(mb);
+		compact_end(mb);
 		return;
 	default:
 		fatal("bad job kind");
@@ -285,18 +303,18 @@ job_done(struct commit_req *j, void *ud)
 static void
 start_job(struct mailbox *mb, enum commit_kind kind)
 {
-	struct commit_req *j = mbdisk_job(DISK(mb), kind);
+	struct commit_in in = { .uidvalidity = selection_uidvalidity(SEL(mb)) };
 
-	j->uidvalidity = selection_uidvalidity(SEL(mb));
 	if (kind == COMMIT_RECOVERED)
-		j->commit_uid = recovery_max(mb->rc, &j->st.last);
+		in.commit_uid = recovery_max(mb->rc, &in.last);
 	/* The job owns these until it is done (then freed). */
 	if (kind == COMMIT_MATCH)
-		j->set = recovery_take_set(mb->rc);
+		in.set = recovery_take_set(mb->rc);
 	if (kind == COMMIT_COMPACT)
-		j->uids = compaction_take(mb->cp, &j->nuids);
+		in.uids = compaction_take(mb->cp, &in.nuids);
 	if (kind == COMMIT_DELIVER) {
-		uint32_t missing = fetch_plan(mb->fe, j);
+		uint32_t missing = fetch_plan(mb->fe,
+		    mbdisk_state(DISK(mb))->last_uid, &in);
 
 		if (missing != 0) {
 			LOG(mb, LOGL_WARN,
@@ -306,7 +324,7 @@ start_job(struct mailbox *mb, enum commit_kind kind)
 			mb->more = true; /* re-list: it may have been expunged */
 		}
 	}
-	mbdisk_run(DISK(mb), j, job_done, mb);
+	mbdisk_run(DISK(mb), kind, &in, job_done, mb);
 }
 
 /* ---- sync ------------------------------------------------------------------ */
@@ -483,20 +501,8 @@ recover_match(struct mailbox *mb)
 
 /* Only the messages without a delivered file are fetched. */
 static void
-recover_matched(struct mailbox *mb, struct commit_req *j)
+recover_matched(struct mailbox *mb, struct msgindex_set *m)
 {
-	struct msgindex_set *m = j->set;
-
-	if (j->result < 0) {
-		recovery_set_free(m);
-		mb_fail(mb, j->result, "%s", j->err);
-		return;
-	}
-	if (!in(mb, MB_MATCH) || !mb->recovering) {
-		recovery_set_free(m);
-		mb_settled(mb);
-		return;
-	}
 	if (m->from_maildir)
 		LOG(mb, LOGL_INFO,
 		    "read %u message(s) of the Maildir missing from its index",
@@ -507,17 +513,13 @@ recover_matched(struct mailbox *mb, struct commit_req *j)
 
 /*
  * Every message the recovery listed is delivered or matched: the state
- * takes the folder's UIDVALIDITY and its highest UID.
+ * took the folder's UIDVALIDITY and its highest UID.
  */
 static void
-recover_done(struct mailbox *mb, struct commit_req *j)
+recover_done(struct mailbox *mb, const struct commit_req *j)
 {
 	unsigned matched, fresh, noid;
 
-	if (j->result < 0) {
-		mb_fail(mb, j->result, "%s", j->err);
-		return;
-	}
 	metrics_recovery(mb->a->name, mb->name);
 	recovery_counts(mb->rc, &matched, &fresh, &noid);
 	LOG(mb, LOGL_WARN,
@@ -527,12 +529,6 @@ recover_done(struct mailbox *mb, struct commit_req *j)
 	    "the server. UIDVALIDITY %u, last UID %u",
 	    matched, fresh, noid, j->st.uidvalidity,
 	    j->st.last_uid);
-	if (!in(mb, MB_FETCH)) {
-		mb_settled(mb);
-		return;
-	}
-	mb->more = true; /* what came after its listing */
-	sync_complete(mb);
 }
 
 /* ---- index compaction -------------------------------------------------------- */
@@ -613,17 +609,6 @@ compact_start(struct mailbox *mb)
 		return;
 	}
 	compaction_list(mb->cp, mb->conn, compact_listed, mb);
-}
-
-/* What it did is logged (mbdisk.c): the sync goes on. */
-static void
-compact_done(struct mailbox *mb)
-{
-	if (!in(mb, MB_COMPACT)) {
-		mb_settled(mb);
-		return;
-	}
-	compact_end(mb);
 }
 
 /* ---- replies and message bodies ------------------------------------------- */

@@ -26,7 +26,7 @@ struct mbdisk {
 	bool reconciled; /* new/ was scanned for unrecorded files */
 	struct state_rec st; /* durable state */
 	char id[STATE_ID_LEN + 1]; /* the Maildir's binding (state.h) */
-	commit_done_cb *done; /* the job's owner */
+	mbdisk_done_cb *done; /* the job's owner */
 	void *ud;
 };
 
@@ -112,12 +112,22 @@ mbdisk_busy(const struct mbdisk *d)
  * The one job in flight, on the heap only while it runs: a thousand idle
  * connections need none.
  */
-struct commit_req *
-mbdisk_job(const struct mbdisk *d, enum commit_kind kind)
+static struct commit_req *
+job_new(const struct mbdisk *d, enum commit_kind kind,
+    const struct commit_in *in)
 {
 	struct commit_req *j = xcalloc(1, sizeof(*j));
 
 	j->kind = kind;
+	j->uidvalidity = in->uidvalidity;
+	j->files = in->files;
+	j->nfiles = in->nfiles;
+	j->ncommit = in->ncommit;
+	j->fps = in->fps;
+	j->commit_uid = in->commit_uid;
+	j->set = in->set;
+	j->uids = in->uids;
+	j->nuids = in->nuids;
 	j->st = d->st;
 	j->maildir = d->maildir;
 	j->state_path = d->state_path;
@@ -129,6 +139,8 @@ mbdisk_job(const struct mbdisk *d, enum commit_kind kind)
 	memcpy(j->id, d->id, sizeof(j->id));
 	j->tag = d->tag;
 	j->recovering = d->st.recovering != 0;
+	if (kind == COMMIT_RECOVERED)
+		j->st.last = in->last;
 	return j;
 }
 
@@ -238,11 +250,11 @@ job_after(struct commit_req *j, void *ud)
 }
 
 void
-mbdisk_run(struct mbdisk *d, struct commit_req *j, commit_done_cb *done,
-    void *ud)
+mbdisk_run(struct mbdisk *d, enum commit_kind kind,
+    const struct commit_in *in, mbdisk_done_cb *done, void *ud)
 {
 	d->done = done;
 	d->ud = ud;
 	d->busy = true;
-	commit_start(d->loop, j, job_after, d);
+	commit_start(d->loop, job_new(d, kind, in), job_after, d);
 }
