@@ -1,6 +1,8 @@
 /*
- * fetch: the batches of one folder's sync and the message streaming into
- * its lane. A batch is one pipelined `UID FETCH` of up to BATCH_MAX_MSGS
+ * fetch: the listing of one folder's sync, its batches and the message
+ * streaming into its lane. The listing (fetch_list) sorts the UIDs the
+ * server holds into those to fetch and those delivered already that the
+ * after-action deletes or moves (fetch_pump queues them). A batch is one pipelined `UID FETCH` of up to BATCH_MAX_MSGS
  * UIDs; its bodies arrive as literals that the mailbox hands on from the
  * connection's sink (fetch_body_*), CRLF made LF, into the lane it was
  * given, and the head batch is committed once its tagged OK is in and its

@@ -1,8 +1,9 @@
 /*
  * compaction: the data behind the compaction of a folder's index
  * (compaction.h): its size, the server's UIDs listed, and the checks that
- * the listing is whole. It calls nothing but util and msgindex's bound;
- * the mailbox decides and changes state.
+ * the listing is whole. It sends its listing (conn_cmd) and calls
+ * nothing else but util and msgindex's bound; the mailbox decides and
+ * changes state.
  */
 #include <stdlib.h>
 

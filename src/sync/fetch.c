@@ -1,12 +1,13 @@
 /*
- * fetch: the batches of one folder's sync and the streaming of their
- * bodies into the lane (fetch.h). It owns the batches, from the FETCH
- * that asks for them to the end of their commit, and the message being
- * streamed. It calls the connection (conn_cmd) to send a batch, the lane
- * it was given to write, and maildir to create and convert; it hears of
- * replies through the callbacks it registered with conn_cmd and passes
- * them on to the ones its owner gave. It never changes the mailbox's
- * state nor logs: it returns what happened.
+ * fetch: the listing of one folder's sync, its batches and the streaming
+ * of their bodies into the lane (fetch.h). It owns the listing (uidlist)
+ * and hands the after-action (after.c) what is delivered; it owns the
+ * batches, from the FETCH that asks for them to the end of their commit,
+ * and the message being streamed. It calls the connection (conn_cmd) to
+ * list and send a batch, the lane it was given to write, and maildir to
+ * create and convert; it hears of replies through the callbacks it
+ * registered with conn_cmd and passes them on to the ones its owner gave.
+ * It never changes the mailbox's state nor logs: it returns what happened.
  */
 #include <stdio.h>
 #include <stdlib.h>

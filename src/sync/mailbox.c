@@ -5,14 +5,14 @@
  * fetch, commit, act on the server, recover from a renumbering, compact
  * the index. Its parts keep their own data and return what happened:
  * selection (SELECT, what it said, and what follows from the saved
- * state), mbdisk (paths, the durable state record, the one disk job in
- * flight), the lane (its ordered writes), uidlist (the listing), fetch
- * (batches and the bodies streamed into the lane), after (the
- * after-delivery actions), verify (what the last UID holds now),
- * recovery, compaction. It calls those and the connection (conn_cmd); it
- * hears of replies through the callbacks it passes with each command, and
- * tells its owner through mailbox_ops. It never changes the connection's
- * state.
+ * state), mbdisk (paths, the durable state record, the one disk job and
+ * what it did), the lane (its ordered writes), fetch (the listing, the
+ * batches, the bodies streamed into the lane, what the after-action gets
+ * of them), after (the after-delivery actions), verify (what the last UID
+ * holds now), recovery and compaction (each with its own listing). It
+ * calls those and the connection; it hears of replies through the
+ * callbacks it passes with each command, and tells its owner through
+ * mailbox_ops. It never changes the connection's state.
  *
  * The sync lists the UIDs above the saved last_uid, then fetches them in
  * pipelined batches. A batch is committed on the threadpool (sync the

@@ -1,8 +1,9 @@
 /*
  * recovery: the data of one recovery of a renumbered folder (recovery.h).
  * It owns the listing set until a MATCH job takes it, the counts and the
- * highest UID listed; it calls only msgindex (the set), header (the
- * fingerprint) and uidlist (what to fetch). Every decision, and every
+ * highest UID listed; it sends its own listing (conn_cmd) and calls
+ * msgindex (the set), header (the fingerprint) and uidlist (what to
+ * fetch). Every decision, and every
  * state change, is the mailbox's.
  */
 #include <stdlib.h>
