@@ -2,10 +2,10 @@
  * fetch: the listing of one folder's sync, its batches and the message
  * streaming into its lane. The listing (fetch_list) sorts the UIDs the
  * server holds into those to fetch and those delivered already that the
- * after-action deletes or moves (fetch_pump queues them). A batch is one pipelined `UID FETCH` of up to BATCH_MAX_MSGS
- * UIDs; its bodies arrive as literals that the mailbox hands on from the
- * connection's sink (fetch_body_*), CRLF made LF, into the lane it was
- * given, and the head batch is committed once its tagged OK is in and its
+ * after-action deletes or moves (fetch_pump queues them). A batch is one
+ * pipelined `UID FETCH` of up to BATCH_MAX_MSGS UIDs; its bodies arrive
+ * as literals through the connection's sink (fetch_sink), CRLF made LF,
+ * into the lane it was given, and the head batch is committed once its tagged OK is in and its
  * writes are on disk. The mailbox decides when to send, commit and stop.
  */
 #ifndef IDLEFETCH_FETCH_H
@@ -25,11 +25,25 @@
 struct fetch;
 
 /*
+ * What went wrong in what the connection's sink got: err < 0 fails the
+ * sync, why says what (the connection must close); err 0: what was
+ * ignored, worth a warning.
+ */
+typedef void fetch_fail_cb(void *ud, int err, const char *why);
+
+/*
  * lane, maildir and af (the after-action, NULL to keep the server's
- * copies) are borrowed and outlive it.
+ * copies) are borrowed and outlive it; fail(ud, ...) hears of its sink.
  */
 struct fetch *fetch_new(struct lane *lane, const char *maildir, uint32_t tag,
-    struct after *af);
+    struct after *af, fetch_fail_cb *fail, void *ud);
+/*
+ * What its owner's state expects from now on: bodies (the batches are
+ * fetched), a listing's lines (a listing of any kind is under way).
+ */
+void fetch_expect(struct fetch *f, bool bodies, bool lines);
+/* The connection's sink, with f as its ud: bodies and each response. */
+extern const struct conn_sink fetch_sink;
 /* Frees it, with the batches never committed and their files in tmp/. */
 void fetch_free(struct fetch *f);
 
@@ -114,22 +128,5 @@ void fetch_body_end(struct fetch *f);
  * Returns -1 when no batch asked for its UID (the body is dropped).
  */
 int fetch_body_done(struct fetch *f, const struct proto_resp *r);
-
-/*
- * The connection's sink, handed on by the mailbox. A literal begins:
- * returns 1 when it is a body (streamed in; wanted as at fetch_body_begin),
- * 0 when not, or a negative error with why filled: the connection must
- * close.
- */
-int fetch_sink_begin(struct fetch *f, const char *prefix, size_t len,
-    bool wanted, char *why, size_t whylen);
-/*
- * A whole response (pr < 0: it could not be parsed; p[0..n) its text),
- * while a listing's lines are expected or not. Returns 0, 1 when it
- * carried a body no batch asked for (dropped), or -1 with why filled: the
- * connection must close.
- */
-int fetch_sink_unit(struct fetch *f, int pr, const struct proto_resp *r,
-    const char *p, size_t n, bool listing, char *why, size_t whylen);
 
 #endif

@@ -47,6 +47,9 @@ struct fetch {
 	bool listing; /* its listing's lines are wanted */
 	conn_done_cb *list_done; /* the owner's, with list_ud */
 	void *list_ud;
+	fetch_fail_cb *fail; /* the owner's, with fail_ud */
+	void *fail_ud;
+	bool want_bodies, want_lines; /* what its owner expects now */
 	const char *maildir; /* borrowed */
 	uint32_t tag; /* maildir file tag */
 	struct batch *bhead, *btail;
@@ -77,12 +80,14 @@ batch_free(struct batch *b)
 
 struct fetch *
 fetch_new(struct lane *lane, const char *maildir, uint32_t tag,
-    struct after *af)
+    struct after *af, fetch_fail_cb *fail, void *ud)
 {
 	struct fetch *f = xcalloc(1, sizeof(*f));
 
 	f->lane = lane;
 	f->af = af;
+	f->fail = fail;
+	f->fail_ud = ud;
 	f->ul = uidlist_new();
 	f->maildir = maildir;
 	f->tag = tag;
@@ -536,12 +541,21 @@ fetch_body_done(struct fetch *f, const struct proto_resp *r)
 	return 0;
 }
 
-int
-fetch_sink_begin(struct fetch *f, const char *prefix, size_t len,
-    bool wanted, char *why, size_t whylen)
+/* ---- the connection's sink ------------------------------------------------ */
+
+/*
+ * A literal begins: 1 when it is a body (streamed in; to nowhere unless
+ * bodies are expected), 0 when not, or a negative error: the connection
+ * must close.
+ */
+static int
+sink_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 {
+	struct fetch *f = ud;
+	char why[512];
 	int r;
 
+	(void)size;
 	if (!fetch_is_body(prefix, len))
 		return 0;
 	if (f->cur_open) {
@@ -550,38 +564,64 @@ fetch_sink_begin(struct fetch *f, const char *prefix, size_t len,
 		 * second file while the first is in flight, and which of the
 		 * two is the message cannot be known.
 		 */
-		snprintf(why, whylen,
+		f->fail(f->fail_ud, IDLEFETCH_EPROTO,
 		    "two message bodies in one FETCH response; closing the "
 		    "connection");
 		return IDLEFETCH_EPROTO;
 	}
-	r = fetch_body_begin(f, wanted);
+	r = fetch_body_begin(f, f->want_bodies);
 	if (r < 0) {
-		snprintf(why, whylen, "cannot create a file in %s/tmp: %s",
+		snprintf(why, sizeof(why), "cannot create a file in %s/tmp: %s",
 		    f->maildir, strerror(-r));
+		f->fail(f->fail_ud, r, why);
 		return r;
 	}
 	return 1;
 }
 
-int
-fetch_sink_unit(struct fetch *f, int pr, const struct proto_resp *r,
-    const char *p, size_t n, bool listing, char *why, size_t whylen)
+static int
+sink_data(void *ud, const char *p, size_t n)
 {
-	char line[81];
+	return fetch_body_data(ud, p, n);
+}
+
+static int
+sink_end(void *ud)
+{
+	fetch_body_end(ud);
+	return 0;
+}
+
+/*
+ * A whole response (pr < 0: it could not be parsed; p[0..n) its text):
+ * false when the connection must close.
+ */
+static bool
+sink_unit(void *ud, int pr, const struct proto_resp *r, const char *p,
+    size_t n)
+{
+	struct fetch *f = ud;
+	char why[512], line[81];
 	size_t k;
 
 	if (f->cur_open) {
 		if (pr < 0 || !(r->has & HAS_BODY)) {
-			snprintf(why, whylen,
+			f->fail(f->fail_ud, IDLEFETCH_EPROTO,
 			    "cannot parse a FETCH response "
 			    "carrying a message; closing the connection");
-			return -1;
+			return false;
 		}
-		return fetch_body_done(f, r) < 0 ? 1 : 0;
+		if (fetch_body_done(f, r) < 0) {
+			snprintf(why, sizeof(why),
+			    "ignoring a message body the client did not ask "
+			    "for (UID %u)",
+			    r->uid);
+			f->fail(f->fail_ud, 0, why);
+		}
+		return true;
 	}
-	if (pr >= 0 || !listing || !(r->has & HAS_FETCH))
-		return 0;
+	if (pr >= 0 || !f->want_lines || !(r->has & HAS_FETCH))
+		return true;
 	/*
 	 * A listing line that cannot be read may be a message: skipping it
 	 * would let the last delivered UID pass a message never delivered.
@@ -590,8 +630,23 @@ fetch_sink_unit(struct fetch *f, int pr, const struct proto_resp *r,
 	for (k = 0; k < n && k + 1 < sizeof(line) && p[k] != '\r'; k++)
 		line[k] = (p[k] >= 0x20 && p[k] < 0x7f) ? p[k] : '?';
 	line[k] = '\0';
-	snprintf(why, whylen,
+	snprintf(why, sizeof(why),
 	    "cannot read a line of the message listing ('%s'); "
 	    "stopping so that no message is skipped", line);
-	return -1;
+	f->fail(f->fail_ud, IDLEFETCH_EPROTO, why);
+	return false;
+}
+
+const struct conn_sink fetch_sink = {
+	.unit = sink_unit,
+	.literal_begin = sink_begin,
+	.literal_data = sink_data,
+	.literal_end = sink_end,
+};
+
+void
+fetch_expect(struct fetch *f, bool bodies, bool lines)
+{
+	f->want_bodies = bodies;
+	f->want_lines = lines;
 }

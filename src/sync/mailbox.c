@@ -35,7 +35,6 @@
 #include "idlefetch/commit.h"
 #include "idlefetch/compaction.h"
 #include "idlefetch/fetch.h"
-#include "idlefetch/header.h"
 #include "idlefetch/lane.h"
 #include "idlefetch/log.h"
 #include "idlefetch/mailbox.h"
@@ -110,6 +109,9 @@ mailbox_enter(struct mailbox *mb, enum mailbox_state st, const char *why)
 		LOG(mb, LOGL_DEBUG, "mailbox %s -> %s (%s)",
 		    state_names[mb->state], state_names[st], why);
 	mb->state = st;
+	/* What the connection's sink expects follows from the state. */
+	fetch_expect(mb->fe, st == MB_FETCH,
+	    st == MB_LIST || st == MB_COMPACT_LIST);
 }
 
 /* On a connection that is up. */
@@ -611,39 +613,7 @@ compact_start(struct mailbox *mb)
 	compaction_list(mb->cp, mb->conn, compact_listed, mb);
 }
 
-/* ---- replies and message bodies ------------------------------------------- */
-
-static int
-sink_begin(void *ud, const char *prefix, size_t len, uint64_t size)
-{
-	struct mailbox *mb = ud;
-	char why[512];
-	int r;
-
-	(void)size;
-	r = fetch_sink_begin(mb->fe, prefix, len, mb->state == MB_FETCH, why,
-	    sizeof(why));
-	if (r < 0) /* decided and logged here, once; the framer only stops */
-		mb_fail(mb, r, "%s", why);
-	return r;
-}
-
-static int
-sink_data(void *ud, const char *p, size_t n)
-{
-	struct mailbox *mb = ud;
-
-	return fetch_body_data(mb->fe, p, n);
-}
-
-static int
-sink_end(void *ud)
-{
-	struct mailbox *mb = ud;
-
-	fetch_body_end(mb->fe);
-	return 0;
-}
+/* ---- replies ------------------------------------------------------------------ */
 
 /* The listing is complete (and matched, in a recovery): fetch. */
 static void
@@ -715,26 +685,6 @@ batch_done(void *ud, const struct proto_resp *r)
 		return;
 	}
 	pump(mb);
-}
-
-static bool
-sink_unit(void *ud, int pr, const struct proto_resp *r, const char *p,
-    size_t n)
-{
-	struct mailbox *mb = ud;
-	char why[512];
-	int ret = fetch_sink_unit(mb->fe, pr, r, p, n,
-	    mb->state == MB_LIST || mb->state == MB_COMPACT_LIST, why,
-	    sizeof(why));
-
-	if (ret < 0)
-		mb_fail(mb, IDLEFETCH_EPROTO, "%s", why);
-	else if (ret > 0)
-		LOG(mb, LOGL_WARN,
-		    "ignoring a message body the client did not ask "
-		    "for (UID %u)",
-		    r->uid);
-	return ret >= 0;
 }
 
 /* ---- SELECT ------------------------------------------------------------------- */
@@ -813,12 +763,17 @@ static const struct after_ops after_ops = {
 	.failed = on_after_failed,
 };
 
-static const struct conn_sink sink = {
-	.unit = sink_unit,
-	.literal_begin = sink_begin,
-	.literal_data = sink_data,
-	.literal_end = sink_end,
-};
+/* What the connection's sink got went wrong, or was ignored (fetch.c). */
+static void
+on_fetch_fail(void *ud, int err, const char *why)
+{
+	struct mailbox *mb = ud;
+
+	if (err < 0) /* decided and logged here, once; the framer only stops */
+		mb_fail(mb, err, "%s", why);
+	else
+		LOG(mb, LOGL_WARN, "%s", why);
+}
 
 /* ---- public ------------------------------------------------------------------------ */
 
@@ -856,7 +811,8 @@ mailbox_new(uv_loop_t *loop, const struct mailbox_opts *o)
 	if (mb->a->after != AFTER_KEEP)
 		mb->af = after_new(mb->a->after, o->move_wire, &after_ops, mb);
 	lane_init(LANE(mb), loop, maildir, &lane_ops, mb);
-	mb->fe = fetch_new(LANE(mb), maildir, mbdisk_tag(DISK(mb)), mb->af);
+	mb->fe = fetch_new(LANE(mb), maildir, mbdisk_tag(DISK(mb)), mb->af,
+	    on_fetch_fail, mb);
 	mb->rc = recovery_new();
 	mb->cp = compaction_new();
 	mb->vf = verify_new();
@@ -913,7 +869,7 @@ void
 mailbox_select(struct mailbox *mb, struct conn *c)
 {
 	mb->conn = c;
-	conn_set_sink(c, &sink, mb);
+	conn_set_sink(c, &fetch_sink, mb->fe);
 	/*
 	 * What failed on an earlier connection is no reason to stop now; the
 	 * owner waits for every lane before it connects again.
