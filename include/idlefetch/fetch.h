@@ -111,22 +111,7 @@ void fetch_committed(struct fetch *f, int result, size_t ncommit,
  * the listing is forgotten.
  */
 void fetch_detach(struct fetch *f);
-/* A body literal is open, and whether it has a tmp/ file. */
+/* A body literal is open. */
 bool fetch_streaming(const struct fetch *f);
-bool fetch_body_open(const struct fetch *f);
-/* Whether a literal, by the prefix that ends in "{n}\r\n", is a body. */
-bool fetch_is_body(const char *prefix, size_t len);
-/*
- * A body begins; wanted: the mailbox fetches now (else, or with no batch,
- * it streams to nowhere). Returns 0, or maildir_create's error.
- */
-int fetch_body_begin(struct fetch *f, bool wanted);
-int fetch_body_data(struct fetch *f, const char *p, size_t n);
-void fetch_body_end(struct fetch *f);
-/*
- * The FETCH response r carried the open body: it joins its batch.
- * Returns -1 when no batch asked for its UID (the body is dropped).
- */
-int fetch_body_done(struct fetch *f, const struct proto_resp *r);
 
 #endif

@@ -413,13 +413,8 @@ fetch_streaming(const struct fetch *f)
 	return f->streaming;
 }
 
-bool
-fetch_body_open(const struct fetch *f)
-{
-	return f->cur_open;
-}
-
-bool
+/* Whether a literal, by the prefix that ends in "{n}\r\n", is a body. */
+static bool
 fetch_is_body(const char *prefix, size_t len)
 {
 	const char *end = prefix + len;
@@ -436,7 +431,11 @@ fetch_is_body(const char *prefix, size_t len)
 		(end - prefix < 6 || strncasecmp(end - 6, "RFC822", 6) != 0)));
 }
 
-int
+/*
+ * A body begins; wanted: the mailbox fetches now (else, or with no batch,
+ * it streams to nowhere). Returns 0, or maildir_create's error.
+ */
+static int
 fetch_body_begin(struct fetch *f, bool wanted)
 {
 	int r;
@@ -463,7 +462,7 @@ lane_sink(void *ud, const char *p, size_t n)
 	return 0;
 }
 
-int
+static int
 fetch_body_data(struct fetch *f, const char *p, size_t n)
 {
 	struct maildir_writer *w = &shared_writer;
@@ -485,7 +484,7 @@ fetch_body_data(struct fetch *f, const char *p, size_t n)
 	return r;
 }
 
-void
+static void
 fetch_body_end(struct fetch *f)
 {
 	struct maildir_writer *w = &shared_writer;
@@ -508,7 +507,11 @@ cmp_u32(const void *x, const void *y)
 	return a < b ? -1 : a > b;
 }
 
-int
+/*
+ * The FETCH response r carried the open body: it joins its batch.
+ * Returns -1 when no batch asked for its UID (the body is dropped).
+ */
+static int
 fetch_body_done(struct fetch *f, const struct proto_resp *r)
 {
 	struct batch *b;
