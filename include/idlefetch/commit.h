@@ -62,9 +62,32 @@ struct commit_fp {
 	uint64_t key; /* header_key() of its header fields */
 };
 
+/*
+ * What a job takes beside the folder's paths and state, from the part of
+ * the folder that holds it: a value its caller fills, that the folder's
+ * disk side (mbdisk.h) copies into the one request it fills and runs.
+ */
+struct commit_in {
+	uint32_t uidvalidity;
+	/* DELIVER: sorted by UID, borrowed; the first ncommit to commit */
+	struct maildir_file *files;
+	size_t nfiles, ncommit;
+	const struct commit_fp *fps; /* nfiles of them */
+	uint32_t commit_uid; /* DELIVER, RECOVERED: last_uid once done */
+	struct state_fp last; /* RECOVERED: what commit_uid holds */
+	struct msgindex_set *set; /* MATCH: the listing, taken */
+	uint32_t *uids; /* COMPACT: the server's UIDs, taken; sorted */
+	size_t nuids;
+};
+
 struct commit_req;
 typedef void commit_done_cb(struct commit_req *req, void *ud);
 
+/*
+ * One job: filled once by the folder's disk side (mbdisk.c), which runs
+ * it and takes its result; commit writes only the out fields; the disk
+ * side's owner reads the result (const) in its callback.
+ */
 struct commit_req {
 	uv_work_t work;
 	enum commit_kind kind;

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "idlefetch/conn.h"
+
 struct compaction;
 
 struct compaction *compaction_new(void);
@@ -25,8 +27,9 @@ bool compaction_due(const struct compaction *cp, uint32_t exists);
  * size is forgotten (once per sync, whatever comes of it).
  */
 void compaction_begin(struct compaction *cp, uint32_t uidvalidity);
-/* One UID the server listed. */
-void compaction_add(struct compaction *cp, uint32_t uid);
+/* Lists the server's UIDs on c; done(ud, r) gets the tagged reply. */
+void compaction_list(struct compaction *cp, struct conn *c, conn_done_cb *done,
+    void *ud);
 /*
  * The listing is complete: NULL when the index may be compacted to its
  * UIDs, else why not, in words.

@@ -1,9 +1,11 @@
 /*
- * fetch: the batches of one folder's sync and the message streaming into
- * its lane. A batch is one pipelined `UID FETCH` of up to BATCH_MAX_MSGS
- * UIDs; its bodies arrive as literals that the mailbox hands on from the
- * connection's sink (fetch_body_*), CRLF made LF, into the lane it was
- * given, and the head batch is committed once its tagged OK is in and its
+ * fetch: the listing of one folder's sync, its batches and the message
+ * streaming into its lane. The listing (fetch_list) sorts the UIDs the
+ * server holds into those to fetch and those delivered already that the
+ * after-action deletes or moves (fetch_pump queues them). A batch is one
+ * pipelined `UID FETCH` of up to BATCH_MAX_MSGS UIDs; its bodies arrive
+ * as literals through the connection's sink (fetch_sink), CRLF made LF,
+ * into the lane it was given, and the head batch is committed once its tagged OK is in and its
  * writes are on disk. The mailbox decides when to send, commit and stop.
  */
 #ifndef IDLEFETCH_FETCH_H
@@ -13,34 +15,74 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "idlefetch/after.h"
 #include "idlefetch/commit.h"
 #include "idlefetch/conn.h"
 #include "idlefetch/lane.h"
+#include "idlefetch/state.h"
 #include "idlefetch/uidlist.h"
 
 struct fetch;
 
-/* lane and maildir are borrowed and outlive it. */
-struct fetch *fetch_new(struct lane *lane, const char *maildir, uint32_t tag);
+/*
+ * What went wrong in what the connection's sink got: err < 0 fails the
+ * sync, why says what (the connection must close); err 0: what was
+ * ignored, worth a warning.
+ */
+typedef void fetch_fail_cb(void *ud, int err, const char *why);
+
+/*
+ * lane, maildir and af (the after-action, NULL to keep the server's
+ * copies) are borrowed and outlive it; fail(ud, ...) hears of its sink.
+ */
+struct fetch *fetch_new(struct lane *lane, const char *maildir, uint32_t tag,
+    struct after *af, fetch_fail_cb *fail, void *ud);
+/*
+ * What its owner's state expects from now on: bodies (the batches are
+ * fetched), a listing's lines (a listing of any kind is under way).
+ */
+void fetch_expect(struct fetch *f, bool bodies, bool lines);
+/* The connection's sink, with f as its ud: bodies and each response. */
+extern const struct conn_sink fetch_sink;
 /* Frees it, with the batches never committed and their files in tmp/. */
 void fetch_free(struct fetch *f);
 
 /* Whether another batch may be sent: the pipeline has room, no gap. */
 bool fetch_may_send(const struct fetch *f);
+
 /*
- * Sends the next batch of ul's UIDs on c. done(ud, r) gets its tagged
- * reply (once the batch is marked complete when OK), line(ud, r) its
- * untagged FETCH responses.
+ * Lists the folder from UID from on c, forgetting the last listing and
+ * gap: UIDs above st's last_uid are to fetch, those at or below it still
+ * on the server are for the after-action (not at or below keep_to, nor
+ * refused). st is borrowed until done(ud, r) gets the tagged reply.
  */
-void fetch_send(struct fetch *f, struct conn *c, struct uidlist *ul,
-    conn_done_cb *done, conn_untagged_cb *line, void *ud);
+void fetch_list(struct fetch *f, struct conn *c, uint32_t from,
+    const struct state_rec *st, conn_done_cb *done, void *ud);
+/* A new listing elsewhere (a recovery's): the gap and the last are gone. */
+void fetch_restart(struct fetch *f);
+/* The listing is complete: uidlist_finish() of it. */
+int fetch_list_finish(struct fetch *f, bool *more);
+/* UIDs it listed to fetch; whether some were left out (uidlist_cut). */
+size_t fetch_count(const struct fetch *f);
+bool fetch_cut(const struct fetch *f);
+/* The listing itself, for a recovery to fill; owned by f. */
+struct uidlist *fetch_uidlist(struct fetch *f);
+/* A sync is over: the listing's memory goes (uidlist_release). */
+void fetch_release(struct fetch *f);
+/*
+ * Moves the sync on c: queues the listed UIDs already delivered for the
+ * after-action, and sends batches while the pipeline has room (none when
+ * stopping); done(ud, r) gets each batch's tagged reply (once the batch is
+ * marked complete when OK). Returns whether nothing is left to fetch nor
+ * to act on (what a gap or stopping leaves aside).
+ */
+bool fetch_pump(struct fetch *f, struct conn *c, bool stopping,
+    conn_done_cb *done, void *ud);
 /* Batches sent and not committed yet, and those not answered yet. */
 bool fetch_pending(const struct fetch *f);
 size_t fetch_inflight(const struct fetch *f);
 /* A batch came back short: commit no further in this listing. */
 bool fetch_gap(const struct fetch *f);
-/* A new listing: what it fetches may be committed again. */
-void fetch_clear_gap(struct fetch *f);
 
 /*
  * Takes the head batch for its commit if it is ready: answered (or, not
@@ -49,49 +91,27 @@ void fetch_clear_gap(struct fetch *f);
  */
 bool fetch_take(struct fetch *f, bool connected);
 /*
- * Fills j (its st is the state now) with the taken batch's files and how
- * many of them to commit. Returns the UID the server newly failed to
- * return (to list again from), or 0.
+ * Fills in with the taken batch's files and how many of them to commit
+ * above last_uid (the state's now). Returns the UID the server newly
+ * failed to return (to list again from), or 0.
  */
-uint32_t fetch_plan(struct fetch *f, struct commit_req *j);
-/* The taken batch's commit is over: it is freed. */
-void fetch_committed(struct fetch *f);
+uint32_t fetch_plan(struct fetch *f, uint32_t last_uid,
+    struct commit_in *in);
+/*
+ * The taken batch's commit is over (result 0 or a negative errno, its
+ * first ncommit files committed), st the state after it: it is freed,
+ * and, on c (NULL: off the connection) outside a recovery, what it
+ * committed and the target did not refuse is queued for the after-action.
+ */
+void fetch_committed(struct fetch *f, int result, size_t ncommit,
+    const struct state_rec *st, struct conn *c);
 
-/* The connection closed: nothing in flight, a body half in is dropped. */
+/*
+ * The connection closed: nothing in flight, a body half in is dropped, and
+ * the listing is forgotten.
+ */
 void fetch_detach(struct fetch *f);
-/* A body literal is open, and whether it has a tmp/ file. */
+/* A body literal is open. */
 bool fetch_streaming(const struct fetch *f);
-bool fetch_body_open(const struct fetch *f);
-/* Whether a literal, by the prefix that ends in "{n}\r\n", is a body. */
-bool fetch_is_body(const char *prefix, size_t len);
-/*
- * A body begins; wanted: the mailbox fetches now (else, or with no batch,
- * it streams to nowhere). Returns 0, or maildir_create's error.
- */
-int fetch_body_begin(struct fetch *f, bool wanted);
-int fetch_body_data(struct fetch *f, const char *p, size_t n);
-void fetch_body_end(struct fetch *f);
-/*
- * The FETCH response r carried the open body: it joins its batch.
- * Returns -1 when no batch asked for its UID (the body is dropped).
- */
-int fetch_body_done(struct fetch *f, const struct proto_resp *r);
-
-/*
- * The connection's sink, handed on by the mailbox. A literal begins:
- * returns 1 when it is a body (streamed in; wanted as at fetch_body_begin),
- * 0 when not, or a negative error with why filled: the connection must
- * close.
- */
-int fetch_sink_begin(struct fetch *f, const char *prefix, size_t len,
-    bool wanted, char *why, size_t whylen);
-/*
- * A whole response (pr < 0: it could not be parsed; p[0..n) its text),
- * while a listing's lines are expected or not. Returns 0, 1 when it
- * carried a body no batch asked for (dropped), or -1 with why filled: the
- * connection must close.
- */
-int fetch_sink_unit(struct fetch *f, int pr, const struct proto_resp *r,
-    const char *p, size_t n, bool listing, char *why, size_t whylen);
 
 #endif

@@ -49,16 +49,15 @@ bool mbdisk_reconciled(const struct mbdisk *d);
 /* A job is in flight. */
 bool mbdisk_busy(const struct mbdisk *d);
 
+typedef void mbdisk_done_cb(const struct commit_req *j, void *ud);
+
 /*
- * A job of this kind, filled with the paths, state and binding; the
- * caller owns it until mbdisk_run.
+ * Runs a job of this kind (one at a time), filled with the paths, state
+ * and binding, and with in (a MATCH's set and a COMPACT's uids are the
+ * job's from now on): the state takes its result, then done(j, ud) runs
+ * on the loop, then j is freed.
  */
-struct commit_req *mbdisk_job(const struct mbdisk *d, enum commit_kind kind);
-/*
- * Runs j (one at a time) and takes it: the state takes its result, then
- * done(j, ud) runs on the loop, then j is freed.
- */
-void mbdisk_run(struct mbdisk *d, struct commit_req *j, commit_done_cb *done,
-    void *ud);
+void mbdisk_run(struct mbdisk *d, enum commit_kind kind,
+    const struct commit_in *in, mbdisk_done_cb *done, void *ud);
 
 #endif

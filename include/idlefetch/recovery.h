@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "idlefetch/conn.h"
 #include "idlefetch/msgindex.h"
 #include "idlefetch/proto.h"
 #include "idlefetch/state.h"
@@ -21,13 +22,17 @@ struct recovery;
 
 struct recovery *recovery_new(void);
 void recovery_free(struct recovery *rc);
-/* A recovery's listing starts: an empty set, counts at zero. */
-void recovery_begin(struct recovery *rc);
 /*
- * One line of its listing (r has a UID). Returns -1 when the server
- * listed over MSGINDEX_SET_MAX messages: the set is dropped.
+ * A recovery's listing of every message with its header fields starts on
+ * c (an empty set, counts at zero); done(ud, r) gets its tagged reply.
  */
-int recovery_line(struct recovery *rc, const struct proto_resp *r);
+void recovery_list(struct recovery *rc, struct conn *c, conn_done_cb *done,
+    void *ud);
+/*
+ * Its listing held over MSGINDEX_SET_MAX messages: the set was dropped,
+ * and the recovery cannot go on.
+ */
+bool recovery_over(const struct recovery *rc);
 /* Its listing, for a MATCH job: the caller owns it (recovery_set_free). */
 struct msgindex_set *recovery_take_set(struct recovery *rc);
 void recovery_set_free(struct msgindex_set *m);

@@ -1,12 +1,14 @@
 /*
  * compaction: the data behind the compaction of a folder's index
  * (compaction.h): its size, the server's UIDs listed, and the checks that
- * the listing is whole. It calls nothing but util and msgindex's bound;
- * the mailbox decides and changes state.
+ * the listing is whole. It sends its listing (conn_cmd) and calls
+ * nothing else but util and msgindex's bound; the mailbox decides and
+ * changes state.
  */
 #include <stdlib.h>
 
 #include "idlefetch/compaction.h"
+#include "idlefetch/conn.h"
 #include "idlefetch/msgindex.h"
 #include "idlefetch/util.h"
 
@@ -26,6 +28,8 @@ struct compaction {
 	uint32_t distinct, top; /* ...how many ascending, the last */
 	uint32_t uidvalidity; /* ...under this UIDVALIDITY */
 	bool warned; /* a compaction was skipped and said so */
+	conn_done_cb *done; /* the listing's owner, with ud */
+	void *ud;
 };
 
 struct compaction *
@@ -81,7 +85,8 @@ compaction_begin(struct compaction *cp, uint32_t uidvalidity)
 	cp->uidvalidity = uidvalidity;
 }
 
-void
+/* One UID the server listed. */
+static void
 compaction_add(struct compaction *cp, uint32_t uid)
 {
 	if (cp->n == MSGINDEX_SET_MAX) {
@@ -98,6 +103,31 @@ compaction_add(struct compaction *cp, uint32_t uid)
 		cp->distinct++;
 		cp->top = uid;
 	}
+}
+
+static void
+compaction_line(void *ud, const struct proto_resp *r)
+{
+	if (r->has & HAS_UID)
+		compaction_add(ud, r->uid);
+}
+
+static void
+compaction_listed(void *ud, const struct proto_resp *r)
+{
+	struct compaction *cp = ud;
+
+	cp->done(cp->ud, r);
+}
+
+void
+compaction_list(struct compaction *cp, struct conn *c, conn_done_cb *done,
+    void *ud)
+{
+	cp->done = done;
+	cp->ud = ud;
+	conn_cmd(c, HAS_FETCH, compaction_listed, compaction_line, cp,
+	    "UID FETCH 1:* (UID)");
 }
 
 const char *

@@ -1,18 +1,20 @@
 /*
- * fetch: the batches of one folder's sync and the streaming of their
- * bodies into the lane (fetch.h). It owns the batches, from the FETCH
- * that asks for them to the end of their commit, and the message being
- * streamed. It calls the connection (conn_cmd) to send a batch, the lane
- * it was given to write, and maildir to create and convert; it hears of
- * replies through the callbacks it registered with conn_cmd and passes
- * them on to the ones its owner gave. It never changes the mailbox's
- * state nor logs: it returns what happened.
+ * fetch: the listing of one folder's sync, its batches and the streaming
+ * of their bodies into the lane (fetch.h). It owns the listing (uidlist)
+ * and hands the after-action (after.c) what is delivered; it owns the
+ * batches, from the FETCH that asks for them to the end of their commit,
+ * and the message being streamed. It calls the connection (conn_cmd) to
+ * list and send a batch, the lane it was given to write, and maildir to
+ * create and convert; it hears of replies through the callbacks it
+ * registered with conn_cmd and passes them on to the ones its owner gave.
+ * It never changes the mailbox's state nor logs: it returns what happened.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "idlefetch/after.h"
 #include "idlefetch/fetch.h"
 #include "idlefetch/header.h"
 #include "idlefetch/maildir.h"
@@ -27,7 +29,6 @@ struct batch {
 	struct batch *next;
 	struct fetch *f;
 	conn_done_cb *done; /* the owner's, with ud */
-	conn_untagged_cb *line;
 	void *ud;
 	uint32_t *uids; /* requested, ascending */
 	size_t n;
@@ -40,6 +41,15 @@ struct batch {
 
 struct fetch {
 	struct lane *lane; /* borrowed: the mailbox's */
+	struct after *af; /* borrowed; NULL: the server copies are kept */
+	struct uidlist *ul; /* what the listing found */
+	const struct state_rec *st; /* borrowed: what the listing is cut by */
+	bool listing; /* its listing's lines are wanted */
+	conn_done_cb *list_done; /* the owner's, with list_ud */
+	void *list_ud;
+	fetch_fail_cb *fail; /* the owner's, with fail_ud */
+	void *fail_ud;
+	bool want_bodies, want_lines; /* what its owner expects now */
 	const char *maildir; /* borrowed */
 	uint32_t tag; /* maildir file tag */
 	struct batch *bhead, *btail;
@@ -69,11 +79,16 @@ batch_free(struct batch *b)
 }
 
 struct fetch *
-fetch_new(struct lane *lane, const char *maildir, uint32_t tag)
+fetch_new(struct lane *lane, const char *maildir, uint32_t tag,
+    struct after *af, fetch_fail_cb *fail, void *ud)
 {
 	struct fetch *f = xcalloc(1, sizeof(*f));
 
 	f->lane = lane;
+	f->af = af;
+	f->fail = fail;
+	f->fail_ud = ud;
+	f->ul = uidlist_new();
 	f->maildir = maildir;
 	f->tag = tag;
 	return f;
@@ -93,6 +108,7 @@ fetch_free(struct fetch *f)
 		batch_free(b);
 	}
 	batch_free(f->job);
+	uidlist_free(f->ul);
 	free(f);
 }
 
@@ -121,9 +137,10 @@ fetch_gap(const struct fetch *f)
 }
 
 void
-fetch_clear_gap(struct fetch *f)
+fetch_restart(struct fetch *f)
 {
 	f->gap = false;
+	uidlist_clear(f->ul);
 }
 
 /* A batch's tagged reply: its bodies are all in (or never will be). */
@@ -143,24 +160,24 @@ batch_done(void *ud, const struct proto_resp *r)
 	b->done(b->ud, r);
 }
 
+/* Its bodies come through the connection's sink (fetch_sink_*). */
 static void
 batch_line(void *ud, const struct proto_resp *r)
 {
-	struct batch *b = ud;
-
-	b->line(b->ud, r);
+	(void)ud;
+	(void)r;
 }
 
-void
-fetch_send(struct fetch *f, struct conn *c, struct uidlist *ul,
-    conn_done_cb *done, conn_untagged_cb *line, void *ud)
+/* Sends the next batch of the listing's UIDs on c. */
+static void
+fetch_send(struct fetch *f, struct conn *c, conn_done_cb *done, void *ud)
 {
 	struct batch *b = xcalloc(1, sizeof(*b));
 	uint32_t uids[BATCH_MAX_MSGS];
 	size_t n, cap;
 	char *set;
 
-	n = uidlist_take(ul, BATCH_MAX_MSGS, BATCH_MAX_BYTES, uids);
+	n = uidlist_take(f->ul, BATCH_MAX_MSGS, BATCH_MAX_BYTES, uids);
 	b->n = n;
 	b->uids = xmalloc(n * sizeof(*b->uids));
 	memcpy(b->uids, uids, n * sizeof(*b->uids));
@@ -168,7 +185,6 @@ fetch_send(struct fetch *f, struct conn *c, struct uidlist *ul,
 	b->fps = xcalloc(n, sizeof(*b->fps));
 	b->f = f;
 	b->done = done;
-	b->line = line;
 	b->ud = ud;
 	cap = n * 24 + 1;
 	set = xmalloc(cap);
@@ -186,6 +202,101 @@ fetch_send(struct fetch *f, struct conn *c, struct uidlist *ul,
 	f->btail = b;
 	f->inflight++;
 }
+
+/* ---- the listing --------------------------------------------------------- */
+
+static void
+list_line(void *ud, const struct proto_resp *r)
+{
+	struct fetch *f = ud;
+	const struct state_rec *st = f->st;
+
+	if (!f->listing || !(r->has & HAS_UID))
+		return;
+	if (r->uid > st->last_uid) {
+		uidlist_add(f->ul, r->uid, r->size);
+		return;
+	}
+	/*
+	 * Delivered already but still on the server; left there if a recovery
+	 * matched it.
+	 */
+	if (f->af != NULL && r->uid > st->keep_to && !state_refused(st, r->uid))
+		uidlist_add_stale(f->ul, r->uid);
+}
+
+static void
+list_done(void *ud, const struct proto_resp *r)
+{
+	struct fetch *f = ud;
+
+	f->listing = false;
+	f->list_done(f->list_ud, r);
+}
+
+void
+fetch_list(struct fetch *f, struct conn *c, uint32_t from,
+    const struct state_rec *st, conn_done_cb *done, void *ud)
+{
+	fetch_restart(f);
+	f->st = st;
+	f->listing = true;
+	f->list_done = done;
+	f->list_ud = ud;
+	conn_cmd(c, HAS_FETCH, list_done, list_line, f,
+	    "UID FETCH %u:* (UID RFC822.SIZE)", from);
+}
+
+int
+fetch_list_finish(struct fetch *f, bool *more)
+{
+	return uidlist_finish(f->ul, more);
+}
+
+size_t
+fetch_count(const struct fetch *f)
+{
+	return uidlist_count(f->ul);
+}
+
+bool
+fetch_cut(const struct fetch *f)
+{
+	return uidlist_cut(f->ul);
+}
+
+struct uidlist *
+fetch_uidlist(struct fetch *f)
+{
+	return f->ul;
+}
+
+void
+fetch_release(struct fetch *f)
+{
+	uidlist_release(f->ul);
+}
+
+bool
+fetch_pump(struct fetch *f, struct conn *c, bool stopping,
+    conn_done_cb *done, void *ud)
+{
+	/* Chunks keep each command line well under servers' line limits. */
+	if (f->af != NULL) {
+		size_t n;
+		const uint32_t *stale = uidlist_stale(f->ul, &n);
+
+		after_queue(f->af, c, stale, n);
+		after_kick(f->af, c);
+	}
+	uidlist_stale_done(f->ul);
+	while (!stopping && fetch_may_send(f) && uidlist_left(f->ul) > 0)
+		fetch_send(f, c, done, ud);
+	return f->bhead == NULL && (f->af == NULL || after_idle(f->af)) &&
+	    (uidlist_left(f->ul) == 0 || stopping || f->gap);
+}
+
+/* ---- commits --------------------------------------------------------------- */
 
 bool
 fetch_take(struct fetch *f, bool connected)
@@ -223,7 +334,7 @@ cmp_file_uid(const void *x, const void *y)
  * what still exists. So last_uid never passes a message that is not in new/.
  */
 uint32_t
-fetch_plan(struct fetch *f, struct commit_req *j)
+fetch_plan(struct fetch *f, uint32_t last_uid, struct commit_in *in)
 {
 	struct batch *b = f->job;
 	uint32_t missing = 0;
@@ -231,11 +342,11 @@ fetch_plan(struct fetch *f, struct commit_req *j)
 
 	if (b->nfiles > 0)
 		qsort(b->files, b->nfiles, sizeof(*b->files), cmp_file_uid);
-	j->files = b->files;
-	j->nfiles = b->nfiles;
-	j->fps = b->fps;
-	j->commit_uid = j->st.last_uid;
-	j->ncommit = 0;
+	in->files = b->files;
+	in->nfiles = b->nfiles;
+	in->fps = b->fps;
+	in->commit_uid = last_uid;
+	in->ncommit = 0;
 	if (f->gap)
 		return 0; /* an earlier batch stopped short */
 	for (i = 0; i < b->n; i++) {
@@ -244,10 +355,10 @@ fetch_plan(struct fetch *f, struct commit_req *j)
 		if (lane_failed_msgno(f->lane) != 0 &&
 		    b->files[k].msgno >= lane_failed_msgno(f->lane))
 			break; /* its body did not reach the disk whole */
-		j->commit_uid = b->uids[i];
+		in->commit_uid = b->uids[i];
 		k++;
 	}
-	j->ncommit = k;
+	in->ncommit = k;
 	if (i < b->n && b->complete) {
 		f->gap = true;
 		if (f->gap_uid != b->uids[i])
@@ -258,8 +369,28 @@ fetch_plan(struct fetch *f, struct commit_req *j)
 }
 
 void
-fetch_committed(struct fetch *f)
+fetch_committed(struct fetch *f, int result, size_t ncommit,
+    const struct state_rec *st, struct conn *c)
 {
+	const struct maildir_file *files = f->job->files;
+	uint32_t *uids;
+	size_t n = 0;
+
+	/*
+	 * The state that records these messages is durable: act on the
+	 * server. Not during a recovery: its state is saved at its end, and
+	 * leaves on the server what it listed (keep_to). Off the connection
+	 * (it closed while the commit ran), nothing is queued: the next
+	 * listing finds these UIDs still on the server.
+	 */
+	if (result >= 0 && !st->recovering && f->af != NULL && c != NULL) {
+		uids = xmalloc((ncommit + 1) * sizeof(*uids));
+		for (size_t i = 0; i < ncommit; i++)
+			if (!state_refused(st, files[i].uid))
+				uids[n++] = files[i].uid;
+		after_queue(f->af, c, uids, n);
+		free(uids);
+	}
 	batch_free(f->job);
 	f->job = NULL;
 }
@@ -267,6 +398,8 @@ fetch_committed(struct fetch *f)
 void
 fetch_detach(struct fetch *f)
 {
+	uidlist_clear(f->ul);
+	f->listing = false;
 	if (f->cur_open)
 		lane_discard(f->lane, &f->cur);
 	f->cur_open = false;
@@ -280,13 +413,8 @@ fetch_streaming(const struct fetch *f)
 	return f->streaming;
 }
 
-bool
-fetch_body_open(const struct fetch *f)
-{
-	return f->cur_open;
-}
-
-bool
+/* Whether a literal, by the prefix that ends in "{n}\r\n", is a body. */
+static bool
 fetch_is_body(const char *prefix, size_t len)
 {
 	const char *end = prefix + len;
@@ -303,7 +431,11 @@ fetch_is_body(const char *prefix, size_t len)
 		(end - prefix < 6 || strncasecmp(end - 6, "RFC822", 6) != 0)));
 }
 
-int
+/*
+ * A body begins; wanted: the mailbox fetches now (else, or with no batch,
+ * it streams to nowhere). Returns 0, or maildir_create's error.
+ */
+static int
 fetch_body_begin(struct fetch *f, bool wanted)
 {
 	int r;
@@ -330,7 +462,7 @@ lane_sink(void *ud, const char *p, size_t n)
 	return 0;
 }
 
-int
+static int
 fetch_body_data(struct fetch *f, const char *p, size_t n)
 {
 	struct maildir_writer *w = &shared_writer;
@@ -352,7 +484,7 @@ fetch_body_data(struct fetch *f, const char *p, size_t n)
 	return r;
 }
 
-void
+static void
 fetch_body_end(struct fetch *f)
 {
 	struct maildir_writer *w = &shared_writer;
@@ -375,7 +507,11 @@ cmp_u32(const void *x, const void *y)
 	return a < b ? -1 : a > b;
 }
 
-int
+/*
+ * The FETCH response r carried the open body: it joins its batch.
+ * Returns -1 when no batch asked for its UID (the body is dropped).
+ */
+static int
 fetch_body_done(struct fetch *f, const struct proto_resp *r)
 {
 	struct batch *b;
@@ -408,12 +544,21 @@ fetch_body_done(struct fetch *f, const struct proto_resp *r)
 	return 0;
 }
 
-int
-fetch_sink_begin(struct fetch *f, const char *prefix, size_t len,
-    bool wanted, char *why, size_t whylen)
+/* ---- the connection's sink ------------------------------------------------ */
+
+/*
+ * A literal begins: 1 when it is a body (streamed in; to nowhere unless
+ * bodies are expected), 0 when not, or a negative error: the connection
+ * must close.
+ */
+static int
+sink_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 {
+	struct fetch *f = ud;
+	char why[512];
 	int r;
 
+	(void)size;
 	if (!fetch_is_body(prefix, len))
 		return 0;
 	if (f->cur_open) {
@@ -422,38 +567,64 @@ fetch_sink_begin(struct fetch *f, const char *prefix, size_t len,
 		 * second file while the first is in flight, and which of the
 		 * two is the message cannot be known.
 		 */
-		snprintf(why, whylen,
+		f->fail(f->fail_ud, IDLEFETCH_EPROTO,
 		    "two message bodies in one FETCH response; closing the "
 		    "connection");
 		return IDLEFETCH_EPROTO;
 	}
-	r = fetch_body_begin(f, wanted);
+	r = fetch_body_begin(f, f->want_bodies);
 	if (r < 0) {
-		snprintf(why, whylen, "cannot create a file in %s/tmp: %s",
+		snprintf(why, sizeof(why), "cannot create a file in %s/tmp: %s",
 		    f->maildir, strerror(-r));
+		f->fail(f->fail_ud, r, why);
 		return r;
 	}
 	return 1;
 }
 
-int
-fetch_sink_unit(struct fetch *f, int pr, const struct proto_resp *r,
-    const char *p, size_t n, bool listing, char *why, size_t whylen)
+static int
+sink_data(void *ud, const char *p, size_t n)
 {
-	char line[81];
+	return fetch_body_data(ud, p, n);
+}
+
+static int
+sink_end(void *ud)
+{
+	fetch_body_end(ud);
+	return 0;
+}
+
+/*
+ * A whole response (pr < 0: it could not be parsed; p[0..n) its text):
+ * false when the connection must close.
+ */
+static bool
+sink_unit(void *ud, int pr, const struct proto_resp *r, const char *p,
+    size_t n)
+{
+	struct fetch *f = ud;
+	char why[512], line[81];
 	size_t k;
 
 	if (f->cur_open) {
 		if (pr < 0 || !(r->has & HAS_BODY)) {
-			snprintf(why, whylen,
+			f->fail(f->fail_ud, IDLEFETCH_EPROTO,
 			    "cannot parse a FETCH response "
 			    "carrying a message; closing the connection");
-			return -1;
+			return false;
 		}
-		return fetch_body_done(f, r) < 0 ? 1 : 0;
+		if (fetch_body_done(f, r) < 0) {
+			snprintf(why, sizeof(why),
+			    "ignoring a message body the client did not ask "
+			    "for (UID %u)",
+			    r->uid);
+			f->fail(f->fail_ud, 0, why);
+		}
+		return true;
 	}
-	if (pr >= 0 || !listing || !(r->has & HAS_FETCH))
-		return 0;
+	if (pr >= 0 || !f->want_lines || !(r->has & HAS_FETCH))
+		return true;
 	/*
 	 * A listing line that cannot be read may be a message: skipping it
 	 * would let the last delivered UID pass a message never delivered.
@@ -462,8 +633,23 @@ fetch_sink_unit(struct fetch *f, int pr, const struct proto_resp *r,
 	for (k = 0; k < n && k + 1 < sizeof(line) && p[k] != '\r'; k++)
 		line[k] = (p[k] >= 0x20 && p[k] < 0x7f) ? p[k] : '?';
 	line[k] = '\0';
-	snprintf(why, whylen,
+	snprintf(why, sizeof(why),
 	    "cannot read a line of the message listing ('%s'); "
 	    "stopping so that no message is skipped", line);
-	return -1;
+	f->fail(f->fail_ud, IDLEFETCH_EPROTO, why);
+	return false;
+}
+
+const struct conn_sink fetch_sink = {
+	.unit = sink_unit,
+	.literal_begin = sink_begin,
+	.literal_data = sink_data,
+	.literal_end = sink_end,
+};
+
+void
+fetch_expect(struct fetch *f, bool bodies, bool lines)
+{
+	f->want_bodies = bodies;
+	f->want_lines = lines;
 }

@@ -5,14 +5,14 @@
  * fetch, commit, act on the server, recover from a renumbering, compact
  * the index. Its parts keep their own data and return what happened:
  * selection (SELECT, what it said, and what follows from the saved
- * state), mbdisk (paths, the durable state record, the one disk job in
- * flight), the lane (its ordered writes), uidlist (the listing), fetch
- * (batches and the bodies streamed into the lane), after (the
- * after-delivery actions), verify (what the last UID holds now),
- * recovery, compaction. It calls those and the connection (conn_cmd); it
- * hears of replies through the callbacks it passes with each command, and
- * tells its owner through mailbox_ops. It never changes the connection's
- * state.
+ * state), mbdisk (paths, the durable state record, the one disk job and
+ * what it did), the lane (its ordered writes), fetch (the listing, the
+ * batches, the bodies streamed into the lane, what the after-action gets
+ * of them), after (the after-delivery actions), verify (what the last UID
+ * holds now), recovery and compaction (each with its own listing). It
+ * calls those and the connection; it hears of replies through the
+ * callbacks it passes with each command, and tells its owner through
+ * mailbox_ops. It never changes the connection's state.
  *
  * The sync lists the UIDs above the saved last_uid, then fetches them in
  * pipelined batches. A batch is committed on the threadpool (sync the
@@ -35,7 +35,6 @@
 #include "idlefetch/commit.h"
 #include "idlefetch/compaction.h"
 #include "idlefetch/fetch.h"
-#include "idlefetch/header.h"
 #include "idlefetch/lane.h"
 #include "idlefetch/log.h"
 #include "idlefetch/mailbox.h"
@@ -77,8 +76,7 @@ struct mailbox {
 	/* The sync */
 	struct verify *vf; /* VERIFY: what UID last_uid holds now */
 	unsigned after_retries; /* syncs started again for that, in a row */
-	struct uidlist *ul; /* what the listing found */
-	struct fetch *fe; /* its batches, and the body streamed in */
+	struct fetch *fe; /* the listing, its batches, the body streamed in */
 	/*
 	 * A recovery (see recover_start): the listing is matched against
 	 * what the Maildir holds, and only the rest is fetched.
@@ -111,6 +109,9 @@ mailbox_enter(struct mailbox *mb, enum mailbox_state st, const char *why)
 		LOG(mb, LOGL_DEBUG, "mailbox %s -> %s (%s)",
 		    state_names[mb->state], state_names[st], why);
 	mb->state = st;
+	/* What the connection's sink expects follows from the state. */
+	fetch_expect(mb->fe, st == MB_FETCH,
+	    st == MB_LIST || st == MB_COMPACT_LIST);
 }
 
 /* On a connection that is up. */
@@ -157,7 +158,6 @@ mb_settled(struct mailbox *mb)
 
 static void pump(struct mailbox *mb);
 static void start_job(struct mailbox *mb, enum commit_kind kind);
-static void fetch_line(void *ud, const struct proto_resp *r);
 static void listed(void *ud, const struct proto_resp *r);
 static void verified(void *ud, const struct proto_resp *r,
     const char *differs);
@@ -165,9 +165,10 @@ static void batch_done(void *ud, const struct proto_resp *r);
 static void sync_start(struct mailbox *mb);
 static void recover_start(struct mailbox *mb);
 static void recover_listed(struct mailbox *mb);
-static void recover_matched(struct mailbox *mb, struct commit_req *j);
-static void recover_done(struct mailbox *mb, struct commit_req *j);
-static void compact_done(struct mailbox *mb);
+static void recover_matched(struct mailbox *mb, struct msgindex_set *m);
+static void recover_done(struct mailbox *mb, const struct commit_req *j);
+static void compact_end(struct mailbox *mb);
+static void sync_complete(struct mailbox *mb);
 static void sync_verify_last(struct mailbox *mb);
 static void list_done(struct mailbox *mb);
 static bool compact_due(const struct mailbox *mb);
@@ -188,7 +189,7 @@ pump_commits(struct mailbox *mb)
 
 /* Its Maildir and state are read: READY, or DEAD when unusable. */
 static void
-job_done_prepare(struct mailbox *mb, struct commit_req *j)
+job_done_prepare(struct mailbox *mb, const struct commit_req *j)
 {
 	if (j->result < 0) {
 		mailbox_enter(mb, MB_DEAD, "its Maildir or state is unusable");
@@ -203,68 +204,49 @@ job_done_prepare(struct mailbox *mb, struct commit_req *j)
 	mb->ops->prepared(mb->ud, mb, 0, NULL);
 }
 
+/*
+ * The state took what the job saved, and what it delivered is logged
+ * (mbdisk.c); the after-action gets what is durable (fetch.c).
+ */
 static void
-job_done_commit(struct mailbox *mb, struct commit_req *j)
+job_done_commit(struct mailbox *mb, const struct commit_req *j)
 {
-	uint32_t *uids;
-	size_t n = 0;
-
-	metrics_committed(mb->a->name, mb->name, j);
 	if (j->ncommit > j->nrefused) {
 		unsigned ok = (unsigned)j->ncommit - j->nrefused;
 
 		mb->delivered += ok;
 		mb->status->delivered = mb->delivered;
-		LOG(mb, LOGL_INFO, "delivered %u message(s), UIDs %u..%u", ok,
-		    j->files[0].uid, j->files[j->ncommit - 1].uid);
 		mb->ops->delivered(mb->ud, mb, ok);
 	}
-	if (j->nrefused > 0)
-		LOG(mb, LOGL_ERROR,
-		    "the target refused %u message(s), UID %u first (%s); "
-		    "they stay on the server, and later mail goes on",
-		    j->nrefused, j->refused_uid, j->refused_why);
-	/* The state took what the job saved (mbdisk.c). */
-	if (j->result < 0) {
-		fetch_committed(mb->fe);
-		if (j->result == -EAGAIN)
-			mb_fail(mb, j->result,
-			    "delivery deferred: %s; the message stays on the "
-			    "server and is tried again",
-			    j->err);
-		else
-			mb_fail(mb, j->result,
-			    "%s; fetching stops until this is fixed", j->err);
-		return;
-	}
-	/*
-	 * The state that records these messages is durable: act on the
-	 * server. Not during a recovery: its state is saved at its end, and
-	 * leaves on the server what it listed (keep_to).
-	 */
-	if (mbdisk_state(DISK(mb))->recovering) {
-		fetch_committed(mb->fe);
-		return;
-	}
-	/*
-	 * Off the connection (it closed while the commit ran), nothing is
-	 * queued: the next listing finds these UIDs still on the server.
-	 */
-	if (mb->af != NULL && on_conn(mb)) {
-		uids = xmalloc((j->ncommit + 1) * sizeof(*uids));
-		for (size_t i = 0; i < j->ncommit; i++)
-			if (!state_refused(mbdisk_state(DISK(mb)),
-				j->files[i].uid))
-				uids[n++] = j->files[i].uid;
-		after_queue(mb->af, mb->conn, uids, n);
-		free(uids);
-	}
-	fetch_committed(mb->fe);
+	fetch_committed(mb->fe, j->result, j->ncommit, mbdisk_state(DISK(mb)),
+	    on_conn(mb) ? mb->conn : NULL);
+	if (j->result == -EAGAIN)
+		mb_fail(mb, j->result,
+		    "delivery deferred: %s; the message stays on the "
+		    "server and is tried again",
+		    j->err);
+	else if (j->result < 0)
+		mb_fail(mb, j->result,
+		    "%s; fetching stops until this is fixed", j->err);
 }
 
-/* The disk job ended; the state took what it saved (mbdisk.c). */
+/* The state each kind of job is waited for in. */
+static const enum mailbox_state job_waited[] = {
+	[COMMIT_PREPARE] = MB_PREPARE,
+	[COMMIT_RECONCILE] = MB_RECONCILE,
+	[COMMIT_DELIVER] = MB_FETCH,
+	[COMMIT_RECOVER] = MB_RECOVER,
+	[COMMIT_MATCH] = MB_MATCH,
+	[COMMIT_RECOVERED] = MB_FETCH,
+	[COMMIT_COMPACT] = MB_COMPACT,
+};
+
+/*
+ * The disk job ended; the state took what it saved, and what it did is
+ * logged (mbdisk.c). A job whose state was left meanwhile settles.
+ */
 static void
-job_done(struct commit_req *j, void *ud)
+job_done(const struct commit_req *j, void *ud)
 {
 	struct mailbox *mb = ud;
 
@@ -274,42 +256,45 @@ job_done(struct commit_req *j, void *ud)
 	case COMMIT_PREPARE:
 		job_done_prepare(mb, j);
 		return;
-	case COMMIT_RECONCILE:
-		if (j->result < 0) {
-			mb_fail(mb, j->result, "%s", j->err);
-			return;
-		}
-		if (in(mb, MB_RECONCILE))
-			sync_verify_last(mb);
-		else
-			mb_settled(mb);
-		return;
 	case COMMIT_DELIVER:
-		job_done_commit(mb, j);
-		if (in(mb, MB_FETCH))
-			pump(mb);
-		else
-			mb_settled(mb);
-		return;
-	case COMMIT_RECOVER:
+		job_done_commit(mb, j); /* it fails the sync itself */
+		break;
+	case COMMIT_COMPACT:
+		break; /* a failed one only leaves the index larger */
+	default:
 		if (j->result < 0) {
+			recovery_set_free(j->set); /* a MATCH's */
 			mb_fail(mb, j->result, "%s", j->err);
 			return;
 		}
-		if (in(mb, MB_RECOVER)) {
-			recover_listed(mb);
-			return;
-		}
+	}
+	if (j->kind == COMMIT_RECOVERED)
+		recover_done(mb, j);
+	if (!in(mb, job_waited[j->kind]) ||
+	    (j->kind == COMMIT_MATCH && !mb->recovering)) {
+		recovery_set_free(j->set);
 		mb_settled(mb);
 		return;
+	}
+	switch (j->kind) {
+	case COMMIT_RECONCILE:
+		sync_verify_last(mb);
+		return;
+	case COMMIT_DELIVER:
+		pump(mb);
+		return;
+	case COMMIT_RECOVER:
+		recover_listed(mb);
+		return;
 	case COMMIT_MATCH:
-		recover_matched(mb, j);
+		recover_matched(mb, j->set);
 		return;
 	case COMMIT_RECOVERED:
-		recover_done(mb, j);
+		mb->more = true; /* what came after its listing */
+		sync_complete(mb);
 		return;
 	case COMMIT_COMPACT:
-		compact_done(mb);
+		compact_end(mb);
 		return;
 	default:
 		fatal("bad job kind");
@@ -320,18 +305,18 @@ job_done(struct commit_req *j, void *ud)
 static void
 start_job(struct mailbox *mb, enum commit_kind kind)
 {
-	struct commit_req *j = mbdisk_job(DISK(mb), kind);
+	struct commit_in in = { .uidvalidity = selection_uidvalidity(SEL(mb)) };
 
-	j->uidvalidity = selection_uidvalidity(SEL(mb));
 	if (kind == COMMIT_RECOVERED)
-		j->commit_uid = recovery_max(mb->rc, &j->st.last);
+		in.commit_uid = recovery_max(mb->rc, &in.last);
 	/* The job owns these until it is done (then freed). */
 	if (kind == COMMIT_MATCH)
-		j->set = recovery_take_set(mb->rc);
+		in.set = recovery_take_set(mb->rc);
 	if (kind == COMMIT_COMPACT)
-		j->uids = compaction_take(mb->cp, &j->nuids);
+		in.uids = compaction_take(mb->cp, &in.nuids);
 	if (kind == COMMIT_DELIVER) {
-		uint32_t missing = fetch_plan(mb->fe, j);
+		uint32_t missing = fetch_plan(mb->fe,
+		    mbdisk_state(DISK(mb))->last_uid, &in);
 
 		if (missing != 0) {
 			LOG(mb, LOGL_WARN,
@@ -341,53 +326,19 @@ start_job(struct mailbox *mb, enum commit_kind kind)
 			mb->more = true; /* re-list: it may have been expunged */
 		}
 	}
-	mbdisk_run(DISK(mb), j, job_done, mb);
+	mbdisk_run(DISK(mb), kind, &in, job_done, mb);
 }
 
 /* ---- sync ------------------------------------------------------------------ */
 
 static void
-sync_list_add(struct mailbox *mb, uint32_t uid, uint32_t size)
-{
-	const struct state_rec *st = mbdisk_state(DISK(mb));
-
-	if (uid > st->last_uid) {
-		uidlist_add(mb->ul, uid, size);
-		return;
-	}
-	/*
-	 * Delivered already but still on the server; left there if a recovery
-	 * matched it.
-	 */
-	if (mb->a->after != AFTER_KEEP && uid > st->keep_to &&
-	    !state_refused(st, uid))
-		uidlist_add_stale(mb->ul, uid);
-}
-
-/* The listing is complete: what to fetch, in order. */
-static int
-sync_list_finish(struct mailbox *mb)
-{
-	if (uidlist_finish(mb->ul, &mb->more) < 0)
-		return -1;
-	mb->status->queued = mb->status->delivered + uidlist_count(mb->ul);
-	return 0;
-}
-
-/*
- * A finished sync keeps none of its listing: an idle connection would hold
- * 2 KiB or more of it (2 MiB at a thousand accounts).
- */
-static void
-sync_release(struct mailbox *mb)
-{
-	uidlist_release(mb->ul);
-}
-
-static void
 sync_complete(struct mailbox *mb)
 {
-	sync_release(mb);
+	/*
+	 * A finished sync keeps none of its listing: an idle connection would
+	 * hold 2 KiB or more of it (2 MiB at a thousand accounts).
+	 */
+	fetch_release(mb->fe);
 	if (mb->recovering) {
 		mb->recovering = false;
 		/* Not all of it delivered: the next pass recovers again. */
@@ -430,35 +381,9 @@ pump(struct mailbox *mb)
 	pump_commits(mb);
 	if (mb->state != MB_FETCH)
 		return;
-	/* Chunks keep each command line well under servers' line limits. */
-	if (mb->af != NULL) {
-		size_t n;
-		const uint32_t *stale = uidlist_stale(mb->ul, &n);
-
-		after_queue(mb->af, mb->conn, stale, n);
-		after_kick(mb->af, mb->conn);
-	}
-	uidlist_stale_done(mb->ul);
-	while (!mb->stopping && fetch_may_send(mb->fe) &&
-	    uidlist_left(mb->ul) > 0)
-		fetch_send(mb->fe, mb->conn, mb->ul, batch_done, fetch_line, mb);
-	if (!fetch_pending(mb->fe) && !mbdisk_busy(DISK(mb)) &&
-	    (mb->af == NULL || after_idle(mb->af)) &&
-	    (uidlist_left(mb->ul) == 0 || mb->stopping || fetch_gap(mb->fe)))
+	if (fetch_pump(mb->fe, mb->conn, mb->stopping, batch_done, mb) &&
+	    !mbdisk_busy(DISK(mb)))
 		sync_complete(mb);
-}
-
-/* A listing of the folder from UID from, with these items, starts. */
-static void
-list_begin(struct mailbox *mb, uint32_t from, const char *items)
-{
-	mailbox_enter(mb, MB_LIST, mb->recovering ? "a recovery's listing" :
-						    "listing new mail");
-	mb->more = false;
-	fetch_clear_gap(mb->fe);
-	uidlist_clear(mb->ul);
-	conn_cmd(mb->conn, HAS_FETCH, listed, fetch_line, mb, "UID FETCH %u:* (%s)",
-	    from, items);
 }
 
 static void
@@ -473,7 +398,9 @@ sync_start(struct mailbox *mb)
 	}
 	if (mb->a->after == AFTER_KEEP && st->last_uid < UINT32_MAX)
 		from = st->last_uid + 1;
-	list_begin(mb, from, "UID RFC822.SIZE");
+	mailbox_enter(mb, MB_LIST, "listing new mail");
+	mb->more = false;
+	fetch_list(mb->fe, mb->conn, from, st, listed, mb);
 }
 
 /* What the selection decided the sync does next. */
@@ -559,19 +486,11 @@ recover_start(struct mailbox *mb)
 static void
 recover_listed(struct mailbox *mb)
 {
-	recovery_begin(mb->rc);
 	mb->recovering = true;
-	list_begin(mb, 1,
-	    "UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (" HEADER_FIELDS ")]");
-}
-
-static void
-recover_line(struct mailbox *mb, const struct proto_resp *r)
-{
-	if (recovery_line(mb->rc, r) < 0)
-		mb_fail(mb, IDLEFETCH_EPROTO,
-		    "the server listed over %d messages for a recovery; "
-		    "closing the connection", MSGINDEX_SET_MAX);
+	mailbox_enter(mb, MB_LIST, "a recovery's listing");
+	mb->more = false;
+	fetch_restart(mb->fe);
+	recovery_list(mb->rc, mb->conn, listed, mb);
 }
 
 /* The listing is complete: match it against the index, off the loop. */
@@ -584,41 +503,25 @@ recover_match(struct mailbox *mb)
 
 /* Only the messages without a delivered file are fetched. */
 static void
-recover_matched(struct mailbox *mb, struct commit_req *j)
+recover_matched(struct mailbox *mb, struct msgindex_set *m)
 {
-	struct msgindex_set *m = j->set;
-
-	if (j->result < 0) {
-		recovery_set_free(m);
-		mb_fail(mb, j->result, "%s", j->err);
-		return;
-	}
-	if (!in(mb, MB_MATCH) || !mb->recovering) {
-		recovery_set_free(m);
-		mb_settled(mb);
-		return;
-	}
 	if (m->from_maildir)
 		LOG(mb, LOGL_INFO,
 		    "read %u message(s) of the Maildir missing from its index",
 		    m->from_maildir);
-	recovery_matched(mb->rc, m, mb->ul);
+	recovery_matched(mb->rc, m, fetch_uidlist(mb->fe));
 	list_done(mb);
 }
 
 /*
  * Every message the recovery listed is delivered or matched: the state
- * takes the folder's UIDVALIDITY and its highest UID.
+ * took the folder's UIDVALIDITY and its highest UID.
  */
 static void
-recover_done(struct mailbox *mb, struct commit_req *j)
+recover_done(struct mailbox *mb, const struct commit_req *j)
 {
 	unsigned matched, fresh, noid;
 
-	if (j->result < 0) {
-		mb_fail(mb, j->result, "%s", j->err);
-		return;
-	}
 	metrics_recovery(mb->a->name, mb->name);
 	recovery_counts(mb->rc, &matched, &fresh, &noid);
 	LOG(mb, LOGL_WARN,
@@ -628,12 +531,6 @@ recover_done(struct mailbox *mb, struct commit_req *j)
 	    "the server. UIDVALIDITY %u, last UID %u",
 	    matched, fresh, noid, j->st.uidvalidity,
 	    j->st.last_uid);
-	if (!in(mb, MB_FETCH)) {
-		mb_settled(mb);
-		return;
-	}
-	mb->more = true; /* what came after its listing */
-	sync_complete(mb);
 }
 
 /* ---- index compaction -------------------------------------------------------- */
@@ -657,6 +554,42 @@ compact_due(const struct mailbox *mb)
 	return compaction_due(mb->cp, selection_exists(SEL(mb)));
 }
 
+/* The sync ends as it would have without the compaction. */
+static void
+compact_end(struct mailbox *mb)
+{
+	compaction_clear(mb->cp);
+	mailbox_enter(mb, MB_FETCH, "the compaction is over");
+	sync_complete(mb);
+}
+
+/*
+ * An index not compacted is only larger: it is not worth failing for, nor
+ * worth a warning at every sync.
+ */
+static void
+compact_listed(void *ud, const struct proto_resp *r)
+{
+	struct mailbox *mb = ud;
+	const char *why = NULL;
+
+	if (r == NULL)
+		return;
+	if (r->status != PROTO_OK)
+		why = r->text;
+	else
+		why = compaction_check(mb->cp, selection_uidvalidity(SEL(mb)),
+		    selection_exists(SEL(mb)));
+	if (why == NULL) {
+		mailbox_enter(mb, MB_COMPACT, "the server's UIDs are listed");
+		start_job(mb, COMMIT_COMPACT);
+		return;
+	}
+	LOG(mb, compaction_warned(mb->cp) ? LOGL_DEBUG : LOGL_WARN,
+	    "not compacting the folder's index: %s", why);
+	compact_end(mb);
+}
+
 static void
 compact_start(struct mailbox *mb)
 {
@@ -677,124 +610,31 @@ compact_start(struct mailbox *mb)
 		start_job(mb, COMMIT_COMPACT);
 		return;
 	}
-	conn_cmd(mb->conn, HAS_FETCH, listed, fetch_line, mb,
-	    "UID FETCH 1:* (UID)");
+	compaction_list(mb->cp, mb->conn, compact_listed, mb);
 }
 
-/* The sync ends as it would have without the compaction. */
-static void
-compact_end(struct mailbox *mb)
-{
-	compaction_clear(mb->cp);
-	mailbox_enter(mb, MB_FETCH, "the compaction is over");
-	sync_complete(mb);
-}
-
-/*
- * An index not compacted is only larger: it is not worth failing for, nor
- * worth a warning at every sync.
- */
-static void
-compact_listed(struct mailbox *mb, const struct proto_resp *r)
-{
-	const char *why = NULL;
-
-	if (r->status != PROTO_OK)
-		why = r->text;
-	else
-		why = compaction_check(mb->cp, selection_uidvalidity(SEL(mb)),
-		    selection_exists(SEL(mb)));
-	if (why == NULL) {
-		mailbox_enter(mb, MB_COMPACT, "the server's UIDs are listed");
-		start_job(mb, COMMIT_COMPACT);
-		return;
-	}
-	LOG(mb, compaction_warned(mb->cp) ? LOGL_DEBUG : LOGL_WARN,
-	    "not compacting the folder's index: %s", why);
-	compact_end(mb);
-}
-
-/* What it did is logged (mbdisk.c): the sync goes on. */
-static void
-compact_done(struct mailbox *mb)
-{
-	if (!in(mb, MB_COMPACT)) {
-		mb_settled(mb);
-		return;
-	}
-	compact_end(mb);
-}
-
-/* ---- replies and message bodies ------------------------------------------- */
-
-static int
-sink_begin(void *ud, const char *prefix, size_t len, uint64_t size)
-{
-	struct mailbox *mb = ud;
-	char why[512];
-	int r;
-
-	(void)size;
-	r = fetch_sink_begin(mb->fe, prefix, len, mb->state == MB_FETCH, why,
-	    sizeof(why));
-	if (r < 0) /* decided and logged here, once; the framer only stops */
-		mb_fail(mb, r, "%s", why);
-	return r;
-}
-
-static int
-sink_data(void *ud, const char *p, size_t n)
-{
-	struct mailbox *mb = ud;
-
-	return fetch_body_data(mb->fe, p, n);
-}
-
-static int
-sink_end(void *ud)
-{
-	struct mailbox *mb = ud;
-
-	fetch_body_end(mb->fe);
-	return 0;
-}
+/* ---- replies ------------------------------------------------------------------ */
 
 /* The listing is complete (and matched, in a recovery): fetch. */
 static void
 list_done(struct mailbox *mb)
 {
-	bool cut = mb->recovering && uidlist_cut(mb->ul);
+	bool cut = mb->recovering && fetch_cut(mb->fe);
 
-	if (sync_list_finish(mb) < 0) {
+	if (fetch_list_finish(mb->fe, &mb->more) < 0) {
 		mb_fail(mb, IDLEFETCH_EPROTO,
 		    "the server listed over %d messages without a "
 		    "new one; closing the connection", UIDLIST_MAX);
 		return;
 	}
+	mb->status->queued = mb->status->delivered + fetch_count(mb->fe);
 	if (mb->recovering)
-		recovery_listed(mb->rc, cut,
-		    (unsigned)uidlist_count(mb->ul));
-	if (uidlist_count(mb->ul) > 0)
+		recovery_listed(mb->rc, cut, (unsigned)fetch_count(mb->fe));
+	if (fetch_count(mb->fe) > 0)
 		LOG(mb, LOGL_INFO, "%zu new message(s) to fetch",
-		    uidlist_count(mb->ul));
+		    fetch_count(mb->fe));
 	mailbox_enter(mb, MB_FETCH, "the listing is complete");
 	pump(mb);
-}
-
-/* An untagged FETCH of the sync's commands: a listing's, or a batch's. */
-static void
-fetch_line(void *ud, const struct proto_resp *r)
-{
-	struct mailbox *mb = ud;
-
-	if (!(r->has & HAS_UID))
-		return;
-	else if (mb->state == MB_COMPACT_LIST)
-		compaction_add(mb->cp, r->uid);
-	else if (mb->state == MB_LIST && mb->recovering)
-		recover_line(mb, r);
-	else if (mb->state == MB_LIST)
-		sync_list_add(mb, r->uid, r->size);
 }
 
 /*
@@ -810,7 +650,7 @@ mailbox_may_close(const struct mailbox *mb)
 	    (fetch_inflight(mb->fe) > 0 || mb->state == MB_LIST);
 }
 
-/* The listing's tagged reply (of new mail, a recovery's or compaction's). */
+/* The listing's tagged reply (of new mail, or a recovery's). */
 static void
 listed(void *ud, const struct proto_resp *r)
 {
@@ -818,16 +658,16 @@ listed(void *ud, const struct proto_resp *r)
 
 	if (r == NULL)
 		return;
-	if (mb->state == MB_COMPACT_LIST) {
-		compact_listed(mb, r);
-		return;
-	}
 	if (r->status != PROTO_OK) {
 		mb_fail(mb, IDLEFETCH_EPROTO,
 		    "listing new messages failed: %s", r->text);
 		return;
 	}
-	if (mb->recovering)
+	if (mb->recovering && recovery_over(mb->rc))
+		mb_fail(mb, IDLEFETCH_EPROTO,
+		    "the server listed over %d messages for a recovery; "
+		    "closing the connection", MSGINDEX_SET_MAX);
+	else if (mb->recovering)
 		recover_match(mb);
 	else
 		list_done(mb);
@@ -845,26 +685,6 @@ batch_done(void *ud, const struct proto_resp *r)
 		return;
 	}
 	pump(mb);
-}
-
-static bool
-sink_unit(void *ud, int pr, const struct proto_resp *r, const char *p,
-    size_t n)
-{
-	struct mailbox *mb = ud;
-	char why[512];
-	int ret = fetch_sink_unit(mb->fe, pr, r, p, n,
-	    mb->state == MB_LIST || mb->state == MB_COMPACT_LIST, why,
-	    sizeof(why));
-
-	if (ret < 0)
-		mb_fail(mb, IDLEFETCH_EPROTO, "%s", why);
-	else if (ret > 0)
-		LOG(mb, LOGL_WARN,
-		    "ignoring a message body the client did not ask "
-		    "for (UID %u)",
-		    r->uid);
-	return ret >= 0;
 }
 
 /* ---- SELECT ------------------------------------------------------------------- */
@@ -943,12 +763,17 @@ static const struct after_ops after_ops = {
 	.failed = on_after_failed,
 };
 
-static const struct conn_sink sink = {
-	.unit = sink_unit,
-	.literal_begin = sink_begin,
-	.literal_data = sink_data,
-	.literal_end = sink_end,
-};
+/* What the connection's sink got went wrong, or was ignored (fetch.c). */
+static void
+on_fetch_fail(void *ud, int err, const char *why)
+{
+	struct mailbox *mb = ud;
+
+	if (err < 0) /* decided and logged here, once; the framer only stops */
+		mb_fail(mb, err, "%s", why);
+	else
+		LOG(mb, LOGL_WARN, "%s", why);
+}
 
 /* ---- public ------------------------------------------------------------------------ */
 
@@ -983,11 +808,11 @@ mailbox_new(uv_loop_t *loop, const struct mailbox_opts *o)
 	    selection_wire(SEL(mb)));
 	maildir = mbdisk_maildir(DISK(mb));
 	mb->sync_ok = true;
-	mb->ul = uidlist_new();
 	if (mb->a->after != AFTER_KEEP)
 		mb->af = after_new(mb->a->after, o->move_wire, &after_ops, mb);
 	lane_init(LANE(mb), loop, maildir, &lane_ops, mb);
-	mb->fe = fetch_new(LANE(mb), maildir, mbdisk_tag(DISK(mb)));
+	mb->fe = fetch_new(LANE(mb), maildir, mbdisk_tag(DISK(mb)), mb->af,
+	    on_fetch_fail, mb);
 	mb->rc = recovery_new();
 	mb->cp = compaction_new();
 	mb->vf = verify_new();
@@ -999,7 +824,6 @@ static void
 mailbox_free(struct mailbox *mb)
 {
 	fetch_free(mb->fe);
-	uidlist_free(mb->ul);
 	after_free(mb->af);
 	recovery_free(mb->rc);
 	compaction_free(mb->cp);
@@ -1045,7 +869,7 @@ void
 mailbox_select(struct mailbox *mb, struct conn *c)
 {
 	mb->conn = c;
-	conn_set_sink(c, &sink, mb);
+	conn_set_sink(c, &fetch_sink, mb->fe);
 	/*
 	 * What failed on an earlier connection is no reason to stop now; the
 	 * owner waits for every lane before it connects again.
@@ -1094,7 +918,6 @@ mailbox_detach(struct mailbox *mb)
 	fetch_detach(mb->fe);
 	if (mb->af != NULL)
 		after_reset(mb->af);
-	uidlist_clear(mb->ul);
 	mb->recovering = false; /* its state says to do it again */
 	recovery_drop(mb->rc);
 	compaction_clear(mb->cp);

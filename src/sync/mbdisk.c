@@ -1,7 +1,8 @@
 /*
  * mbdisk: a folder's disk side (mbdisk.h). It owns the folder's paths,
  * its durable state record and binding, and the one job in flight; it
- * calls commit (on the threadpool) and logs what a job found on disk.
+ * calls commit (on the threadpool) and logs what a job found on disk and
+ * what a delivery committed or the target refused (counted in metrics).
  * The state record changes only here, from what a job saved.
  */
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include "idlefetch/log.h"
 #include "idlefetch/maildir.h"
 #include "idlefetch/mbdisk.h"
+#include "idlefetch/metrics.h"
 #include "idlefetch/util.h"
 
 struct mbdisk {
@@ -24,7 +26,7 @@ struct mbdisk {
 	bool reconciled; /* new/ was scanned for unrecorded files */
 	struct state_rec st; /* durable state */
 	char id[STATE_ID_LEN + 1]; /* the Maildir's binding (state.h) */
-	commit_done_cb *done; /* the job's owner */
+	mbdisk_done_cb *done; /* the job's owner */
 	void *ud;
 };
 
@@ -110,12 +112,22 @@ mbdisk_busy(const struct mbdisk *d)
  * The one job in flight, on the heap only while it runs: a thousand idle
  * connections need none.
  */
-struct commit_req *
-mbdisk_job(const struct mbdisk *d, enum commit_kind kind)
+static struct commit_req *
+job_new(const struct mbdisk *d, enum commit_kind kind,
+    const struct commit_in *in)
 {
 	struct commit_req *j = xcalloc(1, sizeof(*j));
 
 	j->kind = kind;
+	j->uidvalidity = in->uidvalidity;
+	j->files = in->files;
+	j->nfiles = in->nfiles;
+	j->ncommit = in->ncommit;
+	j->fps = in->fps;
+	j->commit_uid = in->commit_uid;
+	j->set = in->set;
+	j->uids = in->uids;
+	j->nuids = in->nuids;
 	j->st = d->st;
 	j->maildir = d->maildir;
 	j->state_path = d->state_path;
@@ -127,6 +139,8 @@ mbdisk_job(const struct mbdisk *d, enum commit_kind kind)
 	memcpy(j->id, d->id, sizeof(j->id));
 	j->tag = d->tag;
 	j->recovering = d->st.recovering != 0;
+	if (kind == COMMIT_RECOVERED)
+		j->st.last = in->last;
 	return j;
 }
 
@@ -163,6 +177,22 @@ compacted(struct mbdisk *d, const struct commit_req *j)
 		    j->counts.kept, j->counts.dropped);
 }
 
+/* What a delivery committed, and what the target refused, is counted. */
+static void
+delivered(struct mbdisk *d, const struct commit_req *j)
+{
+	metrics_committed(d->a->name, d->name, j);
+	if (j->ncommit > j->nrefused)
+		LOG(d, LOGL_INFO, "delivered %u message(s), UIDs %u..%u",
+		    (unsigned)j->ncommit - j->nrefused, j->files[0].uid,
+		    j->files[j->ncommit - 1].uid);
+	if (j->nrefused > 0)
+		LOG(d, LOGL_ERROR,
+		    "the target refused %u message(s), UID %u first (%s); "
+		    "they stay on the server, and later mail goes on",
+		    j->nrefused, j->refused_uid, j->refused_why);
+}
+
 /* The state takes what the job saved, and what the job did is logged. */
 static void
 take(struct mbdisk *d, const struct commit_req *j)
@@ -184,6 +214,7 @@ take(struct mbdisk *d, const struct commit_req *j)
 		d->reconciled = true;
 		return;
 	case COMMIT_DELIVER:
+		delivered(d, j);
 		if (j->result == 0 || j->st.last_uid > d->st.last_uid)
 			d->st = j->st;
 		/*
@@ -219,11 +250,11 @@ job_after(struct commit_req *j, void *ud)
 }
 
 void
-mbdisk_run(struct mbdisk *d, struct commit_req *j, commit_done_cb *done,
-    void *ud)
+mbdisk_run(struct mbdisk *d, enum commit_kind kind,
+    const struct commit_in *in, mbdisk_done_cb *done, void *ud)
 {
 	d->done = done;
 	d->ud = ud;
 	d->busy = true;
-	commit_start(d->loop, j, job_after, d);
+	commit_start(d->loop, job_new(d, kind, in), job_after, d);
 }

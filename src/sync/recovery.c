@@ -1,13 +1,15 @@
 /*
  * recovery: the data of one recovery of a renumbered folder (recovery.h).
  * It owns the listing set until a MATCH job takes it, the counts and the
- * highest UID listed; it calls only msgindex (the set), header (the
- * fingerprint) and uidlist (what to fetch). Every decision, and every
+ * highest UID listed; it sends its own listing (conn_cmd) and calls
+ * msgindex (the set), header (the fingerprint) and uidlist (what to
+ * fetch). Every decision, and every
  * state change, is the mailbox's.
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "idlefetch/conn.h"
 #include "idlefetch/header.h"
 #include "idlefetch/recovery.h"
 #include "idlefetch/util.h"
@@ -18,6 +20,9 @@ struct recovery {
 	unsigned matched, fresh, noid;
 	uint32_t max, last; /* highest UID listed; the last line's */
 	struct state_fp max_fp; /* ...and what UID max holds */
+	bool over; /* it listed over MSGINDEX_SET_MAX messages */
+	conn_done_cb *done; /* the listing's owner, with ud */
+	void *ud;
 };
 
 struct recovery *
@@ -56,12 +61,13 @@ recovery_free(struct recovery *rc)
  * on the threadpool once it is complete, so that the index, which may be
  * far larger than the folder, is never held in memory.
  */
-void
+static void
 recovery_begin(struct recovery *rc)
 {
 	recovery_drop(rc);
 	rc->set = xcalloc(1, sizeof(*rc->set));
 	rc->cut = false;
+	rc->over = false;
 	rc->matched = rc->noid = 0;
 	rc->max = rc->last = 0;
 	memset(&rc->max_fp, 0, sizeof(rc->max_fp));
@@ -86,14 +92,15 @@ recovery_fingerprint(const struct proto_resp *r, struct state_fp *fp,
 		*key = header_key(&h);
 }
 
-int
-recovery_line(struct recovery *rc, const struct proto_resp *r)
+static void
+recovery_line(void *ud, const struct proto_resp *r)
 {
+	struct recovery *rc = ud;
 	struct state_fp fp;
 	uint64_t key;
 
-	if (r->uid == rc->last || rc->set == NULL)
-		return 0; /* a repeated line, or a failed listing */
+	if (!(r->has & HAS_UID) || r->uid == rc->last || rc->set == NULL)
+		return; /* a repeated line, or a failed listing */
 	rc->last = r->uid;
 	recovery_fingerprint(r, &fp, &key);
 	if (r->uid > rc->max) {
@@ -104,9 +111,34 @@ recovery_line(struct recovery *rc, const struct proto_resp *r)
 		rc->noid++;
 	if (msgindex_set_add(rc->set, r->uid, key, fp.size) < 0) {
 		recovery_drop(rc);
-		return -1;
+		rc->over = true;
 	}
-	return 0;
+}
+
+static void
+recovery_listed_all(void *ud, const struct proto_resp *r)
+{
+	struct recovery *rc = ud;
+
+	rc->done(rc->ud, r);
+}
+
+void
+recovery_list(struct recovery *rc, struct conn *c, conn_done_cb *done,
+    void *ud)
+{
+	recovery_begin(rc);
+	rc->done = done;
+	rc->ud = ud;
+	conn_cmd(c, HAS_FETCH, recovery_listed_all, recovery_line, rc,
+	    "UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS ("
+	    HEADER_FIELDS ")])");
+}
+
+bool
+recovery_over(const struct recovery *rc)
+{
+	return rc->over;
 }
 
 struct msgindex_set *
