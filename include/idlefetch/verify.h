@@ -18,7 +18,7 @@ struct verify;
 /*
  * r: the tagged reply (not OK: the FETCH failed). differs: NULL when the
  * UID holds what was delivered (or is gone), else what differs, in words
- * (borrowed until the next verify_start).
+ * (borrowed for the duration of the call).
  */
 typedef void verify_done_cb(void *ud, const struct proto_resp *r,
     const char *differs);

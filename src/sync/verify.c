@@ -18,7 +18,6 @@ struct verify {
 	const struct state_fp *was; /* borrowed */
 	bool found; /* the server still has the UID */
 	struct state_fp now; /* ...and this is what it says of it */
-	char what[2 * STATE_MSGID_MAX + 64]; /* what differs */
 	verify_done_cb *done;
 	void *ud;
 };
@@ -48,31 +47,34 @@ verify_line(void *ud, const struct proto_resp *r)
 
 /* Gone (deleted, moved): nothing to compare, nothing renumbered. */
 static const char *
-differs(struct verify *v)
+differs(const struct verify *v, char *what, size_t size)
 {
 	const struct state_fp *was = v->was, *now = &v->now;
 
 	if (v->found && was->msgid[0] && now->msgid[0] &&
 	    strcmp(was->msgid, now->msgid) != 0)
-		snprintf(v->what, sizeof(v->what), "Message-ID %s, was %s",
+		snprintf(what, size, "Message-ID %s, was %s",
 		    now->msgid, was->msgid);
 	else if (v->found && was->size && now->size &&
 	    was->size != now->size)
-		snprintf(v->what, sizeof(v->what), "size %u, was %u",
+		snprintf(what, size, "size %u, was %u",
 		    now->size, was->size);
 	else
 		return NULL;
-	return v->what;
+	return what;
 }
 
 static void
 verify_done(void *ud, const struct proto_resp *r)
 {
 	struct verify *v = ud;
+	/* On the stack: the callback reads it only during the call. */
+	char what[2 * STATE_MSGID_MAX + 64];
 
 	if (r == NULL)
 		return;
-	v->done(v->ud, r, r->status == PROTO_OK ? differs(v) : NULL);
+	v->done(v->ud, r,
+	    r->status == PROTO_OK ? differs(v, what, sizeof(what)) : NULL);
 }
 
 void
