@@ -171,6 +171,20 @@ no_counterpart(const struct rctok *t)
  * A server or user option at t, applied to a. Returns 1 if it was one, 0
  * if t is no option this importer knows (noted and skipped), -EINVAL.
  */
+/* folder(s) "A" "B"...: the list replaces one given before. */
+static int
+folders(struct rclex *lx, const struct rctok *t, struct racct *a,
+    const struct rcimport_opts *o, char *err, size_t errlen)
+{
+	char *list = rcvalue_list(lx, t, o->source, err, errlen);
+
+	if (list == NULL)
+		return -EINVAL;
+	secret_free(a->folders);
+	a->folders = list;
+	return 0;
+}
+
 static int
 option(struct rclex *lx, const struct rctok *t, struct racct *a,
     const struct rcimport_opts *o, char *err, size_t errlen)
@@ -233,12 +247,8 @@ option(struct rclex *lx, const struct rctok *t, struct racct *a,
 		VALUE();
 		set_str(&a->sslfp, v);
 	} else if (rclex_kw(t, "folder") || rclex_kw(t, "folders")) {
-		char *list = rcvalue_list(lx, t, o->source, err, errlen);
-
-		if (list == NULL)
+		if (folders(lx, t, a, o, err, errlen) < 0)
 			return -EINVAL;
-		secret_free(a->folders);
-		a->folders = list;
 	} else if (rclex_kw(t, "mda")) {
 		VALUE();
 		set_str(&a->mda, v);
