@@ -125,10 +125,14 @@ class Delivery:
             here = {fx.message_id(b[b.find(b"From: sender"):])
                     for b in self.delivered(f)}
             self.assertEqual(ids - here - set(self.d.message_ids()), set())
+        # The last kill may come after everything is in: wait for this
+        # start's login too, so that SIGTERM finds the daemon running.
+        logins = f.log().count("logged in as")
         f.start()
         self.assertTrue(fx.wait_until(
             lambda: self.d.count() == 0 and
-            len({b for b in self.delivered(f)}) >= len(msgs), 60), f.log())
+            len({b for b in self.delivered(f)}) >= len(msgs) and
+            f.log().count("logged in as") > logins, 60), f.log())
         self.assertEqual(f.stop(), 0)
         warned = f.log().count("may arrive twice")
         if self.target == "maildir":
