@@ -156,21 +156,12 @@ def main():
     env = fx.Env(extra=scale10k.DOVECOT_EXTRA.format(
         k=k + 100, k2=2 * k + 1000, login_procs=login_procs,
         login_clients=k // login_procs + 500))
-    d = env.dovecot
     trig = os.path.join(env.root, "dump-now")
     out = os.path.join(env.root, "sites.txt")
     try:
         tls = "implicit" if args.tls else "none"
-        port = d.imaps_port if args.tls else d.imap_port
-        names = [f"u{i}" for i in range(k)]
-        secs = []
-        for a in names:
-            md = os.path.join(env.root, "md", a)
-            secs.append(f"\n[account {a}]\nhost = 127.0.0.1\nport = {port}\n"
-                        f"tls = {tls}\nca_file = {d.certs.ca}\n"
-                        f"username = {a}\npassword = {fx.PASSWORD}\n"
-                        f"folders = INBOX\nmaildir = {md}\n")
-        f = env.idlefetch(name="a-first", tls=tls, extra="".join(secs))
+        names, secs = scale10k.accounts(env, k, not args.tls)
+        f = env.idlefetch(name="a-first", tls=tls, extra=secs)
         f.start(env={"LD_PRELOAD": os.path.abspath(args.shim),
                      "MALLOC_SITES_TRIGGER": trig,
                      "MALLOC_SITES_OUT": out})

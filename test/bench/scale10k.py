@@ -133,6 +133,23 @@ def pct(ds, q):
     return ds[min(len(ds) - 1, max(0, int(len(ds) * q) - 1))]
 
 
+def accounts(env, k, plain):
+    """k accounts u0..u{k-1} on env's Dovecot, one INBOX each: their
+    names and their [account] sections."""
+    d = env.dovecot
+    tls = "none" if plain else "implicit"
+    port = d.imap_port if plain else d.imaps_port
+    names = [f"u{i}" for i in range(k)]
+    secs = []
+    for a in names:
+        md = os.path.join(env.root, "md", a)
+        secs.append(f"\n[account {a}]\nhost = 127.0.0.1\nport = {port}\n"
+                    f"tls = {tls}\nca_file = {d.certs.ca}\n"
+                    f"username = {a}\npassword = {fx.PASSWORD}\n"
+                    f"folders = INBOX\nmaildir = {md}\n")
+    return names, "".join(secs)
+
+
 def wait_idle(state, names, limit):
     """Seconds until every account's status says IDLE; None past limit."""
     t0 = time.monotonic()
@@ -182,20 +199,11 @@ def run(k, plain, args, ino):
     env = fx.Env(extra=DOVECOT_EXTRA.format(
         k=k + 100, k2=2 * k + 1000, login_procs=login_procs,
         login_clients=k // login_procs + 500))
-    d = env.dovecot
     try:
         tls = "none" if plain else "implicit"
-        port = d.imap_port if plain else d.imaps_port
-        names = [f"u{i}" for i in range(k)]
-        secs = []
-        for a in names:
-            md = os.path.join(env.root, "md", a)
-            secs.append(f"\n[account {a}]\nhost = 127.0.0.1\nport = {port}\n"
-                        f"tls = {tls}\nca_file = {d.certs.ca}\n"
-                        f"username = {a}\npassword = {fx.PASSWORD}\n"
-                        f"folders = INBOX\nmaildir = {md}\n")
+        names, secs = accounts(env, k, plain)
         # The fixture's own account makes k + 1: counted below.
-        f = env.idlefetch(name="a-first", tls=tls, extra="".join(secs))
+        f = env.idlefetch(name="a-first", tls=tls, extra=secs)
         f.start()
         t_idle = wait_idle(f.state_dir, names, args.wait)
         if t_idle is None:
