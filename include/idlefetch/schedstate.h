@@ -30,6 +30,7 @@ enum session_state {
 	S_BACKOFF,
 	S_QUEUED, /* waiting for a slot at the gate */
 	S_DONE,
+	S_UP, /* logged in: the cycle's state is shown (cycle.h) */
 };
 
 /* Its name in log lines and in `idlefetch status` ("POLL_WAIT"). */

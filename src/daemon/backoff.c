@@ -1,7 +1,7 @@
 /*
  * backoff: the reconnect delay of one account (backoff.h). It owns
- * struct backoff: the current step and whether the connection that just
- * failed was healthy. It calls nothing of idlefetch's; the scheduler
+ * struct backoff: the current step, whether the connection that just
+ * failed was healthy, and whether the server ended an idle session. It calls nothing of idlefetch's; the scheduler
  * tells it what happened and arms its own timer with the answer.
  */
 #include <stdbool.h>
@@ -15,6 +15,9 @@ struct backoff {
 	bool healthy; /* a sync completed on this connection */
 	uint64_t healthy_at; /* loop time of that first completed sync */
 	unsigned delivered; /* messages delivered on this connection */
+	uint64_t up_at; /* loop time of the last login */
+	uint64_t quick_at; /* loop time of the last connection at once */
+	bool quick; /* the next connection is at once */
 };
 
 struct backoff *
@@ -58,10 +61,42 @@ backoff_shortest(struct backoff *b)
 	b->ms = BACKOFF_MIN_MS;
 }
 
+void
+backoff_up(struct backoff *b, uint64_t now)
+{
+	b->up_at = now;
+}
+
+/*
+ * Connecting again at once loses nothing; a server that ends each session
+ * soon after login, or keeps doing so, gets the usual waits.
+ */
+void
+backoff_ended_idle(struct backoff *b, uint64_t now)
+{
+	if (now - b->up_at >= BACKOFF_QUICK_UP_MS &&
+	    (b->quick_at == 0 || now - b->quick_at >= BACKOFF_QUICK_EVERY_MS))
+		b->quick = true;
+}
+
+void
+backoff_calm(struct backoff *b)
+{
+	b->quick = false;
+}
+
 unsigned
 backoff_next(struct backoff *b, uint64_t now, unsigned retry_ms)
 {
 	unsigned delay;
+
+	/* An idle session the server ended: nothing to wait for. */
+	if (b->quick && retry_ms == 0) {
+		b->quick = false;
+		b->quick_at = now;
+		return 0;
+	}
+	b->quick = false;
 
 	/*
 	 * A connection that stayed up or brought mail was healthy: start over

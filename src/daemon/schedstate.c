@@ -7,7 +7,7 @@
 
 static const char *state_names[] = { "PREPARE", "CONNECT", "NOTIFY", "SYNC",
 	"IDLE", "POLL_WAIT", "STATUS", "DISCOVER", "LOGOUT", "CLOSING",
-	"BACKOFF", "QUEUED", "DONE" };
+	"BACKOFF", "QUEUED", "DONE", "UP" };
 
 const char *
 schedstate_name(enum session_state st)

@@ -1,26 +1,23 @@
 /*
- * session: the scheduler of one account's connection and its folders.
+ * session: one account's connection, from the login to its end, and what
+ * follows it.
  *
- *   PREPARE -> [QUEUED] -> CONNECT (the connection logs in) -> [DISCOVER]
- *   -> [NOTIFY] -> (SELECT -> SYNC) for each folder -> IDLE | POLL_WAIT ->
- *   [DISCOVER] [STATUS] -> SELECT ...; any error -> BACKOFF -> CONNECT;
- *   stop -> LOGOUT -> DONE
+ *   PREPARE -> [QUEUED] -> CONNECT (the connection logs in) -> UP (the
+ *   cycle works: cycle.h) -> LOGOUT -> DONE; any error -> CLOSING ->
+ *   BACKOFF -> CONNECT; stop -> LOGOUT | CLOSING -> DONE
  *
- * This file decides which folder is worked on and when: it selects them in
- * turn, waits (IDLE through the connection, or a poll timer), asks the
- * other folders with STATUS or NOTIFY, lists the subscribed folders, and
- * backs off after errors; session_enter() is the one place that changes
- * its state. It owns struct session and may call: conn (the IMAP
- * connection: login, tags, IDLE, timeouts), mailbox (SELECT and SYNC of one
- * folder, with its own phases; it hands the folder back through the
- * mailbox_ops callbacks), watch (the folders and their news: NOTIFY,
- * STATUS), rounds (when the other folders are asked, listed or NOTIFY set,
- * and what their news is), folderset (the folders' mailboxes and changes
- * to the set), schedstate (the states' names and what each shows),
- * discover (folders = *), gate (login slots), backoff (the wait before
- * connecting again) and handover (the connection, and the one that
- * replaces it before its token expires). The daemon above it hears from
- * it only through the callbacks of session.h.
+ * This file decides when the account connects, waits for a login slot,
+ * backs off after errors, hands over to a connection that replaces one
+ * about to end, and stops; session_enter() is the one place that changes
+ * its state. While UP, its cycle (cycle.h) owns the work on the
+ * connection: the folders in turn, NOTIFY, STATUS, IDLE. It owns struct
+ * session and may call: conn (open, LOGOUT, close), cycle, cursor (the
+ * folders: made, prepared, stopped, shown), mailbox (the mailbox_ops
+ * callbacks), schedstate (the states' names and what each shows), gate
+ * (login slots), backoff (the wait before connecting again), handover
+ * (the connection, and the one that replaces it before its token
+ * expires), metrics and hook. The daemon above it hears from it only
+ * through the callbacks of session.h.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -30,16 +27,14 @@
 
 #include "idlefetch/backoff.h"
 #include "idlefetch/conn.h"
-#include "idlefetch/discover.h"
-#include "idlefetch/folderset.h"
+#include "idlefetch/cursor.h"
+#include "idlefetch/cycle.h"
 #include "idlefetch/gate.h"
 #include "idlefetch/handover.h"
 #include "idlefetch/hook.h"
 #include "idlefetch/log.h"
 #include "idlefetch/mailbox.h"
 #include "idlefetch/metrics.h"
-#include "idlefetch/proto.h"
-#include "idlefetch/rounds.h"
 #include "idlefetch/schedstate.h"
 #include "idlefetch/session.h"
 #include "idlefetch/util.h"
@@ -50,20 +45,14 @@ struct session {
 	struct session_opts o;
 	const struct account *a;
 	enum session_state state;
-	uv_timer_t timer; /* POLL_WAIT, BACKOFF */
+	uv_timer_t timer; /* BACKOFF */
 	struct conn *conn;
 	/*
 	 * The folders, in configuration order: one, or several that it syncs
 	 * in turn (NOTIFY, or STATUS polling); only one is selected at a time.
 	 */
-	struct watch *w;
-	struct mailbox *cur; /* the one worked on */
-	struct mailbox *selected; /* on the connection (SELECT sent or done) */
-	bool split_asked; /* the owner was offered the folders to spread */
-	struct folderset *fs; /* makes the folders' mailboxes */
-	bool back_to_first; /* selecting the first folder again, to IDLE */
-	struct rounds *rounds; /* STATUS, listing and NOTIFY rounds */
-	struct discovery *disc; /* folders = *: the subscribed folders */
+	struct cursor *c;
+	struct cycle *cy; /* the work while UP */
 	bool finish_when_idle; /* session_finish waits for the disk */
 
 	/* lifecycle */
@@ -74,28 +63,10 @@ struct session {
 	bool fatal_err; /* do not retry (UIDVALIDITY change) */
 	bool auth_logged;
 	struct handover *ho; /* conn, and its replacement */
-	bool quick; /* the server ended an idle session: reconnect at once */
-	uint64_t quick_at; /* loop time of the last such reconnect */
-	uint64_t up_at; /* loop time of the last login */
 };
 
-/*
- * A server's BYE that ends a session idle and logged in this long (not
- * one that fails each IDLE) is followed by a reconnect at once, at most
- * this often.
- */
-#define QUICK_UP_MS 2000
-#define QUICK_EVERY_MS 5000
-
 #define LOG(s, lvl, ...)                                                       \
-	log_msg((lvl), (s)->a->name, cur_name(s), __VA_ARGS__)
-
-/* The folder worked on, for log lines; NULL while the folders change. */
-static const char *
-cur_name(const struct session *s)
-{
-	return s->cur ? mailbox_name(s->cur) : NULL;
-}
+	log_msg((lvl), (s)->a->name, cursor_name((s)->c), __VA_ARGS__)
 
 static void session_enter(struct session *s, enum session_state st,
     const char *why);
@@ -104,20 +75,10 @@ static void session_fail(struct session *s, int err, const char *fmt, ...)
 static void session_settle(struct session *s);
 static void session_finish(struct session *s);
 static void session_connect(struct session *s);
-static void session_synced(struct session *s);
-static void session_wait(struct session *s);
 
 /* ---- timers and states ------------------------------------------------- */
 
 static void timer_cb(uv_timer_t *t);
-
-/* Makes mb the folder worked on (log lines, the connection's). */
-static void
-session_use(struct session *s, struct mailbox *mb)
-{
-	s->cur = mb;
-	conn_set_folder(s->conn, mailbox_name(mb));
-}
 
 static void
 arm(struct session *s, uint64_t ms)
@@ -125,31 +86,31 @@ arm(struct session *s, uint64_t ms)
 	uv_timer_start(&s->timer, timer_cb, ms, 0);
 }
 
-/* Logged in and synced, for `idlefetch status`. */
-static bool
-state_is_up(const struct session *s)
+/* The state shown and counted: while UP, the cycle's. */
+static enum session_state
+shown(const struct session *s)
 {
-	return schedstate_up(s->state, conn_alive(s->conn), s->selected != NULL,
-	    s->cur != NULL && mailbox_status(s->cur)->up);
+	return s->state == S_UP ? cycle_state(s->cy) : s->state;
 }
 
+/* Logged in and synced, for `idlefetch status`. */
 static void
 show_state(struct session *s)
 {
-	for (size_t i = 0; i < watch_count(s->w); i++)
-		status_set_state(mailbox_status(watch_at(s->w, i)),
-		    schedstate_shown(s->state, conn_state(s->conn)),
-		    state_is_up(s));
+	struct mailbox *cur = cursor_cur(s->c);
+	bool up = schedstate_up(shown(s), conn_alive(s->conn),
+	    cursor_selected(s->c) != NULL,
+	    cur != NULL && mailbox_status(cur)->up);
+
+	cursor_show(s->c, schedstate_shown(shown(s), conn_state(s->conn)), up);
 }
 
 static void close_conn(struct session *s);
-static void hand_over(struct session *s);
-static void idle_over(void *ud, const struct proto_resp *r);
 static void logged_out(void *ud, const struct proto_resp *r);
 
 /*
  * The one way to change state, logged with why: performs the state's entry
- * action (sends IDLE or LOGOUT, closes the connection, arms the timer).
+ * action (sends LOGOUT, closes the connection).
  */
 static void
 session_enter(struct session *s, enum session_state st, const char *why)
@@ -160,19 +121,8 @@ session_enter(struct session *s, enum session_state st, const char *why)
 	s->state = st;
 	uv_timer_stop(&s->timer);
 	show_state(s);
-	/* Every folder synced and a replacement READY: it takes over now. */
-	if ((st == S_IDLE || st == S_POLL_WAIT) && handover_ready(s->ho)) {
-		hand_over(s);
-		return;
-	}
 	/* The entry action, last: it may call back into the session. */
 	switch (st) {
-	case S_IDLE:
-		conn_idle(s->conn, rounds_idle_ms(s->rounds, s->w), idle_over, s);
-		break;
-	case S_POLL_WAIT:
-		arm(s, rounds_poll_wait_ms(s->rounds, s->w));
-		break;
 	case S_LOGOUT:
 		conn_logout(s->conn, logged_out, s);
 		break;
@@ -186,27 +136,11 @@ session_enter(struct session *s, enum session_state st, const char *why)
 
 /* ---- connection teardown --------------------------------------------------- */
 
-/* No folder has disk work in flight. */
-static bool
-quiet(const struct session *s)
-{
-	for (size_t i = 0; i < watch_count(s->w); i++)
-		if (!mailbox_quiet(watch_at(s->w, i)))
-			return false;
-	return true;
-}
-
 /* The folders let go of the connection: on the next one, all starts over. */
 static void
 forget_conn(struct session *s)
 {
-	for (size_t i = 0; i < watch_count(s->w); i++)
-		mailbox_detach(watch_at(s->w, i));
-	s->selected = NULL;
-	watch_set_notify(s->w, false);
-	rounds_reset(s->rounds);
-	s->back_to_first = false;
-	discovery_reset(s->disc);
+	cycle_forget(s->cy);
 }
 
 static void
@@ -222,21 +156,16 @@ close_conn(struct session *s)
 static void
 back_off(struct session *s)
 {
-	unsigned retry = conn_take_retry_ms(s->conn), delay;
+	unsigned delay = backoff_next(s->backoff, uv_now(s->loop),
+	    conn_take_retry_ms(s->conn));
 
-	/* An idle session the server ended (BYE): nothing to wait for. */
-	if (s->quick && retry == 0) {
-		s->quick = false;
-		s->quick_at = uv_now(s->loop);
+	if (delay == 0) {
 		LOG(s, LOGL_INFO, "reconnecting at once");
 		session_enter(s, S_BACKOFF, "the server ended the session");
-		arm(s, 0);
-		return;
+	} else {
+		LOG(s, LOGL_INFO, "reconnecting in %.1f s", delay / 1000.0);
+		session_enter(s, S_BACKOFF, "the connection failed");
 	}
-	s->quick = false;
-	delay = backoff_next(s->backoff, uv_now(s->loop), retry);
-	LOG(s, LOGL_INFO, "reconnecting in %.1f s", delay / 1000.0);
-	session_enter(s, S_BACKOFF, "the connection failed");
 	arm(s, delay);
 }
 
@@ -249,23 +178,16 @@ session_finish(struct session *s)
 
 	handover_drop(s->ho);
 	/* Files still being removed: the session is done only after. */
-	if (!quiet(s)) {
+	if (!cursor_quiet(s->c)) {
 		s->finish_when_idle = true;
 		return;
 	}
 	s->finish_when_idle = false;
 	/* A daemon's session ends unasked only when it cannot go on. */
 	if (!s->stopping && !s->o.once)
-		for (size_t i = 0; i < watch_count(s->w); i++) {
-			mailbox_status(watch_at(s->w, i))->gave_up = true;
-			status_changed(mailbox_status(watch_at(s->w, i)));
-		}
+		cursor_gave_up(s->c);
 	session_enter(s, S_DONE, "the session is over");
-	ok = s->ok && !s->fatal_err;
-	for (size_t i = 0; i < watch_count(s->w); i++)
-		if (!mailbox_dead(watch_at(s->w, i)) &&
-		    !mailbox_sync_ok(watch_at(s->w, i)))
-			ok = false;
+	ok = s->ok && !s->fatal_err && cursor_synced_ok(s->c);
 	s->o.done(s, s->o.ud, ok);
 }
 
@@ -276,13 +198,7 @@ session_finish(struct session *s)
 static void
 session_settle(struct session *s)
 {
-	bool busy = false;
-
-	if (conn_alive(s->conn))
-		return;
-	for (size_t i = 0; i < watch_count(s->w); i++)
-		busy |= !mailbox_settle(watch_at(s->w, i));
-	if (busy)
+	if (conn_alive(s->conn) || !cursor_settle(s->c))
 		return;
 	if (s->state == S_DONE)
 		return;
@@ -305,9 +221,7 @@ session_fail(struct session *s, int err, const char *fmt, ...)
 	va_end(ap);
 	s->ok = false;
 	metrics_reconnect(s->a->name, err);
-	for (size_t i = 0; i < watch_count(s->w); i++)
-		if (!mailbox_dead(watch_at(s->w, i)))
-			status_error(mailbox_status(watch_at(s->w, i)), why);
+	cursor_error(s->c, why);
 	if (err == IDLEFETCH_EAUTH) {
 		if (!s->auth_logged)
 			LOG(s, LOGL_ERROR, "%s", why);
@@ -322,332 +236,15 @@ session_fail(struct session *s, int err, const char *fmt, ...)
 	session_settle(s);
 }
 
-/*
- * A folder the server will not open: with other folders on the
- * connection, it is left out until the next connection and the others go
- * on; alone, the connection fails and is tried again later.
- */
-static void
-folder_skip(struct session *s, struct mailbox *mb, const char *why)
-{
-	s->selected = NULL;
-	if (watch_usable_besides(s->w, mb) == 0) {
-		session_fail(s, IDLEFETCH_EPROTO, "%s", why);
-		return;
-	}
-	watch_skip(s->w, mb);
-	s->ok = false;
-	LOG(s, LOGL_ERROR, "%s; trying it again at the next connection",
-	    why);
-	status_error(mailbox_status(mb), why);
-	session_synced(s);
-}
-
-/* Syncs mb: SELECTed by its mailbox, or listed again when it is already. */
-static void
-sync_folder(struct session *s, struct mailbox *mb)
-{
-	watch_set_pending(s->w, mb, false);
-	session_use(s, mb);
-	session_enter(s, S_SYNC, "the folder has news");
-	if (mb == s->selected) {
-		mailbox_again(mb);
-		return;
-	}
-	if (s->selected != NULL)
-		mailbox_detach(s->selected);
-	s->selected = mb;
-	mailbox_select(mb, s->conn);
-}
-
-/* ---- folders in turn ---------------------------------------------------------- */
-
-/* NOTIFY (RFC 5465): one connection told of every folder (rounds.h). */
-static void
-send_notify(struct session *s, bool again)
-{
-	rounds_notify(s->rounds, s->w, again, cur_name(s));
-	session_enter(s, S_NOTIFY, "asking to be told of every folder");
-}
-
-/* folders = *: lists the subscribed folders (discover.h). */
-static void
-send_discover(struct session *s, bool login)
-{
-	rounds_listing(s->rounds);
-	discovery_start(s->disc, s->conn, login, cur_name(s));
-	session_enter(s, S_DISCOVER, "listing the subscribed folders");
-}
-
-static void logged_in_go(struct session *s);
-static void poll_status(struct session *s);
-static void folder_news(struct session *s, const struct proto_resp *r);
-
-/* The subscribed folders are listed: the owner may take them. */
-static void
-discovered(void *ud, const struct proto_resp *r, const char *const *names,
-    size_t n)
-{
-	struct session *s = ud;
-	bool login = discovery_at_login(s->disc);
-
-	if (names == NULL)
-		LOG(s, login ? LOGL_WARN : LOGL_DEBUG,
-		    "cannot list the subscribed folders (%s); fetching the "
-		    "%zu folder(s) known so far",
-		    r->text, watch_count(s->w));
-	else
-		s->o.listed(s, s->o.ud, names, n);
-	if (s->stopping) {
-		session_enter(s, S_LOGOUT, "stopping");
-		return;
-	}
-	if (login)
-		logged_in_go(s);
-	else if (watch_polls_others(s->w))
-		poll_status(s);
-	else
-		session_synced(s);
-}
-
-/* Logged in: every folder is synced once, then the connection waits. */
-static void
-logged_in(struct session *s)
-{
-	gate_leave(s->o.gate, s->gate_w);
-	s->ok = true;
-	watch_login(s->w);
-	rounds_login(s->rounds, s->conn);
-	if (s->o.listed && !s->stopping) {
-		send_discover(s, true);
-		return;
-	}
-	logged_in_go(s);
-}
-
-static void
-logged_in_go(struct session *s)
-{
-	if (watch_count(s->w) > 1 && !s->split_asked && s->o.split &&
-	    !s->stopping && !s->o.once && !(conn_caps(s->conn) & CAP_NOTIFY) &&
-	    s->a->idle && (conn_caps(s->conn) & CAP_IDLE) &&
-	    !mailbox_dead(watch_at(s->w, 0))) {
-		s->split_asked = true;
-		s->o.split(s, s->o.ud);
-	}
-	if ((watch_live(s->w) > 1 || s->o.listed) &&
-	    (conn_caps(s->conn) & CAP_NOTIFY) && s->a->idle && !s->o.once) {
-		send_notify(s, false);
-		return;
-	}
-	session_synced(s);
-}
-
-/* Asks every folder but the selected one for its UIDNEXT. */
-static void
-poll_status(struct session *s)
-{
-	if (rounds_poll(s->rounds, s->w, s->selected, cur_name(s)) == 0) {
-		session_synced(s);
-		return;
-	}
-	session_enter(s, S_STATUS, "asking the other folders");
-}
-
-/* New mail elsewhere while the connection IDLEs: the wait is over. */
-static void
-wake_idle(struct session *s)
-{
-	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE)
-		conn_idle_done(s->conn);
-}
-
-/* News of a folder, from NOTIFY or from polling it with STATUS. */
-static void
-folder_news(struct session *s, const struct proto_resp *r)
-{
-	if (rounds_news(s->rounds, s->w, r, s->selected, cur_name(s)))
-		wake_idle(s);
-}
-
-/* A STATUS line of a round (rounds.h). */
-static void
-status_line(void *ud, const struct proto_resp *r)
-{
-	folder_news(ud, r);
-}
-
-/* A STATUS round or NOTIFY SET is over: the folder with news next. */
-static void
-rounds_over(void *ud)
-{
-	session_synced(ud);
-}
-
-/*
- * Out of IDLE or a poll's wait: the selected folder is listed again (new
- * mail, or a refresh), the others asked with STATUS when their poll is due.
- */
-static void
-woke(struct session *s)
-{
-	if (s->selected && watch_usable(s->w, s->selected))
-		watch_set_pending(s->w, s->selected, true);
-	switch (rounds_due(s->rounds, s->w)) {
-	case ROUNDS_LIST:
-		send_discover(s, false); /* then the STATUS round */
-		return;
-	case ROUNDS_STATUS:
-		poll_status(s);
-		return;
-	case ROUNDS_NONE:
-		session_synced(s);
-		return;
-	}
-}
-
-/* Next: the folder with news, NOTIFY set again, or the wait. */
-static void
-session_synced(struct session *s)
-{
-	struct mailbox *next;
-
-	if (s->stopping) {
-		session_enter(s, S_LOGOUT, "stopping");
-		return;
-	}
-	next = watch_next(s->w, s->selected);
-	if (next && !mailbox_prepared(next)) {
-		/* Found on the server since: its Maildir and state first. */
-		session_use(s, next);
-		session_enter(s, S_PREPARE, "a new folder");
-		mailbox_prepare(next);
-		return;
-	}
-	if (next) {
-		sync_folder(s, next);
-		return;
-	}
-	if (s->o.once) {
-		session_enter(s, S_LOGOUT, "single pass done");
-		return;
-	}
-	if (rounds_take_renotify(s->rounds)) {
-		send_notify(s, true);
-		return;
-	}
-	session_wait(s);
-}
-
-/*
- * Every folder is synced: wait with a folder selected. Without NOTIFY,
- * IDLE tells only of the selected folder: wait on the first one (INBOX,
- * as a rule), and ask the others with STATUS. A folder the server would
- * not open left none selected: select the first that opens.
- */
-static void
-session_wait(struct session *s)
-{
-	bool idles = !watch_notify(s->w) && s->a->idle &&
-	    (conn_caps(s->conn) & CAP_IDLE);
-
-	for (size_t i = 0; i < watch_count(s->w); i++) {
-		struct mailbox *first = watch_at(s->w, i);
-
-		if (!watch_usable(s->w, first))
-			continue;
-		if (first != s->selected && !s->back_to_first &&
-		    (idles || s->selected == NULL)) {
-			s->back_to_first = true;
-			sync_folder(s, first);
-			return;
-		}
-		break;
-	}
-	if (s->selected == NULL) {
-		session_fail(s, IDLEFETCH_EPROTO, "no folder could be opened");
-		return;
-	}
-	s->back_to_first = false;
-	session_use(s, s->selected);
-	if (s->a->idle && (conn_caps(s->conn) & CAP_IDLE)) {
-		session_enter(s, S_IDLE, "every folder synced");
-		return;
-	}
-	session_enter(s, S_POLL_WAIT, "every folder synced; no IDLE");
-}
-
 /* ---- responses --------------------------------------------------------------- */
 
-/* NOTIFY: a folder was created, removed or (un)subscribed. */
-static void
-list_news(void *ud, const struct proto_resp *r)
-{
-	struct session *s = ud;
-
-	(void)r;
-	if (rounds_list_news(s->rounds, s->w))
-		wake_idle(s);
-}
-
-/* The selected folder has more messages: fetch them, now or after. */
-static void
-exists(struct session *s)
-{
-	if (s->state == S_IDLE && conn_state(s->conn) == CONN_IDLE) {
-		metrics_news(s->a->name, mailbox_name(s->selected));
-		conn_idle_done(s->conn);
-		return;
-	}
-	if (s->state == S_POLL_WAIT) {
-		woke(s);
-		return;
-	}
-	/* IDLE not yet accepted: it ends as soon as it is. */
-	if (s->state == S_IDLE)
-		conn_idle_done(s->conn);
-}
-
-/*
- * Untagged responses no command asked for (conn_ops.untagged): those of
- * the selected folder go to its mailbox, news of others is the
- * scheduler's.
- */
+/* Untagged responses no command asked for (conn_ops.untagged). */
 static void
 on_untagged(void *ud, const struct proto_resp *r)
 {
 	struct session *s = ud;
 
-	if (r->has & HAS_STATUS)
-		folder_news(s, r);
-	if ((r->has & HAS_OVERFLOW) && watch_notify(s->w)) {
-		rounds_overflow(s->rounds, s->w, cur_name(s));
-		wake_idle(s);
-	}
-	if (s->selected != NULL && mailbox_untagged(s->selected, r))
-		exists(s);
-	if (r->has & HAS_LIST)
-		list_news(s, r);
-}
-
-/* IDLE's tagged reply: the wait is over. */
-static void
-idle_over(void *ud, const struct proto_resp *r)
-{
-	struct session *s = ud;
-
-	if (r == NULL)
-		return;
-	if (s->stopping) {
-		session_enter(s, S_LOGOUT, "stopping");
-		return;
-	}
-	/* A replacement is READY: it lists the folder instead. */
-	if (handover_ready(s->ho)) {
-		hand_over(s);
-		return;
-	}
-	woke(s);
+	cycle_untagged(s->cy, r);
 }
 
 /* LOGOUT answered (or not in time): the connection is closed. */
@@ -668,10 +265,13 @@ on_ready(void *ud)
 {
 	struct session *s = ud;
 
-	s->up_at = uv_now(s->loop);
+	backoff_up(s->backoff, uv_now(s->loop));
 	if (!s->o.once)
 		handover_plan(s->ho);
-	logged_in(s);
+	gate_leave(s->o.gate, s->gate_w);
+	s->ok = true;
+	session_enter(s, S_UP, "logged in");
+	cycle_login(s->cy, s->conn);
 }
 
 static void
@@ -681,17 +281,9 @@ on_failed(void *ud, int err, bool final, const char *why)
 
 	if (final)
 		s->fatal_err = true;
-	/*
-	 * The server ended a session that was up and idle (a shutdown, an
-	 * expired token): connecting again at once loses nothing; a server
-	 * that ends each session soon after login, or keeps doing so, gets
-	 * the usual waits.
-	 */
-	if (!final && s->state == S_IDLE && conn_bye(s->conn) != NULL &&
-	    uv_now(s->loop) - s->up_at >= QUICK_UP_MS &&
-	    (s->quick_at == 0 ||
-		uv_now(s->loop) - s->quick_at >= QUICK_EVERY_MS))
-		s->quick = true;
+	/* The server ended a session that was up and idle (backoff.h). */
+	if (!final && shown(s) == S_IDLE && conn_bye(s->conn) != NULL)
+		backoff_ended_idle(s->backoff, uv_now(s->loop));
 	/* A kept token refused: a new one, at once. */
 	if (err == -EKEYEXPIRED)
 		backoff_shortest(s->backoff);
@@ -704,8 +296,7 @@ on_read(void *ud)
 {
 	struct session *s = ud;
 
-	if (s->stopping && s->state == S_SYNC && s->selected != NULL &&
-	    mailbox_may_close(s->selected)) {
+	if (s->stopping && s->state == S_UP && cycle_may_close(s->cy)) {
 		conn_pause(s->conn, true);
 		session_enter(s, S_CLOSING, "stopping: no message halfway in");
 		session_settle(s);
@@ -736,11 +327,10 @@ static const struct conn_ops conn_ops = {
 static void
 hand_over(struct session *s)
 {
-	uv_timer_stop(&s->timer);
 	forget_conn(s);
 	handover_swap(s->ho);
 	s->conn = handover_conn(s->ho);
-	conn_set_folder(s->conn, cur_name(s));
+	conn_set_folder(s->conn, cursor_name(s->c));
 	on_ready(s);
 }
 
@@ -756,8 +346,8 @@ take_spare(struct session *s)
 	if (!handover_take(s->ho, &logged_in))
 		return false;
 	s->conn = handover_conn(s->ho);
-	s->quick = false;
-	conn_set_folder(s->conn, cur_name(s));
+	backoff_calm(s->backoff);
+	conn_set_folder(s->conn, cursor_name(s->c));
 	session_enter(s, S_CONNECT, "the replacement goes on");
 	if (logged_in)
 		on_ready(s);
@@ -774,8 +364,9 @@ spare_may_start(void *ud)
 
 /*
  * The replacement is logged in. Waiting with every folder synced, the
- * session hands over now; else once they are (session_enter), or, the
- * old connection gone, once what it brought is committed (session_settle).
+ * session hands over now; else once they are (the cycle's between()), or,
+ * the old connection gone, once what it brought is committed
+ * (session_settle).
  */
 static void
 spare_ready(void *ud)
@@ -786,9 +377,9 @@ spare_ready(void *ud)
 		handover_drop(s->ho);
 		return;
 	}
-	if (s->state == S_IDLE)
-		conn_idle_done(s->conn); /* then idle_over() hands over */
-	else if (s->state == S_POLL_WAIT)
+	if (shown(s) == S_IDLE)
+		cycle_wake(s->cy); /* then between() hands over */
+	else if (shown(s) == S_POLL_WAIT)
 		hand_over(s);
 	else if (s->state == S_CLOSING)
 		session_settle(s);
@@ -808,11 +399,7 @@ session_connect(struct session *s)
 		session_enter(s, S_QUEUED, "waiting for a login slot");
 		return;
 	}
-	for (size_t i = 0; i < watch_count(s->w); i++)
-		if (!mailbox_dead(watch_at(s->w, i))) {
-			session_use(s, watch_at(s->w, i));
-			break;
-		}
+	cursor_use_first(s->c, s->conn);
 	session_enter(s, S_CONNECT, "connecting");
 	r = conn_open(s->conn);
 	if (r < 0)
@@ -834,14 +421,11 @@ timer_cb(uv_timer_t *t)
 
 	switch (s->state) {
 	case S_BACKOFF:
-		if (!quiet(s)) { /* a stalled disk: not yet */
+		if (!cursor_quiet(s->c)) { /* a stalled disk: not yet */
 			arm(s, BACKOFF_MIN_MS);
 			break;
 		}
 		session_connect(s);
-		break;
-	case S_POLL_WAIT:
-		woke(s);
 		break;
 	default:
 		fatal("session timer in %s", schedstate_name(s->state));
@@ -858,21 +442,22 @@ on_prepared(void *ud, struct mailbox *m, int err, const char *why)
 
 	if (err < 0) {
 		s->ok = false;
-		watch_set_pending(s->w, m, false);
-		if (watch_live(s->w) == 0) {
+		watch_set_pending(cursor_watch(s->c), m, false);
+		if (watch_live(cursor_watch(s->c)) == 0) {
 			s->fatal_err = true;
 			session_fail(s, err, "%s", why);
 			return;
 		}
 		LOG(s, LOGL_ERROR, "%s", why);
 	}
-	/* A folder found while connected: the connection failed meanwhile. */
-	if (s->state != S_PREPARE) {
-		session_settle(s);
+	/* A folder found while connected: it is pending, SELECT it now. */
+	if (s->state == S_UP && cycle_state(s->cy) == S_PREPARE) {
+		cycle_next(s->cy);
 		return;
 	}
-	if (conn_alive(s->conn)) {
-		session_synced(s); /* it is pending: SELECT it now */
+	/* ... unless the connection failed meanwhile. */
+	if (s->state != S_PREPARE) {
+		session_settle(s);
 		return;
 	}
 	if (s->stopping) {
@@ -880,12 +465,8 @@ on_prepared(void *ud, struct mailbox *m, int err, const char *why)
 		return;
 	}
 	/* Each folder's Maildir and state, in turn, before connecting. */
-	if (watch_index(s->w, s->cur) + 1 < watch_count(s->w)) {
-		session_use(s, watch_at(s->w, watch_index(s->w, s->cur) + 1));
-		mailbox_prepare(s->cur);
-		return;
-	}
-	session_connect(s);
+	if (!cursor_prepare_next(s->c, s->conn))
+		session_connect(s);
 }
 
 static void
@@ -895,8 +476,8 @@ on_synced(void *ud, struct mailbox *m)
 
 	backoff_synced(s->backoff, uv_now(s->loop));
 	s->auth_logged = false;
-	watch_synced(s->w, m);
-	session_synced(s);
+	watch_synced(cursor_watch(s->c), m);
+	cycle_next(s->cy);
 }
 
 static void
@@ -904,7 +485,15 @@ on_refused(void *ud, struct mailbox *m, const char *why)
 {
 	struct session *s = ud;
 
-	folder_skip(s, m, why);
+	/* With other folders on the connection, it is left out until the next. */
+	if (!cursor_skip(s->c, m, why)) {
+		session_fail(s, IDLEFETCH_EPROTO, "%s", why);
+		return;
+	}
+	s->ok = false;
+	LOG(s, LOGL_ERROR, "%s; trying it again at the next connection",
+	    why);
+	cycle_next(s->cy);
 }
 
 static void
@@ -926,7 +515,7 @@ on_settled(void *ud, struct mailbox *m)
 
 	(void)m;
 	if (s->finish_when_idle) {
-		if (quiet(s))
+		if (cursor_quiet(s->c))
 			session_finish(s);
 		return;
 	}
@@ -951,6 +540,57 @@ static const struct mailbox_ops mailbox_ops = {
 	.delivered = on_delivered,
 };
 
+/* ---- the cycle's callbacks ---------------------------------------------------- */
+
+static void
+cycle_failed(void *ud, int err, const char *why)
+{
+	session_fail(ud, err, "%s", why);
+}
+
+static void
+cycle_over(void *ud, const char *why)
+{
+	session_enter(ud, S_LOGOUT, why);
+}
+
+/* Every folder synced: a replacement READY takes over now. */
+static bool
+cycle_between(void *ud)
+{
+	struct session *s = ud;
+
+	if (!handover_ready(s->ho))
+		return false;
+	hand_over(s);
+	return true;
+}
+
+static void
+cycle_listed(void *ud, const char *const *names, size_t n)
+{
+	struct session *s = ud;
+
+	s->o.listed(s, s->o.ud, names, n);
+}
+
+static void
+cycle_split(void *ud)
+{
+	struct session *s = ud;
+
+	s->o.split(s, s->o.ud);
+}
+
+static const struct cycle_ops cycle_ops = {
+	.failed = cycle_failed,
+	.over = cycle_over,
+	.between = cycle_between,
+	.changed = on_changed,
+	.listed = cycle_listed,
+	.split = cycle_split,
+};
+
 /* ---- public ---------------------------------------------------------------------- */
 
 struct session *
@@ -961,98 +601,70 @@ session_new(uv_loop_t *loop, const struct session_opts *o)
 	s->loop = loop;
 	s->o = *o;
 	s->a = o->acct;
-	s->fs = folderset_new(loop, &(struct folderset_opts){ .acct = s->a,
+	s->c = cursor_new(loop, &(struct folderset_opts){ .acct = s->a,
 		.state_dir = o->state_dir,
 		.ops = &mailbox_ops,
-		.ud = s });
-	s->w = watch_new();
-	for (size_t i = 0; i < o->nfolders; i++)
-		watch_add(s->w, folderset_mailbox(s->fs, o->folders[i],
-				    &o->status[i]),
-		    false);
-	s->cur = watch_at(s->w, 0);
+		.ud = s }, o->folders, o->nfolders, o->status);
 	s->ho = handover_new(loop, &(struct conn_opts){ .acct = s->a,
 		.ssl_ctx = o->ssl_ctx,
 		.oauth = o->oauth,
 		.ops = &conn_ops,
 		.ud = s }, o->gate, &handover_ops);
 	s->conn = handover_conn(s->ho);
-	conn_set_folder(s->conn, mailbox_name(s->cur));
-	s->rounds = rounds_new(loop, &(struct rounds_opts){ .acct = s->a,
-		.lists = o->listed != NULL,
-		.over = rounds_over,
-		.line = status_line,
-		.ud = s });
-	s->disc = discovery_new(loop, &(struct discovery_opts){ .acct = s->a,
+	conn_set_folder(s->conn, cursor_name(s->c));
+	s->cy = cycle_new(loop, &(struct cycle_opts){ .acct = s->a,
 		.state_dir = o->state_dir,
-		.done = discovered,
-		.news = list_news,
+		.cursor = s->c,
+		.once = o->once,
+		.lists = o->listed != NULL,
+		.splits = o->split != NULL,
+		.ops = &cycle_ops,
 		.ud = s });
 	s->backoff = backoff_new();
 	s->gate_w = gate_waiter_new(gate_open, s);
 	uv_timer_init(loop, &s->timer);
 	s->timer.data = s;
 	s->state = S_PREPARE;
-	for (size_t i = 0; i < watch_count(s->w); i++)
-		status_set_state(mailbox_status(watch_at(s->w, i)),
-		    schedstate_name(S_PREPARE), false);
+	cursor_show(s->c, schedstate_name(S_PREPARE), false);
 	return s;
 }
 
 void
 session_start(struct session *s)
 {
-	session_use(s, watch_at(s->w, 0));
-	mailbox_prepare(s->cur);
+	cursor_use(s->c, watch_at(cursor_watch(s->c), 0), s->conn);
+	mailbox_prepare(cursor_cur(s->c));
 }
 
 void
 session_keep(struct session *s, size_t n)
 {
-	if (n == 0 || n > watch_count(s->w) || s->selected != NULL)
-		fatal("session_keep(%zu) of %zu folders", n,
-		    watch_count(s->w));
-	if (watch_index(s->w, s->cur) >= n)
-		s->cur = NULL; /* its mailbox is released */
-	watch_keep(s->w, n);
-	if (s->cur == NULL)
-		session_use(s, watch_at(s->w, 0));
+	cursor_keep(s->c, n, s->conn);
 }
 
 void
 session_set_folders(struct session *s, const char *const *names, size_t n,
     struct status_rec *recs)
 {
-	struct watch *w, *old = s->w;
-	struct mailbox *cur = s->cur, *sel = s->selected;
-	bool added, cur_kept, sel_kept = false;
+	bool added = cursor_set_folders(s->c, names, n, recs, !s->stopping,
+	    s->conn);
 
-	w = folderset_change(s->fs, old, names, n, recs, !s->stopping,
-	    &s->cur, &added);
-	cur_kept = s->cur == NULL;
-	for (size_t i = 0; i < n; i++)
-		sel_kept |= sel != NULL && watch_at(w, i) == sel;
-	s->w = w;
-	s->cur = cur_kept ? cur : watch_at(w, 0);
-	s->selected = sel_kept ? sel : NULL;
-	watch_free(old); /* releases the folders gone */
-	session_use(s, s->cur);
-	/* Watching other folders now: NOTIFY SET again, once synced. */
-	if (conn_alive(s->conn) && !discovery_at_login(s->disc) &&
-	    (conn_caps(s->conn) & CAP_NOTIFY) && s->a->idle && !s->o.once &&
-	    (watch_notify(w) || added))
-		rounds_renotify(s->rounds);
+	cycle_folders_changed(s->cy, s->conn, added);
 	show_state(s);
 }
 
 void
 session_stop(struct session *s)
 {
+	const char *why = shown(s) == S_SYNC ?
+	    "stopping: no message halfway in" : "stopping";
+	enum cycle_stop up;
+
 	if (s->stopping || s->state == S_DONE)
 		return;
 	s->stopping = true;
-	for (size_t i = 0; i < watch_count(s->w); i++)
-		mailbox_stop(watch_at(s->w, i));
+	cursor_stop(s->c);
+	up = cycle_stop(s->cy);
 	switch (s->state) {
 	case S_PREPARE:
 		break; /* the job's completion finishes */
@@ -1061,32 +673,19 @@ session_stop(struct session *s)
 		/* fall through */
 	case S_BACKOFF:
 	case S_CLOSING:
-		if (quiet(s))
+		if (cursor_quiet(s->c))
 			session_finish(s);
 		break;
-	case S_IDLE:
-		conn_idle_done(s->conn); /* its reply leads to LOGOUT */
-		break;
-	case S_POLL_WAIT:
-		session_enter(s, S_LOGOUT, "stopping");
-		break;
-	case S_SYNC:
-		/*
-		 * Messages still coming: stop after the one in flight (on_read)
-		 * and commit what is complete. Only commits or after-delivery
-		 * commands left: the sync then ends in LOGOUT.
-		 */
-		if (s->selected == NULL || mailbox_may_close(s->selected)) {
-			session_enter(s, S_CLOSING, "stopping: no message halfway in");
-			session_settle(s);
-		}
-		break;
-	case S_STATUS:
-	case S_DISCOVER:
 	case S_LOGOUT:
-		break; /* the tagged reply leads to LOGOUT */
+		break; /* its reply finishes */
+	case S_UP:
+		if (up == CYCLE_STOP_LOGOUT)
+			session_enter(s, S_LOGOUT, why);
+		if (up != CYCLE_STOP_CLOSE)
+			break;
+		/* fall through */
 	default:
-		session_enter(s, S_CLOSING, "stopping");
+		session_enter(s, S_CLOSING, why);
 		session_settle(s);
 		break;
 	}
@@ -1095,11 +694,7 @@ session_stop(struct session *s)
 void
 session_tally(const struct session *s, unsigned k[SESSION_ACTIVITIES])
 {
-	enum session_activity a = schedstate_activity(s->state);
-
-	for (size_t i = 0; i < watch_count(s->w); i++)
-		k[mailbox_status(watch_at(s->w, i))->gave_up ? SESSION_STOPPED :
-							     a]++;
+	cursor_tally(s->c, schedstate_activity(shown(s)), k);
 }
 
 static void
@@ -1107,9 +702,8 @@ timer_close_cb(uv_handle_t *h)
 {
 	struct session *s = h->data;
 
-	discovery_free(s->disc);
-	rounds_free(s->rounds);
-	folderset_free(s->fs);
+	cycle_free(s->cy);
+	cursor_free(s->c);
 	backoff_free(s->backoff);
 	gate_waiter_free(s->o.gate, s->gate_w);
 	free(s);
@@ -1120,11 +714,11 @@ session_free(struct session *s)
 {
 	if (s == NULL)
 		return;
-	if (!quiet(s))
+	if (!cursor_quiet(s->c))
 		fatal("session_free with disk work in flight");
 	gate_cancel(s->o.gate, s->gate_w);
 	close_conn(s);
-	watch_free(s->w);
+	cursor_release(s->c);
 	handover_free(s->ho);
 	uv_close((uv_handle_t *)&s->timer, timer_close_cb);
 }

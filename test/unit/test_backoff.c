@@ -1,7 +1,8 @@
 /*
  * Unit tests for backoff: the wait doubles up to the longest, with jitter
  * in its upper half; a healthy connection (up a minute, or mail brought)
- * starts it over; a throttling server's wait is the least.
+ * starts it over; a throttling server's wait is the least; an idle
+ * session the server ended is followed by a connection at once.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -83,6 +84,43 @@ test_server_wait_and_forced_steps(void **state)
 	backoff_free(b);
 }
 
+static void
+test_idle_session_ended_reconnects_at_once(void **state)
+{
+	struct backoff *b = backoff_new();
+	uint64_t t = 100000;
+
+	(void)state;
+	/* Up long enough, then ended while idle: at once, and only once. */
+	backoff_up(b, t);
+	backoff_ended_idle(b, t + BACKOFF_QUICK_UP_MS);
+	assert_int_equal(backoff_next(b, t + BACKOFF_QUICK_UP_MS, 0), 0);
+	assert_drawn_from(backoff_next(b, t + BACKOFF_QUICK_UP_MS, 0),
+	    BACKOFF_MIN_MS);
+	/* Again too soon after the last one: the usual wait. */
+	t += 2 * BACKOFF_QUICK_UP_MS;
+	backoff_up(b, t);
+	backoff_ended_idle(b, t + BACKOFF_QUICK_UP_MS);
+	assert_int_not_equal(backoff_next(b, t + BACKOFF_QUICK_UP_MS, 0), 0);
+	/* Ended soon after its login: the usual wait. */
+	t += BACKOFF_QUICK_EVERY_MS;
+	backoff_up(b, t);
+	backoff_ended_idle(b, t + BACKOFF_QUICK_UP_MS - 1);
+	assert_int_not_equal(backoff_next(b, t + BACKOFF_QUICK_UP_MS, 0), 0);
+	/* A server's own wait wins; another connection took its place. */
+	t += BACKOFF_QUICK_EVERY_MS;
+	backoff_up(b, t);
+	backoff_ended_idle(b, t + BACKOFF_QUICK_UP_MS);
+	backoff_shortest(b);
+	assert_int_equal(backoff_next(b, t + BACKOFF_QUICK_UP_MS, 7000), 7000);
+	t += BACKOFF_QUICK_EVERY_MS;
+	backoff_up(b, t);
+	backoff_ended_idle(b, t + BACKOFF_QUICK_UP_MS);
+	backoff_calm(b);
+	assert_int_not_equal(backoff_next(b, t + BACKOFF_QUICK_UP_MS, 0), 0);
+	backoff_free(b);
+}
+
 int
 main(void)
 {
@@ -90,6 +128,7 @@ main(void)
 		cmocka_unit_test(test_wait_doubles_up_to_the_longest),
 		cmocka_unit_test(test_healthy_connection_starts_over),
 		cmocka_unit_test(test_server_wait_and_forced_steps),
+		cmocka_unit_test(test_idle_session_ended_reconnects_at_once),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
