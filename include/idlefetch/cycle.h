@@ -59,7 +59,8 @@ struct cycle_opts {
 };
 
 struct cycle *cycle_new(uv_loop_t *loop, const struct cycle_opts *o);
-/* Once the loop no longer runs its callbacks. */
+/* Closes its handles; then, once the loop ran their close, cycle_free(). */
+void cycle_close(struct cycle *cy);
 void cycle_free(struct cycle *cy);
 /* S_CONNECT while it has no connection, else one of the states above. */
 enum session_state cycle_state(const struct cycle *cy);

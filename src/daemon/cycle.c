@@ -384,12 +384,18 @@ poll_closed(uv_handle_t *h)
 }
 
 void
+cycle_close(struct cycle *cy)
+{
+	if (cy->poll != NULL)
+		uv_close((uv_handle_t *)cy->poll, poll_closed);
+	cy->poll = NULL;
+}
+
+void
 cycle_free(struct cycle *cy)
 {
 	if (cy == NULL)
 		return;
-	if (cy->poll != NULL)
-		uv_close((uv_handle_t *)cy->poll, poll_closed);
 	if (cy->disc != NULL)
 		discovery_free(cy->disc);
 	rounds_free(cy->rounds);

@@ -718,6 +718,7 @@ session_free(struct session *s)
 		fatal("session_free with disk work in flight");
 	gate_cancel(s->o.gate, s->gate_w);
 	close_conn(s);
+	cycle_close(s->cy);
 	cursor_release(s->c);
 	handover_free(s->ho);
 	uv_close((uv_handle_t *)&s->timer, timer_close_cb);

@@ -4,7 +4,8 @@
  * server played inside the test (srv.h) on a real Maildir and state
  * directory. They check which folder is synced when: with NOTIFY the
  * server's word, without it STATUS polling; folders = * following the
- * subscriptions; the backoff after a dropped connection; LOGOUT on stop.
+ * subscriptions; the poll's wait without IDLE; the backoff after a
+ * dropped connection; LOGOUT on stop.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -252,6 +253,50 @@ until_other_has_news(const struct t *t)
 	return count_new(t, f->name) == f->n;
 }
 
+static bool
+until_polling(const struct t *t)
+{
+	return t->rec[0].state != NULL &&
+	    strcmp(t->rec[0].state, "POLL_WAIT") == 0 && t->rec[0].up;
+}
+
+static bool
+until_inbox_three(const struct t *t)
+{
+	return count_new(t, "INBOX") == 3;
+}
+
+/*
+ * No IDLE: the folder synced, the connection waits for the poll's timer
+ * (POLL_WAIT, shown as up), lists the folder again when it fires and
+ * fetches what arrived, on the same connection. A stop while waiting
+ * logs out at once.
+ */
+static void
+test_no_idle_waits_for_the_poll(void **state)
+{
+	struct t t;
+
+	(void)state;
+	t_start(&t, "UIDPLUS");
+	t_folder(&t, "INBOX", 2);
+	t_session(&t, 1, false);
+	t_run(&t, until_polling, 5000);
+	assert_int_equal(count_new(&t, "INBOX"), 2);
+	srv_add_msg(&t.v.f[0], 3);
+	t_run(&t, until_inbox_three, 5000);
+	t_run(&t, until_polling, 5000);
+	assert_int_equal(t.v.idles, 0);
+	assert_int_equal(t.v.logins, 1);
+	session_stop(t.s);
+	t_run(&t, until_done, 5000);
+	assert_true(t.done_ok);
+	assert_int_equal(t.v.logouts, 1);
+	session_free(t.s);
+	t.s = NULL;
+	t_end(&t);
+}
+
 /*
  * NOTIFY accepted: both folders synced at login, then one IDLE on the last
  * selected; the server's STATUS for the other folder has that one synced,
@@ -450,6 +495,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_no_idle_waits_for_the_poll),
 		cmocka_unit_test(test_notify_news_of_another_folder_syncs_it),
 		cmocka_unit_test(test_notify_refused_polls_the_other_folder),
 		cmocka_unit_test(test_subscribed_folder_set_is_followed),
