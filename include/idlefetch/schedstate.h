@@ -31,6 +31,7 @@ enum session_state {
 	S_QUEUED, /* waiting for a slot at the gate */
 	S_DONE,
 	S_UP, /* logged in: the cycle's state is shown (cycle.h) */
+	S_FINISHING, /* done once the folders' disk work is (session_finish) */
 };
 
 /* Its name in log lines and in `idlefetch status` ("POLL_WAIT"). */

@@ -7,7 +7,7 @@
 
 static const char *state_names[] = { "PREPARE", "CONNECT", "NOTIFY", "SYNC",
 	"IDLE", "POLL_WAIT", "STATUS", "DISCOVER", "LOGOUT", "CLOSING",
-	"BACKOFF", "QUEUED", "DONE", "UP" };
+	"BACKOFF", "QUEUED", "DONE", "UP", "FINISHING" };
 
 const char *
 schedstate_name(enum session_state st)

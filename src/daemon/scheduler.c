@@ -4,7 +4,7 @@
  *
  *   PREPARE -> [QUEUED] -> CONNECT (the connection logs in) -> UP (the
  *   cycle works: cycle.h) -> LOGOUT -> DONE; any error -> CLOSING ->
- *   BACKOFF -> CONNECT; stop -> LOGOUT | CLOSING -> DONE
+ *   BACKOFF -> CONNECT; stop -> LOGOUT | CLOSING -> [FINISHING] -> DONE
  *
  * This file decides when the account connects, waits for a login slot,
  * backs off after errors, hands over to a connection that replaces one
@@ -53,7 +53,6 @@ struct session {
 	 */
 	struct cursor *c;
 	struct cycle *cy; /* the work while UP */
-	bool finish_when_idle; /* session_finish waits for the disk */
 
 	/* lifecycle */
 	struct gate_waiter *gate_w; /* at o.gate */
@@ -179,10 +178,9 @@ session_finish(struct session *s)
 	handover_drop(s->ho);
 	/* Files still being removed: the session is done only after. */
 	if (!cursor_quiet(s->c)) {
-		s->finish_when_idle = true;
+		session_enter(s, S_FINISHING, "files still being written");
 		return;
 	}
-	s->finish_when_idle = false;
 	/* A daemon's session ends unasked only when it cannot go on. */
 	if (!s->stopping && !s->o.once)
 		cursor_gave_up(s->c);
@@ -514,7 +512,7 @@ on_settled(void *ud, struct mailbox *m)
 	struct session *s = ud;
 
 	(void)m;
-	if (s->finish_when_idle) {
+	if (s->state == S_FINISHING) {
 		if (cursor_quiet(s->c))
 			session_finish(s);
 		return;
@@ -677,7 +675,8 @@ session_stop(struct session *s)
 			session_finish(s);
 		break;
 	case S_LOGOUT:
-		break; /* its reply finishes */
+	case S_FINISHING:
+		break; /* its reply, or the disk, finishes */
 	case S_UP:
 		if (up == CYCLE_STOP_LOGOUT)
 			session_enter(s, S_LOGOUT, why);
