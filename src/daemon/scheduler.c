@@ -97,10 +97,14 @@ static void
 show_state(struct session *s)
 {
 	struct mailbox *cur = cursor_cur(s->c);
-	bool up = schedstate_up(shown(s), conn_alive(s->conn),
+	bool up;
+
+	/* Up, its cycle between two connections (a handover): no change. */
+	if (s->state == S_UP && cycle_state(s->cy) == S_CONNECT)
+		return;
+	up = schedstate_up(shown(s), conn_alive(s->conn),
 	    cursor_selected(s->c) != NULL,
 	    cur != NULL && mailbox_status(cur)->up);
-
 	cursor_show(s->c, schedstate_shown(shown(s), conn_state(s->conn)), up);
 }
 
