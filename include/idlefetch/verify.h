@@ -13,8 +13,6 @@
 #include "idlefetch/conn.h"
 #include "idlefetch/state.h"
 
-struct verify;
-
 /*
  * r: the tagged reply (not OK: the FETCH failed). differs: NULL when the
  * UID holds what was delivered (or is gone), else what differs, in words
@@ -23,10 +21,13 @@ struct verify;
 typedef void verify_done_cb(void *ud, const struct proto_resp *r,
     const char *differs);
 
-struct verify *verify_new(void);
-void verify_free(struct verify *v);
-/* was (borrowed until done runs): what was delivered as uid. */
-void verify_start(struct verify *v, struct conn *c, uint32_t uid,
-    const struct state_fp *was, verify_done_cb *done, void *ud);
+/*
+ * Asks c what uid holds now; was (borrowed until done runs) is what was
+ * delivered as it. done runs once, unless the connection closes first.
+ * What the check holds lives only while its command does: a folder
+ * between syncs keeps nothing of it.
+ */
+void verify_start(struct conn *c, uint32_t uid, const struct state_fp *was,
+    verify_done_cb *done, void *ud);
 
 #endif

@@ -1,8 +1,8 @@
 /*
  * verify: the check of the last delivered UID (verify.h). It owns the one
- * FETCH of that UID and what the server said of it; it calls only the
- * connection (conn_cmd) and the recovery's fingerprint, and reports to
- * the callback it was given.
+ * FETCH of that UID and what the server said of it, from the command
+ * until its reply; it calls only the connection (conn_cmd) and the
+ * recovery's fingerprint, and reports to the callback it was given.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,18 +21,6 @@ struct verify {
 	verify_done_cb *done;
 	void *ud;
 };
-
-struct verify *
-verify_new(void)
-{
-	return xcalloc(1, sizeof(struct verify));
-}
-
-void
-verify_free(struct verify *v)
-{
-	free(v);
-}
 
 static void
 verify_line(void *ud, const struct proto_resp *r)
@@ -71,20 +59,20 @@ verify_done(void *ud, const struct proto_resp *r)
 	/* On the stack: the callback reads it only during the call. */
 	char what[2 * STATE_MSGID_MAX + 64];
 
-	if (r == NULL)
-		return;
-	v->done(v->ud, r,
-	    r->status == PROTO_OK ? differs(v, what, sizeof(what)) : NULL);
+	if (r != NULL) /* NULL: the connection closed; nobody waits now */
+		v->done(v->ud, r, r->status == PROTO_OK ?
+		    differs(v, what, sizeof(what)) : NULL);
+	free(v);
 }
 
 void
-verify_start(struct verify *v, struct conn *c, uint32_t uid,
-    const struct state_fp *was, verify_done_cb *done, void *ud)
+verify_start(struct conn *c, uint32_t uid, const struct state_fp *was,
+    verify_done_cb *done, void *ud)
 {
+	struct verify *v = xcalloc(1, sizeof(*v)); /* freed at its reply */
+
 	v->uid = uid;
 	v->was = was;
-	v->found = false;
-	memset(&v->now, 0, sizeof(v->now));
 	v->done = done;
 	v->ud = ud;
 	conn_cmd(c, HAS_FETCH, verify_done, verify_line, v,
