@@ -11,9 +11,8 @@
  * It keeps its listing of the folder, with each message's fingerprint, as
  * a msgindex_set until the index matches it on the threadpool, the counts
  * for the closing log line and the highest UID listed, which the state
- * takes at the end. At each step it says what the mailbox does next
- * (enum recovery_next); the mailbox changes its own state and runs the
- * disk jobs.
+ * takes at the end. It says what the mailbox does next (match, fetch,
+ * finish); the mailbox changes its own state and runs the disk jobs.
  */
 #ifndef IDLEFETCH_RECOVERY_H
 #define IDLEFETCH_RECOVERY_H
@@ -28,17 +27,14 @@
 #include "idlefetch/state.h"
 #include "idlefetch/uidlist.h"
 
-/* What the mailbox does next in a recovery. */
-enum recovery_next {
-	RECOVERY_NONE, /* none under way (or one cut short): go on without */
-	RECOVERY_START, /* mark the state "recovering" (RECOVER job) */
-	RECOVERY_OVER, /* it listed too many to match: the connection fails */
-	RECOVERY_MATCH, /* match the listing against the index (MATCH job) */
-	RECOVERY_FETCH, /* fetch what the Maildir lacks */
-	RECOVERY_FINISH, /* all delivered: the state takes the highest UID */
-};
-
 struct recovery;
+
+/*
+ * The listing ended: failed is NULL when it is complete (the mailbox
+ * matches it next), else why the connection cannot go on (borrowed for
+ * the call). Not called when the connection closed first.
+ */
+typedef void recovery_listed_cb(void *ud, const char *failed);
 
 /*
  * Made when a recovery starts (a folder that never needs one holds none).
@@ -52,25 +48,23 @@ void recovery_rename(struct recovery *rc, const char *name);
 /*
  * The state says "recovering": its listing of every message with its
  * header fields starts on c (an empty set, counts at zero), and the
- * recovery is under way; done(ud, r) gets the tagged reply.
+ * recovery is under way; done(ud, failed) at its end.
  */
-void recovery_list(struct recovery *rc, struct conn *c, conn_done_cb *done,
-    void *ud);
+void recovery_list(struct recovery *rc, struct conn *c,
+    recovery_listed_cb *done, void *ud);
 /* Under way: listing, matching or fetching (rc may be NULL: no). */
 bool recovery_active(const struct recovery *rc);
-/* The listing is complete: MATCH, OVER, or NONE when not under way. */
-enum recovery_next recovery_listing_end(const struct recovery *rc);
 /* Its listing, for a MATCH job: the caller owns it (recovery_set_free). */
 struct msgindex_set *recovery_take_set(struct recovery *rc);
 void recovery_set_free(struct msgindex_set *m);
 /* Off the connection: no longer under way, its listing dropped. */
 void recovery_drop(struct recovery *rc);
 /*
- * The MATCH job's set (freed here): its unmatched UIDs go to ul, and what
- * it read of the Maildir is logged. Returns FETCH.
+ * The MATCH job's set (freed here): its unmatched UIDs go to ul, to be
+ * fetched, and what it read of the Maildir is logged.
  */
-enum recovery_next recovery_matched(struct recovery *rc,
-    struct msgindex_set *m, struct uidlist *ul);
+void recovery_matched(struct recovery *rc, struct msgindex_set *m,
+    struct uidlist *ul);
 /*
  * What is to be fetched is listed: cut when the listing went over
  * UIDLIST_MAX, fresh UIDs to fetch. Nothing when not under way.
@@ -78,10 +72,11 @@ enum recovery_next recovery_matched(struct recovery *rc,
 void recovery_listed(struct recovery *rc, bool cut, unsigned fresh);
 /*
  * The sync is over (incomplete: a UID was skipped, or it stops): the
- * recovery is no longer under way. FINISH when all it listed is
- * delivered; else NONE, and the next pass recovers again.
+ * recovery is no longer under way. Returns whether it finishes now (all
+ * it listed is delivered: the state takes the highest UID); if not, the
+ * next pass recovers again. rc may be NULL: none under way.
  */
-enum recovery_next recovery_synced(struct recovery *rc, bool incomplete);
+bool recovery_synced(struct recovery *rc, bool incomplete);
 /* The highest UID listed (0: none), and what it holds into *fp. */
 uint32_t recovery_max(const struct recovery *rc, struct state_fp *fp);
 /* The state took st at the end: what the recovery found is logged. */

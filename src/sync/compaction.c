@@ -1,9 +1,9 @@
 /*
  * compaction: the compaction of a folder's index (compaction.h): its
  * size, the server's UIDs listed, the checks that the listing is whole,
- * and what the mailbox does next. It sends its listing (conn_cmd), logs,
- * and calls nothing else but util and msgindex's bound; the mailbox
- * changes state and runs the disk job.
+ * and whether to compact. It sends its listing (conn_cmd), logs, reads
+ * what the folder's selection says, and calls nothing else but util and
+ * msgindex's bound; the mailbox changes state and runs the disk job.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -32,7 +32,8 @@ struct compaction {
 	uint32_t distinct, top; /* ...how many ascending, the last */
 	uint32_t uidvalidity; /* ...under this UIDVALIDITY */
 	bool warned; /* a compaction was skipped and said so */
-	conn_done_cb *done; /* the listing's owner, with ud */
+	const struct selection *sel; /* borrowed, during the listing */
+	compaction_listed_cb *done; /* the listing's owner, with ud */
 	void *ud;
 };
 
@@ -80,13 +81,13 @@ compaction_set_size(struct compaction *cp, uint64_t bytes)
 
 bool
 compaction_due(const struct compaction *cp, const struct state_rec *st,
-    uint32_t uidvalidity, uint32_t exists)
+    const struct selection *sel)
 {
 	if (cp->index_bytes == 0 || st->recovering ||
-	    st->uidvalidity != uidvalidity)
+	    st->uidvalidity != selection_uidvalidity(sel))
 		return false;
 	return cp->index_bytes / INDEX_LINE_MIN >
-	    2 * (uint64_t)exists + INDEX_SLACK;
+	    2 * (uint64_t)selection_exists(sel) + INDEX_SLACK;
 }
 
 /* One UID the server listed. */
@@ -116,48 +117,16 @@ compaction_line(void *ud, const struct proto_resp *r)
 		compaction_add(ud, r->uid);
 }
 
-static void
-compaction_listed_all(void *ud, const struct proto_resp *r)
-{
-	struct compaction *cp = ud;
-
-	cp->done(cp->ud, r);
-}
-
-enum compaction_next
-compaction_start(struct compaction *cp, struct conn *c, uint32_t uidvalidity,
-    uint32_t exists, conn_done_cb *done, void *ud)
-{
-	LOG(cp, LOGL_DEBUG,
-	    "the folder's index (%" PRIu64 " bytes) may hold far more than "
-	    "its %u message(s): listing their UIDs to compact it",
-	    cp->index_bytes, exists);
-	cp->index_bytes = 0;
-	cp->n = cp->distinct = cp->top = 0;
-	cp->over = false;
-	cp->uidvalidity = uidvalidity;
-	/*
-	 * The server says the folder is empty (at SELECT, or after the
-	 * EXPUNGEs it sent): nothing to list, and some servers refuse 1:* on
-	 * an empty folder.
-	 */
-	if (exists == 0)
-		return COMPACTION_EMPTY;
-	cp->done = done;
-	cp->ud = ud;
-	conn_cmd(c, HAS_FETCH, compaction_listed_all, compaction_line, cp,
-	    "UID FETCH 1:* (UID)");
-	return COMPACTION_LIST;
-}
-
 static const char *
-check(const struct compaction *cp, uint32_t uidvalidity, uint32_t exists)
+check(const struct compaction *cp, const struct proto_resp *r)
 {
+	if (r->status != PROTO_OK)
+		return r->text;
 	if (cp->over)
 		return "the folder holds too many messages";
-	if (uidvalidity != cp->uidvalidity)
+	if (selection_uidvalidity(cp->sel) != cp->uidvalidity)
 		return "the folder's UIDVALIDITY changed";
-	if (cp->distinct < exists)
+	if (cp->distinct < selection_exists(cp->sel))
 		return "the server listed fewer UIDs than it holds messages";
 	return NULL;
 }
@@ -166,23 +135,49 @@ check(const struct compaction *cp, uint32_t uidvalidity, uint32_t exists)
  * An index not compacted is only larger: it is not worth failing for, nor
  * worth a warning at every sync.
  */
-enum compaction_next
-compaction_listed(struct compaction *cp, const struct proto_resp *r,
-    uint32_t uidvalidity, uint32_t exists)
+static void
+compaction_listed(void *ud, const struct proto_resp *r)
 {
+	struct compaction *cp = ud;
 	const char *why;
 
-	if (r->status != PROTO_OK)
-		why = r->text;
-	else
-		why = check(cp, uidvalidity, exists);
-	if (why == NULL)
-		return COMPACTION_LISTED;
-	LOG(cp, cp->warned ? LOGL_DEBUG : LOGL_WARN,
-	    "not compacting the folder's index: %s", why);
-	cp->warned = true;
-	compaction_clear(cp);
-	return COMPACTION_END;
+	if (r == NULL)
+		return;
+	why = check(cp, r);
+	if (why != NULL) {
+		LOG(cp, cp->warned ? LOGL_DEBUG : LOGL_WARN,
+		    "not compacting the folder's index: %s", why);
+		cp->warned = true;
+		compaction_clear(cp);
+	}
+	cp->done(cp->ud, why == NULL);
+}
+
+bool
+compaction_start(struct compaction *cp, struct conn *c,
+    const struct selection *sel, compaction_listed_cb *done, void *ud)
+{
+	LOG(cp, LOGL_DEBUG,
+	    "the folder's index (%" PRIu64 " bytes) may hold far more than "
+	    "its %u message(s): listing their UIDs to compact it",
+	    cp->index_bytes, selection_exists(sel));
+	cp->index_bytes = 0;
+	cp->n = cp->distinct = cp->top = 0;
+	cp->over = false;
+	cp->uidvalidity = selection_uidvalidity(sel);
+	/*
+	 * The server says the folder is empty (at SELECT, or after the
+	 * EXPUNGEs it sent): nothing to list, and some servers refuse 1:* on
+	 * an empty folder.
+	 */
+	if (selection_exists(sel) == 0)
+		return false;
+	cp->sel = sel;
+	cp->done = done;
+	cp->ud = ud;
+	conn_cmd(c, HAS_FETCH, compaction_listed, compaction_line, cp,
+	    "UID FETCH 1:* (UID)");
+	return true;
 }
 
 uint32_t *

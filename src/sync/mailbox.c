@@ -195,6 +195,25 @@ start_job(struct mailbox *mb, enum commit_kind kind)
 	mbdisk_run(DISK(mb), kind, &in, job_done, mb);
 }
 
+/* The state each kind of job is waited for in. */
+static const enum mailbox_state job_waited[] = {
+	[COMMIT_PREPARE] = MB_PREPARE,
+	[COMMIT_RECONCILE] = MB_RECONCILE,
+	[COMMIT_DELIVER] = MB_FETCH,
+	[COMMIT_RECOVER] = MB_RECOVER,
+	[COMMIT_MATCH] = MB_MATCH,
+	[COMMIT_RECOVERED] = MB_FETCH,
+	[COMMIT_COMPACT] = MB_COMPACT,
+};
+
+/* Enters the state the job is waited for in, and starts it there. */
+static void
+enter_job(struct mailbox *mb, enum commit_kind kind, const char *why)
+{
+	mailbox_enter(mb, job_waited[kind], why);
+	start_job(mb, kind);
+}
+
 /* Starts the next commit if the head batch is ready for one. */
 static void
 pump_commits(struct mailbox *mb)
@@ -241,40 +260,14 @@ list_done(struct mailbox *mb)
 	pump(mb);
 }
 
-/* What the recovery says comes next (recovery.h); false: none under way. */
-static bool
-recover_next(struct mailbox *mb, enum recovery_next next)
+/* See recovery.h: the state is marked "recovering" first. */
+static void
+recover_start(struct mailbox *mb)
 {
-	switch (next) {
-	case RECOVERY_NONE:
-		return false;
-	case RECOVERY_START:
-		mailbox_enter(mb, MB_RECOVER, "the folder was renumbered");
-		start_job(mb, COMMIT_RECOVER);
-		break;
-	case RECOVERY_OVER:
-		mb_fail(mb, IDLEFETCH_EPROTO,
-		    "the server listed over %d messages for a recovery; "
-		    "closing the connection", MSGINDEX_SET_MAX);
-		break;
-	case RECOVERY_MATCH: /* off the loop */
-		mailbox_enter(mb, MB_MATCH,
-		    "the recovery's listing is complete");
-		start_job(mb, COMMIT_MATCH);
-		break;
-	case RECOVERY_FETCH:
-		list_done(mb);
-		break;
-	case RECOVERY_FINISH:
-		start_job(mb, COMMIT_RECOVERED);
-		break;
-	default:
-		fatal("bad recovery step");
-	}
-	return true;
+	enter_job(mb, COMMIT_RECOVER, "the folder was renumbered");
 }
 
-/* The listing's tagged reply (of new mail, or a recovery's). */
+/* The listing's tagged reply. */
 static void
 listed(void *ud, const struct proto_resp *r)
 {
@@ -287,8 +280,19 @@ listed(void *ud, const struct proto_resp *r)
 		    "listing new messages failed: %s", r->text);
 		return;
 	}
-	if (!recover_next(mb, recovery_listing_end(mb->rc)))
-		list_done(mb);
+	list_done(mb);
+}
+
+/* The recovery's listing ended: match it against the index, off the loop. */
+static void
+recover_listed(void *ud, const char *failed)
+{
+	struct mailbox *mb = ud;
+
+	if (failed != NULL)
+		mb_fail(mb, IDLEFETCH_EPROTO, "%s", failed);
+	else
+		enter_job(mb, COMMIT_MATCH, "the recovery's listing is complete");
 }
 
 /* The state says "recovering": list every message with its header fields. */
@@ -300,7 +304,7 @@ recover_list(struct mailbox *mb)
 	mailbox_enter(mb, MB_LIST, "a recovery's listing");
 	mb->more = false;
 	fetch_restart(mb->fe);
-	recovery_list(mb->rc, mb->conn, listed, mb);
+	recovery_list(mb->rc, mb->conn, recover_listed, mb);
 }
 
 static void
@@ -310,7 +314,7 @@ sync_start(struct mailbox *mb)
 	uint32_t from = 1;
 
 	if (st->recovering) {
-		recover_next(mb, RECOVERY_START); /* one that did not finish */
+		recover_start(mb); /* one that did not finish */
 		return;
 	}
 	if (mb->a->after == AFTER_KEEP && st->last_uid < UINT32_MAX)
@@ -322,40 +326,23 @@ sync_start(struct mailbox *mb)
 
 /* ---- the end of a sync ------------------------------------------------------- */
 
-/* What the compaction says comes next (compaction.h). */
+/* The sync ends as it would have without the compaction. */
 static void
-compact_next(struct mailbox *mb, enum compaction_next next)
+compact_end(struct mailbox *mb)
 {
-	switch (next) {
-	case COMPACTION_LIST:
-		mailbox_enter(mb, MB_COMPACT_LIST, "compacting the index");
-		return;
-	case COMPACTION_EMPTY:
-		mailbox_enter(mb, MB_COMPACT_LIST, "compacting the index");
-		mailbox_enter(mb, MB_COMPACT, "the folder is empty");
-		start_job(mb, COMMIT_COMPACT);
-		return;
-	case COMPACTION_LISTED:
-		mailbox_enter(mb, MB_COMPACT, "the server's UIDs are listed");
-		start_job(mb, COMMIT_COMPACT);
-		return;
-	case COMPACTION_END: /* as it would have ended without */
-		mailbox_enter(mb, MB_FETCH, "the compaction is over");
-		sync_complete(mb);
-		return;
-	default:
-		fatal("bad compaction step");
-	}
+	mailbox_enter(mb, MB_FETCH, "the compaction is over");
+	sync_complete(mb);
 }
 
 static void
-compact_listed(void *ud, const struct proto_resp *r)
+compact_listed(void *ud, bool compact)
 {
 	struct mailbox *mb = ud;
 
-	if (r != NULL)
-		compact_next(mb, compaction_listed(mb->cp, r,
-		    selection_uidvalidity(SEL(mb)), selection_exists(SEL(mb))));
+	if (compact)
+		enter_job(mb, COMMIT_COMPACT, "the server's UIDs are listed");
+	else
+		compact_end(mb);
 }
 
 /* Once per sync at most, after a sync that trusted the folder's UIDs. */
@@ -363,8 +350,7 @@ static bool
 compact_due(const struct mailbox *mb)
 {
 	return !mb->stopping && in(mb, MB_FETCH) && !fetch_gap(mb->fe) &&
-	    compaction_due(mb->cp, mbdisk_state(DISK(mb)),
-		selection_uidvalidity(SEL(mb)), selection_exists(SEL(mb)));
+	    compaction_due(mb->cp, mbdisk_state(DISK(mb)), SEL(mb));
 }
 
 static void
@@ -375,13 +361,17 @@ sync_complete(struct mailbox *mb)
 	 * hold 2 KiB or more of it (2 MiB at a thousand accounts).
 	 */
 	fetch_release(mb->fe);
-	if (recover_next(mb, recovery_synced(mb->rc,
-		fetch_gap(mb->fe) || mb->stopping)))
+	if (recovery_synced(mb->rc, fetch_gap(mb->fe) || mb->stopping)) {
+		start_job(mb, COMMIT_RECOVERED);
 		return;
+	}
 	if (compact_due(mb)) { /* comes back here when it is done */
-		compact_next(mb, compaction_start(mb->cp, mb->conn,
-		    selection_uidvalidity(SEL(mb)), selection_exists(SEL(mb)),
-		    compact_listed, mb));
+		bool listing = compaction_start(mb->cp, mb->conn, SEL(mb),
+		    compact_listed, mb);
+
+		mailbox_enter(mb, MB_COMPACT_LIST, "compacting the index");
+		if (!listing)
+			enter_job(mb, COMMIT_COMPACT, "the folder is empty");
 		return;
 	}
 	mb->status->last_sync = (int64_t)time(NULL);
@@ -421,27 +411,16 @@ pump(struct mailbox *mb)
 /* ---- the start of a sync ------------------------------------------------------- */
 
 static void
-verified(void *ud, const struct proto_resp *r, const char *differs)
+verified(void *ud, const char *failed, bool renumbered)
 {
 	struct mailbox *mb = ud;
-	uint32_t last = mbdisk_state(DISK(mb))->last_uid;
 
-	if (r->status != PROTO_OK) {
-		mb_fail(mb, IDLEFETCH_EPROTO, "checking UID %u failed: %s",
-		    last, r->text);
-		return;
-	}
-	if (differs != NULL) {
-		LOG(mb, LOGL_WARN,
-		    "UID %u no longer holds the message delivered under it "
-		    "(%s): the server renumbered this folder without "
-		    "changing UIDVALIDITY %u. Matching its messages against "
-		    "the Maildir instead of trusting the UIDs",
-		    last, differs, selection_uidvalidity(SEL(mb)));
-		recover_next(mb, RECOVERY_START);
-		return;
-	}
-	sync_start(mb);
+	if (failed != NULL)
+		mb_fail(mb, IDLEFETCH_EPROTO, "%s", failed);
+	else if (renumbered)
+		recover_start(mb);
+	else
+		sync_start(mb);
 }
 
 /* What the selection decided the sync does next. */
@@ -452,15 +431,15 @@ sync_next(struct mailbox *mb, enum selection_next next)
 
 	switch (next) {
 	case SELECTION_RECOVER:
-		recover_next(mb, RECOVERY_START);
+		recover_start(mb);
 		return;
 	case SELECTION_RECONCILE:
-		mailbox_enter(mb, MB_RECONCILE, "looking for unrecorded files");
-		start_job(mb, COMMIT_RECONCILE);
+		enter_job(mb, COMMIT_RECONCILE, "looking for unrecorded files");
 		return;
 	case SELECTION_VERIFY:
 		mailbox_enter(mb, MB_VERIFY, "checking the last delivered UID");
-		verify_start(mb->conn, st->last_uid, &st->last, verified, mb);
+		verify_start(mb->conn, mb->a, mb->name, st,
+		    selection_uidvalidity(SEL(mb)), verified, mb);
 		return;
 	case SELECTION_LIST:
 		sync_start(mb);
@@ -549,17 +528,6 @@ recover_done(struct mailbox *mb, const struct commit_req *j)
 	mb->rc = NULL;
 }
 
-/* The state each kind of job is waited for in. */
-static const enum mailbox_state job_waited[] = {
-	[COMMIT_PREPARE] = MB_PREPARE,
-	[COMMIT_RECONCILE] = MB_RECONCILE,
-	[COMMIT_DELIVER] = MB_FETCH,
-	[COMMIT_RECOVER] = MB_RECOVER,
-	[COMMIT_MATCH] = MB_MATCH,
-	[COMMIT_RECOVERED] = MB_FETCH,
-	[COMMIT_COMPACT] = MB_COMPACT,
-};
-
 /*
  * The disk job ended; the state took what it saved, and what it did is
  * logged (mbdisk.c). A job whose state was left meanwhile settles.
@@ -607,15 +575,15 @@ job_done(const struct commit_req *j, void *ud)
 		recover_list(mb);
 		return;
 	case COMMIT_MATCH:
-		recover_next(mb, recovery_matched(mb->rc, j->set,
-				     fetch_uidlist(mb->fe)));
+		recovery_matched(mb->rc, j->set, fetch_uidlist(mb->fe));
+		list_done(mb);
 		return;
 	case COMMIT_RECOVERED:
 		mb->more = true; /* what came after its listing */
 		sync_complete(mb);
 		return;
 	case COMMIT_COMPACT:
-		compact_next(mb, COMPACTION_END);
+		compact_end(mb);
 		return;
 	default:
 		fatal("bad job kind");
@@ -757,8 +725,7 @@ mailbox_prepare(struct mailbox *mb)
 {
 	LOG(mb, LOGL_DEBUG, "Maildir %s, state %s", mbdisk_maildir(DISK(mb)),
 	    mbdisk_state_path(DISK(mb)));
-	mailbox_enter(mb, MB_PREPARE, "reading its Maildir and state");
-	start_job(mb, COMMIT_PREPARE);
+	enter_job(mb, COMMIT_PREPARE, "reading its Maildir and state");
 }
 
 void

@@ -6,6 +6,7 @@
  * uidlist (what to fetch), logs what it found, and says what comes next.
  * Every state change, and every disk job, is the mailbox's.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,7 +26,7 @@ struct recovery {
 	uint32_t max, last; /* highest UID listed; the last line's */
 	struct state_fp max_fp; /* ...and what UID max holds */
 	bool over; /* it listed over MSGINDEX_SET_MAX messages */
-	conn_done_cb *done; /* the listing's owner, with ud */
+	recovery_listed_cb *done; /* the listing's owner, with ud */
 	void *ud;
 };
 
@@ -146,12 +147,24 @@ static void
 recovery_listed_all(void *ud, const struct proto_resp *r)
 {
 	struct recovery *rc = ud;
+	char why[512];
 
-	rc->done(rc->ud, r);
+	if (r == NULL || !rc->active)
+		return; /* the connection closed, or the mailbox left it */
+	if (r->status != PROTO_OK)
+		snprintf(why, sizeof(why), "listing new messages failed: %s",
+		    r->text);
+	else if (rc->over)
+		snprintf(why, sizeof(why), "the server listed over %d "
+		    "messages for a recovery; closing the connection",
+		    MSGINDEX_SET_MAX);
+	else
+		why[0] = '\0';
+	rc->done(rc->ud, why[0] != '\0' ? why : NULL);
 }
 
 void
-recovery_list(struct recovery *rc, struct conn *c, conn_done_cb *done,
+recovery_list(struct recovery *rc, struct conn *c, recovery_listed_cb *done,
     void *ud)
 {
 	recovery_begin(rc);
@@ -168,14 +181,6 @@ recovery_active(const struct recovery *rc)
 	return rc != NULL && rc->active;
 }
 
-enum recovery_next
-recovery_listing_end(const struct recovery *rc)
-{
-	if (!recovery_active(rc))
-		return RECOVERY_NONE;
-	return rc->over ? RECOVERY_OVER : RECOVERY_MATCH;
-}
-
 struct msgindex_set *
 recovery_take_set(struct recovery *rc)
 {
@@ -186,7 +191,7 @@ recovery_take_set(struct recovery *rc)
 }
 
 /* Only the messages without a delivered file are fetched. */
-enum recovery_next
+void
 recovery_matched(struct recovery *rc, struct msgindex_set *m,
     struct uidlist *ul)
 {
@@ -199,7 +204,6 @@ recovery_matched(struct recovery *rc, struct msgindex_set *m,
 		if (m->v[i].by == 0)
 			uidlist_add(ul, m->v[i].uid, m->v[i].size);
 	recovery_set_free(m);
-	return RECOVERY_FETCH;
 }
 
 void
@@ -211,13 +215,13 @@ recovery_listed(struct recovery *rc, bool cut, unsigned fresh)
 	rc->fresh = fresh;
 }
 
-enum recovery_next
+bool
 recovery_synced(struct recovery *rc, bool incomplete)
 {
 	if (!recovery_active(rc))
-		return RECOVERY_NONE;
+		return false;
 	rc->active = false;
-	return incomplete || rc->cut ? RECOVERY_NONE : RECOVERY_FINISH;
+	return !incomplete && !rc->cut;
 }
 
 uint32_t
