@@ -50,12 +50,16 @@ bool compaction_due(const struct compaction *cp, const struct state_rec *st,
     const struct selection *sel);
 /*
  * Starts (logged; the size is forgotten: once per sync, whatever comes of
- * it). Returns true with the listing of the server's UIDs sent on c, and
- * done comes at its end; false when sel has no message to list (compact
- * at once). sel is borrowed until done.
+ * it). Returns whether the server's UIDs are to be listed; false when sel
+ * has no message (compact at once).
  */
-bool compaction_start(struct compaction *cp, struct conn *c,
-    const struct selection *sel, compaction_listed_cb *done, void *ud);
+bool compaction_start(struct compaction *cp, const struct selection *sel);
+/*
+ * Lists the server's UIDs on c; done comes at the end. sel (as at
+ * compaction_start) is borrowed until then.
+ */
+void compaction_list(struct compaction *cp, struct conn *c,
+    compaction_listed_cb *done, void *ud);
 /* The UIDs listed, for the COMPACT job: the caller frees them. */
 uint32_t *compaction_take(struct compaction *cp, size_t *n);
 /* The listing is dropped. */

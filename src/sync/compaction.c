@@ -32,7 +32,7 @@ struct compaction {
 	uint32_t distinct, top; /* ...how many ascending, the last */
 	uint32_t uidvalidity; /* ...under this UIDVALIDITY */
 	bool warned; /* a compaction was skipped and said so */
-	const struct selection *sel; /* borrowed, during the listing */
+	const struct selection *sel; /* borrowed, from its start to its end */
 	compaction_listed_cb *done; /* the listing's owner, with ud */
 	void *ud;
 };
@@ -154,8 +154,7 @@ compaction_listed(void *ud, const struct proto_resp *r)
 }
 
 bool
-compaction_start(struct compaction *cp, struct conn *c,
-    const struct selection *sel, compaction_listed_cb *done, void *ud)
+compaction_start(struct compaction *cp, const struct selection *sel)
 {
 	LOG(cp, LOGL_DEBUG,
 	    "the folder's index (%" PRIu64 " bytes) may hold far more than "
@@ -164,20 +163,24 @@ compaction_start(struct compaction *cp, struct conn *c,
 	cp->index_bytes = 0;
 	cp->n = cp->distinct = cp->top = 0;
 	cp->over = false;
+	cp->sel = sel;
 	cp->uidvalidity = selection_uidvalidity(sel);
 	/*
 	 * The server says the folder is empty (at SELECT, or after the
 	 * EXPUNGEs it sent): nothing to list, and some servers refuse 1:* on
 	 * an empty folder.
 	 */
-	if (selection_exists(sel) == 0)
-		return false;
-	cp->sel = sel;
+	return selection_exists(sel) != 0;
+}
+
+void
+compaction_list(struct compaction *cp, struct conn *c,
+    compaction_listed_cb *done, void *ud)
+{
 	cp->done = done;
 	cp->ud = ud;
 	conn_cmd(c, HAS_FETCH, compaction_listed, compaction_line, cp,
 	    "UID FETCH 1:* (UID)");
-	return true;
 }
 
 uint32_t *

@@ -366,11 +366,12 @@ sync_complete(struct mailbox *mb)
 		return;
 	}
 	if (compact_due(mb)) { /* comes back here when it is done */
-		bool listing = compaction_start(mb->cp, mb->conn, SEL(mb),
-		    compact_listed, mb);
+		bool listing = compaction_start(mb->cp, SEL(mb));
 
 		mailbox_enter(mb, MB_COMPACT_LIST, "compacting the index");
-		if (!listing)
+		if (listing)
+			compaction_list(mb->cp, mb->conn, compact_listed, mb);
+		else
 			enter_job(mb, COMMIT_COMPACT, "the folder is empty");
 		return;
 	}
