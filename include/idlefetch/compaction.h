@@ -19,7 +19,6 @@
 
 #include "idlefetch/config.h"
 #include "idlefetch/conn.h"
-#include "idlefetch/proto.h"
 #include "idlefetch/selection.h"
 #include "idlefetch/state.h"
 
