@@ -75,7 +75,7 @@ struct mailbox {
 	/* The sync */
 	unsigned after_retries; /* syncs started again for that, in a row */
 	struct fetch *fe; /* the listing, its batches, the body streamed in */
-	struct recovery *rc; /* from a recovery's start to its end; or NULL */
+	struct recovery *rc; /* made at a recovery's listing, freed at its end */
 	struct compaction *cp; /* the folder's index and its compaction */
 };
 
