@@ -1,8 +1,14 @@
 /*
- * compaction: what the compaction of a folder's index needs: the index's
- * size after the last disk job, whether it may hold far more than the
- * folder does, and the server's UIDs, listed to keep their lines. The
- * mailbox decides when to list and when to start the job.
+ * compaction: the compaction of a folder's index. Lines of messages
+ * deleted or moved on the server (by us, after = delete or move:, or by
+ * another client) serve no recovery: once the index may hold far more
+ * than the folder, it is rewritten with the lines of the UIDs the server
+ * still holds. Once per sync at most, after a sync that trusted the
+ * folder's UIDs (not during a recovery).
+ *
+ * It keeps the index's size after the last disk job and the server's UIDs,
+ * listed to keep their lines, logs why it compacts or not, and says
+ * whether to; the mailbox changes its own state and runs the COMPACT job.
  */
 #ifndef IDLEFETCH_COMPACTION_H
 #define IDLEFETCH_COMPACTION_H
@@ -11,36 +17,51 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "idlefetch/config.h"
 #include "idlefetch/conn.h"
+#include "idlefetch/selection.h"
+#include "idlefetch/state.h"
 
 struct compaction;
 
-struct compaction *compaction_new(void);
+/*
+ * The listing ended: compact, when the index may be compacted to the
+ * UIDs listed (the COMPACT job next); else why not is logged, and the
+ * sync ends as it would have without. Not called when the connection
+ * closed first.
+ */
+typedef void compaction_listed_cb(void *ud, bool compact);
+
+/* acct and name (UTF-8, for its log lines) are borrowed; they outlive it. */
+struct compaction *compaction_new(const struct account *acct,
+    const char *name);
 void compaction_free(struct compaction *cp);
+/* The folder's name changes (borrowed, as at compaction_new). */
+void compaction_rename(struct compaction *cp, const char *name);
 /* The index's size after a job (0: none, or another folder's). */
 void compaction_set_size(struct compaction *cp, uint64_t bytes);
-uint64_t compaction_size(const struct compaction *cp);
-/* Whether the index may hold far more lines than exists messages. */
-bool compaction_due(const struct compaction *cp, uint32_t exists);
 /*
- * A listing of the server's UIDs starts, under this UIDVALIDITY; the
- * size is forgotten (once per sync, whatever comes of it).
+ * Whether the index may hold far more lines than the folder sel has
+ * messages, after a sync that trusted its UIDs: the saved state st is not
+ * recovering, and under sel's UIDVALIDITY.
  */
-void compaction_begin(struct compaction *cp, uint32_t uidvalidity);
-/* Lists the server's UIDs on c; done(ud, r) gets the tagged reply. */
-void compaction_list(struct compaction *cp, struct conn *c, conn_done_cb *done,
-    void *ud);
+bool compaction_due(const struct compaction *cp, const struct state_rec *st,
+    const struct selection *sel);
 /*
- * The listing is complete: NULL when the index may be compacted to its
- * UIDs, else why not, in words.
+ * Starts (logged; the size is forgotten: once per sync, whatever comes of
+ * it). Returns whether the server's UIDs are to be listed; false when sel
+ * has no message (compact at once).
  */
-const char *compaction_check(const struct compaction *cp,
-    uint32_t uidvalidity, uint32_t exists);
+bool compaction_start(struct compaction *cp, const struct selection *sel);
+/*
+ * Lists the server's UIDs on c; done comes at the end. sel (as at
+ * compaction_start) is borrowed until then.
+ */
+void compaction_list(struct compaction *cp, struct conn *c,
+    compaction_listed_cb *done, void *ud);
 /* The UIDs listed, for the COMPACT job: the caller frees them. */
 uint32_t *compaction_take(struct compaction *cp, size_t *n);
 /* The listing is dropped. */
 void compaction_clear(struct compaction *cp);
-/* Whether a skipped compaction was reported before (and now it was). */
-bool compaction_warned(struct compaction *cp);
 
 #endif

@@ -47,6 +47,7 @@ enum mailbox_state {
 };
 
 struct mailbox;
+struct selection;
 
 struct mailbox_ops {
 	/* The PREPARE job ended: READY, or DEAD (the folder cannot go on). */
@@ -117,8 +118,11 @@ bool mailbox_quiet(const struct mailbox *mb);
 enum mailbox_state mailbox_state(const struct mailbox *mb);
 const char *mailbox_state_name(enum mailbox_state st);
 const char *mailbox_name(const struct mailbox *mb);
-/* As the server spells it: modified UTF-7. */
-const char *mailbox_wire(const struct mailbox *mb);
+/*
+ * What its SELECT said and how the server spells its name
+ * (selection_wire, selection_uidnext ...); valid while mb is.
+ */
+const struct selection *mailbox_selection(const struct mailbox *mb);
 struct status_rec *mailbox_status(const struct mailbox *mb);
 /* Its Maildir and state were read (not NEW, PREPARE or DEAD). */
 bool mailbox_prepared(const struct mailbox *mb);
@@ -127,8 +131,5 @@ bool mailbox_dead(const struct mailbox *mb);
 bool mailbox_sync_ok(const struct mailbox *mb);
 /* A new connection: its sync has lacked nothing so far. */
 void mailbox_reset_ok(struct mailbox *mb);
-/* From its last SELECT: UIDNEXT (0: none given) and UIDVALIDITY. */
-uint32_t mailbox_uidnext(const struct mailbox *mb);
-uint32_t mailbox_uidvalidity(const struct mailbox *mb);
 
 #endif

@@ -2,31 +2,35 @@
  * verify: asks the server what the last delivered UID holds now, and
  * compares it with what was delivered under it (size, Message-ID). A
  * server that renumbered a folder without changing UIDVALIDITY (Courier
- * after a restart, when only EXAMINE had touched it) shows here. The
- * mailbox decides what follows.
+ * after a restart, when only EXAMINE had touched it) shows here, and is
+ * logged. The mailbox decides what follows.
  */
 #ifndef IDLEFETCH_VERIFY_H
 #define IDLEFETCH_VERIFY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
+#include "idlefetch/config.h"
 #include "idlefetch/conn.h"
 #include "idlefetch/state.h"
 
-struct verify;
+/*
+ * failed: NULL, or why the connection cannot go on (the FETCH failed;
+ * borrowed for the call). renumbered: the UID holds another message than
+ * the one delivered under it (logged); else it holds that one, or is gone.
+ */
+typedef void verify_done_cb(void *ud, const char *failed, bool renumbered);
 
 /*
- * r: the tagged reply (not OK: the FETCH failed). differs: NULL when the
- * UID holds what was delivered (or is gone), else what differs, in words
- * (borrowed for the duration of the call).
+ * Asks c what st's last_uid holds now (st, with what was delivered as it,
+ * is borrowed until done runs). acct is borrowed, folder (UTF-8) copied:
+ * both name its log line, with uidvalidity, the folder's. done runs once,
+ * unless the connection closes first. What the check holds lives only
+ * while its command does: a folder between syncs keeps nothing of it.
  */
-typedef void verify_done_cb(void *ud, const struct proto_resp *r,
-    const char *differs);
-
-struct verify *verify_new(void);
-void verify_free(struct verify *v);
-/* was (borrowed until done runs): what was delivered as uid. */
-void verify_start(struct verify *v, struct conn *c, uint32_t uid,
-    const struct state_fp *was, verify_done_cb *done, void *ud);
+void verify_start(struct conn *c, const struct account *acct,
+    const char *folder, const struct state_rec *st, uint32_t uidvalidity,
+    verify_done_cb *done, void *ud);
 
 #endif

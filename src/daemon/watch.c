@@ -1,7 +1,8 @@
 /*
  * watch: the folders of one connection and their news (watch.h). It owns
  * struct watch and the per-folder record in it; it holds the folders'
- * mailboxes, and may call mailbox (names, whether a folder is dead), conn
+ * mailboxes, and may call mailbox (names, whether a folder is dead),
+ * selection (what a folder's SELECT said, its name on the wire), conn
  * (to send NOTIFY and STATUS) and proto (to quote names). It logs
  * nothing: the scheduler, which decides what news leads to, does.
  */
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "idlefetch/selection.h"
 #include "idlefetch/util.h"
 #include "idlefetch/watch.h"
 
@@ -26,6 +28,13 @@ struct watch {
 	size_t n, cap;
 	bool notify; /* NOTIFY SET accepted: the server tells of every folder */
 };
+
+/* A folder's name as the server spells it (modified UTF-7). */
+static const char *
+wire(const struct mailbox *mb)
+{
+	return selection_wire(mailbox_selection(mb));
+}
 
 struct watch *
 watch_new(void)
@@ -201,8 +210,8 @@ watch_synced(struct watch *w, const struct mailbox *mb)
 {
 	struct folder *f = folder_of(w, mb);
 
-	f->uidnext = mailbox_uidnext(mb);
-	f->uidvalidity = mailbox_uidvalidity(mb);
+	f->uidnext = selection_uidnext(mailbox_selection(mb));
+	f->uidvalidity = selection_uidvalidity(mailbox_selection(mb));
 }
 
 void
@@ -239,7 +248,7 @@ static bool
 told_of(const struct watch *w, const struct folder *f)
 {
 	return w->notify &&
-	    strcmp(mailbox_wire(f->mb), mailbox_name(f->mb)) == 0;
+	    strcmp(wire(f->mb), mailbox_name(f->mb)) == 0;
 }
 
 bool
@@ -256,8 +265,8 @@ watch_polls_others(const struct watch *w)
 static void
 quote(char *q, size_t len, const struct mailbox *mb)
 {
-	if (proto_quote(q, len, mailbox_wire(mb)) < 0)
-		fatal("folder name '%s' cannot be quoted", mailbox_wire(mb));
+	if (proto_quote(q, len, wire(mb)) < 0)
+		fatal("folder name '%s' cannot be quoted", wire(mb));
 }
 
 /*
@@ -330,7 +339,7 @@ static struct folder *
 find(const struct watch *w, const char *name)
 {
 	for (size_t i = 0; i < w->n; i++) {
-		const char *n = mailbox_wire(w->v[i].mb);
+		const char *n = wire(w->v[i].mb);
 
 		/* INBOX is the one name without case (RFC 3501 5.1). */
 		if (strcmp(n, name) == 0 ||

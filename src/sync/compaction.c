@@ -1,14 +1,16 @@
 /*
- * compaction: the data behind the compaction of a folder's index
- * (compaction.h): its size, the server's UIDs listed, and the checks that
- * the listing is whole. It sends its listing (conn_cmd) and calls
- * nothing else but util and msgindex's bound; the mailbox decides and
- * changes state.
+ * compaction: the compaction of a folder's index (compaction.h): its
+ * size, the server's UIDs listed, the checks that the listing is whole,
+ * and whether to compact. It sends its listing (conn_cmd), logs, reads
+ * what the folder's selection says, and calls nothing else but util and
+ * msgindex's bound; the mailbox changes state and runs the disk job.
  */
+#include <inttypes.h>
 #include <stdlib.h>
 
 #include "idlefetch/compaction.h"
 #include "idlefetch/conn.h"
+#include "idlefetch/log.h"
 #include "idlefetch/msgindex.h"
 #include "idlefetch/util.h"
 
@@ -21,6 +23,8 @@
 #define INDEX_SLACK 64
 
 struct compaction {
+	const struct account *a; /* borrowed */
+	const char *name; /* borrowed; UTF-8 */
 	uint64_t index_bytes; /* after this sync's last job (0: none) */
 	uint32_t *uids; /* the server's UIDs */
 	size_t n, cap;
@@ -28,14 +32,28 @@ struct compaction {
 	uint32_t distinct, top; /* ...how many ascending, the last */
 	uint32_t uidvalidity; /* ...under this UIDVALIDITY */
 	bool warned; /* a compaction was skipped and said so */
-	conn_done_cb *done; /* the listing's owner, with ud */
+	const struct selection *sel; /* borrowed, from its start to its end */
+	compaction_listed_cb *done; /* the listing's owner, with ud */
 	void *ud;
 };
 
+#define LOG(cp, lvl, ...) \
+	log_msg((lvl), (cp)->a->name, (cp)->name, __VA_ARGS__)
+
 struct compaction *
-compaction_new(void)
+compaction_new(const struct account *acct, const char *name)
 {
-	return xcalloc(1, sizeof(struct compaction));
+	struct compaction *cp = xcalloc(1, sizeof(struct compaction));
+
+	cp->a = acct;
+	cp->name = name;
+	return cp;
+}
+
+void
+compaction_rename(struct compaction *cp, const char *name)
+{
+	cp->name = name;
 }
 
 void
@@ -61,28 +79,15 @@ compaction_set_size(struct compaction *cp, uint64_t bytes)
 	cp->index_bytes = bytes;
 }
 
-uint64_t
-compaction_size(const struct compaction *cp)
-{
-	return cp->index_bytes;
-}
-
 bool
-compaction_due(const struct compaction *cp, uint32_t exists)
+compaction_due(const struct compaction *cp, const struct state_rec *st,
+    const struct selection *sel)
 {
-	if (cp->index_bytes == 0)
+	if (cp->index_bytes == 0 || st->recovering ||
+	    st->uidvalidity != selection_uidvalidity(sel))
 		return false;
 	return cp->index_bytes / INDEX_LINE_MIN >
-	    2 * (uint64_t)exists + INDEX_SLACK;
-}
-
-void
-compaction_begin(struct compaction *cp, uint32_t uidvalidity)
-{
-	cp->index_bytes = 0;
-	cp->n = cp->distinct = cp->top = 0;
-	cp->over = false;
-	cp->uidvalidity = uidvalidity;
+	    2 * (uint64_t)selection_exists(sel) + INDEX_SLACK;
 }
 
 /* One UID the server listed. */
@@ -112,35 +117,70 @@ compaction_line(void *ud, const struct proto_resp *r)
 		compaction_add(ud, r->uid);
 }
 
+static const char *
+check(const struct compaction *cp, const struct proto_resp *r)
+{
+	if (r->status != PROTO_OK)
+		return r->text;
+	if (cp->over)
+		return "the folder holds too many messages";
+	if (selection_uidvalidity(cp->sel) != cp->uidvalidity)
+		return "the folder's UIDVALIDITY changed";
+	if (cp->distinct < selection_exists(cp->sel))
+		return "the server listed fewer UIDs than it holds messages";
+	return NULL;
+}
+
+/*
+ * An index not compacted is only larger: it is not worth failing for, nor
+ * worth a warning at every sync.
+ */
 static void
 compaction_listed(void *ud, const struct proto_resp *r)
 {
 	struct compaction *cp = ud;
+	const char *why;
 
-	cp->done(cp->ud, r);
+	if (r == NULL)
+		return;
+	why = check(cp, r);
+	if (why != NULL) {
+		LOG(cp, cp->warned ? LOGL_DEBUG : LOGL_WARN,
+		    "not compacting the folder's index: %s", why);
+		cp->warned = true;
+		compaction_clear(cp);
+	}
+	cp->done(cp->ud, why == NULL);
+}
+
+bool
+compaction_start(struct compaction *cp, const struct selection *sel)
+{
+	LOG(cp, LOGL_DEBUG,
+	    "the folder's index (%" PRIu64 " bytes) may hold far more than "
+	    "its %u message(s): listing their UIDs to compact it",
+	    cp->index_bytes, selection_exists(sel));
+	cp->index_bytes = 0;
+	cp->n = cp->distinct = cp->top = 0;
+	cp->over = false;
+	cp->sel = sel;
+	cp->uidvalidity = selection_uidvalidity(sel);
+	/*
+	 * The server says the folder is empty (at SELECT, or after the
+	 * EXPUNGEs it sent): nothing to list, and some servers refuse 1:* on
+	 * an empty folder.
+	 */
+	return selection_exists(sel) != 0;
 }
 
 void
-compaction_list(struct compaction *cp, struct conn *c, conn_done_cb *done,
-    void *ud)
+compaction_list(struct compaction *cp, struct conn *c,
+    compaction_listed_cb *done, void *ud)
 {
 	cp->done = done;
 	cp->ud = ud;
 	conn_cmd(c, HAS_FETCH, compaction_listed, compaction_line, cp,
 	    "UID FETCH 1:* (UID)");
-}
-
-const char *
-compaction_check(const struct compaction *cp, uint32_t uidvalidity,
-    uint32_t exists)
-{
-	if (cp->over)
-		return "the folder holds too many messages";
-	if (uidvalidity != cp->uidvalidity)
-		return "the folder's UIDVALIDITY changed";
-	if (cp->distinct < exists)
-		return "the server listed fewer UIDs than it holds messages";
-	return NULL;
 }
 
 uint32_t *
@@ -152,13 +192,4 @@ compaction_take(struct compaction *cp, size_t *n)
 	cp->uids = NULL;
 	cp->n = cp->cap = 0;
 	return uids;
-}
-
-bool
-compaction_warned(struct compaction *cp)
-{
-	bool was = cp->warned;
-
-	cp->warned = true;
-	return was;
 }

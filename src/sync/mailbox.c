@@ -3,16 +3,16 @@
  * its one logged mailbox_enter(), and it makes every decision of a sync
  * that changes its state: SELECT, reconcile, verify the last UID, list,
  * fetch, commit, act on the server, recover from a renumbering, compact
- * the index. Its parts keep their own data and return what happened:
- * selection (SELECT, what it said, and what follows from the saved
- * state), mbdisk (paths, the durable state record, the one disk job and
- * what it did), the lane (its ordered writes), fetch (the listing, the
- * batches, the bodies streamed into the lane, what the after-action gets
- * of them), after (the after-delivery actions), verify (what the last UID
- * holds now), recovery and compaction (each with its own listing). It
- * calls those and the connection; it hears of replies through the
- * callbacks it passes with each command, and tells its owner through
- * mailbox_ops. It never changes the connection's state.
+ * the index. Its parts keep their own data and say what happened or what
+ * comes next: selection (SELECT, what it said, and what follows from the
+ * saved state), mbdisk (paths, the durable state record, the one disk job
+ * and what it did), the lane (its ordered writes), fetch (the listing,
+ * the batches, the bodies streamed into the lane, what the after-action
+ * gets of them), after (the after-delivery actions), verify (what the
+ * last UID holds now), recovery and compaction (each with its own listing
+ * and its next step). It calls those and the connection; it hears of
+ * replies through the callbacks it passes with each command, and tells
+ * its owner through mailbox_ops. It never changes the connection's state.
  *
  * The sync lists the UIDs above the saved last_uid, then fetches them in
  * pipelined batches. A batch is committed on the threadpool (sync the
@@ -23,7 +23,6 @@
  * last_uid never passes a message that is not in new/.
  */
 #include <errno.h>
-#include <inttypes.h>
 #include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -74,15 +73,9 @@ struct mailbox {
 	struct conn *conn; /* NULL: on none */
 	bool more; /* new mail announced during a sync */
 	/* The sync */
-	struct verify *vf; /* VERIFY: what UID last_uid holds now */
 	unsigned after_retries; /* syncs started again for that, in a row */
 	struct fetch *fe; /* the listing, its batches, the body streamed in */
-	/*
-	 * A recovery (see recover_start): the listing is matched against
-	 * what the Maildir holds, and only the rest is fetched.
-	 */
-	bool recovering;
-	struct recovery *rc;
+	struct recovery *rc; /* made at a recovery's listing, freed at its end */
 	struct compaction *cp; /* the folder's index and its compaction */
 };
 
@@ -142,7 +135,18 @@ fail_as(struct mailbox *mb, int err, bool final, const char *fmt, ...)
 
 #define mb_fail(mb, err, ...) fail_as((mb), (err), false, __VA_ARGS__)
 
-static void mailbox_free(struct mailbox *mb);
+/* Batches never committed, and their files in tmp/, go with it. */
+static void
+mailbox_free(struct mailbox *mb)
+{
+	fetch_free(mb->fe);
+	after_free(mb->af);
+	recovery_free(mb->rc);
+	compaction_free(mb->cp);
+	selection_fini(SEL(mb));
+	mbdisk_fini(DISK(mb));
+	free(mb);
+}
 
 /* Disk work ended: the owner decides what comes next. */
 static void
@@ -156,25 +160,59 @@ mb_settled(struct mailbox *mb)
 	mb->ops->settled(mb->ud, mb);
 }
 
+/* The sync goes round: a job's end, a batch's, a listing's, the sync's. */
+static void job_done(const struct commit_req *j, void *ud);
 static void pump(struct mailbox *mb);
-static void start_job(struct mailbox *mb, enum commit_kind kind);
-static void listed(void *ud, const struct proto_resp *r);
-static void verified(void *ud, const struct proto_resp *r,
-    const char *differs);
-static void batch_done(void *ud, const struct proto_resp *r);
-static void sync_start(struct mailbox *mb);
-static void recover_start(struct mailbox *mb);
-static void recover_listed(struct mailbox *mb);
-static void recover_matched(struct mailbox *mb, struct msgindex_set *m);
-static void recover_done(struct mailbox *mb, const struct commit_req *j);
-static void compact_end(struct mailbox *mb);
 static void sync_complete(struct mailbox *mb);
-static void sync_verify_last(struct mailbox *mb);
-static void list_done(struct mailbox *mb);
-static bool compact_due(const struct mailbox *mb);
-static void compact_start(struct mailbox *mb);
 
-/* ---- batches ------------------------------------------------------------ */
+/* ---- batches and jobs ------------------------------------------------------ */
+
+/* The one disk job in flight: what this kind needs beside the state. */
+static void
+start_job(struct mailbox *mb, enum commit_kind kind)
+{
+	struct commit_in in = { .uidvalidity = selection_uidvalidity(SEL(mb)) };
+
+	if (kind == COMMIT_RECOVERED)
+		in.commit_uid = recovery_max(mb->rc, &in.last);
+	/* The job owns these until it is done (then freed). */
+	if (kind == COMMIT_MATCH)
+		in.set = recovery_take_set(mb->rc);
+	if (kind == COMMIT_COMPACT)
+		in.uids = compaction_take(mb->cp, &in.nuids);
+	if (kind == COMMIT_DELIVER) {
+		uint32_t missing = fetch_plan(mb->fe,
+		    mbdisk_state(DISK(mb))->last_uid, &in);
+
+		if (missing != 0) {
+			LOG(mb, LOGL_WARN,
+			    "server did not return UID %u; fetching again "
+			    "from there",
+			    missing);
+			mb->more = true; /* re-list: it may have been expunged */
+		}
+	}
+	mbdisk_run(DISK(mb), kind, &in, job_done, mb);
+}
+
+/* The state each kind of job is waited for in. */
+static const enum mailbox_state job_waited[] = {
+	[COMMIT_PREPARE] = MB_PREPARE,
+	[COMMIT_RECONCILE] = MB_RECONCILE,
+	[COMMIT_DELIVER] = MB_FETCH,
+	[COMMIT_RECOVER] = MB_RECOVER,
+	[COMMIT_MATCH] = MB_MATCH,
+	[COMMIT_RECOVERED] = MB_FETCH,
+	[COMMIT_COMPACT] = MB_COMPACT,
+};
+
+/* Enters the state the job is waited for in, and starts it there. */
+static void
+enter_job(struct mailbox *mb, enum commit_kind kind, const char *why)
+{
+	mailbox_enter(mb, job_waited[kind], why);
+	start_job(mb, kind);
+}
 
 /* Starts the next commit if the head batch is ready for one. */
 static void
@@ -183,6 +221,257 @@ pump_commits(struct mailbox *mb)
 	if (mbdisk_busy(DISK(mb)) || !fetch_take(mb->fe, on_conn(mb)))
 		return;
 	start_job(mb, COMMIT_DELIVER);
+}
+
+/* A batch's tagged reply: its bodies are all in (or never will be). */
+static void
+batch_done(void *ud, const struct proto_resp *r)
+{
+	struct mailbox *mb = ud;
+
+	if (r->status != PROTO_OK) {
+		mb_fail(mb, IDLEFETCH_EPROTO,
+		    "fetching messages failed: %s", r->text);
+		return;
+	}
+	pump(mb);
+}
+
+/* ---- listing ----------------------------------------------------------------- */
+
+/* The listing is complete (and matched, in a recovery): fetch. */
+static void
+list_done(struct mailbox *mb)
+{
+	bool cut = fetch_cut(mb->fe);
+
+	if (fetch_list_finish(mb->fe, &mb->more) < 0) {
+		mb_fail(mb, IDLEFETCH_EPROTO,
+		    "the server listed over %d messages without a "
+		    "new one; closing the connection", UIDLIST_MAX);
+		return;
+	}
+	mb->status->queued = mb->status->delivered + fetch_count(mb->fe);
+	recovery_listed(mb->rc, cut, (unsigned)fetch_count(mb->fe));
+	if (fetch_count(mb->fe) > 0)
+		LOG(mb, LOGL_INFO, "%zu new message(s) to fetch",
+		    fetch_count(mb->fe));
+	mailbox_enter(mb, MB_FETCH, "the listing is complete");
+	pump(mb);
+}
+
+/* See recovery.h: the state is marked "recovering" first. */
+static void
+recover_start(struct mailbox *mb)
+{
+	enter_job(mb, COMMIT_RECOVER, "the folder was renumbered");
+}
+
+/* The listing's tagged reply. */
+static void
+listed(void *ud, const struct proto_resp *r)
+{
+	struct mailbox *mb = ud;
+
+	if (r == NULL)
+		return;
+	if (r->status != PROTO_OK) {
+		mb_fail(mb, IDLEFETCH_EPROTO,
+		    "listing new messages failed: %s", r->text);
+		return;
+	}
+	list_done(mb);
+}
+
+/* The recovery's listing ended: match it against the index, off the loop. */
+static void
+recover_listed(void *ud, const char *failed)
+{
+	struct mailbox *mb = ud;
+
+	if (failed != NULL)
+		mb_fail(mb, IDLEFETCH_EPROTO, "%s", failed);
+	else
+		enter_job(mb, COMMIT_MATCH, "the recovery's listing is complete");
+}
+
+/* The state says "recovering": list every message with its header fields. */
+static void
+recover_list(struct mailbox *mb)
+{
+	if (mb->rc == NULL)
+		mb->rc = recovery_new(mb->a, mb->name);
+	mailbox_enter(mb, MB_LIST, "a recovery's listing");
+	mb->more = false;
+	fetch_restart(mb->fe);
+	recovery_list(mb->rc, mb->conn, recover_listed, mb);
+}
+
+static void
+sync_start(struct mailbox *mb)
+{
+	const struct state_rec *st = mbdisk_state(DISK(mb));
+	uint32_t from = 1;
+
+	if (st->recovering) {
+		recover_start(mb); /* one that did not finish */
+		return;
+	}
+	if (mb->a->after == AFTER_KEEP && st->last_uid < UINT32_MAX)
+		from = st->last_uid + 1;
+	mailbox_enter(mb, MB_LIST, "listing new mail");
+	mb->more = false;
+	fetch_list(mb->fe, mb->conn, from, st, listed, mb);
+}
+
+/* ---- the end of a sync ------------------------------------------------------- */
+
+/* The sync ends as it would have without the compaction. */
+static void
+compact_end(struct mailbox *mb)
+{
+	mailbox_enter(mb, MB_FETCH, "the compaction is over");
+	sync_complete(mb);
+}
+
+static void
+compact_listed(void *ud, bool compact)
+{
+	struct mailbox *mb = ud;
+
+	if (compact)
+		enter_job(mb, COMMIT_COMPACT, "the server's UIDs are listed");
+	else
+		compact_end(mb);
+}
+
+/* Once per sync at most, after a sync that trusted the folder's UIDs. */
+static bool
+compact_due(const struct mailbox *mb)
+{
+	return !mb->stopping && in(mb, MB_FETCH) && !fetch_gap(mb->fe) &&
+	    compaction_due(mb->cp, mbdisk_state(DISK(mb)), SEL(mb));
+}
+
+static void
+sync_complete(struct mailbox *mb)
+{
+	/*
+	 * A finished sync keeps none of its listing: an idle connection would
+	 * hold 2 KiB or more of it (2 MiB at a thousand accounts).
+	 */
+	fetch_release(mb->fe);
+	if (recovery_synced(mb->rc, fetch_gap(mb->fe) || mb->stopping)) {
+		start_job(mb, COMMIT_RECOVERED);
+		return;
+	}
+	if (compact_due(mb)) { /* comes back here when it is done */
+		bool listing = compaction_start(mb->cp, SEL(mb));
+
+		mailbox_enter(mb, MB_COMPACT_LIST, "compacting the index");
+		if (listing)
+			compaction_list(mb->cp, mb->conn, compact_listed, mb);
+		else
+			enter_job(mb, COMMIT_COMPACT, "the folder is empty");
+		return;
+	}
+	mb->status->last_sync = (int64_t)time(NULL);
+	status_changed(mb->status);
+	/* A UID the server kept skipping is not delivered: not a clean sync. */
+	mb->sync_ok = !fetch_gap(mb->fe);
+	/* Messages an after-action missed: list and act again, a few times. */
+	if (mb->af != NULL && after_take_short(mb->af) &&
+	    mb->after_retries < 3 && !mb->stopping) {
+		mb->after_retries++;
+		mb->more = true;
+	} else {
+		mb->after_retries = 0;
+	}
+	if (mb->more && !mb->stopping) {
+		sync_start(mb);
+		return;
+	}
+	mailbox_enter(mb, MB_SYNCED, "every message listed is delivered");
+	mb->ops->synced(mb->ud, mb);
+}
+
+/* Moves the sync forward: more batches, commits, or done. */
+static void
+pump(struct mailbox *mb)
+{
+	if (!on_conn(mb))
+		return;
+	pump_commits(mb);
+	if (mb->state != MB_FETCH)
+		return;
+	if (fetch_pump(mb->fe, mb->conn, mb->stopping, batch_done, mb) &&
+	    !mbdisk_busy(DISK(mb)))
+		sync_complete(mb);
+}
+
+/* ---- the start of a sync ------------------------------------------------------- */
+
+static void
+verified(void *ud, const char *failed, bool renumbered)
+{
+	struct mailbox *mb = ud;
+
+	if (failed != NULL)
+		mb_fail(mb, IDLEFETCH_EPROTO, "%s", failed);
+	else if (renumbered)
+		recover_start(mb);
+	else
+		sync_start(mb);
+}
+
+/* What the selection decided the sync does next. */
+static void
+sync_next(struct mailbox *mb, enum selection_next next)
+{
+	const struct state_rec *st = mbdisk_state(DISK(mb));
+
+	switch (next) {
+	case SELECTION_RECOVER:
+		recover_start(mb);
+		return;
+	case SELECTION_RECONCILE:
+		enter_job(mb, COMMIT_RECONCILE, "looking for unrecorded files");
+		return;
+	case SELECTION_VERIFY:
+		mailbox_enter(mb, MB_VERIFY, "checking the last delivered UID");
+		verify_start(mb->conn, mb->a, mb->name, st,
+		    selection_uidvalidity(SEL(mb)), verified, mb);
+		return;
+	case SELECTION_LIST:
+		sync_start(mb);
+		return;
+	default:
+		fatal("bad selection");
+	}
+}
+
+static void
+select_ended(void *ud, enum selection_end end, bool final, const char *why)
+{
+	struct mailbox *mb = ud;
+
+	switch (end) {
+	case SELECTION_OK:
+		compaction_set_size(mb->cp, 0); /* another folder's, or older */
+		sync_next(mb, selection_check(SEL(mb), mbdisk_state(DISK(mb)),
+				  mbdisk_reconciled(DISK(mb))));
+		return;
+	case SELECTION_REFUSED:
+		/* The owner decides what follows. */
+		mailbox_enter(mb, MB_READY, "the server would not open it");
+		mb->ops->refused(mb->ud, mb, why);
+		return;
+	case SELECTION_FAILED:
+		fail_as(mb, IDLEFETCH_EPROTO, final, "%s", why);
+		return;
+	default:
+		fatal("bad selection end");
+	}
 }
 
 /* ---- commit results -------------------------------------------------------- */
@@ -230,16 +519,15 @@ job_done_commit(struct mailbox *mb, const struct commit_req *j)
 		    "%s; fetching stops until this is fixed", j->err);
 }
 
-/* The state each kind of job is waited for in. */
-static const enum mailbox_state job_waited[] = {
-	[COMMIT_PREPARE] = MB_PREPARE,
-	[COMMIT_RECONCILE] = MB_RECONCILE,
-	[COMMIT_DELIVER] = MB_FETCH,
-	[COMMIT_RECOVER] = MB_RECOVER,
-	[COMMIT_MATCH] = MB_MATCH,
-	[COMMIT_RECOVERED] = MB_FETCH,
-	[COMMIT_COMPACT] = MB_COMPACT,
-};
+/* The recovery is over: what it found is logged, and it goes. */
+static void
+recover_done(struct mailbox *mb, const struct commit_req *j)
+{
+	metrics_recovery(mb->a->name, mb->name);
+	recovery_done(mb->rc, &j->st);
+	recovery_free(mb->rc);
+	mb->rc = NULL;
+}
 
 /*
  * The disk job ended; the state took what it saved, and what it did is
@@ -271,23 +559,25 @@ job_done(const struct commit_req *j, void *ud)
 	if (j->kind == COMMIT_RECOVERED)
 		recover_done(mb, j);
 	if (!in(mb, job_waited[j->kind]) ||
-	    (j->kind == COMMIT_MATCH && !mb->recovering)) {
+	    (j->kind == COMMIT_MATCH && !recovery_active(mb->rc))) {
 		recovery_set_free(j->set);
 		mb_settled(mb);
 		return;
 	}
 	switch (j->kind) {
 	case COMMIT_RECONCILE:
-		sync_verify_last(mb);
+		sync_next(mb, selection_check_last(SEL(mb),
+				  mbdisk_state(DISK(mb))));
 		return;
 	case COMMIT_DELIVER:
 		pump(mb);
 		return;
 	case COMMIT_RECOVER:
-		recover_listed(mb);
+		recover_list(mb);
 		return;
 	case COMMIT_MATCH:
-		recover_matched(mb, j->set);
+		recovery_matched(mb->rc, j->set, fetch_uidlist(mb->fe));
+		list_done(mb);
 		return;
 	case COMMIT_RECOVERED:
 		mb->more = true; /* what came after its listing */
@@ -298,418 +588,6 @@ job_done(const struct commit_req *j, void *ud)
 		return;
 	default:
 		fatal("bad job kind");
-	}
-}
-
-/* The one disk job in flight: what this kind needs beside the state. */
-static void
-start_job(struct mailbox *mb, enum commit_kind kind)
-{
-	struct commit_in in = { .uidvalidity = selection_uidvalidity(SEL(mb)) };
-
-	if (kind == COMMIT_RECOVERED)
-		in.commit_uid = recovery_max(mb->rc, &in.last);
-	/* The job owns these until it is done (then freed). */
-	if (kind == COMMIT_MATCH)
-		in.set = recovery_take_set(mb->rc);
-	if (kind == COMMIT_COMPACT)
-		in.uids = compaction_take(mb->cp, &in.nuids);
-	if (kind == COMMIT_DELIVER) {
-		uint32_t missing = fetch_plan(mb->fe,
-		    mbdisk_state(DISK(mb))->last_uid, &in);
-
-		if (missing != 0) {
-			LOG(mb, LOGL_WARN,
-			    "server did not return UID %u; fetching again "
-			    "from there",
-			    missing);
-			mb->more = true; /* re-list: it may have been expunged */
-		}
-	}
-	mbdisk_run(DISK(mb), kind, &in, job_done, mb);
-}
-
-/* ---- sync ------------------------------------------------------------------ */
-
-static void
-sync_complete(struct mailbox *mb)
-{
-	/*
-	 * A finished sync keeps none of its listing: an idle connection would
-	 * hold 2 KiB or more of it (2 MiB at a thousand accounts).
-	 */
-	fetch_release(mb->fe);
-	if (mb->recovering) {
-		mb->recovering = false;
-		/* Not all of it delivered: the next pass recovers again. */
-		if (!fetch_gap(mb->fe) && !recovery_cut(mb->rc) &&
-		    !mb->stopping) {
-			start_job(mb, COMMIT_RECOVERED);
-			return;
-		}
-	}
-	if (compact_due(mb)) {
-		compact_start(mb); /* comes back here when it is done */
-		return;
-	}
-	mb->status->last_sync = (int64_t)time(NULL);
-	status_changed(mb->status);
-	/* A UID the server kept skipping is not delivered: not a clean sync. */
-	mb->sync_ok = !fetch_gap(mb->fe);
-	/* Messages an after-action missed: list and act again, a few times. */
-	if (mb->af != NULL && after_take_short(mb->af) &&
-	    mb->after_retries < 3 && !mb->stopping) {
-		mb->after_retries++;
-		mb->more = true;
-	} else {
-		mb->after_retries = 0;
-	}
-	if (mb->more && !mb->stopping) {
-		sync_start(mb);
-		return;
-	}
-	mailbox_enter(mb, MB_SYNCED, "every message listed is delivered");
-	mb->ops->synced(mb->ud, mb);
-}
-
-/* Moves the sync forward: more batches, commits, or done. */
-static void
-pump(struct mailbox *mb)
-{
-	if (!on_conn(mb))
-		return;
-	pump_commits(mb);
-	if (mb->state != MB_FETCH)
-		return;
-	if (fetch_pump(mb->fe, mb->conn, mb->stopping, batch_done, mb) &&
-	    !mbdisk_busy(DISK(mb)))
-		sync_complete(mb);
-}
-
-static void
-sync_start(struct mailbox *mb)
-{
-	const struct state_rec *st = mbdisk_state(DISK(mb));
-	uint32_t from = 1;
-
-	if (st->recovering) {
-		recover_start(mb); /* one that did not finish */
-		return;
-	}
-	if (mb->a->after == AFTER_KEEP && st->last_uid < UINT32_MAX)
-		from = st->last_uid + 1;
-	mailbox_enter(mb, MB_LIST, "listing new mail");
-	mb->more = false;
-	fetch_list(mb->fe, mb->conn, from, st, listed, mb);
-}
-
-/* What the selection decided the sync does next. */
-static void
-sync_next(struct mailbox *mb, enum selection_next next)
-{
-	const struct state_rec *st = mbdisk_state(DISK(mb));
-
-	switch (next) {
-	case SELECTION_RECOVER:
-		recover_start(mb);
-		return;
-	case SELECTION_RECONCILE:
-		mailbox_enter(mb, MB_RECONCILE, "looking for unrecorded files");
-		start_job(mb, COMMIT_RECONCILE);
-		return;
-	case SELECTION_VERIFY:
-		mailbox_enter(mb, MB_VERIFY, "checking the last delivered UID");
-		verify_start(mb->vf, mb->conn, st->last_uid, &st->last,
-		    verified, mb);
-		return;
-	case SELECTION_LIST:
-		sync_start(mb);
-		return;
-	default:
-		fatal("bad selection");
-	}
-}
-
-static void
-sync_verify_last(struct mailbox *mb)
-{
-	sync_next(mb, selection_check_last(SEL(mb), mbdisk_state(DISK(mb))));
-}
-
-static void
-verified(void *ud, const struct proto_resp *r, const char *differs)
-{
-	struct mailbox *mb = ud;
-
-	if (r->status != PROTO_OK) {
-		mb_fail(mb, IDLEFETCH_EPROTO,
-		    "checking UID %u failed: %s",
-		    mbdisk_state(DISK(mb))->last_uid, r->text);
-		return;
-	}
-	if (differs != NULL) {
-		LOG(mb, LOGL_WARN,
-		    "UID %u no longer holds the message delivered under it "
-		    "(%s): the server renumbered this folder without "
-		    "changing UIDVALIDITY %u. Matching its messages against "
-		    "the Maildir instead of trusting the UIDs",
-		    mbdisk_state(DISK(mb))->last_uid, differs,
-		    selection_uidvalidity(SEL(mb)));
-		recover_start(mb);
-		return;
-	}
-	sync_start(mb);
-}
-
-/* ---- recovery ----------------------------------------------------------------- */
-
-/*
- * The folder's UIDs no longer name what was delivered (a new UIDVALIDITY,
- * or last_uid holds another message): its messages are matched against
- * the Maildir's by Message-ID and size (without a Message-ID: by Date,
- * From, Subject and size), and only those without a match are fetched.
- * Nothing is deleted or moved on the server meanwhile. The state is marked
- * first, so a recovery cut short by a crash or a lost connection is done
- * again, and what it delivered is found then in the index or the Maildir.
- */
-static void
-recover_start(struct mailbox *mb)
-{
-	mailbox_enter(mb, MB_RECOVER, "the folder was renumbered");
-	start_job(mb, COMMIT_RECOVER);
-}
-
-/*
- * The state says "recovering": list every message with its header fields,
- * to be matched against the index (recovery.c).
- */
-static void
-recover_listed(struct mailbox *mb)
-{
-	mb->recovering = true;
-	mailbox_enter(mb, MB_LIST, "a recovery's listing");
-	mb->more = false;
-	fetch_restart(mb->fe);
-	recovery_list(mb->rc, mb->conn, listed, mb);
-}
-
-/* The listing is complete: match it against the index, off the loop. */
-static void
-recover_match(struct mailbox *mb)
-{
-	mailbox_enter(mb, MB_MATCH, "the recovery's listing is complete");
-	start_job(mb, COMMIT_MATCH);
-}
-
-/* Only the messages without a delivered file are fetched. */
-static void
-recover_matched(struct mailbox *mb, struct msgindex_set *m)
-{
-	if (m->from_maildir)
-		LOG(mb, LOGL_INFO,
-		    "read %u message(s) of the Maildir missing from its index",
-		    m->from_maildir);
-	recovery_matched(mb->rc, m, fetch_uidlist(mb->fe));
-	list_done(mb);
-}
-
-/*
- * Every message the recovery listed is delivered or matched: the state
- * took the folder's UIDVALIDITY and its highest UID.
- */
-static void
-recover_done(struct mailbox *mb, const struct commit_req *j)
-{
-	unsigned matched, fresh, noid;
-
-	metrics_recovery(mb->a->name, mb->name);
-	recovery_counts(mb->rc, &matched, &fresh, &noid);
-	LOG(mb, LOGL_WARN,
-	    "recovered the renumbered folder: %u message(s) matched the "
-	    "Maildir, %u new delivered, %u without a Message-ID (matched by "
-	    "Date, From, Subject and size); nothing was deleted or moved on "
-	    "the server. UIDVALIDITY %u, last UID %u",
-	    matched, fresh, noid, j->st.uidvalidity,
-	    j->st.last_uid);
-}
-
-/* ---- index compaction -------------------------------------------------------- */
-
-/*
- * Lines of messages deleted or moved on the server (by us, after = delete
- * or move:, or by another client) serve no recovery: once the index may
- * hold far more than the folder, it is rewritten with the lines of the
- * UIDs the server still holds. Once per sync at most, after a sync that
- * trusted the folder's UIDs (not during a recovery).
- */
-static bool
-compact_due(const struct mailbox *mb)
-{
-	const struct state_rec *st = mbdisk_state(DISK(mb));
-	uint32_t uidvalidity = selection_uidvalidity(SEL(mb));
-
-	if (mb->stopping || !in(mb, MB_FETCH) || fetch_gap(mb->fe) ||
-	    st->recovering || st->uidvalidity != uidvalidity)
-		return false;
-	return compaction_due(mb->cp, selection_exists(SEL(mb)));
-}
-
-/* The sync ends as it would have without the compaction. */
-static void
-compact_end(struct mailbox *mb)
-{
-	compaction_clear(mb->cp);
-	mailbox_enter(mb, MB_FETCH, "the compaction is over");
-	sync_complete(mb);
-}
-
-/*
- * An index not compacted is only larger: it is not worth failing for, nor
- * worth a warning at every sync.
- */
-static void
-compact_listed(void *ud, const struct proto_resp *r)
-{
-	struct mailbox *mb = ud;
-	const char *why = NULL;
-
-	if (r == NULL)
-		return;
-	if (r->status != PROTO_OK)
-		why = r->text;
-	else
-		why = compaction_check(mb->cp, selection_uidvalidity(SEL(mb)),
-		    selection_exists(SEL(mb)));
-	if (why == NULL) {
-		mailbox_enter(mb, MB_COMPACT, "the server's UIDs are listed");
-		start_job(mb, COMMIT_COMPACT);
-		return;
-	}
-	LOG(mb, compaction_warned(mb->cp) ? LOGL_DEBUG : LOGL_WARN,
-	    "not compacting the folder's index: %s", why);
-	compact_end(mb);
-}
-
-static void
-compact_start(struct mailbox *mb)
-{
-	LOG(mb, LOGL_DEBUG,
-	    "the folder's index (%" PRIu64 " bytes) may hold far more than "
-	    "its %u message(s): listing their UIDs to compact it",
-	    compaction_size(mb->cp), selection_exists(SEL(mb)));
-	/* Once per sync. */
-	compaction_begin(mb->cp, selection_uidvalidity(SEL(mb)));
-	mailbox_enter(mb, MB_COMPACT_LIST, "compacting the index");
-	if (selection_exists(SEL(mb)) == 0) {
-		/*
-		 * The server says the folder is empty (at SELECT, or after
-		 * the EXPUNGEs it sent): nothing to list, and some servers
-		 * refuse 1:* on an empty folder.
-		 */
-		mailbox_enter(mb, MB_COMPACT, "the folder is empty");
-		start_job(mb, COMMIT_COMPACT);
-		return;
-	}
-	compaction_list(mb->cp, mb->conn, compact_listed, mb);
-}
-
-/* ---- replies ------------------------------------------------------------------ */
-
-/* The listing is complete (and matched, in a recovery): fetch. */
-static void
-list_done(struct mailbox *mb)
-{
-	bool cut = mb->recovering && fetch_cut(mb->fe);
-
-	if (fetch_list_finish(mb->fe, &mb->more) < 0) {
-		mb_fail(mb, IDLEFETCH_EPROTO,
-		    "the server listed over %d messages without a "
-		    "new one; closing the connection", UIDLIST_MAX);
-		return;
-	}
-	mb->status->queued = mb->status->delivered + fetch_count(mb->fe);
-	if (mb->recovering)
-		recovery_listed(mb->rc, cut, (unsigned)fetch_count(mb->fe));
-	if (fetch_count(mb->fe) > 0)
-		LOG(mb, LOGL_INFO, "%zu new message(s) to fetch",
-		    fetch_count(mb->fe));
-	mailbox_enter(mb, MB_FETCH, "the listing is complete");
-	pump(mb);
-}
-
-/*
- * Stopping: before the listing, nothing is on its way; during it, close
- * once no message is halfway in (what is complete is committed).
- */
-bool
-mailbox_may_close(const struct mailbox *mb)
-{
-	if (mb->state != MB_LIST && mb->state != MB_FETCH)
-		return true;
-	return !fetch_streaming(mb->fe) &&
-	    (fetch_inflight(mb->fe) > 0 || mb->state == MB_LIST);
-}
-
-/* The listing's tagged reply (of new mail, or a recovery's). */
-static void
-listed(void *ud, const struct proto_resp *r)
-{
-	struct mailbox *mb = ud;
-
-	if (r == NULL)
-		return;
-	if (r->status != PROTO_OK) {
-		mb_fail(mb, IDLEFETCH_EPROTO,
-		    "listing new messages failed: %s", r->text);
-		return;
-	}
-	if (mb->recovering && recovery_over(mb->rc))
-		mb_fail(mb, IDLEFETCH_EPROTO,
-		    "the server listed over %d messages for a recovery; "
-		    "closing the connection", MSGINDEX_SET_MAX);
-	else if (mb->recovering)
-		recover_match(mb);
-	else
-		list_done(mb);
-}
-
-/* A batch's tagged reply: its bodies are all in (or never will be). */
-static void
-batch_done(void *ud, const struct proto_resp *r)
-{
-	struct mailbox *mb = ud;
-
-	if (r->status != PROTO_OK) {
-		mb_fail(mb, IDLEFETCH_EPROTO,
-		    "fetching messages failed: %s", r->text);
-		return;
-	}
-	pump(mb);
-}
-
-/* ---- SELECT ------------------------------------------------------------------- */
-
-static void
-select_ended(void *ud, enum selection_end end, bool final, const char *why)
-{
-	struct mailbox *mb = ud;
-
-	switch (end) {
-	case SELECTION_OK:
-		compaction_set_size(mb->cp, 0); /* another folder's, or older */
-		sync_next(mb, selection_check(SEL(mb), mbdisk_state(DISK(mb)),
-				  mbdisk_reconciled(DISK(mb))));
-		return;
-	case SELECTION_REFUSED:
-		/* The owner decides what follows. */
-		mailbox_enter(mb, MB_READY, "the server would not open it");
-		mb->ops->refused(mb->ud, mb, why);
-		return;
-	case SELECTION_FAILED:
-		fail_as(mb, IDLEFETCH_EPROTO, final, "%s", why);
-		return;
-	default:
-		fatal("bad selection end");
 	}
 }
 
@@ -813,24 +691,8 @@ mailbox_new(uv_loop_t *loop, const struct mailbox_opts *o)
 	lane_init(LANE(mb), loop, maildir, &lane_ops, mb);
 	mb->fe = fetch_new(LANE(mb), maildir, mbdisk_tag(DISK(mb)), mb->af,
 	    on_fetch_fail, mb);
-	mb->rc = recovery_new();
-	mb->cp = compaction_new();
-	mb->vf = verify_new();
+	mb->cp = compaction_new(mb->a, o->name);
 	return mb;
-}
-
-/* Batches never committed, and their files in tmp/, go with it. */
-static void
-mailbox_free(struct mailbox *mb)
-{
-	fetch_free(mb->fe);
-	after_free(mb->af);
-	recovery_free(mb->rc);
-	compaction_free(mb->cp);
-	selection_fini(SEL(mb));
-	verify_free(mb->vf);
-	mbdisk_fini(DISK(mb));
-	free(mb);
 }
 
 void
@@ -854,6 +716,9 @@ mailbox_rename(struct mailbox *mb, const char *name, struct status_rec *rec)
 	mb->status = rec;
 	mbdisk_rename(DISK(mb), name);
 	selection_rename(SEL(mb), name);
+	compaction_rename(mb->cp, name);
+	if (mb->rc != NULL)
+		recovery_rename(mb->rc, name);
 }
 
 void
@@ -861,8 +726,7 @@ mailbox_prepare(struct mailbox *mb)
 {
 	LOG(mb, LOGL_DEBUG, "Maildir %s, state %s", mbdisk_maildir(DISK(mb)),
 	    mbdisk_state_path(DISK(mb)));
-	mailbox_enter(mb, MB_PREPARE, "reading its Maildir and state");
-	start_job(mb, COMMIT_PREPARE);
+	enter_job(mb, COMMIT_PREPARE, "reading its Maildir and state");
 }
 
 void
@@ -904,6 +768,19 @@ mailbox_stop(struct mailbox *mb)
 	mb->stopping = true;
 }
 
+/*
+ * Stopping: before the listing, nothing is on its way; during it, close
+ * once no message is halfway in (what is complete is committed).
+ */
+bool
+mailbox_may_close(const struct mailbox *mb)
+{
+	if (mb->state != MB_LIST && mb->state != MB_FETCH)
+		return true;
+	return !fetch_streaming(mb->fe) &&
+	    (fetch_inflight(mb->fe) > 0 || mb->state == MB_LIST);
+}
+
 void
 mailbox_detach(struct mailbox *mb)
 {
@@ -918,8 +795,7 @@ mailbox_detach(struct mailbox *mb)
 	fetch_detach(mb->fe);
 	if (mb->af != NULL)
 		after_reset(mb->af);
-	mb->recovering = false; /* its state says to do it again */
-	recovery_drop(mb->rc);
+	recovery_drop(mb->rc); /* its state says to do it again */
 	compaction_clear(mb->cp);
 	selection_detach(SEL(mb));
 	if (mb->state >= MB_SELECT && mb->state <= MB_SYNCED)
@@ -957,10 +833,10 @@ mailbox_name(const struct mailbox *mb)
 	return mb->name;
 }
 
-const char *
-mailbox_wire(const struct mailbox *mb)
+const struct selection *
+mailbox_selection(const struct mailbox *mb)
 {
-	return selection_wire(SEL(mb));
+	return SEL(mb);
 }
 
 struct status_rec *
@@ -992,16 +868,4 @@ void
 mailbox_reset_ok(struct mailbox *mb)
 {
 	mb->sync_ok = true;
-}
-
-uint32_t
-mailbox_uidnext(const struct mailbox *mb)
-{
-	return selection_uidnext(SEL(mb));
-}
-
-uint32_t
-mailbox_uidvalidity(const struct mailbox *mb)
-{
-	return selection_uidvalidity(SEL(mb));
 }

@@ -27,6 +27,7 @@
 #include "idlefetch/conn.h"
 #include "idlefetch/log.h"
 #include "idlefetch/mailbox.h"
+#include "idlefetch/selection.h"
 #include "idlefetch/state.h"
 #include "idlefetch/status.h"
 #include "idlefetch/util.h"
@@ -527,8 +528,8 @@ test_sync_delivers_three_messages(void **state)
 	st = t_state(&t);
 	assert_int_equal(st.uidvalidity, 1000);
 	assert_int_equal(st.last_uid, 3);
-	assert_int_equal(mailbox_uidvalidity(t.mb), 1000);
-	assert_int_equal(mailbox_uidnext(t.mb), 4);
+	assert_int_equal(selection_uidvalidity(mailbox_selection(t.mb)), 1000);
+	assert_int_equal(selection_uidnext(mailbox_selection(t.mb)), 4);
 	assert_true(mailbox_sync_ok(t.mb));
 	/* One listing, one batch; nothing deleted with after = keep. */
 	assert_int_equal(t.v.listings, 1);
