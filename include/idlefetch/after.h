@@ -41,11 +41,14 @@ bool after_idle(const struct after *af);
 /* One "* n EXPUNGE" of the folder was seen. */
 void after_expunge_seen(struct after *af);
 /*
- * Whether an action since the last call removed fewer messages than it
- * was sent for (Dovecot can drop a STORE \Deleted under load): they are
- * still below the last delivered UID, and a new listing finds them.
+ * Whether the folder is best listed again at the end of a sync: an action
+ * since the last call removed fewer messages than it was sent for
+ * (Dovecot can drop a STORE \Deleted under load), and they are still
+ * below the last delivered UID, so a new listing finds them. At most
+ * AFTER_AGAIN_MAX syncs in a row, and not when stopping.
  */
-bool after_take_short(struct after *af);
+#define AFTER_AGAIN_MAX 3
+bool after_again(struct after *af, bool stopping);
 /* The connection closed: nothing in flight; the queue is redone later. */
 void after_reset(struct after *af);
 

@@ -24,19 +24,29 @@
 
 struct fetch;
 
-/*
- * What went wrong in what the connection's sink got: err < 0 fails the
- * sync, why says what (the connection must close); err 0: what was
- * ignored, worth a warning.
- */
-typedef void fetch_fail_cb(void *ud, int err, const char *why);
+/* What it tells its owner (the mailbox), with the ud it was given. */
+struct fetch_ops {
+	/* The sync may move on: writes are on disk, an action answered OK. */
+	void (*progress)(void *ud);
+	/*
+	 * What went wrong: err < 0 fails the sync, why says what (the sink's
+	 * input, a write into the Maildir, an action the server refused; the
+	 * connection must close); err 0: what the sink ignored, worth a
+	 * warning.
+	 */
+	void (*failed)(void *ud, int err, const char *why);
+	/* The lane drained off the connection: its disk work is over. */
+	void (*settled)(void *ud);
+};
 
 /*
- * lane, maildir and af (the after-action, NULL to keep the server's
- * copies) are borrowed and outlive it; fail(ud, ...) hears of its sink.
+ * Streams into lane (memory for lane_init(), borrowed, outliving it) in
+ * maildir (borrowed), with the after-action after (AFTER_KEEP: none; for
+ * AFTER_MOVE into move_wire, borrowed).
  */
-struct fetch *fetch_new(struct lane *lane, const char *maildir, uint32_t tag,
-    struct after *af, fetch_fail_cb *fail, void *ud);
+struct fetch *fetch_new(uv_loop_t *loop, void *lane, const char *maildir,
+    uint32_t tag, enum after_mode after, const char *move_wire,
+    const struct fetch_ops *ops, void *ud);
 /*
  * What its owner's state expects from now on: bodies (the batches are
  * fetched), a listing's lines (a listing of any kind is under way).
@@ -100,17 +110,24 @@ uint32_t fetch_plan(struct fetch *f, uint32_t last_uid,
 /*
  * The taken batch's commit is over (result 0 or a negative errno, its
  * first ncommit files committed), st the state after it: it is freed,
- * and, on c (NULL: off the connection) outside a recovery, what it
+ * and, on the connection still up and outside a recovery, what it
  * committed and the target did not refuse is queued for the after-action.
  */
 void fetch_committed(struct fetch *f, int result, size_t ncommit,
-    const struct state_rec *st, struct conn *c);
+    const struct state_rec *st);
 
+/* The folder is selected on c: f is its sink (conn_set_sink). */
+void fetch_attach(struct fetch *f, struct conn *c);
 /*
- * The connection closed: nothing in flight, a body half in is dropped, and
- * the listing is forgotten.
+ * Another folder is selected, or the connection closed: no longer its
+ * sink, nothing in flight, a body half in is dropped, the listing is
+ * forgotten, and what the after-action had queued is redone later.
  */
 void fetch_detach(struct fetch *f);
+/* One "* n EXPUNGE" of the folder was seen (the after-action counts). */
+void fetch_expunged(struct fetch *f);
+/* At the end of a sync: list again for the after-action (after_again). */
+bool fetch_again(struct fetch *f, bool stopping);
 /* A body literal is open. */
 bool fetch_streaming(const struct fetch *f);
 

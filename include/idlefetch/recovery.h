@@ -79,7 +79,7 @@ void recovery_listed(struct recovery *rc, bool cut, unsigned fresh);
 bool recovery_synced(struct recovery *rc, bool incomplete);
 /* The highest UID listed (0: none), and what it holds into *fp. */
 uint32_t recovery_max(const struct recovery *rc, struct state_fp *fp);
-/* The state took st at the end: what the recovery found is logged. */
+/* The state took st at the end: what it found is logged and counted. */
 void recovery_done(const struct recovery *rc, const struct state_rec *st);
 
 /*

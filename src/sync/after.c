@@ -25,6 +25,7 @@ struct after {
 	unsigned pending; /* commands sent, not answered */
 	unsigned expunges; /* "* n EXPUNGE" since the action was sent */
 	bool short_seen; /* an action removed fewer than it was sent */
+	unsigned again; /* syncs listed again for that, in a row */
 };
 
 /*
@@ -248,12 +249,13 @@ after_expunge_seen(struct after *af)
 }
 
 bool
-after_take_short(struct after *af)
+after_again(struct after *af, bool stopping)
 {
-	bool s = af->short_seen;
+	bool again = af->short_seen && af->again < AFTER_AGAIN_MAX && !stopping;
 
 	af->short_seen = false;
-	return s;
+	af->again = again ? af->again + 1 : 0;
+	return again;
 }
 
 void

@@ -7,10 +7,21 @@
  * list and send a batch, the lane it was given to write, and maildir to
  * create and convert; it hears of replies through the callbacks it
  * registered with conn_cmd and passes them on to the ones its owner gave.
- * It never changes the mailbox's state nor logs: it returns what happened.
+ * It owns the after-action and hears of the lane's writes (the lane is in
+ * the mailbox's memory); it tells the mailbox through fetch_ops. It never
+ * changes the mailbox's state nor logs: it returns what happened.
+ *
+ * A sync lists the UIDs above the saved last_uid, then fetches them in
+ * pipelined batches. A batch is committed on the threadpool (sync the
+ * files, rename into new/, fsync new/, save state) only after the
+ * server's tagged OK, and the server copy is deleted or moved only after
+ * that commit. If the connection dies mid-batch, the longest run of
+ * received messages in UID order is committed and the rest discarded, so
+ * last_uid never passes a message that is not in new/.
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <strings.h>
 
@@ -40,15 +51,16 @@ struct batch {
 };
 
 struct fetch {
-	struct lane *lane; /* borrowed: the mailbox's */
-	struct after *af; /* borrowed; NULL: the server copies are kept */
+	struct lane *lane; /* in the mailbox's memory */
+	struct after *af; /* NULL: the server copies are kept */
+	struct conn *conn; /* the folder is selected on it; NULL: none */
 	struct uidlist *ul; /* what the listing found */
 	const struct state_rec *st; /* borrowed: what the listing is cut by */
 	bool listing; /* its listing's lines are wanted */
 	conn_done_cb *list_done; /* the owner's, with list_ud */
 	void *list_ud;
-	fetch_fail_cb *fail; /* the owner's, with fail_ud */
-	void *fail_ud;
+	const struct fetch_ops *ops; /* the owner's, with ud */
+	void *ud;
 	bool want_bodies, want_lines; /* what its owner expects now */
 	const char *maildir; /* borrowed */
 	uint32_t tag; /* maildir file tag */
@@ -78,16 +90,77 @@ batch_free(struct batch *b)
 	free(b);
 }
 
+/* Up on a connection: what the lane and the after-action report goes on. */
+static bool
+connected(const struct fetch *f)
+{
+	return f->conn != NULL && conn_alive(f->conn);
+}
+
+static void
+lane_paused(void *ud, bool pause)
+{
+	struct fetch *f = ud;
+
+	if (f->conn != NULL)
+		conn_pause(f->conn, pause);
+}
+
+static void
+lane_drained(void *ud, int err)
+{
+	struct fetch *f = ud;
+	char why[512];
+
+	if (err < 0 && connected(f)) {
+		snprintf(why, sizeof(why), "cannot write to %s/tmp: %s",
+		    f->maildir, strerror(-err));
+		f->ops->failed(f->ud, err, why);
+	} else if (connected(f)) {
+		f->ops->progress(f->ud); /* a batch may wait for these writes */
+	} else {
+		f->ops->settled(f->ud);
+	}
+}
+
+static const struct lane_ops lane_ops = {
+	.pause = lane_paused,
+	.drained = lane_drained,
+};
+
+static void
+after_progress(void *ud)
+{
+	struct fetch *f = ud;
+
+	f->ops->progress(f->ud);
+}
+
+static void
+after_failed(void *ud, const char *why)
+{
+	struct fetch *f = ud;
+
+	f->ops->failed(f->ud, IDLEFETCH_EPROTO, why);
+}
+
+static const struct after_ops after_ops = {
+	.progress = after_progress,
+	.failed = after_failed,
+};
+
 struct fetch *
-fetch_new(struct lane *lane, const char *maildir, uint32_t tag,
-    struct after *af, fetch_fail_cb *fail, void *ud)
+fetch_new(uv_loop_t *loop, void *lane, const char *maildir, uint32_t tag,
+    enum after_mode after, const char *move_wire,
+    const struct fetch_ops *ops, void *ud)
 {
 	struct fetch *f = xcalloc(1, sizeof(*f));
 
-	f->lane = lane;
-	f->af = af;
-	f->fail = fail;
-	f->fail_ud = ud;
+	f->lane = lane_init(lane, loop, maildir, &lane_ops, f);
+	if (after != AFTER_KEEP)
+		f->af = after_new(after, move_wire, &after_ops, f);
+	f->ops = ops;
+	f->ud = ud;
 	f->ul = uidlist_new();
 	f->maildir = maildir;
 	f->tag = tag;
@@ -109,6 +182,7 @@ fetch_free(struct fetch *f)
 	}
 	batch_free(f->job);
 	uidlist_free(f->ul);
+	after_free(f->af);
 	free(f);
 }
 
@@ -370,8 +444,9 @@ fetch_plan(struct fetch *f, uint32_t last_uid, struct commit_in *in)
 
 void
 fetch_committed(struct fetch *f, int result, size_t ncommit,
-    const struct state_rec *st, struct conn *c)
+    const struct state_rec *st)
 {
+	struct conn *c = connected(f) ? f->conn : NULL;
 	const struct maildir_file *files = f->job->files;
 	uint32_t *uids;
 	size_t n = 0;
@@ -396,8 +471,20 @@ fetch_committed(struct fetch *f, int result, size_t ncommit,
 }
 
 void
+fetch_attach(struct fetch *f, struct conn *c)
+{
+	f->conn = c;
+	conn_set_sink(c, &fetch_sink, f);
+}
+
+void
 fetch_detach(struct fetch *f)
 {
+	if (f->conn != NULL)
+		conn_set_sink(f->conn, NULL, NULL);
+	f->conn = NULL;
+	if (f->af != NULL)
+		after_reset(f->af);
 	uidlist_clear(f->ul);
 	f->listing = false;
 	if (f->cur_open)
@@ -411,6 +498,19 @@ bool
 fetch_streaming(const struct fetch *f)
 {
 	return f->streaming;
+}
+
+void
+fetch_expunged(struct fetch *f)
+{
+	if (f->af != NULL)
+		after_expunge_seen(f->af);
+}
+
+bool
+fetch_again(struct fetch *f, bool stopping)
+{
+	return f->af != NULL && after_again(f->af, stopping);
 }
 
 /* Whether a literal, by the prefix that ends in "{n}\r\n", is a body. */
@@ -567,7 +667,7 @@ sink_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 		 * second file while the first is in flight, and which of the
 		 * two is the message cannot be known.
 		 */
-		f->fail(f->fail_ud, IDLEFETCH_EPROTO,
+		f->ops->failed(f->ud, IDLEFETCH_EPROTO,
 		    "two message bodies in one FETCH response; closing the "
 		    "connection");
 		return IDLEFETCH_EPROTO;
@@ -576,7 +676,7 @@ sink_begin(void *ud, const char *prefix, size_t len, uint64_t size)
 	if (r < 0) {
 		snprintf(why, sizeof(why), "cannot create a file in %s/tmp: %s",
 		    f->maildir, strerror(-r));
-		f->fail(f->fail_ud, r, why);
+		f->ops->failed(f->ud, r, why);
 		return r;
 	}
 	return 1;
@@ -609,7 +709,7 @@ sink_unit(void *ud, int pr, const struct proto_resp *r, const char *p,
 
 	if (f->cur_open) {
 		if (pr < 0 || !(r->has & HAS_BODY)) {
-			f->fail(f->fail_ud, IDLEFETCH_EPROTO,
+			f->ops->failed(f->ud, IDLEFETCH_EPROTO,
 			    "cannot parse a FETCH response "
 			    "carrying a message; closing the connection");
 			return false;
@@ -619,7 +719,7 @@ sink_unit(void *ud, int pr, const struct proto_resp *r, const char *p,
 			    "ignoring a message body the client did not ask "
 			    "for (UID %u)",
 			    r->uid);
-			f->fail(f->fail_ud, 0, why);
+			f->ops->failed(f->ud, 0, why);
 		}
 		return true;
 	}
@@ -636,7 +736,7 @@ sink_unit(void *ud, int pr, const struct proto_resp *r, const char *p,
 	snprintf(why, sizeof(why),
 	    "cannot read a line of the message listing ('%s'); "
 	    "stopping so that no message is skipped", line);
-	f->fail(f->fail_ud, IDLEFETCH_EPROTO, why);
+	f->ops->failed(f->ud, IDLEFETCH_EPROTO, why);
 	return false;
 }
 

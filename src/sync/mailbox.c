@@ -6,31 +6,24 @@
  * the index. Its parts keep their own data and say what happened or what
  * comes next: selection (SELECT, what it said, and what follows from the
  * saved state), mbdisk (paths, the durable state record, the one disk job
- * and what it did), the lane (its ordered writes), fetch (the listing,
- * the batches, the bodies streamed into the lane, what the after-action
- * gets of them), after (the after-delivery actions), verify (what the
- * last UID holds now), recovery and compaction (each with its own listing
- * and its next step). It calls those and the connection; it hears of
- * replies through the callbacks it passes with each command, and tells
- * its owner through mailbox_ops. It never changes the connection's state.
- *
- * The sync lists the UIDs above the saved last_uid, then fetches them in
- * pipelined batches. A batch is committed on the threadpool (sync the
- * files, rename into new/, fsync new/, save state) only after the
- * server's tagged OK, and the server copy is deleted or moved only after
- * that commit. If the connection dies mid-batch, the longest run of
- * received messages in UID order is committed and the rest discarded, so
- * last_uid never passes a message that is not in new/.
+ * and what it did), the lane (its ordered writes, in the mailbox's
+ * memory), fetch (the listing, the batches, the bodies streamed into the
+ * lane, the after-delivery actions on what is durable; it hears of the
+ * lane's writes and tells through fetch_ops), verify (what the last UID
+ * holds now), recovery and compaction (each with its own listing and its
+ * next step). It calls those and the connection; it hears of replies
+ * through the callbacks it passes with each command, and tells its owner
+ * through mailbox_ops. It never changes the connection's state. What a
+ * sync guarantees (last_uid never passes a message not in new/, the
+ * server's copy is acted on only once committed) is said in fetch.c.
  */
 #include <errno.h>
 #include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
-#include "idlefetch/after.h"
 #include "idlefetch/commit.h"
 #include "idlefetch/compaction.h"
 #include "idlefetch/fetch.h"
@@ -38,8 +31,6 @@
 #include "idlefetch/log.h"
 #include "idlefetch/mailbox.h"
 #include "idlefetch/mbdisk.h"
-#include "idlefetch/metrics.h"
-#include "idlefetch/msgindex.h"
 #include "idlefetch/recovery.h"
 #include "idlefetch/selection.h"
 #include "idlefetch/state.h"
@@ -68,12 +59,10 @@ struct mailbox {
 	 * state, the disk job), LANE (its ordered writes into the Maildir),
 	 * SEL (SELECT and what it said).
 	 */
-	struct after *af; /* after = delete or move:; NULL: keep */
 	/* On a connection */
 	struct conn *conn; /* NULL: on none */
 	bool more; /* new mail announced during a sync */
 	/* The sync */
-	unsigned after_retries; /* syncs started again for that, in a row */
 	struct fetch *fe; /* the listing, its batches, the body streamed in */
 	struct recovery *rc; /* made at a recovery's listing, freed at its end */
 	struct compaction *cp; /* the folder's index and its compaction */
@@ -118,7 +107,7 @@ on_conn(const struct mailbox *mb)
 static bool
 in(const struct mailbox *mb, enum mailbox_state st)
 {
-	return mb->conn != NULL && on_conn(mb) && mb->state == st;
+	return on_conn(mb) && mb->state == st;
 }
 
 static void __attribute__((format(printf, 4, 5)))
@@ -140,7 +129,6 @@ static void
 mailbox_free(struct mailbox *mb)
 {
 	fetch_free(mb->fe);
-	after_free(mb->af);
 	recovery_free(mb->rc);
 	compaction_free(mb->cp);
 	selection_fini(SEL(mb));
@@ -148,10 +136,12 @@ mailbox_free(struct mailbox *mb)
 	free(mb);
 }
 
-/* Disk work ended: the owner decides what comes next. */
+/* Disk work ended: the owner decides what comes next (fetch_ops too). */
 static void
-mb_settled(struct mailbox *mb)
+mb_settled(void *ud)
 {
+	struct mailbox *mb = ud;
+
 	if (mb->released) { /* its owner let it go */
 		if (mailbox_quiet(mb))
 			mailbox_free(mb);
@@ -223,18 +213,21 @@ pump_commits(struct mailbox *mb)
 	start_job(mb, COMMIT_DELIVER);
 }
 
+/* A command's tagged reply: true if OK, else the sync fails. */
+static bool
+replied_ok(struct mailbox *mb, const struct proto_resp *r, const char *what)
+{
+	if (r->status != PROTO_OK)
+		mb_fail(mb, IDLEFETCH_EPROTO, "%s failed: %s", what, r->text);
+	return r->status == PROTO_OK;
+}
+
 /* A batch's tagged reply: its bodies are all in (or never will be). */
 static void
 batch_done(void *ud, const struct proto_resp *r)
 {
-	struct mailbox *mb = ud;
-
-	if (r->status != PROTO_OK) {
-		mb_fail(mb, IDLEFETCH_EPROTO,
-		    "fetching messages failed: %s", r->text);
-		return;
-	}
-	pump(mb);
+	if (replied_ok(ud, r, "fetching messages"))
+		pump(ud);
 }
 
 /* ---- listing ----------------------------------------------------------------- */
@@ -260,27 +253,12 @@ list_done(struct mailbox *mb)
 	pump(mb);
 }
 
-/* See recovery.h: the state is marked "recovering" first. */
-static void
-recover_start(struct mailbox *mb)
-{
-	enter_job(mb, COMMIT_RECOVER, "the folder was renumbered");
-}
-
 /* The listing's tagged reply. */
 static void
 listed(void *ud, const struct proto_resp *r)
 {
-	struct mailbox *mb = ud;
-
-	if (r == NULL)
-		return;
-	if (r->status != PROTO_OK) {
-		mb_fail(mb, IDLEFETCH_EPROTO,
-		    "listing new messages failed: %s", r->text);
-		return;
-	}
-	list_done(mb);
+	if (r != NULL && replied_ok(ud, r, "listing new messages"))
+		list_done(ud);
 }
 
 /* The recovery's listing ended: match it against the index, off the loop. */
@@ -307,14 +285,16 @@ recover_list(struct mailbox *mb)
 	recovery_list(mb->rc, mb->conn, recover_listed, mb);
 }
 
-static void
-sync_start(struct mailbox *mb)
+/* Lists the folder again (and fetches what is new). */
+void
+mailbox_again(struct mailbox *mb)
 {
 	const struct state_rec *st = mbdisk_state(DISK(mb));
 	uint32_t from = 1;
 
 	if (st->recovering) {
-		recover_start(mb); /* one that did not finish */
+		/* One that did not finish; the state says "recovering" first. */
+		enter_job(mb, COMMIT_RECOVER, "the folder was renumbered");
 		return;
 	}
 	if (mb->a->after == AFTER_KEEP && st->last_uid < UINT32_MAX)
@@ -345,14 +325,6 @@ compact_listed(void *ud, bool compact)
 		compact_end(mb);
 }
 
-/* Once per sync at most, after a sync that trusted the folder's UIDs. */
-static bool
-compact_due(const struct mailbox *mb)
-{
-	return !mb->stopping && in(mb, MB_FETCH) && !fetch_gap(mb->fe) &&
-	    compaction_due(mb->cp, mbdisk_state(DISK(mb)), SEL(mb));
-}
-
 static void
 sync_complete(struct mailbox *mb)
 {
@@ -365,7 +337,12 @@ sync_complete(struct mailbox *mb)
 		start_job(mb, COMMIT_RECOVERED);
 		return;
 	}
-	if (compact_due(mb)) { /* comes back here when it is done */
+	/*
+	 * Once per sync at most, after a sync that trusted the folder's UIDs;
+	 * the compaction comes back here when it is done.
+	 */
+	if (!mb->stopping && in(mb, MB_FETCH) && !fetch_gap(mb->fe) &&
+	    compaction_due(mb->cp, mbdisk_state(DISK(mb)), SEL(mb))) {
 		bool listing = compaction_start(mb->cp, SEL(mb));
 
 		mailbox_enter(mb, MB_COMPACT_LIST, "compacting the index");
@@ -380,15 +357,10 @@ sync_complete(struct mailbox *mb)
 	/* A UID the server kept skipping is not delivered: not a clean sync. */
 	mb->sync_ok = !fetch_gap(mb->fe);
 	/* Messages an after-action missed: list and act again, a few times. */
-	if (mb->af != NULL && after_take_short(mb->af) &&
-	    mb->after_retries < 3 && !mb->stopping) {
-		mb->after_retries++;
+	if (fetch_again(mb->fe, mb->stopping))
 		mb->more = true;
-	} else {
-		mb->after_retries = 0;
-	}
 	if (mb->more && !mb->stopping) {
-		sync_start(mb);
+		mailbox_again(mb);
 		return;
 	}
 	mailbox_enter(mb, MB_SYNCED, "every message listed is delivered");
@@ -419,9 +391,9 @@ verified(void *ud, const char *failed, bool renumbered)
 	if (failed != NULL)
 		mb_fail(mb, IDLEFETCH_EPROTO, "%s", failed);
 	else if (renumbered)
-		recover_start(mb);
+		enter_job(mb, COMMIT_RECOVER, "the folder was renumbered");
 	else
-		sync_start(mb);
+		mailbox_again(mb);
 }
 
 /* What the selection decided the sync does next. */
@@ -432,7 +404,7 @@ sync_next(struct mailbox *mb, enum selection_next next)
 
 	switch (next) {
 	case SELECTION_RECOVER:
-		recover_start(mb);
+		enter_job(mb, COMMIT_RECOVER, "the folder was renumbered");
 		return;
 	case SELECTION_RECONCILE:
 		enter_job(mb, COMMIT_RECONCILE, "looking for unrecorded files");
@@ -443,7 +415,7 @@ sync_next(struct mailbox *mb, enum selection_next next)
 		    selection_uidvalidity(SEL(mb)), verified, mb);
 		return;
 	case SELECTION_LIST:
-		sync_start(mb);
+		mailbox_again(mb);
 		return;
 	default:
 		fatal("bad selection");
@@ -507,8 +479,7 @@ job_done_commit(struct mailbox *mb, const struct commit_req *j)
 		mb->status->delivered = mb->delivered;
 		mb->ops->delivered(mb->ud, mb, ok);
 	}
-	fetch_committed(mb->fe, j->result, j->ncommit, mbdisk_state(DISK(mb)),
-	    on_conn(mb) ? mb->conn : NULL);
+	fetch_committed(mb->fe, j->result, j->ncommit, mbdisk_state(DISK(mb)));
 	if (j->result == -EAGAIN)
 		mb_fail(mb, j->result,
 		    "delivery deferred: %s; the message stays on the "
@@ -523,7 +494,6 @@ job_done_commit(struct mailbox *mb, const struct commit_req *j)
 static void
 recover_done(struct mailbox *mb, const struct commit_req *j)
 {
-	metrics_recovery(mb->a->name, mb->name);
 	recovery_done(mb->rc, &j->st);
 	recovery_free(mb->rc);
 	mb->rc = NULL;
@@ -591,59 +561,17 @@ job_done(const struct commit_req *j, void *ud)
 	}
 }
 
-/* ---- the lane's and the connection's callbacks ---------------------------------- */
+/* ---- what fetch tells -------------------------------------------------------- */
 
 static void
-on_lane_pause(void *ud, bool pause)
-{
-	struct mailbox *mb = ud;
-
-	if (mb->conn != NULL)
-		conn_pause(mb->conn, pause);
-}
-
-static void
-on_lane_drained(void *ud, int err)
-{
-	struct mailbox *mb = ud;
-
-	if (err < 0 && on_conn(mb)) {
-		mb_fail(mb, err, "cannot write to %s/tmp: %s",
-		    mbdisk_maildir(DISK(mb)), strerror(-err));
-		return;
-	}
-	/* A batch may have been waiting for these writes. */
-	if (on_conn(mb))
-		pump(mb);
-	else
-		mb_settled(mb);
-}
-
-static const struct lane_ops lane_ops = {
-	.pause = on_lane_pause,
-	.drained = on_lane_drained,
-};
-
-static void
-on_after_progress(void *ud)
+on_progress(void *ud)
 {
 	pump(ud);
 }
 
+/* Something failed, or the sink ignored something (fetch.h). */
 static void
-on_after_failed(void *ud, const char *why)
-{
-	mb_fail((struct mailbox *)ud, IDLEFETCH_EPROTO, "%s", why);
-}
-
-static const struct after_ops after_ops = {
-	.progress = on_after_progress,
-	.failed = on_after_failed,
-};
-
-/* What the connection's sink got went wrong, or was ignored (fetch.c). */
-static void
-on_fetch_fail(void *ud, int err, const char *why)
+on_failed(void *ud, int err, const char *why)
 {
 	struct mailbox *mb = ud;
 
@@ -652,6 +580,12 @@ on_fetch_fail(void *ud, int err, const char *why)
 	else
 		LOG(mb, LOGL_WARN, "%s", why);
 }
+
+static const struct fetch_ops fetch_ops = {
+	.progress = on_progress,
+	.failed = on_failed,
+	.settled = mb_settled,
+};
 
 /* ---- public ------------------------------------------------------------------------ */
 
@@ -686,11 +620,8 @@ mailbox_new(uv_loop_t *loop, const struct mailbox_opts *o)
 	    selection_wire(SEL(mb)));
 	maildir = mbdisk_maildir(DISK(mb));
 	mb->sync_ok = true;
-	if (mb->a->after != AFTER_KEEP)
-		mb->af = after_new(mb->a->after, o->move_wire, &after_ops, mb);
-	lane_init(LANE(mb), loop, maildir, &lane_ops, mb);
-	mb->fe = fetch_new(LANE(mb), maildir, mbdisk_tag(DISK(mb)), mb->af,
-	    on_fetch_fail, mb);
+	mb->fe = fetch_new(loop, LANE(mb), maildir, mbdisk_tag(DISK(mb)),
+	    mb->a->after, o->move_wire, &fetch_ops, mb);
 	mb->cp = compaction_new(mb->a, o->name);
 	return mb;
 }
@@ -733,7 +664,7 @@ void
 mailbox_select(struct mailbox *mb, struct conn *c)
 {
 	mb->conn = c;
-	conn_set_sink(c, &fetch_sink, mb->fe);
+	fetch_attach(mb->fe, c);
 	/*
 	 * What failed on an earlier connection is no reason to stop now; the
 	 * owner waits for every lane before it connects again.
@@ -744,19 +675,13 @@ mailbox_select(struct mailbox *mb, struct conn *c)
 					 mbdisk_state(DISK(mb)), select_ended, mb));
 }
 
-void
-mailbox_again(struct mailbox *mb)
-{
-	sync_start(mb);
-}
-
 bool
 mailbox_untagged(struct mailbox *mb, const struct proto_resp *r)
 {
 	bool grew = selection_untagged(SEL(mb), r);
 
-	if ((r->has & HAS_EXPUNGE) && mb->af != NULL)
-		after_expunge_seen(mb->af);
+	if (r->has & HAS_EXPUNGE)
+		fetch_expunged(mb->fe);
 	if (grew)
 		mb->more = true; /* fetched now, or after the sync under way */
 	return grew;
@@ -790,11 +715,8 @@ mailbox_detach(struct mailbox *mb)
 		return;
 	why = conn_alive(mb->conn) ? "another folder is selected" :
 				     "the connection closed";
-	conn_set_sink(mb->conn, NULL, NULL);
 	mb->conn = NULL;
 	fetch_detach(mb->fe);
-	if (mb->af != NULL)
-		after_reset(mb->af);
 	recovery_drop(mb->rc); /* its state says to do it again */
 	compaction_clear(mb->cp);
 	selection_detach(SEL(mb));

@@ -13,6 +13,7 @@
 #include "idlefetch/conn.h"
 #include "idlefetch/header.h"
 #include "idlefetch/log.h"
+#include "idlefetch/metrics.h"
 #include "idlefetch/recovery.h"
 #include "idlefetch/util.h"
 
@@ -238,6 +239,7 @@ recovery_max(const struct recovery *rc, struct state_fp *fp)
 void
 recovery_done(const struct recovery *rc, const struct state_rec *st)
 {
+	metrics_recovery(rc->a->name, rc->name);
 	LOG(rc, LOGL_WARN,
 	    "recovered the renumbered folder: %u message(s) matched the "
 	    "Maildir, %u new delivered, %u without a Message-ID (matched by "
