@@ -41,6 +41,7 @@ schedstate_up(enum session_state st, bool alive, bool held, bool cur_up)
 		/* A folder found on the server is made ready meanwhile. */
 		return alive && (held || cur_up);
 	case S_LOGOUT:
+	case S_FINISHING:
 	case S_DONE:
 		/* passing through: no change */
 		return cur_up;

@@ -229,7 +229,8 @@ session_fail(struct session *s, int err, const char *fmt, ...)
 			LOG(s, LOGL_ERROR, "%s", why);
 		s->auth_logged = true;
 		backoff_longest(s->backoff);
-	} else if (s->stopping && s->state == S_LOGOUT) {
+	} else if (s->stopping &&
+	    (s->state == S_LOGOUT || s->state == S_FINISHING)) {
 		LOG(s, LOGL_DEBUG, "%s", why);
 	} else {
 		LOG(s, LOGL_ERROR, "%s", why);
