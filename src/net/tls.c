@@ -11,6 +11,13 @@
  * record keys, the session with the server's certificate), about 17 KB,
  * which OpenSSL 3.0 offers no way to release while the connection lives.
  */
+/*
+ * The per-library ERR_load_*_strings() that load_reasons() calls are
+ * deprecated in OpenSSL 3.0 but are its only way to load the reason texts
+ * after OPENSSL_INIT_NO_LOAD_*_STRINGS (see init_openssl()).
+ */
+#define OPENSSL_SUPPRESS_DEPRECATED
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <dirent.h>
@@ -20,8 +27,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/asn1.h>
+#include <openssl/bio.h>
 #include <openssl/buffer.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <uv.h>
 
@@ -35,6 +46,50 @@ struct tls {
 };
 
 /*
+ * OpenSSL's error texts: SSL_CTX_new() would load every library's table
+ * of reason strings into a hash at start, 360 KiB of the resident memory
+ * of every process (64 KiB of heap, the rest libcrypto's pages those
+ * tables are read from), measured on OpenSSL 3.0 - a twentieth of an idle
+ * TLS account's process, for texts that only a failure prints. So the
+ * process starts without them and load_reasons() loads the libraries a
+ * TLS or trust-store failure names, the first time one is reported.
+ * The configuration file is still read: it carries the system's policy
+ * (minimum protocol, cipher strings, as crypto-policies sets it).
+ */
+static void
+init_openssl(void)
+{
+	static bool done;
+
+	if (done)
+		return;
+	done = true;
+	if (OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_SSL_STRINGS |
+		OPENSSL_INIT_NO_LOAD_CRYPTO_STRINGS,
+		NULL) != 1)
+		fatal("cannot initialise OpenSSL");
+}
+
+static void
+load_reasons(void)
+{
+	static bool done;
+
+	if (done)
+		return;
+	done = true;
+	/* Library names and system errors, then what a handshake meets. */
+	ERR_load_ERR_strings();
+	ERR_load_SSL_strings();
+	ERR_load_X509_strings();
+	ERR_load_X509V3_strings();
+	ERR_load_PEM_strings();
+	ERR_load_ASN1_strings();
+	ERR_load_BIO_strings();
+	ERR_load_EVP_strings();
+}
+
+/*
  * "what: reason", with OpenSSL's reason in words ("tlsv1 alert unknown
  * ca", "wrong version number") rather than its error-code string, or
  * `fallback` when OpenSSL queued none.
@@ -44,9 +99,12 @@ openssl_err_or(char *err, size_t errlen, const char *what,
     const char *fallback)
 {
 	unsigned long e = ERR_peek_last_error();
-	const char *reason = e ? ERR_reason_error_string(e) : NULL;
+	const char *reason;
 	char buf[256];
 
+	if (e != 0)
+		load_reasons();
+	reason = e ? ERR_reason_error_string(e) : NULL;
 	if (e != 0 && reason == NULL) {
 		ERR_error_string_n(e, buf, sizeof(buf));
 		reason = buf;
@@ -241,8 +299,10 @@ SSL_CTX *
 tls_ctx_new(const char *ca_file, const unsigned char *pin, char *err,
     size_t errlen)
 {
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL_CTX *ctx;
 
+	init_openssl();
+	ctx = SSL_CTX_new(TLS_client_method());
 	if (ctx == NULL) {
 		openssl_err(err, errlen, "cannot create TLS context");
 		return NULL;

@@ -10,6 +10,9 @@
  * /proc/self/maps is copied beside the dump so that malloc_sites.py can
  * name the frames with addr2line. Its first line is mallinfo2(): the
  * heap's size, what is in use and what is free (holes between live blocks).
+ * With $MALLOC_SITES_ALL set, each stack's line counts every block it ever
+ * took (bytes and blocks since start, freed or not) instead: where the
+ * short-lived allocations that leave holes in the heap come from.
  *
  *     cc -O2 -shared -fPIC -o malloc_sites.so malloc_sites.c -ldl -lpthread
  *
@@ -40,6 +43,8 @@ struct site {
 	int n;
 	size_t bytes;
 	size_t count;
+	size_t all_bytes; /* since start, freed or not */
+	size_t all_count;
 	uint64_t hash;
 };
 
@@ -118,6 +123,8 @@ track(void *p, size_t size)
 	s = site_of();
 	sites[s].bytes += size;
 	sites[s].count++;
+	sites[s].all_bytes += size;
+	sites[s].all_count++;
 	for (i = mix((uintptr_t)p) % NBLOCKS;; i = (i + 1) % NBLOCKS) {
 		if (blocks[i].p == NULL || blocks[i].p == (void *)1) {
 			blocks[i].p = p;
@@ -153,6 +160,7 @@ static void
 dump(const char *out)
 {
 	FILE *f = fopen(out, "w");
+	int all = getenv("MALLOC_SITES_ALL") != NULL;
 	char path[4096];
 	int in, o;
 	ssize_t n;
@@ -165,9 +173,12 @@ dump(const char *out)
 	    mi.uordblks, mi.fordblks, mi.hblkhd);
 	pthread_mutex_lock(&lock);
 	for (uint32_t s = 1; s < NSITES; s++) {
-		if (!sites[s].count)
+		size_t b = all ? sites[s].all_bytes : sites[s].bytes;
+		size_t c = all ? sites[s].all_count : sites[s].count;
+
+		if (!c)
 			continue;
-		fprintf(f, "%zu %zu", sites[s].bytes, sites[s].count);
+		fprintf(f, "%zu %zu", b, c);
 		for (int i = 0; i < sites[s].n; i++)
 			fprintf(f, " %p", sites[s].pc[i]);
 		fputc('\n', f);

@@ -13,6 +13,10 @@ counted here).
     sudo PYTHONPATH=test/lib:test/bench IDLEFETCH_BIN=build/idlefetch \\
         python3 test/bench/malloc_sites.py --shim /tmp/malloc_sites.so -n 1000
 
+--all counts every block each site took since start, freed or not (the
+short-lived allocations of connecting and logging in, whose holes stay in
+the heap), instead of the live ones.
+
 --tls holds the accounts over implicit TLS (OpenSSL's blocks then show
 under CRYPTO_malloc's callers); --dump FILE only reports a dump written
 before (FILE.maps beside it).
@@ -92,7 +96,7 @@ class Symbolizer:
         return self.cache.get((path, off - 1), ("?", "?", "?"))
 
 
-def report(dump, binary, accounts, top):
+def report(dump, binary, accounts, top, what="live heap"):
     sites = []
     with open(dump) as f:
         for line in f:
@@ -124,7 +128,7 @@ def report(dump, binary, accounts, top):
         e[0] += nbytes
         e[1] += count
         e[2][chain] += nbytes
-    print(f"live heap: {total / 1024 / 1024:.2f} MiB in {blocks} blocks; "
+    print(f"{what}: {total / 1024 / 1024:.2f} MiB in {blocks} blocks; "
           f"{total / accounts:.0f} B and {blocks / accounts:.1f} blocks "
           f"per account ({accounts} accounts)")
     print(f"{'B/acct':>8} {'blocks/acct':>11}  site")
@@ -145,10 +149,13 @@ def main():
     ap.add_argument("--top", type=float, default=4,
                     help="hide sites below this many bytes per account")
     ap.add_argument("--dump", help="only print the report of this dump")
+    ap.add_argument("--all", action="store_true",
+                    help="every block taken since start, not the live ones")
     args = ap.parse_args()
     binary = fx.IDLEFETCH
     if args.dump:
-        report(args.dump, binary, args.n + 1, args.top)
+        report(args.dump, binary, args.n + 1, args.top,
+               "taken since start" if args.all else "live heap")
         return
     resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
     k = args.n
@@ -164,7 +171,8 @@ def main():
         f = env.idlefetch(name="a-first", tls=tls, extra=secs)
         f.start(env={"LD_PRELOAD": os.path.abspath(args.shim),
                      "MALLOC_SITES_TRIGGER": trig,
-                     "MALLOC_SITES_OUT": out})
+                     "MALLOC_SITES_OUT": out,
+                     **({"MALLOC_SITES_ALL": "1"} if args.all else {})})
         if scale10k.wait_idle(f.state_dir, names, 1800) is None:
             print("not all idle", file=sys.stderr)
         time.sleep(8)
@@ -173,7 +181,8 @@ def main():
         fx.wait_until(lambda: not os.path.exists(trig), 30)
         time.sleep(1)
         print(f"RSS {rss / 1024:.1f} MiB (with the shim's tables)")
-        report(out, binary, k + 1, args.top)
+        report(out, binary, k + 1, args.top,
+               "taken since start" if args.all else "live heap")
         f.stop()
     finally:
         env.close()

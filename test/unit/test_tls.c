@@ -143,13 +143,31 @@ make_cert(EVP_PKEY *key, X509 *issuer, EVP_PKEY *signer, const char *cn)
 	return x;
 }
 
+/* Whether OpenSSL knew its reason texts once a client context was made. */
+static int texts_at_start;
+
+static int
+have_reason_texts(void)
+{
+	return ERR_reason_error_string(ERR_PACK(ERR_LIB_SSL, 0,
+		   SSL_R_WRONG_VERSION_NUMBER)) != NULL;
+}
+
 static int
 setup(void **state)
 {
 	FILE *fp;
 	int fd = mkstemp(ca_path);
+	unsigned char pin[TLS_PIN_LEN] = { 0 };
+	char err[256];
+	SSL_CTX *ctx;
 
 	assert_true(fd >= 0);
+	/* The first context in the process, as in the daemon. */
+	ctx = tls_ctx_new(NULL, pin, err, sizeof(err));
+	assert_non_null(ctx);
+	texts_at_start = have_reason_texts();
+	SSL_CTX_free(ctx);
 	ca_key = EVP_EC_gen("P-256");
 	srv_key = EVP_EC_gen("P-256");
 	ca_crt = make_cert(ca_key, NULL, ca_key, "idlefetch test CA");
@@ -584,6 +602,37 @@ test_system_trust_falls_back_to_the_bundle(void **state)
 	rmdir(dir);
 }
 
+/*
+ * OpenSSL's reason texts are not loaded at start (360 KiB of every
+ * process), yet a failure is still reported in words: a plaintext IMAP
+ * greeting where a TLS record was expected.
+ */
+static void
+test_reason_texts_load_only_when_a_failure_is_reported(void **state)
+{
+	static const char greeting[] = "* OK IMAP4rev1 ready\r\n";
+	char err[256] = "", *out;
+	struct pair p;
+	SSL_CTX *ctx;
+
+	assert_false(texts_at_start);
+	ctx = tls_ctx_new(ca_path, NULL, err, sizeof(err));
+	assert_non_null(ctx);
+	pair_new(&p, ctx);
+	assert_int_equal(tls_handshake(p.c, err, sizeof(err)), 1);
+	free(tls_take(p.c, &out) > 0 ? out : NULL);
+	tls_feed(p.c, greeting, strlen(greeting));
+	assert_int_equal(tls_handshake(p.c, err, sizeof(err)), IDLEFETCH_ETLS);
+	print_message("%s\n", err);
+	assert_true(strstr(err, "wrong version number") != NULL ||
+	    strstr(err, "packet length too long") != NULL);
+	assert_null(strstr(err, "error:"));
+	assert_true(have_reason_texts());
+	SSL_free(p.s);
+	tls_free(p.c);
+	SSL_CTX_free(ctx);
+}
+
 int
 main(void)
 {
@@ -596,6 +645,8 @@ main(void)
 		cmocka_unit_test(
 		    test_system_trust_refuses_a_ca_that_is_not_in_it),
 		cmocka_unit_test(test_system_trust_falls_back_to_the_bundle),
+		cmocka_unit_test(
+		    test_reason_texts_load_only_when_a_failure_is_reported),
 	};
 
 	/* Before OpenSSL allocates anything. */
