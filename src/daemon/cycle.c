@@ -193,7 +193,7 @@ login_go(struct cycle *cy)
 		cy->split_asked = true;
 		cy->o.ops->split(cy->o.ud);
 	}
-	if ((watch_live(folders(cy)) > 1 || cy->o.lists) &&
+	if ((watch_live(w) > 1 || cy->o.lists) &&
 	    (caps & CAP_NOTIFY) && cy->o.acct->idle && !cy->o.once) {
 		send_notify(cy, false);
 		return;

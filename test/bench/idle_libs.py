@@ -40,13 +40,7 @@ def idle_once(env, binary, tls, seconds, n):
     f = env.idlefetch(name=f"m{n}", tls=tls)
     f.start()
     try:
-        def idling():
-            try:
-                with open(f"{f.state_dir}/m{n}/status") as st:
-                    return "\tIDLE\t" in st.read()
-            except OSError:
-                return False
-        if not fx.wait_until(idling, 60):
+        if not f.idle(60):
             raise SystemExit(f"{binary} ({tls}) did not reach IDLE:\n"
                              + f.log())
         time.sleep(seconds)

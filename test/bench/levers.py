@@ -41,13 +41,7 @@ def idle_rss(env, binary, extra, seconds, n):
     f = env.idlefetch(name=f"lv{n}", tls="implicit")
     f.start(env=extra)
     try:
-        def idling():
-            try:
-                with open(f"{f.state_dir}/lv{n}/status") as st:
-                    return "\tIDLE\t" in st.read()
-            except OSError:
-                return False
-        if not fx.wait_until(idling, 60):
+        if not f.idle(60):
             raise SystemExit(f"{binary} did not reach IDLE:\n" + f.log())
         time.sleep(seconds)
         return fx.rss_kb(f.proc.pid)

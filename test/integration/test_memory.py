@@ -41,14 +41,7 @@ class MallocArenaTest(unittest.TestCase):
         try:
             self.assertTrue(fx.wait_until(lambda: len(f.md.files("new")) ==
                                           200, 60), f.log())
-
-            def idling():
-                try:
-                    with open(f"{f.state_dir}/arena/status") as st:
-                        return "\tIDLE\t" in st.read()
-                except OSError:
-                    return False
-            self.assertTrue(fx.wait_until(idling, 60), f.log())
+            self.assertTrue(f.idle(), f.log())
             self.assertEqual(thread_arenas(f.proc.pid), 0,
                              "the threadpool's threads allocate from the "
                              "main arena, whose free pages are trimmed")

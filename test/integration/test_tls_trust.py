@@ -41,16 +41,6 @@ def anonymous_kb(pid):
     return 0
 
 
-def idle(f, timeout=60):
-    def ok():
-        try:
-            with open(f"{f.state_dir}/{f.name}/status") as st:
-                return "\tIDLE\t" in st.read()
-        except OSError:
-            return False
-    return fx.wait_until(ok, timeout)
-
-
 class SystemTrustTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -71,9 +61,7 @@ class SystemTrustTest(unittest.TestCase):
         cls.env.close()
 
     def daemon(self, name, **kw):
-        f = self.env.idlefetch(name=name, **kw)
-        f.name = name
-        return f
+        return self.env.idlefetch(name=name, **kw)
 
     def test_ca_in_the_hashed_directory_is_trusted_for_push(self):
         """No ca_file: the CA is found in the directory; the backlog and a
@@ -84,8 +72,8 @@ class SystemTrustTest(unittest.TestCase):
         f.start(env={"SSL_CERT_DIR": self.with_ca})
         g.start(env={"SSL_CERT_DIR": self.without_ca})
         try:
-            self.assertTrue(idle(f), f.log())
-            self.assertTrue(idle(g), g.log())
+            self.assertTrue(f.idle(), f.log())
+            self.assertTrue(g.idle(), g.log())
             self.assertEqual(f.md.count(), 1)
             self.env.dovecot.lmtp(fx.make_message(2))
             self.assertTrue(fx.wait_until(lambda: f.md.count() == 2, 30),

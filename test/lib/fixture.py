@@ -435,6 +435,7 @@ class Idlefetch:
         deliver: lines that replace the maildir line (deliver = ...);
         glob: more lines for [global]."""
         self.root = root
+        self.name = name
         self.wrap = list(wrap)
         self.dir = os.path.join(root, f"idlefetch-{name}")
         os.makedirs(self.dir, exist_ok=True)
@@ -498,6 +499,16 @@ after = {after}
     def log(self):
         with open(self.logfile, errors="replace") as f:
             return f.read()
+
+    def idle(self, timeout=60):
+        """Whether the account's status file says IDLE within timeout s."""
+        def says_idle():
+            try:
+                with open(f"{self.state_dir}/{self.name}/status") as st:
+                    return "\tIDLE\t" in st.read()
+            except OSError:
+                return False
+        return wait_until(says_idle, timeout)
 
     def connections(self, port):
         """Established TCP connections of the running idlefetch to port."""
